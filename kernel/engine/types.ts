@@ -1,0 +1,51 @@
+// The contract between the execution engine (TypeScript cells -> values) and whoever serves
+// it (the notebook kernel's shell handler, tests). The engine never touches sockets: every
+// output goes through the sink it is handed for the cell.
+
+/** A Jupyter MIME bundle: mime type -> data (string, or JSON for application/json-like types). */
+export type MimeBundle = Record<string, unknown>;
+
+/** Where one cell's side effects go. The kernel implements it with iopub/stdin messages. */
+export interface CellSink {
+  stream(name: "stdout" | "stderr", text: string): void;
+  /** display_data, or update_display_data when `update` is true (needs transient.display_id). */
+  display(data: MimeBundle, metadata: Record<string, unknown>, transient: { display_id?: string }, update: boolean): void;
+  clearOutput(wait: boolean): void;
+  /** Asks the frontend on the stdin channel; rejects when the request did not allow stdin. */
+  input(prompt: string, password: boolean): Promise<string>;
+  /** Adds a payload to the execute_reply (e.g. { source: "page", data, start } or set_next_input). */
+  payload(item: Record<string, unknown>): void;
+}
+
+export interface CellRequest {
+  /** The code as TypeScript sees it (magics already removed by the magics layer). */
+  code: string;
+  /** Frontend cell id from the request metadata (`cellId`), when the client sends one. */
+  cellId?: string;
+  /** Whether the frontend accepts input_request for this cell. */
+  allowStdin: boolean;
+  sink: CellSink;
+}
+
+export type CellOutcome =
+  | { status: "ok"; /** execute_result data, absent when the last statement has no value. */ result?: MimeBundle }
+  | { status: "error"; ename: string; evalue: string; traceback: string[] };
+
+export interface Completion {
+  matches: string[];
+  cursor_start: number;
+  cursor_end: number;
+  metadata: Record<string, unknown>;
+}
+
+export interface Inspection {
+  found: boolean;
+  data: MimeBundle;
+}
+
+/** One top-level declaration that a cell ran, with its exact TypeScript text. */
+export interface DeclarationRecord {
+  name: string;
+  kind: "function" | "class" | "variable" | "interface" | "type" | "enum" | "import";
+  source: string;
+}
