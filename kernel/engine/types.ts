@@ -49,3 +49,24 @@ export interface DeclarationRecord {
   kind: "function" | "class" | "variable" | "interface" | "type" | "enum" | "import";
   source: string;
 }
+
+/**
+ * What the kernel and the magics layer use of the engine (implemented by `Engine` in
+ * engine/index.ts). One engine per notebook kernel; it lives on the kernel's main thread.
+ */
+export interface ExecutionEngine {
+  /** Type-check, then run one cell. Never throws: failures are an `error` outcome. */
+  execute(request: CellRequest): Promise<CellOutcome>;
+  /** Completions from the type checker at `cursorPos` (UTF-16 offset), filtered to the typed prefix. */
+  complete(code: string, cursorPos: number): Completion;
+  /** Type and docs of the name at `cursorPos`, as text/plain (and text/markdown). */
+  inspect(code: string, cursorPos: number, detailLevel: 0 | 1): Inspection;
+  /** For is_complete_request: "incomplete" comes with the indent to continue with. */
+  isComplete(code: string): { status: "complete" | "incomplete" | "invalid"; indent?: string };
+  /** Stop the running cell (pending await rejects; a synchronous loop is stopped by SIGINT). State is kept. */
+  interrupt(): void;
+  /** The latest TypeScript source of every top-level name declared by a cell that ran. */
+  declarations(): ReadonlyMap<string, DeclarationRecord>;
+  /** Evaluates a JavaScript expression in the notebook's global scope (no type-check). */
+  evaluate(expression: string): unknown;
+}
