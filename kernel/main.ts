@@ -1,0 +1,86 @@
+// The notebook kernel process: starts the socket thread, then serves shell and stdin requests
+// on the main thread, where user code runs.
+import { randomUUID } from "node:crypto";
+import { homedir } from "node:os";
+import { join } from "node:path";
+import { inspect } from "node:util";
+import { Worker } from "node:worker_threads";
+import { readConnectionFile } from "./wire/connection";
+import type { ExecutionEngine } from "./engine/types";
+import { commRegistry } from "./comms";
+import { History } from "./history";
+import { ShellHandler, type PrepareCell } from "./shell";
+import { reviveMessage, type SocketThreadCommand, type SocketThreadData, type SocketThreadEvent } from "./socket-thread";
+
+// Loaded lazily and typed here at the boundary, so the kernel's modules stay independent of
+// how the engine and magics are built.
+interface EngineModule {
+  Engine: new (options: { cwd: string }) => ExecutionEngine;
+}
+interface MagicsModule {
+  prepareCell: PrepareCell;
+}
+
+/** Where each session's inputs are appended ($NBJOB_HOME/history.jsonl). */
+function historyFile(): string {
+  return join(process.env.NBJOB_HOME || join(homedir(), ".nbjob"), "history.jsonl");
+}
+
+/**
+ * Runs the notebook kernel for `connectionFile` until a shutdown_request ends the process.
+ * Resolves once the kernel answers requests; rejects when the sockets cannot be bound.
+ */
+export async function startKernel(connectionFile: string): Promise<void> {
+  const info = readConnectionFile(connectionFile);
+  const session = randomUUID();
+
+  // Installed first: SIGINT is how interrupts arrive, and Node's default would end the kernel.
+  let engine: ExecutionEngine | undefined;
+  process.on("SIGINT", () => engine?.interrupt());
+
+  const data: SocketThreadData = { role: "nbjob-socket-thread", info, session, implementationVersion: packageVersion() };
+  const thread = new Worker(join(__dirname, "socket-thread.js"), { workerData: data });
+  const toSockets = (command: SocketThreadCommand) => thread.postMessage(command);
+  await new Promise<void>((resolve, reject) => {
+    const first = (event: SocketThreadEvent) => {
+      thread.off("message", first);
+      if (event.kind === "bound") resolve();
+      else if (event.kind === "bind-failed") reject(new Error(event.message));
+    };
+    thread.on("message", first);
+    thread.once("error", reject);
+  });
+
+  const { Engine } = require("./engine") as EngineModule;
+  const { prepareCell } = require("../magics") as MagicsModule;
+  engine = new Engine({ cwd: process.cwd() });
+  const shell = new ShellHandler({
+    engine, prepareCell, session, comms: commRegistry, history: new History(historyFile()),
+    transport: { send: (channel, msg) => toSockets({ kind: "send", channel, msg }) },
+  });
+
+  // A cell's timer or promise that fails after the cell finished must not end the kernel.
+  process.on("uncaughtException", (err) => shell.reportStray(`Uncaught ${err.stack ?? err}\n`));
+  process.on("unhandledRejection", (reason) => shell.reportStray(`Unhandled rejection: ${reason instanceof Error ? reason.stack : inspect(reason)}\n`));
+
+  thread.on("message", (event: SocketThreadEvent) => {
+    if (event.kind === "request") shell.receive(event.channel, reviveMessage(event.msg));
+    else if (event.kind === "shutdown") toSockets({ kind: "close" });
+    else if (event.kind === "closed") process.exit(0);
+  });
+  thread.on("error", (err) => {
+    process.stderr.write(`nbjob kernel: the socket thread failed: ${err.stack ?? err}\n`);
+    process.exit(1);
+  });
+
+  const { ts } = require("ts-morph") as typeof import("ts-morph");
+  toSockets({ kind: "ready", typescriptVersion: ts.version });
+}
+
+function packageVersion(): string {
+  try {
+    return (require("../../package.json") as { version: string }).version;
+  } catch {
+    return "0.0.0";
+  }
+}

@@ -1,0 +1,339 @@
+// The notebook kernel's shell and stdin handlers (main thread): one function per request type,
+// busy/idle around each, every failure answered with an error reply that says what happened.
+import { AsyncLocalStorage } from "node:async_hooks";
+import { inspect } from "node:util";
+import type { ExecutionEngine, MimeBundle } from "./engine/types";
+import type { MagicContext, PreparedCell } from "../magics/types";
+import { CellError } from "../magics/types";
+import { replyTo, type JupyterMessage } from "./wire/message";
+import type { SendChannel } from "./wire/server";
+import type { CommRegistry } from "./comms";
+import type { History } from "./history";
+import { ExecuteRequestSink } from "./cell-sink";
+
+/** Where the handler's messages go (the socket thread, in the notebook kernel). */
+export interface KernelTransport {
+  send(channel: SendChannel, msg: JupyterMessage<unknown>): void;
+}
+
+export type PrepareCell = (code: string, ctx: MagicContext) => Promise<PreparedCell>;
+
+export interface ShellHandlerOptions {
+  engine: ExecutionEngine;
+  prepareCell: PrepareCell;
+  transport: KernelTransport;
+  session: string;
+  history: History;
+  comms: CommRegistry;
+  log?: (line: string) => void;
+}
+
+type Content = Record<string, unknown>;
+type Request = JupyterMessage<Content>;
+
+// Requests that use the engine run one at a time, in arrival order. Comm messages do not wait
+// for them: a cell may be awaiting the frontend's answer on a comm (job review).
+const ORDERED = new Set(["execute_request", "complete_request", "inspect_request", "is_complete_request", "history_request"]);
+
+interface PendingInput {
+  requestId: string;
+  resolve(value: string): void;
+}
+
+export class ShellHandler {
+  private executionCount = 0;
+  private readonly queue: Request[] = [];
+  private draining = false;
+  private pendingInputs: PendingInput[] = [];
+  // The request being handled, across awaits: comm messages sent by a cell get it as parent.
+  private readonly currentRequest = new AsyncLocalStorage<Request>();
+  private lastExecute: Request | undefined;
+  private readonly log: (line: string) => void;
+
+  constructor(private readonly options: ShellHandlerOptions) {
+    this.log = options.log ?? ((line) => process.stderr.write(`nbjob kernel: ${line}\n`));
+    options.comms.attach((msgType, content, metadata, buffers) => {
+      const parent = this.currentRequest.getStore() ?? this.lastExecute;
+      const msg = this.message(parent, msgType, content, metadata);
+      this.options.transport.send("iopub", { ...msg, identities: [], buffers });
+    });
+  }
+
+  /** Entry point for every request the socket thread forwards. */
+  receive(channel: "shell" | "stdin", msg: Request): void {
+    if (channel === "stdin") return this.stdinMessage(msg);
+    if (ORDERED.has(msg.header.msg_type)) {
+      this.queue.push(msg);
+      void this.drain();
+    } else {
+      void this.handle(msg);
+    }
+  }
+
+  /** Output that no cell is waiting for (e.g. an error thrown from a timer) goes to the last cell run. */
+  reportStray(text: string): void {
+    if (this.lastExecute) this.publish(this.lastExecute, "stream", { name: "stderr", text });
+    else this.log(text.trimEnd());
+  }
+
+  private async drain(): Promise<void> {
+    if (this.draining) return;
+    this.draining = true;
+    try {
+      for (let msg = this.queue.shift(); msg; msg = this.queue.shift()) await this.handle(msg);
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  private async handle(msg: Request): Promise<void> {
+    await this.currentRequest.run(msg, async () => {
+      this.publish(msg, "status", { execution_state: "busy" });
+      const replyType = msg.header.msg_type.replace(/_request$/, "_reply");
+      try {
+        if (!isObject(msg.content)) throw new RequestError("MalformedMessage", `${msg.header.msg_type} content must be a JSON object, got ${JSON.stringify(msg.content)}`);
+        await this.dispatch(msg);
+      } catch (err) {
+        const { ename, evalue, traceback } = describeFailure(err);
+        this.log(`${msg.header.msg_type} failed: ${evalue}`);
+        if (msg.header.msg_type.endsWith("_request")) this.reply(msg, replyType, { status: "error", ename, evalue, traceback });
+      } finally {
+        this.publish(msg, "status", { execution_state: "idle" });
+      }
+    });
+  }
+
+  private async dispatch(msg: Request): Promise<void> {
+    switch (msg.header.msg_type) {
+      case "execute_request": return this.execute(msg);
+      case "complete_request": return this.complete(msg);
+      case "inspect_request": return this.inspect(msg);
+      case "is_complete_request": return this.isComplete(msg);
+      case "history_request": return this.history(msg);
+      case "comm_info_request": return this.commInfo(msg);
+      case "comm_open": return this.commOpen(msg);
+      case "comm_msg": return this.commMsg(msg);
+      case "comm_close": return this.commClose(msg);
+      default: {
+        const type = msg.header.msg_type;
+        throw new RequestError("UnknownMessageType", `nbjob does not handle ${type} on the shell channel; it answers execute, complete, inspect, is_complete, history, comm_info and kernel_info requests and comm_open/comm_msg/comm_close`);
+      }
+    }
+  }
+
+  private async execute(msg: Request): Promise<void> {
+    const content = msg.content;
+    const code = requireString(msg, "code");
+    const silent = content.silent === true;
+    const storeHistory = !silent && content.store_history !== false;
+    const allowStdin = content.allow_stdin !== false;
+    const stopOnError = content.stop_on_error !== false;
+    const cellId = typeof msg.metadata.cellId === "string" ? msg.metadata.cellId : undefined;
+    if (storeHistory) this.executionCount += 1;
+    const count = this.executionCount;
+    this.lastExecute = msg;
+
+    if (!silent) this.publish(msg, "execute_input", { code, execution_count: count });
+    const sink = new ExecuteRequestSink(msg, {
+      publish: (parent, type, body) => this.publish(parent, type, body),
+      requestInput: (parent, prompt, password) => this.requestInput(parent, prompt, password),
+    }, { quiet: silent, allowStdin });
+
+    const outcome = await this.runCell(code, cellId, allowStdin, sink);
+    if (outcome.status === "ok") {
+      if (outcome.result && !silent) this.publish(msg, "execute_result", { execution_count: count, data: outcome.result, metadata: {} });
+      if (storeHistory) this.options.history.record(count, code, plainText(outcome.result));
+      this.reply(msg, "execute_reply", {
+        status: "ok", execution_count: count, payload: sink.payloads, user_expressions: this.userExpressions(content.user_expressions),
+      });
+      return;
+    }
+    if (storeHistory) this.options.history.record(count, code);
+    const { ename, evalue, traceback } = outcome;
+    if (!silent) this.publish(msg, "error", { ename, evalue, traceback });
+    this.reply(msg, "execute_reply", { status: "error", execution_count: count, ename, evalue, traceback, payload: [], user_expressions: {} });
+    if (stopOnError && !silent) this.refuseQueuedCells(count);
+  }
+
+  /** magics, then the engine, then the magics' success step; every failure becomes one error outcome. */
+  private async runCell(code: string, cellId: string | undefined, allowStdin: boolean, sink: ExecuteRequestSink) {
+    const { engine, prepareCell } = this.options;
+    try {
+      const prepared = await prepareCell(code, { engine, sink, cellId });
+      const outcome = await engine.execute({ code: prepared.code, cellId, allowStdin, sink });
+      if (outcome.status === "ok") await prepared.onSuccess();
+      return outcome;
+    } catch (err) {
+      return { status: "error" as const, ...describeFailure(err) };
+    }
+  }
+
+  /**
+   * After a failed cell with stop_on_error, the cells the frontend had already queued (Run All)
+   * are answered with an error naming the failed cell instead of running on a broken state.
+   */
+  private refuseQueuedCells(failedCount: number): void {
+    const refused = this.queue.filter((m) => m.header.msg_type === "execute_request");
+    if (refused.length === 0) return;
+    this.queue.splice(0, this.queue.length, ...this.queue.filter((m) => m.header.msg_type !== "execute_request"));
+    for (const msg of refused) {
+      const evalue = `not run because cell [${failedCount}] failed before it and stop_on_error was set; fix that cell and run this one again`;
+      this.publish(msg, "status", { execution_state: "busy" });
+      this.reply(msg, "execute_reply", { status: "error", execution_count: this.executionCount, ename: "CellNotRun", evalue, traceback: [`CellNotRun: ${evalue}`], payload: [], user_expressions: {} });
+      this.publish(msg, "status", { execution_state: "idle" });
+    }
+  }
+
+  private userExpressions(expressions: unknown): Content {
+    const results: Content = {};
+    if (!isObject(expressions)) return results;
+    for (const [name, expression] of Object.entries(expressions)) {
+      try {
+        const value = this.options.engine.evaluate(String(expression));
+        results[name] = { status: "ok", data: { "text/plain": inspect(value, { colors: false }) }, metadata: {} };
+      } catch (err) {
+        results[name] = { status: "error", ...describeFailure(err) };
+      }
+    }
+    return results;
+  }
+
+  private complete(msg: Request): void {
+    const code = requireString(msg, "code");
+    const cursor = cursorOf(msg, code);
+    const completion = this.options.engine.complete(code, cursor);
+    this.reply(msg, "complete_reply", { status: "ok", ...completion });
+  }
+
+  private inspect(msg: Request): void {
+    const code = requireString(msg, "code");
+    const detail = msg.content.detail_level === 1 ? 1 : 0;
+    const found = this.options.engine.inspect(code, cursorOf(msg, code), detail);
+    this.reply(msg, "inspect_reply", { status: "ok", found: found.found, data: found.found ? found.data : {}, metadata: {} });
+  }
+
+  private isComplete(msg: Request): void {
+    const code = requireString(msg, "code");
+    const verdict = this.options.engine.isComplete(code);
+    this.reply(msg, "is_complete_reply", verdict.status === "incomplete" ? { status: "incomplete", indent: verdict.indent ?? "" } : { status: verdict.status });
+  }
+
+  private history(msg: Request): void {
+    const c = msg.content;
+    const withOutput = c.output === true;
+    const history = this.options.history;
+    const count = (v: unknown) => (typeof v === "number" && Number.isFinite(v) ? v : undefined);
+    let rows;
+    switch (c.hist_access_type) {
+      case "tail": rows = history.tail(count(c.n) ?? 10, withOutput); break;
+      case "range": rows = history.range(count(c.session) ?? 0, count(c.start) ?? 0, count(c.stop), withOutput); break;
+      case "search": rows = history.search(typeof c.pattern === "string" ? c.pattern : "*", count(c.n), c.unique === true, withOutput); break;
+      default:
+        throw new RequestError("BadRequest", `history_request hist_access_type must be "tail", "range" or "search", got ${JSON.stringify(c.hist_access_type)}`);
+    }
+    this.reply(msg, "history_reply", { status: "ok", history: rows });
+  }
+
+  private commInfo(msg: Request): void {
+    const target = typeof msg.content.target_name === "string" ? msg.content.target_name : undefined;
+    this.reply(msg, "comm_info_reply", { status: "ok", comms: this.options.comms.info(target) });
+  }
+
+  // comm_open/msg/close are not requests: the spec has no reply for them, so problems are logged.
+  private commOpen(msg: Request): void {
+    const c = msg.content;
+    const problem = this.options.comms.handleOpen({
+      comm_id: requireString(msg, "comm_id"), target_name: requireString(msg, "target_name"),
+      data: isObject(c.data) ? c.data : {}, metadata: msg.metadata, buffers: msg.buffers,
+    });
+    if (problem) this.log(problem);
+  }
+
+  private commMsg(msg: Request): void {
+    const data = isObject(msg.content.data) ? msg.content.data : {};
+    const problem = this.options.comms.handleMsg(requireString(msg, "comm_id"), data, msg.metadata, msg.buffers);
+    if (problem) this.log(problem);
+  }
+
+  private commClose(msg: Request): void {
+    const data = isObject(msg.content.data) ? msg.content.data : {};
+    const problem = this.options.comms.handleClose(requireString(msg, "comm_id"), data);
+    if (problem) this.log(problem);
+  }
+
+  private requestInput(parent: JupyterMessage<unknown>, prompt: string, password: boolean): Promise<string> {
+    return new Promise((resolve) => {
+      this.pendingInputs.push({ requestId: parent.header.msg_id, resolve });
+      // input_request goes to the same frontend (routing identity) that sent the execute request.
+      this.options.transport.send("stdin", this.message(parent, "input_request", { prompt, password }, {}, parent.identities));
+    });
+  }
+
+  private stdinMessage(msg: Request): void {
+    if (msg.header.msg_type !== "input_reply") {
+      this.log(`ignored ${msg.header.msg_type} on stdin; only input_reply is expected there`);
+      return;
+    }
+    // Replies carry the execute request as parent; the oldest waiting input() of that request gets it.
+    const parentId = msg.parent_header.msg_id;
+    const index = Math.max(0, this.pendingInputs.findIndex((p) => p.requestId === parentId));
+    const pending = this.pendingInputs.splice(index, 1)[0];
+    if (!pending) {
+      this.log("ignored an input_reply: no input() is waiting for one");
+      return;
+    }
+    pending.resolve(isObject(msg.content) && typeof msg.content.value === "string" ? msg.content.value : "");
+  }
+
+  private message(parent: JupyterMessage<unknown> | undefined, msgType: string, content: unknown, metadata: Content = {}, identities: Buffer[] = []): JupyterMessage<unknown> {
+    const base: JupyterMessage<unknown> = parent ?? { identities: [], header: {} as JupyterMessage["header"], parent_header: {}, metadata: {}, content: {}, buffers: [] };
+    return { ...replyTo(base, msgType, content, this.options.session, metadata), identities };
+  }
+
+  private publish(parent: JupyterMessage<unknown>, msgType: string, content: Content): void {
+    this.options.transport.send("iopub", this.message(parent, msgType, content));
+  }
+
+  private reply(parent: Request, msgType: string, content: Content): void {
+    this.options.transport.send("shell", this.message(parent, msgType, content, {}, parent.identities));
+  }
+}
+
+/** A request the kernel cannot act on; its name and message go into the error reply. */
+class RequestError extends Error {
+  constructor(readonly ename: string, message: string) {
+    super(message);
+  }
+}
+
+function describeFailure(err: unknown): { ename: string; evalue: string; traceback: string[] } {
+  if (err instanceof CellError) return { ename: err.ename, evalue: err.evalue, traceback: err.traceback };
+  if (err instanceof RequestError) return { ename: err.ename, evalue: err.message, traceback: [`${err.ename}: ${err.message}`] };
+  if (err instanceof Error) {
+    return { ename: err.name || "Error", evalue: err.message, traceback: (err.stack ?? `${err.name}: ${err.message}`).split("\n") };
+  }
+  return { ename: "Error", evalue: String(err), traceback: [`Error: ${String(err)}`] };
+}
+
+function requireString(msg: Request, field: string): string {
+  const value = msg.content[field];
+  if (typeof value !== "string") {
+    throw new RequestError("MalformedMessage", `${msg.header.msg_type} needs content.${field} as a string, got ${value === undefined ? "nothing" : JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+/** cursor_pos per the spec (UTF-16 offset since 5.2); missing means the end of the code. */
+function cursorOf(msg: Request, code: string): number {
+  const cursor = msg.content.cursor_pos;
+  return typeof cursor === "number" && cursor >= 0 ? Math.min(cursor, code.length) : code.length;
+}
+
+function plainText(bundle: MimeBundle | undefined): string | undefined {
+  const text = bundle?.["text/plain"];
+  return typeof text === "string" ? text : undefined;
+}
+
+function isObject(value: unknown): value is Content {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
