@@ -1,0 +1,7 @@
+// The package's public entry (`import { display, SnippetCollector } from "nbjob"`); the names
+// exported here are also the globals every notebook cell sees.
+export { display } from "./display";
+export type { Display, DisplayHandle } from "./display";
+export { input } from "./input";
+export type { InputOptions } from "./input";
+export { sourceOfFunction } from "./notebook";

@@ -1,0 +1,45 @@
+// The hook between a running kernel and the notebook-facing runtime: which cell's outputs
+// display() and input() reach, and where a cell-defined function's TypeScript source is kept.
+import type { CellSink, DeclarationRecord } from "../kernel/engine/types";
+
+interface NotebookHook {
+  sink?: CellSink;
+  sourceOfFunction?: (fn: Function) => DeclarationRecord | undefined;
+}
+
+// Kept on globalThis under a registered symbol so that two copies of this package in one
+// process (the kernel's and a notebook folder's node_modules/nbjob) still share one hook.
+const HOOK_KEY = Symbol.for("nbjob.notebook.hook");
+
+function hook(): NotebookHook {
+  const holder = globalThis as { [HOOK_KEY]?: NotebookHook };
+  return (holder[HOOK_KEY] ??= {});
+}
+
+/** Set by the engine when a cell starts; outputs produced later (timers) still go to it. */
+export function setCellSink(sink: CellSink | undefined): void {
+  hook().sink = sink;
+}
+
+/** The sink of the cell that ran last, or undefined outside a notebook kernel. */
+export function currentCellSink(): CellSink | undefined {
+  return hook().sink;
+}
+
+/** True when this process is a notebook kernel that has started running cells. */
+export function inNotebook(): boolean {
+  return hook().sink !== undefined;
+}
+
+/** Set by the engine: maps a function or class object defined in a cell to its declaration. */
+export function setFunctionSourceLookup(lookup: (fn: Function) => DeclarationRecord | undefined): void {
+  hook().sourceOfFunction = lookup;
+}
+
+/**
+ * The TypeScript declaration a notebook cell gave `fn` (its latest definition), or undefined
+ * when `fn` was not defined by a cell of this kernel.
+ */
+export function sourceOfFunction(fn: Function): DeclarationRecord | undefined {
+  return hook().sourceOfFunction?.(fn);
+}
