@@ -4,6 +4,10 @@ import { CellError } from "./types";
 import type { MagicEffect } from "./registry";
 import { cellMagic, cellMagicNames, lineMagic, lineMagicNames } from "./registry";
 import { blankRange, lineStarts, linesStartingInCode } from "./text";
+import { usageError } from "./errors";
+import { deleteRanges, extractCollectorDecorators } from "./decorators";
+import { tidySource } from "../runtime/bundle-analysis";
+import "./snip";
 
 export type { MagicContext, PreparedCell } from "./types";
 export { CellError } from "./types";
@@ -65,15 +69,23 @@ export async function prepareCell(code: string, ctx: MagicContext): Promise<Prep
     }
   }
 
-  for (const m of [...(cell ? [cell] : []), ...lineMagics]) text = blankRange(text, m.start, m.end);
+  const magicLines = [...(cell ? [cell] : []), ...lineMagics];
+  for (const m of magicLines) text = blankRange(text, m.start, m.end);
 
-  const effects: MagicEffect[] = [];
+  // Collector decorators are checked now (before anything runs) and recorded on success.
+  const decorators = extractCollectorDecorators(text, ctx);
+  text = decorators.code;
+  // The user's code as they read it, without magic lines and decorators: what %%snip records.
+  const lineRemovals = magicLines.map((m): [number, number] => [m.start, Math.min(code.length, m.end + 1)]);
+  const source = tidySource(deleteRanges(code, [...lineRemovals, ...decorators.removals]));
+
+  const effects: MagicEffect[] = [{ onSuccess: () => decorators.record() }];
   for (const m of lineMagics) {
     const effect = await lineMagic(m.name)!({ name: m.name, args: m.args, line: m.line, ctx });
     if (effect) effects.push(effect);
   }
   if (cell) {
-    const effect = await cellMagic(cell.name)!({ name: cell.name, args: cell.args, line: cell.line, ctx, code: text });
+    const effect = await cellMagic(cell.name)!({ name: cell.name, args: cell.args, line: cell.line, ctx, code: text, source });
     if (effect) {
       if (effect.code !== undefined) text = effect.code;
       effects.push(effect);
@@ -90,10 +102,4 @@ export async function prepareCell(code: string, ctx: MagicContext): Promise<Prep
 
 function listOrNone(names: string[], prefix: string): string {
   return names.length === 0 ? "none" : names.map((n) => prefix + n).join(", ");
-}
-
-/** A misuse of a magic at a given 0-based line of the cell. */
-export function usageError(message: string, line?: number): CellError {
-  const where = line === undefined ? [] : [`  at cell line ${line + 1}`];
-  return new CellError("UsageError", message, [`UsageError: ${message}`, ...where]);
 }

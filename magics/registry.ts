@@ -15,9 +15,11 @@ export interface MagicInvocation {
 export interface CellMagicInvocation extends MagicInvocation {
   /**
    * The cell with the `%%name` line (and any line magics) already replaced by spaces, so offsets
-   * in it are the user's own. `@sc` decorators are still in it.
+   * in it are the user's own. Collector decorators (`@sc`) are blanked too.
    */
   code: string;
+  /** The cell body as the user reads it: magic lines and collector decorators deleted, blank ends trimmed. */
+  source: string;
 }
 
 /** What a magic contributes to the prepared cell. */

@@ -1,0 +1,24 @@
+// `%%snip NAME`: run the rest of the cell, and once it succeeded record it in collector NAME.
+import type { CellMagicInvocation, MagicEffect } from "./registry";
+import { registerCellMagic } from "./registry";
+import { recordSnippet } from "../runtime/snippets";
+import { COLLECTOR_EXPRESSION, requireCollector } from "./collectors";
+import { usageError } from "./errors";
+
+function snip({ args, line, ctx, code, source }: CellMagicInvocation): MagicEffect {
+  if (args === "") throw usageError(`%%snip needs the name of a SnippetCollector to record the cell in, e.g. %%snip sc (line ${line + 1})`, line);
+  if (!COLLECTOR_EXPRESSION.test(args)) {
+    throw usageError(`%%snip takes one collector name, e.g. %%snip sc; got "${args}" (line ${line + 1})`, line);
+  }
+  // Checked before the cell runs, so a typo does not run the code and then fail to record it.
+  const collector = requireCollector(args, ctx, `%%snip on line ${line + 1}`, line);
+  const cellId = ctx.cellId;
+  return {
+    code,
+    onSuccess() {
+      recordSnippet(collector, { source, kind: "cell", ...(cellId !== undefined ? { cellId } : {}) });
+    },
+  };
+}
+
+registerCellMagic("snip", snip);

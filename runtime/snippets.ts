@@ -1,0 +1,133 @@
+// SnippetCollector: the notebook's marked algorithmic code (`@sc`, `%%snip`), one entry per declaration or cell.
+import { inspect } from "node:util";
+import type { SnippetKind } from "./bundle-analysis";
+import { declaredNames, hasStatements, parseSource, removeDeclarations, sha256, tidySource } from "./bundle-analysis";
+import { dependencyOrder, orderItemFromSource } from "./bundle-order";
+
+export type { SnippetKind } from "./bundle-analysis";
+
+/** One recorded piece of code. */
+export interface Snippet {
+  /** Top-level names it declares (empty for a `%%snip` cell that only runs statements). */
+  readonly names: readonly string[];
+  /** The declaration's kind for `@sc`, `"cell"` for `%%snip`. */
+  readonly kind: SnippetKind;
+  /** Its exact TypeScript, decorators and magic lines removed. */
+  readonly source: string;
+  /** sha256 (hex) of `source`. */
+  readonly hash: string;
+  /** The frontend cell a `%%snip` entry came from, when the frontend said. */
+  readonly cellId?: string;
+}
+
+/** What the magics layer hands to a collector after a cell ran. */
+export interface SnippetRecord {
+  source: string;
+  kind: SnippetKind;
+  cellId?: string;
+}
+
+// Symbol.for so that collectors made by another copy of this module are still recognised.
+const COLLECTOR_BRAND = Symbol.for("nbjob.SnippetCollector");
+const RECORD = Symbol.for("nbjob.SnippetCollector.record");
+
+export class SnippetCollector {
+  /** Optional name shown in listings and errors, e.g. `new SnippetCollector("geometry")`. */
+  readonly label: string | undefined;
+  #entries: Snippet[] = [];
+
+  constructor(label?: string) {
+    if (label !== undefined && typeof label !== "string") {
+      throw new TypeError(`new SnippetCollector(label): label must be a string such as "geometry"; got ${typeof label}`);
+    }
+    this.label = label;
+    Object.defineProperty(this, COLLECTOR_BRAND, { value: true });
+  }
+
+  /** Whether `value` is a collector (also one made by another copy of nbjob). */
+  static isCollector(value: unknown): value is SnippetCollector {
+    return typeof value === "object" && value !== null && (value as { [COLLECTOR_BRAND]?: unknown })[COLLECTOR_BRAND] === true;
+  }
+
+  /** The recorded entries, in the order they were first recorded. */
+  get snippets(): readonly Snippet[] {
+    return this.#entries.map((e) => Object.freeze({ ...e, names: Object.freeze([...e.names]) }));
+  }
+
+  /** Every name any entry declares. */
+  get names(): string[] {
+    return this.#entries.flatMap((e) => e.names);
+  }
+
+  /** The entries as one program, each after the declarations it uses. */
+  get source(): string {
+    const order = dependencyOrder(this.#entries.map((e) => orderItemFromSource(e.source)));
+    return order.map((i) => this.#entries[i].source).join("\n\n") + (this.#entries.length > 0 ? "\n" : "");
+  }
+
+  /** Removes the declaration of `name` (the whole entry when that was all it declared). */
+  remove(name: string): void {
+    if (!this.#entries.some((e) => e.names.includes(name))) {
+      const known = this.names;
+      throw new Error(`${this.describe()} has no snippet declaring "${name}"; it declares ${known.length === 0 ? "nothing yet" : known.join(", ")}`);
+    }
+    this.#entries = this.#withoutNames(new Set([name]));
+  }
+
+  /** Forgets every entry. */
+  clear(): void {
+    this.#entries = [];
+  }
+
+  /**
+   * Records code that just ran successfully. A `%%snip` cell replaces what the same cell
+   * recorded before (same frontend cell id, or else the same names or the same text); any entry
+   * declaring a name again loses that declaration. Used by the magics layer.
+   */
+  [RECORD](record: SnippetRecord): void {
+    const source = tidySource(record.source);
+    const names = declaredNames(parseSource(source));
+    const entry: Snippet = { names, kind: record.kind, source, hash: sha256(source), ...(record.cellId !== undefined ? { cellId: record.cellId } : {}) };
+    const sameCell = (old: Snippet): boolean => {
+      if (old.hash === entry.hash) return true;
+      if (entry.kind !== "cell" || old.kind !== "cell") return false;
+      if (entry.cellId !== undefined && old.cellId !== undefined) return entry.cellId === old.cellId;
+      return names.some((n) => old.names.includes(n));
+    };
+    const position = this.#entries.findIndex(sameCell);
+    const kept = this.#entries.filter((old) => !sameCell(old));
+    const next = this.#withoutNames(new Set(names), kept);
+    // Keep the replaced entry's place so listings do not jump around on a re-run.
+    const at = position === -1 ? next.length : Math.min(position, next.length);
+    next.splice(at, 0, entry);
+    this.#entries = next;
+  }
+
+  #withoutNames(names: ReadonlySet<string>, entries: readonly Snippet[] = this.#entries): Snippet[] {
+    const out: Snippet[] = [];
+    for (const e of entries) {
+      if (!e.names.some((n) => names.has(n))) { out.push(e); continue; }
+      const source = removeDeclarations(e.source, names);
+      if (!hasStatements(source)) continue;
+      out.push({ ...e, source, hash: sha256(source), names: declaredNames(parseSource(source)) });
+    }
+    return out;
+  }
+
+  /** `sc` or `SnippetCollector "geometry"`, for messages. */
+  describe(): string {
+    return this.label === undefined ? "this SnippetCollector" : `SnippetCollector "${this.label}"`;
+  }
+
+  [inspect.custom](): string {
+    const title = this.label === undefined ? "SnippetCollector" : `SnippetCollector "${this.label}"`;
+    if (this.#entries.length === 0) return `${title} (empty)`;
+    const lines = this.#entries.map((e) => `  ${e.kind.padEnd(9)} ${e.names.length > 0 ? e.names.join(", ") : "(statements)"}`);
+    return `${title} (${this.#entries.length} snippet${this.#entries.length === 1 ? "" : "s"})\n${lines.join("\n")}`;
+  }
+}
+
+/** Records ran code into a collector (works across copies of this module). */
+export function recordSnippet(collector: SnippetCollector, record: SnippetRecord): void {
+  (collector as unknown as { [RECORD](r: SnippetRecord): void })[RECORD](record);
+}
