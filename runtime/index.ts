@@ -5,3 +5,7 @@ export type { Display, DisplayHandle } from "./display";
 export { input } from "./input";
 export type { InputOptions } from "./input";
 export { sourceOfFunction } from "./notebook";
+export { SnippetCollector } from "./snippets";
+export type { Snippet, SnippetKind } from "./snippets";
+export { ParamLogger } from "./params";
+export type { JsonValue, ParamValues } from "./params";
