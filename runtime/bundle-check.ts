@@ -1,0 +1,103 @@
+// Type-checks a bundle as a standalone program, with the worker's globals declared, before any job is sent.
+import * as path from "node:path";
+import { Project, ts } from "ts-morph";
+import type { JsonValue, ParamValues } from "./params";
+
+/** One type error, as the compiler reports it, at an offset of the checked text. */
+export interface CheckDiagnostic {
+  start: number;
+  code: number;
+  message: string;
+}
+
+let project: Project | undefined;
+
+// One project per process: the lib and @types/node files are parsed once, later checks take ms.
+function sharedProject(): Project {
+  if (project) return project;
+  let typeRoots: string[] | undefined;
+  try {
+    typeRoots = [path.dirname(path.dirname(require.resolve("@types/node/package.json")))];
+  } catch {
+    typeRoots = undefined; // no @types/node: Node's globals are then unknown to the check
+  }
+  project = new Project({
+    skipAddingFilesFromTsConfig: true,
+    compilerOptions: {
+      target: ts.ScriptTarget.ES2022,
+      // A module, so that entries may use top-level await (the worker's engine allows it).
+      module: ts.ModuleKind.Preserve,
+      moduleResolution: ts.ModuleResolutionKind.Bundler,
+      lib: ["lib.es2023.d.ts"],
+      strict: true,
+      noEmit: true,
+      skipLibCheck: true,
+      esModuleInterop: true,
+      ...(typeRoots ? { types: ["node"], typeRoots } : { types: [] }),
+    },
+  });
+  return project;
+}
+
+/** A TypeScript type for a JSON value: what `params.x` is inside the job. */
+export function jsonType(value: JsonValue): string {
+  if (value === null) return "null";
+  if (Array.isArray(value)) {
+    const items = [...new Set(value.map(jsonType))];
+    if (items.length === 0) return "unknown[]";
+    return items.length === 1 ? `${wrap(items[0])}[]` : `(${items.join(" | ")})[]`;
+  }
+  if (typeof value === "object") {
+    const fields = Object.keys(value).sort().map((k) => `readonly ${JSON.stringify(k)}: ${jsonType(value[k])}`);
+    return fields.length === 0 ? "{}" : `{ ${fields.join("; ")} }`;
+  }
+  return typeof value;
+}
+
+function wrap(type: string): string {
+  return /[|&]/.test(type) && !type.startsWith("{") ? `(${type})` : type;
+}
+
+/** The ambient declarations of the worker globals a bundle may use. */
+export function workerGlobals(params: ParamValues): string {
+  return [
+    "// Globals a job's code sees in the worker.",
+    `declare const params: ${jsonType(params)};`,
+    "declare const jobtracker: {",
+    "  registerCheckpointer(name: string, accessors?: { get?(): unknown; set?(value: any): void }): void;",
+    "  checkpoint(): number;",
+    "  flush(): Promise<void>;",
+    "};",
+    "",
+  ].join("\n");
+}
+
+/**
+ * Type errors of `program` (the bundle's text) given the job's parameter values. `baseDir` is
+ * where imports resolve from (the notebook's directory).
+ */
+export function typeCheckProgram(program: string, params: ParamValues, baseDir: string = process.cwd()): CheckDiagnostic[] {
+  const p = sharedProject();
+  const globals = p.createSourceFile(path.join(baseDir, "__nbjob_worker_globals__.d.ts"), workerGlobals(params), { overwrite: true });
+  // `export {}` makes the file a module (top-level await) without changing the bundle's text.
+  const bundle = p.createSourceFile(path.join(baseDir, "__nbjob_bundle__.ts"), `${program}\nexport {};\n`, { overwrite: true });
+  try {
+    const compiler = p.getProgram().compilerObject;
+    const found = [...compiler.getOptionsDiagnostics(), ...ts.getPreEmitDiagnostics(compiler, bundle.compilerNode),
+      ...ts.getPreEmitDiagnostics(compiler, globals.compilerNode).filter((d) => d.file === globals.compilerNode)];
+    const seen = new Set<string>();
+    const out: CheckDiagnostic[] = [];
+    for (const d of found) {
+      const message = ts.flattenDiagnosticMessageText(d.messageText, "\n");
+      const start = d.file === bundle.compilerNode ? d.start ?? 0 : -1;
+      const key = `${start}:${d.code}:${message}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      out.push({ start, code: d.code, message });
+    }
+    return out;
+  } finally {
+    p.removeSourceFile(bundle);
+    p.removeSourceFile(globals);
+  }
+}

@@ -1,0 +1,272 @@
+// Bundles: the program a job runs, built from collectors, parameters and entry expressions.
+//
+// Convention for running `source` (what a worker does):
+//   - Run the whole text as one TypeScript cell of an nbjob engine (module semantics: top-level
+//     `await` is allowed), with the globals `params` (ParamLogger.forJob(bundle.params)) and
+//     `jobtracker` defined.
+//   - The snippets come first, each after the declarations it uses; then every entry expression
+//     as an expression statement of its own, in order.
+//   - The job's result is the value of the LAST statement, which is always the last entry's
+//     expression statement: exactly what a notebook cell shows as its execute_result. A runner
+//     that is not a cell engine can take `entryStatements(bundle)` instead.
+//   - `parts` maps every line of `source` (1-based) to the snippet or entry it came from, so a
+//     worker's traceback can be shown in the user's own code (`locateBundleLine`).
+import { ts } from "ts-morph";
+import type { SnippetKind } from "./bundle-analysis";
+import { hasStatements, parseSource, removeDeclarations, sha256, syntaxErrors } from "./bundle-analysis";
+import { dependencyOrder, orderItemFromSource } from "./bundle-order";
+import { typeCheckProgram } from "./bundle-check";
+import type { JsonValue, ParamValues } from "./params";
+import { ParamLogger, toJsonValue } from "./params";
+import { SnippetCollector } from "./snippets";
+
+/** A snippet as stored with a job (stored once by hash). */
+export interface BundleSnippet {
+  hash: string;
+  names: string[];
+  kind: SnippetKind;
+  source: string;
+}
+
+/** Where a snippet or entry sits in `source` (1-based, inclusive lines of its own code). */
+export interface BundlePart {
+  kind: "snippet" | "entry";
+  /** Index into `snippets` or `entries`. */
+  index: number;
+  /** `snippet norm` / `snippet a, b` / `entry 2 "norm(origin)"`, for messages. */
+  label: string;
+  firstLine: number;
+  lastLine: number;
+}
+
+export interface Bundle {
+  /** In program order. */
+  snippets: BundleSnippet[];
+  /** The job's parameter values (overrides applied). */
+  params: ParamValues;
+  /** Entry expressions as given; the last one's value is the job's result. */
+  entries: string[];
+  /** The whole program as TypeScript; the same inputs give byte-identical text. */
+  source: string;
+  /** sha256 (hex) of `source`. */
+  hash: string;
+  parts: BundlePart[];
+}
+
+export interface BundleOptions {
+  /** The notebook's ParamLogger, or plain parameter values (e.g. a stored job's). */
+  params?: object;
+  /** Values that replace parameters for this job; each must name an existing parameter. */
+  overrides?: Record<string, unknown>;
+  /** Where `import`s in snippets resolve from while type-checking (default: the current directory). */
+  baseDir?: string;
+  /** Type-check the bundle (default true). */
+  typeCheck?: boolean;
+}
+
+/** One problem found while building or checking a bundle. */
+export interface BundleProblem {
+  /** `snippet norm`, `entry 1 "norm(origin)"`, or `bundle`. */
+  part: string;
+  /** 1-based position inside that snippet or entry, when there is one. */
+  line?: number;
+  column?: number;
+  message: string;
+}
+
+/** The bundle could not be built; `problems` lists every reason, `message` summarises them. */
+export class BundleError extends Error {
+  constructor(readonly problems: BundleProblem[]) {
+    super(problems.map(formatProblem).join("\n"));
+    this.name = "BundleError";
+  }
+}
+
+function formatProblem(p: BundleProblem): string {
+  const at = p.line !== undefined ? ` (line ${p.line}, column ${p.column ?? 1})` : "";
+  return `${p.part}${at}: ${p.message}`;
+}
+
+function snippetLabel(names: readonly string[]): string {
+  return names.length === 0 ? "snippet (statements only)" : `snippet ${names.join(", ")}`;
+}
+
+function entryLabel(index: number, entry: string): string {
+  const short = entry.length > 60 ? `${entry.slice(0, 57)}...` : entry;
+  return `entry ${index + 1} "${short}"`;
+}
+
+/** The parameter values of a job: the notebook's values with the overrides applied, checked. */
+export function jobParams(params: object | undefined, overrides: Record<string, unknown> | undefined): ParamValues {
+  let values: ParamValues = {};
+  if (params !== undefined) {
+    if (ParamLogger.isParamLogger(params)) values = ParamLogger.values(params);
+    else if (typeof params === "object" && params !== null && !Array.isArray(params)) {
+      for (const [k, v] of Object.entries(params)) values[k] = toJsonValue(v, `params.${k}`);
+    } else throw new TypeError("options.params must be a ParamLogger (const params = new ParamLogger()) or an object of parameter values");
+  }
+  if (overrides !== undefined) {
+    if (typeof overrides !== "object" || overrides === null || Array.isArray(overrides)) {
+      throw new TypeError("options.overrides must be an object of parameter values, e.g. { overrides: { x: 7 } }");
+    }
+    const known = Object.keys(values);
+    for (const [k, v] of Object.entries(overrides)) {
+      if (!(k in values)) {
+        throw new Error(`overrides.${k} is not a parameter; the parameters are ${known.length === 0 ? "none (pass { params })" : known.join(", ")}. Set params.${k} in the notebook first, or fix the name`);
+      }
+      values[k] = toJsonValue(v, `overrides.${k}`);
+    }
+  }
+  // Sorted keys: the same values give the same text whatever order they were set in.
+  return Object.fromEntries(Object.keys(values).sort().map((k) => [k, values[k]]));
+}
+
+/** Checks that every entry is one expression; returns them trimmed, without a final `;`. */
+export function checkEntries(entries: readonly unknown[]): string[] {
+  if (!Array.isArray(entries) || entries.length === 0) {
+    throw new BundleError([{ part: "entries", message: 'a job needs at least one entry expression, e.g. ["train()"]; the last one\'s value is the job\'s result' }]);
+  }
+  const problems: BundleProblem[] = [];
+  const out = entries.map((raw, i) => {
+    const label = entryLabel(i, String(raw));
+    if (typeof raw !== "string" || raw.trim() === "") {
+      problems.push({ part: `entry ${i + 1}`, message: `expected a non-empty string holding an expression such as "norm(origin)"; got ${typeof raw === "string" ? "an empty string" : typeof raw}` });
+      return "";
+    }
+    const text = raw.trim().replace(/;\s*$/, "");
+    const sf = parseSource(text, "entry.ts");
+    const syntax = syntaxErrors(sf);
+    if (syntax.length > 0) {
+      problems.push({ part: label, line: syntax[0].line, column: syntax[0].column, message: `syntax error: ${syntax[0].message}` });
+    } else if (sf.statements.length !== 1 || !ts.isExpressionStatement(sf.statements[0])) {
+      problems.push({ part: label, message: "expected one expression (like train() or norm(origin)), not a statement or declaration; declare things in a snippet and call them here" });
+    }
+    return text;
+  });
+  if (problems.length > 0) throw new BundleError(problems);
+  return out;
+}
+
+/**
+ * The snippets of `collectors` merged in argument order: a later definition of a name replaces
+ * the earlier one, and identical snippets appear once.
+ */
+export function mergeCollectors(collectors: readonly unknown[]): BundleSnippet[] {
+  let merged: BundleSnippet[] = [];
+  collectors.forEach((collector, i) => {
+    if (!SnippetCollector.isCollector(collector)) {
+      throw new TypeError(`collector ${i + 1} is not a SnippetCollector; pass collectors made with new SnippetCollector() (got ${collector === null ? "null" : typeof collector})`);
+    }
+    for (const s of collector.snippets) {
+      if (merged.some((m) => m.hash === s.hash)) continue;
+      const names = new Set(s.names);
+      merged = merged.flatMap((m) => {
+        if (!m.names.some((n) => names.has(n))) return [m];
+        const source = removeDeclarations(m.source, names);
+        if (!hasStatements(source)) return [];
+        const sf = parseSource(source);
+        return [{ ...m, source, hash: sha256(source), names: orderItemFromSource(source, sf).names.slice() }];
+      });
+      merged.push({ hash: s.hash, names: [...s.names], kind: s.kind, source: s.source });
+    }
+  });
+  return merged;
+}
+
+/** Lays out the program text and records which lines belong to which part. */
+function layout(snippets: readonly BundleSnippet[], params: ParamValues, entries: readonly string[]): { source: string; parts: BundlePart[] } {
+  const lines: string[] = [
+    `// nbjob bundle: ${snippets.length} snippet${snippets.length === 1 ? "" : "s"}, ${entries.length} entr${entries.length === 1 ? "y" : "ies"}; the last entry's value is the result.`,
+    `// params: ${JSON.stringify(params)}`,
+  ];
+  const parts: BundlePart[] = [];
+  const add = (kind: BundlePart["kind"], index: number, label: string, text: string): void => {
+    lines.push("", `// ${label}`);
+    const own = text.split("\n");
+    parts.push({ kind, index, label, firstLine: lines.length + 1, lastLine: lines.length + own.length });
+    lines.push(...own);
+  };
+  snippets.forEach((s, i) => add("snippet", i, `${snippetLabel(s.names)} (${s.kind})`, s.source));
+  entries.forEach((e, i) => add("entry", i, entryLabel(i, e), `${e};`));
+  return { source: lines.join("\n") + "\n", parts };
+}
+
+/** The part of the bundle a line of `source` (1-based) belongs to, and the line within it. */
+export function locateBundleLine(bundle: Pick<Bundle, "parts">, line: number): { part: BundlePart; line: number } | undefined {
+  const part = bundle.parts.find((p) => line >= p.firstLine && line <= p.lastLine);
+  return part ? { part, line: line - part.firstLine + 1 } : undefined;
+}
+
+/** The entry expressions as statements, for a runner that takes the result itself: the last one is the result. */
+export function entryStatements(bundle: Pick<Bundle, "entries">): { expression: string; isResult: boolean }[] {
+  return bundle.entries.map((expression, i) => ({ expression, isResult: i === bundle.entries.length - 1 }));
+}
+
+/**
+ * Builds a job's bundle: the collectors' snippets merged (later wins), ordered so each comes
+ * after what it uses, the parameters (with overrides) and the entries; then type-checks it as a
+ * standalone program. Throws `BundleError` naming the snippet or entry and the missing or wrong
+ * name; nothing else is touched.
+ */
+export function buildBundle(entries: readonly string[], collectors: readonly SnippetCollector[], options: BundleOptions = {}): Bundle {
+  const checkedEntries = checkEntries(entries);
+  const params = jobParams(options.params, options.overrides);
+  return assembleBundle(mergeCollectors(collectors), checkedEntries, params, { ...options, paramsGiven: options.params !== undefined });
+}
+
+/**
+ * A bundle from snippets that are already merged (e.g. a stored job's, or what is left after a
+ * review dropped some): ordered, laid out and type-checked like `buildBundle`.
+ */
+export function assembleBundle(snippets: readonly BundleSnippet[], entries: readonly string[], params: ParamValues,
+  options: { baseDir?: string; typeCheck?: boolean; paramsGiven?: boolean } = {}): Bundle {
+  const checkedEntries = checkEntries(entries);
+  const order = dependencyOrder(snippets.map((s) => orderItemFromSource(s.source)));
+  const ordered = order.map((i) => ({ ...snippets[i], names: [...snippets[i].names] }));
+  const { source, parts } = layout(ordered, params, checkedEntries);
+  const bundle: Bundle = { snippets: ordered, params, entries: checkedEntries, source, hash: sha256(source), parts };
+  if (options.typeCheck !== false) {
+    const problems = typeProblems(bundle, options.baseDir, options.paramsGiven ?? true);
+    if (problems.length > 0) throw new BundleError(problems);
+  }
+  return bundle;
+}
+
+const CANNOT_FIND_NAME = new Set([2304, 2552]);
+
+/** Type errors of a bundle, each placed in its snippet or entry. */
+export function typeProblems(bundle: Bundle, baseDir?: string, paramsGiven = true): BundleProblem[] {
+  const diagnostics = typeCheckProgram(bundle.source, bundle.params, baseDir);
+  const lineStarts = [0];
+  for (let i = 0; i < bundle.source.length; i++) if (bundle.source[i] === "\n") lineStarts.push(i + 1);
+  const problems = diagnostics.map((d): BundleProblem => {
+    if (d.start < 0) return { part: "bundle", message: d.message };
+    let line = lineStarts.findIndex((s) => s > d.start);
+    line = line === -1 ? lineStarts.length : line; // 1-based line of the offset
+    const column = d.start - lineStarts[line - 1] + 1;
+    const located = locateBundleLine(bundle, line);
+    let message = d.message;
+    const missing = /Cannot find name '([^']+)'/.exec(message);
+    if (missing && CANNOT_FIND_NAME.has(d.code)) {
+      message += missing[1] === "params"
+        ? " Pass { params } when creating the job."
+        : ` No snippet in this job declares ${missing[1]}: mark its declaration with @sc (or record its cell with %%snip) in a collector you pass to the job.`;
+    } else if (!paramsGiven && /on type '\{\}'/.test(message)) {
+      message += " The job was given no params: pass { params } when creating it.";
+    }
+    if (!located) return { part: "bundle", line, column, message };
+    return { part: located.part.label.replace(/ \((function|class|variable|interface|type|enum|namespace|import|cell)\)$/, ""), line: located.line, column, message };
+  });
+  // One report per missing name per part: the first use says it all.
+  const seen = new Set<string>();
+  return problems.filter((p) => {
+    const missing = /^Cannot find name '([^']+)'/.exec(p.message);
+    if (!missing) return true;
+    const key = `${p.part}\0${missing[1]}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}
+
+export type { JsonValue, ParamValues };
