@@ -1,0 +1,107 @@
+// Shared by the kernel tests: installs the nbjob kernelspec into a private Jupyter data dir and
+// drives the kernel from Debian's jupyter_client (/usr/bin/python3), the client users run.
+import { execFile } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { installKernelSpec } from "../kernel/kernelspec";
+
+export interface KernelTestEnv {
+  dir: string;
+  env: NodeJS.ProcessEnv;
+  /** Kernel processes the Python scripts reported, killed by `cleanup` if still alive. */
+  kernelPids: Set<number>;
+  cleanup(): void;
+}
+
+/** A temp JUPYTER_DATA_DIR holding this checkout's kernelspec, and a temp NBJOB_HOME. */
+export function kernelTestEnv(): KernelTestEnv {
+  const dir = mkdtempSync(join(tmpdir(), "nbjob-kernel-test-"));
+  const env = {
+    ...process.env,
+    JUPYTER_DATA_DIR: join(dir, "jupyter"),
+    JUPYTER_RUNTIME_DIR: join(dir, "runtime"),
+    NBJOB_HOME: join(dir, "home"),
+    // Debian's Python prints debugger warnings on stderr otherwise; they would bury real errors.
+    PYDEVD_DISABLE_FILE_VALIDATION: "1",
+  };
+  installKernelSpec({ kind: "user" }, env);
+  const kernelPids = new Set<number>();
+  return {
+    dir, env, kernelPids,
+    cleanup() {
+      for (const pid of kernelPids) {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {
+          // already gone: the script shut it down
+        }
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+const PRELUDE = `
+import json, sys, time, os, signal, hmac, hashlib
+from queue import Empty
+from jupyter_client.manager import start_new_kernel
+km, kc = start_new_kernel(kernel_name="nbjob", startup_timeout=60)
+print("KERNEL_PID %d" % km.provisioner.pid, flush=True)
+result = {}
+
+def run(code, client=None, timeout=30, **kw):
+    """Executes code; returns the reply content and the iopub outputs (status and execute_input left out)."""
+    client = client or kc
+    outputs = []
+    def hook(m):
+        if m["msg_type"] not in ("status", "execute_input"):
+            outputs.append({"type": m["msg_type"], "content": m["content"]})
+    reply = client.execute_interactive(code, output_hook=hook, timeout=timeout, **kw)
+    return {"reply": reply["content"], "outputs": outputs}
+
+def text_of(ran):
+    """text/plain of the execute_result, or None."""
+    for o in ran["outputs"]:
+        if o["type"] == "execute_result":
+            return o["content"]["data"].get("text/plain")
+    return None
+
+def iopub_until_idle(parent_id, timeout=10):
+    msgs = []
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            m = kc.get_iopub_msg(timeout=0.5)
+        except Empty:
+            continue
+        if m["parent_header"].get("msg_id") != parent_id:
+            continue
+        msgs.append({"type": m["msg_type"], "content": m["content"]})
+        if m["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
+            break
+    return msgs
+`;
+
+/**
+ * Runs \`body\` (Python, with \`km\`, \`kc\`, \`run\`, \`result\` in scope) against a fresh nbjob
+ * kernel and returns what it put in \`result\`. The kernel is shut down at the end.
+ */
+export function withJupyterClient(test: KernelTestEnv, body: string, timeoutMs = 120_000): Promise<Record<string, unknown>> {
+  const indented = body.trim().split("\n").map((l) => "    " + l).join("\n");
+  const script = `${PRELUDE}\ntry:\n${indented}\nfinally:\n    kc.stop_channels()\n    km.shutdown_kernel(now=False)\nprint("RESULT " + json.dumps(result, default=str), flush=True)\n`;
+  return new Promise((resolve, reject) => {
+    const child = execFile("/usr/bin/python3", ["-c", script], { env: test.env, cwd: test.dir, timeout: timeoutMs, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+      for (const match of stdout.matchAll(/^KERNEL_PID (\d+)$/gm)) test.kernelPids.add(Number(match[1]));
+      const line = stdout.split("\n").find((l) => l.startsWith("RESULT "));
+      if (err || !line) {
+        reject(new Error(`jupyter_client script failed (${err?.message ?? "no RESULT line"})\nstdout:\n${stdout}\nstderr:\n${stderr}`));
+        return;
+      }
+      resolve(JSON.parse(line.slice("RESULT ".length)) as Record<string, unknown>);
+    });
+    child.stdout?.on("data", (chunk: Buffer) => {
+      for (const match of chunk.toString().matchAll(/^KERNEL_PID (\d+)$/gm)) test.kernelPids.add(Number(match[1]));
+    });
+  });
+}

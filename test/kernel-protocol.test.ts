@@ -1,0 +1,223 @@
+// The notebook kernel as a Jupyter frontend sees it, driven by Debian's jupyter_client:
+// signatures, heartbeat and control while a cell runs, interrupt with state kept, bad input.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { kernelTestEnv, withJupyterClient, type KernelTestEnv } from "./kernel-helpers";
+
+type Ran = { reply: Record<string, unknown>; outputs: Array<{ type: string; content: Record<string, unknown> }> };
+
+/** text/plain of a cell's execute_result, as the frontend shows it. */
+function resultText(ran: Ran): string | undefined {
+  const result = ran.outputs.find((o) => o.type === "execute_result");
+  return (result?.content.data as Record<string, string> | undefined)?.["text/plain"];
+}
+
+describe("nbjob kernel over the Jupyter protocol", () => {
+  let env: KernelTestEnv;
+  before(() => {
+    env = kernelTestEnv();
+  });
+  after(() => env.cleanup());
+
+  test("kernel_info names TypeScript, protocol 5.3, on shell and on control", async () => {
+    const r = await withJupyterClient(env, `
+result["shell"] = kc.kernel_info(reply=True, timeout=10)["content"]
+kc.control_channel.send(kc.session.msg("kernel_info_request"))
+result["control"] = kc.get_control_msg(timeout=10)
+`);
+    const shell = r.shell as { status: string; protocol_version: string; implementation: string; language_info: { name: string; file_extension: string } };
+    assert.equal(shell.status, "ok");
+    assert.equal(shell.protocol_version, "5.3");
+    assert.equal(shell.implementation, "nbjob");
+    assert.equal(shell.language_info.name, "typescript");
+    assert.equal(shell.language_info.file_extension, ".ts");
+    const control = r.control as { msg_type: string; content: { status: string } };
+    assert.equal(control.msg_type, "kernel_info_reply");
+    assert.equal(control.content.status, "ok");
+  });
+
+  test("a forged or unsigned request is not executed, and the kernel keeps serving", async () => {
+    const r = await withJupyterClient(env, `
+run("globalThis.forged = 0")
+for key in (b"not-the-key", b""):
+    bad = km.client()
+    bad.session.key = key
+    bad.start_channels()
+    bad.execute("globalThis.forged = 1")
+    time.sleep(1)
+    bad.stop_channels()
+result["after"] = text_of(run("globalThis.forged"))
+`);
+    assert.equal(r.after, "0");
+  });
+
+  test("heartbeat and control requests are answered while a cell spins for three seconds", async () => {
+    const r = await withJupyterClient(env, `
+msg_id = kc.execute("const spinUntil = Date.now() + 3000; while (Date.now() < spinUntil) {}")
+time.sleep(0.5)
+beats, control_ms = [], []
+for _ in range(3):
+    beats.append(kc.hb_channel.is_beating())
+    t = time.time()
+    kc.control_channel.send(kc.session.msg("kernel_info_request"))
+    kc.get_control_msg(timeout=5)
+    control_ms.append((time.time() - t) * 1000)
+    time.sleep(0.3)
+reply = kc.get_shell_msg(timeout=20)
+result["beats"] = beats
+result["control_ms"] = control_ms
+result["cell_status"] = reply["content"]["status"]
+`);
+    assert.deepEqual(r.beats, [true, true, true]);
+    for (const ms of r.control_ms as number[]) assert.ok(ms < 1000, `control reply took ${ms} ms while the cell ran`);
+    assert.equal(r.cell_status, "ok");
+  });
+
+  test("interrupt stops a synchronous loop and a pending await; declarations survive", async () => {
+    const r = await withJupyterClient(env, `
+run("let survivor = 41")
+kc.execute("while (true) {}")
+time.sleep(1)
+km.interrupt_kernel()
+result["loop"] = kc.get_shell_msg(timeout=10)["content"]
+kc.execute("await new Promise(() => {})")
+time.sleep(1)
+km.interrupt_kernel()
+result["await"] = kc.get_shell_msg(timeout=10)["content"]
+kc.execute("while (true) {}")
+time.sleep(1)
+km.signal_kernel(signal.SIGINT)
+result["sigint"] = kc.get_shell_msg(timeout=10)["content"]
+result["after"] = text_of(run("survivor + 1"))
+`);
+    for (const key of ["loop", "await", "sigint"]) {
+      const reply = r[key] as { status: string; ename: string; evalue: string; traceback: string[] };
+      assert.equal(reply.status, "error", `${key}: ${JSON.stringify(reply)}`);
+      assert.ok(reply.ename && reply.evalue !== undefined && Array.isArray(reply.traceback), `${key} reply lacks ename/evalue/traceback`);
+    }
+    assert.equal(r.after, "42");
+  });
+
+  test("comm_info is answered with comm_info_reply; a comm to an unknown target is closed", async () => {
+    const r = await withJupyterClient(env, `
+reply = kc.comm_info(reply=True, timeout=10)
+result["type"] = reply["msg_type"]
+result["content"] = reply["content"]
+open_msg = kc.session.msg("comm_open", {"comm_id": "c-1", "target_name": "no.such.target", "data": {}})
+kc.shell_channel.send(open_msg)
+result["iopub"] = iopub_until_idle(open_msg["header"]["msg_id"])
+`);
+    assert.equal(r.type, "comm_info_reply");
+    assert.deepEqual(r.content, { status: "ok", comms: {} });
+    const closes = (r.iopub as Ran["outputs"]).filter((m) => m.type === "comm_close");
+    assert.equal(closes.length, 1);
+    assert.equal(closes[0].content.comm_id, "c-1");
+  });
+
+  test("an unknown request type and a malformed request get error replies; the kernel keeps its state", async () => {
+    const r = await withJupyterClient(env, `
+run("const kept = 'still here'")
+kc.shell_channel.send(kc.session.msg("frobnicate_request", {}))
+unknown = kc.get_shell_msg(timeout=10)
+result["unknown_type"] = unknown["msg_type"]
+result["unknown"] = unknown["content"]
+# A correctly signed execute_request whose content frame is not JSON.
+header = json.dumps(kc.session.msg_header("execute_request"), default=str).encode()
+parts = [header, b"{}", b"{}", b"{this is not json"]
+mac = hmac.new(kc.session.key, digestmod=hashlib.sha256)
+for p in parts:
+    mac.update(p)
+kc.shell_channel.socket.send_multipart([b"<IDS|MSG>", mac.hexdigest().encode()] + parts)
+malformed = kc.get_shell_msg(timeout=10)
+result["malformed_type"] = malformed["msg_type"]
+result["malformed"] = malformed["content"]
+# An execute_request without code.
+kc.shell_channel.send(kc.session.msg("execute_request", {"silent": False}))
+result["no_code"] = kc.get_shell_msg(timeout=10)["content"]
+result["after"] = text_of(run("kept"))
+`);
+    assert.equal(r.unknown_type, "frobnicate_reply");
+    const unknown = r.unknown as Record<string, string>;
+    assert.equal(unknown.status, "error");
+    assert.equal(unknown.ename, "UnknownMessageType");
+    assert.match(unknown.evalue, /frobnicate_request/);
+    assert.equal(r.malformed_type, "execute_reply");
+    const malformed = r.malformed as Record<string, string>;
+    assert.equal(malformed.status, "error");
+    assert.equal(malformed.ename, "MalformedMessage");
+    const noCode = r.no_code as Record<string, string>;
+    assert.equal(noCode.status, "error");
+    assert.match(noCode.evalue, /content\.code/);
+    assert.equal(r.after, "'still here'");
+  });
+
+  test("input() asks on stdin and returns the answer; without allow_stdin it fails clearly", async () => {
+    const r = await withJupyterClient(env, `
+prompts = []
+def answer(msg):
+    prompts.append(msg["content"]["prompt"])
+    kc.input("Ada")
+result["ok"] = run("const who = await input('name? '); who.toUpperCase()", allow_stdin=True, stdin_hook=answer)
+result["prompts"] = prompts
+result["refused"] = run("await input('again? ')", allow_stdin=False)["reply"]
+`);
+    assert.deepEqual(r.prompts, ["name? "]);
+    const ok = r.ok as Ran;
+    assert.equal(ok.reply.status, "ok");
+    assert.equal(resultText(ok), "'ADA'");
+    const refused = r.refused as Record<string, string>;
+    assert.equal(refused.status, "error");
+    assert.match(refused.evalue, /allow_stdin|stdin/);
+  });
+
+  test("display.html(...).update(...) sends display_data then update_display_data with the same display id", async () => {
+    const r = await withJupyterClient(env, `
+result["ran"] = run("const d = display.html('<b>1</b>'); d.update('<b>2</b>');")
+`);
+    const ran = r.ran as Ran;
+    assert.equal(ran.reply.status, "ok");
+    const shown = ran.outputs.find((o) => o.type === "display_data");
+    const updated = ran.outputs.find((o) => o.type === "update_display_data");
+    assert.ok(shown && updated, `outputs: ${JSON.stringify(ran.outputs)}`);
+    const id = (shown.content.transient as { display_id?: string }).display_id;
+    assert.ok(id);
+    assert.equal((updated.content.transient as { display_id?: string }).display_id, id);
+    assert.equal((updated.content.data as Record<string, string>)["text/html"], "<b>2</b>");
+  });
+
+  test("a client that disconnects and reconnects finds the kernel as it was; restart gives a fresh kernel", async () => {
+    const r = await withJupyterClient(env, `
+run("let visits = 1")
+kc.stop_channels()
+kc = km.client()
+kc.start_channels()
+kc.wait_for_ready(timeout=30)
+result["reconnected"] = text_of(run("++visits"))
+km.restart_kernel(now=False)
+kc.wait_for_ready(timeout=60)
+print("KERNEL_PID %d" % km.provisioner.pid, flush=True)
+result["after_restart"] = run("typeof visits")
+`);
+    assert.equal(r.reconnected, "2");
+    const restarted = r.after_restart as Ran;
+    assert.equal(restarted.reply.status, "ok");
+    assert.equal(resultText(restarted), "'undefined'");
+  });
+
+  test("silent cells send no outputs and do not advance the execution count; errors are one error output", async () => {
+    const r = await withJupyterClient(env, `
+first = run("1")
+silent = run("console.log('hidden'); 2", silent=True)
+second = run("3")
+failed = run("throw new RangeError('too far')")
+result.update(first=first, silent=silent, second=second, failed=failed)
+`);
+    const first = r.first as Ran, silent = r.silent as Ran, second = r.second as Ran, failed = r.failed as Ran;
+    assert.deepEqual(silent.outputs, []);
+    assert.equal(second.reply.execution_count, (first.reply.execution_count as number) + 1);
+    assert.equal(failed.reply.status, "error");
+    assert.equal(failed.reply.ename, "RangeError");
+    assert.equal(failed.reply.evalue, "too far");
+    assert.deepEqual(failed.outputs.map((o) => o.type), ["error"]);
+  });
+});
