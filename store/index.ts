@@ -1,0 +1,32 @@
+// The store's public face: open a store, then call one function per write or query with it.
+// Every function takes a `Db` (the store, or a transaction from `db.transaction`), so callers
+// can group writes atomically. See types.ts for the row types and a glossary.
+export { Store, openStore } from "./db";
+export type { Db, Queryable, StoreOptions, StoreLocation } from "./db";
+export { StoreError, PgCode, pgCode, isRetryable, explainDatabaseError } from "./errors";
+export { nbjobHome, databaseUrlFromEnv, redactUrl, checkDatabaseUrl } from "./config";
+export { ensureSchema, schemaStatus, knownMigrations, MIGRATIONS_DIR } from "./migrate";
+export type { Migration, SchemaStatus } from "./migrate";
+export { sha256, canonicalJson } from "./hash";
+export { snippetHash, putSnippets, putBundle, getSnippet, getBundle, putEnvironment, getEnvironment } from "./code";
+export type { SnippetInput, BundleInput, BundleWithSnippets, EnvironmentInput } from "./code";
+export {
+  createJob, createJobGroup, transitionJob, getJob, requireJob, listJobs, listJobsByIds, isJobStatus,
+  LEGAL_TRANSITIONS, IllegalTransitionError, UnknownJobError,
+} from "./jobs";
+export type { CreateJobInput, TransitionDetails, JobErrorInput, ListJobsFilter, DbJobListed } from "./jobs";
+export { appendLogs, readLogs, LogWriter } from "./logs";
+export type { LogLine } from "./logs";
+export { CHUNK_SIZE, putBlob, putSmallBlobs, readBlob, readBlobChunks, getBlobInfo } from "./blobs";
+export type { PutBlobResult } from "./blobs";
+export { putCheckpoint, listCheckpoints, readCheckpoint, lastCheckpointIndex } from "./checkpoints";
+export type { CheckpointSummary, PutCheckpointResult } from "./checkpoints";
+export { createAnalysis, putAnalysisRow, getAnalysisRows, missingAnalysisCheckpoints, getAnalysis } from "./analyses";
+export type { AnalysisFunctionInput, AnalysisRowInput } from "./analyses";
+export { heartbeatWorker, listWorkers, removeWorker } from "./workers";
+export type { WorkerHeartbeat } from "./workers";
+export { bundleDeclarations, compareDeclarations, jobLog, declarationHistory, jobCodeText, diffJobs } from "./versions";
+export type { DeclarationChange, JobLogEntry, DeclarationVersion } from "./versions";
+export { ensureEmbeddedServer, embeddedServerStatus, stopEmbeddedServer, embeddedLayout, postgresBinDir } from "./embedded";
+export type { EmbeddedLayout, EmbeddedStatus } from "./embedded";
+export * from "./types";

@@ -1,0 +1,153 @@
+// Reading the versioned record of code back: which declarations each bundle holds, what changed
+// between consecutive jobs (`nbjob log`), every version of one declaration (`nbjob history`), and
+// the unified diff of two jobs' code and parameters (`nbjob diff`, `job.diff`).
+import { createTwoFilesPatch } from "diff";
+import type { Db } from "./db";
+import { getBundle } from "./code";
+import { listJobsByIds, requireJob } from "./jobs";
+import type { DbJobListed } from "./jobs";
+import type { DbJob, DbSnippet } from "./types";
+
+export interface DeclarationChange {
+  name: string;
+  change: "added" | "changed" | "removed";
+  /** Snippet hash before (absent when added). */
+  from?: string;
+  /** Snippet hash after (absent when removed). */
+  to?: string;
+}
+
+export interface JobLogEntry {
+  job: DbJobListed;
+  /** The job this one is compared with (the job just before it), if any. */
+  previousId: number | null;
+  changes: DeclarationChange[];
+}
+
+export interface DeclarationVersion {
+  snippet: DbSnippet;
+  /** Jobs whose bundle holds this version, ascending. */
+  jobIds: number[];
+}
+
+/** For each bundle: declared name -> hash of the snippet that declares it (a later snippet wins, as in the program). */
+export async function bundleDeclarations(db: Db, bundleHashes: string[]): Promise<Map<string, Map<string, string>>> {
+  const result = new Map<string, Map<string, string>>();
+  for (const hash of bundleHashes) result.set(hash, new Map());
+  if (bundleHashes.length === 0) return result;
+  const { rows } = await db.query<{ bundle_hash: string; name: string; snippet_hash: string }>(
+    `SELECT bs.bundle_hash, n.name, bs.snippet_hash
+       FROM nbjob.bundle_snippets bs
+       JOIN nbjob.snippets s ON s.hash = bs.snippet_hash
+       CROSS JOIN LATERAL unnest(s.names) AS n(name)
+      WHERE bs.bundle_hash = ANY($1::text[])
+      ORDER BY bs.bundle_hash, bs.position`,
+    [[...new Set(bundleHashes)]],
+  );
+  for (const row of rows) result.get(row.bundle_hash)!.set(row.name, row.snippet_hash);
+  return result;
+}
+
+/** What changed from `before` to `after` (name -> snippet hash maps), sorted by name. */
+export function compareDeclarations(before: Map<string, string>, after: Map<string, string>): DeclarationChange[] {
+  const changes: DeclarationChange[] = [];
+  for (const [name, to] of after) {
+    const from = before.get(name);
+    if (from === undefined) changes.push({ name, change: "added", to });
+    else if (from !== to) changes.push({ name, change: "changed", from, to });
+  }
+  for (const [name, from] of before) if (!after.has(name)) changes.push({ name, change: "removed", from });
+  return changes.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+/**
+ * Jobs newest first, each with what changed in its code since the job before it (by id). With
+ * `name`, only the jobs where that declaration changed (appeared, changed or went away).
+ */
+export async function jobLog(db: Db, options: { name?: string; limit?: number; beforeId?: number } = {}): Promise<JobLogEntry[]> {
+  const limit = options.limit ?? 20;
+  if (options.name !== undefined) return declarationLog(db, options.name, limit, options.beforeId);
+  // One job more than shown: the oldest shown job is compared with it.
+  const { rows: jobs } = await db.query<DbJobListed>(
+    `SELECT id, bundle_hash, name, tags, status, queued_at, started_at, finished_at, target_worker, worker_id, host, pid,
+            group_id, resumed_from, resumed_from_checkpoint, rerun_of, environment_hash, result_text, error_name, error_message
+       FROM nbjob.jobs WHERE ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $1`,
+    [limit + 1, options.beforeId ?? null],
+  );
+  const declarations = await bundleDeclarations(db, jobs.map((job) => job.bundle_hash));
+  const entries: JobLogEntry[] = [];
+  for (let i = 0; i < Math.min(limit, jobs.length); i++) {
+    const previous = jobs[i + 1];
+    const before = previous ? declarations.get(previous.bundle_hash)! : new Map<string, string>();
+    entries.push({ job: jobs[i], previousId: previous?.id ?? null, changes: compareDeclarations(before, declarations.get(jobs[i].bundle_hash)!) });
+  }
+  return entries;
+}
+
+async function declarationLog(db: Db, name: string, limit: number, beforeId?: number): Promise<JobLogEntry[]> {
+  const { rows } = await db.query<{ id: number; decl: string | null; prev: string | null; prev_id: number | null }>(
+    `WITH per_job AS (
+       SELECT j.id,
+              (SELECT bs.snippet_hash FROM nbjob.bundle_snippets bs JOIN nbjob.snippets s ON s.hash = bs.snippet_hash
+                WHERE bs.bundle_hash = j.bundle_hash AND s.names @> ARRAY[$1::text]
+                ORDER BY bs.position DESC LIMIT 1) AS decl
+         FROM nbjob.jobs j
+     ), compared AS (
+       SELECT id, decl, lag(decl) OVER (ORDER BY id) AS prev, lag(id) OVER (ORDER BY id) AS prev_id FROM per_job
+     )
+     SELECT id, decl, prev, prev_id FROM compared
+      WHERE decl IS DISTINCT FROM prev AND ($3::bigint IS NULL OR id < $3)
+      ORDER BY id DESC LIMIT $2`,
+    [name, limit, beforeId ?? null],
+  );
+  const jobs = new Map((await listJobsByIds(db, rows.map((row) => row.id))).map((job) => [job.id, job]));
+  return rows.map((row) => ({
+    job: jobs.get(row.id)!,
+    previousId: row.prev_id,
+    changes: [
+      row.prev === null
+        ? { name, change: "added" as const, to: row.decl! }
+        : row.decl === null
+          ? { name, change: "removed" as const, from: row.prev }
+          : { name, change: "changed" as const, from: row.prev, to: row.decl },
+    ],
+  }));
+}
+
+/** Every distinct version of a declaration (snippets that declare `name`), oldest use first, with the jobs that used each. */
+export async function declarationHistory(db: Db, name: string): Promise<DeclarationVersion[]> {
+  const { rows } = await db.query<DbSnippet & { job_ids: number[] | null }>(
+    `SELECT s.hash, s.kind, s.names, s.source, s.created_at,
+            array_agg(DISTINCT j.id ORDER BY j.id) FILTER (WHERE j.id IS NOT NULL) AS job_ids
+       FROM nbjob.snippets s
+       LEFT JOIN nbjob.bundle_snippets bs ON bs.snippet_hash = s.hash
+       LEFT JOIN nbjob.jobs j ON j.bundle_hash = bs.bundle_hash
+      WHERE s.names @> ARRAY[$1::text]
+      GROUP BY s.hash
+      ORDER BY min(j.id) NULLS LAST, s.created_at`,
+    [name],
+  );
+  return rows.map(({ job_ids, ...snippet }) => ({ snippet, jobIds: job_ids ?? [] }));
+}
+
+/** A job's code and parameters as plain text, the form `diffJobs` compares. */
+export async function jobCodeText(db: Db, job: DbJob): Promise<string> {
+  const bundle = await getBundle(db, job.bundle_hash);
+  if (!bundle) return `// bundle ${job.bundle_hash} is missing from the store\n`;
+  const lines: string[] = ["// parameters"];
+  for (const name of Object.keys(bundle.params).sort()) lines.push(`${name} = ${JSON.stringify(bundle.params[name])}`);
+  lines.push("", "// entries", ...bundle.entries, "");
+  for (const snippet of bundle.snippets) {
+    lines.push(`// ${snippet.kind} ${snippet.names.join(", ")}`.trimEnd(), snippet.source.replace(/\n+$/, ""), "");
+  }
+  return `${lines.join("\n")}`;
+}
+
+/** The unified diff of two jobs' code and parameters ("" when they are the same). */
+export async function diffJobs(db: Db, jobA: number, jobB: number): Promise<string> {
+  const [a, b] = await Promise.all([requireJob(db, jobA), requireJob(db, jobB)]);
+  const [textA, textB] = await Promise.all([jobCodeText(db, a), jobCodeText(db, b)]);
+  if (textA === textB) return "";
+  const label = (job: DbJob) => `job ${job.id}${job.name ? ` (${job.name})` : ""}`;
+  return createTwoFilesPatch(label(a), label(b), textA, textB, `bundle ${a.bundle_hash.slice(0, 12)}`, `bundle ${b.bundle_hash.slice(0, 12)}`);
+}
