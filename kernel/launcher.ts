@@ -159,8 +159,11 @@ export class LaunchedKernel {
     try {
       await client.waitForReady(options.client?.readyTimeoutMs ?? 60_000);
     } catch (err) {
+      const alreadyExited = !kernel.running;
       await kernel.kill();
-      throw err;
+      // An exit already carries the kernel's output in its message; a hang needs it added.
+      if (alreadyExited || !(err instanceof Error)) throw err;
+      throw new (err.constructor as ErrorConstructor)(`${err.message}${kernel.tailForError()}`, { cause: err });
     }
     return kernel;
   }
@@ -213,7 +216,8 @@ export class LaunchedKernel {
     return `kernel "${this.name}" (pid ${this.process.pid})`;
   }
 
-  private tailForError(): string {
+  /** @internal the kernel's last output, formatted for an error message. */
+  tailForError(): string {
     const tail = this.outputTail.trim().split("\n").slice(-10).join("\n");
     return tail ? `; its last output:\n${tail}` : "";
   }
