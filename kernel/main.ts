@@ -41,42 +41,60 @@ export async function startKernel(connectionFile: string): Promise<void> {
   const data: SocketThreadData = { role: "nbjob-socket-thread", info, session, implementationVersion: packageVersion() };
   const thread = new Worker(join(__dirname, "socket-thread.js"), { workerData: data });
   const toSockets = (command: SocketThreadCommand) => thread.postMessage(command);
-  await new Promise<void>((resolve, reject) => {
-    const first = (event: SocketThreadEvent) => {
-      thread.off("message", first);
-      if (event.kind === "bound") resolve();
-      else if (event.kind === "bind-failed") reject(new Error(event.message));
-    };
-    thread.on("message", first);
-    thread.once("error", reject);
-  });
 
-  const { Engine } = require("./engine") as EngineModule;
-  const { prepareCell } = require("../magics") as MagicsModule;
-  engine = new Engine({ cwd: process.cwd() });
-  const shell = new ShellHandler({
-    engine, prepareCell, session, comms: commRegistry, history: new History(historyFile()),
-    transport: { send: (channel, msg) => toSockets({ kind: "send", channel, msg }) },
-  });
-
-  // A cell's timer or promise that fails after the cell finished must not end the kernel.
-  process.on("uncaughtException", (err) => shell.reportStray(`Uncaught ${err.stack ?? err}\n`));
-  process.on("unhandledRejection", (reason) => shell.reportStray(`Unhandled rejection: ${reason instanceof Error ? reason.stack : inspect(reason)}\n`));
-
+  // One listener from the start: requests that arrive while the engine loads wait in `early`.
+  let shell: ShellHandler | undefined;
+  const early: Array<Extract<SocketThreadEvent, { kind: "request" }>> = [];
+  let bound: (event: SocketThreadEvent) => void = () => undefined;
+  let closed: () => void = () => process.exit(0);
   thread.on("message", (event: SocketThreadEvent) => {
-    if (event.kind === "request") shell.receive(event.channel, reviveMessage(event.msg));
-    else if (event.kind === "shutdown") toSockets({ kind: "close" });
-    else if (event.kind === "closed") process.exit(0);
+    if (event.kind === "request") {
+      if (shell) shell.receive(event.channel, reviveMessage(event.msg));
+      else early.push(event);
+    } else if (event.kind === "shutdown") toSockets({ kind: "close" });
+    else if (event.kind === "closed") closed();
+    else bound(event);
   });
   thread.on("error", (err) => {
     process.stderr.write(`nbjob kernel: the socket thread failed: ${err.stack ?? err}\n`);
     process.exit(1);
   });
+  await new Promise<void>((resolve, reject) => {
+    bound = (event) => (event.kind === "bound" ? resolve() : event.kind === "bind-failed" ? reject(new Error(event.message)) : undefined);
+  }).catch(async (err) => {
+    await thread.terminate();
+    throw err;
+  });
+
+  try {
+    const { Engine } = require("./engine") as EngineModule;
+    const { prepareCell } = require("../magics") as MagicsModule;
+    engine = new Engine({ cwd: process.cwd() });
+    const ready = new ShellHandler({
+      engine, prepareCell, session, comms: commRegistry, history: new History(historyFile()),
+      transport: { send: (channel, msg) => toSockets({ kind: "send", channel, msg }) },
+    });
+    // A cell's timer or promise that fails after the cell finished must not end the kernel.
+    process.on("uncaughtException", (err) => ready.reportStray(`Uncaught ${err.stack ?? err}\n`));
+    process.on("unhandledRejection", (reason) => ready.reportStray(`Unhandled rejection: ${reason instanceof Error ? reason.stack : inspect(reason)}\n`));
+    shell = ready;
+    for (const event of early.splice(0)) ready.receive(event.channel, reviveMessage(event.msg));
+  } catch (err) {
+    // Without an engine the kernel cannot run a cell: close the sockets (a terminate while they
+    // are open can abort the process) and let Jupyter report that the kernel died.
+    await new Promise<void>((resolve) => {
+      closed = resolve;
+      toSockets({ kind: "close" });
+      setTimeout(resolve, 2000).unref();
+    });
+    await thread.terminate();
+    throw new Error(`the nbjob kernel could not load its engine: ${(err as Error).message}`, { cause: err });
+  }
 
   // The first type-check builds the language service (~150 ms); doing it before the kernel says
   // it is ready keeps the first cell as quick as the rest.
   try {
-    engine.complete("", 0);
+    engine?.complete("", 0);
   } catch (err) {
     process.stderr.write(`nbjob kernel: warming up the engine failed: ${(err as Error).message}\n`);
   }
