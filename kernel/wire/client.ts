@@ -9,8 +9,8 @@ import type { NotebookOutput } from "./iopub-outputs";
 import { Signer, WireError, decodeMessage, encodeMessage, newHeader } from "./message";
 import type { JupyterMessage, MessageHeader } from "./message";
 
-export type RequestChannel = "shell" | "control";
-type DealerChannel = RequestChannel | "stdin";
+export type ClientRequestChannel = "shell" | "control";
+type DealerChannel = ClientRequestChannel | "stdin";
 type Content = Record<string, unknown>;
 
 /** The kernel went away (process exited, heartbeats stopped) or the client was closed. */
@@ -129,12 +129,12 @@ interface ExecutionState {
   markIdle(): void;
 }
 
-export type CommMessageHandler = (data: Content, msg: JupyterMessage) => void;
+export type ClientCommHandler = (data: Content, msg: JupyterMessage) => void;
 
 /** One comm (a channel for custom messages) between this client and a kernel. */
-export class Comm {
-  private readonly messageHandlers = new Set<CommMessageHandler>();
-  private readonly closeHandlers = new Set<CommMessageHandler>();
+export class ClientComm {
+  private readonly messageHandlers = new Set<ClientCommHandler>();
+  private readonly closeHandlers = new Set<ClientCommHandler>();
   private closedFlag = false;
 
   constructor(
@@ -161,12 +161,12 @@ export class Comm {
   }
 
   /** Called for each comm_msg from the kernel; returns a function that unsubscribes. */
-  onMsg(handler: CommMessageHandler): () => void {
+  onMsg(handler: ClientCommHandler): () => void {
     this.messageHandlers.add(handler);
     return () => this.messageHandlers.delete(handler);
   }
 
-  onClose(handler: CommMessageHandler): () => void {
+  onClose(handler: ClientCommHandler): () => void {
     this.closeHandlers.add(handler);
     return () => this.closeHandlers.delete(handler);
   }
@@ -207,8 +207,8 @@ export class KernelClient {
   private readonly pending = new Map<string, PendingRequest>();
   private readonly executions = new Map<string, ExecutionState>();
   private readonly iopubListeners = new Set<(msg: JupyterMessage) => void>();
-  private readonly comms = new Map<string, Comm>();
-  private readonly commTargets = new Map<string, (comm: Comm, openMsg: JupyterMessage) => void>();
+  private readonly comms = new Map<string, ClientComm>();
+  private readonly commTargets = new Map<string, (comm: ClientComm, openMsg: JupyterMessage) => void>();
   private readonly requestTimeoutMs: number;
   private readonly heartbeatDeadMs: number;
   private readonly iopubGraceMs: number;
@@ -294,7 +294,7 @@ export class KernelClient {
   }
 
   /** Sends a request on shell or control and resolves with its reply. */
-  request<Reply = Content>(channel: RequestChannel, msgType: string, content: Content, options: RequestOptions = {}): Promise<JupyterMessage<Reply>> {
+  request<Reply = Content>(channel: ClientRequestChannel, msgType: string, content: Content, options: RequestOptions = {}): Promise<JupyterMessage<Reply>> {
     return this.sendRequest<Reply>(channel, msgType, content, { timeoutMs: this.requestTimeoutMs, ...options }, true);
   }
 
@@ -375,15 +375,15 @@ export class KernelClient {
   }
 
   /** Opens a comm to `targetName` in the kernel (which must have registered that target). */
-  async openComm(targetName: string, data: Content = {}, options: { metadata?: Content; buffers?: Buffer[] } = {}): Promise<Comm> {
-    const comm = new Comm(randomUUID().replace(/-/g, ""), targetName, this);
+  async openComm(targetName: string, data: Content = {}, options: { metadata?: Content; buffers?: Buffer[] } = {}): Promise<ClientComm> {
+    const comm = new ClientComm(randomUUID().replace(/-/g, ""), targetName, this);
     this.comms.set(comm.commId, comm);
     await this.sendShellMessage("comm_open", { comm_id: comm.commId, target_name: targetName, data }, options);
     return comm;
   }
 
   /** Accepts comms that the kernel opens to `targetName`. */
-  registerCommTarget(targetName: string, onOpen: (comm: Comm, openMsg: JupyterMessage) => void): void {
+  registerCommTarget(targetName: string, onOpen: (comm: ClientComm, openMsg: JupyterMessage) => void): void {
     this.commTargets.set(targetName, onOpen);
   }
 
@@ -431,7 +431,7 @@ export class KernelClient {
   }
 
   private sendRequest<Reply>(
-    channel: RequestChannel,
+    channel: ClientRequestChannel,
     msgType: string,
     content: Content,
     options: RequestOptions,
@@ -544,7 +544,7 @@ export class KernelClient {
         void this.sendShellMessage("comm_close", { comm_id: commId, data: {} }).catch(() => undefined);
         return;
       }
-      const comm = new Comm(commId, targetName, this);
+      const comm = new ClientComm(commId, targetName, this);
       this.comms.set(commId, comm);
       onOpen(comm, msg);
       return;
