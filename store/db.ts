@@ -30,6 +30,8 @@ export interface StoreOptions {
   home?: string;
   /** Apply pending migrations on first use (default true). When false, an old schema is an error. */
   migrate?: boolean;
+  /** Skip the schema check entirely (for `nbjob db status` on a database not migrated yet). */
+  skipSchemaCheck?: boolean;
   /** Most connections this process opens (default 10). */
   maxConnections?: number;
   /** Shown in pg_stat_activity (default "nbjob"). */
@@ -100,12 +102,19 @@ export class Store implements Db {
   private readyPromise?: Promise<Pool>;
   private location?: StoreLocation;
   private closed = false;
+  private applied: number[] = [];
 
   constructor(private readonly options: StoreOptions = {}) {}
 
   /** Connects, starts the embedded server when needed, and brings the schema up to date. */
   async ready(): Promise<void> {
     await this.getPool();
+  }
+
+  /** Ids of the migrations this store applied when it connected (empty when the schema was current). */
+  async migrationsApplied(): Promise<number[]> {
+    await this.getPool();
+    return this.applied;
   }
 
   /** Where this store points (resolves the URL; may start the embedded server). */
@@ -211,7 +220,7 @@ export class Store implements Db {
     try {
       const client = await pool.connect().catch((err: unknown) => { throw explainDatabaseError(err, this.location!.url); });
       try {
-        await ensureSchema(client, { migrate: this.options.migrate ?? true, where: this.location.url });
+        if (!this.options.skipSchemaCheck) this.applied = await ensureSchema(client, { migrate: this.options.migrate ?? true, where: this.location.url });
       } finally {
         client.release();
       }

@@ -173,10 +173,11 @@ function diskFullHint(text: string, dir: string): string {
 async function initialise(layout: EmbeddedLayout, user: ServerUser, bin: string): Promise<void> {
   const password = randomBytes(24).toString("base64url");
   writeFileSync(layout.passwordFile, password + "\n", { mode: 0o600 });
-  const staging = `${layout.dataDir}.initdb`;
+  const cluster = clusterLocation(layout);
+  const staging = join(cluster, "data.initdb");
   rmSync(staging, { recursive: true, force: true });
   // initdb reads the password from a file the server user can read; it is removed at once.
-  const pwfile = join(layout.clusterDir, `pwfile-${process.pid}`);
+  const pwfile = join(cluster, `pwfile-${process.pid}`);
   writeFileSync(pwfile, password + "\n", { mode: 0o600 });
   if (user.uid !== undefined) chownSync(pwfile, user.uid, user.gid!);
   let result;
@@ -202,7 +203,7 @@ async function initialise(layout: EmbeddedLayout, user: ServerUser, bin: string)
     "",
   ].join("\n"), { flag: "a" });
   // Renamed only when complete, so an interrupted initdb never leaves a half-made data directory.
-  renameSync(staging, layout.dataDir);
+  renameSync(staging, join(cluster, "data"));
 }
 
 function freePort(preferred?: number): Promise<number> {
@@ -229,7 +230,9 @@ async function startServer(layout: EmbeddedLayout, user: ServerUser, bin: string
   for (let attempt = 0; attempt < 3; attempt++) {
     // Keep the recorded port when it is free, so URLs printed earlier stay right.
     const port = await freePort(attempt === 0 ? recorded : undefined);
-    const result = await run(join(bin, "pg_ctl"), ["start", "-D", layout.dataDir, "-l", layout.logFile, "-w", "-t", "60", "-o", `-p ${port}`], user, { detached: true });
+    // The server user may not reach NBJOB_HOME itself (root's fallback): give it the real paths.
+    const cluster = clusterLocation(layout);
+    const result = await run(join(bin, "pg_ctl"), ["start", "-D", join(cluster, "data"), "-l", join(cluster, "server.log"), "-w", "-t", "60", "-o", `-p ${port}`], user, { detached: true });
     if (result.code === 0) {
       writeState(layout, { port, user: SUPERUSER, database: DATABASE });
       return port;
@@ -438,7 +441,7 @@ export async function stopEmbeddedServer(options: EnsureEmbeddedOptions): Promis
   const running = postmasterPid(layout);
   if (!running || !processAlive(running.pid)) return false;
   const user = serverUser();
-  const result = await run(join(postgresBinDir(), "pg_ctl"), ["stop", "-D", layout.dataDir, "-m", "fast", "-w", "-t", "60"], user);
+  const result = await run(join(postgresBinDir(), "pg_ctl"), ["stop", "-D", join(clusterLocation(layout), "data"), "-m", "fast", "-w", "-t", "60"], user);
   if (result.code !== 0) {
     if (!processAlive(running.pid)) return false;
     throw new StoreError(`could not stop the embedded PostgreSQL (pid ${running.pid}): ${lastLines(result.output)}`);
@@ -446,7 +449,7 @@ export async function stopEmbeddedServer(options: EnsureEmbeddedOptions): Promis
   return true;
 }
 
-/** Used by tests and `db status`: is the cluster directory a symlink (the root fallback)? */
+/** The cluster directory with the root fallback's symlink resolved. */
 export function clusterLocation(layout: EmbeddedLayout): string {
   try {
     return lstatSync(layout.clusterDir).isSymbolicLink() ? realpathSync(layout.clusterDir) : layout.clusterDir;

@@ -1,0 +1,133 @@
+// `nbjob db migrate | status | start | stop`: the schema and the embedded PostgreSQL server. Also
+// how every CLI command opens the store (flag > NBJOB_DATABASE_URL > the embedded default).
+import type { Command } from "./index";
+import { parseCommandArgs, UsageError } from "./index";
+import {
+  openStore, databaseUrlFromEnv, nbjobHome, redactUrl, schemaStatus, ensureEmbeddedServer, embeddedServerStatus,
+  stopEmbeddedServer, JOB_STATUSES,
+} from "../store";
+import type { Store, StoreOptions } from "../store";
+
+/** The options every command that reads the store accepts. */
+export const STORE_FLAGS = {
+  "database-url": { type: "string" },
+  home: { type: "string" },
+} as const;
+
+export const STORE_FLAGS_USAGE = `  --database-url URL  PostgreSQL to use (default: $NBJOB_DATABASE_URL, else the embedded server)
+  --home DIR          NBJOB_HOME of the embedded server (default: $NBJOB_HOME, else ~/.nbjob)`;
+
+/** Opens the store the flags point at; callers close it in `finally`. */
+export function storeFromFlags(flags: { "database-url"?: string; home?: string }, options: StoreOptions = {}): Store {
+  return openStore({ url: flags["database-url"], home: flags.home, applicationName: "nbjob cli", maxConnections: 2, ...options });
+}
+
+/** Runs `body` with a store and always closes it, so the CLI process can exit. */
+export async function withCliStore<T>(flags: { "database-url"?: string; home?: string }, body: (store: Store) => Promise<T>, options: StoreOptions = {}): Promise<T> {
+  const store = storeFromFlags(flags, options);
+  try {
+    return await body(store);
+  } finally {
+    await store.close();
+  }
+}
+
+const USAGE = `usage: nbjob db migrate | status | start | stop [options]
+
+  migrate   apply the schema migrations this nbjob ships (also done on first use)
+  status    where the database is, whether the embedded server runs, the schema version
+  start     initialise and start the embedded PostgreSQL (detached; it keeps running)
+  stop      stop the embedded PostgreSQL
+
+options:
+${STORE_FLAGS_USAGE}`;
+
+function embeddedOnly(flags: { "database-url"?: string }, action: string): void {
+  const url = flags["database-url"] ?? databaseUrlFromEnv();
+  if (url !== undefined) {
+    throw new UsageError(`nbjob db ${action} manages only the embedded server, but ${flags["database-url"] ? "--database-url" : "NBJOB_DATABASE_URL"} points at ${redactUrl(url)}; unset it to use the embedded default`);
+  }
+}
+
+async function migrate(flags: { "database-url"?: string; home?: string }): Promise<number> {
+  return withCliStore(flags, async (store) => {
+    const applied = await store.migrationsApplied();
+    const where = (await store.where()).url;
+    const status = await store.withClient((client) => schemaStatus(client));
+    if (applied.length === 0) console.log(`schema of ${where} is up to date (migration ${status.latestKnown})`);
+    else console.log(`applied migration${applied.length > 1 ? "s" : ""} ${applied.map((id) => String(id).padStart(6, "0")).join(", ")} to ${where}`);
+    return 0;
+  });
+}
+
+async function status(flags: { "database-url"?: string; home?: string }): Promise<number> {
+  const url = flags["database-url"] ?? databaseUrlFromEnv();
+  if (url === undefined) {
+    const home = nbjobHome(flags.home);
+    const embedded = await embeddedServerStatus({ home });
+    console.log(`database:  embedded PostgreSQL in ${embedded.layout.dir}`);
+    if (!embedded.running) {
+      console.log(`server:    ${embedded.initialised ? "stopped" : "not initialised"} (it starts on first use, or with "nbjob db start")`);
+      return 0;
+    }
+    console.log(`server:    running, pid ${embedded.pid}, ${embedded.redactedUrl}`);
+  } else {
+    console.log(`database:  ${redactUrl(url)}`);
+  }
+  return withCliStore(flags, async (store) => {
+    const schema = await store.withClient((client) => schemaStatus(client));
+    if (!schema.initialised) {
+      console.log(`schema:    none yet (run "nbjob db migrate", or use nbjob once)`);
+      return 0;
+    }
+    const current = schema.applied.length ? schema.applied[schema.applied.length - 1].id : 0;
+    const state = current > schema.latestKnown ? `newer than this nbjob (${schema.latestKnown}): upgrade nbjob` : schema.pending.length ? `${schema.pending.length} pending: run "nbjob db migrate"` : "up to date";
+    console.log(`schema:    migration ${current}, ${state}`);
+    if (current > 0 && schema.pending.length === 0 && current <= schema.latestKnown) {
+      const { rows } = await store.query<{ status: string; count: number }>("SELECT status, count(*)::int AS count FROM nbjob.jobs GROUP BY status");
+      const counts = new Map(rows.map((row) => [row.status, row.count]));
+      const total = rows.reduce((sum, row) => sum + row.count, 0);
+      console.log(`jobs:      ${total}${total ? ` (${JOB_STATUSES.filter((s) => counts.has(s)).map((s) => `${counts.get(s)} ${s}`).join(", ")})` : ""}`);
+    }
+    return 0;
+  }, { skipSchemaCheck: true });
+}
+
+async function start(flags: { "database-url"?: string; home?: string }): Promise<number> {
+  embeddedOnly(flags, "start");
+  const home = nbjobHome(flags.home);
+  const server = await ensureEmbeddedServer({ home });
+  // Bring the schema up to date now rather than in the first notebook.
+  await withCliStore(flags, (store) => store.ready());
+  console.log(`${server.started ? "started" : "already running:"} embedded PostgreSQL at ${redactUrl(server.url)} (data in ${home}/postgres)`);
+  return 0;
+}
+
+async function stop(flags: { "database-url"?: string; home?: string }): Promise<number> {
+  embeddedOnly(flags, "stop");
+  const home = nbjobHome(flags.home);
+  const stopped = await stopEmbeddedServer({ home });
+  console.log(stopped ? `stopped the embedded PostgreSQL (data kept in ${home}/postgres)` : `the embedded PostgreSQL in ${home}/postgres was not running`);
+  return 0;
+}
+
+export const command: Command = {
+  summary: "database schema and the embedded PostgreSQL server (migrate, status, start, stop)",
+  usage: USAGE,
+  async run(argv) {
+    const { values, positionals } = parseCommandArgs({ args: argv, options: STORE_FLAGS, allowPositionals: true, strict: true }, USAGE);
+    if (positionals.length !== 1) throw new UsageError(`nbjob db takes one action (migrate, status, start or stop)${positionals.length ? `, got "${positionals.join(" ")}"` : ""}\n${USAGE}`);
+    switch (positionals[0]) {
+      case "migrate":
+        return migrate(values);
+      case "status":
+        return status(values);
+      case "start":
+        return start(values);
+      case "stop":
+        return stop(values);
+      default:
+        throw new UsageError(`unknown action "nbjob db ${positionals[0]}"; expected migrate, status, start or stop`);
+    }
+  },
+};

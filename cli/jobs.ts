@@ -1,0 +1,280 @@
+// The read side of the CLI: `nbjob jobs | show | logs | diff | log | history`, one function per
+// command, each reading the store through its public API.
+import type { Command } from "./index";
+import { parseCommandArgs, UsageError } from "./index";
+import { STORE_FLAGS, STORE_FLAGS_USAGE, withCliStore } from "./db";
+import {
+  listJobs, requireJob, getBundle, getEnvironment, readLogs, diffJobs, jobLog, declarationHistory, isJobStatus, JOB_STATUSES,
+  StoreError,
+} from "../store";
+import type { DbJob, DbJobListed, Json } from "../store";
+
+// ---------------------------------------------------------------- formatting helpers
+
+function formatTime(date: Date | null): string {
+  return date ? date.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z") : "-";
+}
+
+function formatDuration(job: Pick<DbJob, "started_at" | "finished_at">): string {
+  if (!job.started_at) return "-";
+  const ms = (job.finished_at ?? new Date()).getTime() - job.started_at.getTime();
+  if (ms < 1000) return `${ms} ms`;
+  if (ms < 120_000) return `${(ms / 1000).toFixed(1)} s`;
+  if (ms < 7_200_000) return `${Math.round(ms / 60_000)} min`;
+  return `${(ms / 3_600_000).toFixed(1)} h`;
+}
+
+function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
+  const line = (cells: string[]) => cells.map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(widths[i]))).join("  ").trimEnd();
+  return [line(header), ...rows.map(line)].join("\n");
+}
+
+function indent(text: string, prefix = "  "): string {
+  return text.split("\n").map((line) => (line ? prefix + line : line)).join("\n");
+}
+
+function jobTitle(job: Pick<DbJob, "id" | "name">): string {
+  return `job ${job.id}${job.name ? `  ${job.name}` : ""}`;
+}
+
+/** JOB arguments are job ids: positive integers. */
+function parseJobId(text: string | undefined, what = "JOB"): number {
+  if (text === undefined) throw new UsageError(`missing ${what}: give a job id (see "nbjob jobs")`);
+  if (!/^\d+$/.test(text) || Number(text) < 1 || !Number.isSafeInteger(Number(text))) {
+    throw new UsageError(`${what} must be a job id (a positive integer, see "nbjob jobs"), got "${text}"`);
+  }
+  return Number(text);
+}
+
+function parseLimit(text: string | undefined, fallback: number): number {
+  if (text === undefined) return fallback;
+  if (!/^\d+$/.test(text) || Number(text) < 1) throw new UsageError(`--limit must be a positive integer, got "${text}"`);
+  return Number(text);
+}
+
+function exactlyPositionals(positionals: string[], count: number, usage: string): void {
+  if (positionals.length > count) throw new UsageError(`unexpected argument "${positionals[count]}"\n${usage}`);
+}
+
+// ---------------------------------------------------------------- nbjob jobs
+
+const JOBS_USAGE = `usage: nbjob jobs [--status S] [--tag T] [--name N] [--limit N]
+
+  --status S   only jobs with this status (${JOB_STATUSES.join(", ")})
+  --tag T      only jobs with this tag
+  --name N     only jobs with this name
+  --limit N    how many of the newest jobs to list (default 50)
+${STORE_FLAGS_USAGE}`;
+
+export async function cmdJobs(argv: string[]): Promise<number> {
+  const { values, positionals } = parseCommandArgs({
+    args: argv, allowPositionals: true, strict: true,
+    options: { ...STORE_FLAGS, status: { type: "string" }, tag: { type: "string" }, name: { type: "string" }, limit: { type: "string" } },
+  }, JOBS_USAGE);
+  exactlyPositionals(positionals, 0, JOBS_USAGE);
+  if (values.status !== undefined && !isJobStatus(values.status)) {
+    throw new UsageError(`--status must be one of ${JOB_STATUSES.join(", ")}, got "${values.status}"`);
+  }
+  const limit = parseLimit(values.limit, 50);
+  const jobs = await withCliStore(values, (store) => listJobs(store, { status: values.status as DbJob["status"] | undefined, tag: values.tag, name: values.name, limit }));
+  if (jobs.length === 0) {
+    const filtered = values.status !== undefined || values.tag !== undefined || values.name !== undefined;
+    console.log(filtered ? "no jobs match" : "no jobs yet");
+    return 0;
+  }
+  console.log(table(
+    ["ID", "STATUS", "NAME", "TAGS", "QUEUED", "TIME", "WORKER"],
+    jobs.map((job: DbJobListed) => [String(job.id), job.status, job.name ?? "", job.tags.join(","), formatTime(job.queued_at), formatDuration(job), job.worker_id ?? ""]),
+  ));
+  return 0;
+}
+
+// ---------------------------------------------------------------- nbjob show
+
+const SHOW_USAGE = `usage: nbjob show JOB
+
+Shows one job: status, times, worker, parameters, result or error, and its whole source.
+${STORE_FLAGS_USAGE}`;
+
+function formatJson(value: Json): string {
+  return JSON.stringify(value, null, 2) ?? "undefined";
+}
+
+export async function cmdShow(argv: string[]): Promise<number> {
+  const { values, positionals } = parseCommandArgs({ args: argv, allowPositionals: true, strict: true, options: STORE_FLAGS }, SHOW_USAGE);
+  exactlyPositionals(positionals, 1, SHOW_USAGE);
+  const id = parseJobId(positionals[0]);
+  const text = await withCliStore(values, async (store) => {
+    const job = await requireJob(store, id);
+    const bundle = await getBundle(store, job.bundle_hash);
+    const environment = job.environment_hash ? await getEnvironment(store, job.environment_hash) : undefined;
+    const out: string[] = [jobTitle(job)];
+    const field = (label: string, value: string) => out.push(`${label.padEnd(12)}${value}`);
+    field("status", job.status);
+    if (job.tags.length) field("tags", job.tags.join(", "));
+    field("queued", formatTime(job.queued_at));
+    if (job.started_at) field("started", formatTime(job.started_at));
+    if (job.finished_at) field("finished", `${formatTime(job.finished_at)}${job.started_at ? ` (took ${formatDuration(job)})` : ""}`);
+    if (job.worker_id || job.host) field("worker", `${job.worker_id ?? "?"}${job.host ? ` on ${job.host}` : ""}${job.pid ? ` (pid ${job.pid})` : ""}`);
+    if (job.target_worker) field("for worker", job.target_worker);
+    if (job.group_id !== null) field("group", String(job.group_id));
+    if (job.rerun_of !== null) field("rerun of", `job ${job.rerun_of}`);
+    if (job.resumed_from !== null) field("resumed", `from job ${job.resumed_from}${job.resumed_from_checkpoint !== null ? ` at checkpoint ${job.resumed_from_checkpoint}` : ""}`);
+    if (environment) {
+      field("environment", `node ${environment.node_version}, nbjob ${environment.nbjob_version}${environment.lockfile_hash ? `, lock file ${environment.lockfile_hash.slice(0, 12)}` : ""}, ${Object.keys(environment.packages).length} packages`);
+    }
+    field("bundle", job.bundle_hash);
+    if (bundle) {
+      const names = Object.keys(bundle.params).sort();
+      out.push("", "parameters");
+      out.push(names.length ? names.map((name) => `  ${name} = ${JSON.stringify(bundle.params[name])}`).join("\n") : "  (none)");
+      out.push("", "entries", ...bundle.entries.map((entry) => `  ${entry}`));
+    }
+    if (job.status === "done") {
+      out.push("", "result", indent(job.result_text ?? formatJson(job.result)));
+    }
+    if (job.error_name || job.error_message) {
+      out.push("", "error", `  ${job.error_name ?? "Error"}: ${job.error_message ?? ""}`);
+      if (job.error_traceback?.length) out.push(indent(job.error_traceback.join("\n"), "    "));
+    }
+    out.push("", "source");
+    out.push(bundle ? indent(bundle.source.replace(/\n+$/, "")) : `  (bundle ${job.bundle_hash} is missing from the store)`);
+    return out.join("\n");
+  });
+  console.log(text);
+  return 0;
+}
+
+// ---------------------------------------------------------------- nbjob logs
+
+const LOGS_USAGE = `usage: nbjob logs JOB [--timestamps] [--stream stdout|stderr]
+
+Prints what the job printed: its stdout lines to stdout, its stderr lines to stderr.
+  --timestamps     start each line with the time it was printed
+  --stream S       only stdout or only stderr
+${STORE_FLAGS_USAGE}`;
+
+export async function cmdLogs(argv: string[]): Promise<number> {
+  const { values, positionals } = parseCommandArgs({
+    args: argv, allowPositionals: true, strict: true,
+    options: { ...STORE_FLAGS, timestamps: { type: "boolean" }, stream: { type: "string" } },
+  }, LOGS_USAGE);
+  exactlyPositionals(positionals, 1, LOGS_USAGE);
+  const id = parseJobId(positionals[0]);
+  if (values.stream !== undefined && values.stream !== "stdout" && values.stream !== "stderr") {
+    throw new UsageError(`--stream must be stdout or stderr, got "${values.stream}"`);
+  }
+  const lines = await withCliStore(values, async (store) => {
+    await requireJob(store, id);
+    return readLogs(store, id);
+  });
+  const shown = lines.filter((line) => values.stream === undefined || line.stream === values.stream);
+  if (shown.length === 0) {
+    console.error(`job ${id} has printed nothing${values.stream ? ` on ${values.stream}` : ""} yet`);
+    return 0;
+  }
+  for (const line of shown) {
+    const text = values.timestamps ? `${line.at.toISOString()} ${line.line}` : line.line;
+    (line.stream === "stderr" ? process.stderr : process.stdout).write(text + "\n");
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------- nbjob diff
+
+const DIFF_USAGE = `usage: nbjob diff JOB_A JOB_B
+
+The unified diff of two jobs' code (their snippets in order), parameters and entries.
+${STORE_FLAGS_USAGE}`;
+
+export async function cmdDiff(argv: string[]): Promise<number> {
+  const { values, positionals } = parseCommandArgs({ args: argv, allowPositionals: true, strict: true, options: STORE_FLAGS }, DIFF_USAGE);
+  exactlyPositionals(positionals, 2, DIFF_USAGE);
+  const a = parseJobId(positionals[0], "JOB_A");
+  const b = parseJobId(positionals[1], "JOB_B");
+  const patch = await withCliStore(values, (store) => diffJobs(store, a, b));
+  process.stdout.write(patch === "" ? `jobs ${a} and ${b} have the same code and parameters\n` : patch);
+  return 0;
+}
+
+// ---------------------------------------------------------------- nbjob log
+
+const LOG_USAGE = `usage: nbjob log [--name DECL] [--limit N]
+
+Jobs, newest first, with the declarations added, changed or removed since the job before each.
+  --name DECL   only the jobs where the declaration DECL changed
+  --limit N     how many jobs to show (default 20)
+${STORE_FLAGS_USAGE}`;
+
+export async function cmdLog(argv: string[]): Promise<number> {
+  const { values, positionals } = parseCommandArgs({
+    args: argv, allowPositionals: true, strict: true,
+    options: { ...STORE_FLAGS, name: { type: "string" }, limit: { type: "string" } },
+  }, LOG_USAGE);
+  exactlyPositionals(positionals, 0, LOG_USAGE);
+  const limit = parseLimit(values.limit, 20);
+  const entries = await withCliStore(values, (store) => jobLog(store, { name: values.name, limit }));
+  if (entries.length === 0) {
+    console.log(values.name ? `no job used a declaration named "${values.name}"` : "no jobs yet");
+    return 0;
+  }
+  const out: string[] = [];
+  for (const entry of entries) {
+    const job = entry.job;
+    out.push(`${jobTitle(job)}  [${job.status}]  ${formatTime(job.queued_at)}`);
+    if (entry.changes.length === 0) out.push(`    (same code as job ${entry.previousId})`);
+    for (const change of entry.changes) {
+      const hashes = change.change === "changed" ? `${change.from!.slice(0, 8)} -> ${change.to!.slice(0, 8)}` : (change.to ?? change.from)!.slice(0, 8);
+      out.push(`    ${change.change.padEnd(8)} ${change.name}  ${hashes}`);
+    }
+  }
+  console.log(out.join("\n"));
+  return 0;
+}
+
+// ---------------------------------------------------------------- nbjob history
+
+const HISTORY_USAGE = `usage: nbjob history DECL
+
+Every distinct version of the declaration DECL (a function, class, variable, type ... name),
+oldest first, with the jobs that used it and its source.
+${STORE_FLAGS_USAGE}`;
+
+/** "1-3, 5, 8-9" */
+function idRanges(ids: number[]): string {
+  const parts: string[] = [];
+  for (let i = 0; i < ids.length; i++) {
+    let j = i;
+    while (j + 1 < ids.length && ids[j + 1] === ids[j] + 1) j++;
+    parts.push(j > i ? `${ids[i]}-${ids[j]}` : String(ids[i]));
+    i = j;
+  }
+  return parts.join(", ");
+}
+
+export async function cmdHistory(argv: string[]): Promise<number> {
+  const { values, positionals } = parseCommandArgs({ args: argv, allowPositionals: true, strict: true, options: STORE_FLAGS }, HISTORY_USAGE);
+  exactlyPositionals(positionals, 1, HISTORY_USAGE);
+  const name = positionals[0];
+  if (!name) throw new UsageError(`missing DECL: give the name of a declaration, e.g. "nbjob history train"`);
+  const versions = await withCliStore(values, (store) => declarationHistory(store, name));
+  if (versions.length === 0) throw new StoreError(`no stored code declares "${name}"; names are case-sensitive ("nbjob log" shows the declarations of recent jobs)`);
+  const out: string[] = [`${name}: ${versions.length} version${versions.length === 1 ? "" : "s"}`];
+  versions.forEach((version, i) => {
+    const used = version.jobIds.length ? `used by job${version.jobIds.length === 1 ? "" : "s"} ${idRanges(version.jobIds)}` : "used by no job";
+    out.push("", `version ${i + 1}  ${version.snippet.hash.slice(0, 12)}  ${version.snippet.kind}  ${used}`);
+    out.push(indent(version.snippet.source.replace(/\n+$/, "")));
+  });
+  console.log(out.join("\n"));
+  return 0;
+}
+
+// ---------------------------------------------------------------- the Command objects the dispatcher loads
+
+export const jobsCommand: Command = { summary: "list jobs, newest first", usage: JOBS_USAGE, run: cmdJobs };
+export const showCommand: Command = { summary: "one job: status, times, parameters, result or error, source", usage: SHOW_USAGE, run: cmdShow };
+export const logsCommand: Command = { summary: "what a job printed (stdout and stderr)", usage: LOGS_USAGE, run: cmdLogs };
+export const diffCommand: Command = { summary: "unified diff of two jobs' code and parameters", usage: DIFF_USAGE, run: cmdDiff };
+export const logCommand: Command = { summary: "jobs with what changed in their code since the previous job", usage: LOG_USAGE, run: cmdLog };
+export const historyCommand: Command = { summary: "every version of one declaration and the jobs that used it", usage: HISTORY_USAGE, run: cmdHistory };
