@@ -72,6 +72,8 @@ function makeDisplay(toBundle: (value: unknown) => MimeBundle): (value: unknown)
       update(next: unknown) {
         show(toBundle(next), id, true);
       },
+      // As a cell's last expression a handle shows nothing more: its output is already there.
+      [Symbol.for("nbjob.mimeBundle")]: () => null,
     };
   };
 }

@@ -25,6 +25,8 @@ export interface CellRequest {
   /** Whether the frontend accepts input_request for this cell. */
   allowStdin: boolean;
   sink: CellSink;
+  /** The execution_count the kernel gives this cell; tracebacks name cells by it ("cell 3"). */
+  executionCount?: number;
 }
 
 export type CellOutcome =

@@ -1,0 +1,133 @@
+// Turns a checked cell into JavaScript that the engine runs in the notebook's global scope:
+// top-level declarations become globals (so a later cell sees them and may declare them
+// again), imports read modules the engine loaded beforehand, and a cell that awaits at the
+// top level runs inside an async function. Lines never move, so errors map back exactly.
+import type { CellAnalysis } from "./cell-analysis";
+import { isAmbient } from "./cell-analysis";
+import { SourceMapLookup } from "./source-map";
+import { type EditedText, TextEdits } from "./text-edits";
+import { ts } from "./typescript";
+
+/** The global through which a cell reads its imports' bindings (set by the engine per cell). */
+export const IMPORTS_GLOBAL = "__nbjob_imports";
+
+export interface CompiledCell {
+  /** A script for vm.runInThisContext; an async cell's script evaluates to its promise. */
+  js: string;
+  isAsync: boolean;
+  /** Lines the wrapper added before the transpiled code. */
+  lineOffset: number;
+  map: SourceMapLookup;
+  edited: EditedText;
+}
+
+const TRANSPILE_OPTIONS: ts.CompilerOptions = {
+  target: ts.ScriptTarget.ES2022,
+  module: ts.ModuleKind.ESNext,
+  sourceMap: true,
+  esModuleInterop: true,
+  useDefineForClassFields: true,
+};
+
+function removeModifiers(edits: TextEdits, statement: ts.Statement, kinds: readonly ts.SyntaxKind[]): void {
+  if (!ts.canHaveModifiers(statement)) return;
+  for (const modifier of ts.getModifiers(statement) ?? []) {
+    if (kinds.includes(modifier.kind)) edits.blank(modifier.getStart(), modifier.end);
+  }
+}
+
+const EXPORT_KINDS = [ts.SyntaxKind.ExportKeyword, ts.SyntaxKind.DefaultKeyword];
+
+export function compileCell(analysis: CellAnalysis): CompiledCell {
+  const { code, sourceFile, hasTopLevelAwait: isAsync } = analysis;
+  const edits = new TextEdits(code);
+  // Async cells only: names declared as globals before the wrapper, functions published from it,
+  // and enums/namespaces whose `var` TypeScript emits inside the wrapper must be dropped.
+  const globals: string[] = [];
+  const functions: string[] = [];
+  const enumLike: string[] = [];
+  const importIndex = new Map(analysis.imports.map((cellImport, index) => [cellImport.statement as ts.Statement, index]));
+
+  for (const statement of sourceFile.statements) {
+    if (ts.isExportDeclaration(statement)) {
+      edits.blank(statement.getStart(), statement.end);
+      continue;
+    }
+    if (ts.isExportAssignment(statement)) {
+      edits.blank(statement.getStart(), statement.expression.getStart());
+      continue;
+    }
+    if (isAmbient(statement)) continue;
+    const index = importIndex.get(statement);
+    if (index !== undefined) {
+      const bindings = analysis.imports[index]!.bindings;
+      const assignments = bindings.map((binding) => `${binding.local} = ${IMPORTS_GLOBAL}[${index}].${binding.local}`);
+      let text = "";
+      if (assignments.length > 0) {
+        text = isAsync ? `;(${assignments.join(", ")});` : `var ${assignments.join(", ")};`;
+        if (isAsync) globals.push(...bindings.map((binding) => binding.local));
+      }
+      edits.replace(statement.getStart(), statement.end, text);
+      continue;
+    }
+    if (ts.isVariableStatement(statement)) {
+      removeModifiers(edits, statement, EXPORT_KINDS);
+      const list = statement.declarationList;
+      const keywordStart = list.getStart();
+      const keyword = /^(?:let|const|var)\b/.exec(code.slice(keywordStart))?.[0];
+      if (!keyword) continue; // `using` declarations stay local to the cell
+      if (!isAsync) {
+        edits.replace(keywordStart, keywordStart + keyword.length, "var".padEnd(keyword.length));
+        continue;
+      }
+      edits.replace(keywordStart, keywordStart + keyword.length, ";(".padEnd(keyword.length));
+      for (const declaration of list.declarations) {
+        if (declaration.type) edits.blank(declaration.name.end, declaration.type.end);
+        if (!declaration.initializer) edits.insert(declaration.type?.end ?? declaration.name.end, " = undefined");
+      }
+      edits.insert(list.end, ")");
+      for (const declared of analysis.names) if (declared.statement === statement) globals.push(declared.name);
+      continue;
+    }
+    if (ts.isClassDeclaration(statement) && statement.name) {
+      removeModifiers(edits, statement, [...EXPORT_KINDS, ts.SyntaxKind.AbstractKeyword]);
+      const name = statement.name.text;
+      edits.insert(statement.getStart(), isAsync ? `${name} = ` : `var ${name} = `);
+      edits.insert(statement.end, ";");
+      if (isAsync) globals.push(name);
+      continue;
+    }
+    if (ts.isFunctionDeclaration(statement)) {
+      removeModifiers(edits, statement, EXPORT_KINDS);
+      if (isAsync && statement.name && statement.body) functions.push(statement.name.text);
+      continue;
+    }
+    if (ts.isEnumDeclaration(statement) || (ts.isModuleDeclaration(statement) && ts.isIdentifier(statement.name))) {
+      removeModifiers(edits, statement, EXPORT_KINDS);
+      if (isAsync) {
+        globals.push(statement.name.text);
+        enumLike.push(statement.name.text);
+      }
+      continue;
+    }
+    if (ts.isInterfaceDeclaration(statement) || ts.isTypeAliasDeclaration(statement)) {
+      removeModifiers(edits, statement, EXPORT_KINDS);
+    }
+  }
+  if (isAsync && analysis.lastExpression) edits.insert(analysis.lastExpression.getStart(), "return ");
+
+  const edited = edits.apply();
+  const output = ts.transpileModule(edited.text, { fileName: "cell.ts", compilerOptions: TRANSPILE_OPTIONS });
+  let js = output.outputText.replace(/\n\/\/# sourceMappingURL=.*\s*$/, "\n");
+  const map = SourceMapLookup.fromJson(output.sourceMapText ?? '{"mappings":""}');
+  if (!isAsync) return { js, isAsync, lineOffset: 0, map, edited };
+
+  for (const name of enumLike) js = js.replace(new RegExp(`^var ${name.replace(/\$/g, "\\$")};$`, "m"), "");
+  const declared = [...new Set(globals)];
+  const publish = functions.map((name) => `globalThis.${name} = ${name};`).join(" ");
+  // Published first thing (after the strict-mode directive, which must open the body), as a
+  // script's function declarations are: hoisted and visible before the cell's code runs.
+  if (publish) js = /^"use strict";/.test(js) ? js.replace(/^"use strict";/, `"use strict"; ${publish}`) : `${publish} ${js}`;
+  const prefix = `${declared.length > 0 ? `var ${declared.join(", ")}; ` : ""}(async () => {\n`;
+  return { js: `${prefix}${js}\n})()`, isAsync, lineOffset: 1, map, edited };
+}

@@ -1,0 +1,277 @@
+// Type-checks cells with one long-lived TypeScript LanguageService. Earlier cells are kept as
+// declarations only (a "prelude" of globals built from each cell's declaration emit, a name
+// declared again replacing its earlier entry), so re-checking a new cell stays cheap.
+import { join } from "node:path";
+import type { CellAnalysis } from "./cell-analysis";
+import { LIB_FOLDER, libFileText, ts } from "./typescript";
+
+export interface CellDiagnostic {
+  /** 1-based line and column in the cell's own numbering. */
+  line: number;
+  column: number;
+  code: number;
+  message: string;
+  syntactic: boolean;
+}
+
+export interface CheckResult {
+  diagnostics: CellDiagnostic[];
+  /** Global declaration texts for each name the cell declares (from its declaration emit). */
+  declarations(): Map<string, string[]>;
+}
+
+interface PreludeImport {
+  specifier: string;
+  form: "default" | "namespace" | "named" | "require";
+  imported?: string;
+  typeOnly: boolean;
+}
+
+// "Could not find a declaration file for module": an untyped package is still usable (as any).
+const IGNORED_DIAGNOSTICS = new Set([7016]);
+const INTERNAL_PREFIX = "__nbjob";
+
+function typeRoots(): string[] {
+  // @types/node is a dependency of nbjob itself, so cells get Node's types in any folder.
+  try {
+    return [join(require.resolve("@types/node/package.json"), "..", "..")];
+  } catch {
+    return [];
+  }
+}
+
+export class CellChecker {
+  private readonly cellFile: string;
+  private readonly preludeFile: string;
+  private readonly globalsFile: string;
+  private readonly virtualFiles = new Map<string, { text: string; version: number }>();
+  private readonly preludeDeclarations = new Map<string, string[]>();
+  private readonly preludeImports = new Map<string, PreludeImport>();
+  private readonly options: ts.CompilerOptions;
+  private projectVersion = 0;
+  private service: ts.LanguageService | undefined;
+
+  constructor(private readonly cwd: string, private readonly globalsText: () => string) {
+    this.cellFile = join(cwd, `${INTERNAL_PREFIX}_cell__.ts`);
+    this.preludeFile = join(cwd, `${INTERNAL_PREFIX}_prelude__.d.ts`);
+    this.globalsFile = join(cwd, `${INTERNAL_PREFIX}_globals__.d.ts`);
+    this.options = {
+      target: ts.ScriptTarget.ES2022,
+      module: ts.ModuleKind.ESNext,
+      moduleResolution: ts.ModuleResolutionKind.Bundler,
+      lib: ["lib.es2023.d.ts"],
+      strict: true,
+      esModuleInterop: true,
+      skipLibCheck: true,
+      declaration: true,
+      emitDeclarationOnly: true,
+      allowImportingTsExtensions: true,
+      resolveJsonModule: true,
+      types: ["node"],
+      typeRoots: typeRoots(),
+    };
+  }
+
+  /** Builds the language service and checks a trivial cell, so the first real cell is fast. */
+  warmUp(): void {
+    this.check("0", undefined);
+  }
+
+  check(code: string, analysis: CellAnalysis | undefined): CheckResult {
+    const text = code + this.exportSuffix(code, analysis);
+    this.setCell(text);
+    const service = this.languageService();
+    const program = service.getProgram();
+    const sourceFile = program?.getSourceFile(this.cellFile);
+    const syntactic = service.getSyntacticDiagnostics(this.cellFile);
+    const raw: { diagnostic: ts.Diagnostic; syntactic: boolean }[] = syntactic.map((diagnostic) => ({ diagnostic, syntactic: true }));
+    if (syntactic.length === 0) {
+      for (const diagnostic of service.getSemanticDiagnostics(this.cellFile)) raw.push({ diagnostic, syntactic: false });
+    }
+    const diagnostics: CellDiagnostic[] = [];
+    for (const { diagnostic, syntactic: isSyntactic } of raw) {
+      if (diagnostic.category !== ts.DiagnosticCategory.Error || IGNORED_DIAGNOSTICS.has(diagnostic.code)) continue;
+      const start = Math.min(diagnostic.start ?? 0, code.length);
+      // The export list appended after the cell is ours; problems there are not the user's.
+      if ((diagnostic.start ?? 0) > code.length) continue;
+      const position = sourceFile ? sourceFile.getLineAndCharacterOfPosition(start) : { line: 0, character: 0 };
+      diagnostics.push({
+        line: position.line + 1,
+        column: position.character + 1,
+        code: diagnostic.code,
+        message: ts.flattenDiagnosticMessageText(diagnostic.messageText, "\n"),
+        syntactic: isSyntactic,
+      });
+    }
+    return { diagnostics, declarations: () => this.emitDeclarations(service) };
+  }
+
+  /** Makes a cell's declarations (and imports) the latest prelude entries for its names. */
+  commit(analysis: CellAnalysis, declarations: Map<string, string[]>): void {
+    for (const declared of analysis.names) {
+      this.preludeDeclarations.delete(declared.name);
+      this.preludeImports.delete(declared.name);
+    }
+    for (const cellImport of analysis.imports) {
+      const statement = cellImport.statement;
+      if (ts.isImportEqualsDeclaration(statement)) {
+        this.preludeImports.set(statement.name.text, { specifier: cellImport.specifier, form: "require", typeOnly: statement.isTypeOnly });
+        continue;
+      }
+      const clause = statement.importClause;
+      if (!clause) continue;
+      if (clause.name) this.preludeImports.set(clause.name.text, { specifier: cellImport.specifier, form: "default", typeOnly: clause.isTypeOnly });
+      const named = clause.namedBindings;
+      if (named && ts.isNamespaceImport(named)) {
+        this.preludeImports.set(named.name.text, { specifier: cellImport.specifier, form: "namespace", typeOnly: clause.isTypeOnly });
+      } else if (named) {
+        for (const element of named.elements) {
+          this.preludeImports.set(element.name.text, {
+            specifier: cellImport.specifier,
+            form: "named",
+            imported: (element.propertyName ?? element.name).text,
+            typeOnly: clause.isTypeOnly || element.isTypeOnly,
+          });
+        }
+      }
+    }
+    for (const [name, texts] of declarations) {
+      if (!this.preludeImports.has(name)) this.preludeDeclarations.set(name, texts);
+    }
+    this.setVirtual(this.preludeFile, this.preludeText());
+  }
+
+  completions(code: string, position: number): string[] {
+    this.setCell(`${code}\nexport {};\n`);
+    const completions = this.languageService().getCompletionsAtPosition(this.cellFile, position, {});
+    return (completions?.entries ?? []).map((entry) => entry.name).filter((name) => !name.startsWith(INTERNAL_PREFIX));
+  }
+
+  /** The type checker's description of the name at `position`, or undefined. */
+  quickInfo(code: string, position: number): { signature: string; documentation: string } | undefined {
+    this.setCell(`${code}\nexport {};\n`);
+    const service = this.languageService();
+    const info = service.getQuickInfoAtPosition(this.cellFile, position)
+      ?? (position > 0 ? service.getQuickInfoAtPosition(this.cellFile, position - 1) : undefined);
+    if (!info) return undefined;
+    const signature = ts.displayPartsToString(info.displayParts);
+    const tags = (info.tags ?? []).map((tag) => `@${tag.name}${tag.text ? ` ${ts.displayPartsToString(tag.text)}` : ""}`);
+    const documentation = [ts.displayPartsToString(info.documentation), ...tags].filter((part) => part !== "").join("\n");
+    return { signature, documentation };
+  }
+
+  /** `export { ... }` after the cell: the cell is a module, and its names reach its declaration emit. */
+  private exportSuffix(code: string, analysis: CellAnalysis | undefined): string {
+    const names = new Set<string>();
+    for (const declared of analysis?.names ?? []) {
+      const statement = declared.statement;
+      const exported = ts.canHaveModifiers(statement) && (ts.getModifiers(statement) ?? []).some((m) => m.kind === ts.SyntaxKind.ExportKeyword);
+      if (declared.kind !== "import" && !exported) names.add(declared.name);
+    }
+    const newline = code.endsWith("\n") ? "" : "\n";
+    return `${newline}export { ${[...names].join(", ")} };\n`;
+  }
+
+  private emitDeclarations(service: ts.LanguageService): Map<string, string[]> {
+    const output = service.getEmitOutput(this.cellFile, true);
+    const dts = output.outputFiles.find((file) => file.name.endsWith(".d.ts"))?.text ?? "";
+    const file = ts.createSourceFile("cell.d.ts", dts, ts.ScriptTarget.ES2022, true, ts.ScriptKind.TS);
+    const declarations = new Map<string, string[]>();
+    const add = (name: string, text: string) => declarations.set(name, [...(declarations.get(name) ?? []), text]);
+    for (const statement of file.statements) {
+      if (ts.isVariableStatement(statement)) {
+        const list = statement.declarationList;
+        const keyword = list.flags & ts.NodeFlags.Const ? "const" : list.flags & ts.NodeFlags.Let ? "let" : "var";
+        for (const declaration of list.declarations) {
+          if (ts.isIdentifier(declaration.name)) add(declaration.name.text, `${keyword} ${declaration.getText(file)};`);
+        }
+      } else if (
+        (ts.isFunctionDeclaration(statement) || ts.isClassDeclaration(statement) || ts.isInterfaceDeclaration(statement)
+          || ts.isTypeAliasDeclaration(statement) || ts.isEnumDeclaration(statement) || ts.isModuleDeclaration(statement))
+        && statement.name && ts.isIdentifier(statement.name)
+      ) {
+        add(statement.name.text, statement.getText(file).replace(/^(?:(?:export|declare|default)\s+)+/, ""));
+      }
+    }
+    return declarations;
+  }
+
+  private preludeText(): string {
+    const imports: string[] = [];
+    const aliases: string[] = [];
+    let index = 0;
+    for (const [name, entry] of this.preludeImports) {
+      const local = `${INTERNAL_PREFIX}_i${index++}`;
+      const from = JSON.stringify(entry.specifier);
+      const type = entry.typeOnly ? "type " : "";
+      if (entry.form === "default") imports.push(`import ${type}${local} from ${from};`);
+      else if (entry.form === "namespace") imports.push(`import ${type}* as ${local} from ${from};`);
+      else if (entry.form === "named") imports.push(`import ${type}{ ${entry.imported} as ${local} } from ${from};`);
+      else imports.push(`import ${local} = require(${from});`);
+      aliases.push(`  export import ${name} = ${local};`);
+    }
+    const declarations = [...this.preludeDeclarations.values()].flat().map((text) => `  ${text.replace(/\n/g, "\n  ")}`);
+    return `${imports.join("\n")}\ndeclare global {\n${aliases.join("\n")}\n${declarations.join("\n")}\n}\nexport {};\n`;
+  }
+
+  private setCell(text: string): void {
+    this.setVirtual(this.cellFile, text);
+  }
+
+  private setVirtual(fileName: string, text: string): void {
+    const current = this.virtualFiles.get(fileName);
+    if (current?.text === text) return;
+    this.virtualFiles.set(fileName, { text, version: (current?.version ?? 0) + 1 });
+    this.projectVersion++;
+  }
+
+  private languageService(): ts.LanguageService {
+    if (this.service) return this.service;
+    this.setVirtual(this.globalsFile, this.globalsText());
+    this.setVirtual(this.preludeFile, this.preludeText());
+    const virtual = this.virtualFiles;
+    const roots = [this.globalsFile, this.preludeFile, this.cellFile];
+    // The service asks for every file's snapshot on each check; files that do not change
+    // (libs, node_modules) are read once, others again only when their mtime changes.
+    const isStatic = (fileName: string) => fileName.startsWith(LIB_FOLDER) || fileName.includes("/node_modules/");
+    const diskCache = new Map<string, { version: string; text: string | undefined; snapshot?: ts.IScriptSnapshot }>();
+    const diskVersion = (fileName: string) => (isStatic(fileName) ? "0" : String(ts.sys.getModifiedTime?.(fileName)?.getTime() ?? 0));
+    const diskEntry = (fileName: string) => {
+      const version = diskVersion(fileName);
+      let entry = diskCache.get(fileName);
+      if (!entry || entry.version !== version) {
+        const text = libFileText(fileName) ?? (fileName.startsWith(LIB_FOLDER) ? undefined : ts.sys.readFile(fileName));
+        entry = { version, text };
+        diskCache.set(fileName, entry);
+      }
+      return entry;
+    };
+    const readText = (fileName: string): string | undefined => virtual.get(fileName)?.text ?? diskEntry(fileName).text;
+    const host: ts.LanguageServiceHost = {
+      getCompilationSettings: () => this.options,
+      getProjectVersion: () => String(this.projectVersion),
+      getScriptFileNames: () => roots,
+      getScriptVersion: (fileName) => {
+        const file = virtual.get(fileName);
+        return file ? String(file.version) : diskEntry(fileName).version;
+      },
+      getScriptSnapshot: (fileName) => {
+        const file = virtual.get(fileName);
+        if (file) return ts.ScriptSnapshot.fromString(file.text);
+        const entry = diskEntry(fileName);
+        if (entry.text === undefined) return undefined;
+        return (entry.snapshot ??= ts.ScriptSnapshot.fromString(entry.text));
+      },
+      getCurrentDirectory: () => this.cwd,
+      getDefaultLibFileName: (options) => `${LIB_FOLDER}/${ts.getDefaultLibFileName(options)}`,
+      fileExists: (fileName) => virtual.has(fileName) || libFileText(fileName) !== undefined || (!fileName.startsWith(LIB_FOLDER) && ts.sys.fileExists(fileName)),
+      readFile: (fileName) => readText(fileName),
+      directoryExists: (dir) => dir === LIB_FOLDER || LIB_FOLDER.startsWith(`${dir}/`) || ts.sys.directoryExists(dir),
+      getDirectories: (dir) => ts.sys.getDirectories(dir),
+      realpath: ts.sys.realpath,
+      useCaseSensitiveFileNames: () => true,
+    };
+    this.service = ts.createLanguageService(host, ts.createDocumentRegistry());
+    return this.service;
+  }
+}

@@ -1,0 +1,254 @@
+// The execution engine: type-checks each cell against the earlier ones, then runs it on this
+// thread in the notebook's global scope, so declarations persist and interrupts keep state.
+import { join, resolve } from "node:path";
+import { inspect } from "node:util";
+import * as vm from "node:vm";
+import { runtimeGlobals, type RuntimeGlobal } from "./runtime-globals";
+import { analyzeCell, declarationRecords, type CellAnalysis } from "./cell-analysis";
+import { CellChecker } from "./checker";
+import { compileCell, IMPORTS_GLOBAL, type CompiledCell } from "./cell-compiler";
+import { compileErrorOutcome, interruptedOutcome, InterruptedError, isInterrupt, runtimeErrorOutcome, type CellFrame } from "./errors";
+import { cellCompleteness } from "./completeness";
+import { ModuleLoader } from "./module-loader";
+import { OutputCapture } from "./output-capture";
+import { extractPagerLines, type PagerRequest } from "./pager";
+import type { CellOutcome, CellRequest, CellSink, Completion, DeclarationRecord, ExecutionEngine, Inspection, MimeBundle } from "./types";
+import { setCellSink, setFunctionSourceLookup } from "../../runtime/notebook";
+
+export type { ExecutionEngine } from "./types";
+
+/**
+ * Objects may choose how they show as a cell's result: `[Symbol.for("nbjob.mimeBundle")]()`
+ * returns a MIME bundle, or null for no result (a display handle: its output is already shown).
+ */
+export const MIME_BUNDLE = Symbol.for("nbjob.mimeBundle");
+
+const functionSources = new WeakMap<Function, DeclarationRecord>();
+
+/**
+ * The TypeScript declaration that a notebook cell gave this function or class (its latest
+ * definition), or undefined when no cell defined it.
+ */
+export function sourceOfFunction(fn: Function): DeclarationRecord | undefined {
+  return functionSources.get(fn);
+}
+
+interface RanCell {
+  label: string;
+  compiled: CompiledCell;
+  lines: string[];
+}
+
+// Frames from the engine, the kernel and the runtime library (all under dist/) are hidden.
+const KERNEL_ROOT = resolve(__dirname, "..", "..");
+
+export interface EngineOptions {
+  /** The notebook's folder: imports and require() resolve from here. */
+  cwd: string;
+}
+
+export class Engine implements ExecutionEngine {
+  private readonly cwd: string;
+  private readonly checker: CellChecker;
+  private readonly loader: ModuleLoader;
+  private readonly capture = new OutputCapture();
+  private readonly records = new Map<string, DeclarationRecord>();
+  private readonly ranCells = new Map<string, RanCell>();
+  private globals: RuntimeGlobal[] | undefined;
+  private cellCount = 0;
+  private rejectPending: ((error: Error) => void) | undefined;
+
+  constructor(options: EngineOptions) {
+    this.cwd = resolve(options.cwd);
+    this.loader = new ModuleLoader(this.cwd);
+    this.checker = new CellChecker(this.cwd, () => this.globalsDeclarations());
+    setFunctionSourceLookup(sourceOfFunction);
+  }
+
+  /** Prepares the type checker (the first check is the slow one); call when the kernel is idle. */
+  warmUp(): void {
+    this.checker.warmUp();
+  }
+
+  /** Restores process.stdout/stderr (tests; a kernel keeps its engine until it exits). */
+  dispose(): void {
+    this.capture.dispose();
+  }
+
+  async execute(request: CellRequest): Promise<CellOutcome> {
+    const label = `cell ${request.executionCount ?? ++this.cellCount}`;
+    setCellSink(request.sink);
+    this.capture.sink = request.sink;
+    this.capture.running = true;
+    try {
+      return await this.executeCell(request, label);
+    } catch (error) {
+      return runtimeErrorOutcome(error, () => undefined, KERNEL_ROOT);
+    } finally {
+      this.capture.running = false;
+    }
+  }
+
+  complete(code: string, cursorPos: number): Completion {
+    this.installGlobals();
+    const prefix = /[\w$]*$/.exec(code.slice(0, cursorPos))?.[0] ?? "";
+    const names = this.checker.completions(code, cursorPos).filter((name) => name.startsWith(prefix));
+    return { matches: [...new Set(names)], cursor_start: cursorPos - prefix.length, cursor_end: cursorPos, metadata: {} };
+  }
+
+  inspect(code: string, cursorPos: number, detailLevel: 0 | 1): Inspection {
+    this.installGlobals();
+    const info = this.checker.quickInfo(code, cursorPos);
+    if (!info) return { found: false, data: {} };
+    return { found: true, data: describe(info, detailLevel) };
+  }
+
+  isComplete(code: string): { status: "complete" | "incomplete" | "invalid"; indent?: string } {
+    return cellCompleteness(code);
+  }
+
+  interrupt(): void {
+    this.rejectPending?.(new InterruptedError());
+  }
+
+  declarations(): ReadonlyMap<string, DeclarationRecord> {
+    return this.records;
+  }
+
+  evaluate(expression: string): unknown {
+    this.installGlobals();
+    return vm.runInThisContext(expression, { filename: "nbjob-evaluate" });
+  }
+
+  private async executeCell(request: CellRequest, label: string): Promise<CellOutcome> {
+    this.installGlobals();
+    const { code, pages } = extractPagerLines(request.code);
+    for (const page of pages) this.openPager(page, request.sink);
+    if (code.trim() === "") return { status: "ok" };
+
+    const analysis = analyzeCell(code);
+    const check = this.checker.check(code, analysis);
+    if (check.diagnostics.length > 0) return compileErrorOutcome(code, check.diagnostics);
+    const declarations = check.declarations();
+    const compiled = compileCell(analysis);
+    const filename = join(this.cwd, `__nbjob_${label.replace(" ", "_")}__.js`);
+    this.ranCells.set(filename, { label, compiled, lines: code.split("\n") });
+
+    let value: unknown;
+    try {
+      const imports = await this.loadImports(analysis);
+      Object.defineProperty(globalThis, IMPORTS_GLOBAL, { value: imports, configurable: true, writable: true, enumerable: false });
+      value = await this.run(compiled, filename);
+    } catch (error) {
+      this.remember(analysis, declarations);
+      if (isInterrupt(error)) return interruptedOutcome();
+      return runtimeErrorOutcome(error, (file, line, column) => this.mapFrame(file, line, column), KERNEL_ROOT);
+    }
+    this.remember(analysis, declarations);
+    const result = analysis.lastExpression && value !== undefined ? resultBundle(value) : undefined;
+    return result ? { status: "ok", result } : { status: "ok" };
+  }
+
+  /** Runs the script; an async cell's promise is raced against interrupt(). */
+  private async run(compiled: CompiledCell, filename: string): Promise<unknown> {
+    const completion: unknown = vm.runInThisContext(compiled.js, {
+      filename,
+      breakOnSigint: true,
+      importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
+    });
+    if (!compiled.isAsync) return completion;
+    const promise = completion as Promise<unknown>;
+    try {
+      return await new Promise((resolvePromise, reject) => {
+        this.rejectPending = reject;
+        promise.then(resolvePromise, reject);
+      });
+    } finally {
+      this.rejectPending = undefined;
+      // An interrupted cell's promise may still fail later; that is not a new error to report.
+      promise.catch(() => undefined);
+    }
+  }
+
+  private async loadImports(analysis: CellAnalysis): Promise<Record<string, unknown>[]> {
+    const values: Record<string, unknown>[] = [];
+    for (const cellImport of analysis.imports) {
+      const bindings: Record<string, unknown> = {};
+      if (cellImport.bindings.length > 0 || !cellImport.statement.getText().startsWith("import type")) {
+        const moduleObject = await this.loader.load(cellImport.specifier);
+        for (const binding of cellImport.bindings) bindings[binding.local] = ModuleLoader.bindingValue(moduleObject, binding);
+      }
+      values.push(bindings);
+    }
+    return values;
+  }
+
+  /** Records the cell's declarations: for later cells' type checks, declarations() and function sources. */
+  private remember(analysis: CellAnalysis, declarations: Map<string, string[]>): void {
+    this.checker.commit(analysis, declarations);
+    const scope = globalThis as Record<string, unknown>;
+    for (const record of declarationRecords(analysis).values()) {
+      this.records.set(record.name, record);
+      const value = scope[record.name];
+      if (typeof value === "function" && record.kind !== "import") functionSources.set(value, record);
+    }
+  }
+
+  private mapFrame(file: string, line: number, column: number): CellFrame | undefined {
+    const cell = this.ranCells.get(file);
+    if (!cell) return undefined;
+    const { compiled } = cell;
+    const generated = { line: line - 1 - compiled.lineOffset, column: column - 1 };
+    const inEdited = compiled.map.originalPosition(generated);
+    if (!inEdited) return { label: cell.label, line: 1, column: 1, sourceLine: cell.lines[0] };
+    const original = compiled.edited.toOriginal(inEdited.line, inEdited.column);
+    return { label: cell.label, line: original.line + 1, column: original.column + 1, sourceLine: cell.lines[original.line] };
+  }
+
+  private openPager(page: PagerRequest, sink: CellSink): void {
+    const info = this.checker.quickInfo(page.codeForInfo, page.position);
+    if (!info) {
+      sink.stream("stdout", `Object \`${page.expression}\` not found.\n`);
+      return;
+    }
+    sink.payload({ source: "page", data: describe(info, 1), start: 0 });
+  }
+
+  /** Puts display, input, SnippetCollector... on the global object (once; their module loads lazily). */
+  private installGlobals(): RuntimeGlobal[] {
+    if (this.globals) return this.globals;
+    this.globals = runtimeGlobals();
+    const scope = globalThis as Record<string, unknown>;
+    for (const global of this.globals) {
+      Object.defineProperty(scope, global.name, { value: global.value, configurable: true, writable: true, enumerable: false });
+    }
+    const require = this.loader.require;
+    Object.defineProperty(scope, "require", { value: require, configurable: true, writable: true, enumerable: false });
+    return this.globals;
+  }
+
+  private globalsDeclarations(): string {
+    const globals = this.installGlobals();
+    const modules = [...new Set(globals.map((global) => global.typesFrom))];
+    const imports = modules.map((path, index) => `import * as __nbjob_runtime${index} from ${JSON.stringify(path)};`);
+    const aliases = globals.map((global) => `  export import ${global.name} = __nbjob_runtime${modules.indexOf(global.typesFrom)}.${global.name};`);
+    return `${imports.join("\n")}\ndeclare global {\n${aliases.join("\n")}\n}\nexport {};\n`;
+  }
+}
+
+function describe(info: { signature: string; documentation: string }, detailLevel: 0 | 1): MimeBundle {
+  const plain = info.documentation ? `${info.signature}\n\n${info.documentation}` : info.signature;
+  const markdown = `\`\`\`typescript\n${info.signature}\n\`\`\`${info.documentation ? `\n\n${info.documentation}` : ""}`;
+  void detailLevel;
+  return { "text/plain": plain, "text/markdown": markdown };
+}
+
+function resultBundle(value: unknown): MimeBundle | undefined {
+  const rich = (value as { [MIME_BUNDLE]?: unknown } | null)?.[MIME_BUNDLE];
+  if (typeof rich === "function") {
+    const bundle: unknown = rich.call(value);
+    if (bundle === null || bundle === undefined) return undefined;
+    if (typeof bundle === "object") return bundle as MimeBundle;
+  }
+  return { "text/plain": inspect(value, { colors: false }) };
+}
