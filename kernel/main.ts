@@ -94,7 +94,9 @@ export async function startKernel(connectionFile: string): Promise<void> {
   // The first type-check builds the language service (~150 ms); doing it before the kernel says
   // it is ready keeps the first cell as quick as the rest.
   try {
-    engine?.complete("", 0);
+    const warmable = engine as (ExecutionEngine & { warmUp?: () => void }) | undefined;
+    if (warmable?.warmUp) warmable.warmUp();
+    else engine?.complete("", 0);
   } catch (err) {
     process.stderr.write(`nbjob kernel: warming up the engine failed: ${(err as Error).message}\n`);
   }
