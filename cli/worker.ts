@@ -1,0 +1,64 @@
+// `nbjob worker --connection-file F`: one worker kernel, in the foreground (`nbjob cluster start`
+// launches these detached; on another host, run it yourself and give the notebook the file).
+import { existsSync } from "node:fs";
+import { newConnectionInfo, readConnectionFile } from "../kernel/wire/connection";
+import type { ConnectionInfo } from "../kernel/wire/connection";
+import { WorkerKernel } from "../runtime/worker/kernel";
+import { parseCommandArgs, UsageError } from "./index";
+import type { Command } from "./index";
+
+const usage = `usage: nbjob worker --connection-file FILE [--ip ADDR] [--id NAME] [--profile NAME]
+
+  --connection-file FILE  the kernel's connection file; if FILE does not exist, the worker binds
+                          free ports and writes FILE (mode 600) with them and a fresh key
+  --ip ADDR               address to bind when writing a new file (default 127.0.0.1)
+  --id NAME               the worker's name in job records (default HOST:PID)
+  --profile NAME          the cluster profile it belongs to (set by nbjob cluster start)`;
+
+export const command: Command = {
+  summary: "run one worker kernel that executes jobs",
+  usage,
+  async run(argv) {
+    const { values } = parseCommandArgs(
+      {
+        args: argv,
+        options: {
+          "connection-file": { type: "string" },
+          ip: { type: "string" },
+          id: { type: "string" },
+          profile: { type: "string" },
+        },
+        strict: true,
+        allowPositionals: false,
+      },
+      usage,
+    );
+    const file = values["connection-file"];
+    if (!file) throw new UsageError(`--connection-file is required\n${usage}`);
+
+    let info: ConnectionInfo;
+    let writeFile: string | undefined;
+    if (existsSync(file)) {
+      info = readConnectionFile(file);
+      if (values.ip && values.ip !== info.ip) {
+        throw new UsageError(`--ip ${values.ip} differs from the ip "${info.ip}" in ${file}; leave out --ip, or give a path that does not exist yet so a new file is written`);
+      }
+    } else {
+      // Binding port 0 lets the system pick free ports, so nothing can take them between choosing and binding.
+      const fresh = await newConnectionInfo(values.ip ?? "127.0.0.1", "nbjob-worker");
+      info = { ...fresh, shell_port: 0, iopub_port: 0, stdin_port: 0, control_port: 0, hb_port: 0 };
+      writeFile = file;
+    }
+
+    const kernel = await WorkerKernel.start({ info, workerId: values.id, profile: values.profile ?? null, connectionFile: writeFile });
+    process.stderr.write(`nbjob worker ${kernel.identity.worker_id} (pid ${process.pid}) listening on ${kernel.info.ip}, shell port ${kernel.info.shell_port}${writeFile ? `; wrote ${writeFile}` : ""}\n`);
+    for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
+      process.once(signal, () => {
+        process.stderr.write(`nbjob worker: ${signal}, shutting down\n`);
+        void kernel.shutdown();
+      });
+    }
+    await kernel.finished;
+    return 0;
+  },
+};

@@ -1,0 +1,150 @@
+// The fresh global scope each job runs in: Node's usual globals, `require` resolved from the
+// worker's directory, a console whose output goes back to the worker, timers that end with the
+// job, and the job's `params` and `jobtracker`.
+import { Console } from "node:console";
+import { createRequire } from "node:module";
+import { join } from "node:path";
+import { Writable } from "node:stream";
+import * as vm from "node:vm";
+import { ParamLogger } from "../params";
+import type { ParamValues } from "../params";
+import { WorkerJobTracker } from "./jobtracker";
+import type { CheckpointSink } from "./jobtracker";
+
+export type StreamName = "stdout" | "stderr";
+
+export interface JobHooks {
+  write(name: StreamName, text: string): void;
+  checkpoint: CheckpointSink;
+}
+
+/** Host globals a job sees besides the language's own (which every context has). */
+const HOST_GLOBALS = [
+  "Buffer", "URL", "URLSearchParams", "TextEncoder", "TextDecoder", "AbortController", "AbortSignal",
+  "Event", "EventTarget", "MessageChannel", "MessagePort", "BroadcastChannel", "Blob", "atob", "btoa",
+  "performance", "fetch", "Headers", "Request", "Response", "FormData", "structuredClone",
+  "queueMicrotask", "crypto",
+] as const;
+
+// One require for every job: the module cache is shared, so a package loads once per worker.
+const requireFromCwd = createRequire(join(process.cwd(), "[nbjob job]"));
+
+/**
+ * A context made before its job is known (so a worker can have the next one ready while idle);
+ * `begin` gives it the job's parameters and output hooks.
+ */
+export class JobContext {
+  readonly context: vm.Context;
+  private readonly sandbox: Record<string, unknown>;
+  private readonly timeouts = new Set<NodeJS.Timeout>();
+  private readonly intervals = new Set<NodeJS.Timeout>();
+  private readonly immediates = new Set<NodeJS.Immediate>();
+  private hooks?: JobHooks;
+  private disposed = false;
+
+  constructor() {
+    const sandbox: Record<string, unknown> = {};
+    const host = globalThis as unknown as Record<string, unknown>;
+    for (const name of HOST_GLOBALS) if (host[name] !== undefined) sandbox[name] = host[name];
+    const streamTo = (name: StreamName) =>
+      new Writable({
+        write: (chunk: Buffer | string, _encoding, done) => {
+          this.write(name, typeof chunk === "string" ? chunk : chunk.toString("utf8"));
+          done();
+        },
+      });
+    sandbox.console = new Console({ stdout: streamTo("stdout"), stderr: streamTo("stderr"), colorMode: false });
+    sandbox.process = process;
+    sandbox.require = requireFromCwd;
+    // CommonJS output of a bundle with imports writes `exports.__esModule`; give it somewhere to go.
+    const moduleObject = { exports: {} as Record<string, unknown> };
+    sandbox.module = moduleObject;
+    sandbox.exports = moduleObject.exports;
+    Object.assign(sandbox, this.timerFunctions());
+    this.sandbox = sandbox;
+    this.context = vm.createContext(sandbox, { name: "nbjob job" });
+  }
+
+  /** Makes the context the given job's: its parameters, its output and checkpoint hooks. */
+  begin(params: ParamValues, hooks: JobHooks): void {
+    this.hooks = hooks;
+    this.sandbox.params = ParamLogger.forJob(params);
+    this.sandbox.jobtracker = new WorkerJobTracker((name) => this.variableAccess(name), (index, values) => hooks.checkpoint(index, values));
+  }
+
+  /** Defines a global the program can call (used to receive its entry functions). */
+  define(name: string, value: unknown): void {
+    this.sandbox[name] = value;
+  }
+
+  write(name: StreamName, text: string): void {
+    if (this.hooks && !this.disposed) this.hooks.write(name, text);
+  }
+
+  /** Ends what the job left behind (timers, intervals), so nothing of it runs during the next job. */
+  dispose(): void {
+    this.disposed = true;
+    for (const t of this.timeouts) clearTimeout(t);
+    for (const t of this.intervals) clearInterval(t);
+    for (const i of this.immediates) clearImmediate(i);
+    this.timeouts.clear();
+    this.intervals.clear();
+    this.immediates.clear();
+  }
+
+  private variableAccess(name: string): { get: () => unknown; set: (value: unknown) => void } {
+    const get = vm.runInContext(`(() => ${name})`, this.context) as () => unknown;
+    try {
+      get();
+    } catch (err) {
+      // Declared but not yet initialised (the checkpointer is registered before its `let`) is fine.
+      if (!/before initialization/.test(String((err as Error).message))) throw err;
+    }
+    const set = vm.runInContext(`((value) => { ${name} = value; })`, this.context) as (value: unknown) => void;
+    return { get, set };
+  }
+
+  private timerFunctions(): Record<string, unknown> {
+    return {
+      setTimeout: (callback: (...args: unknown[]) => void, ms?: number, ...args: unknown[]) => {
+        if (this.disposed) return undefined;
+        const timer = setTimeout(() => {
+          this.timeouts.delete(timer);
+          callback(...args);
+        }, ms);
+        this.timeouts.add(timer);
+        return timer;
+      },
+      clearTimeout: (timer: NodeJS.Timeout | undefined) => {
+        if (!timer) return;
+        this.timeouts.delete(timer);
+        clearTimeout(timer);
+      },
+      setInterval: (callback: (...args: unknown[]) => void, ms?: number, ...args: unknown[]) => {
+        if (this.disposed) return undefined;
+        const timer = setInterval(callback, ms, ...args);
+        this.intervals.add(timer);
+        return timer;
+      },
+      clearInterval: (timer: NodeJS.Timeout | undefined) => {
+        if (!timer) return;
+        this.intervals.delete(timer);
+        clearInterval(timer);
+      },
+      setImmediate: (callback: (...args: unknown[]) => void, ...args: unknown[]) => {
+        if (this.disposed) return undefined;
+        const immediate = setImmediate(() => {
+          this.immediates.delete(immediate);
+          callback(...args);
+        });
+        this.immediates.add(immediate);
+        return immediate;
+      },
+      clearImmediate: (immediate: NodeJS.Immediate | undefined) => {
+        if (!immediate) return;
+        this.immediates.delete(immediate);
+        clearImmediate(immediate);
+      },
+    };
+  }
+}

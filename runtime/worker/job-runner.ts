@@ -1,0 +1,250 @@
+// The worker's job queue, in the kernel's main thread: runs one job at a time on the job thread,
+// queues the rest, cancels by terminating the thread (the only way to stop a synchronous loop)
+// and starts a new thread for the jobs after it.
+import { join } from "node:path";
+import { Worker } from "node:worker_threads";
+import type { ParamValues } from "../params";
+import { BundleCompiler } from "./compiler";
+import type { CompiledBundle } from "./compiler";
+import type { StreamName } from "./job-context";
+import type { JobThreadEvent, RunCommand } from "./job-thread";
+import type { JobBundle, JobFailure, JobId } from "./protocol";
+import { jobTraceback } from "./traceback";
+
+/** What happens to a job, in order: started, then stream/checkpoint any number of times, then exactly one of done, failed, cancelled. */
+export interface JobListener {
+  started(): void;
+  stream(name: StreamName, text: string): void;
+  checkpoint?(index: number, values: Record<string, Uint8Array>): void;
+  done(outcome: { result: Buffer; resultText: string; durationMs: number }): void;
+  failed(outcome: JobFailure & { durationMs: number }): void;
+  cancelled(reason: string): void;
+}
+
+interface QueuedJob {
+  jobId: JobId;
+  bundle: JobBundle;
+  listener: JobListener;
+}
+
+interface ActiveJob extends QueuedJob {
+  startedAt: number;
+  program?: CompiledBundle;
+  /** Output not yet handed to the listener; consecutive writes to one stream are sent together. */
+  pending?: { name: StreamName; text: string };
+  flushTimer?: NodeJS.Timeout;
+  finished: boolean;
+}
+
+export interface JobRunnerOptions {
+  compiler?: BundleCompiler;
+  /** Output is handed on at most this often per job (ms), so a chatty loop sends few messages. Default 20. */
+  streamFlushMs?: number;
+  log?: (line: string) => void;
+}
+
+/** A job id that is already queued or running here. */
+export class DuplicateJobError extends Error {
+  override name = "DuplicateJobError";
+}
+
+const JOB_THREAD_FILE = join(__dirname, "job-thread.js");
+
+export class JobRunner {
+  private readonly queue: QueuedJob[] = [];
+  private readonly compiler: BundleCompiler;
+  private readonly streamFlushMs: number;
+  private readonly log: (line: string) => void;
+  private active?: ActiveJob;
+  private thread?: Worker;
+  private closed = false;
+
+  constructor(options: JobRunnerOptions = {}) {
+    this.compiler = options.compiler ?? new BundleCompiler();
+    this.streamFlushMs = options.streamFlushMs ?? 20;
+    this.log = options.log ?? ((line) => process.stderr.write(`nbjob worker: ${line}\n`));
+    // Started now so the first job does not wait for a thread to boot.
+    this.ensureThread();
+  }
+
+  /** The job running now, if any. */
+  get running(): JobId | null {
+    return this.active ? this.active.jobId : null;
+  }
+
+  get queued(): JobId[] {
+    return this.queue.map((job) => job.jobId);
+  }
+
+  /** Queues a job; returns how many jobs are ahead of it (0: it starts now). */
+  submit(jobId: JobId, bundle: JobBundle, listener: JobListener): number {
+    if (this.closed) throw new Error("this worker is shutting down; send the job to another worker");
+    if (this.active?.jobId === jobId || this.queue.some((job) => job.jobId === jobId)) {
+      throw new DuplicateJobError(`job ${jobId} is already ${this.active?.jobId === jobId ? "running" : "queued"} on this worker; each run needs its own job id`);
+    }
+    const position = this.queue.length + (this.active ? 1 : 0);
+    this.queue.push({ jobId, bundle, listener });
+    // Deferred a microtask, so the caller can acknowledge the job before it reports `started`.
+    queueMicrotask(() => this.pump());
+    return position;
+  }
+
+  /** Cancels a queued job or stops the running one (its thread is terminated). */
+  cancel(jobId: JobId, reason = "cancelled on request"): "running" | "queued" | "unknown" {
+    const at = this.queue.findIndex((job) => job.jobId === jobId);
+    if (at >= 0) {
+      const [job] = this.queue.splice(at, 1);
+      this.safely(() => job.listener.cancelled(reason));
+      return "queued";
+    }
+    if (this.active && this.active.jobId === jobId) {
+      this.stopActive(reason);
+      return "running";
+    }
+    return "unknown";
+  }
+
+  /** Stops the running job (interrupt_request); queued jobs carry on. Returns the job stopped, if any. */
+  interrupt(): JobId | null {
+    const jobId = this.running;
+    if (jobId !== null) this.stopActive("interrupted");
+    return jobId;
+  }
+
+  /** Cancels everything and ends the threads. */
+  async close(reason = "the worker shut down"): Promise<void> {
+    this.closed = true;
+    for (const job of this.queue.splice(0)) this.safely(() => job.listener.cancelled(reason));
+    if (this.active) this.stopActive(reason);
+    const thread = this.thread;
+    this.thread = undefined;
+    await Promise.all([thread?.terminate(), this.compiler.close()]);
+  }
+
+  private pump(): void {
+    if (this.active || this.closed) return;
+    const next = this.queue.shift();
+    if (!next) return;
+    const job: ActiveJob = { ...next, startedAt: Date.now(), finished: false };
+    this.active = job;
+    this.safely(() => job.listener.started());
+    const entries = job.bundle.entries ?? [];
+    // A cached program starts without waiting a turn of the event loop.
+    const cached = this.compiler.cached(job.bundle.source, entries);
+    if (cached) {
+      this.startOnThread(job, cached);
+      return;
+    }
+    this.compiler.compile(job.bundle.source, entries).then(
+      (program) => this.startOnThread(job, program),
+      (err: Error) => this.finish(job, (listener, durationMs) => listener.failed({ ename: err.name, evalue: err.message, traceback: [`${err.name}: ${err.message}`], durationMs })),
+    );
+  }
+
+  private startOnThread(job: ActiveJob, program: CompiledBundle): void {
+    if (job.finished) return;
+    job.program = program;
+    const command: RunCommand = {
+      type: "run",
+      jobId: job.jobId,
+      key: program.key,
+      js: program.js,
+      params: (job.bundle.params ?? {}) as ParamValues,
+      hasEntries: (job.bundle.entries ?? []).length > 0,
+    };
+    try {
+      this.ensureThread().postMessage(command);
+    } catch (err) {
+      this.finish(job, (listener, durationMs) =>
+        listener.failed({ ename: "DataCloneError", evalue: `the job's params could not be sent to the job thread: ${(err as Error).message}`, traceback: [], durationMs }),
+      );
+    }
+  }
+
+  private ensureThread(): Worker {
+    if (this.thread) return this.thread;
+    const thread = new Worker(JOB_THREAD_FILE);
+    thread.on("message", (event: JobThreadEvent) => this.received(event));
+    thread.on("error", (err) => this.threadEnded(thread, `the job thread failed: ${err.message}`));
+    thread.on("exit", (code) => this.threadEnded(thread, `the job thread exited with code ${code} (did the job call process.exit or run out of memory?)`));
+    this.thread = thread;
+    return thread;
+  }
+
+  private threadEnded(thread: Worker, reason: string): void {
+    if (this.thread !== thread) return; // terminated on purpose
+    this.thread = undefined;
+    const job = this.active;
+    if (job?.program) this.finish(job, (listener, durationMs) => listener.failed({ ename: "WorkerThreadError", evalue: reason, traceback: [reason], durationMs }));
+    if (!this.closed) this.ensureThread();
+  }
+
+  private received(event: JobThreadEvent): void {
+    const job = this.active;
+    if (!job || job.jobId !== event.jobId || job.finished) return;
+    switch (event.type) {
+      case "stream":
+        this.bufferStream(job, event.name, event.text);
+        break;
+      case "checkpoint":
+        job.listener.checkpoint?.(event.index, event.values);
+        break;
+      case "done": {
+        const result = Buffer.from(event.result.buffer, event.result.byteOffset, event.result.byteLength);
+        this.finish(job, (listener, durationMs) => listener.done({ result, resultText: event.resultText, durationMs }));
+        break;
+      }
+      case "failed": {
+        const traceback = jobTraceback(event.ename, event.evalue, event.stack, job.program);
+        this.finish(job, (listener, durationMs) => listener.failed({ ename: event.ename, evalue: event.evalue, traceback, durationMs }));
+        break;
+      }
+    }
+  }
+
+  private bufferStream(job: ActiveJob, name: StreamName, text: string): void {
+    if (job.pending && job.pending.name !== name) this.flushStream(job);
+    if (job.pending) job.pending.text += text;
+    else job.pending = { name, text };
+    job.flushTimer ??= setTimeout(() => this.flushStream(job), this.streamFlushMs);
+  }
+
+  private flushStream(job: ActiveJob): void {
+    clearTimeout(job.flushTimer);
+    job.flushTimer = undefined;
+    const pending = job.pending;
+    job.pending = undefined;
+    if (pending) this.safely(() => job.listener.stream(pending.name, pending.text));
+  }
+
+  private stopActive(reason: string): void {
+    const job = this.active;
+    if (!job) return;
+    if (job.program) {
+      // Terminating is the only way to stop a synchronous loop; the next job gets a new thread.
+      const thread = this.thread;
+      this.thread = undefined;
+      void thread?.terminate();
+      if (!this.closed) this.ensureThread();
+    }
+    this.finish(job, (listener) => listener.cancelled(reason));
+  }
+
+  /** Delivers the job's last output and its outcome, then starts the next job. */
+  private finish(job: ActiveJob, outcome: (listener: JobListener, durationMs: number) => void): void {
+    if (job.finished) return;
+    job.finished = true;
+    this.flushStream(job);
+    this.safely(() => outcome(job.listener, Date.now() - job.startedAt));
+    if (this.active === job) this.active = undefined;
+    this.pump();
+  }
+
+  private safely(call: () => void): void {
+    try {
+      call();
+    } catch (err) {
+      this.log(`a job listener threw: ${(err as Error).stack ?? err}`);
+    }
+  }
+}

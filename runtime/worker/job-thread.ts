@@ -1,0 +1,126 @@
+// The job thread: one long-lived worker_threads thread per worker kernel that runs jobs one at a
+// time, each in a fresh vm context. It holds no sockets, so the kernel's main thread can answer
+// heartbeats during a synchronous job and can terminate this thread to cancel one.
+import { inspect } from "node:util";
+import * as vm from "node:vm";
+import { parentPort } from "node:worker_threads";
+import type { ParamValues } from "../params";
+import { serializeOrExplain } from "./clone-check";
+import { JobContext } from "./job-context";
+import type { StreamName } from "./job-context";
+import type { JobId } from "./protocol";
+import { ENTRIES_HOOK, PROGRAM_FILE } from "./program";
+
+/** Main thread → job thread. */
+export interface RunCommand {
+  type: "run";
+  jobId: JobId;
+  key: string;
+  js: string;
+  params: ParamValues;
+  hasEntries: boolean;
+}
+
+/** Job thread → main thread. */
+export type JobThreadEvent =
+  | { type: "stream"; jobId: JobId; name: StreamName; text: string }
+  | { type: "checkpoint"; jobId: JobId; index: number; values: Record<string, Uint8Array> }
+  | { type: "done"; jobId: JobId; resultText: string; result: Uint8Array }
+  | { type: "failed"; jobId: JobId; ename: string; evalue: string; stack: string };
+
+const RESULT_TEXT_LIMIT = 20_000;
+const SCRIPT_CACHE_SIZE = 64;
+
+const scripts = new Map<string, vm.Script>();
+let spare: JobContext | undefined;
+/** Rejects the running job when something it started throws outside of its own call chain. */
+let failCurrent: ((err: unknown) => void) | undefined;
+let currentContext: JobContext | undefined;
+
+function scriptFor(key: string, js: string): vm.Script {
+  let script = scripts.get(key);
+  if (!script) {
+    script = new vm.Script(js, { filename: PROGRAM_FILE });
+    scripts.set(key, script);
+    if (scripts.size > SCRIPT_CACHE_SIZE) scripts.delete(scripts.keys().next().value as string);
+  }
+  return script;
+}
+
+function takeContext(): JobContext {
+  const context = spare ?? new JobContext();
+  spare = undefined;
+  return context;
+}
+
+/** The value's display text, like the notebook's execute_result, kept short enough to send. */
+function previewText(value: unknown): string {
+  const text = inspect(value, { colors: false, depth: 6, maxArrayLength: 100, maxStringLength: 10_000, breakLength: 100 });
+  return text.length > RESULT_TEXT_LIMIT ? `${text.slice(0, RESULT_TEXT_LIMIT)}… (${text.length - RESULT_TEXT_LIMIT} more characters)` : text;
+}
+
+function describeThrown(err: unknown): { ename: string; evalue: string; stack: string } {
+  if (typeof err === "object" && err !== null && typeof (err as Error).message === "string") {
+    const e = err as Error;
+    const ename = typeof e.name === "string" && e.name ? e.name : "Error";
+    return { ename, evalue: e.message, stack: typeof e.stack === "string" ? e.stack : `${ename}: ${e.message}` };
+  }
+  const evalue = `Uncaught ${inspect(err, { colors: false })}`;
+  return { ename: "Error", evalue, stack: `Error: ${evalue}` };
+}
+
+async function runJob(command: RunCommand, post: (event: JobThreadEvent) => void): Promise<void> {
+  const { jobId } = command;
+  const job = takeContext();
+  currentContext = job;
+  const failure = new Promise<never>((_, reject) => (failCurrent = reject));
+  failure.catch(() => undefined);
+  job.begin(command.params, {
+    write: (name, text) => post({ type: "stream", jobId, name, text }),
+    checkpoint: (index, values) => post({ type: "checkpoint", jobId, index, values }),
+  });
+  try {
+    let entries: Array<() => unknown> | undefined;
+    job.define(ENTRIES_HOOK, (fns: Array<() => unknown>) => (entries = fns));
+    let value: unknown = scriptFor(command.key, command.js).runInContext(job.context, { displayErrors: false });
+    if (command.hasEntries) {
+      if (!entries) throw new Error("the job's program ended before its entries were reached");
+      for (const entry of entries) value = await Promise.race([entry(), failure]);
+    } else {
+      value = await Promise.race([value, failure]);
+    }
+    const result = serializeOrExplain(value, "result", "the job's result cannot be sent back");
+    post({ type: "done", jobId, resultText: previewText(value), result });
+  } catch (err) {
+    post({ type: "failed", jobId, ...describeThrown(err) });
+  } finally {
+    failCurrent = undefined;
+    currentContext = undefined;
+    job.dispose();
+    // Making a context takes about a millisecond; do it now, before the next job is waiting.
+    setImmediate(() => (spare ??= new JobContext()));
+  }
+}
+
+if (parentPort) {
+  const port = parentPort;
+  const post = (event: JobThreadEvent) => port.postMessage(event);
+  // Job code may write to process.stdout directly; that belongs to the job's output too.
+  for (const name of ["stdout", "stderr"] as const) {
+    const stream = process[name];
+    stream.write = ((chunk: unknown) => {
+      const text = typeof chunk === "string" ? chunk : Buffer.isBuffer(chunk) || chunk instanceof Uint8Array ? Buffer.from(chunk).toString("utf8") : String(chunk);
+      currentContext?.write(name, text);
+      return true;
+    }) as typeof stream.write;
+  }
+  // An error thrown from a job's timer or a rejected promise nobody awaited fails that job
+  // instead of ending the thread.
+  process.on("uncaughtException", (err) => failCurrent?.(err));
+  process.on("unhandledRejection", (reason) => failCurrent?.(reason));
+  // One job at a time: the main thread sends the next run only after this one's done/failed.
+  port.on("message", (command: RunCommand) => {
+    if (command.type === "run") void runJob(command, post);
+  });
+  spare = new JobContext();
+}

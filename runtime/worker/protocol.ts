@@ -1,0 +1,68 @@
+// The dispatch protocol spoken over the `nbjob.worker` comm: what a client sends a worker kernel
+// and what the worker sends back. Shared by the worker and by whoever dispatches jobs to it.
+
+/** The comm target every worker kernel registers. */
+export const WORKER_COMM_TARGET = "nbjob.worker";
+
+/** Jobs are named by the store's small integer ids; strings are accepted for ad-hoc runs. */
+export type JobId = number | string;
+
+/** What a job runs: the bundle's TypeScript program, its parameters and its entry expressions. */
+export interface JobBundle {
+  /** The whole TypeScript program (snippets, dependencies first). */
+  source: string;
+  /** sha256 of `source` (the bundle's hash); lets the worker reuse its compiled program. */
+  hash?: string;
+  /** Parameter values (JSON data), read inside the job as `params.name`. */
+  params?: Record<string, unknown>;
+  /**
+   * Expressions evaluated in order after the program has run; the job's result is the value of
+   * the last one (awaited when it is a promise). With no entries, the result is the value of the
+   * program's last expression statement.
+   */
+  entries?: string[];
+}
+
+/** Client → worker, as the `data` of comm_open or comm_msg. */
+export type WorkerRequest =
+  | { action: "run"; job_id: JobId; bundle: JobBundle; request_id?: string }
+  | { action: "cancel"; job_id: JobId; request_id?: string }
+  | { action: "status"; request_id?: string };
+
+/** A job's error as Jupyter shows errors; traceback lines point at `bundle.ts` lines. */
+export interface JobFailure {
+  ename: string;
+  evalue: string;
+  traceback: string[];
+}
+
+/** Who is running a job (sent with `started`). */
+export interface WorkerIdentity {
+  worker_id: string;
+  pid: number;
+  host: string;
+  profile: string | null;
+}
+
+/** Worker → client, as the `data` of comm_msg on iopub (parent: the request that caused it). */
+export type WorkerEvent =
+  /** The run was accepted; `position` 0 means it starts now, n means n jobs are ahead of it. */
+  | { action: "queued"; job_id: JobId; position: number; request_id?: string }
+  | ({ action: "started"; job_id: JobId } & WorkerIdentity)
+  /** Output of the job, in order; `text` holds whole lines where the job wrote whole lines. */
+  | { action: "stream"; job_id: JobId; name: "stdout" | "stderr"; text: string }
+  /**
+   * Finished. `result_text` is the value as util.inspect prints it; the value itself, serialized
+   * with v8.serialize, is the comm message's first buffer.
+   */
+  | { action: "done"; job_id: JobId; result_text: string; duration_ms: number }
+  | ({ action: "failed"; job_id: JobId; duration_ms: number } & JobFailure)
+  | { action: "cancelled"; job_id: JobId; reason: string }
+  | ({ action: "status"; busy: JobId | null; queued: JobId[]; request_id?: string } & WorkerIdentity)
+  /** A request the worker could not act on (bad shape, unknown job, duplicate id). */
+  | { action: "error"; message: string; job_id?: JobId; request_id?: string };
+
+/** Extra field of the worker's kernel_info_reply, so a client can tell which worker it reached. */
+export interface WorkerKernelInfo extends WorkerIdentity {
+  comm_target: typeof WORKER_COMM_TARGET;
+}
