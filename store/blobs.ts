@@ -134,23 +134,32 @@ export async function getBlobInfo(db: Db, hash: string): Promise<DbBlob | undefi
   return rows[0];
 }
 
-async function selectChunk(db: Db, hash: string, position: number): Promise<{ data: Buffer }[]> {
-  const { rows } = await db.query<{ data: Buffer }>(
-    `SELECT c.data FROM nbjob.blob_chunks bc JOIN nbjob.chunks c ON c.hash = bc.chunk_hash
-      WHERE bc.blob_hash = $1 AND bc.position = $2`,
-    [hash, position],
+/**
+ * One chunk's bytes. Fetched as 1 MiB base64 slices in rows: the driver decodes text results, and
+ * many small base64 fields are several times faster than one field of hex twice the chunk's size.
+ */
+async function readChunk(db: Db, hash: string, position: number): Promise<Buffer | undefined> {
+  const { rows } = await db.query<{ d: string }>(
+    `SELECT encode(substring(c.data FROM s FOR $3), 'base64') AS d
+       FROM nbjob.blob_chunks bc JOIN nbjob.chunks c ON c.hash = bc.chunk_hash,
+            generate_series(1, length(c.data), $3) AS s
+      WHERE bc.blob_hash = $1 AND bc.position = $2
+      ORDER BY s`,
+    [hash, position, READ_SLICE],
   );
-  return rows;
+  if (rows.length === 0) return undefined;
+  return rows.length === 1 ? Buffer.from(rows[0].d, "base64") : Buffer.concat(rows.map((row) => Buffer.from(row.d, "base64")));
 }
+const READ_SLICE = 1024 * 1024;
 
 /** The value's chunks in order, fetched one at a time (for values too large to hold twice). */
 export async function* readBlobChunks(db: Db, hash: string): AsyncGenerator<Buffer> {
   const info = await getBlobInfo(db, hash);
   if (!info) throw new StoreError(`no stored value has hash ${hash}`);
   for (let position = 0; position < info.chunk_count; position++) {
-    const rows = await selectChunk(db, hash, position);
-    if (rows.length !== 1) throw new StoreError(`stored value ${hash} is missing chunk ${position}; the store is damaged`);
-    yield rows[0].data;
+    const chunk = await readChunk(db, hash, position);
+    if (!chunk) throw new StoreError(`stored value ${hash} is missing chunk ${position}; the store is damaged`);
+    yield chunk;
   }
 }
 
@@ -159,9 +168,9 @@ export async function readBlob(db: Db, hash: string): Promise<Buffer> {
   const info = await getBlobInfo(db, hash);
   if (!info) throw new StoreError(`no stored value has hash ${hash}`);
   if (info.chunk_count === 1) {
-    const rows = await selectChunk(db, hash, 0);
-    if (rows.length !== 1) throw new StoreError(`stored value ${hash} is missing its chunk; the store is damaged`);
-    return rows[0].data;
+    const chunk = await readChunk(db, hash, 0);
+    if (!chunk) throw new StoreError(`stored value ${hash} is missing its chunk; the store is damaged`);
+    return chunk;
   }
   const out = Buffer.allocUnsafe(info.size);
   let offset = 0;
