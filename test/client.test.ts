@@ -171,6 +171,38 @@ describe("KernelClient against ipykernel", () => {
   });
 });
 
+describe("KernelClient against the nbjob kernel of this checkout", () => {
+  let kernel: LaunchedKernel;
+
+  before(async () => {
+    kernel = await launchKernel({ client: { log: () => {} } });
+    launched.push(kernel);
+  });
+
+  test("it is the TypeScript kernel, started without an installed kernelspec", () => {
+    assert.equal(kernel.client.kernelInfo?.language_info.name, "typescript");
+    assert.equal(kernel.spec.interrupt_mode, "message");
+  });
+
+  test("heartbeats answer during a synchronous loop, and interrupt stops it keeping state", async () => {
+    await kernel.client.execute("let spins = 0;");
+    const running = kernel.client.execute("while (true) { spins++; }");
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.equal(await kernel.client.isAlive(2_000), true);
+    await kernel.interrupt();
+    const result = await running;
+    assert.equal(result.status, "error");
+    assert.equal(result.outputs.length, 1);
+    const after = await kernel.client.execute("spins > 0");
+    assert.deepEqual(after.outputs.map((o) => o.output_type === "execute_result" && o.data["text/plain"]), ["true"]);
+  });
+
+  test("await input() is answered through onInput", async () => {
+    const result = await kernel.client.execute("const who = await input('who? ');\n`hello ${who}`", { onInput: async (prompt) => `Ada (asked ${prompt.trim()})` });
+    assert.deepEqual(result.outputs.map((o) => o.output_type === "execute_result" && o.data["text/plain"]), ["'hello Ada (asked who?)'"]);
+  });
+});
+
 describe("a kernel that dies", () => {
   test("a pending request rejects naming the exit, through the launcher", async () => {
     const kernel = await startPython();
