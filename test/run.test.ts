@@ -210,6 +210,14 @@ describe("nbjob run, independent of the kernel (Debian's ipykernel)", () => {
     assert.equal(plain(readNotebook(out).cells[3]), "after\n");
   });
 
+  test("a kernel that dies mid-run fails the run naming the cell and the exit", async () => {
+    const path = pythonNotebook("dies.ipynb", ["print('before')", "import os\nos._exit(3)", "print('never')"]);
+    const result = await nbjob("run", path, "--kernel", "python3");
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, /^nbjob run: cell 2 \(`import os`\) lost its kernel: kernel "python3" \(pid \d+\) exited with code 3/);
+    assert.equal(plain(readNotebook(join(work, "dies.nbconvert.ipynb")).cells[0]), "before\n");
+  });
+
   test("Ctrl-C shuts the kernel down and exits 130", async () => {
     const pidFile = join(work, "kernel.pid");
     const path = pythonNotebook("slow.ipynb", [`import os, time\nopen(${JSON.stringify(pidFile)}, 'w').write(str(os.getpid()))\ntime.sleep(60)`]);
