@@ -94,12 +94,18 @@ export class SnippetCollector {
       if (entry.cellId !== undefined && old.cellId !== undefined) return entry.cellId === old.cellId;
       return names.some((n) => old.names.includes(n));
     };
-    const position = this.#entries.findIndex(sameCell);
-    const kept = this.#entries.filter((old) => !sameCell(old));
-    const next = this.#withoutNames(new Set(names), kept);
-    // Keep the replaced entry's place so listings do not jump around on a re-run.
-    const at = position === -1 ? next.length : Math.min(position, next.length);
-    next.splice(at, 0, entry);
+    // The new entry takes the place of the first entry it replaces whole (the same cell, or one
+    // whose every declaration is defined again), so re-running cells does not reorder listings.
+    const next: Snippet[] = [];
+    let placed = false;
+    const place = (): void => { if (!placed) next.push(entry); placed = true; };
+    for (const old of this.#entries) {
+      if (sameCell(old)) { place(); continue; }
+      const rest = this.#withoutNames(new Set(names), [old]);
+      if (rest.length === 0) place();
+      next.push(...rest);
+    }
+    if (!placed) next.push(entry);
     this.#entries = next;
   }
 
