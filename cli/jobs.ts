@@ -135,8 +135,11 @@ export async function cmdShow(argv: string[]): Promise<number> {
       out.push("", "result", indent(job.result_text ?? formatJson(job.result)));
     }
     if (job.error_name || job.error_message) {
-      out.push("", "error", `  ${job.error_name ?? "Error"}: ${job.error_message ?? ""}`);
-      if (job.error_traceback?.length) out.push(indent(job.error_traceback.join("\n"), "    "));
+      const header = `${job.error_name ?? "Error"}: ${job.error_message ?? ""}`;
+      // Tracebacks usually repeat "Name: message" on their first line; show it once.
+      const traceback = (job.error_traceback ?? []).filter((line, i) => !(i === 0 && line === header));
+      out.push("", "error", `  ${header}`);
+      if (traceback.length) out.push(indent(traceback.join("\n")));
     }
     out.push("", "source");
     out.push(bundle ? indent(bundle.source.replace(/\n+$/, "")) : `  (bundle ${job.bundle_hash} is missing from the store)`);

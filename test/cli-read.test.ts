@@ -1,0 +1,255 @@
+// The read side of the CLI as a user runs it (a subprocess `node bin/nbjob.js ...`) on jobs
+// written through the store API into a fresh database; plus the one-line errors for bad input.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { join } from "node:path";
+import { Client } from "pg";
+import { openStore, putBundle, createJob, transitionJob, appendLogs } from "../store";
+import type { Store, BundleInput, SnippetInput } from "../store";
+
+const ADMIN_URL = process.env.NBJOB_TEST_ADMIN_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
+const BIN = join(__dirname, "..", "..", "bin", "nbjob.js");
+const databases: string[] = [];
+
+async function admin<T>(cb: (client: Client) => Promise<T>): Promise<T> {
+  const client = new Client({ connectionString: ADMIN_URL });
+  await client.connect();
+  try {
+    return await cb(client);
+  } finally {
+    await client.end();
+  }
+}
+
+async function freshDatabase(label: string): Promise<string> {
+  const name = `nbjob_test_cli_${label}_${process.pid}_${randomBytes(3).toString("hex")}`;
+  await admin((c) => c.query(`CREATE DATABASE ${name}`));
+  databases.push(name);
+  const url = new URL(ADMIN_URL);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function nbjob(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [BIN, ...args], { env: { ...process.env, NBJOB_DEBUG: "", ...env }, timeout: 60_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+/** A failed command: non-zero, exactly one line on stderr starting "nbjob:", no stack trace. */
+function assertOneLineError(run: Run, pattern: RegExp): void {
+  assert.notEqual(run.code, 0, `expected failure, got exit 0 with ${run.stdout}`);
+  const lines = run.stderr.trim().split("\n");
+  assert.equal(lines.length, 1, `one line on stderr, got:\n${run.stderr}`);
+  assert.match(lines[0], /^nbjob: /);
+  assert.match(lines[0], pattern);
+  assert.doesNotMatch(run.stderr, /\n\s+at /, "no stack trace");
+}
+
+const point: SnippetInput = { kind: "class", names: ["Point"], source: "class Point {\n  constructor(public x: number, public y: number) {}\n}" };
+const normV1: SnippetInput = { kind: "function", names: ["norm"], source: "function norm(p: Point): number {\n  return Math.sqrt(p.x ** 2 + p.y ** 2);\n}" };
+const normV2: SnippetInput = { kind: "function", names: ["norm"], source: "function norm(p: Point): number {\n  return Math.hypot(p.x, p.y);\n}" };
+const origin: SnippetInput = { kind: "cell", names: ["origin"], source: "const origin = new Point(0, 0);" };
+
+function makeBundle(snippets: SnippetInput[], params: { [k: string]: number }, entries: string[]): BundleInput {
+  const source = [...snippets.map((s) => s.source), `const params = ${JSON.stringify(params)};`, ...entries.map((e) => `${e};`)].join("\n") + "\n";
+  return { source, snippets, params, entries };
+}
+
+describe("nbjob read commands", () => {
+  let url: string;
+  let store: Store;
+  const ids: number[] = [];
+
+  before(async () => {
+    url = await freshDatabase("read");
+    store = openStore({ url });
+    // job 1: done, first version of norm
+    const b1 = await putBundle(store, makeBundle([point, normV1, origin], { x: 5, y: 5 }, ["norm(origin)"]));
+    const j1 = await createJob(store, { bundleHash: b1, name: "first walk", tags: ["geometry"] });
+    await transitionJob(store, j1.id, "running", { workerId: "default-0", host: "lab1", pid: 4242 });
+    await appendLogs(store, j1.id, [{ stream: "stdout", line: "starting at origin" }, { stream: "stderr", line: "warning: slow" }, { stream: "stdout", line: "finished" }]);
+    await transitionJob(store, j1.id, "done", { result: 0, resultText: "0" });
+    // job 2: failed, norm changed, origin removed, x changed
+    const b2 = await putBundle(store, makeBundle([point, normV2], { x: 7, y: 5 }, ["norm(new Point(params.x, params.y))"]));
+    const j2 = await createJob(store, { bundleHash: b2, name: "second walk" });
+    await transitionJob(store, j2.id, "running", { workerId: "default-1", host: "lab1", pid: 4343 });
+    await transitionJob(store, j2.id, "failed", { error: { name: "RangeError", message: "x out of range", traceback: ["RangeError: x out of range", "    at norm (bundle.ts:2:10)"] } });
+    // job 3: queued, same code as job 2
+    const j3 = await createJob(store, { bundleHash: b2, tags: ["geometry", "later"] });
+    ids.push(j1.id, j2.id, j3.id);
+  });
+
+  after(async () => {
+    await store.close();
+    await admin(async (c) => {
+      for (const name of databases) await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    });
+  });
+
+  test("jobs lists newest first and filters by status and tag", async () => {
+    const all = await nbjob(["jobs"], { NBJOB_DATABASE_URL: url });
+    assert.equal(all.code, 0, all.stderr);
+    const lines = all.stdout.trim().split("\n");
+    assert.match(lines[0], /^ID\s+STATUS\s+NAME\s+TAGS\s+QUEUED\s+TIME\s+WORKER/);
+    assert.deepEqual(lines.slice(1).map((l) => l.split(/\s+/)[0]), ids.map(String).reverse());
+    assert.match(all.stdout, /first walk\s+geometry/);
+    const failed = await nbjob(["jobs", "--status", "failed"], { NBJOB_DATABASE_URL: url });
+    assert.deepEqual(failed.stdout.trim().split("\n").slice(1).map((l) => l.split(/\s+/).slice(0, 2).join(" ")), [`${ids[1]} failed`]);
+    const tagged = await nbjob(["jobs", "--tag", "geometry", "--limit", "1"], { NBJOB_DATABASE_URL: url });
+    assert.deepEqual(tagged.stdout.trim().split("\n").slice(1).map((l) => l.split(/\s+/)[0]), [String(ids[2])]);
+    const none = await nbjob(["jobs", "--tag", "nothing"], { NBJOB_DATABASE_URL: url });
+    assert.equal(none.stdout.trim(), "no jobs match");
+  });
+
+  test("the --database-url flag wins over NBJOB_DATABASE_URL", async () => {
+    const run = await nbjob(["jobs", "--database-url", url], { NBJOB_DATABASE_URL: "postgres://nobody@127.0.0.1:1/nothing" });
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /first walk/);
+  });
+
+  test("show prints status, times, worker, parameters, result and the whole source", async () => {
+    const run = await nbjob(["show", String(ids[0])], { NBJOB_DATABASE_URL: url });
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, new RegExp(`^job ${ids[0]}  first walk\\n`));
+    assert.match(run.stdout, /status\s+done/);
+    assert.match(run.stdout, /started\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ/);
+    assert.match(run.stdout, /finished\s+.*\(took /);
+    assert.match(run.stdout, /worker\s+default-0 on lab1 \(pid 4242\)/);
+    assert.match(run.stdout, /parameters\n  x = 5\n  y = 5/);
+    assert.match(run.stdout, /entries\n  norm\(origin\)/);
+    assert.match(run.stdout, /result\n  0\n/);
+    assert.ok(run.stdout.includes("  return Math.sqrt(p.x ** 2 + p.y ** 2);"), "the source is shown");
+    assert.ok(run.stdout.includes("  const origin = new Point(0, 0);"));
+  });
+
+  test("show of a failed job prints the error and traceback", async () => {
+    const run = await nbjob(["show", String(ids[1])], { NBJOB_DATABASE_URL: url });
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /status\s+failed/);
+    assert.match(run.stdout, /error\n  RangeError: x out of range\n.*at norm \(bundle\.ts:2:10\)/);
+    assert.doesNotMatch(run.stdout, /^result/m);
+  });
+
+  test("logs prints stdout lines to stdout and stderr lines to stderr", async () => {
+    const run = await nbjob(["logs", String(ids[0])], { NBJOB_DATABASE_URL: url });
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal(run.stdout, "starting at origin\nfinished\n");
+    assert.equal(run.stderr, "warning: slow\n");
+    const stamped = await nbjob(["logs", String(ids[0]), "--timestamps", "--stream", "stdout"], { NBJOB_DATABASE_URL: url });
+    assert.match(stamped.stdout, /^\d{4}-\d\d-\d\dT[\d:.]+Z starting at origin\n/);
+    const quiet = await nbjob(["logs", String(ids[2])], { NBJOB_DATABASE_URL: url });
+    assert.equal(quiet.code, 0);
+    assert.match(quiet.stderr, /has printed nothing yet/);
+  });
+
+  test("diff is a unified diff of code and parameters", async () => {
+    const run = await nbjob(["diff", String(ids[0]), String(ids[1])], { NBJOB_DATABASE_URL: url });
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, new RegExp(`^--- job ${ids[0]} \\(first walk\\)`, "m"));
+    assert.match(run.stdout, new RegExp(`^\\+\\+\\+ job ${ids[1]} \\(second walk\\)`, "m"));
+    assert.match(run.stdout, /^-x = 5$/m);
+    assert.match(run.stdout, /^\+x = 7$/m);
+    assert.match(run.stdout, /^-  return Math\.sqrt\(p\.x \*\* 2 \+ p\.y \*\* 2\);$/m);
+    assert.match(run.stdout, /^\+  return Math\.hypot\(p\.x, p\.y\);$/m);
+    assert.match(run.stdout, /^-const origin = new Point\(0, 0\);$/m);
+    assert.match(run.stdout, /^ class Point \{$/m, "unchanged code is context");
+    const same = await nbjob(["diff", String(ids[1]), String(ids[2])], { NBJOB_DATABASE_URL: url });
+    assert.equal(same.stdout.trim(), `jobs ${ids[1]} and ${ids[2]} have the same code and parameters`);
+  });
+
+  test("log shows what changed in each job's code since the previous job", async () => {
+    const run = await nbjob(["log"], { NBJOB_DATABASE_URL: url });
+    assert.equal(run.code, 0, run.stderr);
+    const blocks = run.stdout.trim().split(/\n(?=job )/);
+    assert.equal(blocks.length, 3);
+    assert.match(blocks[0], new RegExp(`^job ${ids[2]}  \\[queued\\]`));
+    assert.match(blocks[0], new RegExp(`\\(same code as job ${ids[1]}\\)`));
+    assert.match(blocks[1], /changed\s+norm/);
+    assert.match(blocks[1], /removed\s+origin/);
+    assert.doesNotMatch(blocks[1], /Point/);
+    assert.match(blocks[2], /added\s+Point/);
+    assert.match(blocks[2], /added\s+norm/);
+    const byName = await nbjob(["log", "--name", "norm"], { NBJOB_DATABASE_URL: url });
+    const jobsShown = [...byName.stdout.matchAll(/^job (\d+)/gm)].map((m) => Number(m[1]));
+    assert.deepEqual(jobsShown, [ids[1], ids[0]], "only the jobs where norm changed");
+  });
+
+  test("history lists every version of a declaration with the jobs that used it", async () => {
+    const run = await nbjob(["history", "norm"], { NBJOB_DATABASE_URL: url });
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /^norm: 2 versions/);
+    assert.match(run.stdout, new RegExp(`version 1  [0-9a-f]{12}  function  used by job ${ids[0]}\\n  function norm\\(p: Point\\): number \\{\\n    return Math\\.sqrt`));
+    assert.match(run.stdout, new RegExp(`version 2  [0-9a-f]{12}  function  used by jobs ${ids[1]}-${ids[2]}\\n.*\\n    return Math\\.hypot`));
+    const point = await nbjob(["history", "Point"], { NBJOB_DATABASE_URL: url });
+    assert.match(point.stdout, /^Point: 1 version\n/);
+  });
+
+  test("every command answers --help", async () => {
+    for (const command of ["jobs", "show", "logs", "diff", "log", "history", "db"]) {
+      const run = await nbjob([command, "--help"]);
+      assert.equal(run.code, 0, `${command} --help: ${run.stderr}`);
+      assert.match(run.stdout, new RegExp(`usage: nbjob ${command}`));
+    }
+  });
+
+  test("bad input is one clear line, a non-zero exit and no stack trace", async () => {
+    const env = { NBJOB_DATABASE_URL: url };
+    assertOneLineError(await nbjob(["show", "424242"], env), /there is no job 424242/);
+    assertOneLineError(await nbjob(["show", "abc"], env), /JOB must be a job id \(a positive integer/);
+    assertOneLineError(await nbjob(["logs", "999999"], env), /there is no job 999999/);
+    assertOneLineError(await nbjob(["diff", String(ids[0]), "999999"], env), /there is no job 999999/);
+    assertOneLineError(await nbjob(["history", "nosuchname"], env), /no stored code declares "nosuchname"/);
+    assertOneLineError(await nbjob(["jobs", "--status", "finished"], env), /--status must be one of queued, running, done, failed, cancelled, lost/);
+    assertOneLineError(await nbjob(["jobs", "--limit", "0"], env), /--limit must be a positive integer, got "0"/);
+    assertOneLineError(await nbjob(["jobs"], { NBJOB_DATABASE_URL: "postgres//oops" }), /NBJOB_DATABASE_URL is not a valid URL/);
+    const refused = await nbjob(["jobs"], { NBJOB_DATABASE_URL: "postgres://me:s3cret@127.0.0.1:1/nbjob" });
+    assertOneLineError(refused, /cannot reach PostgreSQL at postgres:\/\/me:\*\*\*@127\.0\.0\.1:1\/nbjob \(connection refused\)/);
+    assert.doesNotMatch(refused.stderr, /s3cret/);
+    const debug = await nbjob(["show", "424242"], { ...env, NBJOB_DEBUG: "1" });
+    assert.match(debug.stderr, /\n\s+at /, "NBJOB_DEBUG=1 shows the stack");
+  });
+
+  test("another application's database is refused and nothing in it changes", async () => {
+    const foreign = await freshDatabase("foreign");
+    const client = new Client({ connectionString: foreign });
+    await client.connect();
+    try {
+      await client.query("CREATE TABLE invoices (id int PRIMARY KEY, total numeric); INSERT INTO invoices VALUES (1, 9.5)");
+      for (const args of [["jobs"], ["db", "migrate"], ["show", "1"]]) {
+        assertOneLineError(await nbjob(args, { NBJOB_DATABASE_URL: foreign }), /holds tables of another application \(public\.invoices\)/);
+      }
+      const { rows } = await client.query("SELECT count(*)::int AS n FROM pg_namespace WHERE nspname = 'nbjob'");
+      assert.equal(rows[0].n, 0);
+      assert.deepEqual((await client.query("SELECT id, total::text FROM invoices")).rows, [{ id: 1, total: "9.5" }]);
+    } finally {
+      await client.end();
+    }
+  });
+
+  test("db migrate and db status report the schema", async () => {
+    const fresh = await freshDatabase("migrate");
+    const status0 = await nbjob(["db", "status"], { NBJOB_DATABASE_URL: fresh });
+    assert.equal(status0.code, 0, status0.stderr);
+    assert.match(status0.stdout, /schema:\s+none yet/);
+    const first = await nbjob(["db", "migrate"], { NBJOB_DATABASE_URL: fresh });
+    assert.match(first.stdout, /applied migration 000001 to postgres:\/\//);
+    const second = await nbjob(["db", "migrate"], { NBJOB_DATABASE_URL: fresh });
+    assert.match(second.stdout, /is up to date \(migration 1\)/);
+    const status = await nbjob(["db", "status"], { NBJOB_DATABASE_URL: url });
+    assert.match(status.stdout, /schema:\s+migration 1, up to date/);
+    assert.match(status.stdout, /jobs:\s+3 \(1 queued, 1 done, 1 failed\)/);
+    assertOneLineError(await nbjob(["db", "start"], { NBJOB_DATABASE_URL: fresh }), /manages only the embedded server/);
+    assertOneLineError(await nbjob(["db", "frobnicate"], { NBJOB_DATABASE_URL: fresh }), /unknown action "nbjob db frobnicate"/);
+  });
+});
