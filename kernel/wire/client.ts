@@ -295,7 +295,7 @@ export class KernelClient {
 
   /** Sends a request on shell or control and resolves with its reply. */
   request<Reply = Content>(channel: ClientRequestChannel, msgType: string, content: Content, options: RequestOptions = {}): Promise<JupyterMessage<Reply>> {
-    return this.sendRequest<Reply>(channel, msgType, content, { timeoutMs: this.requestTimeoutMs, ...options }, true);
+    return this.sendRequest<Reply>(channel, msgType, content, { ...options, timeoutMs: options.timeoutMs ?? this.requestTimeoutMs }, true);
   }
 
   async requestKernelInfo(options: RequestOptions = {}): Promise<KernelInfoReply> {
