@@ -3,7 +3,7 @@
 // arrive over the `nbjob.worker` comm (see protocol.ts); execute_request runs plain code, which
 // is handy for poking at a worker from any Jupyter client.
 import { randomUUID } from "node:crypto";
-import { rmSync } from "node:fs";
+import { renameSync, rmSync } from "node:fs";
 import { hostname } from "node:os";
 import { PROTOCOL_VERSION, replyTo } from "../../kernel/wire/message";
 import type { JupyterMessage } from "../../kernel/wire/message";
@@ -70,7 +70,12 @@ export class WorkerKernel {
       await kernel.runner.close();
       throw err;
     }
-    if (options.connectionFile) writeConnectionFile(options.connectionFile, kernel.sockets.info);
+    if (options.connectionFile) {
+      // Written whole, then renamed: whoever waits for the file never reads half of it.
+      const partial = `${options.connectionFile}.${process.pid}.tmp`;
+      writeConnectionFile(partial, kernel.sockets.info);
+      renameSync(partial, options.connectionFile);
+    }
     void kernel.sockets.publish(undefined, "status", { execution_state: "starting" });
     return kernel;
   }
