@@ -2,7 +2,7 @@
 // busy/idle around each, every failure answered with an error reply that says what happened.
 import { AsyncLocalStorage } from "node:async_hooks";
 import { inspect } from "node:util";
-import type { ExecutionEngine, MimeBundle } from "./engine/types";
+import type { CellOutcome, CellRequest, ExecutionEngine, MimeBundle } from "./engine/types";
 import type { MagicContext, PreparedCell } from "../magics/types";
 import { CellError } from "../magics/types";
 import { replyTo, type JupyterMessage } from "./wire/message";
@@ -48,6 +48,8 @@ export class ShellHandler {
   // The request being handled, across awaits: comm messages sent by a cell get it as parent.
   private readonly currentRequest = new AsyncLocalStorage<Request>();
   private lastExecute: Request | undefined;
+  // Set when a cell failed with stop_on_error: the queue is checked for cells sent behind it.
+  private failedCell: { count: number; repliedAt: number } | undefined;
   private readonly log: (line: string) => void;
 
   constructor(private readonly options: ShellHandlerOptions) {
@@ -80,7 +82,10 @@ export class ShellHandler {
     if (this.draining) return;
     this.draining = true;
     try {
-      for (let msg = this.queue.shift(); msg; msg = this.queue.shift()) await this.handle(msg);
+      for (let msg = this.queue.shift(); msg; msg = this.queue.shift()) {
+        await this.handle(msg);
+        if (this.failedCell) await this.refuseQueuedCells(this.failedCell);
+      }
     } finally {
       this.draining = false;
     }
@@ -139,7 +144,7 @@ export class ShellHandler {
       requestInput: (parent, prompt, password) => this.requestInput(parent, prompt, password),
     }, { quiet: silent, allowStdin });
 
-    const outcome = await this.runCell(code, cellId, allowStdin, sink);
+    const outcome = await this.runCell({ code, cellId, allowStdin, sink, executionCount: count });
     if (outcome.status === "ok") {
       if (outcome.result && !silent) this.publish(msg, "execute_result", { execution_count: count, data: outcome.result, metadata: {} });
       if (storeHistory) this.options.history.record(count, code, plainText(outcome.result));
@@ -152,15 +157,15 @@ export class ShellHandler {
     const { ename, evalue, traceback } = outcome;
     if (!silent) this.publish(msg, "error", { ename, evalue, traceback });
     this.reply(msg, "execute_reply", { status: "error", execution_count: count, ename, evalue, traceback, payload: [], user_expressions: {} });
-    if (stopOnError && !silent) this.refuseQueuedCells(count);
+    if (stopOnError && !silent) this.failedCell = { count, repliedAt: Date.now() };
   }
 
   /** magics, then the engine, then the magics' success step; every failure becomes one error outcome. */
-  private async runCell(code: string, cellId: string | undefined, allowStdin: boolean, sink: ExecuteRequestSink) {
+  private async runCell(request: CellRequest): Promise<CellOutcome> {
     const { engine, prepareCell } = this.options;
     try {
-      const prepared = await prepareCell(code, { engine, sink, cellId });
-      const outcome = await engine.execute({ code: prepared.code, cellId, allowStdin, sink });
+      const prepared = await prepareCell(request.code, { engine, sink: request.sink, cellId: request.cellId });
+      const outcome = await engine.execute({ ...request, code: prepared.code });
       if (outcome.status === "ok") await prepared.onSuccess();
       return outcome;
     } catch (err) {
@@ -169,15 +174,21 @@ export class ShellHandler {
   }
 
   /**
-   * After a failed cell with stop_on_error, the cells the frontend had already queued (Run All)
-   * are answered with an error naming the failed cell instead of running on a broken state.
+   * After a failed cell with stop_on_error, the cells the frontend had already sent behind it
+   * (Run All) are answered with an error naming the failed cell instead of running on a broken
+   * state. Only requests stamped before the failure's reply left count: a client that saw the
+   * reply and then sent more cells (nbclient with allow_errors) gets them run, never dropped.
    */
-  private refuseQueuedCells(failedCount: number): void {
-    const refused = this.queue.filter((m) => m.header.msg_type === "execute_request");
+  private async refuseQueuedCells(failed: { count: number; repliedAt: number }): Promise<void> {
+    this.failedCell = undefined;
+    // Let requests the socket thread already forwarded reach the queue first.
+    await new Promise((resolve) => setImmediate(resolve));
+    const sentBefore = (m: Request) => m.header.msg_type === "execute_request" && Date.parse(String(m.header.date)) <= failed.repliedAt;
+    const refused = this.queue.filter(sentBefore);
     if (refused.length === 0) return;
-    this.queue.splice(0, this.queue.length, ...this.queue.filter((m) => m.header.msg_type !== "execute_request"));
+    this.queue.splice(0, this.queue.length, ...this.queue.filter((m) => !sentBefore(m)));
     for (const msg of refused) {
-      const evalue = `not run because cell [${failedCount}] failed before it and stop_on_error was set; fix that cell and run this one again`;
+      const evalue = `not run because cell [${failed.count}] failed before it and stop_on_error was set; fix that cell and run this one again`;
       this.publish(msg, "status", { execution_state: "busy" });
       this.reply(msg, "execute_reply", { status: "error", execution_count: this.executionCount, ename: "CellNotRun", evalue, traceback: [`CellNotRun: ${evalue}`], payload: [], user_expressions: {} });
       this.publish(msg, "status", { execution_state: "idle" });

@@ -221,4 +221,26 @@ result.update(first=first, silent=silent, second=second, failed=failed)
     assert.equal(failed.reply.evalue, "too far");
     assert.deepEqual(failed.outputs.map((o) => o.type), ["error"]);
   });
+
+  test("after a failing cell, cells already queued behind it (Run All) get an error reply naming it; later cells run", async () => {
+    const r = await withJupyterClient(env, `
+ids = [kc.execute(code) for code in ("throw new Error('first')", "1", "2")]
+replies = {}
+while len(replies) < 3:
+    m = kc.get_shell_msg(timeout=30)
+    if m["msg_type"] == "execute_reply":
+        replies[m["parent_header"]["msg_id"]] = m["content"]
+result["replies"] = [replies[i] for i in ids]
+result["later"] = text_of(run("3"))
+`);
+    const [failed, second, third] = r.replies as Array<Record<string, string>>;
+    assert.equal(failed.status, "error");
+    assert.equal(failed.evalue, "first");
+    for (const refused of [second, third]) {
+      assert.equal(refused.status, "error");
+      assert.equal(refused.ename, "CellNotRun");
+      assert.match(refused.evalue, /failed before it/);
+    }
+    assert.equal(r.later, "3");
+  });
 });
