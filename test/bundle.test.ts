@@ -1,0 +1,169 @@
+// Bundles: what a job runs, built from collectors, parameters and entries, type-checked alone.
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { runInNewContext } from "node:vm";
+import { describe, test } from "node:test";
+import { ts } from "ts-morph";
+import { BundleError, buildBundle, locateBundleLine } from "../runtime/bundle";
+import type { Bundle } from "../runtime/bundle";
+import { ParamLogger } from "../runtime/params";
+import { SnippetCollector, recordSnippet } from "../runtime/snippets";
+import type { SnippetKind } from "../runtime/snippets";
+
+/** A collector holding these sources, as if each had been marked in its own cell. */
+function collector(...sources: (string | [string, SnippetKind])[]): SnippetCollector {
+  const sc = new SnippetCollector();
+  for (const s of sources) {
+    const [source, kind] = typeof s === "string" ? [s, "cell" as const] : s;
+    recordSnippet(sc, { source, kind });
+  }
+  return sc;
+}
+
+const NORM = "function norm(val: Point): number {\n  return Math.sqrt(val.x ** 2 + val.y ** 2);\n}";
+const POINT = "class Point {\n  constructor(public x: number, public y: number) {}\n}";
+
+/** Runs a bundle the way the module comment says a worker may: its last statement's value is the result. */
+function runBundle(bundle: Bundle): unknown {
+  const js = ts.transpileModule(bundle.source, { compilerOptions: { target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.None } }).outputText;
+  return runInNewContext(js, { params: ParamLogger.forJob(bundle.params), Math });
+}
+
+function bundleError(fn: () => unknown, ...patterns: RegExp[]): BundleError {
+  try {
+    fn();
+  } catch (error) {
+    assert.ok(error instanceof BundleError, `expected a BundleError, got ${String(error)}`);
+    for (const p of patterns) assert.match(error.message, p);
+    return error;
+  }
+  assert.fail("expected the bundle to be rejected");
+}
+
+describe("buildBundle", () => {
+  test("orders snippets by what they use, not by when they were marked, and its result is the last entry's value", () => {
+    const sc = collector([NORM, "function"], "const origin = new Point(3, 4);", [POINT, "class"]);
+    const bundle = buildBundle(["norm(origin)"], [sc]);
+    assert.deepEqual(bundle.snippets.map((s) => s.names), [["Point"], ["norm"], ["origin"]]);
+    assert.deepEqual(bundle.entries, ["norm(origin)"]);
+    assert.equal(runBundle(bundle), 5);
+    assert.equal(bundle.hash, createHash("sha256").update(bundle.source).digest("hex"));
+    for (const s of bundle.snippets) assert.equal(s.hash, createHash("sha256").update(s.source).digest("hex"));
+  });
+
+  test("load-time uses across collectors: a subclass, a constant computed by a function", () => {
+    const early = collector("const total = area(new Square(2));", "class Square extends Shape {\n  constructor(readonly side: number) { super(); }\n}");
+    const late = collector("function area(s: Square): number { return s.side * s.side * scale; }", "class Shape {}", "const scale = 10;");
+    const bundle = buildBundle(["total"], [early, late]);
+    const order = bundle.snippets.map((s) => s.names[0]);
+    const before = (a: string, b: string) => assert.ok(order.indexOf(a) < order.indexOf(b), `${a} before ${b} in ${order.join(", ")}`);
+    before("Shape", "Square");
+    before("Square", "total");
+    before("area", "total");
+    before("scale", "total");
+    assert.equal(runBundle(bundle), 40);
+  });
+
+  test("functions that call each other keep their marked order (uses inside bodies run later)", () => {
+    const sc = collector("function isEven(n: number): boolean { return n === 0 ? true : isOdd(n - 1); }",
+      "function isOdd(n: number): boolean { return n === 0 ? false : isEven(n - 1); }");
+    const bundle = buildBundle(["isEven(10)"], [sc]);
+    assert.deepEqual(bundle.snippets.map((s) => s.names[0]), ["isEven", "isOdd"]);
+    assert.equal(runBundle(bundle), true);
+  });
+
+  test("collectors merge in argument order: a later definition of a name wins", () => {
+    const sc = collector([POINT, "class"], "const scale = 1;\nconst offset = 0;");
+    const sc2 = collector("const scale = 2;");
+    const bundle = buildBundle(["scale + offset"], [sc, sc2]);
+    assert.equal(runBundle(bundle), 2);
+    assert.match(bundle.source, /const offset = 0;/);
+    assert.doesNotMatch(bundle.source, /scale = 1/);
+    const reversed = buildBundle(["scale + offset"], [sc2, sc]);
+    assert.equal(runBundle(reversed), 1);
+  });
+
+  test("the same inputs give byte-identical source and hash; parameter order does not matter", () => {
+    const make = (params: object) => buildBundle(["norm(origin)"], [collector([NORM, "function"], [POINT, "class"], "const origin = new Point(params.x, params.y);")], { params });
+    const a = new ParamLogger();
+    a.x = 3;
+    a.y = 4;
+    const b = new ParamLogger();
+    b.y = 4;
+    b.x = 3;
+    const first = make(a);
+    const second = make(b);
+    assert.equal(first.source, second.source);
+    assert.equal(first.hash, second.hash);
+    assert.notEqual(make({ x: 3, y: 5 }).hash, first.hash, "parameters are part of the program");
+    assert.equal(runBundle(first), 5);
+  });
+
+  test("params are bound to the job's values with overrides, and typed from them", () => {
+    const params = new ParamLogger();
+    params.x = 5;
+    params.y = 5;
+    const sc = collector([POINT, "class"], [NORM, "function"], "const c = new Point(params.x, params.y);");
+    const bundle = buildBundle(["norm(c)"], [sc], { params, overrides: { x: 0 } });
+    assert.deepEqual(bundle.params, { x: 0, y: 5 });
+    assert.deepEqual(ParamLogger.values(params), { x: 5, y: 5 }, "the notebook's logger is not changed");
+    assert.equal(runBundle(bundle), 5);
+    assert.throws(() => buildBundle(["norm(c)"], [sc], { params, overrides: { z: 1 } }), /overrides\.z is not a parameter; the parameters are x, y/);
+    assert.throws(() => buildBundle(["norm(c)"], [sc], { params, overrides: { x: () => 1 } }), /overrides\.x was set to a function/);
+    bundleError(() => buildBundle(["norm(c)"], [sc], { params, overrides: { x: "five" } }),
+      /snippet c \(line 1, column 21\): Argument of type 'string' is not assignable to parameter of type 'number'/);
+    bundleError(() => buildBundle(["norm(c)"], [sc]), /snippet c .*Property 'x' does not exist.*pass \{ params \}/);
+  });
+
+  test("a missing name is rejected naming the snippet or entry it sits in and the name", () => {
+    const sc2 = collector("function distance(p1: Point, p2: Point): number {\n  return norm(new Point(p1.x - p2.x, p1.y - p2.y));\n}");
+    const error = bundleError(() => buildBundle(["distance(a, b)"], [sc2]),
+      /snippet distance \(line 1, column 23\): Cannot find name 'Point'/, /No snippet in this job declares Point/,
+      /snippet distance \(line 2, column 10\): Cannot find name 'norm'/,
+      /entry 1 "distance\(a, b\)" \(line 1, column 10\): Cannot find name 'a'/);
+    assert.equal(error.problems.filter((p) => /'Point'/.test(p.message)).length, 1, "one report per missing name and snippet");
+  });
+
+  test("entries: a non-empty list of expressions", () => {
+    const sc = collector("function f(): number { return 1; }");
+    bundleError(() => buildBundle([], [sc]), /at least one entry expression/);
+    bundleError(() => buildBundle(["const x = f()"], [sc]), /entry 1 "const x = f\(\)": expected one expression/);
+    bundleError(() => buildBundle(["f(", "f()"], [sc]), /entry 1 "f\(" \(line 1, column 3\): syntax error/);
+    bundleError(() => buildBundle(["f(); f()"], [sc]), /expected one expression/);
+    assert.deepEqual(buildBundle(["f();", "f() + 1"], [sc]).entries, ["f()", "f() + 1"]);
+    assert.throws(() => buildBundle(["f()"], [sc, {} as SnippetCollector]), /collector 2 is not a SnippetCollector/);
+  });
+
+  test("jobtracker is declared as the worker has it; top-level await is allowed in entries", () => {
+    const sc3 = collector(`let iteration = 0;
+const param_values = [0];
+jobtracker.registerCheckpointer("iteration");
+jobtracker.registerCheckpointer("param_values", { get: () => [...param_values], set: (v: number[]) => { param_values.splice(0, param_values.length, ...v); } });
+
+async function train() {
+  while (Math.abs(param_values[0] - 5.0) > 1e-5) {
+    iteration += 1;
+    param_values[0] += 0.5 * (5.0 - param_values[0]);
+    const index: number = jobtracker.checkpoint();
+  }
+  await jobtracker.flush();
+  return iteration;
+}`);
+    const bundle = buildBundle(["await train()"], [sc3]);
+    assert.match(bundle.source, /\nawait train\(\);\n$/);
+    bundleError(() => buildBundle(["jobtracker.save()"], [sc3]), /entry 1 "jobtracker\.save\(\)".*Property 'save' does not exist/);
+  });
+
+  test("parts map every line of the source to its snippet or entry", () => {
+    const bundle = buildBundle(["norm(origin)"], [collector([NORM, "function"], [POINT, "class"], "const origin = new Point(0, 0);")]);
+    const lines = bundle.source.split("\n");
+    const returnLine = lines.findIndex((l) => l.includes("return Math.sqrt")) + 1;
+    const located = locateBundleLine(bundle, returnLine);
+    assert.equal(located?.part.kind, "snippet");
+    assert.deepEqual(bundle.snippets[located!.part.index].names, ["norm"]);
+    assert.equal(located?.line, 2);
+    const entryLine = lines.findIndex((l) => l === "norm(origin);") + 1;
+    assert.deepEqual(locateBundleLine(bundle, entryLine)?.part, { kind: "entry", index: 0, label: 'entry 1 "norm(origin)"', firstLine: entryLine, lastLine: entryLine });
+    assert.equal(locateBundleLine(bundle, 1), undefined, "the header belongs to no part");
+  });
+});
