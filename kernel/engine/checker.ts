@@ -44,6 +44,7 @@ export class CellChecker {
   private readonly cellFile: string;
   private readonly preludeFile: string;
   private readonly globalsFile: string;
+  private readonly importsFile: string;
   private readonly virtualFiles = new Map<string, { text: string; version: number }>();
   private readonly preludeDeclarations = new Map<string, string[]>();
   private readonly preludeImports = new Map<string, PreludeImport>();
@@ -55,6 +56,7 @@ export class CellChecker {
     this.cellFile = join(cwd, `${INTERNAL_PREFIX}_cell__.ts`);
     this.preludeFile = join(cwd, `${INTERNAL_PREFIX}_prelude__.d.ts`);
     this.globalsFile = join(cwd, `${INTERNAL_PREFIX}_globals__.d.ts`);
+    this.importsFile = join(cwd, `${INTERNAL_PREFIX}_imports__.d.ts`);
     this.options = {
       target: ts.ScriptTarget.ES2022,
       module: ts.ModuleKind.ESNext,
@@ -138,6 +140,7 @@ export class CellChecker {
     for (const [name, texts] of declarations) {
       if (!this.preludeImports.has(name)) this.preludeDeclarations.set(name, texts);
     }
+    this.setVirtual(this.importsFile, this.importsText());
     this.setVirtual(this.preludeFile, this.preludeText());
   }
 
@@ -154,7 +157,8 @@ export class CellChecker {
     const info = service.getQuickInfoAtPosition(this.cellFile, position)
       ?? (position > 0 ? service.getQuickInfoAtPosition(this.cellFile, position - 1) : undefined);
     if (!info) return undefined;
-    const signature = ts.displayPartsToString(info.displayParts);
+    // A name that earlier cells imported is an alias in the prelude; its "import x = ..." line is ours.
+    const signature = ts.displayPartsToString(info.displayParts).replace(/\nimport [\w$]+ = [\w$.]+$/, "").replace(/^\(alias\) /, "");
     const tags = (info.tags ?? []).map((tag) => `@${tag.name}${tag.text ? ` ${ts.displayPartsToString(tag.text)}` : ""}`);
     const documentation = [ts.displayPartsToString(info.documentation), ...tags].filter((part) => part !== "").join("\n");
     return { signature, documentation };
@@ -182,36 +186,49 @@ export class CellChecker {
       if (ts.isVariableStatement(statement)) {
         const list = statement.declarationList;
         const keyword = list.flags & ts.NodeFlags.Const ? "const" : list.flags & ts.NodeFlags.Let ? "let" : "var";
+        const docs = dts.slice(statement.getStart(file, true), statement.getStart(file));
         for (const declaration of list.declarations) {
-          if (ts.isIdentifier(declaration.name)) add(declaration.name.text, `${keyword} ${declaration.getText(file)};`);
+          if (ts.isIdentifier(declaration.name)) add(declaration.name.text, `${docs}${keyword} ${declaration.getText(file)};`);
         }
       } else if (
         (ts.isFunctionDeclaration(statement) || ts.isClassDeclaration(statement) || ts.isInterfaceDeclaration(statement)
           || ts.isTypeAliasDeclaration(statement) || ts.isEnumDeclaration(statement) || ts.isModuleDeclaration(statement))
         && statement.name && ts.isIdentifier(statement.name)
       ) {
-        add(statement.name.text, statement.getText(file).replace(/^(?:(?:export|declare|default)\s+)+/, ""));
+        const docs = dts.slice(statement.getStart(file, true), statement.getStart(file));
+        add(statement.name.text, docs + statement.getText(file).replace(/^(?:(?:export|declare|default)\s+)+/, ""));
       }
     }
     return declarations;
   }
 
-  private preludeText(): string {
-    const imports: string[] = [];
-    const aliases: string[] = [];
+  /**
+   * Every persisted import, re-exported under its notebook name. The prelude aliases them by
+   * qualified name (`import x = all.x`), which, unlike a bare name, keeps every meaning
+   * (value, type, namespace) of what was imported.
+   */
+  private importsText(): string {
+    const lines: string[] = [];
     let index = 0;
     for (const [name, entry] of this.preludeImports) {
-      const local = `${INTERNAL_PREFIX}_i${index++}`;
       const from = JSON.stringify(entry.specifier);
       const type = entry.typeOnly ? "type " : "";
-      if (entry.form === "default") imports.push(`import ${type}${local} from ${from};`);
-      else if (entry.form === "namespace") imports.push(`import ${type}* as ${local} from ${from};`);
-      else if (entry.form === "named") imports.push(`import ${type}{ ${entry.imported} as ${local} } from ${from};`);
-      else imports.push(`import ${local} = require(${from});`);
-      aliases.push(`  export import ${name} = ${local};`);
+      if (entry.form === "default") lines.push(`export ${type}{ default as ${name} } from ${from};`);
+      else if (entry.form === "namespace") lines.push(`export ${type}* as ${name} from ${from};`);
+      else if (entry.form === "named") lines.push(`export ${type}{ ${entry.imported} as ${name} } from ${from};`);
+      else {
+        const local = `${INTERNAL_PREFIX}_r${index++}`;
+        lines.push(`import ${local} = require(${from});`, `export { ${local} as ${name} };`);
+      }
     }
+    return `${lines.join("\n")}\nexport {};\n`;
+  }
+
+  private preludeText(): string {
+    const aliases = [...this.preludeImports.keys()].map((name) => `  export import ${name} = ${INTERNAL_PREFIX}_imports.${name};`);
     const declarations = [...this.preludeDeclarations.values()].flat().map((text) => `  ${text.replace(/\n/g, "\n  ")}`);
-    return `${imports.join("\n")}\ndeclare global {\n${aliases.join("\n")}\n${declarations.join("\n")}\n}\nexport {};\n`;
+    const importLine = aliases.length > 0 ? `import * as ${INTERNAL_PREFIX}_imports from "./${INTERNAL_PREFIX}_imports__";\n` : "";
+    return `${importLine}declare global {\n${aliases.join("\n")}\n${declarations.join("\n")}\n}\nexport {};\n`;
   }
 
   private setCell(text: string): void {
@@ -228,6 +245,7 @@ export class CellChecker {
   private languageService(): ts.LanguageService {
     if (this.service) return this.service;
     this.setVirtual(this.globalsFile, this.globalsText());
+    this.setVirtual(this.importsFile, this.importsText());
     this.setVirtual(this.preludeFile, this.preludeText());
     const virtual = this.virtualFiles;
     const roots = [this.globalsFile, this.preludeFile, this.cellFile];

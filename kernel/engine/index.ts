@@ -45,13 +45,23 @@ const KERNEL_ROOT = resolve(__dirname, "..", "..");
 export interface EngineOptions {
   /** The notebook's folder: imports and require() resolve from here. */
   cwd: string;
+  /**
+   * Whether stdout written after a cell finished (timers, callbacks) goes to the last cell.
+   * Default true, as in a kernel; a test runner that reports on stdout turns it off.
+   */
+  lateOutputToLastCell?: boolean;
+  /**
+   * Whether process.stdout/stderr.write are captured as well as console.* (default true).
+   * Off when the process's stdout belongs to someone else, e.g. a test runner's reporter.
+   */
+  captureProcessStreams?: boolean;
 }
 
 export class Engine implements ExecutionEngine {
   private readonly cwd: string;
   private readonly checker: CellChecker;
   private readonly loader: ModuleLoader;
-  private readonly capture = new OutputCapture();
+  private readonly capture: OutputCapture;
   private readonly records = new Map<string, DeclarationRecord>();
   private readonly ranCells = new Map<string, RanCell>();
   private globals: RuntimeGlobal[] | undefined;
@@ -60,6 +70,10 @@ export class Engine implements ExecutionEngine {
 
   constructor(options: EngineOptions) {
     this.cwd = resolve(options.cwd);
+    this.capture = new OutputCapture({
+      lateStdout: options.lateOutputToLastCell ?? true,
+      processStreams: options.captureProcessStreams ?? true,
+    });
     this.loader = new ModuleLoader(this.cwd);
     this.checker = new CellChecker(this.cwd, () => this.globalsDeclarations());
     setFunctionSourceLookup(sourceOfFunction);

@@ -1,0 +1,322 @@
+// The execution engine driven directly, as the kernel drives it: cells in, outputs recorded.
+import assert from "node:assert/strict";
+import { cpSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { inspect } from "node:util";
+import { after, before, describe, test } from "node:test";
+import { Worker } from "node:worker_threads";
+import { Engine, sourceOfFunction } from "../kernel/engine";
+import type { CellOutcome, CellSink, MimeBundle } from "../kernel/engine/types";
+
+type Recorded =
+  | { kind: "stream"; name: string; text: string }
+  | { kind: "display"; data: MimeBundle; displayId?: string; update: boolean }
+  | { kind: "clear"; wait: boolean }
+  | { kind: "input"; prompt: string; password: boolean }
+  | { kind: "payload"; item: Record<string, unknown> };
+
+class RecordingSink implements CellSink {
+  readonly outputs: Recorded[] = [];
+  constructor(private readonly answer = "42") {}
+  stream(name: "stdout" | "stderr", text: string): void {
+    this.outputs.push({ kind: "stream", name, text });
+  }
+  display(data: MimeBundle, _metadata: Record<string, unknown>, transient: { display_id?: string }, update: boolean): void {
+    this.outputs.push({ kind: "display", data, displayId: transient.display_id, update });
+  }
+  clearOutput(wait: boolean): void {
+    this.outputs.push({ kind: "clear", wait });
+  }
+  async input(prompt: string, password: boolean): Promise<string> {
+    this.outputs.push({ kind: "input", prompt, password });
+    return this.answer;
+  }
+  payload(item: Record<string, unknown>): void {
+    this.outputs.push({ kind: "payload", item });
+  }
+}
+
+const FIXTURES = join(__dirname, "..", "..", "test", "fixtures", "engine");
+let notebookDir: string;
+let engine: Engine;
+
+/** A notebook folder with node_modules (the fixture packages) and a local helpers.ts. */
+function makeNotebookFolder(): string {
+  const dir = mkdtempSync(join(tmpdir(), "nbjob-engine-"));
+  for (const name of readdirSync(join(FIXTURES, "packages"))) {
+    cpSync(join(FIXTURES, "packages", name), join(dir, "node_modules", name), { recursive: true });
+  }
+  // Stored as .txt so that the project's tsc does not compile them as part of the tests.
+  cpSync(join(FIXTURES, "packages", "esm-greeter", "index.d.ts.txt"), join(dir, "node_modules", "esm-greeter", "index.d.ts"));
+  cpSync(join(FIXTURES, "helpers.ts.txt"), join(dir, "helpers.ts"));
+  return dir;
+}
+
+async function run(code: string, sink = new RecordingSink()): Promise<{ outcome: CellOutcome; sink: RecordingSink }> {
+  const outcome = await engine.execute({ code, allowStdin: true, sink });
+  return { outcome, sink };
+}
+
+/** Runs a cell that must succeed and returns its text/plain result (undefined when none). */
+async function value(code: string): Promise<string | undefined> {
+  const { outcome } = await run(code);
+  if (outcome.status === "error") assert.fail(`cell failed: ${outcome.ename}: ${outcome.evalue}\n${outcome.traceback.join("\n")}\n--- cell:\n${code}`);
+  return outcome.result?.["text/plain"] as string | undefined;
+}
+
+async function failure(code: string): Promise<Extract<CellOutcome, { status: "error" }>> {
+  const { outcome } = await run(code);
+  assert.equal(outcome.status, "error", `expected the cell to fail:\n${code}`);
+  return outcome as Extract<CellOutcome, { status: "error" }>;
+}
+
+function onInterrupt(): void {
+  engine.interrupt();
+}
+
+before(() => {
+  notebookDir = makeNotebookFolder();
+  // The test runner reports on process.stdout, so only console.* is captured here.
+  engine = new Engine({ cwd: notebookDir, lateOutputToLastCell: false, captureProcessStreams: false });
+  // As the kernel does: SIGINT outside a synchronous cell interrupts instead of ending the process.
+  process.on("SIGINT", onInterrupt);
+});
+
+after(() => {
+  process.off("SIGINT", onInterrupt);
+  engine.dispose();
+  rmSync(notebookDir, { recursive: true, force: true });
+});
+
+describe("declarations persist and may be declared again", () => {
+  test("let, const and var", async () => {
+    assert.equal(await value("let a = 1\nconst b: number = 2\nvar c = 3\na + b + c"), "6");
+    assert.equal(await value("let a = 'text'\nconst b = [1, 2]\nvar c = { k: true };\n[a, b, c]"), "[ 'text', [ 1, 2 ], { k: true } ]");
+    assert.equal(await value("a.toUpperCase()"), "'TEXT'");
+    assert.equal(await value("const { d, e: [f] } = { d: 4, e: [5] }\nd + f"), "9");
+  });
+
+  test("function and class, seen by later cells", async () => {
+    assert.equal(await value("function area(r: number): number { return 3 * r * r }\nclass Box { constructor(public size: number) {} }"), undefined);
+    assert.equal(await value("area(2) + new Box(5).size"), "17");
+    assert.equal(await value("function area(w: number, h: number): string { return `${w * h}` }\nclass Box { label = 'b' }\narea(2, 3)"), "'6'");
+    assert.equal(await value("new Box().label"), "'b'");
+  });
+
+  test("interface, type alias and enum", async () => {
+    await value("interface Shape { sides: number }\ntype Id = number\nenum Color { Red, Green }");
+    assert.equal(await value("const s: Shape = { sides: 3 }; const i: Id = 7; [s.sides, i, Color.Green]"), "[ 3, 7, 1 ]");
+    await value("interface Shape { name: string }\ntype Id = string\nenum Color { Blue = 'blue' }");
+    assert.equal(await value("const s2: Shape = { name: 'square' }; const i2: Id = 'x'; [s2.name, i2, Color.Blue]"), "[ 'square', 'x', 'blue' ]");
+    const stale = await failure("const s3: Shape = { sides: 4 }");
+    assert.equal(stale.ename, "CompileError");
+  });
+
+  test("imports, used by a later cell, and imported again", async () => {
+    await value('import fs from "node:fs"\nimport { join as joinPath } from "node:path"');
+    assert.equal(await value("typeof fs.readFileSync + ' ' + joinPath('a', 'b')"), "'function a/b'");
+    await value('import * as fs from "node:path"');
+    assert.equal(await value("fs.basename('/x/y.ts')"), "'y.ts'");
+  });
+
+  test("declarations() keeps the latest TypeScript source of each name, and functions map to it", async () => {
+    await value("function scale(v: number, k = 2): number {\n  return v * k;\n}");
+    const record = engine.declarations().get("scale");
+    assert.deepEqual(record, { name: "scale", kind: "function", source: "function scale(v: number, k = 2): number {\n  return v * k;\n}" });
+    const scale = engine.evaluate("scale") as Function;
+    assert.equal(sourceOfFunction(scale)?.source, record?.source);
+    await value("const scale = (v: number): number => v / 2");
+    assert.equal(engine.declarations().get("scale")?.kind, "variable");
+    assert.equal(sourceOfFunction(engine.evaluate("scale") as Function)?.source, "const scale = (v: number): number => v / 2");
+  });
+});
+
+describe("running", () => {
+  test("top-level await; its declarations persist", async () => {
+    assert.equal(await value("const later = await new Promise<number>((resolve) => setTimeout(() => resolve(7), 5))\nfunction twiceLater() { return later * 2 }\ntwiceLater()"), "14");
+    assert.equal(await value("later + twiceLater()"), "21");
+    assert.equal(await value("for await (const n of [Promise.resolve(1)]) console.log(n)\nclass AfterAwait {}\nenum Mode { On }\nMode.On"), "0");
+    assert.equal(await value("[typeof AfterAwait, Mode.On]"), "[ 'function', 0 ]");
+  });
+
+  test("the last expression is the result, printed like util.inspect without colours", async () => {
+    const text = await value("({ n: 1, s: 'x', deep: { a: { b: { c: 1 } } }, when: new Map([[1, 'a']]) })");
+    assert.equal(text, inspect({ n: 1, s: "x", deep: { a: { b: { c: 1 } } }, when: new Map([[1, "a"]]) }, { colors: false }));
+    assert.match(text ?? "", /deep: \{ a: \{ b: \[Object\] \} \}/);
+    assert.doesNotMatch(text ?? "", /\u001b\[/);
+    assert.equal(await value("const noResult = 1"), undefined);
+    assert.equal(await value("undefined"), undefined);
+  });
+
+  test("console output is a stream of the cell", async () => {
+    const { sink } = await run("console.log('out', 1)\nconsole.error('err')");
+    assert.deepEqual(sink.outputs, [
+      { kind: "stream", name: "stdout", text: "out 1\n" },
+      { kind: "stream", name: "stderr", text: "err\n" },
+    ]);
+  });
+
+  test("a type error stops the cell and names line:col in the cell's lines", async () => {
+    const { outcome, sink } = await run("console.log('should not run')\nlet ok = 1\nlet wrong: string = ok");
+    assert.equal(outcome.status, "error");
+    if (outcome.status !== "error") return;
+    assert.equal(outcome.ename, "CompileError");
+    assert.match(outcome.evalue, /^3:5 Type 'number' is not assignable to type 'string'/);
+    assert.deepEqual(sink.outputs, []);
+    assert.ok(outcome.traceback.some((line) => line.includes("let wrong: string = ok")));
+    // Nothing of the failed cell was declared.
+    const missing = await failure("ok");
+    assert.match(missing.evalue, /^1:1 Cannot find name 'ok'/);
+  });
+
+  test("a syntax error names its line:col", async () => {
+    const error = await failure("let x = 1\nlet y = (2 + ;");
+    assert.equal(error.ename, "SyntaxError");
+    assert.match(error.evalue, /^2:14 /);
+  });
+
+  test("an uncaught error is one error outcome whose traceback points at the cell's lines", async () => {
+    await value("interface Item { name: string }\n\nfunction explode(item: Item): never {\n  throw new RangeError(`bad item ${item.name}`);\n}");
+    const error = await failure("const items: Item[] = [{ name: 'a' }]\n\nexplode(items[0]!)");
+    assert.equal(error.ename, "RangeError");
+    assert.equal(error.evalue, "bad item a");
+    const frames = error.traceback.filter((line) => line.trimStart().startsWith("at "));
+    assert.match(frames[0] ?? "", /at explode \(cell \d+:4:9\)/);
+    assert.match(frames[1] ?? "", /at cell \d+:3:1/);
+    assert.ok(error.traceback.every((line) => !/node:internal|dist\/kernel|\u001b\[/.test(line)), error.traceback.join("\n"));
+  });
+
+  test("errors after a top-level await map to the right line too", async () => {
+    const error = await failure("await null;\n\n(undefined as unknown as string).length");
+    assert.equal(error.ename, "TypeError");
+    assert.match(error.traceback.join("\n"), /at cell \d+:3:/);
+  });
+
+  test("evaluate() sees the notebook's globals", async () => {
+    await value("const collector = { kind: 'sc' }");
+    assert.deepEqual(engine.evaluate("collector"), { kind: "sc" });
+  });
+});
+
+describe("imports resolved from the notebook's folder", () => {
+  test("a CommonJS package without types (default import and require)", async () => {
+    assert.equal(await value('import counter from "cjs-counter"\nconst next = counter(10)\nnext(); next()'), "12");
+    assert.equal(await value('const c = require("cjs-counter")\nc.twice(21)'), "42");
+  });
+
+  test("an ES-module-only package, with its types", async () => {
+    assert.equal(await value('import Greeter, { greet, greeting } from "esm-greeter"\n[greet("ada"), greeting, String(new Greeter("bob"))]'), "[ 'hello, ada', 'hello', 'hello, bob' ]");
+    const error = await failure("const n: number = greet('x')");
+    assert.match(error.evalue, /^1:7 Type 'string' is not assignable to type 'number'/);
+  });
+
+  test("a local .ts file, reloaded when it changes", async () => {
+    assert.equal(await value('import { norm, type Point } from "./helpers"\nconst p: Point = { x: 3, y: 4 }\nnorm(p)'), "5");
+    writeFileSync(join(notebookDir, "helpers.ts"), "export interface Point { x: number; y: number }\nexport function norm(p: Point): number { return Math.abs(p.x) + Math.abs(p.y) }\n");
+    assert.equal(await value('import { norm } from "./helpers"\nnorm({ x: 3, y: 4 })'), "7");
+  });
+
+  test("node: builtins with Node's types although the folder has no @types/node", async () => {
+    assert.equal(await value('import { createHash } from "node:crypto"\ncreateHash("sha256").update("a").digest("hex").length'), "64");
+    const error = await failure('import os from "node:os"\nconst cpus: string = os.cpus()');
+    assert.match(error.evalue, /^2:7 Type 'CpuInfo\[\]' is not assignable to type 'string'/);
+  });
+
+  test("a missing package is one clear error", async () => {
+    const error = await failure('import nothing from "no-such-package"');
+    assert.match(error.evalue, /no-such-package/);
+  });
+});
+
+describe("notebook runtime", () => {
+  test("display helpers, and a handle's update() replaces the output in place", async () => {
+    const { outcome, sink } = await run("const handle = display.html('<b>1</b>')\ndisplay.markdown('# t')\nhandle.update('<b>2</b>')\ndisplay.clear(true)\nhandle");
+    assert.deepEqual(outcome, { status: "ok" });
+    const [first, second, update, clear] = sink.outputs;
+    assert.equal(first?.kind, "display");
+    assert.equal(update?.kind, "display");
+    if (first?.kind !== "display" || second?.kind !== "display" || update?.kind !== "display") return;
+    assert.equal(first.data["text/html"], "<b>1</b>");
+    assert.equal(first.update, false);
+    assert.equal(second.data["text/markdown"], "# t");
+    assert.notEqual(second.displayId, first.displayId);
+    assert.deepEqual([update.data["text/html"], update.displayId, update.update], ["<b>2</b>", first.displayId, true]);
+    assert.deepEqual(clear, { kind: "clear", wait: true });
+  });
+
+  test("display of images and of a MIME bundle", async () => {
+    const { sink } = await run("display.png(new Uint8Array([137, 80, 78, 71]))\ndisplay({ 'text/plain': 'plain', 'text/html': '<i>h</i>' })");
+    const [png, bundle] = sink.outputs;
+    assert.ok(png?.kind === "display" && png.data["image/png"] === "iVBORw==");
+    assert.ok(bundle?.kind === "display" && bundle.data["text/html"] === "<i>h</i>");
+  });
+
+  test("await input() asks through the sink", async () => {
+    const { outcome, sink } = await run("const answer = await input('Your name?', { password: true })\nanswer", new RecordingSink("ada"));
+    assert.deepEqual(outcome, { status: "ok", result: { "text/plain": "'ada'" } });
+    assert.deepEqual(sink.outputs, [{ kind: "input", prompt: "Your name?", password: true }]);
+  });
+
+  test("expr? opens the pager with the type and docs", async () => {
+    await value("/** How many widgets there are. */\nconst widgetCount = 3");
+    const { outcome, sink } = await run("widgetCount?");
+    assert.deepEqual(outcome, { status: "ok" });
+    const [page] = sink.outputs;
+    assert.equal(page?.kind, "payload");
+    if (page?.kind !== "payload") return;
+    assert.equal(page.item.source, "page");
+    const text = (page.item.data as MimeBundle)["text/plain"];
+    assert.match(String(text), /const widgetCount: 3/);
+    assert.match(String(text), /How many widgets there are\./);
+  });
+});
+
+describe("interrupt", () => {
+  test("interrupt() stops a pending await; the notebook keeps its state", async () => {
+    await value("let progress = 'before'");
+    const pending = run("progress = 'waiting'\nawait new Promise(() => {})");
+    setTimeout(() => engine.interrupt(), 50);
+    const { outcome } = await pending;
+    assert.equal(outcome.status, "error");
+    if (outcome.status === "error") assert.equal(outcome.ename, "Interrupted");
+    assert.equal(await value("progress"), "'waiting'");
+  });
+
+  test("SIGINT stops a synchronous loop; the notebook keeps its state", async () => {
+    // Another thread sends the signal, as the kernel's socket thread does.
+    const signaller = new Worker("setTimeout(() => process.kill(process.pid, 'SIGINT'), 300)", { eval: true });
+    const { outcome } = await run("let spins = 0\nwhile (true) spins++");
+    await signaller.terminate();
+    assert.equal(outcome.status, "error");
+    if (outcome.status === "error") assert.equal(outcome.ename, "Interrupted");
+    assert.equal(await value("spins > 0"), "true");
+  });
+});
+
+describe("completion, inspection, is_complete", () => {
+  test("completion comes from the type checker, filtered to the prefix, and sees earlier cells", async () => {
+    await value("const zebraCount = 1\nfunction zebraName() { return 'z' }");
+    const global = engine.complete("zebr", 4);
+    assert.deepEqual([...global.matches].sort(), ["zebraCount", "zebraName"]);
+    assert.deepEqual([global.cursor_start, global.cursor_end], [0, 4]);
+    const member = engine.complete("zebraName().toUpp", 17);
+    assert.deepEqual(member.matches, ["toUpperCase"]);
+    assert.equal(member.cursor_start, 12);
+    assert.ok(engine.complete("disp", 4).matches.includes("display"));
+  });
+
+  test("inspection shows the type and docs of the name at the cursor", () => {
+    const found = engine.inspect("zebraName()", 3, 0);
+    assert.equal(found.found, true);
+    assert.match(String(found.data["text/plain"]), /function zebraName\(\): string/);
+    assert.equal(engine.inspect("   ", 1, 0).found, false);
+  });
+
+  test("is_complete: complete, incomplete with an indent, invalid", () => {
+    assert.deepEqual(engine.isComplete("let a = 1"), { status: "complete" });
+    assert.deepEqual(engine.isComplete("function f() {"), { status: "incomplete", indent: "  " });
+    assert.equal(engine.isComplete("let s = `open").status, "incomplete");
+    assert.equal(engine.isComplete("let a = )").status, "invalid");
+  });
+});
