@@ -1,0 +1,136 @@
+// The embedded default in temporary NBJOB_HOMEs: two processes starting it at once end with one
+// server, the server outlives the processes, stops, starts again with its data intact, and
+// (as root) runs as the postgres user even when NBJOB_HOME sits in a private directory.
+import { after, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { chmodSync, existsSync, lstatSync, mkdtempSync, readFileSync, realpathSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { openStore, putBundle, createJob, transitionJob, stopEmbeddedServer, embeddedLayout } from "../store";
+
+const BIN = join(__dirname, "..", "..", "bin", "nbjob.js");
+const homes: string[] = [];
+const extraDirs: string[] = [];
+
+/** A temporary NBJOB_HOME the postgres user can reach (mkdtemp makes it private). */
+function tempHome(): string {
+  const home = mkdtempSync(join(tmpdir(), "nbjob-embedded-"));
+  chmodSync(home, 0o711);
+  homes.push(home);
+  return home;
+}
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function nbjob(args: string[], home: string): Promise<Run> {
+  const env: NodeJS.ProcessEnv = { ...process.env, NBJOB_HOME: home, NBJOB_DEBUG: "" };
+  delete env.NBJOB_DATABASE_URL;
+  return new Promise((resolve) => {
+    execFile(process.execPath, [BIN, ...args], { env, timeout: 120_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+/** Postmasters (not their child processes) serving this data directory. */
+function postmastersFor(home: string): number[] {
+  const dataDir = realpathSync(embeddedLayout(home).dataDir);
+  const pids: number[] = [];
+  for (const entry of require("node:fs").readdirSync("/proc") as string[]) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const argv = readFileSync(`/proc/${entry}/cmdline`, "utf8").split("\0");
+      if (argv[0].endsWith("/postgres") && argv.includes(dataDir)) pids.push(Number(entry));
+    } catch {
+      // process ended while we looked
+    }
+  }
+  return pids;
+}
+
+after(async () => {
+  for (const home of homes) {
+    await stopEmbeddedServer({ home }).catch(() => undefined);
+    rmSync(home, { recursive: true, force: true });
+  }
+  for (const dir of extraDirs) rmSync(dir, { recursive: true, force: true });
+});
+
+describe("the embedded PostgreSQL", () => {
+  test("two `nbjob db start` at once end with one server on one port", async () => {
+    const home = tempHome();
+    const [a, b] = await Promise.all([nbjob(["db", "start"], home), nbjob(["db", "start"], home)]);
+    assert.equal(a.code, 0, a.stderr);
+    assert.equal(b.code, 0, b.stderr);
+    const outputs = [a.stdout, b.stdout].sort();
+    assert.match(outputs[0], /^already running: embedded PostgreSQL at postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:(\d+)\/nbjob/);
+    assert.match(outputs[1], /^started embedded PostgreSQL at postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:(\d+)\/nbjob/);
+    const ports = outputs.map((o) => /127\.0\.0\.1:(\d+)/.exec(o)![1]);
+    assert.equal(ports[0], ports[1]);
+    const recorded = JSON.parse(readFileSync(join(home, "postgres", "server.json"), "utf8")) as { port: number };
+    assert.equal(String(recorded.port), ports[0], "the port is recorded under NBJOB_HOME");
+    assert.equal(postmastersFor(home).length, 1, "one server");
+    assert.ok(!existsSync(join(home, "postgres", "start.lock")), "the start lock is released");
+    assert.equal((readFileSync(join(home, "postgres", "password"), "utf8").trim().length > 20), true);
+    assert.doesNotMatch(a.stdout + b.stdout, new RegExp(readFileSync(join(home, "postgres", "password"), "utf8").trim()), "the password is never printed");
+  });
+
+  test("the first commands to need the database start it once, it outlives them, stops, and starts again with its data", async () => {
+    const home = tempHome();
+    // Two processes that merely need the database, at once, on a fresh NBJOB_HOME.
+    const [a, b] = await Promise.all([nbjob(["jobs"], home), nbjob(["jobs"], home)]);
+    assert.equal(a.code, 0, a.stderr);
+    assert.equal(b.code, 0, b.stderr);
+    assert.equal(a.stdout.trim(), "no jobs yet");
+    assert.equal(postmastersFor(home).length, 1, "one server, still running after both exited");
+
+    const store = openStore({ home });
+    try {
+      const hash = await putBundle(store, { source: "const answer = 42;\nanswer;\n", snippets: [{ kind: "variable", names: ["answer"], source: "const answer = 42;" }], params: {}, entries: ["answer"] });
+      const job = await createJob(store, { bundleHash: hash, name: "kept" });
+      await transitionJob(store, job.id, "running");
+      await transitionJob(store, job.id, "done", { result: 42, resultText: "42" });
+    } finally {
+      await store.close();
+    }
+
+    const stop = await nbjob(["db", "stop"], home);
+    assert.equal(stop.code, 0, stop.stderr);
+    assert.match(stop.stdout, /^stopped the embedded PostgreSQL/);
+    assert.deepEqual(postmastersFor(home), []);
+    const status = await nbjob(["db", "status"], home);
+    assert.match(status.stdout, /server:\s+stopped/);
+    const again = await nbjob(["db", "stop"], home);
+    assert.match(again.stdout, /was not running/);
+
+    // The next command that needs it starts it again; the job is still there.
+    const list = await nbjob(["jobs"], home);
+    assert.equal(list.code, 0, list.stderr);
+    assert.match(list.stdout, /^\d+\s+done\s+kept/m);
+    const show = await nbjob(["show", "1"], home);
+    assert.match(show.stdout, /result\n  42/);
+    const running = await nbjob(["db", "status"], home);
+    assert.match(running.stdout, /server:\s+running, pid \d+, postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:\d+\/nbjob/);
+    assert.match(running.stdout, /jobs:\s+1 \(1 done\)/);
+  });
+
+  test("as root, a NBJOB_HOME inside a private directory still works", { skip: process.getuid?.() !== 0 && "needs root" }, async () => {
+    const privateDir = mkdtempSync(join(tmpdir(), "nbjob-private-"));
+    homes.push(privateDir);
+    const home = join(privateDir, "home"); // privateDir is 0700: the postgres user cannot enter it
+    homes.push(home);
+    const start = await nbjob(["db", "start"], home);
+    assert.equal(start.code, 0, start.stderr);
+    const cluster = join(home, "postgres", "cluster");
+    assert.ok(lstatSync(cluster).isSymbolicLink(), "the cluster lives where the postgres user can reach it");
+    extraDirs.push(realpathSync(cluster));
+    assert.equal(postmastersFor(home).length, 1);
+    const stop = await nbjob(["db", "stop"], home);
+    assert.match(stop.stdout, /^stopped/);
+  });
+});
