@@ -44,6 +44,8 @@ class SocketThread {
   // kernel_info is held until the main thread is ready, so "kernel ready" means cells can run.
   private readonly heldKernelInfo: Array<[RequestChannel, JupyterMessage]> = [];
   private shuttingDown = false;
+  // From the status messages the main thread sends: whether it is handling a request right now.
+  private mainBusy = false;
 
   constructor(private readonly port: MessagePort, private readonly data: SocketThreadData) {}
 
@@ -72,6 +74,7 @@ class SocketThread {
         for (const [channel, msg] of this.heldKernelInfo.splice(0)) this.answerKernelInfo(channel, msg);
         break;
       case "send":
+        if (command.msg.header.msg_type === "status") this.mainBusy = (command.msg.content as { execution_state?: string }).execution_state === "busy";
         void sockets.send(command.channel, reviveMessage(command.msg));
         break;
       case "close":
@@ -118,6 +121,8 @@ class SocketThread {
   private beginShutdown(restart: boolean): void {
     this.shuttingDown = true;
     this.post({ kind: "shutdown", restart });
+    // A running cell would hold the shutdown back until it ends: stop it now (state is going anyway).
+    if (this.mainBusy) process.kill(process.pid, "SIGINT");
     const stuck = setTimeout(() => {
       // The main thread did not close us in time: it is blocked. Ask it to stop, then end the process.
       process.kill(process.pid, "SIGINT");

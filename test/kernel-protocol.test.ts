@@ -243,4 +243,21 @@ result["later"] = text_of(run("3"))
     }
     assert.equal(r.later, "3");
   });
+
+  test("shutdown while a cell spins ends the kernel promptly instead of waiting for the cell", async () => {
+    const r = await withJupyterClient(env, `
+kc.execute("while (true) {}")
+time.sleep(0.5)
+t = time.time()
+kc.control_channel.send(kc.session.msg("shutdown_request", {"restart": False}))
+result["reply"] = kc.get_control_msg(timeout=5)["content"]
+while km.is_alive() and time.time() - t < 10:
+    time.sleep(0.05)
+result["alive"] = km.is_alive()
+result["seconds"] = time.time() - t
+`);
+    assert.deepEqual(r.reply, { status: "ok", restart: false });
+    assert.equal(r.alive, false);
+    assert.ok((r.seconds as number) < 2, `the kernel took ${r.seconds} s to exit`);
+  });
 });
