@@ -29,6 +29,21 @@ const HOST_GLOBALS = [
 // One require for every job: the module cache is shared, so a package loads once per worker.
 const requireFromCwd = createRequire(join(process.cwd(), "[nbjob job]"));
 
+/** The context whose job runs now; the shared console writes to it. */
+let activeContext: JobContext | undefined;
+
+function streamTo(name: StreamName): Writable {
+  return new Writable({
+    write(chunk: Buffer | string, _encoding, done) {
+      activeContext?.write(name, typeof chunk === "string" ? chunk : chunk.toString("utf8"));
+      done();
+    },
+  });
+}
+
+// One console for all jobs (making one per job costs more than the job's context itself).
+const jobConsole = new Console({ stdout: streamTo("stdout"), stderr: streamTo("stderr"), colorMode: false });
+
 /**
  * A context made before its job is known (so a worker can have the next one ready while idle);
  * `begin` gives it the job's parameters and output hooks.
@@ -46,14 +61,7 @@ export class JobContext {
     const sandbox: Record<string, unknown> = {};
     const host = globalThis as unknown as Record<string, unknown>;
     for (const name of HOST_GLOBALS) if (host[name] !== undefined) sandbox[name] = host[name];
-    const streamTo = (name: StreamName) =>
-      new Writable({
-        write: (chunk: Buffer | string, _encoding, done) => {
-          this.write(name, typeof chunk === "string" ? chunk : chunk.toString("utf8"));
-          done();
-        },
-      });
-    sandbox.console = new Console({ stdout: streamTo("stdout"), stderr: streamTo("stderr"), colorMode: false });
+    sandbox.console = jobConsole;
     sandbox.process = process;
     sandbox.require = requireFromCwd;
     // CommonJS output of a bundle with imports writes `exports.__esModule`; give it somewhere to go.
@@ -68,6 +76,7 @@ export class JobContext {
   /** Makes the context the given job's: its parameters, its output and checkpoint hooks. */
   begin(params: ParamValues, hooks: JobHooks): void {
     this.hooks = hooks;
+    activeContext = this;
     this.sandbox.params = ParamLogger.forJob(params);
     this.sandbox.jobtracker = new WorkerJobTracker((name) => this.variableAccess(name), (index, values) => hooks.checkpoint(index, values));
   }
@@ -84,6 +93,7 @@ export class JobContext {
   /** Ends what the job left behind (timers, intervals), so nothing of it runs during the next job. */
   dispose(): void {
     this.disposed = true;
+    if (activeContext === this) activeContext = undefined;
     for (const t of this.timeouts) clearTimeout(t);
     for (const t of this.intervals) clearInterval(t);
     for (const i of this.immediates) clearImmediate(i);
