@@ -4,7 +4,7 @@ import { ts } from "ts-morph";
 import type { MagicContext } from "./types";
 import type { SnippetCollector } from "../runtime/snippets";
 import { SnippetCollector as Collector, recordSnippet } from "../runtime/snippets";
-import { parseSource, statementKind } from "../runtime/bundle-analysis";
+import { parseSource, statementKind, statementNames } from "../runtime/bundle-analysis";
 import { COLLECTOR_EXPRESSION, describeValue, lookUp, requireCollector } from "./collectors";
 import { usageError } from "./errors";
 import { blankRange } from "./text";
@@ -39,6 +39,7 @@ export function extractCollectorDecorators(code: string, ctx: MagicContext): Dec
 
   // Collectors made in this very cell do not exist yet; they are looked up after it ran.
   const madeHere = new Set<string>();
+  const declaredHere = new Set(sf.statements.flatMap((statement) => statementNames(statement)));
   for (const statement of sf.statements) {
     if (!ts.isVariableStatement(statement)) continue;
     for (const d of statement.declarationList.declarations) {
@@ -82,6 +83,9 @@ export function extractCollectorDecorators(code: string, ctx: MagicContext): Dec
       throw usageError(`${where}: expected the name of a SnippetCollector (like @sc), not an expression; TypeScript does not allow decorators on a ${statementKind(decorated)}`, pos.line);
     }
     // Not defined, or not a collector: say which.
+    if (lookup?.found === false && declaredHere.has(expression)) {
+      throw usageError(`${where}: "${expression}" is declared in this same cell, so it does not exist yet when the decorators are checked; create the collector in an earlier cell with const ${expression} = new SnippetCollector()`, pos.line);
+    }
     requireCollector(expression, ctx, where, pos.line);
     throw usageError(`${where}: "${expression}" is ${describeValue(lookup?.found ? lookup.value : undefined)}, not a SnippetCollector`, pos.line);
   };
