@@ -2,6 +2,7 @@
 // signatures, heartbeat and control while a cell runs, interrupt with state kept, bad input.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import { kernelTestEnv, withJupyterClient, type KernelTestEnv } from "./kernel-helpers";
 
 type Ran = { reply: Record<string, unknown>; outputs: Array<{ type: string; content: Record<string, unknown> }> };
@@ -259,5 +260,34 @@ result["seconds"] = time.time() - t
     assert.deepEqual(r.reply, { status: "ok", restart: false });
     assert.equal(r.alive, false);
     assert.ok((r.seconds as number) < 2, `the kernel took ${r.seconds} s to exit`);
+  });
+
+  test("a comm target registered by a cell gets comm_open and comm_msg, answers, and is listed by comm_info until closed", async () => {
+    const kernelIndex = JSON.stringify(join(__dirname, "..", "kernel", "index"));
+    const r = await withJupyterClient(env, `
+setup = run('''import { registerCommTarget } from ${kernelIndex};
+registerCommTarget("echo", (comm, open) => {
+  comm.send({ opened: open.data });
+  comm.onMsg((data) => comm.send({ echo: data }));
+});''')
+result["setup"] = setup["reply"]
+open_msg = kc.session.msg("comm_open", {"comm_id": "echo-1", "target_name": "echo", "data": {"x": 1}})
+kc.shell_channel.send(open_msg)
+result["opened"] = iopub_until_idle(open_msg["header"]["msg_id"])
+result["info_open"] = kc.comm_info(target_name="echo", reply=True, timeout=10)["content"]
+msg = kc.session.msg("comm_msg", {"comm_id": "echo-1", "data": {"hello": "there"}})
+kc.shell_channel.send(msg)
+result["echoed"] = iopub_until_idle(msg["header"]["msg_id"])
+close = kc.session.msg("comm_close", {"comm_id": "echo-1", "data": {}})
+kc.shell_channel.send(close)
+iopub_until_idle(close["header"]["msg_id"])
+result["info_closed"] = kc.comm_info(reply=True, timeout=10)["content"]
+`);
+    assert.equal((r.setup as Record<string, string>).status, "ok", JSON.stringify(r.setup));
+    const commMsgs = (key: string) => (r[key] as Ran["outputs"]).filter((m) => m.type === "comm_msg").map((m) => m.content);
+    assert.deepEqual(commMsgs("opened"), [{ comm_id: "echo-1", data: { opened: { x: 1 } } }]);
+    assert.deepEqual(r.info_open, { status: "ok", comms: { "echo-1": { target_name: "echo" } } });
+    assert.deepEqual(commMsgs("echoed"), [{ comm_id: "echo-1", data: { echo: { hello: "there" } } }]);
+    assert.deepEqual(r.info_closed, { status: "ok", comms: {} });
   });
 });
