@@ -8,11 +8,14 @@ import { usageError } from "./errors";
 import { deleteRanges, extractCollectorDecorators } from "./decorators";
 import { tidySource } from "../runtime/bundle-analysis";
 import "./snip";
+import "./nbjob";
 
 export type { MagicContext, PreparedCell } from "./types";
 export { CellError } from "./types";
 export type { CellMagicHandler, CellMagicInvocation, LineMagicHandler, MagicEffect, MagicInvocation } from "./registry";
 export { registerCellMagic, registerLineMagic } from "./registry";
+export { registerNbjobCommand } from "./nbjob";
+export type { NbjobCommand } from "./nbjob";
 
 const CELL_MAGIC_LINE = /^([ \t]*)%%([A-Za-z_][\w-]*)?(.*)$/;
 const LINE_MAGIC_LINE = /^([ \t]*)%([A-Za-z_][\w-]*)(.*)$/;

@@ -16,7 +16,9 @@ class MapEngine implements ExecutionEngine {
   inspect() { return { found: false, data: {} }; }
   isComplete() { return { status: "complete" as const }; }
   interrupt(): void {}
-  declarations(): ReadonlyMap<string, DeclarationRecord> { return new Map(); }
+  declarations(): ReadonlyMap<string, DeclarationRecord> {
+    return new Map([...this.globals.keys()].map((name) => [name, { name, kind: "variable", source: `const ${name} = ...;` }]));
+  }
   evaluate(expression: string): unknown {
     const [head, ...rest] = expression.split(".");
     if (!this.globals.has(head)) throw new ReferenceError(`${head} is not defined`);
@@ -24,7 +26,14 @@ class MapEngine implements ExecutionEngine {
   }
 }
 
-const noSink = { stream() {}, display() {}, clearOutput() {}, input: () => Promise.resolve(""), payload() {} };
+const displayed: string[] = [];
+const noSink = {
+  stream() {},
+  display(data: Record<string, unknown>) { displayed.push(String(data["text/plain"])); },
+  clearOutput() {},
+  input: () => Promise.resolve(""),
+  payload() {},
+};
 
 function setUp() {
   const engine = new MapEngine();
@@ -199,6 +208,20 @@ describe("%%snip", () => {
     await cellError(prepareCell("%%snip notCollector\nconst a = 1;", ctx()), /"notCollector" is an object, not a SnippetCollector/);
     await cellError(prepareCell("%%snip sc other\nconst a = 1;", ctx()), /takes one collector name/);
     assert.equal(sc.snippets.length, 0);
+  });
+});
+
+describe("%nbjob", () => {
+  test("%nbjob snippets lists the notebook's collectors; an unknown subcommand is refused", async () => {
+    const { engine, run, ctx } = setUp();
+    engine.globals.set("geo", new SnippetCollector("geometry"));
+    engine.globals.set("other", 42);
+    await run("@sc const k = 1;");
+    displayed.length = 0;
+    assert.equal(await run("%nbjob snippets\nconst after = 1;"), "               \nconst after = 1;");
+    assert.equal(displayed.length, 1);
+    assert.match(displayed[0], /^geo: SnippetCollector "geometry" \(empty\)\nsc: SnippetCollector \(1 snippet\)\n  variable\s+k$/);
+    await cellError(prepareCell("%nbjob frobnicate", ctx()), /%nbjob has no subcommand "frobnicate" \(line 1\); known: snippets/);
   });
 });
 
