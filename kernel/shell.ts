@@ -145,6 +145,8 @@ export class ShellHandler {
     }, { quiet: silent, allowStdin });
 
     const outcome = await this.runCell({ code, cellId, allowStdin, sink, executionCount: count });
+    // An interrupted input() leaves its request behind; a late input_reply must not answer a later cell.
+    this.pendingInputs = this.pendingInputs.filter((p) => p.requestId !== msg.header.msg_id);
     if (outcome.status === "ok") {
       if (outcome.result && !silent) this.publish(msg, "execute_result", { execution_count: count, data: outcome.result, metadata: {} });
       if (storeHistory) this.options.history.record(count, code, plainText(outcome.result));
