@@ -50,6 +50,11 @@ export class CellChecker {
   private readonly preludeImports = new Map<string, PreludeImport>();
   private readonly options: ts.CompilerOptions;
   private projectVersion = 0;
+  // Module resolution probes the file system for every file of every new program (package.json
+  // scopes, extensions); the answers are kept until a cell imports something not seen before.
+  private readonly fsProbes = new Map<string, unknown>();
+  private readonly seenSpecifiers = new Set<string>();
+  private resolutionCache: ts.ModuleResolutionCache | undefined;
   private service: ts.LanguageService | undefined;
 
   constructor(private readonly cwd: string, private readonly globalsText: () => string) {
@@ -80,6 +85,7 @@ export class CellChecker {
   }
 
   check(code: string, analysis: CellAnalysis | undefined): CheckResult {
+    this.forgetProbesForNewImports(code, analysis);
     const text = code + this.exportSuffix(code, analysis);
     this.setCell(text);
     const service = this.languageService();
@@ -162,6 +168,33 @@ export class CellChecker {
     const tags = (info.tags ?? []).map((tag) => `@${tag.name}${tag.text ? ` ${ts.displayPartsToString(tag.text)}` : ""}`);
     const documentation = [ts.displayPartsToString(info.documentation), ...tags].filter((part) => part !== "").join("\n");
     return { signature, documentation };
+  }
+
+  private moduleResolutionCache(): ts.ModuleResolutionCache {
+    return (this.resolutionCache ??= ts.createModuleResolutionCache(this.cwd, (name) => name, this.options));
+  }
+
+  private fsProbe<T>(key: string, probe: () => T): T {
+    if (this.fsProbes.has(key)) return this.fsProbes.get(key) as T;
+    const answer = probe();
+    this.fsProbes.set(key, answer);
+    return answer;
+  }
+
+  /** A new import may name a package installed since the answers were kept, or a new local file. */
+  private forgetProbesForNewImports(code: string, analysis: CellAnalysis | undefined): void {
+    const specifiers = analysis ? analysis.imports.map((cellImport) => cellImport.specifier) : [];
+    for (const match of code.matchAll(/\brequire\(\s*["']([^"']+)["']/g)) specifiers.push(match[1]!);
+    let fresh = false;
+    for (const specifier of specifiers) {
+      if (this.seenSpecifiers.has(specifier)) continue;
+      this.seenSpecifiers.add(specifier);
+      fresh = true;
+    }
+    if (fresh) {
+      this.fsProbes.clear();
+      this.resolutionCache?.clear();
+    }
   }
 
   /** `export { ... }` after the cell: the cell is a module, and its names reach its declaration emit. */
@@ -281,14 +314,27 @@ export class CellChecker {
         return (entry.snapshot ??= ts.ScriptSnapshot.fromString(entry.text));
       },
       getCurrentDirectory: () => this.cwd,
+      // Resolving with one cache shared by every program the service builds (the default is a
+      // new cache per program) saves re-reading package.json scopes for each cell.
+      resolveModuleNameLiterals: (literals, containingFile, redirectedReference, options, containingSourceFile) => {
+        const cache = this.moduleResolutionCache();
+        return literals.map((literal) => ts.resolveModuleName(
+          literal.text, containingFile, options, host, cache, redirectedReference,
+          ts.getModeForUsageLocation(containingSourceFile, literal, options),
+        ));
+      },
       getDefaultLibFileName: (options) => `${LIB_FOLDER}/${ts.getDefaultLibFileName(options)}`,
-      fileExists: (fileName) => virtual.has(fileName) || libFileText(fileName) !== undefined || (!fileName.startsWith(LIB_FOLDER) && ts.sys.fileExists(fileName)),
+      fileExists: (fileName) => virtual.has(fileName) || libFileText(fileName) !== undefined
+        || (!fileName.startsWith(LIB_FOLDER) && this.fsProbe(`f:${fileName}`, () => ts.sys.fileExists(fileName))),
       readFile: (fileName) => readText(fileName),
-      directoryExists: (dir) => dir === LIB_FOLDER || LIB_FOLDER.startsWith(`${dir}/`) || ts.sys.directoryExists(dir),
+      directoryExists: (dir) => dir === LIB_FOLDER || LIB_FOLDER.startsWith(`${dir}/`)
+        || this.fsProbe(`d:${dir}`, () => ts.sys.directoryExists(dir)),
       getDirectories: (dir) => ts.sys.getDirectories(dir),
-      realpath: ts.sys.realpath,
+      realpath: (path) => this.fsProbe(`r:${path}`, () => ts.sys.realpath?.(path) ?? path),
       useCaseSensitiveFileNames: () => true,
     };
+    // Also used by createProgram for package.json scopes of every file (internal, not in the types).
+    Object.assign(host, { getModuleResolutionCache: () => this.moduleResolutionCache() });
     this.service = ts.createLanguageService(host, ts.createDocumentRegistry());
     return this.service;
   }
