@@ -53,28 +53,33 @@ export async function putSnippets(db: Db, snippets: SnippetInput[]): Promise<str
 }
 
 /**
- * Stores a bundle and its snippets (each only if new) in one transaction; returns its hash.
+ * Stores a bundle and its snippets (each only if new) in one statement; returns its hash.
  * Storing the same bundle again changes nothing.
  */
 export async function putBundle(db: Db, bundle: BundleInput): Promise<string> {
   const hash = sha256(bundle.source);
-  return db.transaction(async (tx) => {
-    const snippetHashes = await putSnippets(tx, bundle.snippets);
-    const inserted = await tx.query(
-      `INSERT INTO nbjob.bundles (hash, source, params, entries) VALUES ($1, $2, $3, $4)
-       ON CONFLICT (hash) DO NOTHING RETURNING hash`,
-      [hash, bundle.source, JSON.stringify(bundle.params ?? {}), bundle.entries],
-    );
-    if (inserted.rowCount === 1 && snippetHashes.length > 0) {
-      await tx.query(
-        `INSERT INTO nbjob.bundle_snippets (bundle_hash, position, snippet_hash, collector)
-         SELECT $1, s.position - 1, s.snippet_hash, s.collector
-           FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS s(snippet_hash, collector, position)`,
-        [hash, snippetHashes, bundle.snippets.map((s) => s.collector ?? null)],
-      );
-    }
-    return hash;
-  });
+  const snippetHashes = bundle.snippets.map((snippet) => snippetHash(snippet.source));
+  // One statement (so one round trip and atomic without a transaction): new snippets, the
+  // bundle if new, and its snippet list only when the bundle row was inserted by us.
+  await db.query(
+    `WITH new_snippets AS (
+       INSERT INTO nbjob.snippets (hash, kind, names, source)
+       SELECT s.hash, s.kind, ARRAY(SELECT jsonb_array_elements_text(s.names)), s.source
+         FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[]) AS s(hash, kind, names, source)
+       ON CONFLICT (hash) DO NOTHING
+     ), new_bundle AS (
+       INSERT INTO nbjob.bundles (hash, source, params, entries) VALUES ($5, $6, $7, $8)
+       ON CONFLICT (hash) DO NOTHING RETURNING hash
+     )
+     INSERT INTO nbjob.bundle_snippets (bundle_hash, position, snippet_hash, collector)
+     SELECT b.hash, u.position - 1, u.snippet_hash, u.collector
+       FROM new_bundle b, unnest($1::text[], $9::text[]) WITH ORDINALITY AS u(snippet_hash, collector, position)`,
+    [
+      snippetHashes, bundle.snippets.map((s) => s.kind), bundle.snippets.map((s) => JSON.stringify(s.names)), bundle.snippets.map((s) => s.source),
+      hash, bundle.source, JSON.stringify(bundle.params ?? {}), bundle.entries, bundle.snippets.map((s) => s.collector ?? null),
+    ],
+  );
+  return hash;
 }
 
 export async function getSnippet(db: Db, hash: string): Promise<DbSnippet | undefined> {

@@ -66,6 +66,13 @@ const storeTypes: CustomTypesConfig = {
   }) as CustomTypesConfig["getTypeParser"],
 };
 
+/** Errors after which a client must not go back to the pool. */
+function isConnectionFailure(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  if (code === "ECONNRESET" || code === "EPIPE" || code === "ETIMEDOUT" || code === "57P01" || code === "57P02") return true;
+  return /Connection terminated|connection error|not queryable/i.test((err as Error | null)?.message ?? "");
+}
+
 /** A transaction's view of the store: one client, nested transactions become savepoints. */
 class TransactionDb implements Db {
   private savepoints = 0;
@@ -128,6 +135,43 @@ export class Store implements Db {
   }
 
   async withClient<T>(cb: (client: PoolClient) => Promise<T>): Promise<T> {
+    return this.borrow(async (client, markBroken) => {
+      try {
+        return await cb(client);
+      } catch (err) {
+        if (isConnectionFailure(err)) markBroken(err as Error);
+        throw err;
+      }
+    });
+  }
+
+  async transaction<T>(cb: (tx: Db) => Promise<T>): Promise<T> {
+    return this.borrow(async (client, markBroken) => {
+      const where = this.location!.url;
+      try {
+        await client.query("BEGIN");
+      } catch (err) {
+        markBroken(err as Error);
+        throw err;
+      }
+      try {
+        const result = await cb(new TransactionDb(client, where));
+        await client.query("COMMIT");
+        return result;
+      } catch (err) {
+        try {
+          await client.query("ROLLBACK");
+        } catch (rollbackError) {
+          // The connection is gone (the server rolls back on its own): do not pool this client.
+          markBroken(rollbackError as Error);
+        }
+        throw err;
+      }
+    });
+  }
+
+  /** Checks a client out for `use` and always gives it back (destroyed if it broke). */
+  private async borrow<T>(use: (client: PoolClient, markBroken: (err: Error) => void) => Promise<T>): Promise<T> {
     const pool = await this.getPool();
     const where = this.location!.url;
     let client: PoolClient;
@@ -138,33 +182,12 @@ export class Store implements Db {
     }
     let broken: Error | undefined;
     try {
-      return await cb(client);
+      return await use(client, (err) => (broken ??= err));
     } catch (err) {
-      // A connection-level failure means the client is unusable: destroy it instead of pooling it.
-      if (!(err as { code?: unknown }).code || (err as Error).message?.includes("Connection terminated")) broken = err as Error;
       throw explainDatabaseError(err, where);
     } finally {
       client.release(broken);
     }
-  }
-
-  async transaction<T>(cb: (tx: Db) => Promise<T>): Promise<T> {
-    const where = (await this.where()).url;
-    return this.withClient(async (client) => {
-      await client.query("BEGIN");
-      try {
-        const result = await cb(new TransactionDb(client, where));
-        await client.query("COMMIT");
-        return result;
-      } catch (err) {
-        try {
-          await client.query("ROLLBACK");
-        } catch {
-          // The connection is gone; withClient destroys it, the server rolls back on its own.
-        }
-        throw err;
-      }
-    });
   }
 
   /** Closes the pool; later queries fail. Does not stop the embedded server (it is shared). */
