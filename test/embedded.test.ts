@@ -3,7 +3,7 @@
 // (as root) runs as the postgres user even when NBJOB_HOME sits in a private directory.
 import { after, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import { chmodSync, existsSync, lstatSync, mkdtempSync, readFileSync, realpathSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -117,6 +117,27 @@ describe("the embedded PostgreSQL", () => {
     const running = await nbjob(["db", "status"], home);
     assert.match(running.stdout, /server:\s+running, pid \d+, postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:\d+\/nbjob/);
     assert.match(running.stdout, /jobs:\s+1 \(1 done\)/);
+  });
+
+  test("a NBJOB_HOME on a full disk is one clear line and leaves no half-made server", { skip: process.getuid?.() !== 0 && "needs root to mount a small disk" }, async (t) => {
+    const home = mkdtempSync(join(tmpdir(), "nbjob-fulldisk-"));
+    try {
+      execFileSync("mount", ["-t", "tmpfs", "-o", "size=2m,mode=0711", "tmpfs", home], { stdio: "ignore" });
+    } catch {
+      rmSync(home, { recursive: true, force: true });
+      return t.skip("mount is not allowed here");
+    }
+    try {
+      const run = await nbjob(["db", "start"], home);
+      assert.notEqual(run.code, 0);
+      assert.equal(run.stderr.trim().split("\n").length, 1, run.stderr);
+      assert.match(run.stderr, /^nbjob: could not initialise the embedded PostgreSQL in .*the disk holding .* is full: free space or set NBJOB_HOME to another disk/);
+      assert.ok(!existsSync(join(home, "postgres", "cluster", "data")), "no half-initialised data directory");
+      assert.ok(!existsSync(join(home, "postgres", "start.lock")));
+    } finally {
+      execFileSync("umount", [home]);
+      rmSync(home, { recursive: true, force: true });
+    }
   });
 
   test("as root, a NBJOB_HOME inside a private directory still works", { skip: process.getuid?.() !== 0 && "needs root" }, async () => {

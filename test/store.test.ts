@@ -283,6 +283,14 @@ describe("the store", () => {
     assert.equal(rows.length, 0);
   });
 
+  test("a dropped connection is replaced: the next query works", async () => {
+    const { rows } = await store.query<{ pid: number }>("SELECT pg_backend_pid() AS pid");
+    await admin((c) => c.query("SELECT pg_terminate_backend($1)", [rows[0].pid]));
+    await new Promise((r) => setTimeout(r, 200));
+    const again = await store.query<{ pid: number }>("SELECT pg_backend_pid() AS pid");
+    assert.notEqual(again.rows[0].pid, rows[0].pid);
+  });
+
   test("a job needs a stored bundle", async () => {
     await assert.rejects(createJob(store, { bundleHash: "0".repeat(64) }), /store the bundle first/);
   });
