@@ -25,7 +25,7 @@ export { createAnalysis, putAnalysisRow, getAnalysisRows, missingAnalysisCheckpo
 export type { AnalysisFunctionInput, AnalysisRowInput } from "./analyses";
 export { heartbeatWorker, listWorkers, removeWorker } from "./workers";
 export type { WorkerHeartbeat } from "./workers";
-export { bundleDeclarations, compareDeclarations, jobLog, declarationHistory, jobCodeText, diffJobs } from "./versions";
+export { bundleDeclarations, compareDeclarations, jobLog, declarationHistory, jobCodeText, diffJobs, declarationInJob } from "./versions";
 export type { DeclarationChange, JobLogEntry, DeclarationVersion } from "./versions";
 export { ensureEmbeddedServer, embeddedServerStatus, stopEmbeddedServer, embeddedLayout, postgresBinDir } from "./embedded";
 export type { EmbeddedLayout, EmbeddedStatus } from "./embedded";

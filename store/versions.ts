@@ -151,3 +151,15 @@ export async function diffJobs(db: Db, jobA: number, jobB: number): Promise<stri
   const label = (job: DbJob) => `job ${job.id}${job.name ? ` (${job.name})` : ""}`;
   return createTwoFilesPatch(label(a), label(b), textA, textB, `bundle ${a.bundle_hash.slice(0, 12)}`, `bundle ${b.bundle_hash.slice(0, 12)}`);
 }
+
+/** The snippet that declares `name` in a job's bundle (the last one, as in the program), for `%nbjob restore JOB NAME`. */
+export async function declarationInJob(db: Db, jobId: number, name: string): Promise<DbSnippet | undefined> {
+  const job = await requireJob(db, jobId);
+  const { rows } = await db.query<DbSnippet>(
+    `SELECT s.* FROM nbjob.bundle_snippets bs JOIN nbjob.snippets s ON s.hash = bs.snippet_hash
+      WHERE bs.bundle_hash = $1 AND s.names @> ARRAY[$2::text]
+      ORDER BY bs.position DESC LIMIT 1`,
+    [job.bundle_hash, name],
+  );
+  return rows[0];
+}

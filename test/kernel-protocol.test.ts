@@ -290,4 +290,26 @@ result["info_closed"] = kc.comm_info(reply=True, timeout=10)["content"]
     assert.deepEqual(commMsgs("echoed"), [{ comm_id: "echo-1", data: { echo: { hello: "there" } } }]);
     assert.deepEqual(r.info_closed, { status: "ok", comms: {} });
   });
+
+  test("with an empty key in the connection file signing is off, and unsigned messages are served", async () => {
+    const r = await withJupyterClient(env, `
+from jupyter_client import KernelManager
+km2 = KernelManager(kernel_name="nbjob")
+km2.session.key = b""
+km2.start_kernel()
+print("KERNEL_PID %d" % km2.provisioner.pid, flush=True)
+try:
+    kc2 = km2.client()
+    kc2.start_channels()
+    kc2.wait_for_ready(timeout=60)
+    with open(km2.connection_file) as f:
+        result["key"] = json.load(f)["key"]
+    result["value"] = text_of(run("6 * 7", client=kc2))
+    kc2.stop_channels()
+finally:
+    km2.shutdown_kernel(now=False)
+`);
+    assert.equal(r.key, "");
+    assert.equal(r.value, "42");
+  });
 });
