@@ -4,9 +4,9 @@ import { ts } from "ts-morph";
 import type { MagicContext } from "./types";
 import type { SnippetCollector } from "../runtime/snippets";
 import { SnippetCollector as Collector, recordSnippet } from "../runtime/snippets";
-import { parseSource, statementKind, statementNames } from "../runtime/bundle-analysis";
+import { parseSource, statementKind, statementNames, syntaxErrors } from "../runtime/bundle-analysis";
 import { COLLECTOR_EXPRESSION, describeValue, lookUp, requireCollector } from "./collectors";
-import { usageError } from "./errors";
+import { syntaxError, usageError } from "./errors";
 import { blankRange } from "./text";
 
 export interface DecoratorExtraction {
@@ -91,6 +91,8 @@ export function extractCollectorDecorators(code: string, ctx: MagicContext): Dec
   };
   visit(sf);
   if (claimed.length === 0) return none;
+  const syntax = syntaxErrors(sf);
+  if (syntax.length > 0) throw syntaxError(syntax[0]);
 
   let blanked = code;
   const removals: [number, number][] = [];

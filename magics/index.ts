@@ -1,6 +1,5 @@
 // The magics layer's front door: turns a user's cell into the TypeScript the engine runs.
 import type { MagicContext, PreparedCell } from "./types";
-import { CellError } from "./types";
 import type { MagicEffect } from "./registry";
 import { cellMagic, cellMagicNames, lineMagic, lineMagicNames } from "./registry";
 import { blankRange, lineStarts, linesStartingInCode } from "./text";

@@ -69,6 +69,7 @@ result["afterRerun"] = run("sc2.snippets.map((s) => s.source)")
 result["inBlock"] = run("if (true) {\\n  @sc function inner() {}\\n}")
 result["onExpression"] = run("@sc\\nconsole.log(1);")
 result["sameCell"] = run("const five = 5;\\n@five function f() {}")
+run("const five = 5;")
 result["notCollector"] = run("@five function f() {}")
 result["snipUnknown"] = run("%%snip nosuch\\nconst z = 1;")
 result["snipNoName"] = run("%%snip\\nconst z = 1;")
@@ -94,9 +95,11 @@ result["source"] = run("sc.source")
     assert.match(errorOf(r.notCollector).evalue, /"five" is a number, not a SnippetCollector/);
     assert.match(errorOf(r.snipUnknown).evalue, /%%snip on line 1: "nosuch" is not defined/);
     assert.match(errorOf(r.snipNoName).evalue, /%%snip needs the name of a SnippetCollector/);
-    // Type and syntax errors come from the engine, placed in the cell's own lines.
+    // Type errors come from the engine, syntax errors in marked code from the magics; both at the cell's own line:col.
     assert.match(errorOf(r.typeError).evalue, /^2:7 .*'Point' is not assignable to type 'number'/);
-    assert.match(errorOf(r.syntaxError).evalue, /^2:\d+ /);
+    const syntax = errorOf(r.syntaxError);
+    assert.equal(syntax.ename, "SyntaxError");
+    assert.match(syntax.evalue, /^2:\d+ /);
     const badParam = errorOf(r.badParam);
     assert.equal(badParam.ename, "TypeError");
     assert.match(badParam.evalue, /^params\.lr was set to a function; parameters must be JSON data/);

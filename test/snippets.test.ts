@@ -159,6 +159,7 @@ describe("@sc", () => {
       ["@nope function f() {}", [/"nope" is not defined/, /new SnippetCollector\(\)/]],
       ["@five function f() {}", [/"five" is a number, not a SnippetCollector/]],
       ["@five class C {}", [/"five" is a number, not a SnippetCollector/]],
+      ["const ok = 1;\n@sc\nfunction oops( {", [/^3:17 /]],
     ];
     for (const [code, patterns] of cases) await cellError(prepareCell(code, ctx()), ...patterns);
     assert.deepEqual(sc.snippets.map((s) => s.names), [["kept"]]);
@@ -207,6 +208,8 @@ describe("%%snip", () => {
     await cellError(prepareCell("%%snip missing\nconst a = 1;", ctx()), /"missing" is not defined/);
     await cellError(prepareCell("%%snip notCollector\nconst a = 1;", ctx()), /"notCollector" is an object, not a SnippetCollector/);
     await cellError(prepareCell("%%snip sc other\nconst a = 1;", ctx()), /takes one collector name/);
+    const syntax = await cellError(prepareCell("%%snip sc\nconst a = ;", ctx()), /^2:11 Expression expected/);
+    assert.equal(syntax.ename, "SyntaxError");
     assert.equal(sc.snippets.length, 0);
   });
 });
