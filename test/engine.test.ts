@@ -193,6 +193,14 @@ describe("running", () => {
     assert.match(error.traceback.join("\n"), /at cell \d+:3:/);
   });
 
+  test("a cell may not replace Node's globals that the kernel shares", async () => {
+    const error = await failure("const ok2 = 1\nlet process = { exit() {} }");
+    assert.equal(error.ename, "CompileError");
+    assert.match(error.evalue, /^2:5 'process' is a global of Node\.js/);
+    assert.equal(typeof process.exit, "function");
+    assert.equal(await value('import crypto from "node:crypto"\ntypeof crypto.randomUUID'), "'function'");
+  });
+
   test("evaluate() sees the notebook's globals", async () => {
     await value("const collector = { kind: 'sc' }");
     assert.deepEqual(engine.evaluate("collector"), { kind: "sc" });
@@ -213,8 +221,18 @@ describe("imports resolved from the notebook's folder", () => {
 
   test("a local .ts file, reloaded when it changes", async () => {
     assert.equal(await value('import { norm, type Point } from "./helpers"\nconst p: Point = { x: 3, y: 4 }\nnorm(p)'), "5");
-    writeFileSync(join(notebookDir, "helpers.ts"), "export interface Point { x: number; y: number }\nexport function norm(p: Point): number { return Math.abs(p.x) + Math.abs(p.y) }\n");
-    assert.equal(await value('import { norm } from "./helpers"\nnorm({ x: 3, y: 4 })'), "7");
+    writeFileSync(join(notebookDir, "helpers.ts"), [
+      "export interface Point { x: number; y: number }",
+      "export function norm(p: Point): number { return Math.abs(p.x) + Math.abs(p.y) }",
+      "",
+      "type Unused = string;",
+      "export function fail(): never {",
+      "  throw new Error('from helpers');",
+      "}",
+    ].join("\n"));
+    assert.equal(await value('import { norm, fail } from "./helpers"\nnorm({ x: 3, y: 4 })'), "7");
+    const error = await failure("fail()");
+    assert.match(error.traceback.join("\n"), /at fail \(helpers\.ts:6:9\)/);
   });
 
   test("node: builtins with Node's types although the folder has no @types/node", async () => {
@@ -269,6 +287,9 @@ describe("notebook runtime", () => {
     const text = (page.item.data as MimeBundle)["text/plain"];
     assert.match(String(text), /const widgetCount: 3/);
     assert.match(String(text), /How many widgets there are\./);
+    const call = await run("Math.max(1, 2)?");
+    const [callPage] = call.sink.outputs;
+    assert.ok(callPage?.kind === "payload" && /Math\.max\(/.test(String((callPage.item.data as MimeBundle)["text/plain"])), JSON.stringify(callPage));
   });
 });
 

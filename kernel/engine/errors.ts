@@ -34,7 +34,7 @@ function caret(sourceLine: string | undefined, line: number, column: number): st
 
 export function compileErrorOutcome(code: string, diagnostics: readonly CellDiagnostic[]): ErrorOutcome {
   const lines = code.split("\n");
-  const describe = (d: CellDiagnostic) => `${d.line}:${d.column} ${d.message} (TS${d.code})`;
+  const describe = (d: CellDiagnostic) => `${d.line}:${d.column} ${d.message}${d.code > 0 ? ` (TS${d.code})` : ""}`;
   const first = diagnostics[0]!;
   const ename = first.syntactic ? "SyntaxError" : "CompileError";
   const traceback: string[] = [];

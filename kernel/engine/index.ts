@@ -39,6 +39,12 @@ interface RanCell {
   lines: string[];
 }
 
+// Names the global object has before any cell runs (Node's and JavaScript's own globals),
+// less a few that notebooks commonly use as their own names and the kernel does not rely on
+// as globals (`import crypto from "node:crypto"`).
+const FREE_TO_REDECLARE = new Set(["crypto", "performance", "navigator", "atob", "btoa", "Event", "CustomEvent", "Blob", "File"]);
+const NODE_GLOBALS = new Set(Object.getOwnPropertyNames(globalThis).filter((name) => !FREE_TO_REDECLARE.has(name)));
+
 // Frames from the engine, the kernel and the runtime library (all under dist/) are hidden.
 const KERNEL_ROOT = resolve(__dirname, "..", "..");
 
@@ -90,12 +96,13 @@ export class Engine implements ExecutionEngine {
   }
 
   async execute(request: CellRequest): Promise<CellOutcome> {
-    const label = `cell ${request.executionCount ?? ++this.cellCount}`;
+    const run = ++this.cellCount;
+    const label = `cell ${request.executionCount ?? run}`;
     setCellSink(request.sink);
     this.capture.sink = request.sink;
     this.capture.running = true;
     try {
-      return await this.executeCell(request, label);
+      return await this.executeCell(request, label, run);
     } catch (error) {
       return runtimeErrorOutcome(error, () => undefined, KERNEL_ROOT);
     } finally {
@@ -134,7 +141,7 @@ export class Engine implements ExecutionEngine {
     return vm.runInThisContext(expression, { filename: "nbjob-evaluate" });
   }
 
-  private async executeCell(request: CellRequest, label: string): Promise<CellOutcome> {
+  private async executeCell(request: CellRequest, label: string, run: number): Promise<CellOutcome> {
     this.installGlobals();
     const { code, pages } = extractPagerLines(request.code);
     for (const page of pages) this.openPager(page, request.sink);
@@ -145,13 +152,17 @@ export class Engine implements ExecutionEngine {
     if (check.diagnostics.length > 0) return compileErrorOutcome(code, check.diagnostics);
     const declarations = check.declarations();
     const compiled = compileCell(analysis);
-    const filename = join(this.cwd, `__nbjob_${label.replace(" ", "_")}__.js`);
+    const reserved = this.reservedDeclaration(analysis);
+    if (reserved) return reserved;
+    // Unique per run (silent requests share an execution count), so frames stay mappable.
+    const filename = join(this.cwd, `__nbjob_cell_${run}__.js`);
     this.ranCells.set(filename, { label, compiled, lines: code.split("\n") });
 
     let value: unknown;
     try {
       const imports = await this.loadImports(analysis);
       Object.defineProperty(globalThis, IMPORTS_GLOBAL, { value: imports, configurable: true, writable: true, enumerable: false });
+      makeAssignable(analysis);
       value = await this.run(compiled, filename);
     } catch (error) {
       this.remember(analysis, declarations);
@@ -208,9 +219,29 @@ export class Engine implements ExecutionEngine {
     }
   }
 
+  /**
+   * Node's own globals (process, console, setTimeout, ...) are shared with the kernel, so a
+   * cell may not declare them at its top level: it would replace them for the kernel too.
+   */
+  private reservedDeclaration(analysis: CellAnalysis): CellOutcome | undefined {
+    const clash = analysis.names.find((declared) => declared.hasValue && NODE_GLOBALS.has(declared.name));
+    if (!clash) return undefined;
+    const statement = clash.statement;
+    const text = statement.getText(analysis.sourceFile);
+    const at = statement.getStart(analysis.sourceFile) + Math.max(0, text.search(new RegExp(`\\b${clash.name.replace(/\$/g, "\\$")}\\b`)));
+    const position = analysis.sourceFile.getLineAndCharacterOfPosition(at);
+    return compileErrorOutcome(analysis.code, [{
+      line: position.line + 1,
+      column: position.character + 1,
+      code: 0,
+      message: `'${clash.name}' is a global of Node.js that the kernel shares with the notebook; declaring it at the top level of a cell would replace it for the kernel too. Choose another name, or declare it inside a block or function.`,
+      syntactic: false,
+    }]);
+  }
+
   private mapFrame(file: string, line: number, column: number): CellFrame | undefined {
     const cell = this.ranCells.get(file);
-    if (!cell) return undefined;
+    if (!cell) return this.loader.mapFrame(file, line, column);
     const { compiled } = cell;
     const generated = { line: line - 1 - compiled.lineOffset, column: column - 1 };
     const inEdited = compiled.map.originalPosition(generated);
@@ -247,6 +278,20 @@ export class Engine implements ExecutionEngine {
     const imports = modules.map((path, index) => `import * as __nbjob_runtime${index} from ${JSON.stringify(path)};`);
     const aliases = globals.map((global) => `  export import ${global.name} = __nbjob_runtime${modules.indexOf(global.typesFrom)}.${global.name};`);
     return `${imports.join("\n")}\ndeclare global {\n${aliases.join("\n")}\n}\nexport {};\n`;
+  }
+}
+
+/**
+ * Some globals are accessors or read-only (e.g. `crypto`); a cell's declaration of that name
+ * becomes a plain variable, as it would be in a module of its own.
+ */
+function makeAssignable(analysis: CellAnalysis): void {
+  for (const declared of analysis.names) {
+    if (!declared.hasValue) continue;
+    const existing = Object.getOwnPropertyDescriptor(globalThis, declared.name);
+    if (existing && existing.configurable && !("value" in existing && existing.writable)) {
+      Object.defineProperty(globalThis, declared.name, { value: undefined, writable: true, configurable: true, enumerable: true });
+    }
   }
 }
 

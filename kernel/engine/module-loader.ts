@@ -6,6 +6,8 @@ import { dirname, isAbsolute, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { types } from "node:util";
 import type { ImportBinding } from "./cell-analysis";
+import type { CellFrame } from "./errors";
+import { SourceMapLookup } from "./source-map";
 import { ts } from "./typescript";
 
 type LoaderFunction = (module: { _compile(code: string, filename: string): void }, filename: string) => void;
@@ -17,8 +19,11 @@ const TS_COMPILE_OPTIONS: ts.CompilerOptions = {
   module: ts.ModuleKind.CommonJS,
   target: ts.ScriptTarget.ES2022,
   esModuleInterop: true,
-  inlineSourceMap: true,
+  sourceMap: true,
 };
+
+/** Source maps of the local .ts files loaded, so that tracebacks show their TypeScript lines. */
+const localSourceMaps = new Map<string, { map: SourceMapLookup; lines: string[] }>();
 
 /** Lets require() load .ts files, as cells' imports of local modules need (unless a hook exists). */
 function registerTypeScriptExtension(): void {
@@ -26,8 +31,10 @@ function registerTypeScriptExtension(): void {
   for (const extension of [".ts", ".mts", ".cts"]) {
     if (extensions[extension]) continue;
     extensions[extension] = (module, filename) => {
-      const output = ts.transpileModule(readFileSync(filename, "utf8"), { fileName: filename, compilerOptions: TS_COMPILE_OPTIONS });
-      module._compile(output.outputText, filename);
+      const source = readFileSync(filename, "utf8");
+      const output = ts.transpileModule(source, { fileName: filename, compilerOptions: TS_COMPILE_OPTIONS });
+      if (output.sourceMapText) localSourceMaps.set(filename, { map: SourceMapLookup.fromJson(output.sourceMapText), lines: source.split("\n") });
+      module._compile(output.outputText.replace(/\n\/\/# sourceMappingURL=.*\s*$/, "\n"), filename);
     };
   }
 }
@@ -61,6 +68,15 @@ export class ModuleLoader {
     const file = this.resolveEsm(specifier);
     if (!file) throw new Error(`Cannot find module '${specifier}' from ${this.cwd}: it is an ES module and no "import" entry of its package.json matched`);
     return importEsm(pathToFileURL(file).href);
+  }
+
+  /** A frame in a local .ts file, at its TypeScript line (labelled by its path from the notebook). */
+  mapFrame(file: string, line: number, column: number): CellFrame | undefined {
+    const loaded = localSourceMaps.get(file);
+    const position = loaded?.map.originalPosition({ line: line - 1, column: column - 1 });
+    if (!loaded || !position) return undefined;
+    const label = file.startsWith(`${this.cwd}/`) ? file.slice(this.cwd.length + 1) : file;
+    return { label, line: position.line + 1, column: position.column + 1, sourceLine: loaded.lines[position.line] };
   }
 
   /** Values of an import's bindings, with the interop TypeScript's esModuleInterop promises. */

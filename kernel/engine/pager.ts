@@ -22,7 +22,10 @@ export function extractPagerLines(code: string): { code: string; pages: PagerReq
       const [, indent = "", expression = ""] = match;
       const replaced = [...lines];
       replaced[index] = indent + expression;
-      pages.push({ expression, position: offset + indent.length + expression.length - 1, codeForInfo: replaced.join("\n") });
+      // The type checker describes the last name of the expression (`jobs` in `db.jobs()`).
+      const lastName = [...expression.matchAll(/[A-Za-z_$][\w$]*/g)].pop();
+      const within = lastName ? lastName.index + lastName[0].length - 1 : expression.length - 1;
+      pages.push({ expression, position: offset + indent.length + within, codeForInfo: replaced.join("\n") });
       lines[index] = "";
     }
     offset += line.length + 1;

@@ -71,4 +71,6 @@ export interface ExecutionEngine {
   declarations(): ReadonlyMap<string, DeclarationRecord>;
   /** Evaluates a JavaScript expression in the notebook's global scope (no type-check). */
   evaluate(expression: string): unknown;
+  /** Optional: does the slow first type-check now (call once the kernel is up and idle). */
+  warmUp?(): void;
 }
