@@ -1,6 +1,7 @@
 // `@sc` before a top-level declaration: found with the TypeScript parser, checked, removed
 // from the code the engine runs, and recorded in the collector once the cell has run.
-import { ts } from "ts-morph";
+import type { ts } from "ts-morph";
+import { typescript } from "../runtime/bundle-ts";
 import type { MagicContext } from "./types";
 import type { SnippetCollector } from "../runtime/snippets";
 import { SnippetCollector as Collector, recordSnippet } from "../runtime/snippets";
@@ -21,11 +22,13 @@ export interface DecoratorExtraction {
 const DECLARATION_WORDS = "function, class, const/let/var, interface, type, enum";
 
 function isCollectable(node: ts.Node, sf: ts.SourceFile): node is ts.Statement {
+  const ts = typescript();
   return node.parent === sf && statementKind(node as ts.Statement) !== undefined && !ts.isImportDeclaration(node) && !ts.isModuleDeclaration(node);
 }
 
 /** Where a misplaced decorator sits, in words. */
 function placement(decorated: ts.Node): string {
+  const ts = typescript();
   if (ts.isMissingDeclaration(decorated)) return "it is followed by an expression or statement, not a declaration";
   if (ts.isClassElement(decorated)) return "it decorates a member inside a class; put it on the class itself";
   if (ts.isParameter(decorated)) return "it decorates a parameter; put it on the function itself";
@@ -33,6 +36,7 @@ function placement(decorated: ts.Node): string {
 }
 
 export function extractCollectorDecorators(code: string, ctx: MagicContext): DecoratorExtraction {
+  const ts = typescript();
   const none: DecoratorExtraction = { code, removals: [], record() {} };
   if (!code.includes("@")) return none;
   const sf = parseSource(code, "cell.ts");
@@ -130,6 +134,7 @@ export function extractCollectorDecorators(code: string, ctx: MagicContext): Dec
 
 /** A function's overload signatures belong with its implementation: take them all. */
 function declarationEnd(declaration: ts.Statement, sf: ts.SourceFile): number {
+  const ts = typescript();
   if (!ts.isFunctionDeclaration(declaration) || declaration.body || !declaration.name) return declaration.getEnd();
   const name = declaration.name.text;
   const statements = sf.statements;

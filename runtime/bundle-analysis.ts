@@ -1,6 +1,7 @@
 // Reading snippet source with the TypeScript parser: the names it declares, the names it uses
 // (and whether at load time or only inside functions), and removing a redefined declaration.
-import { ts } from "ts-morph";
+import type { ts } from "ts-morph";
+import { typescript } from "./bundle-ts";
 import { createHash } from "node:crypto";
 
 export type SnippetKind = "function" | "class" | "variable" | "interface" | "type" | "enum" | "namespace" | "import" | "cell";
@@ -10,11 +11,13 @@ export function sha256(text: string): string {
 }
 
 export function parseSource(source: string, fileName = "snippet.ts"): ts.SourceFile {
+  const ts = typescript();
   return ts.createSourceFile(fileName, source, ts.ScriptTarget.ES2022, true, ts.ScriptKind.TS);
 }
 
 /** Syntax errors of `source`, as `line:col message` (1-based), empty when it parses. */
 export function syntaxErrors(sf: ts.SourceFile): { line: number; column: number; message: string }[] {
+  const ts = typescript();
   const diagnostics = (sf as unknown as { parseDiagnostics?: ts.Diagnostic[] }).parseDiagnostics ?? [];
   return diagnostics.map((d) => {
     const pos = sf.getLineAndCharacterOfPosition(d.start ?? 0);
@@ -24,6 +27,7 @@ export function syntaxErrors(sf: ts.SourceFile): { line: number; column: number;
 
 /** Names bound by a declaration name (an identifier or a destructuring pattern). */
 export function bindingNames(name: ts.BindingName | ts.DeclarationName | undefined, into: string[] = []): string[] {
+  const ts = typescript();
   if (!name) return into;
   if (ts.isIdentifier(name)) into.push(name.text);
   else if (ts.isObjectBindingPattern(name) || ts.isArrayBindingPattern(name)) {
@@ -34,6 +38,7 @@ export function bindingNames(name: ts.BindingName | ts.DeclarationName | undefin
 
 /** The names one top-level statement declares (empty for plain statements like `f();`). */
 export function statementNames(statement: ts.Statement): string[] {
+  const ts = typescript();
   if (ts.isVariableStatement(statement)) {
     const names: string[] = [];
     for (const d of statement.declarationList.declarations) bindingNames(d.name, names);
@@ -57,6 +62,7 @@ export function statementNames(statement: ts.Statement): string[] {
 }
 
 export function statementKind(statement: ts.Statement): Exclude<SnippetKind, "cell"> | undefined {
+  const ts = typescript();
   if (ts.isVariableStatement(statement)) return "variable";
   if (ts.isFunctionDeclaration(statement)) return "function";
   if (ts.isClassDeclaration(statement)) return "class";
@@ -76,18 +82,21 @@ export function declaredNames(sf: ts.SourceFile): string[] {
 }
 
 function isFunctionLike(node: ts.Node): boolean {
+  const ts = typescript();
   return ts.isFunctionDeclaration(node) || ts.isFunctionExpression(node) || ts.isArrowFunction(node) ||
     ts.isMethodDeclaration(node) || ts.isConstructorDeclaration(node) || ts.isGetAccessorDeclaration(node) ||
     ts.isSetAccessorDeclaration(node);
 }
 
 function isScope(node: ts.Node): boolean {
+  const ts = typescript();
   return isFunctionLike(node) || ts.isBlock(node) || ts.isForStatement(node) || ts.isForOfStatement(node) ||
     ts.isForInStatement(node) || ts.isCatchClause(node) || ts.isClassExpression(node);
 }
 
 /** Names declared anywhere inside a scope node (an over-approximation of what it shadows). */
 function localNames(scope: ts.Node): Set<string> {
+  const ts = typescript();
   const names = new Set<string>();
   const visit = (node: ts.Node): void => {
     if (ts.isVariableDeclaration(node) || ts.isParameter(node) || ts.isBindingElement(node)) {
@@ -107,6 +116,7 @@ function localNames(scope: ts.Node): Set<string> {
 
 /** Whether an identifier is a use of a variable/type (not a property name, label or the name being declared). */
 function isReference(id: ts.Identifier): boolean {
+  const ts = typescript();
   const p = id.parent;
   if ((ts.isPropertyAccessExpression(p) && p.name === id) || (ts.isQualifiedName(p) && p.right === id)) return false;
   if ((ts.isPropertyAssignment(p) || ts.isMethodDeclaration(p) || ts.isPropertyDeclaration(p) || ts.isPropertySignature(p) ||
@@ -129,6 +139,7 @@ function isReference(id: ts.Identifier): boolean {
  * called, and not counting type positions (types are erased and never order a program).
  */
 export function referencedNames(sf: ts.SourceFile): Map<string, { eager: boolean }> {
+  const ts = typescript();
   const own = new Set(declaredNames(sf));
   const refs = new Map<string, { eager: boolean }>();
   const visit = (node: ts.Node, lazy: boolean, locals: readonly Set<string>[]): void => {
@@ -157,6 +168,7 @@ export function referencedNames(sf: ts.SourceFile): Map<string, { eager: boolean
  * some other name too is kept whole (the bundle's type check then reports the duplicate).
  */
 export function removeDeclarations(source: string, names: ReadonlySet<string>): string {
+  const ts = typescript();
   const sf = parseSource(source);
   const cuts: [number, number][] = [];
   for (const statement of sf.statements) {

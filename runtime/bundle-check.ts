@@ -1,6 +1,7 @@
 // Type-checks a bundle as a standalone program, with the worker's globals declared, before any job is sent.
 import * as path from "node:path";
-import { Project, ts } from "ts-morph";
+import type { Project, ts } from "ts-morph";
+import { tsMorph, typescript } from "./bundle-ts";
 import type { JsonValue, ParamValues } from "./params";
 
 /** One type error, as the compiler reports it, at an offset of the checked text. */
@@ -14,6 +15,7 @@ let project: Project | undefined;
 
 // One project per process: the lib and @types/node files are parsed once, later checks take ms.
 function sharedProject(): Project {
+  const ts = typescript();
   if (project) return project;
   let typeRoots: string[] | undefined;
   try {
@@ -21,7 +23,7 @@ function sharedProject(): Project {
   } catch {
     typeRoots = undefined; // no @types/node: Node's globals are then unknown to the check
   }
-  project = new Project({
+  project = new (tsMorph().Project)({
     skipAddingFilesFromTsConfig: true,
     compilerOptions: {
       target: ts.ScriptTarget.ES2022,
@@ -77,6 +79,7 @@ export function workerGlobals(params: ParamValues): string {
  * where imports resolve from (the notebook's directory).
  */
 export function typeCheckProgram(program: string, params: ParamValues, baseDir: string = process.cwd()): CheckDiagnostic[] {
+  const ts = typescript();
   const p = sharedProject();
   const globals = p.createSourceFile(path.join(baseDir, "__nbjob_worker_globals__.d.ts"), workerGlobals(params), { overwrite: true });
   // `export {}` makes the file a module (top-level await) without changing the bundle's text.

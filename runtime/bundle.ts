@@ -11,7 +11,8 @@
 //     that is not a cell engine can take `entryStatements(bundle)` instead.
 //   - `parts` maps every line of `source` (1-based) to the snippet or entry it came from, so a
 //     worker's traceback can be shown in the user's own code (`locateBundleLine`).
-import { ts } from "ts-morph";
+import type { ts } from "ts-morph";
+import { typescript } from "./bundle-ts";
 import type { SnippetKind } from "./bundle-analysis";
 import { hasStatements, parseSource, removeDeclarations, sha256, syntaxErrors } from "./bundle-analysis";
 import { dependencyOrder, orderItemFromSource } from "./bundle-order";
@@ -123,6 +124,7 @@ export function jobParams(params: object | undefined, overrides: Record<string, 
 
 /** Checks that every entry is one expression; returns them trimmed, without a final `;`. */
 export function checkEntries(entries: readonly unknown[]): string[] {
+  const ts = typescript();
   if (!Array.isArray(entries) || entries.length === 0) {
     throw new BundleError([{ part: "entries", message: 'a job needs at least one entry expression, e.g. ["train()"]; the last one\'s value is the job\'s result' }]);
   }
