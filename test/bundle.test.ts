@@ -4,7 +4,7 @@ import { createHash } from "node:crypto";
 import { runInNewContext } from "node:vm";
 import { describe, test } from "node:test";
 import { ts } from "ts-morph";
-import { BundleError, buildBundle, locateBundleLine } from "../runtime/bundle";
+import { BundleError, assembleBundle, buildBundle, locateBundleLine } from "../runtime/bundle";
 import type { Bundle } from "../runtime/bundle";
 import { ParamLogger } from "../runtime/params";
 import { SnippetCollector, recordSnippet } from "../runtime/snippets";
@@ -97,6 +97,18 @@ describe("buildBundle", () => {
     assert.equal(first.hash, second.hash);
     assert.notEqual(make({ x: 3, y: 5 }).hash, first.hash, "parameters are part of the program");
     assert.equal(runBundle(first), 5);
+  });
+
+  test("a stored bundle rebuilt from its own snippets is byte-identical", () => {
+    const sc = collector("const total = area(new Square(2));", "class Square extends Shape {\n  constructor(readonly side: number) { super(); }\n}",
+      "function isEven(n: number): boolean { return n === 0 ? true : isOdd(n - 1); }", "class Shape {}",
+      "function area(s: Square): number { return isEven(s.side) ? s.side * s.side : 0; }",
+      "function isOdd(n: number): boolean { return n === 0 ? false : isEven(n - 1); }");
+    const bundle = buildBundle(["total", "isOdd(total)"], [sc], { params: { lr: 0.1 } });
+    const rebuilt = assembleBundle(bundle.snippets, bundle.entries, bundle.params);
+    assert.equal(rebuilt.source, bundle.source);
+    assert.equal(rebuilt.hash, bundle.hash);
+    assert.deepEqual(rebuilt.parts, bundle.parts);
   });
 
   test("params are bound to the job's values with overrides, and typed from them", () => {
