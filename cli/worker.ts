@@ -4,16 +4,23 @@ import { existsSync } from "node:fs";
 import { newConnectionInfo, readConnectionFile } from "../kernel/wire/connection";
 import type { ConnectionInfo } from "../kernel/wire/connection";
 import { WorkerKernel } from "../runtime/worker/kernel";
+import { openStore } from "../store";
 import { parseCommandArgs, UsageError } from "./index";
 import type { Command } from "./index";
 
-const usage = `usage: nbjob worker --connection-file FILE [--ip ADDR] [--id NAME] [--profile NAME]
+const usage = `usage: nbjob worker --connection-file FILE [--ip ADDR] [--id NAME] [--profile NAME] [--no-store]
 
   --connection-file FILE  the kernel's connection file; if FILE does not exist, the worker binds
                           free ports and writes FILE (mode 600) with them and a fresh key
   --ip ADDR               address to bind when writing a new file (default 127.0.0.1)
   --id NAME               the worker's name in job records (default HOST:PID)
-  --profile NAME          the cluster profile it belongs to (set by nbjob cluster start)`;
+  --profile NAME          the cluster profile it belongs to (set by nbjob cluster start)
+  --no-store              do not use the database: no queue, no job records, only jobs sent
+                          over the comm (default: NBJOB_DATABASE_URL, else the embedded server)
+
+  environment: NBJOB_WORKER_HEARTBEAT_MS (default 5000) and NBJOB_WORKER_STALE_MS (default 30000):
+  how often the worker heartbeats in the store, and after how long without a heartbeat another
+  worker marks a silent worker's running jobs lost`;
 
 export const command: Command = {
   summary: "run one worker kernel that executes jobs",
@@ -27,6 +34,7 @@ export const command: Command = {
           ip: { type: "string" },
           id: { type: "string" },
           profile: { type: "string" },
+          "no-store": { type: "boolean" },
         },
         strict: true,
         allowPositionals: false,
@@ -50,7 +58,11 @@ export const command: Command = {
       writeFile = file;
     }
 
-    const kernel = await WorkerKernel.start({ info, workerId: values.id, profile: values.profile ?? null, connectionFile: writeFile });
+    // The store connects in the background: a database that is down delays no kernel reply.
+    const store = values["no-store"] ? undefined : openStore({ applicationName: "nbjob worker", maxConnections: 4 });
+    const kernel = await WorkerKernel.start({ info, workerId: values.id, profile: values.profile ?? null, connectionFile: writeFile, store,
+      storeTiming: { heartbeatMs: msFromEnv("NBJOB_WORKER_HEARTBEAT_MS"), staleAfterMs: msFromEnv("NBJOB_WORKER_STALE_MS") },
+    });
     process.stderr.write(`nbjob worker ${kernel.identity.worker_id} (pid ${process.pid}) listening on ${kernel.info.ip}, shell port ${kernel.info.shell_port}${writeFile ? `; wrote ${writeFile}` : ""}\n`);
     for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
       process.once(signal, () => {
@@ -62,3 +74,11 @@ export const command: Command = {
     return 0;
   },
 };
+
+function msFromEnv(name: string): number | undefined {
+  const text = process.env[name];
+  if (text === undefined || text.trim() === "") return undefined;
+  const ms = Number(text);
+  if (!Number.isFinite(ms) || ms < 50) throw new UsageError(`${name} must be a number of milliseconds (at least 50); got "${text}"`);
+  return ms;
+}

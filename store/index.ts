@@ -25,6 +25,8 @@ export { createAnalysis, putAnalysisRow, getAnalysisRows, missingAnalysisCheckpo
 export type { AnalysisFunctionInput, AnalysisRowInput } from "./analyses";
 export { heartbeatWorker, listWorkers, removeWorker } from "./workers";
 export type { WorkerHeartbeat } from "./workers";
+export { claimNextJob, notifyJobQueued, notifyJobCancelled, markLostJobs, JOB_QUEUED_CHANNEL, JOB_CANCELLED_CHANNEL } from "./queue";
+export type { ClaimInput, LostJobsInput } from "./queue";
 export { bundleDeclarations, compareDeclarations, jobLog, declarationHistory, jobCodeText, diffJobs, declarationInJob } from "./versions";
 export type { DeclarationChange, JobLogEntry, DeclarationVersion } from "./versions";
 export { ensureEmbeddedServer, embeddedServerStatus, stopEmbeddedServer, embeddedLayout, postgresBinDir } from "./embedded";

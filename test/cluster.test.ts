@@ -5,14 +5,18 @@ import { execFile } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, describe, test } from "node:test";
+import { after, before, describe, test } from "node:test";
+import { Client as PgClient } from "pg";
 import { KernelClient } from "../kernel/wire/client";
 import { readConnectionFile } from "../kernel/wire/connection";
 import type { WorkerEvent } from "../runtime/worker/protocol";
 
 const NBJOB = join(__dirname, "..", "..", "bin", "nbjob.js");
 const home = mkdtempSync(join(tmpdir(), "nbjob-cluster-test-"));
-const env = { ...process.env, NBJOB_HOME: home };
+// Workers heartbeat in the store: give them a database of their own on the local server.
+const ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres";
+const DATABASE = `nbjob_cluster_test_${process.pid}`;
+const env = { ...process.env, NBJOB_HOME: home, NBJOB_DATABASE_URL: `postgres://postgres@127.0.0.1:5432/${DATABASE}` };
 const clusterDir = join(home, "cluster", "default");
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -40,10 +44,26 @@ function pidOf(index: number): number {
 
 const pidsSeen = new Set<number>();
 
-after(() => {
+async function admin(sql: string): Promise<void> {
+  const client = new PgClient({ connectionString: ADMIN_URL });
+  await client.connect();
+  try {
+    await client.query(sql);
+  } finally {
+    await client.end();
+  }
+}
+
+before(async () => {
+  await admin(`DROP DATABASE IF EXISTS ${DATABASE}`);
+  await admin(`CREATE DATABASE ${DATABASE}`);
+});
+
+after(async () => {
   // Whatever a failed test left running.
   for (const pid of pidsSeen) if (alive(pid)) process.kill(pid, "SIGKILL");
   rmSync(home, { recursive: true, force: true });
+  await admin(`DROP DATABASE IF EXISTS ${DATABASE} WITH (FORCE)`);
 });
 
 describe("nbjob cluster", () => {

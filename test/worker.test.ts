@@ -107,7 +107,7 @@ let watcher: JobWatcher;
 
 before(async () => {
   const file = join(dir, "worker.json");
-  worker = spawn(process.execPath, [NBJOB, "worker", "--connection-file", file, "--id", "test-worker"], { stdio: ["ignore", "pipe", "pipe"] });
+  worker = spawn(process.execPath, [NBJOB, "worker", "--connection-file", file, "--id", "test-worker", "--no-store"], { stdio: ["ignore", "pipe", "pipe"] });
   worker.stdout?.on("data", (d: Buffer) => (workerLog += d.toString()));
   worker.stderr?.on("data", (d: Buffer) => (workerLog += d.toString()));
   for (let waited = 0; !existsSync(file); waited += 50) {
@@ -297,7 +297,7 @@ describe("nbjob worker: bad connection files", () => {
   test("a connection file that is not JSON is one clear line and a non-zero exit", () => {
     const file = join(dir, "broken.json");
     writeFileSync(file, "{ not json");
-    const run = spawnSync(process.execPath, [NBJOB, "worker", "--connection-file", file], { encoding: "utf8", timeout: 20_000 });
+    const run = spawnSync(process.execPath, [NBJOB, "worker", "--connection-file", file, "--no-store"], { encoding: "utf8", timeout: 20_000 });
     assert.notEqual(run.status, 0);
     assert.match(run.stderr, /connection file .*broken\.json is not JSON/);
     assert.ok(!run.stderr.includes("    at "), run.stderr);
@@ -306,7 +306,7 @@ describe("nbjob worker: bad connection files", () => {
   test("a connection file pointing at an address this host does not have fails naming the address", () => {
     const file = join(dir, "elsewhere.json");
     writeFileSync(file, JSON.stringify({ ip: "192.0.2.1", transport: "tcp", shell_port: 50001, iopub_port: 50002, stdin_port: 50003, control_port: 50004, hb_port: 50005, key: "k", signature_scheme: "hmac-sha256" }));
-    const run = spawnSync(process.execPath, [NBJOB, "worker", "--connection-file", file], { encoding: "utf8", timeout: 20_000 });
+    const run = spawnSync(process.execPath, [NBJOB, "worker", "--connection-file", file, "--no-store"], { encoding: "utf8", timeout: 20_000 });
     assert.notEqual(run.status, 0);
     assert.match(run.stderr, /cannot bind the kernel's shell socket to tcp:\/\/192\.0\.2\.1:50001/);
   });

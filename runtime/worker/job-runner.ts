@@ -21,10 +21,19 @@ export interface JobListener {
   cancelled(reason: string): void;
 }
 
+export interface SubmitOptions {
+  /**
+   * Asked just before the job starts (e.g. to mark its row running in the store); resolving
+   * false skips the job with `cancelled` and that reason.
+   */
+  gate?: () => Promise<true | { skip: string }>;
+}
+
 interface QueuedJob {
   jobId: JobId;
   bundle: JobBundle;
   listener: JobListener;
+  gate?: SubmitOptions["gate"];
 }
 
 interface ActiveJob extends QueuedJob {
@@ -41,6 +50,8 @@ export interface JobRunnerOptions {
   /** Output is handed on at most this often per job (ms), so a chatty loop sends few messages. Default 20. */
   streamFlushMs?: number;
   log?: (line: string) => void;
+  /** Called whenever the runner has nothing to run (a worker then looks for queued jobs). */
+  onIdle?: () => void;
 }
 
 /** A job id that is already queued or running here. */
@@ -55,6 +66,7 @@ export class JobRunner {
   private readonly compiler: BundleCompiler;
   private readonly streamFlushMs: number;
   private readonly log: (line: string) => void;
+  private readonly onIdle?: () => void;
   private active?: ActiveJob;
   private thread?: Worker;
   private closed = false;
@@ -63,6 +75,7 @@ export class JobRunner {
     this.compiler = options.compiler ?? new BundleCompiler();
     this.streamFlushMs = options.streamFlushMs ?? 20;
     this.log = options.log ?? ((line) => process.stderr.write(`nbjob worker: ${line}\n`));
+    this.onIdle = options.onIdle;
     // Started now so the first job does not wait for a thread to boot.
     this.ensureThread();
   }
@@ -77,16 +90,28 @@ export class JobRunner {
   }
 
   /** Queues a job; returns how many jobs are ahead of it (0: it starts now). */
-  submit(jobId: JobId, bundle: JobBundle, listener: JobListener): number {
+  submit(jobId: JobId, bundle: JobBundle, listener: JobListener, options: SubmitOptions = {}): number {
     if (this.closed) throw new Error("this worker is shutting down; send the job to another worker");
     if (this.active?.jobId === jobId || this.queue.some((job) => job.jobId === jobId)) {
       throw new DuplicateJobError(`job ${jobId} is already ${this.active?.jobId === jobId ? "running" : "queued"} on this worker; each run needs its own job id`);
     }
     const position = this.queue.length + (this.active ? 1 : 0);
-    this.queue.push({ jobId, bundle, listener });
+    this.queue.push({ jobId, bundle, listener, gate: options.gate });
     // Deferred a microtask, so the caller can acknowledge the job before it reports `started`.
     queueMicrotask(() => this.pump());
     return position;
+  }
+
+  /**
+   * Adds a listener to a job that is queued or running here (a client asking to follow a job
+   * the worker already took from the queue). A running job's listener first hears `started`.
+   */
+  attach(jobId: JobId, listener: JobListener): boolean {
+    const job = this.active?.jobId === jobId ? this.active : this.queue.find((queued) => queued.jobId === jobId);
+    if (!job) return false;
+    job.listener = fanOut(job.listener, listener);
+    if (job === this.active && this.active.program) this.safely(() => listener.started());
+    return true;
   }
 
   /** Cancels a queued job or stops the running one (its thread is terminated). */
@@ -124,9 +149,25 @@ export class JobRunner {
   private pump(): void {
     if (this.active || this.closed) return;
     const next = this.queue.shift();
-    if (!next) return;
+    if (!next) {
+      if (this.onIdle) this.safely(this.onIdle);
+      return;
+    }
     const job: ActiveJob = { ...next, startedAt: Date.now(), finished: false };
     this.active = job;
+    if (job.gate) {
+      job.gate().then(
+        (answer) => (answer === true ? this.begin(job) : this.finish(job, (listener) => listener.cancelled(answer.skip))),
+        (err: Error) => this.finish(job, (listener) => listener.cancelled(`the job could not be started: ${err.message}`)),
+      );
+      return;
+    }
+    this.begin(job);
+  }
+
+  private begin(job: ActiveJob): void {
+    if (job.finished) return;
+    job.startedAt = Date.now();
     this.safely(() => job.listener.started());
     const entries = job.bundle.entries ?? [];
     // A cached program starts without waiting a turn of the event loop.
@@ -247,4 +288,16 @@ export class JobRunner {
       this.log(`a job listener threw: ${(err as Error).stack ?? err}`);
     }
   }
+}
+
+/** One listener that forwards every event to each of `listeners`, in order. */
+export function fanOut(...listeners: JobListener[]): JobListener {
+  return {
+    started: () => listeners.forEach((l) => l.started()),
+    stream: (name, text) => listeners.forEach((l) => l.stream(name, text)),
+    checkpoint: (index, values) => listeners.forEach((l) => l.checkpoint?.(index, values)),
+    done: (outcome) => listeners.forEach((l) => l.done(outcome)),
+    failed: (outcome) => listeners.forEach((l) => l.failed(outcome)),
+    cancelled: (reason) => listeners.forEach((l) => l.cancelled(reason)),
+  };
 }

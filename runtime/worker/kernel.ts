@@ -11,8 +11,10 @@ import { KernelSockets } from "../../kernel/wire/server";
 import type { RequestChannel } from "../../kernel/wire/server";
 import { writeConnectionFile } from "../../kernel/wire/connection";
 import type { ConnectionInfo } from "../../kernel/wire/connection";
+import type { Store } from "../../store";
 import { isComplete } from "./is-complete";
-import { DuplicateJobError, JobRunner } from "./job-runner";
+import { WorkerStoreLink } from "./store-link";
+import { DuplicateJobError, fanOut, JobRunner } from "./job-runner";
 import type { JobListener } from "./job-runner";
 import { WORKER_COMM_TARGET } from "./protocol";
 import type { JobBundle, JobId, WorkerEvent, WorkerIdentity, WorkerKernelInfo } from "./protocol";
@@ -26,6 +28,13 @@ export interface WorkerKernelOptions {
   profile?: string | null;
   /** Write the bound connection (actual ports) here once bound, and remove the file at shutdown. */
   connectionFile?: string;
+  /**
+   * The store: the worker heartbeats there, takes queued jobs and records jobs sent with
+   * `record: true`. Without it the worker only runs what arrives over the comm. Closed at shutdown.
+   */
+  store?: Store;
+  /** Heartbeat, lost-worker and queue-poll timing for the store link (defaults 5 s, 30 s, 2 s). */
+  storeTiming?: { heartbeatMs?: number; staleAfterMs?: number; pollMs?: number };
   log?: (line: string) => void;
 }
 
@@ -43,6 +52,7 @@ export class WorkerKernel {
 
   private sockets!: KernelSockets;
   private readonly runner: JobRunner;
+  private readonly link?: WorkerStoreLink;
   private readonly comms = new Set<string>();
   private readonly log: (line: string) => void;
   private executionCount = 0;
@@ -57,7 +67,8 @@ export class WorkerKernel {
       host: hostname(),
       profile: options.profile ?? null,
     };
-    this.runner = new JobRunner({ log: this.log });
+    this.runner = new JobRunner({ log: this.log, onIdle: () => this.link?.claimSoon() });
+    if (options.store) this.link = new WorkerStoreLink(options.store, this.identity, this.runner, { ...options.storeTiming, log: this.log });
     this.finished = new Promise((resolve) => (this.markFinished = resolve));
   }
 
@@ -77,6 +88,7 @@ export class WorkerKernel {
       renameSync(partial, options.connectionFile);
     }
     void kernel.sockets.publish(undefined, "status", { execution_state: "starting" });
+    kernel.link?.start();
     return kernel;
   }
 
@@ -89,6 +101,7 @@ export class WorkerKernel {
   shutdown(): Promise<void> {
     this.shuttingDown ??= (async () => {
       await this.runner.close("the worker shut down");
+      await this.link?.close();
       await this.sockets.close();
       if (this.options.connectionFile) rmSync(this.options.connectionFile, { force: true });
       this.markFinished();
@@ -229,8 +242,22 @@ export class WorkerKernel {
         if (jobId === undefined) return fail(`run needs job_id, a number or a non-empty string; got ${describe(data.job_id)}`);
         const bundle = readBundle(data.bundle);
         if (typeof bundle === "string") return fail(bundle, jobId);
+        let listener = this.commListener(commId, parent, jobId);
+        let gate: (() => Promise<true | { skip: string }>) | undefined;
+        if (data.record === true) {
+          if (!this.link) return fail(`this worker has no store (it was started with --no-store), so it cannot record job ${jobId}; send the run without record, or start the worker with a database`, jobId);
+          if (typeof jobId !== "number") return fail(`record: true needs job_id to be the number of a job in the store; got ${describe(jobId)}`, jobId);
+          const recorder = this.link.recorder(jobId);
+          listener = fanOut(listener, recorder.listener);
+          gate = recorder.gate;
+        }
         try {
-          const position = this.runner.submit(jobId, bundle, this.commListener(commId, parent, jobId));
+          if (data.record === true && this.runner.attach(jobId, this.commListener(commId, parent, jobId))) {
+            // Already taken from the queue by this worker: the client follows that run.
+            this.sendComm(commId, parent, { action: "queued", job_id: jobId, position: this.runner.running === jobId ? 0 : this.runner.queued.indexOf(jobId) + 1, request_id: requestId });
+            return;
+          }
+          const position = this.runner.submit(jobId, bundle, listener, { gate });
           this.sendComm(commId, parent, { action: "queued", job_id: jobId, position, request_id: requestId });
         } catch (err) {
           if (!(err instanceof DuplicateJobError) && !this.shuttingDown) throw err;

@@ -25,7 +25,12 @@ export interface JobBundle {
 
 /** Client → worker, as the `data` of comm_open or comm_msg. */
 export type WorkerRequest =
-  | { action: "run"; job_id: JobId; bundle: JobBundle; request_id?: string }
+  /**
+   * `record: true`: job_id is a row of the store's jobs table (queued, targeted at this worker or
+   * at none); the worker marks it running when it starts and stores output, result or error.
+   * Without it the run is ad hoc: only comm messages tell what happened.
+   */
+  | { action: "run"; job_id: JobId; bundle: JobBundle; record?: boolean; request_id?: string }
   | { action: "cancel"; job_id: JobId; request_id?: string }
   | { action: "status"; request_id?: string };
 

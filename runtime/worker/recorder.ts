@@ -1,0 +1,82 @@
+// Writes one job's life to the store: running (with who runs it), its output line by line, then
+// done with the result, failed with the error, or cancelled. The job row is the source of truth,
+// so the worker writes it itself and nothing depends on the notebook staying open.
+import { getJob, IllegalTransitionError, LogWriter, transitionJob } from "../../store";
+import type { Db, Json } from "../../store";
+import type { JobListener } from "./job-runner";
+import type { WorkerIdentity } from "./protocol";
+
+/** How a result is kept in jobs.result: the v8.serialize bytes, base64 (Map, Date, typed arrays survive). */
+export interface StoredResult {
+  encoding: "v8";
+  data: string;
+}
+
+export function storedResult(bytes: Buffer): StoredResult {
+  return { encoding: "v8", data: bytes.toString("base64") };
+}
+
+export interface JobRecorder {
+  listener: JobListener;
+  /** For a job sent over the comm: marks the row running just before it starts; says skip when it cannot run. */
+  gate(): Promise<true | { skip: string }>;
+}
+
+/**
+ * `claimed`: the row is already running on this worker (claimed from the queue), so starting
+ * writes nothing. Write failures are logged, never thrown into the job.
+ */
+export interface RecordOptions {
+  claimed: boolean;
+  log: (line: string) => void;
+  /** Writes still in flight are kept here, so a worker shutting down can wait for them. */
+  inFlight: Set<Promise<unknown>>;
+}
+
+export function recordJob(db: Db, jobId: number, identity: WorkerIdentity, options: RecordOptions): JobRecorder {
+  const { claimed, log, inFlight } = options;
+  let writes: Promise<unknown> = Promise.resolve();
+  let skipped = false;
+  const logs = new LogWriter(db, jobId);
+  const finalWrite = (write: () => Promise<unknown>) => {
+    if (skipped) return;
+    writes = writes
+      .then(() => logs.close())
+      .catch((err: Error) => log(`could not store the output of job ${jobId}: ${err.message}`))
+      .then(write)
+      .catch((err: Error) => {
+        // Cancelled or marked lost in the meantime: the row already tells the story.
+        if (!(err instanceof IllegalTransitionError)) log(`could not record the end of job ${jobId}: ${err.message}`);
+      });
+    const tracked = writes;
+    inFlight.add(tracked);
+    void tracked.finally(() => inFlight.delete(tracked));
+  };
+  const listener: JobListener = {
+    started: () => {},
+    stream: (name, text) => {
+      if (!skipped) logs.write(name, text);
+    },
+    done: ({ result, resultText }) => finalWrite(() => transitionJob(db, jobId, "done", { result: storedResult(result) as unknown as Json, resultText })),
+    failed: ({ ename, evalue, traceback }) => finalWrite(() => transitionJob(db, jobId, "failed", { error: { name: ename, message: evalue, traceback } })),
+    cancelled: (reason) => finalWrite(() => transitionJob(db, jobId, "cancelled", { error: { name: "Cancelled", message: reason } })),
+  };
+  const gate = async (): Promise<true | { skip: string }> => {
+    if (claimed) return true;
+    try {
+      await transitionJob(db, jobId, "running", { workerId: identity.worker_id, host: identity.host, pid: identity.pid });
+      return true;
+    } catch (err) {
+      if (!(err instanceof IllegalTransitionError)) {
+        skipped = true;
+        throw err;
+      }
+      // Already running here (this worker claimed it from the queue a moment before) is fine.
+      const row = await getJob(db, jobId);
+      if (row?.status === "running" && row.worker_id === identity.worker_id && row.pid === identity.pid) return true;
+      skipped = true;
+      return { skip: `job ${jobId} is ${row?.status ?? "gone"} in the store${row?.worker_id ? ` (worker ${row.worker_id})` : ""}; it was not run again` };
+    }
+  };
+  return { listener, gate };
+}
