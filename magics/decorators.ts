@@ -132,6 +132,27 @@ export function extractCollectorDecorators(code: string, ctx: MagicContext): Dec
   };
 }
 
+/**
+ * Blanks every decorator TypeScript would reject (anywhere but on classes and their members),
+ * without looking anything up: for completion and inspection, which must not run code.
+ */
+export function blankCollectorDecorators(code: string): string {
+  const ts = typescript();
+  if (!code.includes("@")) return code;
+  const sf = parseSource(code, "cell.ts");
+  let out = code;
+  const visit = (node: ts.Node): void => {
+    if (ts.isDecorator(node)) {
+      const site = node.parent;
+      const real = ts.isClassDeclaration(site) || ts.isClassExpression(site) || ts.isClassElement(site) || ts.isParameter(site);
+      if (!real) out = blankRange(out, node.getStart(sf), node.getEnd());
+    }
+    ts.forEachChild(node, visit);
+  };
+  visit(sf);
+  return out;
+}
+
 /** A function's overload signatures belong with its implementation: take them all. */
 function declarationEnd(declaration: ts.Statement, sf: ts.SourceFile): number {
   const ts = typescript();

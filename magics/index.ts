@@ -4,7 +4,7 @@ import type { MagicEffect } from "./registry";
 import { cellMagic, cellMagicNames, lineMagic, lineMagicNames } from "./registry";
 import { blankRange, lineStarts, linesStartingInCode } from "./text";
 import { usageError } from "./errors";
-import { deleteRanges, extractCollectorDecorators } from "./decorators";
+import { blankCollectorDecorators, deleteRanges, extractCollectorDecorators } from "./decorators";
 import { tidySource } from "../runtime/bundle-analysis";
 import "./snip";
 import "./nbjob";
@@ -104,4 +104,18 @@ export async function prepareCell(code: string, ctx: MagicContext): Promise<Prep
 
 function listOrNone(names: string[], prefix: string): string {
   return names.length === 0 ? "none" : names.map((n) => prefix + n).join(", ");
+}
+
+/**
+ * The cell as TypeScript for completion, inspection and is_complete: magic lines and
+ * decorators on non-class declarations blanked (same offsets), nothing evaluated or run.
+ */
+export function codeForAnalysis(code: string): string {
+  const starts = lineStarts(code);
+  const inCode = linesStartingInCode(code);
+  let text = code;
+  code.split("\n").forEach((line, i) => {
+    if (inCode[i] && /^[ \t]*%/.test(line)) text = blankRange(text, starts[i], starts[i] + line.replace(/\r$/, "").length);
+  });
+  return blankCollectorDecorators(text);
 }

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { inspect } from "node:util";
 import { describe, test } from "node:test";
 import type { CellOutcome, DeclarationRecord, ExecutionEngine } from "../kernel/engine/types";
-import { CellError, prepareCell, registerCellMagic } from "../magics";
+import { CellError, codeForAnalysis, prepareCell, registerCellMagic } from "../magics";
 import type { MagicContext } from "../magics";
 import { ParamLogger, SnippetCollector } from "../runtime";
 
@@ -88,6 +88,12 @@ describe("magic routing", () => {
     await cellError(prepareCell("%%nosuch x\n1", ctx()), /unknown cell magic %%nosuch/, /%%snip/);
     const e = await cellError(prepareCell("const a = 1;\n%nosuch x", ctx()), /unknown line magic %nosuch \(line 2\)/);
     assert.equal(e.ename, "UsageError");
+  });
+
+  test("codeForAnalysis blanks magics and collector decorators at the same offsets, running nothing", () => {
+    const code = "%%snip sc\n@sc\nfunction f() {}\n%nbjob snippets\n@sealed class C {}\nf";
+    const analysed = codeForAnalysis(code);
+    assert.equal(analysed, "         \n   \nfunction f() {}\n               \n@sealed class C {}\nf");
   });
 
   test("a cell magic below the first line is refused; % inside a template literal is not a magic", async () => {
