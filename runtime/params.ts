@@ -70,7 +70,9 @@ export interface ParamLoggerConstructor {
    * `new ParamLogger()` accepts any parameter name (`params.x = 5`); `new ParamLogger({ x: 5 })`
    * types the parameters from the initial values. Values must be JSON data.
    */
-  new (): ParamLogger<Record<string, any>>; // eslint-disable-line @typescript-eslint/no-explicit-any -- reads of an untyped logger are used as numbers, strings...; values are checked at run time
+  // `any`, not JsonValue: `new Point(params.x, params.y)` must type-check on an untyped logger
+  // (as in the tutorial); what is stored is still checked to be JSON data at run time.
+  new (): ParamLogger<Record<string, any>>;
   new <T extends ParamValues>(initial: T): ParamLogger<T>;
   /** Inside a job: the job's values, read-only; reading a parameter the job was not given is an error. */
   forJob<T extends ParamValues>(values: T): ParamLogger<Readonly<T>>;
