@@ -74,7 +74,7 @@ result["cell_status"] = reply["content"]["status"]
     assert.equal(r.cell_status, "ok");
   });
 
-  test("interrupt stops a synchronous loop and a pending await; declarations survive", async () => {
+  test("interrupt (message or SIGINT) stops a synchronous loop and a pending await; declarations survive; an idle interrupt is harmless", async () => {
     const r = await withJupyterClient(env, `
 run("let survivor = 41")
 kc.execute("while (true) {}")
@@ -89,6 +89,10 @@ kc.execute("while (true) {}")
 time.sleep(1)
 km.signal_kernel(signal.SIGINT)
 result["sigint"] = kc.get_shell_msg(timeout=10)["content"]
+# An interrupt with no cell running must not end the kernel either.
+km.signal_kernel(signal.SIGINT)
+km.interrupt_kernel()
+time.sleep(0.5)
 result["after"] = text_of(run("survivor + 1"))
 `);
     for (const key of ["loop", "await", "sigint"]) {
