@@ -23,6 +23,11 @@ export class ExecuteRequestSink implements CellSink {
     private readonly options: { quiet: boolean; allowStdin: boolean },
   ) {}
 
+  /** Whether the frontend may be asked for input (the request's allow_stdin); read by the job review. */
+  get allowStdin(): boolean {
+    return this.options.allowStdin && !this.options.quiet;
+  }
+
   stream(name: "stdout" | "stderr", text: string): void {
     if (this.options.quiet || text === "") return;
     this.channels.publish(this.request, "stream", { name, text });

@@ -1,0 +1,148 @@
+// The in-notebook dashboard: a table of recent jobs shown with a display id and updated in place
+// while jobs are queued or running.
+import { inspect } from "node:util";
+import { getBundle, listJobs, openStore } from "../store";
+import type { DbJobListed, Json, Store } from "../store";
+import { display } from "./display";
+import type { DisplayHandle } from "./display";
+
+export interface DashboardOptions {
+  /** How many of the newest jobs to show. Default 20. */
+  limit?: number;
+  /** How often to refresh while jobs are active (ms). Default 1 000. */
+  refreshMs?: number;
+  /** Only jobs with this tag. */
+  tag?: string;
+}
+
+// The store of the last DBWrapper made in this process (the one a notebook means by default).
+let defaultStore: Store | undefined;
+const liveDashboards = new Set<Dashboard>();
+
+/** @internal set by DBWrapper's constructor. */
+export function setDefaultStore(store: Store): void {
+  defaultStore = store;
+}
+
+/** @internal a job was created here: dashboards start following again. */
+export function jobsChanged(): void {
+  for (const dashboard of liveDashboards) dashboard.wake();
+}
+
+const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
+
+function time(d: Date | null): string {
+  if (!d) return "";
+  const pad = (n: number) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+function duration(job: DbJobListed, now: number): string {
+  if (!job.started_at) return "";
+  const ms = (job.finished_at?.getTime() ?? now) - job.started_at.getTime();
+  if (ms < 1_000) return `${Math.max(0, ms)} ms`;
+  if (ms < 60_000) return `${(ms / 1_000).toFixed(1)} s`;
+  return `${Math.floor(ms / 60_000)} min ${Math.round((ms % 60_000) / 1_000)} s`;
+}
+
+const COLUMNS = ["id", "name", "tags", "status", "worker", "started", "duration", "parameters", "result or error"] as const;
+const STATUS_COLOURS: Record<string, string> = { queued: "#888", running: "#1a6fd1", done: "#1a7f37", failed: "#c62828", cancelled: "#8a6d00", lost: "#c62828" };
+
+/** A live table of recent jobs; `await dashboard.refresh()` redraws it now, `stop()` stops updating it. */
+export class Dashboard {
+  readonly handle: DisplayHandle;
+  /** Resolves once the first table is shown. */
+  readonly ready: Promise<void>;
+  private readonly params = new Map<string, { [name: string]: Json }>();
+  private timer?: NodeJS.Timeout;
+  private stopped = false;
+  private rendering?: Promise<void>;
+
+  /** @internal use nbjob.makeDefaultDashboard() */
+  constructor(private readonly store: Store, private readonly options: DashboardOptions = {}) {
+    this.handle = display({ "text/html": "<p>nbjob dashboard: loading jobs…</p>", "text/plain": "nbjob dashboard: loading jobs…" });
+    liveDashboards.add(this);
+    this.ready = this.refresh().catch((err: Error) => this.showError(err));
+  }
+
+  /** Reads the jobs again and redraws the table; returns the jobs shown. */
+  async refresh(): Promise<void> {
+    this.rendering ??= this.render().finally(() => (this.rendering = undefined));
+    return this.rendering;
+  }
+
+  /** Stops updating (the table stays as it is). */
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    liveDashboards.delete(this);
+  }
+
+  /** @internal */
+  wake(): void {
+    if (!this.stopped && !this.timer) this.schedule();
+  }
+
+  // As a cell's last expression the dashboard adds nothing: its table is already there.
+  [Symbol.for("nbjob.mimeBundle")](): null {
+    return null;
+  }
+
+  [inspect.custom](): string {
+    return `Dashboard (${this.stopped ? "stopped" : "live"}, display id ${this.handle.id})`;
+  }
+
+  private schedule(): void {
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      void this.refresh().catch((err: Error) => this.showError(err));
+    }, this.options.refreshMs ?? 1_000);
+    this.timer.unref();
+  }
+
+  private showError(err: Error): void {
+    this.handle.update({ "text/plain": `nbjob dashboard: cannot read the jobs: ${err.message}` });
+  }
+
+  private async paramsOf(bundleHash: string): Promise<{ [name: string]: Json }> {
+    let params = this.params.get(bundleHash);
+    if (!params) {
+      params = (await getBundle(this.store, bundleHash))?.params ?? {};
+      this.params.set(bundleHash, params);
+    }
+    return params;
+  }
+
+  private async render(): Promise<void> {
+    const jobs = await listJobs(this.store, { limit: this.options.limit ?? 20, tag: this.options.tag });
+    const now = Date.now();
+    const rows: string[][] = [];
+    for (const job of jobs) {
+      const params = await this.paramsOf(job.bundle_hash);
+      const outcome = job.status === "done" ? job.result_text ?? "" : job.error_name ? `${job.error_name}: ${job.error_message ?? ""}` : "";
+      rows.push([
+        String(job.id), job.name ?? "", job.tags.join(", "), job.status, job.worker_id ?? job.target_worker ?? "(any)", time(job.started_at), duration(job, now),
+        Object.entries(params).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(" "), outcome.length > 120 ? `${outcome.slice(0, 117)}...` : outcome,
+      ]);
+    }
+    const active = jobs.filter((j) => j.status === "queued" || j.status === "running").length;
+    const caption = `nbjob: ${jobs.length} most recent job${jobs.length === 1 ? "" : "s"}${active ? `, ${active} active (updating)` : ""}; at ${time(new Date(now))}`;
+    const html = [
+      `<div class="nbjob-dashboard"><table><caption style="text-align:left">${esc(caption)}</caption>`,
+      `<thead><tr>${COLUMNS.map((c) => `<th style="text-align:left">${c}</th>`).join("")}</tr></thead><tbody>`,
+      ...rows.map((r) => `<tr>${r.map((v, i) => `<td style="text-align:left${i === 3 ? `;color:${STATUS_COLOURS[v] ?? "inherit"}` : ""}">${esc(v)}</td>`).join("")}</tr>`),
+      "</tbody></table></div>",
+    ].join("");
+    const widths = COLUMNS.map((c, i) => Math.min(40, Math.max(c.length, ...rows.map((r) => r[i].length))));
+    const line = (cells: readonly string[]) => cells.map((v, i) => (v.length > widths[i] ? `${v.slice(0, widths[i] - 1)}…` : v.padEnd(widths[i]))).join("  ").trimEnd();
+    const text = [caption, line(COLUMNS), ...rows.map(line)].join("\n");
+    this.handle.update({ "text/html": html, "text/plain": text });
+    if (!this.stopped && active > 0 && !this.timer) this.schedule();
+  }
+}
+
+/** Shows a live table of recent jobs (id, name, tags, status, worker, started, duration, parameters, result or error). */
+export function makeDefaultDashboard(options: DashboardOptions = {}): Dashboard {
+  defaultStore ??= openStore({ applicationName: "nbjob notebook", maxConnections: 4 });
+  return new Dashboard(defaultStore, options);
+}

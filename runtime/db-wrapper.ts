@@ -1,0 +1,255 @@
+// DBWrapper: the notebook's handle on the store. Creates jobs (bundle built and type-checked,
+// optionally reviewed, stored, then dispatched), sweeps, and reattaches to or lists stored jobs.
+import { inspect } from "node:util";
+import {
+  createJob as storeCreateJob, createJobGroup, getJob, isJobStatus, JOB_STATUSES, listJobs, notifyJobQueued, openStore, putBundle, requireJob, transitionJob,
+} from "../store";
+import type { DbJob, DbJobListed, JobStatus, Json, Store, StoreLocation } from "../store";
+import { buildBundle, jobParams } from "./bundle";
+import type { Bundle, ParamValues } from "./bundle";
+import { isView } from "./client";
+import type { View } from "./client";
+import { jobsChanged, setDefaultStore } from "./dashboard";
+import { FINAL_STATUSES, Job, JobGroup, loadProgram } from "./job";
+import { frontendCanAnswer, reviewBundle } from "./review";
+import { SnippetCollector } from "./snippets";
+
+/** Options of createJob (the last argument, after the collectors). */
+export interface CreateJobOptions {
+  /** The notebook's ParamLogger (or plain parameter values). */
+  params?: object;
+  /** Values that replace parameters for this job only; each must name an existing parameter. */
+  overrides?: Record<string, unknown>;
+  name?: string;
+  tags?: string[];
+  /** Show the job for review before it is submitted (default: when the frontend can answer input()). */
+  review?: boolean;
+}
+
+/** Options of createJobs: createJob's, plus the grid of parameter values to sweep. */
+export interface CreateJobsOptions extends CreateJobOptions {
+  /** Parameter name -> the values to try; one job per combination. */
+  grid: Record<string, unknown[]>;
+}
+
+/** Collectors, optionally followed by the options object. */
+export type CollectorsAndOptions<O> = SnippetCollector[] | [...SnippetCollector[], O];
+
+export interface JobsFilter {
+  status?: JobStatus;
+  tag?: string;
+  name?: string;
+  /** Default 50. */
+  limit?: number;
+}
+
+/** A job as listed by db.jobs(). */
+export interface JobSummary {
+  id: number;
+  name: string | null;
+  tags: string[];
+  status: JobStatus;
+  worker: string | null;
+  queued_at: Date;
+  started_at: Date | null;
+  finished_at: Date | null;
+  /** The result as it prints, when done. */
+  result: string | null;
+  /** `ename: evalue` when it failed, was cancelled or lost. */
+  error: string | null;
+}
+
+const OPTION_KEYS = new Set(["params", "overrides", "name", "tags", "review", "grid"]);
+
+function splitArguments<O extends object>(what: string, rest: readonly unknown[]): { collectors: SnippetCollector[]; options: Partial<O> } {
+  const collectors: SnippetCollector[] = [];
+  let options: Partial<O> = {};
+  rest.forEach((arg, i) => {
+    if (SnippetCollector.isCollector(arg)) {
+      collectors.push(arg);
+      return;
+    }
+    const isLast = i === rest.length - 1;
+    if (isLast && typeof arg === "object" && arg !== null && !Array.isArray(arg)) {
+      const unknown = Object.keys(arg).filter((k) => !OPTION_KEYS.has(k));
+      if (unknown.length > 0) throw new TypeError(`${what}: unknown option${unknown.length === 1 ? "" : "s"} ${unknown.join(", ")}; the options are params, overrides, name, tags, review${what.startsWith("createJobs") ? ", grid" : ""}`);
+      options = arg as Partial<O>;
+      return;
+    }
+    throw new TypeError(`${what}: argument ${i + 3} is ${arg === null ? "null" : typeof arg}; after the view and the entries come SnippetCollectors, then optionally the options object ({ params, overrides, name, tags, review })`);
+  });
+  if (collectors.length === 0) throw new TypeError(`${what}: pass at least one SnippetCollector after the entries, e.g. db.createJob(view, ["norm(origin)"], sc)`);
+  return { collectors, options };
+}
+
+function checkCommonOptions(what: string, options: Partial<CreateJobOptions>): void {
+  if (options.name !== undefined && typeof options.name !== "string") throw new TypeError(`${what}: name must be a string; got ${typeof options.name}`);
+  if (options.tags !== undefined && (!Array.isArray(options.tags) || !options.tags.every((t) => typeof t === "string" && t !== ""))) {
+    throw new TypeError(`${what}: tags must be an array of non-empty strings, e.g. ["geometry"]`);
+  }
+  if (options.review !== undefined && typeof options.review !== "boolean") throw new TypeError(`${what}: review must be true or false`);
+}
+
+function checkViewArgument(what: string, view: unknown): asserts view is View {
+  if (!isView(view)) {
+    throw new TypeError(`${what}: the first argument must be a view: rc.view(0) or rc.loadBalanced() from const rc = await Client.connect(); got ${inspect(view, { depth: 0 })}`);
+  }
+}
+
+function summarize(row: DbJobListed): JobSummary {
+  return {
+    id: row.id, name: row.name, tags: row.tags, status: row.status, worker: row.worker_id ?? row.target_worker,
+    queued_at: row.queued_at, started_at: row.started_at, finished_at: row.finished_at,
+    result: row.result_text, error: row.error_name ? `${row.error_name}: ${row.error_message ?? ""}` : null,
+  };
+}
+
+/** Every combination of the grid's values, in key order (the last key varies fastest). */
+function gridCombinations(grid: Record<string, unknown[]>): Record<string, unknown>[] {
+  let combos: Record<string, unknown>[] = [{}];
+  for (const [key, values] of Object.entries(grid)) combos = combos.flatMap((c) => values.map((v) => ({ ...c, [key]: v })));
+  return combos;
+}
+
+export class DBWrapper {
+  readonly store: Store;
+
+  /** The store at `url` (a PostgreSQL URL); default NBJOB_DATABASE_URL, else the embedded server. */
+  constructor(url?: string) {
+    if (url !== undefined && typeof url !== "string") throw new TypeError(`new DBWrapper(url): url must be a PostgreSQL URL string such as "postgres://user@host/db"; got ${typeof url}`);
+    this.store = openStore({ url, applicationName: "nbjob notebook", maxConnections: 4 });
+    setDefaultStore(this.store);
+  }
+
+  /** Where the store is (password hidden). Connects (and starts the embedded server) if needed. */
+  where(): Promise<StoreLocation> {
+    return this.store.where();
+  }
+
+  /**
+   * Creates a job: builds its bundle from the collectors' snippets, the parameters and the entry
+   * expressions, type-checks it on its own (errors reject before anything is stored), lets the
+   * user review it when the frontend can answer, stores it and sends it to the view.
+   */
+  async createJob(view: View, entries: string[], ...collectorsAndOptions: CollectorsAndOptions<CreateJobOptions>): Promise<Job> {
+    checkViewArgument("createJob", view);
+    const { collectors, options } = splitArguments<CreateJobOptions>("createJob", collectorsAndOptions);
+    checkCommonOptions("createJob", options);
+    let bundle = buildBundle(entries, collectors, { params: options.params, overrides: options.overrides, baseDir: process.cwd() });
+    if (options.review ?? frontendCanAnswer()) {
+      const reviewed = await reviewBundle(bundle, { baseDir: process.cwd() });
+      if (!reviewed) throw new Error("the job was cancelled in review; nothing was stored or sent");
+      bundle = reviewed;
+    }
+    await this.checkViewReachable(view);
+    const job = await this.submit(view, bundle, collectors, { name: options.name ?? null, tags: options.tags ?? [] });
+    jobsChanged();
+    return job;
+  }
+
+  /**
+   * A sweep: one job per combination of `grid`'s values (each a parameter of `params`), all on
+   * `view`. Every bundle is type-checked before any job is stored.
+   */
+  async createJobs(view: View, entries: string[], ...collectorsAndOptions: CollectorsAndOptions<CreateJobsOptions>): Promise<JobGroup> {
+    checkViewArgument("createJobs", view);
+    const { collectors, options } = splitArguments<CreateJobsOptions>("createJobs", collectorsAndOptions);
+    checkCommonOptions("createJobs", options);
+    const grid = options.grid;
+    if (typeof grid !== "object" || grid === null || Array.isArray(grid) || Object.keys(grid).length === 0) {
+      throw new TypeError("createJobs: options.grid must name parameters and the values to try, e.g. { grid: { lr: [0.1, 0.01], steps: [100, 200] } }");
+    }
+    const base = jobParams(options.params, options.overrides);
+    for (const [key, values] of Object.entries(grid)) {
+      if (!(key in base)) {
+        const known = Object.keys(base);
+        throw new Error(`grid.${key} is not a parameter; the parameters are ${known.length === 0 ? "none (pass { params })" : known.join(", ")}. Set params.${key} in the notebook first, or fix the name`);
+      }
+      if (!Array.isArray(values) || values.length === 0) throw new TypeError(`grid.${key} must be a non-empty array of values to try; got ${inspect(values, { depth: 0 })}`);
+    }
+    const combos = gridCombinations(grid);
+    // Every bundle is built (and type-checked) before anything is stored: one bad value stores nothing.
+    const bundles = combos.map((combo) => buildBundle(entries, collectors, { params: options.params, overrides: { ...options.overrides, ...combo }, baseDir: process.cwd() }));
+    await this.checkViewReachable(view);
+    const group = await createJobGroup(this.store, { name: options.name ?? null, grid: grid as { [name: string]: Json } });
+    const jobs: Job[] = [];
+    for (const bundle of bundles) {
+      jobs.push(await this.submit(view, bundle, collectors, { name: options.name ?? null, tags: options.tags ?? [], groupId: group.id }));
+    }
+    jobsChanged();
+    return new JobGroup(group.id, jobs, grid);
+  }
+
+  /** Reattaches to a stored job (from any notebook, at any time). */
+  async job(id: number): Promise<Job> {
+    if (!Number.isSafeInteger(id) || id < 1) throw new TypeError(`db.job(id): id must be a job number such as 3; got ${inspect(id, { depth: 0 })}`);
+    const row = await requireJob(this.store, id);
+    const job = new Job(this.store, row, await loadProgram(this.store, row.bundle_hash));
+    if (FINAL_STATUSES.includes(row.status)) job.skipStoredOutput();
+    return job;
+  }
+
+  /** Jobs, newest first. */
+  async jobs(filter: JobsFilter = {}): Promise<JobSummary[]> {
+    if (filter.status !== undefined && !isJobStatus(filter.status)) {
+      throw new TypeError(`db.jobs({ status }): status must be one of ${JOB_STATUSES.join(", ")}; got ${inspect(filter.status)}`);
+    }
+    const rows = await listJobs(this.store, { status: filter.status, tag: filter.tag, name: filter.name, limit: filter.limit });
+    return rows.map(summarize);
+  }
+
+  /** Closes the store's connections (jobs go on). */
+  async close(): Promise<void> {
+    await this.store.close();
+  }
+
+  [inspect.custom](): string {
+    return "DBWrapper (the nbjob store; await db.where() says where)";
+  }
+
+  private async checkViewReachable(view: View): Promise<void> {
+    if (view.kind !== "direct") return;
+    if (!(await view.worker.alive())) {
+      throw new Error(`worker ${view.workerId} (rc.view(${view.index}), connection file ${view.worker.connectionFile}) does not answer its heartbeat: it is gone. Start it again ("npx nbjob cluster start -n 2") and reconnect with Client.connect(), or use another view`);
+    }
+  }
+
+  /** Stores the bundle and a queued job row, then dispatches it. */
+  private async submit(view: View, bundle: Bundle, collectors: SnippetCollector[], meta: { name: string | null; tags: string[]; groupId?: number }): Promise<Job> {
+    const collectorOf = new Map<string, string | null>();
+    for (const collector of collectors) for (const s of collector.snippets) if (!collectorOf.has(s.hash)) collectorOf.set(s.hash, collector.label ?? null);
+    const targetWorker = view.kind === "direct" ? view.workerId : null;
+    const row = await this.store.transaction(async (tx) => {
+      await putBundle(tx, {
+        source: bundle.source,
+        snippets: bundle.snippets.map((s) => ({ kind: s.kind, names: [...s.names], source: s.source, collector: collectorOf.get(s.hash) ?? null })),
+        params: bundle.params as { [name: string]: Json },
+        entries: bundle.entries,
+      });
+      return storeCreateJob(tx, { bundleHash: bundle.hash, name: meta.name, tags: meta.tags, targetWorker, groupId: meta.groupId ?? null });
+    });
+    const job = new Job(this.store, row, { source: bundle.source, params: bundle.params, entries: bundle.entries, parts: bundle.parts });
+    if (view.kind === "loadBalanced") {
+      await notifyJobQueued(this.store, null);
+      return job;
+    }
+    job.followWorker(view.worker);
+    try {
+      // The source already ends with the entries, so none are sent: the program's last statement is the result.
+      await view.worker.run(job.id, { source: bundle.source, hash: bundle.hash, params: bundle.params }, (event) => job.handleWorkerEvent(event));
+    } catch (err) {
+      const now: DbJob | undefined = await getJob(this.store, job.id);
+      // The worker took it from the queue a moment before the message came: it runs all the same.
+      if (now && (now.status !== "queued" || now.worker_id !== null)) {
+        job.followStore();
+        return job;
+      }
+      await transitionJob(this.store, job.id, "cancelled", { error: { name: "DispatchFailed", message: (err as Error).message } }).catch(() => undefined);
+      throw new Error(`job ${job.id} could not be sent to worker ${view.workerId} and was cancelled: ${(err as Error).message}`, { cause: err });
+    }
+    return job;
+  }
+}
+
+export { FINAL_STATUSES };
+export type { ParamValues };

@@ -1,0 +1,383 @@
+// Job handles: a job's record followed through the store (status, output, result or error), its
+// output streamed into the cell that awaits it, cancel, diff; JobError; JobGroup for sweeps.
+import { inspect } from "node:util";
+import { deserialize } from "node:v8";
+import type { CellSink } from "../kernel/engine/types";
+import {
+  diffJobs, getBundle, IllegalTransitionError, listCheckpoints, notifyJobCancelled, readLogs, requireJob, transitionJob,
+} from "../store";
+import type { CheckpointSummary, DbJob, JobStatus, Store } from "../store";
+import { assembleBundle, locateBundleLine } from "./bundle";
+import type { BundlePart, BundleSnippet, ParamValues } from "./bundle";
+import type { WorkerConnection } from "./client";
+import { display } from "./display";
+import type { DisplayHandle } from "./display";
+import { currentCellSink } from "./notebook";
+import type { WorkerEvent } from "./worker/protocol";
+
+export const FINAL_STATUSES: readonly JobStatus[] = ["done", "failed", "cancelled", "lost"];
+const POLL_MS = 250;
+
+/** What a Job knows of its program (from the bundle it was created with, or the stored one). */
+export interface JobProgram {
+  source: string;
+  params: ParamValues;
+  entries: string[];
+  /** Line ranges of snippets and entries in `source`, for mapping tracebacks; absent if unknown. */
+  parts?: BundlePart[];
+}
+
+/** The job ended without a result: failed on its worker, cancelled or lost. */
+export class JobError extends Error {
+  override name = "JobError";
+  constructor(
+    readonly jobId: number,
+    readonly status: JobStatus,
+    /** The worker's error name, e.g. `TypeError` (or `Cancelled`, `WorkerLost`). */
+    readonly ename: string,
+    /** The worker's error message. */
+    readonly evalue: string,
+    /** The worker's traceback, frames mapped to the snippet or entry and line they came from. */
+    readonly traceback: string[],
+    readonly workerId: string | null,
+  ) {
+    const frames = traceback.filter((line) => !line.startsWith(`${ename}: `));
+    const how = status === "failed" ? `failed${workerId ? ` on worker ${workerId}` : ""}` : status === "cancelled" ? "was cancelled" : `was ${status}`;
+    super([`job ${jobId} ${how}: ${ename}: ${evalue}`, ...frames].join("\n"));
+  }
+}
+
+/** `bundle.ts:14:9` in a worker's traceback, followed by where that is in the user's code. */
+export function mapTraceback(traceback: readonly string[], parts: readonly BundlePart[] | undefined): string[] {
+  if (!parts) return [...traceback];
+  return traceback.map((line) =>
+    line.replace(/bundle\.ts:(\d+):(\d+)/g, (whole, lineText: string) => {
+      const located = locateBundleLine({ parts: [...parts] }, Number(lineText));
+      return located ? `${whole} [${located.part.label}, line ${located.line}]` : whole;
+    }),
+  );
+}
+
+/** A stored job result (`{ encoding: "v8", data }` written by the worker) as the value it was. */
+export function decodeResult(stored: unknown): unknown {
+  if (typeof stored === "object" && stored !== null && (stored as { encoding?: unknown }).encoding === "v8" && typeof (stored as { data?: unknown }).data === "string") {
+    return deserialize(Buffer.from((stored as { data: string }).data, "base64"));
+  }
+  return stored;
+}
+
+/** The error a job that ended without a result rejects with. */
+export function jobErrorOf(row: DbJob, parts?: BundlePart[]): JobError {
+  const ename = row.error_name ?? (row.status === "cancelled" ? "Cancelled" : row.status === "lost" ? "WorkerLost" : "Error");
+  const evalue = row.error_message ?? (row.status === "cancelled" ? "the job was cancelled" : `the job is ${row.status}`);
+  return new JobError(row.id, row.status, ename, evalue, mapTraceback(row.error_traceback ?? [], parts), row.worker_id);
+}
+
+/** A job's program from the store, with its parts recovered when its layout can be rebuilt. */
+export async function loadProgram(store: Store, bundleHash: string): Promise<JobProgram> {
+  const stored = await getBundle(store, bundleHash);
+  if (!stored) throw new Error(`the bundle ${bundleHash.slice(0, 12)} of this job is missing from the store`);
+  const program: JobProgram = { source: stored.source, params: stored.params as ParamValues, entries: stored.entries };
+  try {
+    const snippets: BundleSnippet[] = stored.snippets.map((s) => ({ hash: s.hash, names: s.names, kind: s.kind as BundleSnippet["kind"], source: s.source }));
+    const rebuilt = assembleBundle(snippets, stored.entries, program.params, { typeCheck: false });
+    if (rebuilt.hash === stored.hash) program.parts = rebuilt.parts;
+  } catch {
+    // An old layout: tracebacks stay as the worker wrote them.
+  }
+  return program;
+}
+
+export interface WaitOptions {
+  /** Give up waiting after this many milliseconds (the job goes on). Default: no limit. */
+  timeout?: number;
+}
+
+/** Handle of one stored job; `await job.result` for its value. */
+export class Job {
+  #row: DbJob;
+  readonly #store: Store;
+  readonly #program: JobProgram;
+  #worker?: WorkerConnection;
+  /** Output comes over the worker comm (else it is read from the store's logs). */
+  #live = false;
+  #logCursor = 0;
+  #target?: CellSink;
+  #buffered: { name: "stdout" | "stderr"; text: string }[] = [];
+  #finished?: Promise<DbJob>;
+  #result?: Promise<unknown>;
+  #wake?: () => void;
+
+  /** @internal made by DBWrapper (createJob, job(id)). */
+  constructor(store: Store, row: DbJob, program: JobProgram) {
+    this.#store = store;
+    this.#row = row;
+    this.#program = program;
+  }
+
+  /** @internal: the job was sent to `worker` over its comm; its events arrive here. */
+  followWorker(worker: WorkerConnection): void {
+    this.#worker = worker;
+    this.#live = true;
+  }
+
+  /** @internal: a job reattached after it ended: its output is in job.logs(), not replayed into the cell. */
+  skipStoredOutput(): void {
+    this.#logCursor = Number.MAX_SAFE_INTEGER;
+  }
+
+  /** @internal: the comm lost track of the job (taken from the queue instead): read output from the store. */
+  followStore(): void {
+    this.#live = false;
+  }
+
+  /** @internal an event from the worker about this job. */
+  handleWorkerEvent(event: WorkerEvent): void {
+    if (event.action === "stream") this.#emit(event.name, event.text);
+    else if (event.action === "error") this.#live = false;
+    if (event.action !== "stream" && event.action !== "queued" && event.action !== "started") this.#wake?.();
+  }
+
+  get id(): number {
+    return this.#row.id;
+  }
+
+  /** Last known status; `await job.refresh()` reads it again. */
+  get status(): JobStatus {
+    return this.#row.status;
+  }
+
+  get name(): string | null {
+    return this.#row.name;
+  }
+
+  get tags(): string[] {
+    return [...this.#row.tags];
+  }
+
+  /** The worker running (or that ran) it, once known. */
+  get worker(): string | null {
+    return this.#row.worker_id ?? this.#row.target_worker;
+  }
+
+  /** The whole bundle as TypeScript: snippets, then the entry expressions. */
+  get source(): string {
+    return this.#program.source;
+  }
+
+  /** The job's parameter values (overrides applied). */
+  get params(): ParamValues {
+    return structuredClone(this.#program.params);
+  }
+
+  get entries(): string[] {
+    return [...this.#program.entries];
+  }
+
+  /** The stored record as last read. */
+  get record(): DbJob {
+    return { ...this.#row };
+  }
+
+  /** Reads the job's record again; returns its status. */
+  async refresh(): Promise<JobStatus> {
+    this.#row = await requireJob(this.#store, this.id);
+    return this.#row.status;
+  }
+
+  /**
+   * The value of the last entry expression, read from the store once the job is done. Rejects
+   * with JobError when it failed, was cancelled or lost. While a cell awaits it, the job's output
+   * streams into that cell.
+   */
+  get result(): Promise<unknown> {
+    this.#streamToCurrentCell();
+    if (!this.#result) {
+      this.#result = this.#followToEnd().then((row) => {
+        if (row.status === "done") return decodeResult(row.result);
+        throw jobErrorOf(row, this.#program.parts);
+      });
+      // Asking for the promise without awaiting it must not crash the kernel on a failure.
+      this.#result.catch(() => undefined);
+    }
+    return this.#result;
+  }
+
+  /** Waits until the job ends (whatever its status) and returns that status; the job's output streams into this cell. */
+  async wait(options: WaitOptions = {}): Promise<JobStatus> {
+    this.#streamToCurrentCell();
+    const finished = this.#followToEnd();
+    if (options.timeout === undefined) return (await finished).status;
+    if (typeof options.timeout !== "number" || !(options.timeout >= 0)) throw new TypeError(`job.wait({ timeout }): timeout must be a number of milliseconds; got ${inspect(options.timeout)}`);
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`job ${this.id} is still ${this.#row.status} after ${options.timeout} ms; it goes on (wait again, or job.cancel())`)), options.timeout);
+    });
+    try {
+      return (await Promise.race([finished, timedOut])).status;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Everything the job printed so far, as stored (stdout and stderr in order). */
+  async logs(): Promise<string> {
+    const lines = await readLogs(this.#store, this.id);
+    return lines.map((l) => l.line).join("\n");
+  }
+
+  /** The job's checkpoints (index, time, names of the saved variables). */
+  async checkpoints(): Promise<CheckpointSummary[]> {
+    return listCheckpoints(this.#store, this.id);
+  }
+
+  /**
+   * Stops the job: a queued job never starts, a running one is stopped on its worker. Resolves
+   * with the job's status afterwards (a job that already ended keeps its status).
+   */
+  async cancel(): Promise<JobStatus> {
+    for (;;) {
+      const row = await requireJob(this.#store, this.id);
+      if (FINAL_STATUSES.includes(row.status)) {
+        this.#row = row;
+        return row.status;
+      }
+      try {
+        this.#row = await transitionJob(this.#store, this.id, "cancelled", { error: { name: "Cancelled", message: "cancelled from the notebook (job.cancel())" } });
+        break;
+      } catch (err) {
+        // It started (or ended) between reading and writing: look again.
+        if (!(err instanceof IllegalTransitionError)) throw err;
+      }
+    }
+    await notifyJobCancelled(this.#store, this.id);
+    if (this.#worker) await this.#worker.cancel(this.id).catch(() => undefined);
+    this.#wake?.();
+    return this.#row.status;
+  }
+
+  /** The unified diff of this job's code and parameters against `other`'s ("" when identical). */
+  async diff(other: Job | number): Promise<string> {
+    const otherId = typeof other === "number" ? other : other instanceof Job ? other.id : NaN;
+    if (!Number.isSafeInteger(otherId)) throw new TypeError(`job.diff(other): other must be a Job or a job id; got ${inspect(other, { depth: 0 })}`);
+    return diffJobs(this.#store, this.id, otherId);
+  }
+
+  /** @internal settles with the final record, never rejects for the job's own failure. */
+  finished(): Promise<DbJob> {
+    return this.#followToEnd();
+  }
+
+  [inspect.custom](): string {
+    const worker = this.worker ? ` on ${this.worker}` : "";
+    return `Job ${this.id}${this.name ? ` "${this.name}"` : ""} (${this.status}${worker})`;
+  }
+
+  #streamToCurrentCell(): void {
+    const sink = currentCellSink();
+    if (!sink) return;
+    this.#target = sink;
+    const pending = this.#buffered;
+    this.#buffered = [];
+    for (const chunk of pending) this.#emit(chunk.name, chunk.text);
+  }
+
+  #emit(name: "stdout" | "stderr", text: string): void {
+    // Only the cell that awaits the job gets its output; once another cell runs, keep it for the next waiter.
+    if (this.#target && this.#target === currentCellSink()) {
+      try {
+        this.#target.stream(name, text);
+        return;
+      } catch {
+        // The cell's request is gone: keep the text.
+      }
+    }
+    this.#buffered.push({ name, text });
+  }
+
+  async #pumpLogs(): Promise<void> {
+    const lines = await readLogs(this.#store, this.id, { afterId: this.#logCursor });
+    for (const line of lines) {
+      this.#logCursor = line.id;
+      this.#emit(line.stream, `${line.line}\n`);
+    }
+  }
+
+  #followToEnd(): Promise<DbJob> {
+    this.#finished ??= (async () => {
+      for (;;) {
+        this.#row = await requireJob(this.#store, this.id);
+        const final = FINAL_STATUSES.includes(this.#row.status);
+        // A job's logs are all stored before its final status, so one more read catches the tail.
+        if (!this.#live) await this.#pumpLogs();
+        if (final) {
+          this.#worker?.forget(this.id);
+          return this.#row;
+        }
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, POLL_MS);
+          this.#wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        this.#wake = undefined;
+      }
+    })();
+    return this.#finished;
+  }
+}
+
+/** One row of a sweep's results. */
+export interface JobGroupRow {
+  id: number;
+  params: ParamValues;
+  status: JobStatus;
+  /** The job's value when done. */
+  result?: unknown;
+  /** `ename: evalue` when it failed, was cancelled or lost. */
+  error?: string;
+}
+
+/** The jobs of a sweep (db.createJobs): one per combination of the grid's values. */
+export class JobGroup {
+  /** @internal */
+  constructor(readonly id: number, readonly jobs: Job[], readonly grid: Record<string, unknown[]>) {}
+
+  /** Resolves when every job has ended: one row per job, in the grid's order. */
+  get results(): Promise<JobGroupRow[]> {
+    return Promise.all(this.jobs.map(async (job): Promise<JobGroupRow> => {
+      const row = await job.finished();
+      const base = { id: job.id, params: job.params, status: row.status };
+      if (row.status === "done") return { ...base, result: decodeResult(row.result) };
+      const err = jobErrorOf(row);
+      return { ...base, error: `${err.ename}: ${err.evalue}` };
+    }));
+  }
+
+  /** Shows the sweep as a table (job, the grid's parameters, status, result) in the cell; updates it as jobs end. */
+  table(): DisplayHandle {
+    const keys = Object.keys(this.grid);
+    const render = (rows: { job: Job; status: JobStatus; text: string }[]) => {
+      const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+      const head = ["job", ...keys, "status", "result"];
+      const cells = rows.map((r) => [String(r.job.id), ...keys.map((k) => JSON.stringify(r.job.params[k])), r.status, r.text]);
+      const html = `<table class="nbjob-sweep"><thead><tr>${head.map((h) => `<th>${esc(h)}</th>`).join("")}</tr></thead><tbody>${cells.map((c) => `<tr>${c.map((v) => `<td>${esc(v)}</td>`).join("")}</tr>`).join("")}</tbody></table>`;
+      const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
+      const line = (c: string[]) => c.map((v, i) => v.padEnd(widths[i])).join("  ").trimEnd();
+      return { "text/html": html, "text/plain": [line(head), ...cells.map(line)].join("\n") };
+    };
+    const snapshot = () => this.jobs.map((job) => ({ job, status: job.status, text: "" }));
+    const handle = display(render(snapshot()));
+    void Promise.all(this.jobs.map(async (job) => {
+      const row = await job.finished();
+      const text = row.status === "done" ? inspect(decodeResult(row.result), { colors: false, breakLength: Infinity }) : `${jobErrorOf(row).ename}: ${jobErrorOf(row).evalue}`;
+      return { job, status: row.status, text };
+    })).then((rows) => handle.update(render(rows)), () => undefined);
+    return handle;
+  }
+
+  [inspect.custom](): string {
+    return `JobGroup ${this.id} (${this.jobs.length} jobs: ${this.jobs.map((j) => j.id).join(", ")})`;
+  }
+}

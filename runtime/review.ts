@@ -1,0 +1,128 @@
+// Review before submit: shows what a job will run (snippets with sizes, entries, parameters) and
+// takes edits through input() until the user submits or cancels; every edit is re-checked.
+import type { CellSink } from "../kernel/engine/types";
+import { assembleBundle, BundleError } from "./bundle";
+import type { Bundle, BundleSnippet, ParamValues } from "./bundle";
+import { display } from "./display";
+import { input } from "./input";
+import { currentCellSink } from "./notebook";
+import { toJsonValue } from "./params";
+
+/** Whether the cell running now may ask its frontend for input (false in headless runs). */
+export function frontendCanAnswer(): boolean {
+  const sink = currentCellSink() as (CellSink & { readonly allowStdin?: boolean }) | undefined;
+  return sink?.allowStdin === true;
+}
+
+const HELP = [
+  "Enter or submit    submit the job",
+  "cancel             do not create the job",
+  "set NAME=VALUE     change a parameter (VALUE is JSON, else a string)",
+  "drop NAME          leave out the snippet that declares NAME (or drop #N by position)",
+  "show               show the full code of the job",
+].join("\n");
+
+function describeSnippet(s: BundleSnippet, i: number): string {
+  const lines = s.source.split("\n").length;
+  const what = s.names.length > 0 ? s.names.join(", ") : "(statements)";
+  return `  #${i + 1} ${s.kind.padEnd(9)} ${what}  (${lines} line${lines === 1 ? "" : "s"}, ${s.source.length} chars)`;
+}
+
+function summary(snippets: readonly BundleSnippet[], entries: readonly string[], params: ParamValues, problems?: BundleError): string {
+  const lines = ["Job review", "", `Snippets (${snippets.length}):`, ...snippets.map(describeSnippet), "", "Entries (the last one's value is the result):", ...entries.map((e, i) => `  ${i + 1}. ${e}`), ""];
+  const names = Object.keys(params);
+  lines.push(names.length === 0 ? "Parameters: none" : "Parameters:", ...names.map((n) => `  ${n} = ${JSON.stringify(params[n])}`));
+  if (problems) lines.push("", "This version does not type-check (fix it or cancel):", ...problems.message.split("\n").map((l) => `  ${l}`));
+  lines.push("", HELP);
+  return lines.join("\n");
+}
+
+function parseValue(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+/**
+ * Asks the user about `bundle` until they submit (resolves with the bundle, edited and checked)
+ * or cancel (resolves undefined).
+ */
+export async function reviewBundle(bundle: Bundle, options: { baseDir?: string; ask?: (prompt: string) => Promise<string> } = {}): Promise<Bundle | undefined> {
+  const ask = options.ask ?? ((prompt: string) => input(prompt));
+  let snippets = [...bundle.snippets];
+  let params: ParamValues = { ...bundle.params };
+  let checked: Bundle | BundleError = bundle;
+  let note = "";
+  const recheck = () => {
+    try {
+      checked = assembleBundle(snippets, bundle.entries, params, { baseDir: options.baseDir });
+    } catch (err) {
+      if (!(err instanceof BundleError)) throw err;
+      checked = err;
+    }
+  };
+  for (;;) {
+    display({ "text/plain": summary(snippets, bundle.entries, params, checked instanceof BundleError ? checked : undefined) + (note ? `\n\n${note}` : "") });
+    note = "";
+    const answer = (await ask("review> ")).trim();
+    const [command, ...restWords] = answer.split(/\s+/);
+    const rest = answer.slice(command.length).trim();
+    switch (command.toLowerCase()) {
+      case "":
+      case "submit":
+      case "s":
+      case "y":
+        if (checked instanceof BundleError) {
+          note = "Not submitted: the job does not type-check; change it back or cancel.";
+          continue;
+        }
+        return checked;
+      case "cancel":
+      case "c":
+      case "q":
+      case "n":
+        return undefined;
+      case "show":
+        display({ "text/plain": checked instanceof BundleError ? snippets.map((s) => s.source).join("\n\n") : checked.source });
+        continue;
+      case "drop": {
+        const which = restWords[0] ?? "";
+        const byPosition = /^#(\d+)$/.exec(which);
+        const index = byPosition ? Number(byPosition[1]) - 1 : snippets.findIndex((s) => s.names.includes(which));
+        if (index < 0 || index >= snippets.length) {
+          note = `No snippet ${which ? `"${which}"` : "named"}: give a declared name or #N from the list.`;
+          continue;
+        }
+        note = `Dropped snippet #${index + 1} (${snippets[index].names.join(", ") || "statements"}).`;
+        snippets = snippets.filter((_, i) => i !== index);
+        recheck();
+        continue;
+      }
+      case "set": {
+        const match = /^([A-Za-z_$][\w$]*)\s*=\s*([\s\S]*)$/.exec(rest);
+        if (!match) {
+          note = "Write set NAME=VALUE, e.g. set x=7";
+          continue;
+        }
+        const [, name, valueText] = match;
+        if (!(name in params)) {
+          note = `${name} is not a parameter of this job; its parameters are ${Object.keys(params).join(", ") || "none"}.`;
+          continue;
+        }
+        try {
+          params = { ...params, [name]: toJsonValue(parseValue(valueText), `params.${name}`) };
+        } catch (err) {
+          note = (err as Error).message;
+          continue;
+        }
+        note = `Set ${name} = ${JSON.stringify(params[name])}.`;
+        recheck();
+        continue;
+      }
+      default:
+        note = `Unknown answer "${answer}".`;
+    }
+  }
+}
