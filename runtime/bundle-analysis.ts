@@ -205,3 +205,21 @@ export function tidySource(source: string): string {
 export function hasStatements(source: string): boolean {
   return parseSource(source).statements.length > 0;
 }
+
+/** Where the first top-level `await` (outside any function) is, 1-based, or undefined. */
+export function topLevelAwait(sf: ts.SourceFile): { line: number; column: number } | undefined {
+  const ts = typescript();
+  let found: number | undefined;
+  const visit = (node: ts.Node): void => {
+    if (found !== undefined || isFunctionLike(node)) return;
+    if (ts.isAwaitExpression(node) || (ts.isForOfStatement(node) && node.awaitModifier)) {
+      found = node.getStart(sf);
+      return;
+    }
+    ts.forEachChild(node, visit);
+  };
+  ts.forEachChild(sf, visit);
+  if (found === undefined) return undefined;
+  const pos = sf.getLineAndCharacterOfPosition(found);
+  return { line: pos.line + 1, column: pos.character + 1 };
+}

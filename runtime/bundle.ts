@@ -1,20 +1,21 @@
 // Bundles: the program a job runs, built from collectors, parameters and entry expressions.
 //
 // Convention for running `source` (what a worker does):
-//   - Run the whole text as one TypeScript cell of an nbjob engine (module semantics: top-level
-//     `await` is allowed), with the globals `params` (ParamLogger.forJob(bundle.params)) and
-//     `jobtracker` defined.
+//   - Run the whole text as one TypeScript program/cell with the globals `params`
+//     (ParamLogger.forJob(bundle.params)) and `jobtracker` defined. Snippets load synchronously
+//     (a top-level `await` in a snippet is refused when the bundle is built); entries may await.
 //   - The snippets come first, each after the declarations it uses; then every entry expression
 //     as an expression statement of its own, in order.
 //   - The job's result is the value of the LAST statement, which is always the last entry's
 //     expression statement: exactly what a notebook cell shows as its execute_result. A runner
-//     that is not a cell engine can take `entryStatements(bundle)` instead.
+//     can also find the entries as the source's last `entries.length` statements (the worker
+//     rewrites them into entry functions) or take `entryStatements(bundle)`.
 //   - `parts` maps every line of `source` (1-based) to the snippet or entry it came from, so a
 //     worker's traceback can be shown in the user's own code (`locateBundleLine`).
 import type { ts } from "ts-morph";
 import { typescript } from "./bundle-ts";
 import type { SnippetKind } from "./bundle-analysis";
-import { hasStatements, parseSource, removeDeclarations, sha256, syntaxErrors } from "./bundle-analysis";
+import { hasStatements, parseSource, removeDeclarations, sha256, syntaxErrors, topLevelAwait } from "./bundle-analysis";
 import { dependencyOrder, orderItemFromSource } from "./bundle-order";
 import { typeCheckProgram } from "./bundle-check";
 import type { JsonValue, ParamValues } from "./params";
@@ -228,10 +229,21 @@ export function assembleBundle(snippets: readonly BundleSnippet[], entries: read
   const { source, parts } = layout(ordered, params, checkedEntries);
   const bundle: Bundle = { snippets: ordered, params, entries: checkedEntries, source, hash: sha256(source), parts };
   if (options.typeCheck !== false) {
-    const problems = typeProblems(bundle, options.baseDir, options.paramsGiven ?? true);
+    const problems = [...awaitProblems(ordered), ...typeProblems(bundle, options.baseDir, options.paramsGiven ?? true)];
     if (problems.length > 0) throw new BundleError(problems);
   }
   return bundle;
+}
+
+/**
+ * Workers load snippets synchronously and only entries may wait: a top-level `await` in a
+ * snippet is refused here rather than failing on the worker.
+ */
+function awaitProblems(snippets: readonly BundleSnippet[]): BundleProblem[] {
+  return snippets.flatMap((s) => {
+    const at = topLevelAwait(parseSource(s.source));
+    return at ? [{ part: snippetLabel(s.names), ...at, message: "top-level await in a snippet does not run on workers; move it into an async function and call that from an entry (e.g. await setup())" }] : [];
+  });
 }
 
 const CANNOT_FIND_NAME = new Set([2304, 2552]);

@@ -163,6 +163,8 @@ async function train() {
 }`);
     const bundle = buildBundle(["await train()"], [sc3]);
     assert.match(bundle.source, /\nawait train\(\);\n$/);
+    bundleError(() => buildBundle(["setup"], [collector("const setup = 1;\nconst data = await Promise.resolve([1]);")]),
+      /snippet setup, data \(line 2, column 14\): top-level await in a snippet does not run on workers/);
     bundleError(() => buildBundle(["jobtracker.save()"], [sc3]), /entry 1 "jobtracker\.save\(\)".*Property 'save' does not exist/);
   });
 
