@@ -9,6 +9,8 @@ import { deserialize } from "node:v8";
 import { after, before, describe, test } from "node:test";
 import { KernelClient, type ClientComm } from "../kernel/wire/client";
 import { readConnectionFile } from "../kernel/wire/connection";
+import { assembleBundle } from "../runtime/bundle";
+import type { BundleSnippet } from "../runtime/bundle";
 import type { JobBundle, JobId, WorkerEvent } from "../runtime/worker/protocol";
 
 const NBJOB = join(__dirname, "..", "..", "bin", "nbjob.js");
@@ -154,6 +156,24 @@ describe("nbjob worker", () => {
     const started = job.events[1] as Extract<WorkerEvent, { action: "started" }>;
     assert.equal(started.worker_id, "test-worker");
     assert.equal((job.last as Extract<WorkerEvent, { action: "done" }>).result_text, "5");
+  });
+
+  test("a bundle laid out by runtime/bundle.ts runs each entry once, in place, awaiting each", async () => {
+    const snippets: BundleSnippet[] = [
+      { hash: "", names: ["calls"], kind: "variable", source: "let calls = 0;" },
+      { hash: "", names: ["tick"], kind: "function", source: "async function tick(): Promise<number> {\n  calls += 1;\n  await new Promise((r) => setTimeout(r, 5));\n  if (calls > params.limit) throw new Error(`tick ${calls}`);\n  return calls * 10;\n}" },
+    ];
+    const bundle = assembleBundle(snippets, ["tick()", "await tick()"], { limit: 2 }, { typeCheck: false });
+    const job = await watcher.run("bundle-layout", { source: bundle.source, hash: bundle.hash, params: bundle.params, entries: bundle.entries });
+    assert.equal(job.last.action, "done", JSON.stringify(job.events));
+    assert.equal(job.value, 20);
+
+    const failing = assembleBundle(snippets, ["tick()", "tick()", "tick()"], { limit: 2 }, { typeCheck: false });
+    const failed = (await watcher.run("bundle-layout-error", { source: failing.source, params: failing.params, entries: failing.entries })).last as Extract<WorkerEvent, { action: "failed" }>;
+    assert.equal(failed.evalue, "tick 3");
+    // The frame points at the throw's line in the bundle's own numbering.
+    const throwLine = failing.source.split("\n").findIndex((line) => line.includes("throw new Error")) + 1;
+    assert.match(failed.traceback[1], new RegExp(`at tick \\(bundle\\.ts:${throwLine}:\\d+\\)`));
   });
 
   test("structured results keep their shape (Map, Date, nested objects); async entries are awaited", async () => {

@@ -2,6 +2,7 @@
 // MiB), so the worker starts it only when a bundle is not in its cache and ends it when idle.
 import { parentPort } from "node:worker_threads";
 import { transpileProgram } from "./transpile";
+import type { CompiledProgram } from "./transpile";
 
 export interface CompileRequest {
   id: number;
@@ -10,7 +11,7 @@ export interface CompileRequest {
 }
 
 export type CompileResponse =
-  | { id: number; ok: true; js: string; mappings: string; entryLines: number[]; sourceLines: number }
+  | ({ id: number; ok: true } & CompiledProgram)
   | { id: number; ok: false; name: string; message: string };
 
 if (parentPort) {

@@ -191,7 +191,7 @@ export class JobRunner {
       key: program.key,
       js: program.js,
       params: (job.bundle.params ?? {}) as ParamValues,
-      hasEntries: (job.bundle.entries ?? []).length > 0,
+      hasEntries: program.hasEntries,
     };
     try {
       this.ensureThread().postMessage(command);

@@ -10,7 +10,7 @@ import { serializeOrExplain } from "./clone-check";
 import { JobContext } from "./job-context";
 import type { StreamName } from "./job-context";
 import type { JobId } from "./protocol";
-import { ENTRIES_HOOK, PROGRAM_FILE } from "./program";
+import { ENTRY_HOOK, PROGRAM_FILE } from "./program";
 
 /** Main thread → job thread. */
 export interface RunCommand {
@@ -97,11 +97,11 @@ async function runJob(command: RunCommand, post: (event: JobThreadEvent) => void
     checkpoint: (index, values) => post({ type: "checkpoint", jobId, index, values }),
   });
   try {
-    let entries: Array<() => unknown> | undefined;
-    job.define(ENTRIES_HOOK, (fns: Array<() => unknown>) => (entries = fns));
+    const entries: Array<() => unknown> = [];
+    job.define(ENTRY_HOOK, (entry: () => unknown) => entries.push(entry));
     let value: unknown = scriptFor(command.key, command.js).runInContext(job.context, { displayErrors: false });
     if (command.hasEntries) {
-      if (!entries) throw new Error("the job's program ended before its entries were reached");
+      if (entries.length === 0) throw new Error("the job's program ended before its entries were reached");
       for (const entry of entries) value = await Promise.race([entry(), failure]);
     } else {
       value = await Promise.race([value, failure]);

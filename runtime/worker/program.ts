@@ -1,17 +1,17 @@
-// How a bundle becomes one runnable TypeScript program: the bundle's source followed by its entry
-// expressions, each wrapped in an async arrow so it may `await` and so that it sees the program's
-// top-level declarations (including imports, which CommonJS output renames).
+// How a bundle becomes one runnable program. runtime/bundle.ts lays a bundle out as its
+// snippets followed by each entry as an expression statement; the worker runs that text as a
+// script (so top-level declarations stay reachable by name) and turns each trailing entry
+// statement into an async arrow it calls in order, so entries may `await` and the last one's
+// value is the result. A source that does not end with its entries gets them appended.
 import { createHash } from "node:crypto";
 
-/** The name the program calls to hand its entry functions to the job thread. */
-export const ENTRIES_HOOK = "__nbjob_entries__";
+/** The name the program calls to hand each entry function to the job thread. */
+export const ENTRY_HOOK = "__nbjob_entry__";
 /** The file name compiled programs carry, so stack frames can be told apart and mapped back. */
 export const PROGRAM_FILE = "bundle.js";
 
-export interface ProgramText {
-  /** TypeScript: source, then the entries. */
-  typescript: string;
-  /** 1-based line of the program where each entry's expression starts. */
+export interface ProgramLayout {
+  /** 1-based line where each appended entry starts (entries found in the source have none). */
   entryLines: number[];
   /** Number of lines that belong to the bundle's source. */
   sourceLines: number;
@@ -24,27 +24,36 @@ export function programKey(source: string, entries: readonly string[]): string {
   return hash.digest("hex");
 }
 
-export function assembleProgram(source: string, entries: readonly string[]): ProgramText {
-  const sourceLines = source.split("\n").length;
-  if (entries.length === 0) return { typescript: source, entryLines: [], sourceLines };
-  const lines = [source, `;${ENTRIES_HOOK}([`];
-  const entryLines: number[] = [];
-  let line = sourceLines + 2;
-  for (const entry of entries) {
-    // The newline before ")" keeps a trailing `// comment` in the entry from eating the paren.
-    lines.push("async () => (", entry, "),");
-    entryLines.push(line + 1);
-    line += 2 + entry.split("\n").length;
-  }
-  lines.push("]);");
-  return { typescript: lines.join("\n"), entryLines, sourceLines };
+/**
+ * The statement that registers an entry, starting on the entry's own line. `mayEndInComment`:
+ * an entry string given on its own may end in `// comment`, so the paren goes on a new line; an
+ * entry statement taken from the source never does, and keeping it on one line keeps every later
+ * line where it was.
+ */
+export function entryRegistration(expression: string, mayEndInComment: boolean): string {
+  return `${ENTRY_HOOK}(async () => (${expression}${mayEndInComment ? "\n" : ""}));`;
 }
 
-/** Where a line of the assembled program came from, for tracebacks. */
-export function describeProgramLine(program: Pick<ProgramText, "entryLines" | "sourceLines">, line: number): { file: string; line: number } {
-  if (line <= program.sourceLines) return { file: "bundle.ts", line };
-  for (let i = program.entryLines.length - 1; i >= 0; i--) {
-    if (line >= program.entryLines[i]) return { file: `entry ${i}`, line: line - program.entryLines[i] + 1 };
+/** Appends entries that the source does not contain, after its last line. */
+export function appendEntries(source: string, entries: readonly string[]): { typescript: string; layout: ProgramLayout } {
+  const sourceLines = source.split("\n").length;
+  const lines = [source];
+  const entryLines: number[] = [];
+  let line = sourceLines + 1;
+  for (const entry of entries) {
+    entryLines.push(line);
+    const text = entryRegistration(entry, true);
+    lines.push(text);
+    line += text.split("\n").length;
+  }
+  return { typescript: lines.join("\n"), layout: { entryLines, sourceLines } };
+}
+
+/** Where a line of the compiled program's TypeScript came from, for tracebacks. */
+export function describeProgramLine(layout: ProgramLayout, line: number): { file: string; line: number } {
+  if (line <= layout.sourceLines) return { file: "bundle.ts", line };
+  for (let i = layout.entryLines.length - 1; i >= 0; i--) {
+    if (line >= layout.entryLines[i]) return { file: `entry ${i}`, line: line - layout.entryLines[i] + 1 };
   }
   return { file: "bundle.ts", line };
 }

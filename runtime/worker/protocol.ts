@@ -9,16 +9,20 @@ export type JobId = number | string;
 
 /** What a job runs: the bundle's TypeScript program, its parameters and its entry expressions. */
 export interface JobBundle {
-  /** The whole TypeScript program (snippets, dependencies first). */
+  /**
+   * The whole TypeScript program. As runtime/bundle.ts lays it out, it ends with the entries as
+   * expression statements; the worker runs those in place (each awaited). A source that does not
+   * end with its entries gets them appended.
+   */
   source: string;
   /** sha256 of `source` (the bundle's hash); lets the worker reuse its compiled program. */
   hash?: string;
   /** Parameter values (JSON data), read inside the job as `params.name`. */
   params?: Record<string, unknown>;
   /**
-   * Expressions evaluated in order after the program has run; the job's result is the value of
-   * the last one (awaited when it is a promise). With no entries, the result is the value of the
-   * program's last expression statement.
+   * The entry expressions, run in order once the rest of the program has run; the job's result
+   * is the value of the last one (awaited when it is a promise). With no entries, the result is
+   * the value of the program's last expression statement.
    */
   entries?: string[];
 }

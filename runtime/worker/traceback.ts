@@ -1,12 +1,11 @@
 // Turns a job's stack trace into a Jupyter traceback: frames in the compiled program are shown at
 // their TypeScript line in `bundle.ts` (or in `entry N`), the worker's own frames are left out.
 import { describeProgramLine, PROGRAM_FILE } from "./program";
+import type { ProgramLayout } from "./program";
 import { LineMap } from "./source-map";
 
-export interface ProgramLocations {
+export interface ProgramLocations extends ProgramLayout {
   mappings: string;
-  entryLines: number[];
-  sourceLines: number;
 }
 
 const FRAME = /^\s+at /;

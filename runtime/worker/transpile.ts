@@ -1,15 +1,16 @@
 // TypeScript → JavaScript for jobs. Workers only transpile (the notebook type-checked the bundle),
 // and this module loads the TypeScript compiler, so only the short-lived compiler thread imports it.
 import { ts } from "ts-morph";
-import { assembleProgram, describeProgramLine, PROGRAM_FILE } from "./program";
+import { appendEntries, describeProgramLine, entryRegistration, PROGRAM_FILE } from "./program";
+import type { ProgramLayout } from "./program";
 
-export interface CompiledProgram {
+export interface CompiledProgram extends ProgramLayout {
   /** CommonJS JavaScript, run as a script so top-level declarations stay reachable by name. */
   js: string;
-  /** The source map's "mappings" field (generated JavaScript → assembled TypeScript). */
+  /** The source map's "mappings" field (generated JavaScript → the program's TypeScript). */
   mappings: string;
-  entryLines: number[];
-  sourceLines: number;
+  /** Whether the program registers entry functions (otherwise its last statement's value is the result). */
+  hasEntries: boolean;
 }
 
 /** A syntax error in the bundle, located in the bundle's own numbering. */
@@ -18,10 +19,40 @@ export class BundleSyntaxError extends Error {
 }
 
 export function transpileProgram(source: string, entries: readonly string[]): CompiledProgram {
-  const program = assembleProgram(source, entries);
-  const output = ts.transpileModule(program.typescript, {
+  const sourceFile = ts.createSourceFile("bundle.ts", source, ts.ScriptTarget.ES2022, true, ts.ScriptKind.TS);
+  const where = (position: number, layout: ProgramLayout = { entryLines: [], sourceLines: Infinity }) => {
+    const at = sourceFile.getLineAndCharacterOfPosition(position);
+    const place = describeProgramLine(layout, at.line + 1);
+    return `${place.file}:${place.line}:${at.character + 1}`;
+  };
+  const syntax = (sourceFile as unknown as { parseDiagnostics?: ts.Diagnostic[] }).parseDiagnostics ?? [];
+  if (syntax.length > 0) {
+    throw new BundleSyntaxError(`${where(syntax[0].start ?? 0)}: ${ts.flattenDiagnosticMessageText(syntax[0].messageText, "\n")}`);
+  }
+
+  const inSource = trailingEntryStatements(sourceFile, entries);
+  let typescript: string;
+  let layout: ProgramLayout;
+  if (inSource) {
+    // Rewritten in place, last first so earlier offsets stay valid; each keeps its first line.
+    typescript = source;
+    for (const statement of [...inSource].reverse()) {
+      typescript = typescript.slice(0, statement.getStart(sourceFile)) + entryRegistration(statement.expression.getText(sourceFile), false) + typescript.slice(statement.end);
+    }
+    layout = { entryLines: [], sourceLines: source.split("\n").length };
+  } else {
+    ({ typescript, layout } = appendEntries(source, entries));
+  }
+  const entryStatements = new Set<ts.Statement>(inSource ?? []);
+  for (const statement of sourceFile.statements) {
+    const awaited = entryStatements.has(statement) ? undefined : topLevelAwait(statement);
+    if (awaited) {
+      throw new BundleSyntaxError(`${where(awaited.getStart(sourceFile))}: top-level await outside the entries does not run on workers; move it into an async function and call that from an entry (e.g. await setup())`);
+    }
+  }
+
+  const output = ts.transpileModule(typescript, {
     fileName: PROGRAM_FILE.replace(/\.js$/, ".ts"),
-    reportDiagnostics: true,
     compilerOptions: {
       module: ts.ModuleKind.CommonJS,
       target: ts.ScriptTarget.ES2022,
@@ -30,22 +61,32 @@ export function transpileProgram(source: string, entries: readonly string[]): Co
       inlineSources: false,
     },
   });
-  const first = output.diagnostics?.find((d) => d.category === ts.DiagnosticCategory.Error);
-  if (first) {
-    const message = ts.flattenDiagnosticMessageText(first.messageText, "\n");
-    let where = "";
-    if (first.start !== undefined) {
-      const position = ts.getLineAndCharacterOfPosition(ts.createSourceFile("x.ts", program.typescript, ts.ScriptTarget.ES2022), first.start);
-      const place = describeProgramLine(program, position.line + 1);
-      where = `${place.file}:${place.line}:${position.character + 1}: `;
-    }
-    throw new BundleSyntaxError(`${where}${message}`);
-  }
   const map = JSON.parse(output.sourceMapText ?? "{}") as { mappings?: string };
   return {
     js: output.outputText.replace(/\n\/\/# sourceMappingURL=.*\s*$/, "\n"),
     mappings: map.mappings ?? "",
-    entryLines: program.entryLines,
-    sourceLines: program.sourceLines,
+    hasEntries: entries.length > 0,
+    ...layout,
   };
+}
+
+/** The source's last statements when they are exactly the entries, as bundle.ts lays them out. */
+function trailingEntryStatements(sourceFile: ts.SourceFile, entries: readonly string[]): ts.ExpressionStatement[] | undefined {
+  const statements = sourceFile.statements;
+  if (entries.length === 0 || statements.length < entries.length) return undefined;
+  const tail = statements.slice(statements.length - entries.length);
+  const normal = (text: string) => text.trim().replace(/;\s*$/, "").trim();
+  for (let i = 0; i < tail.length; i++) {
+    const statement = tail[i];
+    if (!ts.isExpressionStatement(statement) || normal(statement.expression.getText(sourceFile)) !== normal(entries[i])) return undefined;
+  }
+  return tail as ts.ExpressionStatement[];
+}
+
+/** An await (or for await) outside any function, if the statement has one. */
+function topLevelAwait(node: ts.Node): ts.Node | undefined {
+  if (ts.isAwaitExpression(node)) return node;
+  if (ts.isForOfStatement(node) && node.awaitModifier) return node;
+  if (ts.isFunctionLike(node) || ts.isClassLike(node)) return undefined;
+  return ts.forEachChild(node, topLevelAwait);
 }
