@@ -167,6 +167,9 @@ describe("nbjob worker", () => {
     const job = await watcher.run("bundle-layout", { source: bundle.source, hash: bundle.hash, params: bundle.params, entries: bundle.entries });
     assert.equal(job.last.action, "done", JSON.stringify(job.events));
     assert.equal(job.value, 20);
+    // Sent without its entries, the source alone gives the same result.
+    const alone = await watcher.run("bundle-layout-alone", { source: bundle.source, params: bundle.params });
+    assert.equal(alone.value, 20, JSON.stringify(alone.events));
 
     const failing = assembleBundle(snippets, ["tick()", "tick()", "tick()"], { limit: 2 }, { typeCheck: false });
     const failed = (await watcher.run("bundle-layout-error", { source: failing.source, params: failing.params, entries: failing.entries })).last as Extract<WorkerEvent, { action: "failed" }>;

@@ -21,8 +21,9 @@ export interface JobBundle {
   params?: Record<string, unknown>;
   /**
    * The entry expressions, run in order once the rest of the program has run; the job's result
-   * is the value of the last one (awaited when it is a promise). With no entries, the result is
-   * the value of the program's last expression statement.
+   * is the value of the last one (awaited when it is a promise). Without entries, the source's
+   * trailing expression statements are its entries (so a runtime/bundle.ts source may be sent
+   * alone, and plain code gives the value of its last expression).
    */
   entries?: string[];
 }

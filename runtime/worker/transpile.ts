@@ -30,7 +30,9 @@ export function transpileProgram(source: string, entries: readonly string[]): Co
     throw new BundleSyntaxError(`${where(syntax[0].start ?? 0)}: ${ts.flattenDiagnosticMessageText(syntax[0].messageText, "\n")}`);
   }
 
-  const inSource = trailingEntryStatements(sourceFile, entries);
+  // Without entries, the trailing expression statements are the entries (bundle.ts's layout,
+  // or plain code whose last expression is its value).
+  const inSource = entries.length > 0 ? trailingEntryStatements(sourceFile, entries) : trailingExpressionStatements(sourceFile);
   let typescript: string;
   let layout: ProgramLayout;
   if (inSource) {
@@ -65,7 +67,7 @@ export function transpileProgram(source: string, entries: readonly string[]): Co
   return {
     js: output.outputText.replace(/\n\/\/# sourceMappingURL=.*\s*$/, "\n"),
     mappings: map.mappings ?? "",
-    hasEntries: entries.length > 0,
+    hasEntries: inSource !== undefined || entries.length > 0,
     ...layout,
   };
 }
@@ -81,6 +83,13 @@ function trailingEntryStatements(sourceFile: ts.SourceFile, entries: readonly st
     if (!ts.isExpressionStatement(statement) || normal(statement.expression.getText(sourceFile)) !== normal(entries[i])) return undefined;
   }
   return tail as ts.ExpressionStatement[];
+}
+
+function trailingExpressionStatements(sourceFile: ts.SourceFile): ts.ExpressionStatement[] | undefined {
+  const statements = sourceFile.statements;
+  let first = statements.length;
+  while (first > 0 && ts.isExpressionStatement(statements[first - 1])) first--;
+  return first < statements.length ? (statements.slice(first) as ts.ExpressionStatement[]) : undefined;
 }
 
 /** An await (or for await) outside any function, if the statement has one. */
