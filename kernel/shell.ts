@@ -10,6 +10,10 @@ import type { SendChannel } from "./wire/server";
 import type { CommRegistry } from "./comms";
 import type { History } from "./history";
 import { ExecuteRequestSink } from "./cell-sink";
+import {
+  isObject, parseCodeAtCursor, parseCommInfoRequest, parseCommMessage, parseCommOpen, parseExecuteRequest,
+  parseHistoryRequest, parseInspectRequest, parseIsCompleteRequest, RequestError,
+} from "./protocol";
 
 /** Where the handler's messages go (the socket thread, in the notebook kernel). */
 export interface KernelTransport {
@@ -96,7 +100,6 @@ export class ShellHandler {
       this.publish(msg, "status", { execution_state: "busy" });
       const replyType = msg.header.msg_type.replace(/_request$/, "_reply");
       try {
-        if (!isObject(msg.content)) throw new RequestError("MalformedMessage", `${msg.header.msg_type} content must be a JSON object, got ${JSON.stringify(msg.content)}`);
         await this.dispatch(msg);
       } catch (err) {
         const { ename, evalue, traceback } = describeFailure(err);
@@ -127,12 +130,8 @@ export class ShellHandler {
   }
 
   private async execute(msg: Request): Promise<void> {
-    const content = msg.content;
-    const code = requireString(msg, "code");
-    const silent = content.silent === true;
-    const storeHistory = !silent && content.store_history !== false;
-    const allowStdin = content.allow_stdin !== false;
-    const stopOnError = content.stop_on_error !== false;
+    const request = parseExecuteRequest(msg.content);
+    const { code, silent, store_history: storeHistory, allow_stdin: allowStdin, stop_on_error: stopOnError } = request;
     const cellId = typeof msg.metadata.cellId === "string" ? msg.metadata.cellId : undefined;
     if (storeHistory) this.executionCount += 1;
     const count = this.executionCount;
@@ -151,7 +150,7 @@ export class ShellHandler {
       if (outcome.result && !silent) this.publish(msg, "execute_result", { execution_count: count, data: outcome.result, metadata: {} });
       if (storeHistory) this.options.history.record(count, code, plainText(outcome.result));
       this.reply(msg, "execute_reply", {
-        status: "ok", execution_count: count, payload: sink.payloads, user_expressions: this.userExpressions(content.user_expressions),
+        status: "ok", execution_count: count, payload: sink.payloads, user_expressions: this.userExpressions(request.user_expressions),
       });
       return;
     }
@@ -197,12 +196,11 @@ export class ShellHandler {
     }
   }
 
-  private userExpressions(expressions: unknown): Content {
+  private userExpressions(expressions: Record<string, string>): Content {
     const results: Content = {};
-    if (!isObject(expressions)) return results;
     for (const [name, expression] of Object.entries(expressions)) {
       try {
-        const value = this.options.engine.evaluate(String(expression));
+        const value = this.options.engine.evaluate(expression);
         results[name] = { status: "ok", data: { "text/plain": inspect(value, { colors: false }) }, metadata: {} };
       } catch (err) {
         results[name] = { status: "error", ...describeFailure(err) };
@@ -212,65 +210,52 @@ export class ShellHandler {
   }
 
   private complete(msg: Request): void {
-    const code = requireString(msg, "code");
-    const cursor = cursorOf(msg, code);
-    const completion = this.options.engine.complete(code, cursor);
-    this.reply(msg, "complete_reply", { status: "ok", ...completion });
+    const { code, cursor_pos } = parseCodeAtCursor("complete_request", msg.content);
+    this.reply(msg, "complete_reply", { status: "ok", ...this.options.engine.complete(code, cursor_pos) });
   }
 
   private inspect(msg: Request): void {
-    const code = requireString(msg, "code");
-    const detail = msg.content.detail_level === 1 ? 1 : 0;
-    const found = this.options.engine.inspect(code, cursorOf(msg, code), detail);
+    const { code, cursor_pos, detail_level } = parseInspectRequest(msg.content);
+    const found = this.options.engine.inspect(code, cursor_pos, detail_level);
     this.reply(msg, "inspect_reply", { status: "ok", found: found.found, data: found.found ? found.data : {}, metadata: {} });
   }
 
   private isComplete(msg: Request): void {
-    const code = requireString(msg, "code");
-    const verdict = this.options.engine.isComplete(code);
+    const verdict = this.options.engine.isComplete(parseIsCompleteRequest(msg.content).code);
     this.reply(msg, "is_complete_reply", verdict.status === "incomplete" ? { status: "incomplete", indent: verdict.indent ?? "" } : { status: verdict.status });
   }
 
   private history(msg: Request): void {
-    const c = msg.content;
-    const withOutput = c.output === true;
+    const request = parseHistoryRequest(msg.content);
     const history = this.options.history;
-    const count = (v: unknown) => (typeof v === "number" && Number.isFinite(v) ? v : undefined);
-    let rows;
-    switch (c.hist_access_type) {
-      case "tail": rows = history.tail(count(c.n) ?? 10, withOutput); break;
-      case "range": rows = history.range(count(c.session) ?? 0, count(c.start) ?? 0, count(c.stop), withOutput); break;
-      case "search": rows = history.search(typeof c.pattern === "string" ? c.pattern : "*", count(c.n), c.unique === true, withOutput); break;
-      default:
-        throw new RequestError("BadRequest", `history_request hist_access_type must be "tail", "range" or "search", got ${JSON.stringify(c.hist_access_type)}`);
-    }
+    const rows =
+      request.hist_access_type === "tail" ? history.tail(request.n, request.output)
+      : request.hist_access_type === "range" ? history.range(request.session, request.start, request.stop, request.output)
+      : history.search(request.pattern, request.n, request.unique, request.output);
     this.reply(msg, "history_reply", { status: "ok", history: rows });
   }
 
   private commInfo(msg: Request): void {
-    const target = typeof msg.content.target_name === "string" ? msg.content.target_name : undefined;
-    this.reply(msg, "comm_info_reply", { status: "ok", comms: this.options.comms.info(target) });
+    const { target_name } = parseCommInfoRequest(msg.content);
+    this.reply(msg, "comm_info_reply", { status: "ok", comms: this.options.comms.info(target_name) });
   }
 
   // comm_open/msg/close are not requests: the spec has no reply for them, so problems are logged.
   private commOpen(msg: Request): void {
-    const c = msg.content;
-    const problem = this.options.comms.handleOpen({
-      comm_id: requireString(msg, "comm_id"), target_name: requireString(msg, "target_name"),
-      data: isObject(c.data) ? c.data : {}, metadata: msg.metadata, buffers: msg.buffers,
-    });
+    const open = parseCommOpen(msg.content);
+    const problem = this.options.comms.handleOpen({ ...open, metadata: msg.metadata, buffers: msg.buffers });
     if (problem) this.log(problem);
   }
 
   private commMsg(msg: Request): void {
-    const data = isObject(msg.content.data) ? msg.content.data : {};
-    const problem = this.options.comms.handleMsg(requireString(msg, "comm_id"), data, msg.metadata, msg.buffers);
+    const { comm_id, data } = parseCommMessage("comm_msg", msg.content);
+    const problem = this.options.comms.handleMsg(comm_id, data, msg.metadata, msg.buffers);
     if (problem) this.log(problem);
   }
 
   private commClose(msg: Request): void {
-    const data = isObject(msg.content.data) ? msg.content.data : {};
-    const problem = this.options.comms.handleClose(requireString(msg, "comm_id"), data);
+    const { comm_id, data } = parseCommMessage("comm_close", msg.content);
+    const problem = this.options.comms.handleClose(comm_id, data);
     if (problem) this.log(problem);
   }
 
@@ -312,13 +297,6 @@ export class ShellHandler {
   }
 }
 
-/** A request the kernel cannot act on; its name and message go into the error reply. */
-class RequestError extends Error {
-  constructor(readonly ename: string, message: string) {
-    super(message);
-  }
-}
-
 function describeFailure(err: unknown): { ename: string; evalue: string; traceback: string[] } {
   if (err instanceof CellError) return { ename: err.ename, evalue: err.evalue, traceback: err.traceback };
   if (err instanceof RequestError) return { ename: err.ename, evalue: err.message, traceback: [`${err.ename}: ${err.message}`] };
@@ -328,25 +306,7 @@ function describeFailure(err: unknown): { ename: string; evalue: string; traceba
   return { ename: "Error", evalue: String(err), traceback: [`Error: ${String(err)}`] };
 }
 
-function requireString(msg: Request, field: string): string {
-  const value = msg.content[field];
-  if (typeof value !== "string") {
-    throw new RequestError("MalformedMessage", `${msg.header.msg_type} needs content.${field} as a string, got ${value === undefined ? "nothing" : JSON.stringify(value)}`);
-  }
-  return value;
-}
-
-/** cursor_pos per the spec (UTF-16 offset since 5.2); missing means the end of the code. */
-function cursorOf(msg: Request, code: string): number {
-  const cursor = msg.content.cursor_pos;
-  return typeof cursor === "number" && cursor >= 0 ? Math.min(cursor, code.length) : code.length;
-}
-
 function plainText(bundle: MimeBundle | undefined): string | undefined {
   const text = bundle?.["text/plain"];
   return typeof text === "string" ? text : undefined;
-}
-
-function isObject(value: unknown): value is Content {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
