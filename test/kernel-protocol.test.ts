@@ -202,12 +202,17 @@ km.restart_kernel(now=False)
 kc.wait_for_ready(timeout=60)
 print("KERNEL_PID %d" % km.provisioner.pid, flush=True)
 result["after_restart"] = run("visits")
+result["history"] = kc.history(hist_access_type="search", pattern="let visits*", output=False, reply=True, timeout=10)["content"]["history"]
 `);
     assert.equal(r.reconnected, "2");
     const restarted = r.after_restart as Ran;
     // A fresh kernel has never heard of `visits`.
     assert.equal(restarted.reply.status, "error");
     assert.match(String(restarted.reply.evalue), /visits/);
+    // History outlives the restart: the new session can find what the old one ran.
+    const rows = r.history as Array<[number, number, string]>;
+    assert.equal(rows.length, 1);
+    assert.equal(rows[0][2], "let visits = 1");
   });
 
   test("silent cells send no outputs and do not advance the execution count; errors are one error output", async () => {
