@@ -26,6 +26,8 @@ export interface CellImport {
   bindings: ImportBinding[];
   /** Every name the import declares, type-only ones included. */
   allNames: string[];
+  /** Whether the module is loaded at run time (not for `import type`, nor when every name is a type). */
+  loads: boolean;
 }
 
 export interface CellAnalysis {
@@ -90,8 +92,9 @@ function readImport(statement: ts.ImportDeclaration): CellImport | undefined {
     }
   }
   // `import type { A } from "m"` loads nothing; `import "m"` loads m for its side effects.
-  if (typeOnly) return { statement, specifier, bindings: [], allNames };
-  return { statement, specifier, bindings, allNames };
+  if (typeOnly) return { statement, specifier, bindings: [], allNames, loads: false };
+  const onlyTypeNames = allNames.length > 0 && bindings.length === 0;
+  return { statement, specifier, bindings, allNames, loads: !onlyTypeNames };
 }
 
 /** True when `node` awaits outside any function (so the cell needs an async wrapper). */
@@ -138,7 +141,7 @@ export function analyzeCell(code: string): CellAnalysis {
       if (ts.isExternalModuleReference(reference) && ts.isStringLiteral(reference.expression)) {
         const local = statement.name.text;
         const bindings: ImportBinding[] = statement.isTypeOnly ? [] : [{ local, form: "require" }];
-        imports.push({ statement, specifier: reference.expression.text, bindings, allNames: [local] });
+        imports.push({ statement, specifier: reference.expression.text, bindings, allNames: [local], loads: !statement.isTypeOnly });
         add(local, "import", statement, !statement.isTypeOnly);
       } else {
         add(statement.name.text, "variable", statement, !statement.isTypeOnly);

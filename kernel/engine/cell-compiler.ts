@@ -78,6 +78,12 @@ export function compileCell(analysis: CellAnalysis): CompiledCell {
       if (!keyword) continue; // `using` declarations stay local to the cell
       if (!isAsync) {
         edits.replace(keywordStart, keywordStart + keyword.length, "var".padEnd(keyword.length));
+        // `let x;` declares x afresh: as a `var` it would keep the value of an earlier cell's x.
+        if (keyword !== "var") {
+          for (const declaration of list.declarations) {
+            if (!declaration.initializer && ts.isIdentifier(declaration.name)) edits.insert(declaration.type?.end ?? declaration.name.end, " = undefined");
+          }
+        }
         continue;
       }
       edits.replace(keywordStart, keywordStart + keyword.length, ";(".padEnd(keyword.length));

@@ -199,7 +199,7 @@ export class Engine implements ExecutionEngine {
     const values: Record<string, unknown>[] = [];
     for (const cellImport of analysis.imports) {
       const bindings: Record<string, unknown> = {};
-      if (cellImport.bindings.length > 0 || !cellImport.statement.getText().startsWith("import type")) {
+      if (cellImport.loads) {
         const moduleObject = await this.loader.load(cellImport.specifier);
         for (const binding of cellImport.bindings) bindings[binding.local] = ModuleLoader.bindingValue(moduleObject, binding);
       }
