@@ -235,6 +235,8 @@ export class Store implements Db {
       application_name: this.options.applicationName ?? "nbjob",
       connectionTimeoutMillis: 10_000,
       idleTimeoutMillis: 10_000,
+      // Idle connections do not keep a script alive that forgot close().
+      allowExitOnIdle: true,
       types: storeTypes,
     });
     // An idle client losing its server (restart, pg_terminate_backend) must not crash the

@@ -124,8 +124,10 @@ describe("migrations", () => {
 
 describe("the store", () => {
   let store: Store;
+  let apiUrl: string;
   before(async () => {
-    store = openStore({ url: await freshDatabase("api") });
+    apiUrl = await freshDatabase("api");
+    store = openStore({ url: apiUrl });
     await store.ready();
   });
   after(async () => {
@@ -143,6 +145,24 @@ describe("the store", () => {
     const hashes = await putSnippets(store, [{ kind: "class", names: ["Point"], source: bundle({}).snippets[0].source }]);
     assert.equal(hashes[0].length, 64);
     assert.equal(await count(store, "snippets"), before + 2);
+  });
+
+  test("writers racing to store the same code and values all succeed and store it once", async () => {
+    const racing = openStore({ url: apiUrl, maxConnections: 6 });
+    try {
+      const source = `function raced() { return ${Date.now()}; }`;
+      const b: BundleInput = { source: `${source}\nraced();\n`, snippets: [{ kind: "function", names: ["raced"], source }], params: {}, entries: ["raced()"] };
+      const hashes = await Promise.all(Array.from({ length: 6 }, () => putBundle(racing, b)));
+      assert.equal(new Set(hashes).size, 1);
+      const { rows } = await racing.query<{ n: number }>("SELECT count(*)::int AS n FROM nbjob.bundle_snippets WHERE bundle_hash = $1", [hashes[0]]);
+      assert.equal(rows[0].n, 1, "the bundle's snippet list is written once");
+      const value = randomBytes(CHUNK_SIZE + 10);
+      const puts = await Promise.all(Array.from({ length: 3 }, () => putBlob(racing, value)));
+      assert.equal(new Set(puts.map((p) => p.hash)).size, 1);
+      assert.ok((await readBlob(racing, puts[0].hash)).equals(value));
+    } finally {
+      await racing.close();
+    }
   });
 
   test("a job moves queued -> running -> done with a timestamp for each step, and cannot go back", async () => {
