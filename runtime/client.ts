@@ -49,10 +49,16 @@ export class WorkerConnection {
     return this.identity.worker_id;
   }
 
-  /** Whether the worker answers its heartbeat now. */
-  async alive(timeoutMs = 2_000): Promise<boolean> {
-    if (this.client.closed) return false;
-    return this.client.isAlive(timeoutMs);
+  /**
+   * Whether the worker answers its heartbeat. A busy machine can delay one echo, so a worker is
+   * only called gone after `attempts` misses in a row.
+   */
+  async alive(timeoutMs = 2_000, attempts = 3): Promise<boolean> {
+    for (let i = 0; i < attempts; i++) {
+      if (this.client.closed) return false;
+      if (await this.client.isAlive(timeoutMs)) return true;
+    }
+    return false;
   }
 
   /**

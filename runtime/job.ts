@@ -49,11 +49,14 @@ export class JobError extends Error {
 
 /** `bundle.ts:14:9` in a worker's traceback, followed by where that is in the user's code. */
 export function mapTraceback(traceback: readonly string[], parts: readonly BundlePart[] | undefined): string[] {
-  if (!parts) return [...traceback];
-  return traceback.map((line) =>
+  // Frames of Node's own machinery on the worker say nothing about the user's code.
+  const own = traceback.filter((line) => !/^\s+at .*\(node:[\w/]+:\d+:\d+\)$/.test(line));
+  if (!parts) return own;
+  return own.map((line) =>
     line.replace(/bundle\.ts:(\d+):(\d+)/g, (whole, lineText: string) => {
       const located = locateBundleLine({ parts: [...parts] }, Number(lineText));
-      return located ? `${whole} [${located.part.label}, line ${located.line}]` : whole;
+      const label = located?.part.label.replace(/ \((function|class|variable|interface|type|enum|namespace|import|cell)\)$/, "");
+      return located ? `${whole} [${label}, line ${located.line}]` : whole;
     }),
   );
 }
