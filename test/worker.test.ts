@@ -109,7 +109,10 @@ let watcher: JobWatcher;
 
 before(async () => {
   const file = join(dir, "worker.json");
-  worker = spawn(process.execPath, [NBJOB, "worker", "--connection-file", file, "--id", "test-worker", "--no-store"], { stdio: ["ignore", "pipe", "pipe"] });
+  worker = spawn(process.execPath, [NBJOB, "worker", "--connection-file", file, "--id", "test-worker", "--no-store"], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, NBJOB_HOME: join(dir, "home") },
+  });
   worker.stdout?.on("data", (d: Buffer) => (workerLog += d.toString()));
   worker.stderr?.on("data", (d: Buffer) => (workerLog += d.toString()));
   for (let waited = 0; !existsSync(file); waited += 50) {

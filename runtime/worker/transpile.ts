@@ -1,6 +1,7 @@
 // TypeScript → JavaScript for jobs. Workers only transpile (the notebook type-checked the bundle),
 // and this module loads the TypeScript compiler, so only the short-lived compiler thread imports it.
-import { ts } from "ts-morph";
+import type { ts as TypeScript } from "ts-morph";
+import { loadTypeScript } from "./typescript-loader";
 import { appendEntries, describeProgramLine, entryRegistration, PROGRAM_FILE } from "./program";
 import type { ProgramLayout } from "./program";
 
@@ -12,6 +13,10 @@ export interface CompiledProgram extends ProgramLayout {
   /** Whether the program registers entry functions (otherwise its last statement's value is the result). */
   hasEntries: boolean;
 }
+
+const loaded = loadTypeScript();
+const ts = loaded.ts;
+let cacheSaved = false;
 
 /** A syntax error in the bundle, located in the bundle's own numbering. */
 export class BundleSyntaxError extends Error {
@@ -25,7 +30,7 @@ export function transpileProgram(source: string, entries: readonly string[]): Co
     const place = describeProgramLine(layout, at.line + 1);
     return `${place.file}:${place.line}:${at.character + 1}`;
   };
-  const syntax = (sourceFile as unknown as { parseDiagnostics?: ts.Diagnostic[] }).parseDiagnostics ?? [];
+  const syntax = (sourceFile as unknown as { parseDiagnostics?: TypeScript.Diagnostic[] }).parseDiagnostics ?? [];
   if (syntax.length > 0) {
     throw new BundleSyntaxError(`${where(syntax[0].start ?? 0)}: ${ts.flattenDiagnosticMessageText(syntax[0].messageText, "\n")}`);
   }
@@ -45,7 +50,7 @@ export function transpileProgram(source: string, entries: readonly string[]): Co
   } else {
     ({ typescript, layout } = appendEntries(source, entries));
   }
-  const entryStatements = new Set<ts.Statement>(inSource ?? []);
+  const entryStatements = new Set<TypeScript.Statement>(inSource ?? []);
   for (const statement of sourceFile.statements) {
     const awaited = entryStatements.has(statement) ? undefined : topLevelAwait(statement);
     if (awaited) {
@@ -63,6 +68,10 @@ export function transpileProgram(source: string, entries: readonly string[]): Co
       inlineSources: false,
     },
   });
+  if (!cacheSaved) {
+    cacheSaved = true;
+    loaded.saveCache();
+  }
   const map = JSON.parse(output.sourceMapText ?? "{}") as { mappings?: string };
   return {
     js: output.outputText.replace(/\n\/\/# sourceMappingURL=.*\s*$/, "\n"),
@@ -73,7 +82,7 @@ export function transpileProgram(source: string, entries: readonly string[]): Co
 }
 
 /** The source's last statements when they are exactly the entries, as bundle.ts lays them out. */
-function trailingEntryStatements(sourceFile: ts.SourceFile, entries: readonly string[]): ts.ExpressionStatement[] | undefined {
+function trailingEntryStatements(sourceFile: TypeScript.SourceFile, entries: readonly string[]): TypeScript.ExpressionStatement[] | undefined {
   const statements = sourceFile.statements;
   if (entries.length === 0 || statements.length < entries.length) return undefined;
   const tail = statements.slice(statements.length - entries.length);
@@ -82,18 +91,18 @@ function trailingEntryStatements(sourceFile: ts.SourceFile, entries: readonly st
     const statement = tail[i];
     if (!ts.isExpressionStatement(statement) || normal(statement.expression.getText(sourceFile)) !== normal(entries[i])) return undefined;
   }
-  return tail as ts.ExpressionStatement[];
+  return tail as TypeScript.ExpressionStatement[];
 }
 
-function trailingExpressionStatements(sourceFile: ts.SourceFile): ts.ExpressionStatement[] | undefined {
+function trailingExpressionStatements(sourceFile: TypeScript.SourceFile): TypeScript.ExpressionStatement[] | undefined {
   const statements = sourceFile.statements;
   let first = statements.length;
   while (first > 0 && ts.isExpressionStatement(statements[first - 1])) first--;
-  return first < statements.length ? (statements.slice(first) as ts.ExpressionStatement[]) : undefined;
+  return first < statements.length ? (statements.slice(first) as TypeScript.ExpressionStatement[]) : undefined;
 }
 
 /** An await (or for await) outside any function, if the statement has one. */
-function topLevelAwait(node: ts.Node): ts.Node | undefined {
+function topLevelAwait(node: TypeScript.Node): TypeScript.Node | undefined {
   if (ts.isAwaitExpression(node)) return node;
   if (ts.isForOfStatement(node) && node.awaitModifier) return node;
   if (ts.isFunctionLike(node) || ts.isClassLike(node)) return undefined;
