@@ -7,7 +7,7 @@ import {
   listJobs, requireJob, getBundle, getEnvironment, readLogs, diffJobs, jobLog, declarationHistory, isJobStatus, JOB_STATUSES,
   StoreError,
 } from "../store";
-import type { DbJob, DbJobListed, Json } from "../store";
+import type { DbJob, DbJobListed, DbLog, Json } from "../store";
 
 // ---------------------------------------------------------------- formatting helpers
 
@@ -151,9 +151,10 @@ export async function cmdShow(argv: string[]): Promise<number> {
 
 // ---------------------------------------------------------------- nbjob logs
 
-const LOGS_USAGE = `usage: nbjob logs JOB [--timestamps] [--stream stdout|stderr]
+const LOGS_USAGE = `usage: nbjob logs JOB [--follow] [--timestamps] [--stream stdout|stderr]
 
 Prints what the job printed: its stdout lines to stdout, its stderr lines to stderr.
+  --follow, -f     keep printing new lines until the job has finished
   --timestamps     start each line with the time it was printed
   --stream S       only stdout or only stderr
 ${STORE_FLAGS_USAGE}`;
@@ -161,26 +162,37 @@ ${STORE_FLAGS_USAGE}`;
 export async function cmdLogs(argv: string[]): Promise<number> {
   const { values, positionals } = parseCommandArgs({
     args: argv, allowPositionals: true, strict: true,
-    options: { ...STORE_FLAGS, timestamps: { type: "boolean" }, stream: { type: "string" } },
+    options: { ...STORE_FLAGS, timestamps: { type: "boolean" }, stream: { type: "string" }, follow: { type: "boolean", short: "f" } },
   }, LOGS_USAGE);
   exactlyPositionals(positionals, 1, LOGS_USAGE);
   const id = parseJobId(positionals[0]);
   if (values.stream !== undefined && values.stream !== "stdout" && values.stream !== "stderr") {
     throw new UsageError(`--stream must be stdout or stderr, got "${values.stream}"`);
   }
-  const lines = await withCliStore(values, async (store) => {
-    await requireJob(store, id);
-    return readLogs(store, id);
+  let printed = 0;
+  const print = (lines: DbLog[]) => {
+    for (const line of lines) {
+      if (values.stream !== undefined && line.stream !== values.stream) continue;
+      const text = values.timestamps ? `${line.at.toISOString()} ${line.line}` : line.line;
+      (line.stream === "stderr" ? process.stderr : process.stdout).write(text + "\n");
+      printed++;
+    }
+  };
+  await withCliStore(values, async (store) => {
+    let job = await requireJob(store, id);
+    let afterId = 0;
+    for (;;) {
+      // Read the status before the lines: lines written before it finished are then all seen.
+      const finished = job.status !== "queued" && job.status !== "running";
+      const lines = await readLogs(store, id, { afterId });
+      print(lines);
+      if (lines.length) afterId = lines[lines.length - 1].id;
+      if (!values.follow || finished) break;
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      job = await requireJob(store, id);
+    }
   });
-  const shown = lines.filter((line) => values.stream === undefined || line.stream === values.stream);
-  if (shown.length === 0) {
-    console.error(`job ${id} has printed nothing${values.stream ? ` on ${values.stream}` : ""} yet`);
-    return 0;
-  }
-  for (const line of shown) {
-    const text = values.timestamps ? `${line.at.toISOString()} ${line.line}` : line.line;
-    (line.stream === "stderr" ? process.stderr : process.stdout).write(text + "\n");
-  }
+  if (printed === 0) console.error(`job ${id} has printed nothing${values.stream ? ` on ${values.stream}` : ""}${values.follow ? "" : " yet"}`);
   return 0;
 }
 

@@ -148,6 +148,18 @@ describe("nbjob read commands", () => {
     assert.equal(run.stderr, "warning: slow\n");
     const stamped = await nbjob(["logs", String(ids[0]), "--timestamps", "--stream", "stdout"], { NBJOB_DATABASE_URL: url });
     assert.match(stamped.stdout, /^\d{4}-\d\d-\d\dT[\d:.]+Z starting at origin\n/);
+    // --follow keeps printing until the job finishes.
+    const job = await createJob(store, { bundleHash: (await store.query<{ bundle_hash: string }>("SELECT bundle_hash FROM nbjob.jobs WHERE id = $1", [ids[0]])).rows[0].bundle_hash });
+    await transitionJob(store, job.id, "running");
+    await appendLogs(store, job.id, [{ stream: "stdout", line: "epoch 1" }]);
+    const following = nbjob(["logs", String(job.id), "--follow"], { NBJOB_DATABASE_URL: url });
+    await new Promise((r) => setTimeout(r, 1500));
+    await appendLogs(store, job.id, [{ stream: "stdout", line: "epoch 2" }]);
+    await transitionJob(store, job.id, "done", { result: null, resultText: "null" });
+    const followed = await following;
+    assert.equal(followed.code, 0, followed.stderr);
+    assert.equal(followed.stdout, "epoch 1\nepoch 2\n");
+    await store.query("DELETE FROM nbjob.jobs WHERE id = $1", [job.id]);
     const quiet = await nbjob(["logs", String(ids[2])], { NBJOB_DATABASE_URL: url });
     assert.equal(quiet.code, 0);
     assert.match(quiet.stderr, /has printed nothing yet/);
