@@ -251,6 +251,24 @@ describe("nbjob worker", () => {
     assert.deepEqual(job.value, ["undefined", "undefined"]);
   });
 
+  test("jobtracker checks checkpointer names and values; checkpoint() counts from 0", async () => {
+    const ok = await watcher.run("tracker", {
+      source: "let iteration = 0;\njobtracker.registerCheckpointer('iteration');\nconst seen: number[] = [];\nfor (; iteration < 3; iteration++) seen.push(jobtracker.checkpoint());",
+      entries: ["seen"],
+    });
+    assert.deepEqual(ok.value, [0, 1, 2]);
+    const unknown = (await watcher.run("tracker-unknown", { source: "jobtracker.registerCheckpointer('nope');" })).last as Extract<WorkerEvent, { action: "failed" }>;
+    assert.match(unknown.evalue, /registerCheckpointer\("nope"\): the job has no top-level variable nope/);
+    const uncapturable = (await watcher.run("tracker-value", { source: "let model = { forward: (x: number) => x };\njobtracker.registerCheckpointer('model');\njobtracker.checkpoint();" })).last as Extract<WorkerEvent, { action: "failed" }>;
+    assert.match(uncapturable.evalue, /cannot capture the variable model: model\.forward is a function/);
+  });
+
+  test("a job that ends its thread (process.exit) fails saying so; the next job runs", async () => {
+    const exited = (await watcher.run("exit", { source: "process.exit(3);" })).last as Extract<WorkerEvent, { action: "failed" }>;
+    assert.match(exited.evalue, /the job thread exited with code 3/);
+    assert.equal((await watcher.run("after-exit", { source: "", entries: ["'still here'"] })).value, "still here");
+  });
+
   test("heartbeats, kernel_info and status are answered during a 3-second synchronous job", async () => {
     const finished = watcher.run(10, { source: "const end = Date.now() + 3000;\nwhile (Date.now() < end) {}", entries: ["'spun'"] });
     await watcher.until(10, "started");
