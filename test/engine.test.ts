@@ -235,6 +235,11 @@ describe("imports resolved from the notebook's folder", () => {
     assert.match(error.traceback.join("\n"), /at fail \(helpers\.ts:6:9\)/);
   });
 
+  test("import = require() and imports in a cell that awaits", async () => {
+    assert.equal(await value('import { sep } from "node:path"\nimport os = require("node:os")\nconst eol = await Promise.resolve(os.EOL)\nsep + eol.length'), "'/1'");
+    assert.equal(await value("typeof os.cpus + sep"), "'function/'");
+  });
+
   test("node: builtins with Node's types although the folder has no @types/node", async () => {
     assert.equal(await value('import { createHash } from "node:crypto"\ncreateHash("sha256").update("a").digest("hex").length'), "64");
     const error = await failure('import os from "node:os"\nconst cpus: string = os.cpus()');

@@ -64,7 +64,9 @@ export class CellChecker {
     this.importsFile = join(cwd, `${INTERNAL_PREFIX}_imports__.d.ts`);
     this.options = {
       target: ts.ScriptTarget.ES2022,
-      module: ts.ModuleKind.ESNext,
+      // "preserve": ES imports, top-level await and `import x = require("m")` all allowed, as in
+      // the engine, which runs each form; resolution as bundlers do (package exports, no extensions).
+      module: ts.ModuleKind.Preserve,
       moduleResolution: ts.ModuleResolutionKind.Bundler,
       lib: ["lib.es2023.d.ts"],
       strict: true,
