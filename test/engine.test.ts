@@ -187,6 +187,19 @@ describe("running", () => {
     assert.ok(error.traceback.every((line) => !/node:internal|dist\/kernel|\u001b\[/.test(line)), error.traceback.join("\n"));
   });
 
+  test("an error thrown after its cell ended (a timer) can be described with the cell's lines", async () => {
+    await value("function later(): void {\n  throw new SyntaxError('late');\n}");
+    let caught: unknown;
+    try {
+      engine.evaluate("later()");
+    } catch (error) {
+      caught = error;
+    }
+    const described = engine.describeError(caught);
+    assert.equal(described.ename, "SyntaxError");
+    assert.match(described.traceback[1] ?? "", /at later \(cell \d+:2:9\)/);
+  });
+
   test("errors after a top-level await map to the right line too", async () => {
     const error = await failure("await null;\n\n(undefined as unknown as string).length");
     assert.equal(error.ename, "TypeError");

@@ -128,6 +128,15 @@ export class Engine implements ExecutionEngine {
     return cellCompleteness(code);
   }
 
+  /**
+   * An error as a cell's error output would show it (frames mapped to cells' lines, kernel
+   * frames dropped): for errors that reach the kernel after their cell ended (timers, promises).
+   */
+  describeError(error: unknown): { ename: string; evalue: string; traceback: string[] } {
+    const { ename, evalue, traceback } = runtimeErrorOutcome(error, (file, line, column) => this.mapFrame(file, line, column), KERNEL_ROOT);
+    return { ename, evalue, traceback };
+  }
+
   interrupt(): void {
     this.rejectPending?.(new InterruptedError());
   }
