@@ -7,7 +7,7 @@ import { execFile, execFileSync } from "node:child_process";
 import { chmodSync, existsSync, lstatSync, mkdtempSync, readFileSync, realpathSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { openStore, putBundle, createJob, transitionJob, stopEmbeddedServer, embeddedLayout } from "../store";
+import { openStore, putBundle, createJob, transitionJob, stopEmbeddedServer, embeddedLayout, sha256 } from "../store";
 
 const BIN = join(__dirname, "..", "..", "bin", "nbjob.js");
 const homes: string[] = [];
@@ -142,14 +142,14 @@ describe("the embedded PostgreSQL", () => {
 
   test("as root, a NBJOB_HOME inside a private directory still works", { skip: process.getuid?.() !== 0 && "needs root" }, async () => {
     const privateDir = mkdtempSync(join(tmpdir(), "nbjob-private-"));
-    homes.push(privateDir);
     const home = join(privateDir, "home"); // privateDir is 0700: the postgres user cannot enter it
-    homes.push(home);
+    homes.push(home, privateDir); // in this order: stop the server before removing its directory
+    extraDirs.push(join("/var/lib/nbjob", sha256(home).slice(0, 16)));
     const start = await nbjob(["db", "start"], home);
     assert.equal(start.code, 0, start.stderr);
     const cluster = join(home, "postgres", "cluster");
     assert.ok(lstatSync(cluster).isSymbolicLink(), "the cluster lives where the postgres user can reach it");
-    extraDirs.push(realpathSync(cluster));
+    assert.equal(realpathSync(cluster), extraDirs[extraDirs.length - 1]);
     assert.equal(postmastersFor(home).length, 1);
     const stop = await nbjob(["db", "stop"], home);
     assert.match(stop.stdout, /^stopped/);
