@@ -11,7 +11,7 @@ export { sha256, canonicalJson } from "./hash";
 export { snippetHash, putSnippets, putBundle, getSnippet, getBundle, putEnvironment, getEnvironment } from "./code";
 export type { SnippetInput, BundleInput, BundleWithSnippets, EnvironmentInput } from "./code";
 export {
-  createJob, createJobGroup, transitionJob, getJob, requireJob, listJobs, listJobsByIds, isJobStatus,
+  createJob, createJobGroup, transitionJob, getJob, requireJob, listJobs, listJobsByIds, listGroupJobs, isJobStatus,
   LEGAL_TRANSITIONS, IllegalTransitionError, UnknownJobError,
 } from "./jobs";
 export type { CreateJobInput, TransitionDetails, JobErrorInput, ListJobsFilter, DbJobListed } from "./jobs";

@@ -189,3 +189,12 @@ export async function listJobsByIds(db: Db, ids: number[]): Promise<DbJobListed[
   const { rows } = await db.query<DbJobListed>(`SELECT ${LISTED_COLUMNS} FROM nbjob.jobs WHERE id = ANY($1::bigint[])`, [ids]);
   return rows;
 }
+
+/** A sweep's jobs in creation order, whole (result included), with each job's parameter values. */
+export async function listGroupJobs(db: Db, groupId: number): Promise<(DbJob & { params: { [name: string]: Json } })[]> {
+  const { rows } = await db.query<DbJob & { params: { [name: string]: Json } }>(
+    `SELECT j.*, b.params FROM nbjob.jobs j JOIN nbjob.bundles b ON b.hash = j.bundle_hash WHERE j.group_id = $1 ORDER BY j.id`,
+    [groupId],
+  );
+  return rows;
+}

@@ -9,7 +9,7 @@ import {
   openStore, putBundle, putSnippets, createJob, transitionJob, getJob, listJobs, IllegalTransitionError, UnknownJobError,
   putCheckpoint, listCheckpoints, readCheckpoint, putBlob, readBlob, CHUNK_SIZE, appendLogs, readLogs, LogWriter,
   createAnalysis, putAnalysisRow, getAnalysisRows, missingAnalysisCheckpoints, heartbeatWorker, listWorkers, StoreError,
-  putEnvironment, createJobGroup, lastCheckpointIndex,
+  putEnvironment, createJobGroup, lastCheckpointIndex, listGroupJobs,
 } from "../store";
 import type { Store, BundleInput } from "../store";
 
@@ -209,6 +209,8 @@ describe("the store", () => {
     assert.deepEqual((await listJobs(store, { status: "running" })).map((j) => j.id), [a.id]);
     assert.deepEqual((await listJobs(store, { groupId: group.id, limit: 1 })).map((j) => j.id), [b.id]);
     assert.ok(!("result" in sweep[0]), "listings leave out the result value");
+    const members = await listGroupJobs(store, group.id);
+    assert.deepEqual(members.map((j) => [j.id, j.params.x, j.status]), [[a.id, 5, "running"], [b.id, 5, "queued"]]);
   });
 
   test("checkpoint values are stored by content: an unchanged value uploads nothing", async () => {
