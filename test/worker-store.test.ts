@@ -88,7 +88,7 @@ after(async () => {
   await store?.close();
   const admin = new PgClient({ connectionString: ADMIN_URL });
   await admin.connect();
-  await admin.query(`DROP DATABASE IF EXISTS ${DATABASE} WITH (FORCE)`);
+  if (!process.env.KEEP_DB) await admin.query(`DROP DATABASE IF EXISTS ${DATABASE} WITH (FORCE)`);
   await admin.end();
   rmSync(dir, { recursive: true, force: true });
 });
@@ -146,6 +146,30 @@ describe("workers with the store", () => {
         await sleep(20);
       }
       assert.ok(events.some((e) => e.action === "stream" && e.text === "hello from the comm\n"));
+    } finally {
+      client.close();
+    }
+  });
+
+  test("a recorded run of a job already cancelled in the store is stopped and the row left alone", async () => {
+    const bundle = { source: "while (true) {}", params: {} };
+    const row = await createJob(store, { bundleHash: await putBundle(store, { ...bundle, entries: [], snippets: [] }), targetWorker: "ws/0" });
+    await transitionJob(store, row.id, "cancelled", { error: { name: "Cancelled", message: "changed my mind" } });
+    const client = await KernelClient.connect(readConnectionFile(workers.get("ws/0")!.file), { readyTimeoutMs: 20_000 });
+    try {
+      const comm = await client.openComm("nbjob.worker");
+      const events: WorkerEvent[] = [];
+      comm.onMsg((data) => events.push(data as WorkerEvent));
+      await comm.send({ action: "run", job_id: row.id, bundle, record: true });
+      for (let waited = 0; !events.some((e) => e.action === "cancelled"); waited += 20) {
+        assert.ok(waited < 10_000, JSON.stringify(events));
+        await sleep(20);
+      }
+      const cancelled = events.find((e) => e.action === "cancelled") as Extract<WorkerEvent, { action: "cancelled" }>;
+      assert.match(cancelled.reason, new RegExp(`job ${row.id} is cancelled in the store`));
+      const after = (await getJob(store, row.id))!;
+      assert.equal(after.status, "cancelled");
+      assert.equal(after.error_message, "changed my mind");
     } finally {
       client.close();
     }

@@ -23,8 +23,9 @@ export interface JobListener {
 
 export interface SubmitOptions {
   /**
-   * Asked just before the job starts (e.g. to mark its row running in the store); resolving
-   * false skips the job with `cancelled` and that reason.
+   * Asked as the job starts (e.g. to mark its row running in the store). The job does not wait
+   * for the answer, so starting costs no round trip; an answer of skip stops it with `cancelled`
+   * and that reason (rare: the row was cancelled or taken elsewhere meanwhile).
    */
   gate?: () => Promise<true | { skip: string }>;
 }
@@ -155,14 +156,15 @@ export class JobRunner {
     }
     const job: ActiveJob = { ...next, startedAt: Date.now(), finished: false };
     this.active = job;
+    this.begin(job);
     if (job.gate) {
       job.gate().then(
-        (answer) => (answer === true ? this.begin(job) : this.finish(job, (listener) => listener.cancelled(answer.skip))),
-        (err: Error) => this.finish(job, (listener) => listener.cancelled(`the job could not be started: ${err.message}`)),
+        (answer) => {
+          if (answer !== true && this.active === job) this.stopActive(answer.skip);
+        },
+        (err: Error) => this.log(`job ${job.jobId}: could not check it before starting (${err.message}); it runs anyway`),
       );
-      return;
     }
-    this.begin(job);
   }
 
   private begin(job: ActiveJob): void {

@@ -18,7 +18,7 @@ export function storedResult(bytes: Buffer): StoredResult {
 
 export interface JobRecorder {
   listener: JobListener;
-  /** For a job sent over the comm: marks the row running just before it starts; says skip when it cannot run. */
+  /** For a job sent over the comm: marks the row running as it starts; says skip when it must not run. */
   gate(): Promise<true | { skip: string }>;
 }
 
@@ -61,7 +61,7 @@ export function recordJob(db: Db, jobId: number, identity: WorkerIdentity, optio
     failed: ({ ename, evalue, traceback }) => finalWrite(() => transitionJob(db, jobId, "failed", { error: { name: ename, message: evalue, traceback } })),
     cancelled: (reason) => finalWrite(() => transitionJob(db, jobId, "cancelled", { error: { name: "Cancelled", message: reason } })),
   };
-  const gate = async (): Promise<true | { skip: string }> => {
+  const markRunning = async (): Promise<true | { skip: string }> => {
     if (claimed) return true;
     try {
       await transitionJob(db, jobId, "running", { workerId: identity.worker_id, host: identity.host, pid: identity.pid });
@@ -77,6 +77,12 @@ export function recordJob(db: Db, jobId: number, identity: WorkerIdentity, optio
       skipped = true;
       return { skip: `job ${jobId} is ${row?.status ?? "gone"} in the store${row?.worker_id ? ` (worker ${row.worker_id})` : ""}; it was not run again` };
     }
+  };
+  const gate = (): Promise<true | { skip: string }> => {
+    const answer = markRunning();
+    // The final write must come after the row is running.
+    writes = answer.catch(() => undefined);
+    return answer;
   };
   return { listener, gate };
 }
