@@ -21,13 +21,13 @@ export interface CompiledCell {
   edited: EditedText;
 }
 
-const TRANSPILE_OPTIONS: ts.CompilerOptions = {
+const transpileOptions = (): ts.CompilerOptions => ({
   target: ts.ScriptTarget.ES2022,
   module: ts.ModuleKind.ESNext,
   sourceMap: true,
   esModuleInterop: true,
   useDefineForClassFields: true,
-};
+});
 
 function removeModifiers(edits: TextEdits, statement: ts.Statement, kinds: readonly ts.SyntaxKind[]): void {
   if (!ts.canHaveModifiers(statement)) return;
@@ -36,7 +36,7 @@ function removeModifiers(edits: TextEdits, statement: ts.Statement, kinds: reado
   }
 }
 
-const EXPORT_KINDS = [ts.SyntaxKind.ExportKeyword, ts.SyntaxKind.DefaultKeyword];
+const exportKinds = () => [ts.SyntaxKind.ExportKeyword, ts.SyntaxKind.DefaultKeyword];
 
 export function compileCell(analysis: CellAnalysis): CompiledCell {
   const { code, sourceFile, hasTopLevelAwait: isAsync } = analysis;
@@ -71,7 +71,7 @@ export function compileCell(analysis: CellAnalysis): CompiledCell {
       continue;
     }
     if (ts.isVariableStatement(statement)) {
-      removeModifiers(edits, statement, EXPORT_KINDS);
+      removeModifiers(edits, statement, exportKinds());
       const list = statement.declarationList;
       const keywordStart = list.getStart();
       const keyword = /^(?:let|const|var)\b/.exec(code.slice(keywordStart))?.[0];
@@ -96,7 +96,7 @@ export function compileCell(analysis: CellAnalysis): CompiledCell {
       continue;
     }
     if (ts.isClassDeclaration(statement) && statement.name) {
-      removeModifiers(edits, statement, [...EXPORT_KINDS, ts.SyntaxKind.AbstractKeyword]);
+      removeModifiers(edits, statement, [...exportKinds(), ts.SyntaxKind.AbstractKeyword]);
       const name = statement.name.text;
       edits.insert(statement.getStart(), isAsync ? `${name} = ` : `var ${name} = `);
       edits.insert(statement.end, ";");
@@ -104,12 +104,12 @@ export function compileCell(analysis: CellAnalysis): CompiledCell {
       continue;
     }
     if (ts.isFunctionDeclaration(statement)) {
-      removeModifiers(edits, statement, EXPORT_KINDS);
+      removeModifiers(edits, statement, exportKinds());
       if (isAsync && statement.name && statement.body) functions.push(statement.name.text);
       continue;
     }
     if (ts.isEnumDeclaration(statement) || (ts.isModuleDeclaration(statement) && ts.isIdentifier(statement.name))) {
-      removeModifiers(edits, statement, EXPORT_KINDS);
+      removeModifiers(edits, statement, exportKinds());
       if (isAsync) {
         globals.push(statement.name.text);
         enumLike.push(statement.name.text);
@@ -117,13 +117,13 @@ export function compileCell(analysis: CellAnalysis): CompiledCell {
       continue;
     }
     if (ts.isInterfaceDeclaration(statement) || ts.isTypeAliasDeclaration(statement)) {
-      removeModifiers(edits, statement, EXPORT_KINDS);
+      removeModifiers(edits, statement, exportKinds());
     }
   }
   if (isAsync && analysis.lastExpression) edits.insert(analysis.lastExpression.getStart(), "return ");
 
   const edited = edits.apply();
-  const output = ts.transpileModule(edited.text, { fileName: "cell.ts", compilerOptions: TRANSPILE_OPTIONS });
+  const output = ts.transpileModule(edited.text, { fileName: "cell.ts", compilerOptions: transpileOptions() });
   let js = output.outputText.replace(/\n\/\/# sourceMappingURL=.*\s*$/, "\n");
   const map = SourceMapLookup.fromJson(output.sourceMapText ?? '{"mappings":""}');
   if (!isAsync) return { js, isAsync, lineOffset: 0, map, edited };

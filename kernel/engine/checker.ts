@@ -48,7 +48,7 @@ export class CellChecker {
   private readonly virtualFiles = new Map<string, { text: string; version: number }>();
   private readonly preludeDeclarations = new Map<string, string[]>();
   private readonly preludeImports = new Map<string, PreludeImport>();
-  private readonly options: ts.CompilerOptions;
+  private options: ts.CompilerOptions = {};
   private projectVersion = 0;
   // Module resolution probes the file system for every file of every new program (package.json
   // scopes, extensions); the answers are kept until a cell imports something not seen before.
@@ -62,23 +62,6 @@ export class CellChecker {
     this.preludeFile = join(cwd, `${INTERNAL_PREFIX}_prelude__.d.ts`);
     this.globalsFile = join(cwd, `${INTERNAL_PREFIX}_globals__.d.ts`);
     this.importsFile = join(cwd, `${INTERNAL_PREFIX}_imports__.d.ts`);
-    this.options = {
-      target: ts.ScriptTarget.ES2022,
-      // "preserve": ES imports, top-level await and `import x = require("m")` all allowed, as in
-      // the engine, which runs each form; resolution as bundlers do (package exports, no extensions).
-      module: ts.ModuleKind.Preserve,
-      moduleResolution: ts.ModuleResolutionKind.Bundler,
-      lib: ["lib.es2023.d.ts"],
-      strict: true,
-      esModuleInterop: true,
-      skipLibCheck: true,
-      declaration: true,
-      emitDeclarationOnly: true,
-      allowImportingTsExtensions: true,
-      resolveJsonModule: true,
-      types: ["node"],
-      typeRoots: typeRoots(),
-    };
   }
 
   /** Builds the language service and checks a trivial cell, so the first real cell is fast. */
@@ -279,6 +262,24 @@ export class CellChecker {
 
   private languageService(): ts.LanguageService {
     if (this.service) return this.service;
+    this.options = {
+      target: ts.ScriptTarget.ES2022,
+      // "preserve": ES imports, top-level await and `import x = require("m")` all allowed, as in
+      // the engine, which runs each form; resolution as bundlers do (package exports, no extensions).
+      module: ts.ModuleKind.Preserve,
+      moduleResolution: ts.ModuleResolutionKind.Bundler,
+      lib: ["lib.es2023.d.ts"],
+      strict: true,
+      esModuleInterop: true,
+      skipLibCheck: true,
+      declaration: true,
+      emitDeclarationOnly: true,
+      allowImportingTsExtensions: true,
+      resolveJsonModule: true,
+      types: ["node"],
+      typeRoots: typeRoots(),
+    };
+
     this.setVirtual(this.globalsFile, this.globalsText());
     this.setVirtual(this.importsFile, this.importsText());
     this.setVirtual(this.preludeFile, this.preludeText());

@@ -15,12 +15,12 @@ type LoaderFunction = (module: { _compile(code: string, filename: string): void 
 // A dynamic import() that survives compilation to CommonJS (which would turn it into require).
 const importEsm = new Function("url", "return import(url)") as (url: string) => Promise<Record<string, unknown>>;
 
-const TS_COMPILE_OPTIONS: ts.CompilerOptions = {
+const tsCompileOptions = (): ts.CompilerOptions => ({
   module: ts.ModuleKind.CommonJS,
   target: ts.ScriptTarget.ES2022,
   esModuleInterop: true,
   sourceMap: true,
-};
+});
 
 /** Source maps of the local .ts files loaded, so that tracebacks show their TypeScript lines. */
 const localSourceMaps = new Map<string, { map: SourceMapLookup; lines: string[] }>();
@@ -32,7 +32,7 @@ function registerTypeScriptExtension(): void {
     if (extensions[extension]) continue;
     extensions[extension] = (module, filename) => {
       const source = readFileSync(filename, "utf8");
-      const output = ts.transpileModule(source, { fileName: filename, compilerOptions: TS_COMPILE_OPTIONS });
+      const output = ts.transpileModule(source, { fileName: filename, compilerOptions: tsCompileOptions() });
       if (output.sourceMapText) localSourceMaps.set(filename, { map: SourceMapLookup.fromJson(output.sourceMapText), lines: source.split("\n") });
       module._compile(output.outputText.replace(/\n\/\/# sourceMappingURL=.*\s*$/, "\n"), filename);
     };

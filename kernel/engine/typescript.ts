@@ -1,16 +1,54 @@
 // The TypeScript 6 compiler API, taken from ts-morph's bundle (the `typescript` package on
-// npm is the native 7.x port without this API); its lib .d.ts files are served from memory.
-import { getLibFiles, libFolderInMemoryPath, ts } from "@ts-morph/common";
+// npm is the native 7.x port without this API), loaded on first use: it is ~10 MB of
+// JavaScript, and a kernel should answer its first requests before paying for it.
+// Its lib .d.ts files are served from memory.
+import type { ts as TsNamespace } from "@ts-morph/common";
 
-export { ts };
+type TsApi = typeof TsNamespace;
+interface TsMorphCommon {
+  ts: TsApi;
+  getLibFiles(): { fileName: string; text: string }[];
+  libFolderInMemoryPath: string;
+}
+
+let common: TsMorphCommon | undefined;
+
+function load(): TsMorphCommon {
+  return (common ??= require("@ts-morph/common") as TsMorphCommon);
+}
+
+/** The compiler API; the module behind it loads at the first property read. */
+export const ts: TsApi = new Proxy({} as TsApi, { get: (_target, key) => Reflect.get(load().ts, key) });
+
+// The types the engine names, next to the value above (a namespace of types only merges with it).
+export declare namespace ts {
+  type BindingName = TsNamespace.BindingName;
+  type CompilerOptions = TsNamespace.CompilerOptions;
+  type Diagnostic = TsNamespace.Diagnostic;
+  type ExpressionStatement = TsNamespace.ExpressionStatement;
+  type IScriptSnapshot = TsNamespace.IScriptSnapshot;
+  type ImportDeclaration = TsNamespace.ImportDeclaration;
+  type ImportEqualsDeclaration = TsNamespace.ImportEqualsDeclaration;
+  type LanguageService = TsNamespace.LanguageService;
+  type LanguageServiceHost = TsNamespace.LanguageServiceHost;
+  type ModuleResolutionCache = TsNamespace.ModuleResolutionCache;
+  type Node = TsNamespace.Node;
+  type SourceFile = TsNamespace.SourceFile;
+  type Statement = TsNamespace.Statement;
+  type SyntaxKind = TsNamespace.SyntaxKind;
+  type VariableDeclarationList = TsNamespace.VariableDeclarationList;
+}
+
+/** Where the compiler looks for lib.*.d.ts files (a folder that exists only in memory). */
+export const LIB_FOLDER = "/node_modules/typescript/lib";
 
 let libFiles: Map<string, string> | undefined;
 
-/** Where the compiler looks for lib.*.d.ts files (a folder that exists only in memory). */
-export const LIB_FOLDER: string = libFolderInMemoryPath;
-
 /** The text of a lib file by absolute path (under LIB_FOLDER), or undefined. */
 export function libFileText(fileName: string): string | undefined {
-  libFiles ??= new Map(getLibFiles().map((file) => [`${LIB_FOLDER}/${file.fileName}`, file.text]));
+  if (!fileName.startsWith(LIB_FOLDER)) return undefined;
+  const api = load();
+  if (api.libFolderInMemoryPath !== LIB_FOLDER) throw new Error(`ts-morph serves its lib files from ${api.libFolderInMemoryPath}, not ${LIB_FOLDER}; update kernel/engine/typescript.ts`);
+  libFiles ??= new Map(api.getLibFiles().map((file) => [`${LIB_FOLDER}/${file.fileName}`, file.text]));
   return libFiles.get(fileName);
 }
