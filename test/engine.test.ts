@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { inspect } from "node:util";
 import { after, before, describe, test } from "node:test";
 import { Worker } from "node:worker_threads";
-import { Engine, sourceOfFunction } from "../kernel/engine";
+import { Engine, sourceOfFunction, typescriptVersion } from "../kernel/engine";
 import type { CellOutcome, CellSink, MimeBundle } from "../kernel/engine/types";
 
 type Recorded =
@@ -331,6 +331,10 @@ describe("interrupt", () => {
     if (outcome.status === "error") assert.equal(outcome.ename, "Interrupted");
     assert.equal(await value("spins > 0"), "true");
   });
+});
+
+test("typescriptVersion() names the compiler that checks cells", () => {
+  assert.match(typescriptVersion(), /^6\.\d+\.\d+/);
 });
 
 describe("completion, inspection, is_complete", () => {

@@ -16,6 +16,7 @@ import type { CellOutcome, CellRequest, CellSink, Completion, DeclarationRecord,
 import { setCellSink, setFunctionSourceLookup } from "../../runtime/notebook";
 
 export type { ExecutionEngine } from "./types";
+export { typescriptVersion } from "./typescript";
 
 /**
  * Objects may choose how they show as a cell's result: `[Symbol.for("nbjob.mimeBundle")]()`

@@ -2,6 +2,7 @@
 // npm is the native 7.x port without this API), loaded on first use: it is ~10 MB of
 // JavaScript, and a kernel should answer its first requests before paying for it.
 // Its lib .d.ts files are served from memory.
+import { closeSync, openSync, readSync } from "node:fs";
 import type { ts as TsNamespace } from "@ts-morph/common";
 
 type TsApi = typeof TsNamespace;
@@ -51,4 +52,27 @@ export function libFileText(fileName: string): string | undefined {
   if (api.libFolderInMemoryPath !== LIB_FOLDER) throw new Error(`ts-morph serves its lib files from ${api.libFolderInMemoryPath}, not ${LIB_FOLDER}; update kernel/engine/typescript.ts`);
   libFiles ??= new Map(api.getLibFiles().map((file) => [`${LIB_FOLDER}/${file.fileName}`, file.text]));
   return libFiles.get(fileName);
+}
+
+/**
+ * The compiler's version ("6.0.2") without loading the compiler: read from the head of its
+ * bundle (for kernel_info, which a kernel answers before it has run any cell).
+ */
+export function typescriptVersion(): string {
+  if (common) return common.ts.version;
+  try {
+    const bundle = require.resolve("@ts-morph/common/dist/typescript.js");
+    const head = Buffer.alloc(256 * 1024);
+    const fd = openSync(bundle, "r");
+    try {
+      readSync(fd, head, 0, head.length, 0);
+    } finally {
+      closeSync(fd);
+    }
+    const found = /\bvar version = "([^"]+)"/.exec(head.toString("utf8"));
+    if (found?.[1]) return found[1];
+  } catch {
+    // Unusual layout of the package: fall back to loading the compiler.
+  }
+  return load().ts.version;
 }
