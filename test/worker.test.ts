@@ -245,6 +245,20 @@ describe("nbjob worker", () => {
     assert.match(failed.evalue, /^bundle\.ts:2:\d+: /);
   });
 
+  test("jobs require npm packages from the worker's directory", async () => {
+    const job = await watcher.run("require", { source: "const { diffLines } = require('diff');", entries: ["diffLines('a\\n', 'b\\n').length"] });
+    assert.equal(job.value, 2, JSON.stringify(job.events));
+  });
+
+  test("an error thrown later from a job's timer fails that job", async () => {
+    const job = await watcher.run("late-throw", {
+      source: "async function run(): Promise<string> {\n  setTimeout(() => { throw new Error('thrown from a timer'); }, 10);\n  await new Promise((r) => setTimeout(r, 2000));\n  return 'not reached';\n}",
+      entries: ["run()"],
+    });
+    assert.equal(job.last.action, "failed");
+    assert.equal((job.last as Extract<WorkerEvent, { action: "failed" }>).evalue, "thrown from a timer");
+  });
+
   test("each job gets a fresh global scope", async () => {
     await watcher.run(8, { source: "var leftover = 41; (globalThis as any).marker = 1;" });
     const job = await watcher.run(9, { source: "", entries: ["[typeof leftover, typeof (globalThis as any).marker]"] });
