@@ -288,6 +288,12 @@ describe("notebook runtime", () => {
     assert.ok(bundle?.kind === "display" && bundle.data["text/html"] === "<i>h</i>");
   });
 
+  test("the package's globals are there without an import, as values and as types", async () => {
+    assert.equal(await value("let maybe: SnippetCollector | undefined = undefined;\n[typeof SnippetCollector, typeof display.html, typeof input, maybe]"), "[ 'function', 'function', 'function', undefined ]");
+    const error = await failure("const wrong: SnippetCollector = 5");
+    assert.match(error.evalue, /^1:7 Type 'number' is not assignable to type 'SnippetCollector'/);
+  });
+
   test("await input() asks through the sink", async () => {
     const { outcome, sink } = await run("const answer = await input('Your name?', { password: true })\nanswer", new RecordingSink("ada"));
     assert.deepEqual(outcome, { status: "ok", result: { "text/plain": "'ada'" } });
