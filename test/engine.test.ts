@@ -228,6 +228,9 @@ describe("imports resolved from the notebook's folder", () => {
 
   test("an ES-module-only package, with its types", async () => {
     assert.equal(await value('import Greeter, { greet, greeting } from "esm-greeter"\n[greet("ada"), greeting, String(new Greeter("bob"))]'), "[ 'hello, ada', 'hello', 'hello, bob' ]");
+    const { outcome, sink } = await run('const dynamic = await import("esm-greeter")\ndynamic.greet("dyn")');
+    assert.deepEqual(outcome, { status: "ok", result: { "text/plain": "'hello, dyn'" } });
+    assert.deepEqual(sink.outputs, [], "no warning about Node's experimental loader in the cell");
     const error = await failure("const n: number = greet('x')");
     assert.match(error.evalue, /^1:7 Type 'string' is not assignable to type 'number'/);
   });

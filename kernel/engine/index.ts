@@ -74,6 +74,7 @@ export class Engine implements ExecutionEngine {
   private globals: RuntimeGlobal[] | undefined;
   private cellCount = 0;
   private rejectPending: ((error: Error) => void) | undefined;
+  private readonly restoreWarnings: () => void;
 
   constructor(options: EngineOptions) {
     this.cwd = resolve(options.cwd);
@@ -84,6 +85,7 @@ export class Engine implements ExecutionEngine {
     this.loader = new ModuleLoader(this.cwd);
     this.checker = new CellChecker(this.cwd, () => this.globalsDeclarations());
     setFunctionSourceLookup(sourceOfFunction);
+    this.restoreWarnings = hideDynamicImportWarning();
   }
 
   /** Prepares the type checker (the first check is the slow one); call when the kernel is idle. */
@@ -94,6 +96,7 @@ export class Engine implements ExecutionEngine {
   /** Restores process.stdout/stderr (tests; a kernel keeps its engine until it exits). */
   dispose(): void {
     this.capture.dispose();
+    this.restoreWarnings();
   }
 
   async execute(request: CellRequest): Promise<CellOutcome> {
@@ -289,6 +292,24 @@ export class Engine implements ExecutionEngine {
     const aliases = globals.map((global) => `  export import ${global.name} = __nbjob_runtime${modules.indexOf(global.typesFrom)}.${global.name};`);
     return `${imports.join("\n")}\ndeclare global {\n${aliases.join("\n")}\n}\nexport {};\n`;
   }
+}
+
+/**
+ * `import()` in a cell works through vm's USE_MAIN_CONTEXT_DEFAULT_LOADER, which Node 20 marks
+ * experimental with a warning on first use; that warning is about the engine, not the user's
+ * code, so it is not printed into their cell. Every other warning passes through.
+ */
+function hideDynamicImportWarning(): () => void {
+  const original = process.emitWarning;
+  const filtered = function emitWarning(this: unknown, warning: string | Error, ...rest: unknown[]): void {
+    const text = typeof warning === "string" ? warning : warning.message;
+    if (text.includes("USE_MAIN_CONTEXT_DEFAULT_LOADER")) return;
+    (original as (...args: unknown[]) => void).call(process, warning, ...rest);
+  };
+  process.emitWarning = filtered as typeof process.emitWarning;
+  return () => {
+    if (process.emitWarning === filtered) process.emitWarning = original;
+  };
 }
 
 /**
