@@ -362,6 +362,9 @@ describe("completion, inspection, is_complete", () => {
     const found = engine.inspect("zebraName()", 3, 0);
     assert.equal(found.found, true);
     assert.match(String(found.data["text/plain"]), /function zebraName\(\): string/);
+    assert.doesNotMatch(String(found.data["text/plain"]), /Source:/);
+    const detailed = engine.inspect("zebraName()", 3, 1);
+    assert.match(String(detailed.data["text/plain"]), /Source:\nfunction zebraName\(\) \{ return 'z' \}/);
     assert.equal(engine.inspect("   ", 1, 0).found, false);
   });
 

@@ -125,7 +125,9 @@ export class Engine implements ExecutionEngine {
     this.installGlobals();
     const info = this.checker.quickInfo(code, cursorPos);
     if (!info) return { found: false, data: {} };
-    return { found: true, data: describe(info, detailLevel) };
+    // More detail (shift-tab twice, `x??`): a notebook name's own source, as the cell declared it.
+    const source = detailLevel === 1 ? this.records.get(nameAt(code, cursorPos))?.source : undefined;
+    return { found: true, data: describe(info, source) };
   }
 
   isComplete(code: string): { status: "complete" | "incomplete" | "invalid"; indent?: string } {
@@ -269,7 +271,7 @@ export class Engine implements ExecutionEngine {
       sink.stream("stdout", `Object \`${page.expression}\` not found.\n`);
       return;
     }
-    sink.payload({ source: "page", data: describe(info, 1), start: 0 });
+    sink.payload({ source: "page", data: describe(info), start: 0 });
   }
 
   /** Puts display, input, SnippetCollector... on the global object (once; their module loads lazily). */
@@ -326,11 +328,18 @@ function makeAssignable(analysis: CellAnalysis): void {
   }
 }
 
-function describe(info: { signature: string; documentation: string }, detailLevel: 0 | 1): MimeBundle {
-  const plain = info.documentation ? `${info.signature}\n\n${info.documentation}` : info.signature;
-  const markdown = `\`\`\`typescript\n${info.signature}\n\`\`\`${info.documentation ? `\n\n${info.documentation}` : ""}`;
-  void detailLevel;
+function describe(info: { signature: string; documentation: string }, source?: string): MimeBundle {
+  const fence = (text: string) => `\`\`\`typescript\n${text}\n\`\`\``;
+  const plain = [info.signature, info.documentation, source && `Source:\n${source}`].filter(Boolean).join("\n\n");
+  const markdown = [fence(info.signature), info.documentation, source && `Source:\n\n${fence(source)}`].filter(Boolean).join("\n\n");
   return { "text/plain": plain, "text/markdown": markdown };
+}
+
+/** The identifier around `position` in `code` ("" when there is none). */
+function nameAt(code: string, position: number): string {
+  const before = /[\w$]*$/.exec(code.slice(0, position))?.[0] ?? "";
+  const after = /^[\w$]*/.exec(code.slice(position))?.[0] ?? "";
+  return before + after;
 }
 
 function resultBundle(value: unknown): MimeBundle | undefined {
