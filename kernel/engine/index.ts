@@ -282,8 +282,9 @@ export class Engine implements ExecutionEngine {
     for (const global of this.globals) {
       Object.defineProperty(scope, global.name, { value: global.value, configurable: true, writable: true, enumerable: false });
     }
-    const require = this.loader.require;
-    Object.defineProperty(scope, "require", { value: require, configurable: true, writable: true, enumerable: false });
+    // What a CommonJS module of the notebook's folder would have (Node's types declare them).
+    Object.defineProperty(scope, "require", { value: this.loader.require, configurable: true, writable: true, enumerable: false });
+    Object.defineProperty(scope, "__dirname", { value: this.cwd, configurable: true, writable: true, enumerable: false });
     return this.globals;
   }
 
