@@ -25,17 +25,22 @@ export interface ClaimInput {
  * takes it at once.
  */
 export async function claimNextJob(db: Db, worker: ClaimInput, targetedGraceMs = 0): Promise<DbJob | undefined> {
-  const { rows } = await db.query<DbJob>(
-    `UPDATE nbjob.jobs SET status = 'running', started_at = now(), worker_id = $1, host = $2, pid = $3
-      WHERE id = (
-        SELECT id FROM nbjob.jobs
-         WHERE status = 'queued'
-           AND (target_worker IS NULL OR (target_worker = $1 AND queued_at <= now() - make_interval(secs => $4 / 1000.0)))
-         ORDER BY id
-         LIMIT 1
-         FOR UPDATE SKIP LOCKED)
-      RETURNING *`,
-    [worker.workerId, worker.host, worker.pid, targetedGraceMs],
+  // A named (prepared) statement: planning it took longer than running it, and workers claim
+  // once per job.
+  const { rows } = await db.withClient((client) =>
+    client.query<DbJob>({
+      name: "nbjob_claim_next_job",
+      text: `UPDATE nbjob.jobs SET status = 'running', started_at = now(), worker_id = $1, host = $2, pid = $3
+              WHERE id = (
+                SELECT id FROM nbjob.jobs
+                 WHERE status = 'queued'
+                   AND (target_worker IS NULL OR (target_worker = $1 AND queued_at <= now() - make_interval(secs => $4 / 1000.0)))
+                 ORDER BY id
+                 LIMIT 1
+                 FOR UPDATE SKIP LOCKED)
+              RETURNING *`,
+      values: [worker.workerId, worker.host, worker.pid, targetedGraceMs],
+    }),
   );
   return rows[0];
 }
