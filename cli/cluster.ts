@@ -124,7 +124,9 @@ async function start(profile: string, dir: string, count: number, ip: string): P
       detached: true, // its own process group: the notebook (or this shell) ending does not end it
       stdio: ["ignore", log, log],
       cwd: process.cwd(), // jobs `require` packages from here
-      env: process.env,
+      // glibc gives each thread its own malloc arena and keeps what the compiler thread freed;
+      // two arenas bring a worker back from ~190 to ~105 MiB after a burst of jobs (measured here).
+      env: { MALLOC_ARENA_MAX: "2", ...process.env },
     });
     closeSync(log);
     let exitCode: number | null = null;
