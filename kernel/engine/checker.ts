@@ -30,6 +30,8 @@ interface PreludeImport {
 // "Could not find a declaration file for module": an untyped package is still usable (as any).
 const IGNORED_DIAGNOSTICS = new Set([7016]);
 const INTERNAL_PREFIX = "__nbjob";
+// The compiled package (dist/): its .d.ts files, e.g. the runtime's, are read once.
+const PACKAGE_DIST = join(__dirname, "..", "..") + "/";
 
 function typeRoots(): string[] {
   // @types/node is a dependency of nbjob itself, so cells get Node's types in any folder.
@@ -50,6 +52,8 @@ export class CellChecker {
   private readonly preludeImports = new Map<string, PreludeImport>();
   private options: ts.CompilerOptions = {};
   private projectVersion = 0;
+  /** Counts checks, completions and inspections: files on disk are looked at once per generation. */
+  private generation = 0;
   // Module resolution probes the file system for every file of every new program (package.json
   // scopes, extensions); the answers are kept until a cell imports something not seen before.
   private readonly fsProbes = new Map<string, unknown>();
@@ -250,6 +254,7 @@ export class CellChecker {
   }
 
   private setCell(text: string): void {
+    this.generation++;
     this.setVirtual(this.cellFile, text);
   }
 
@@ -287,9 +292,19 @@ export class CellChecker {
     const roots = [this.globalsFile, this.preludeFile, this.cellFile];
     // The service asks for every file's snapshot on each check; files that do not change
     // (libs, node_modules) are read once, others again only when their mtime changes.
-    const isStatic = (fileName: string) => fileName.startsWith(LIB_FOLDER) || fileName.includes("/node_modules/");
+    // nbjob's own declaration files (the runtime's types) do not change while a kernel runs either.
+    const isStatic = (fileName: string) => fileName.startsWith(LIB_FOLDER) || fileName.includes("/node_modules/") || fileName.startsWith(PACKAGE_DIST);
     const diskCache = new Map<string, { version: string; text: string | undefined; snapshot?: ts.IScriptSnapshot }>();
-    const diskVersion = (fileName: string) => (isStatic(fileName) ? "0" : String(ts.sys.getModifiedTime?.(fileName)?.getTime() ?? 0));
+    // Other files (the notebook's own modules) are looked at once per check, not once per question.
+    const mtimes = new Map<string, { generation: number; version: string }>();
+    const diskVersion = (fileName: string) => {
+      if (isStatic(fileName)) return "0";
+      const known = mtimes.get(fileName);
+      if (known?.generation === this.generation) return known.version;
+      const version = String(ts.sys.getModifiedTime?.(fileName)?.getTime() ?? 0);
+      mtimes.set(fileName, { generation: this.generation, version });
+      return version;
+    };
     const diskEntry = (fileName: string) => {
       const version = diskVersion(fileName);
       let entry = diskCache.get(fileName);
