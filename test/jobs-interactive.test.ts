@@ -1,0 +1,148 @@
+// Jobs with a frontend that answers: the review before submit (driven through input() by Debian's
+// jupyter_client with allow_stdin), interrupting a cell that awaits a job, and jobs that outlive
+// the notebook that submitted them. Real cluster of 2 workers, fresh database.
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { getJob, listJobs } from "../store";
+import { kernelTestEnv, withJupyterClient } from "./kernel-helpers";
+import { cellText, JobsEnv } from "./jobs-env";
+
+const env = new JobsEnv("jobs_interactive");
+const kernels = kernelTestEnv();
+before(async () => {
+  await env.start();
+  // The kernel started by jupyter_client must find the same cluster and database.
+  kernels.env.NBJOB_HOME = env.env.NBJOB_HOME;
+  kernels.env.NBJOB_DATABASE_URL = env.url;
+});
+after(async () => {
+  kernels.cleanup();
+  await env.cleanup();
+});
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+const SETUP = `
+const sc = new SnippetCollector();
+const db = new DBWrapper();
+const rc = await Client.connect();
+const view = rc.view(0);
+const params = new ParamLogger({ x: 1 });
+`;
+const DECLS = `
+@sc
+function double(n: number): number {
+  return 2 * n;
+}
+@sc
+function unused(): string {
+  return "not needed";
+}
+@sc
+function pause(ms: number): Promise<string> {
+  return new Promise((resolve) => setTimeout(() => resolve("rested"), ms));
+}
+`;
+
+describe("jobs with a frontend", () => {
+  test("review: the user sees snippets, entries and parameters, changes a value, drops a snippet, shows the code, submits or cancels", async () => {
+    const result = await withJupyterClient(kernels, `
+run(${JSON.stringify(SETUP)}, timeout=60)
+run(${JSON.stringify(DECLS)}, timeout=60)
+
+def answering(answers, code, **kw):
+    prompts = []
+    def stdin_hook(msg):
+        prompts.append(msg["content"]["prompt"])
+        kc.input(answers.pop(0) if answers else "cancel")
+    ran = run(code, allow_stdin=True, stdin_hook=stdin_hook, timeout=60, **kw)
+    texts = []
+    for o in ran["outputs"]:
+        c = o["content"]
+        if o["type"] in ("display_data", "execute_result"):
+            texts.append(c["data"].get("text/plain", ""))
+        elif o["type"] == "stream":
+            texts.append(c["text"])
+        elif o["type"] == "error":
+            texts.append(c["ename"] + ": " + c["evalue"])
+    return {"prompts": prompts, "text": "\\n".join(texts), "status": ran["reply"]["status"]}
+
+result["edited"] = answering(["set x=9", "drop unused", "show", ""], 'const job = await db.createJob(view, ["double(params.x)"], sc, { params });\\nawait job.result')
+result["cancelled"] = answering(["cancel"], 'await db.createJob(view, ["double(params.x)"], sc, { params })')
+result["broken"] = answering(["drop double", "submit", "cancel"], 'await db.createJob(view, ["double(params.x)"], sc, { params })')
+result["skipped"] = answering([], 'const quiet = await db.createJob(view, ["double(params.x)"], sc, { params, review: false });\\nawait quiet.result')
+result["jobs"] = run('(await db.jobs()).map((j) => j.result).join(",")')["outputs"][0]["content"]["data"]["text/plain"]
+`);
+    const edited = result.edited as { prompts: string[]; text: string; status: string };
+    assert.equal(edited.status, "ok", edited.text);
+    assert.equal(edited.prompts.length, 4);
+    assert.match(edited.text, /Job review/);
+    assert.match(edited.text, /Snippets \(3\):[\s\S]*double[\s\S]*unused[\s\S]*pause/);
+    assert.match(edited.text, /\(3 lines, \d+ chars\)/);
+    assert.match(edited.text, /Entries[\s\S]*1\. double\(params\.x\)/);
+    assert.match(edited.text, /x = 1/);
+    assert.match(edited.text, /Set x = 9\./);
+    assert.match(edited.text, /Dropped snippet #\d \(unused\)/);
+    assert.match(edited.text, /\/\/ nbjob bundle: 2 snippets/, "show displays the full code");
+    assert.match(edited.text, /^18$/m, "the job ran with x = 9");
+
+    const cancelled = result.cancelled as { text: string; status: string };
+    assert.equal(cancelled.status, "error");
+    assert.match(cancelled.text, /the job was cancelled in review; nothing was stored or sent/);
+
+    const broken = result.broken as { text: string; prompts: string[] };
+    assert.match(broken.text, /does not type-check[\s\S]*Cannot find name 'double'/);
+    assert.match(broken.text, /Not submitted: the job does not type-check/);
+    assert.equal(broken.prompts.length, 3);
+
+    const skipped = result.skipped as { text: string; prompts: string[] };
+    assert.deepEqual(skipped.prompts, [], "review: false asks nothing");
+    assert.match(skipped.text, /^2$/m);
+    // Only the submitted jobs were stored: the edited one (18) and the unreviewed one (2).
+    assert.equal(result.jobs, "'2,18'");
+  });
+
+  test("interrupting a cell that awaits a job stops the waiting, not the job", async () => {
+    const result = await withJupyterClient(kernels, `
+run(${JSON.stringify(SETUP)}, timeout=60)
+run(${JSON.stringify(DECLS)}, timeout=60)
+run('const long = await db.createJob(view, ["pause(3000)"], sc, { review: false });', timeout=60)
+msg_id = kc.execute("await long.result")
+time.sleep(1.0)
+km.interrupt_kernel()
+reply = kc.get_shell_msg(timeout=20)
+result["interrupted"] = reply["content"]["status"]
+result["after"] = run("[long.status, await long.result, long.status]", timeout=30)["outputs"]
+`);
+    assert.equal(result.interrupted, "error");
+    const after = JSON.stringify(result.after);
+    assert.match(after, /'running', 'rested', 'done'|'queued', 'rested', 'done'/, after);
+  });
+
+  test("a job submitted from a notebook that then exits still runs to the end (direct and load-balanced)", async () => {
+    const run = await env.runNotebook(`
+### code setup
+${SETUP}
+### code decls
+${DECLS}
+### code submit
+const direct = await db.createJob(view, ["pause(1500)"], sc, { tags: ["orphan"] });
+const balanced = await db.createJob(rc.loadBalanced(), ["pause(1500)"], sc, { tags: ["orphan"] });
+console.log("submitted", direct.status, balanced.status);
+`);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(cellText(run.cells.get("submit")), /submitted queued queued/);
+    const ids = (await listJobs(env.store, { tag: "orphan" })).map((j) => j.id);
+    assert.equal(ids.length, 2);
+    const deadline = Date.now() + 20_000;
+    let statuses: string[] = [];
+    while (Date.now() < deadline) {
+      statuses = await Promise.all(ids.map(async (id) => (await getJob(env.store, id))!.status));
+      if (statuses.every((s) => s === "done")) break;
+      await sleep(250);
+    }
+    assert.deepEqual(statuses, ["done", "done"]);
+    const results = await Promise.all(ids.map(async (id) => (await getJob(env.store, id))!.result_text));
+    assert.deepEqual(results, ["'rested'", "'rested'"]);
+  });
+});
