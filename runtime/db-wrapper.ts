@@ -186,6 +186,7 @@ export class DBWrapper {
     const row = await requireJob(this.store, id);
     const job = new Job(this.store, row, await loadProgram(this.store, row.bundle_hash));
     if (FINAL_STATUSES.includes(row.status)) job.skipStoredOutput();
+    job.setRerun((view) => this.rerun(job, row.bundle_hash, view));
     return job;
   }
 
@@ -229,24 +230,45 @@ export class DBWrapper {
       return storeCreateJob(tx, { bundleHash: bundle.hash, name: meta.name, tags: meta.tags, targetWorker, groupId: meta.groupId ?? null });
     });
     const job = new Job(this.store, row, { source: bundle.source, params: bundle.params, entries: bundle.entries, parts: bundle.parts });
-    if (view.kind === "loadBalanced") {
+    await this.dispatch(view, job, bundle.hash);
+    return job;
+  }
+
+  /** Sends a stored queued job to its view: NOTIFY for load-balanced, the worker comm for a direct view. */
+  private async dispatch(view: View | null, job: Job, bundleHash: string): Promise<void> {
+    job.setRerun((again) => this.rerun(job, bundleHash, again));
+    if (view === null || view.kind === "loadBalanced") {
       await notifyJobQueued(this.store, null);
-      return job;
+      return;
     }
     job.followWorker(view.worker);
     try {
       // The source already ends with the entries, so none are sent: the program's last statement is the result.
-      await view.worker.run(job.id, { source: bundle.source, hash: bundle.hash, params: bundle.params }, (event) => job.handleWorkerEvent(event));
+      await view.worker.run(job.id, { source: job.source, hash: bundleHash, params: job.params }, (event) => job.handleWorkerEvent(event));
     } catch (err) {
       const now: DbJob | undefined = await getJob(this.store, job.id);
       // The worker took it from the queue a moment before the message came: it runs all the same.
       if (now && (now.status !== "queued" || now.worker_id !== null)) {
         job.followStore();
-        return job;
+        return;
       }
       await transitionJob(this.store, job.id, "cancelled", { error: { name: "DispatchFailed", message: (err as Error).message } }).catch(() => undefined);
       throw new Error(`job ${job.id} could not be sent to worker ${view.workerId} and was cancelled: ${(err as Error).message}`, { cause: err });
     }
+  }
+
+  /** A new job running the same stored bundle (same code, same parameters), on `view` or any idle worker. */
+  private async rerun(original: Job, bundleHash: string, view: View | undefined): Promise<Job> {
+    if (view !== undefined) {
+      checkViewArgument("job.rerun", view);
+      await this.checkViewReachable(view);
+    }
+    const row = await storeCreateJob(this.store, {
+      bundleHash, name: original.name, tags: original.tags, rerunOf: original.id, targetWorker: view?.kind === "direct" ? view.workerId : null,
+    });
+    const job = new Job(this.store, row, await loadProgram(this.store, bundleHash));
+    await this.dispatch(view ?? null, job, bundleHash);
+    jobsChanged();
     return job;
   }
 }

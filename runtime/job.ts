@@ -9,7 +9,7 @@ import {
 import type { CheckpointSummary, DbJob, JobStatus, Store } from "../store";
 import { assembleBundle, locateBundleLine } from "./bundle";
 import type { BundlePart, BundleSnippet, ParamValues } from "./bundle";
-import type { WorkerConnection } from "./client";
+import type { View, WorkerConnection } from "./client";
 import { display } from "./display";
 import type { DisplayHandle } from "./display";
 import { currentCellSink } from "./notebook";
@@ -110,12 +110,27 @@ export class Job {
   #finished?: Promise<DbJob>;
   #result?: Promise<unknown>;
   #wake?: () => void;
+  #rerun?: (view: View | undefined) => Promise<Job>;
 
   /** @internal made by DBWrapper (createJob, job(id)). */
   constructor(store: Store, row: DbJob, program: JobProgram) {
     this.#store = store;
     this.#row = row;
     this.#program = program;
+  }
+
+  /** @internal how rerun() creates the new job (set by DBWrapper). */
+  setRerun(rerun: (view: View | undefined) => Promise<Job>): void {
+    this.#rerun = rerun;
+  }
+
+  /**
+   * Runs the same bundle again (same code, same parameters) as a new job, on `view` or, without
+   * one, on whichever worker is idle. The new job's record points back at this one.
+   */
+  async rerun(view?: View): Promise<Job> {
+    if (!this.#rerun) throw new Error(`job ${this.id} cannot be rerun from here; reattach with db.job(${this.id}) first`);
+    return this.#rerun(view);
   }
 
   /** @internal: the job was sent to `worker` over its comm; its events arrive here. */

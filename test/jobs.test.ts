@@ -82,6 +82,9 @@ const db = new DBWrapper();
 const job = await db.job(jobId);
 console.log(job.id, job.status, job.name, JSON.stringify(job.params));
 await job.result
+### code rerun
+const again = await job.rerun();
+console.log("rerun", again.id !== job.id, again.record.rerun_of === job.id, await again.result, again.source === job.source);
 ### code listed
 (await db.jobs({ tag: "walks" })).map((j) => \`\${j.id}:\${j.name}:\${j.status}\`)
 ### code missing
@@ -91,6 +94,7 @@ await db.job(987654)
     assert.match(reattach, new RegExp(`^${first.id} done walker \\{"x":0,"y":4\\}`, "m"));
     assert.match(reattach, /^4$/m);
     assert.doesNotMatch(reattach, /step 1/, "a finished job's output is not replayed (job.logs() has it)");
+    assert.match(cellText(run.cells.get("rerun")), /^rerun true true 4 true$/m);
     assert.match(cellText(run.cells.get("listed")), new RegExp(`'${first.id}:walker:done'`));
     assert.match(cellText(run.cells.get("missing")), /UnknownJobError: there is no job 987654/);
   });
