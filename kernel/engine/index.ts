@@ -34,6 +34,12 @@ export function sourceOfFunction(fn: Function): DeclarationRecord | undefined {
   return functionSources.get(fn);
 }
 
+/** What a cell's text alone determines; `compiled` once the cell has passed a type check. */
+interface PreparedCell {
+  analysis: CellAnalysis;
+  compiled?: CompiledCell;
+}
+
 interface RanCell {
   label: string;
   compiled: CompiledCell;
@@ -45,6 +51,9 @@ interface RanCell {
 // as globals (`import crypto from "node:crypto"`).
 const FREE_TO_REDECLARE = new Set(["crypto", "performance", "navigator", "atob", "btoa", "Event", "CustomEvent", "Blob", "File"]);
 const NODE_GLOBALS = new Set(Object.getOwnPropertyNames(globalThis).filter((name) => !FREE_TO_REDECLARE.has(name)));
+
+// How many recently run cells keep their analysis and JavaScript (least recently run dropped).
+const PREPARED_CELLS_KEPT = 32;
 
 // Frames from the engine, the kernel and the runtime library (all under dist/) are hidden.
 const KERNEL_ROOT = resolve(__dirname, "..", "..");
@@ -71,6 +80,7 @@ export class Engine implements ExecutionEngine {
   private readonly capture: OutputCapture;
   private readonly records = new Map<string, DeclarationRecord>();
   private readonly ranCells = new Map<string, RanCell>();
+  private readonly prepared = new Map<string, PreparedCell>();
   private globals: RuntimeGlobal[] | undefined;
   private cellCount = 0;
   private rejectPending: ((error: Error) => void) | undefined;
@@ -162,11 +172,13 @@ export class Engine implements ExecutionEngine {
     for (const page of pages) this.openPager(page, request.sink);
     if (code.trim() === "") return { status: "ok" };
 
-    const analysis = analyzeCell(code);
+    const prepared = this.prepare(code);
+    const { analysis } = prepared;
     const check = this.checker.check(code, analysis);
     if (check.diagnostics.length > 0) return compileErrorOutcome(code, check.diagnostics);
-    const declarations = check.declarations();
-    const compiled = compileCell(analysis);
+    const compiled = (prepared.compiled ??= compileCell(analysis));
+    // Declaration emit is for cells that declare something; `1 + 1` skips it.
+    const declarations = analysis.names.length > 0 ? check.declarations() : new Map<string, string[]>();
     const reserved = this.reservedDeclaration(analysis);
     if (reserved) return reserved;
     // Unique per run (silent requests share an execution count), so frames stay mappable.
@@ -187,6 +199,23 @@ export class Engine implements ExecutionEngine {
     this.remember(analysis, declarations);
     const result = analysis.lastExpression && value !== undefined ? resultBundle(value) : undefined;
     return result ? { status: "ok", result } : { status: "ok" };
+  }
+
+  /**
+   * The cell's analysis and JavaScript, which depend on its text alone: a cell run again
+   * unchanged (a common thing in a notebook) is not parsed and transpiled again.
+   */
+  private prepare(code: string): PreparedCell {
+    const cached = this.prepared.get(code);
+    if (cached) {
+      this.prepared.delete(code);
+      this.prepared.set(code, cached);
+      return cached;
+    }
+    const prepared: PreparedCell = { analysis: analyzeCell(code) };
+    this.prepared.set(code, prepared);
+    if (this.prepared.size > PREPARED_CELLS_KEPT) this.prepared.delete(this.prepared.keys().next().value as string);
+    return prepared;
   }
 
   /** Runs the script; an async cell's promise is raced against interrupt(). */
