@@ -51,6 +51,9 @@ const plain = await db.createJob(view, ["norm(new Point(3, 4))"], sc);
 await plain.result
 ### code diff
 await plain.diff(job)
+### code balanced
+const lb = await db.createJob(rc.loadBalanced(), ["walk(3).x"], sc, sc2, { params });
+await lb.result
 `);
     assert.equal(run.code, 0, run.stderr);
     const job = cellText(run.cells.get("job"));
@@ -64,6 +67,9 @@ await plain.diff(job)
     assert.match(diff, /\+y = 4/);
     assert.match(diff, /-norm\(new Point\(3, 4\)\)/);
     assert.match(diff, /\+function walk/);
+
+    // A load-balanced job's output comes from the store's logs into the awaiting cell.
+    assert.match(cellText(run.cells.get("balanced")), /step 1\nstep 2\nstep 3\n[\s\S]*^9$/m);
 
     const stored = await listJobs(env.store, { tag: "t1" });
     assert.equal(stored.length, 1);
