@@ -180,6 +180,12 @@ describe("nbjob worker", () => {
     // The frame points at the throw's line in the bundle's own numbering.
     const throwLine = failing.source.split("\n").findIndex((line) => line.includes("throw new Error")) + 1;
     assert.match(failed.traceback[1], new RegExp(`at tick \\(bundle\\.ts:${throwLine}:\\d+\\)`));
+
+    // A synchronous throw also shows the entry that called it, at the entry's own column.
+    const boom = assembleBundle([{ hash: "", names: ["boom"], kind: "function", source: "function boom(): never {\n  throw new Error('boom');\n}" }], ["1", "boom()"], {}, { typeCheck: false });
+    const boomed = (await watcher.run("bundle-layout-sync", { source: boom.source, entries: boom.entries })).last as Extract<WorkerEvent, { action: "failed" }>;
+    const entryLine = boom.source.split("\n").lastIndexOf("boom();") + 1;
+    assert.ok(boomed.traceback.some((line) => line.endsWith(`bundle.ts:${entryLine}:1)`) || line.endsWith(`bundle.ts:${entryLine}:1`)), boomed.traceback.join("\n"));
   });
 
   test("structured results keep their shape (Map, Date, nested objects); async entries are awaited", async () => {

@@ -13,6 +13,8 @@ export const PROGRAM_FILE = "bundle.js";
 export interface ProgramLayout {
   /** 1-based line where each appended entry starts (entries found in the source have none). */
   entryLines: number[];
+  /** Lines of the source where an entry statement was wrapped in place: columns there shift by ENTRY_PREFIX. */
+  wrappedLines?: number[];
   /** Number of lines that belong to the bundle's source. */
   sourceLines: number;
 }
@@ -31,8 +33,11 @@ export function programKey(source: string, entries: readonly string[]): string {
  * line where it was.
  */
 export function entryRegistration(expression: string, mayEndInComment: boolean): string {
-  return `${ENTRY_HOOK}(async () => (${expression}${mayEndInComment ? "\n" : ""}));`;
+  return `${ENTRY_PREFIX}${expression}${mayEndInComment ? "\n" : ""}));`;
 }
+
+/** What goes before an entry's expression; tracebacks take its length off columns on that line. */
+export const ENTRY_PREFIX = `${ENTRY_HOOK}(async () => (`;
 
 /** Appends entries that the source does not contain, after its last line. */
 export function appendEntries(source: string, entries: readonly string[]): { typescript: string; layout: ProgramLayout } {
@@ -47,6 +52,11 @@ export function appendEntries(source: string, entries: readonly string[]): { typ
     line += text.split("\n").length;
   }
   return { typescript: lines.join("\n"), layout: { entryLines, sourceLines } };
+}
+
+/** The column the user wrote, for a column of the program's TypeScript on `line` of the source. */
+export function sourceColumn(layout: ProgramLayout, line: number, column: number): number {
+  return layout.wrappedLines?.includes(line) && column > ENTRY_PREFIX.length ? column - ENTRY_PREFIX.length : column;
 }
 
 /** Where a line of the compiled program's TypeScript came from, for tracebacks. */

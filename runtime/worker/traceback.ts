@@ -1,6 +1,6 @@
 // Turns a job's stack trace into a Jupyter traceback: frames in the compiled program are shown at
 // their TypeScript line in `bundle.ts` (or in `entry N`), the worker's own frames are left out.
-import { describeProgramLine, PROGRAM_FILE } from "./program";
+import { describeProgramLine, PROGRAM_FILE, sourceColumn } from "./program";
 import type { ProgramLayout } from "./program";
 import { LineMap } from "./source-map";
 
@@ -39,6 +39,7 @@ function mapFrame(frame: string, program: ProgramLocations): string {
     const original = lineMapOf(program).lookup(Number(line), Number(column));
     if (!original) return whole;
     const place = describeProgramLine(program, original.line);
-    return `${place.file}:${place.line}:${original.column}`;
+    const userColumn = place.file === "bundle.ts" ? sourceColumn(program, original.line, original.column) : original.column;
+    return `${place.file}:${place.line}:${userColumn}`;
   });
 }

@@ -46,7 +46,11 @@ export function transpileProgram(source: string, entries: readonly string[]): Co
     for (const statement of [...inSource].reverse()) {
       typescript = typescript.slice(0, statement.getStart(sourceFile)) + entryRegistration(statement.expression.getText(sourceFile), false) + typescript.slice(statement.end);
     }
-    layout = { entryLines: [], sourceLines: source.split("\n").length };
+    layout = {
+      entryLines: [],
+      sourceLines: source.split("\n").length,
+      wrappedLines: inSource.map((statement) => sourceFile.getLineAndCharacterOfPosition(statement.getStart(sourceFile)).line + 1),
+    };
   } else {
     ({ typescript, layout } = appendEntries(source, entries));
   }
