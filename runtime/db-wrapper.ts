@@ -5,7 +5,7 @@ import {
   createJob as storeCreateJob, createJobGroup, getJob, isJobStatus, JOB_STATUSES, listJobs, notifyJobQueued, openStore, putBundle, requireJob, transitionJob,
 } from "../store";
 import type { DbJob, DbJobListed, JobStatus, Json, Store, StoreLocation } from "../store";
-import { buildBundle, jobParams } from "./bundle";
+import { assembleBundle, buildBundle, jobParams } from "./bundle";
 import type { Bundle, ParamValues } from "./bundle";
 import { isView } from "./client";
 import type { View } from "./client";
@@ -168,8 +168,15 @@ export class DBWrapper {
       if (!Array.isArray(values) || values.length === 0) throw new TypeError(`grid.${key} must be a non-empty array of values to try; got ${inspect(values, { depth: 0 })}`);
     }
     const combos = gridCombinations(grid);
+    let common = buildBundle(entries, collectors, { params: options.params, overrides: options.overrides, baseDir: process.cwd() });
+    if (options.review ?? frontendCanAnswer()) {
+      const sweep = Object.entries(grid).map(([k, v]) => `${k} in ${JSON.stringify(v)}`).join(", ");
+      const reviewed = await reviewBundle(common, { baseDir: process.cwd(), sweep: `Sweep: ${combos.length} jobs, ${sweep} (the grid's values replace these parameters)` });
+      if (!reviewed) throw new Error("the sweep was cancelled in review; nothing was stored or sent");
+      common = reviewed;
+    }
     // Every bundle is built (and type-checked) before anything is stored: one bad value stores nothing.
-    const bundles = combos.map((combo) => buildBundle(entries, collectors, { params: options.params, overrides: { ...options.overrides, ...combo }, baseDir: process.cwd() }));
+    const bundles = combos.map((combo) => assembleBundle(common.snippets, common.entries, jobParams(common.params, combo), { baseDir: process.cwd() }));
     await this.checkViewReachable(view);
     const group = await createJobGroup(this.store, { name: options.name ?? null, grid: grid as { [name: string]: Json } });
     const jobs: Job[] = [];

@@ -49,7 +49,7 @@ function parseValue(text: string): unknown {
  * Asks the user about `bundle` until they submit (resolves with the bundle, edited and checked)
  * or cancel (resolves undefined).
  */
-export async function reviewBundle(bundle: Bundle, options: { baseDir?: string; ask?: (prompt: string) => Promise<string> } = {}): Promise<Bundle | undefined> {
+export async function reviewBundle(bundle: Bundle, options: { baseDir?: string; ask?: (prompt: string) => Promise<string>; sweep?: string } = {}): Promise<Bundle | undefined> {
   const ask = options.ask ?? ((prompt: string) => input(prompt));
   let snippets = [...bundle.snippets];
   let params: ParamValues = { ...bundle.params };
@@ -64,7 +64,8 @@ export async function reviewBundle(bundle: Bundle, options: { baseDir?: string; 
     }
   };
   for (;;) {
-    display({ "text/plain": summary(snippets, bundle.entries, params, checked instanceof BundleError ? checked : undefined) + (note ? `\n\n${note}` : "") });
+    const sweep = options.sweep ? `\n\n${options.sweep}` : "";
+    display({ "text/plain": summary(snippets, bundle.entries, params, checked instanceof BundleError ? checked : undefined) + sweep + (note ? `\n\n${note}` : "") });
     note = "";
     const answer = (await ask("review> ")).trim();
     const [command, ...restWords] = answer.split(/\s+/);

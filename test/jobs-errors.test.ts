@@ -56,6 +56,9 @@ await db.createJob(view, ["walk(1)"], sc, sc2, { params, overrides: { z: 1 } })
 await db.createJob("worker 0" as any, ["norm(new Point(1, 1))"], sc)
 ### code badfile
 await Client.connect({ connectionFiles: [${JSON.stringify(join(env.work, "nowhere.json"))}] })
+### code nowhere
+require("node:fs").writeFileSync(${JSON.stringify(join(env.work, "dead.json"))}, JSON.stringify({ ip: "127.0.0.1", transport: "tcp", shell_port: 1, iopub_port: 2, stdin_port: 3, control_port: 4, hb_port: 5, key: "k", signature_scheme: "hmac-sha256" }));
+await Client.connect({ connectionFiles: [${JSON.stringify(join(env.work, "dead.json"))}], timeoutMs: 1500 })
 ### code noprofile
 await Client.connect({ profile: "nosuch" })
 `);
@@ -66,6 +69,7 @@ await Client.connect({ profile: "nosuch" })
     assert.match(cellText(run.cells.get("overrides")), /overrides\.z is not a parameter; the parameters are x, y/);
     assert.match(cellText(run.cells.get("noview")), /createJob: the first argument must be a view: rc\.view\(0\) or rc\.loadBalanced\(\)/);
     assert.match(cellText(run.cells.get("badfile")), /cannot read connection file .*nowhere\.json: ENOENT/);
+    assert.match(cellText(run.cells.get("nowhere")), /the worker kernel of connection file .*dead\.json did not answer .*; is it running\?/);
     assert.match(cellText(run.cells.get("noprofile")), /no workers of cluster profile "nosuch" are running; start them with "npx nbjob cluster start -n 2 --profile nosuch"/);
     assert.equal((await listJobs(env.store, { limit: 1000 })).length, before, "no job row was written");
   });

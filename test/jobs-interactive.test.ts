@@ -71,6 +71,7 @@ result["edited"] = answering(["set x=9", "drop unused", "show", ""], 'const job 
 result["cancelled"] = answering(["cancel"], 'await db.createJob(view, ["double(params.x)"], sc, { params })')
 result["broken"] = answering(["drop double", "submit", "cancel"], 'await db.createJob(view, ["double(params.x)"], sc, { params })')
 result["skipped"] = answering([], 'const quiet = await db.createJob(view, ["double(params.x)"], sc, { params, review: false });\\nawait quiet.result')
+result["sweep"] = answering(["drop unused", ""], 'const g = await db.createJobs(rc.loadBalanced(), ["double(params.x)"], sc, { params, grid: { x: [2, 3] } });\\nJSON.stringify((await g.results).map((r) => r.result))')
 result["jobs"] = run('(await db.jobs()).map((j) => j.result).join(",")')["outputs"][0]["content"]["data"]["text/plain"]
 `);
     const edited = result.edited as { prompts: string[]; text: string; status: string };
@@ -98,8 +99,12 @@ result["jobs"] = run('(await db.jobs()).map((j) => j.result).join(",")')["output
     const skipped = result.skipped as { text: string; prompts: string[] };
     assert.deepEqual(skipped.prompts, [], "review: false asks nothing");
     assert.match(skipped.text, /^2$/m);
-    // Only the submitted jobs were stored: the edited one (18) and the unreviewed one (2).
-    assert.equal(result.jobs, "'2,18'");
+    const sweep = result.sweep as { text: string; prompts: string[] };
+    assert.equal(sweep.prompts.length, 2);
+    assert.match(sweep.text, /Sweep: 2 jobs, x in \[2,3\]/);
+    assert.match(sweep.text, /'\[4,6\]'/);
+    // Only the submitted jobs were stored, newest first: the sweep (6, 4), the unreviewed one (2), the edited one (18).
+    assert.equal(result.jobs, "'6,4,2,18'");
   });
 
   test("interrupting a cell that awaits a job stops the waiting, not the job", async () => {
