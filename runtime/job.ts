@@ -4,7 +4,7 @@ import { inspect } from "node:util";
 import { deserialize } from "node:v8";
 import type { CellSink } from "../kernel/engine/types";
 import {
-  diffJobs, getBundle, IllegalTransitionError, listCheckpoints, notifyJobCancelled, readLogs, requireJob, transitionJob,
+  diffJobs, getBundle, IllegalTransitionError, listCheckpoints, notifyJobCancelled, readLogs, requireJob, transitionJob, UnknownJobError,
 } from "../store";
 import type { CheckpointSummary, DbJob, JobStatus, Store } from "../store";
 import { assembleBundle, locateBundleLine } from "./bundle";
@@ -17,6 +17,8 @@ import type { WorkerEvent } from "./worker/protocol";
 
 export const FINAL_STATUSES: readonly JobStatus[] = ["done", "failed", "cancelled", "lost"];
 const POLL_MS = 250;
+const MAX_POLL_FAILURES = 20;
+const LIVE_TAIL_MS = 1_000;
 
 /** What a Job knows of its program (from the bundle it was created with, or the stored one). */
 export interface JobProgram {
@@ -111,6 +113,8 @@ export class Job {
   #result?: Promise<unknown>;
   #wake?: () => void;
   #rerun?: (view: View | undefined) => Promise<Job>;
+  /** The worker's comm said the job ended (so all its live output has arrived). */
+  #sawEnd = false;
 
   /** @internal made by DBWrapper (createJob, job(id)). */
   constructor(store: Store, row: DbJob, program: JobProgram) {
@@ -153,6 +157,7 @@ export class Job {
   handleWorkerEvent(event: WorkerEvent): void {
     if (event.action === "stream") this.#emit(event.name, event.text);
     else if (event.action === "error") this.#live = false;
+    if (event.action === "done" || event.action === "failed" || event.action === "cancelled") this.#sawEnd = true;
     if (event.action !== "stream" && event.action !== "queued" && event.action !== "started") this.#wake?.();
   }
 
@@ -323,26 +328,49 @@ export class Job {
 
   #followToEnd(): Promise<DbJob> {
     this.#finished ??= (async () => {
+      let failures = 0;
       for (;;) {
-        this.#row = await requireJob(this.#store, this.id);
+        try {
+          this.#row = await requireJob(this.#store, this.id);
+          failures = 0;
+        } catch (err) {
+          // A store that is briefly unreachable (restart, dropped connection) is waited out; one
+          // that keeps failing, or a job that is gone, ends the wait.
+          if (err instanceof UnknownJobError || ++failures > MAX_POLL_FAILURES) throw err;
+          await this.#nap(POLL_MS * failures);
+          continue;
+        }
         const final = FINAL_STATUSES.includes(this.#row.status);
         // A job's logs are all stored before its final status, so one more read catches the tail.
         if (!this.#live) await this.#pumpLogs();
+        else if (final && !this.#sawEnd) await this.#nap(LIVE_TAIL_MS); // its last output is on the way over the comm
         if (final) {
           this.#worker?.forget(this.id);
           return this.#row;
         }
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, POLL_MS);
-          this.#wake = () => {
-            clearTimeout(timer);
-            resolve();
-          };
-        });
-        this.#wake = undefined;
+        await this.#nap(POLL_MS);
       }
     })();
+    // A failure to read the store is not the job's outcome: asking again tries again.
+    this.#finished.catch(() => {
+      this.#finished = undefined;
+      this.#result = undefined;
+    });
     return this.#finished;
+  }
+
+  /** Sleeps `ms`, or less if the worker reports something first. */
+  #nap(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ms);
+      const self = this;
+      function done(): void {
+        clearTimeout(timer);
+        if (self.#wake === done) self.#wake = undefined;
+        resolve();
+      }
+      this.#wake = done;
+    });
   }
 }
 
