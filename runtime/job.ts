@@ -413,13 +413,16 @@ export class JobGroup {
       const line = (c: string[]) => c.map((v, i) => v.padEnd(widths[i])).join("  ").trimEnd();
       return { "text/html": html, "text/plain": [line(head), ...cells.map(line)].join("\n") };
     };
-    const snapshot = () => this.jobs.map((job) => ({ job, status: job.status, text: "" }));
-    const handle = display(render(snapshot()));
-    void Promise.all(this.jobs.map(async (job) => {
-      const row = await job.finished();
-      const text = row.status === "done" ? inspect(decodeResult(row.result), { colors: false, breakLength: Infinity }) : `${jobErrorOf(row).ename}: ${jobErrorOf(row).evalue}`;
-      return { job, status: row.status, text };
-    })).then((rows) => handle.update(render(rows)), () => undefined);
+    const rows = this.jobs.map((job) => ({ job, status: job.status, text: "" }));
+    const handle = display(render(rows));
+    // Each job's row changes as it ends, in place.
+    rows.forEach((row) => {
+      void row.job.finished().then((final) => {
+        row.status = final.status;
+        row.text = final.status === "done" ? inspect(decodeResult(final.result), { colors: false, breakLength: Infinity }) : `${jobErrorOf(final).ename}: ${jobErrorOf(final).evalue}`;
+        handle.update(render(rows));
+      }, () => undefined);
+    });
     return handle;
   }
 

@@ -128,6 +128,7 @@ await db.createJobs(rc.loadBalanced(), ["walk(1)"], sc, sc2, { params, grid: { l
     const table = run.cells.get("table")!.outputs.find((o) => o.output_type === "display_data");
     assert.ok(table, cellText(run.cells.get("table")));
     assert.match(String(table.data?.["text/html"]), /<th>x<\/th><th>y<\/th><th>status<\/th>/);
+    assert.match(String(table.data?.["text/plain"]), /^\d+\s+2\s+5\s+done\s+4$/m, "each row shows its job's result");
     assert.match(cellText(run.cells.get("badgrid")), /grid\.lr is not a parameter; the parameters are x, y/);
     const jobs = await listJobs(env.store, { tag: "sweep" });
     assert.equal(jobs.length, 4);
