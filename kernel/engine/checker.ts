@@ -32,6 +32,11 @@ const IGNORED_DIAGNOSTICS = new Set([7016]);
 const INTERNAL_PREFIX = "__nbjob";
 // The compiled package (dist/): its .d.ts files, e.g. the runtime's, are read once.
 const PACKAGE_DIST = join(__dirname, "..", "..") + "/";
+// The runtime's declaration files mention the compiler's types in signatures no cell uses;
+// left unresolved there (errors in .d.ts files are not the cell's), the 1 MB of compiler
+// declarations stays out of every cell's program: a quicker first check, a smaller heap.
+// A notebook that imports ts-morph itself still gets its types.
+const COMPILER_MODULES = new Set(["ts-morph", "@ts-morph/common", "typescript"]);
 
 function typeRoots(): string[] {
   // @types/node is a dependency of nbjob itself, so cells get Node's types in any folder.
@@ -336,10 +341,13 @@ export class CellChecker {
       // new cache per program) saves re-reading package.json scopes for each cell.
       resolveModuleNameLiterals: (literals, containingFile, redirectedReference, options, containingSourceFile) => {
         const cache = this.moduleResolutionCache();
-        return literals.map((literal) => ts.resolveModuleName(
-          literal.text, containingFile, options, host, cache, redirectedReference,
-          ts.getModeForUsageLocation(containingSourceFile, literal, options),
-        ));
+        const fromPackage = containingFile.startsWith(PACKAGE_DIST);
+        return literals.map((literal) => (fromPackage && COMPILER_MODULES.has(literal.text)
+          ? { resolvedModule: undefined }
+          : ts.resolveModuleName(
+            literal.text, containingFile, options, host, cache, redirectedReference,
+            ts.getModeForUsageLocation(containingSourceFile, literal, options),
+          )));
       },
       getDefaultLibFileName: (options) => `${LIB_FOLDER}/${ts.getDefaultLibFileName(options)}`,
       fileExists: (fileName) => virtual.has(fileName) || libFileText(fileName) !== undefined
