@@ -2,12 +2,13 @@
 // optionally reviewed, stored, then dispatched), sweeps, and reattaches to or lists stored jobs.
 import { inspect } from "node:util";
 import {
-  createJob as storeCreateJob, createJobGroup, getJob, isJobStatus, JOB_STATUSES, listJobs, notifyJobQueued, openStore, putBundle, requireJob, transitionJob,
+  createJob as storeCreateJob, createJobGroup, getJob, isJobStatus, JOB_STATUSES, listJobs, listWorkers, notifyJobQueued, openStore, putBundle, requireJob, transitionJob,
 } from "../store";
 import type { DbJob, DbJobListed, JobStatus, Json, Store, StoreLocation } from "../store";
 import { assembleBundle, buildBundle, jobParams } from "./bundle";
 import type { Bundle, ParamValues } from "./bundle";
 import { isView } from "./client";
+import { currentCellSink } from "./notebook";
 import type { View } from "./client";
 import { jobsChanged, setDefaultStore } from "./dashboard";
 import { FINAL_STATUSES, Job, JobGroup, loadProgram } from "./job";
@@ -246,6 +247,11 @@ export class DBWrapper {
     job.setRerun((again) => this.rerun(job, bundleHash, again));
     if (view === null || view.kind === "loadBalanced") {
       await notifyJobQueued(this.store, null);
+      const alive = await listWorkers(this.store, { aliveWithinMs: 15_000 }).catch(() => undefined);
+      if (alive && alive.length === 0) {
+        // Not an error: the job waits in the queue and runs when a worker starts.
+        currentCellSink()?.stream("stderr", `job ${job.id} is queued, but no worker has checked in with the store in the last 15 s; it runs when one does (npx nbjob cluster start -n 2)\n`);
+      }
       return;
     }
     job.followWorker(view.worker);

@@ -79,6 +79,7 @@ export class JobsEnv {
   readonly store: Store;
   private readonly children = new Set<ChildProcess>();
   private runs = 0;
+  private readonly extraDatabases: string[] = [];
 
   constructor(name: string) {
     this.work = mkdtempSync(join(tmpdir(), `nbjob-${name}-`));
@@ -106,6 +107,15 @@ export class JobsEnv {
     await this.store.ready();
     const started = await this.nbjob("cluster", "start", "-n", "2");
     if (started.code !== 0) throw new Error(`nbjob cluster start failed: ${started.stderr}`);
+  }
+
+  /** Another fresh database (dropped by cleanup); returns its URL. */
+  async createExtraDatabase(suffix: string): Promise<string> {
+    const name = `${this.database}_${suffix}`;
+    await this.admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    await this.admin(`CREATE DATABASE ${name}`);
+    this.extraDatabases.push(name);
+    return `postgres://postgres@127.0.0.1:5432/${name}`;
   }
 
   /** Runs a command as a subprocess with this environment. */
@@ -166,7 +176,7 @@ export class JobsEnv {
     await this.nbjob("cluster", "stop").catch(() => undefined);
     for (const child of this.children) child.kill("SIGKILL");
     await this.store.close().catch(() => undefined);
-    await this.admin(`DROP DATABASE IF EXISTS ${this.database} WITH (FORCE)`).catch(() => undefined);
+    for (const name of [this.database, ...this.extraDatabases]) await this.admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => undefined);
     rmSync(this.work, { recursive: true, force: true });
   }
 }

@@ -144,6 +144,20 @@ await queued.result
     assert.match(cellText(run.cells.get("cancelled-result")), /JobError: job \d+ was cancelled: Cancelled: cancelled from the notebook/);
   });
 
+  test("a load-balanced job in a store no worker uses waits in the queue, and the cell says so", async () => {
+    const otherUrl = await env.createExtraDatabase("noworkers");
+    const run = await env.runNotebook(`${SETUP}
+### code queue
+const lonely = new DBWrapper(${JSON.stringify(otherUrl)});
+const waiting = await lonely.createJob(rc.loadBalanced(), ["norm(new Point(1, 0))"], sc);
+console.log(await waiting.refresh(), await waiting.cancel());
+await lonely.close();
+`);
+    const text = cellText(run.cells.get("queue"));
+    assert.match(text, /job 1 is queued, but no worker has checked in with the store in the last 15 s; it runs when one does/);
+    assert.match(text, /^queued cancelled$/m);
+  });
+
   test("a view on a worker that is gone is refused before anything is stored", async () => {
     const file = join(env.work, "lone-worker.json");
     const worker = env.spawnBackground(["worker", "--connection-file", file, "--id", "lone"]);
