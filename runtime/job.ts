@@ -115,6 +115,7 @@ export class Job {
   #rerun?: (view: View | undefined) => Promise<Job>;
   /** The worker's comm said the job ended (so all its live output has arrived). */
   #sawEnd = false;
+  #streamedLive = false;
 
   /** @internal made by DBWrapper (createJob, job(id)). */
   constructor(store: Store, row: DbJob, program: JobProgram) {
@@ -155,8 +156,14 @@ export class Job {
 
   /** @internal an event from the worker about this job. */
   handleWorkerEvent(event: WorkerEvent): void {
-    if (event.action === "stream") this.#emit(event.name, event.text);
-    else if (event.action === "error") this.#live = false;
+    if (event.action === "stream") {
+      this.#streamedLive = true;
+      this.#emit(event.name, event.text);
+    } else if (event.action === "error" && !this.#streamedLive) {
+      // The worker did not take it over the comm (e.g. it had claimed it from the queue): the
+      // store's logs are the output. Once output came live, switching would repeat it.
+      this.#live = false;
+    }
     if (event.action === "done" || event.action === "failed" || event.action === "cancelled") this.#sawEnd = true;
     if (event.action !== "stream" && event.action !== "queued" && event.action !== "started") this.#wake?.();
   }
