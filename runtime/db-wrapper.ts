@@ -6,6 +6,7 @@ import {
 } from "../store";
 import type { DbJob, DbJobListed, JobStatus, Json, Store, StoreLocation } from "../store";
 import { assembleBundle, buildBundle, jobParams } from "./bundle";
+import { jsonType } from "./bundle-check";
 import type { Bundle, ParamValues } from "./bundle";
 import { isView } from "./client";
 import { currentCellSink } from "./notebook";
@@ -177,7 +178,15 @@ export class DBWrapper {
       common = reviewed;
     }
     // Every bundle is built (and type-checked) before anything is stored: one bad value stores nothing.
-    const bundles = combos.map((combo) => assembleBundle(common.snippets, common.entries, jobParams(common.params, combo), { baseDir: process.cwd() }));
+    // The check sees parameters only through their types, so each shape of values is checked once.
+    const checkedShapes = new Set([jsonType(common.params)]);
+    const bundles = combos.map((combo) => {
+      const values = jobParams(common.params, combo);
+      const shape = jsonType(values);
+      const typeCheck = !checkedShapes.has(shape);
+      checkedShapes.add(shape);
+      return assembleBundle(common.snippets, common.entries, values, { baseDir: process.cwd(), typeCheck });
+    });
     await this.checkViewReachable(view);
     const group = await createJobGroup(this.store, { name: options.name ?? null, grid: grid as { [name: string]: Json } });
     const jobs: Job[] = [];

@@ -119,6 +119,8 @@ console.log(JSON.stringify(rows.map((r) => [r.params.x, r.params.y, r.status, r.
 console.log("workers", new Set((await db.jobs({ tag: "sweep" })).map((j) => j.worker)).size);
 ### code table
 group.table();
+### code badvalue
+await db.createJobs(rc.loadBalanced(), ["walk(1)"], sc, sc2, { params, grid: { x: [1, "two"] } })
 ### code badgrid
 await db.createJobs(rc.loadBalanced(), ["walk(1)"], sc, sc2, { params, grid: { lr: [0.1] } })
 `);
@@ -129,6 +131,8 @@ await db.createJobs(rc.loadBalanced(), ["walk(1)"], sc, sc2, { params, grid: { l
     assert.ok(table, cellText(run.cells.get("table")));
     assert.match(String(table.data?.["text/html"]), /<th>x<\/th><th>y<\/th><th>status<\/th>/);
     assert.match(String(table.data?.["text/plain"]), /^\d+\s+2\s+5\s+done\s+4$/m, "each row shows its job's result");
+    // A value of another type is checked on its own, and rejects the whole sweep before anything is stored.
+    assert.match(cellText(run.cells.get("badvalue")), /BundleError: snippet walk .*The left-hand side of an arithmetic operation/);
     assert.match(cellText(run.cells.get("badgrid")), /grid\.lr is not a parameter; the parameters are x, y/);
     const jobs = await listJobs(env.store, { tag: "sweep" });
     assert.equal(jobs.length, 4);
