@@ -1,6 +1,7 @@
 // The main job: examples/tutorial.ipynb (the seed's tutorial in TypeScript) run end to end with
 // `nbjob run` on a local cluster of 2 workers and a fresh database, as `npm run demo` does.
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { listJobs } from "../store";
@@ -11,7 +12,10 @@ before(() => env.start());
 after(() => env.cleanup());
 
 test("examples/tutorial.ipynb runs end to end: snippets, two collectors, params and overrides, results, sweep, dashboard", async () => {
-  const run = await env.runNotebook(join(ROOT, "examples", "tutorial.ipynb"), [], { allowErrors: false });
+  const path = join(ROOT, "examples", "tutorial.ipynb");
+  const ids = (JSON.parse(readFileSync(path, "utf8")) as { cells: { id: string }[] }).cells.map((c) => c.id);
+  assert.equal(new Set(ids).size, ids.length, "cell ids are unique, as nbformat requires");
+  const run = await env.runNotebook(path, [], { allowErrors: false });
   assert.equal(run.code, 0, `${run.stdout}\n${run.stderr}`);
   const text = (id: string) => cellText(run.cells.get(id));
 
