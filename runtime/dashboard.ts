@@ -11,6 +11,8 @@ export interface DashboardOptions {
   limit?: number;
   /** How often to refresh while jobs are active (ms). Default 1 000. */
   refreshMs?: number;
+  /** How often to look for new jobs while none is active (ms). Default 5 000. */
+  idleRefreshMs?: number;
   /** Only jobs with this tag. */
   tag?: string;
 }
@@ -65,7 +67,7 @@ export class Dashboard {
     this.ready = this.refresh().catch((err: Error) => this.showError(err));
   }
 
-  /** Reads the jobs again and redraws the table; returns the jobs shown. */
+  /** Reads the jobs again and redraws the table. */
   async refresh(): Promise<void> {
     this.rendering ??= this.render().finally(() => (this.rendering = undefined));
     return this.rendering;
@@ -78,9 +80,11 @@ export class Dashboard {
     liveDashboards.delete(this);
   }
 
-  /** @internal */
+  /** @internal a job was created here: look again soon. */
   wake(): void {
-    if (!this.stopped && !this.timer) this.schedule();
+    if (this.stopped) return;
+    clearTimeout(this.timer);
+    this.schedule();
   }
 
   // As a cell's last expression the dashboard adds nothing: its table is already there.
@@ -92,11 +96,11 @@ export class Dashboard {
     return `Dashboard (${this.stopped ? "stopped" : "live"}, display id ${this.handle.id})`;
   }
 
-  private schedule(): void {
+  private schedule(ms: number = this.options.refreshMs ?? 1_000): void {
     this.timer = setTimeout(() => {
       this.timer = undefined;
       void this.refresh().catch((err: Error) => this.showError(err));
-    }, this.options.refreshMs ?? 1_000);
+    }, ms);
     this.timer.unref();
   }
 
@@ -137,7 +141,9 @@ export class Dashboard {
     const line = (cells: readonly string[]) => cells.map((v, i) => (v.length > widths[i] ? `${v.slice(0, widths[i] - 1)}…` : v.padEnd(widths[i]))).join("  ").trimEnd();
     const text = [caption, line(COLUMNS), ...rows.map(line)].join("\n");
     this.handle.update({ "text/html": html, "text/plain": text });
-    if (!this.stopped && active > 0 && !this.timer) this.schedule();
+    // While jobs are active it follows them closely; otherwise it looks now and then for jobs
+    // other notebooks start (a job created here wakes it at once).
+    if (!this.stopped && !this.timer) this.schedule(active > 0 ? this.options.refreshMs ?? 1_000 : this.options.idleRefreshMs ?? 5_000);
   }
 }
 
