@@ -367,6 +367,14 @@ describe("nbjob worker: bad connection files", () => {
     assert.ok(!run.stderr.includes("    at "), run.stderr);
   });
 
+  test("a connection file that cannot be written is one clear line, and the worker exits", () => {
+    const file = join(dir, "no-such-dir", "worker.json");
+    const run = spawnSync(process.execPath, [NBJOB, "worker", "--connection-file", file, "--no-store"], { encoding: "utf8", timeout: 20_000 });
+    assert.notEqual(run.status, 0);
+    assert.equal(run.signal, null, "it exited by itself");
+    assert.match(run.stderr, /cannot write the connection file .*no-such-dir\/worker\.json: ENOENT; check that its directory exists/);
+  });
+
   test("a connection file pointing at an address this host does not have fails naming the address", () => {
     const file = join(dir, "elsewhere.json");
     writeFileSync(file, JSON.stringify({ ip: "192.0.2.1", transport: "tcp", shell_port: 50001, iopub_port: 50002, stdin_port: 50003, control_port: 50004, hb_port: 50005, key: "k", signature_scheme: "hmac-sha256" }));

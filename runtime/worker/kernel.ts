@@ -84,8 +84,15 @@ export class WorkerKernel {
     if (options.connectionFile) {
       // Written whole, then renamed: whoever waits for the file never reads half of it.
       const partial = `${options.connectionFile}.${process.pid}.tmp`;
-      writeConnectionFile(partial, kernel.sockets.info);
-      renameSync(partial, options.connectionFile);
+      try {
+        writeConnectionFile(partial, kernel.sockets.info);
+        renameSync(partial, options.connectionFile);
+      } catch (err) {
+        await kernel.runner.close();
+        await kernel.sockets.close();
+        const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+        throw new Error(`cannot write the connection file ${options.connectionFile}: ${code}; check that its directory exists and is writable`, { cause: err });
+      }
     }
     void kernel.sockets.publish(undefined, "status", { execution_state: "starting" });
     kernel.link?.start();
