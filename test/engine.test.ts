@@ -176,6 +176,15 @@ describe("running", () => {
     assert.match(error.evalue, /^2:14 /);
   });
 
+  test("a cell left open at its end (unclosed brace, dangling operator) is a syntax error, not a silent success", async () => {
+    const unclosed = await failure("function bad( {");
+    assert.equal(unclosed.ename, "SyntaxError");
+    assert.match(unclosed.evalue, /^1:16 /);
+    const dangling = await failure("1 +");
+    assert.equal(dangling.ename, "SyntaxError");
+    assert.match(dangling.evalue, /^1:4 Expression expected/);
+  });
+
   test("an uncaught error is one error outcome whose traceback points at the cell's lines", async () => {
     await value("interface Item { name: string }\n\nfunction explode(item: Item): never {\n  throw new RangeError(`bad item ${item.name}`);\n}");
     const error = await failure("const items: Item[] = [{ name: 'a' }]\n\nexplode(items[0]!)");

@@ -92,7 +92,8 @@ result["sigint"] = kc.get_shell_msg(timeout=10)["content"]
 # An interrupt with no cell running must not end the kernel either.
 km.signal_kernel(signal.SIGINT)
 km.interrupt_kernel()
-time.sleep(0.5)
+# Give those idle interrupts time to land before the next cell, which they would rightly stop.
+time.sleep(2)
 result["after"] = text_of(run("survivor + 1"))
 `);
     for (const key of ["loop", "await", "sigint"]) {

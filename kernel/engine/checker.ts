@@ -94,8 +94,10 @@ export class CellChecker {
     for (const { diagnostic, syntactic: isSyntactic } of raw) {
       if (diagnostic.category !== ts.DiagnosticCategory.Error || IGNORED_DIAGNOSTICS.has(diagnostic.code)) continue;
       const start = Math.min(diagnostic.start ?? 0, code.length);
-      // The export list appended after the cell is ours; problems there are not the user's.
-      if ((diagnostic.start ?? 0) > code.length) continue;
+      // The export list appended after the cell is ours: type problems there are not the user's,
+      // but a syntax error found there (an unclosed `(` or `{`, a dangling operator) is the cell's,
+      // reported at the cell's end.
+      if ((diagnostic.start ?? 0) > code.length && !isSyntactic) continue;
       const position = sourceFile ? sourceFile.getLineAndCharacterOfPosition(start) : { line: 0, character: 0 };
       diagnostics.push({
         line: position.line + 1,
