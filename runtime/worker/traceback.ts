@@ -2,7 +2,7 @@
 // their TypeScript line in `bundle.ts` (or in `entry N`), the worker's own frames are left out.
 import { describeProgramLine, PROGRAM_FILE, sourceColumn } from "./program";
 import type { ProgramLayout } from "./program";
-import { LineMap } from "./source-map";
+import { SourceMap } from "node:module";
 
 export interface ProgramLocations extends ProgramLayout {
   mappings: string;
@@ -12,15 +12,25 @@ const FRAME = /^\s+at /;
 const PROGRAM_POSITION = new RegExp(`${PROGRAM_FILE.replace(".", "\\.")}:(\\d+):(\\d+)`, "g");
 const WORKER_INTERNALS = /(node:internal|[/\\]runtime[/\\]worker[/\\][\w-]+\.js)/;
 
-const lineMaps = new WeakMap<ProgramLocations, LineMap>();
+// Node's own source-map reader (node:module), so the worker keeps no decoder of its own.
+const sourceMaps = new WeakMap<ProgramLocations, SourceMap>();
 
-function lineMapOf(program: ProgramLocations): LineMap {
-  let map = lineMaps.get(program);
+function sourceMapOf(program: ProgramLocations): SourceMap {
+  let map = sourceMaps.get(program);
   if (!map) {
-    map = new LineMap(program.mappings);
-    lineMaps.set(program, map);
+    map = new SourceMap({ version: 3, file: PROGRAM_FILE, sources: [PROGRAM_FILE], sourceRoot: "", sourcesContent: [], names: [], mappings: program.mappings });
+    sourceMaps.set(program, map);
   }
   return map;
+}
+
+/** The original 1-based line and column of a 1-based generated position, if that line is mapped. */
+function originalPosition(program: ProgramLocations, line: number, column: number): { line: number; column: number } | undefined {
+  const entry = sourceMapOf(program).findEntry(line - 1, column - 1);
+  if (!("originalLine" in entry) || entry.generatedLine !== line - 1) return undefined;
+  // Past the segment's start within the same original line, the offset carries over.
+  const offset = Math.max(0, column - 1 - entry.generatedColumn);
+  return { line: entry.originalLine + 1, column: entry.originalColumn + offset + 1 };
 }
 
 /** `ename: evalue` first, then the job's own frames with their TypeScript positions. */
@@ -36,7 +46,7 @@ export function jobTraceback(ename: string, evalue: string, stack: string, progr
 
 function mapFrame(frame: string, program: ProgramLocations): string {
   return frame.replace(PROGRAM_POSITION, (whole, line: string, column: string) => {
-    const original = lineMapOf(program).lookup(Number(line), Number(column));
+    const original = originalPosition(program, Number(line), Number(column));
     if (!original) return whole;
     const place = describeProgramLine(program, original.line);
     const userColumn = place.file === "bundle.ts" ? sourceColumn(program, original.line, original.column) : original.column;
