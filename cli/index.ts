@@ -58,7 +58,10 @@ export function parseCommandArgs<T extends ParseArgsConfig>(config: T, usage: st
   try {
     return parseArgs(config);
   } catch (err) {
-    throw new UsageError(`${(err as Error).message}\n${usage}`);
+    // One line: what was wrong, and the synopsis; `--help` has the details.
+    const synopsis = usage.split("\n", 1)[0];
+    const command = /^usage: (nbjob \S+)/.exec(synopsis)?.[1] ?? "nbjob <command>";
+    throw new UsageError(`${(err as Error).message} (${synopsis}; "${command} --help" explains each option)`);
   }
 }
 

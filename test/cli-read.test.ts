@@ -224,6 +224,7 @@ describe("nbjob read commands", () => {
     assertOneLineError(await nbjob(["history", "nosuchname"], env), /no stored code declares "nosuchname"/);
     assertOneLineError(await nbjob(["jobs", "--status", "finished"], env), /--status must be one of queued, running, done, failed, cancelled, lost/);
     assertOneLineError(await nbjob(["jobs", "--limit", "0"], env), /--limit must be a positive integer, got "0"/);
+    assertOneLineError(await nbjob(["jobs", "--frobnicate"], env), /Unknown option '--frobnicate'.*usage: nbjob jobs .*"nbjob jobs --help"/);
     assertOneLineError(await nbjob(["jobs"], { NBJOB_DATABASE_URL: "postgres//oops" }), /NBJOB_DATABASE_URL is not a valid URL/);
     const refused = await nbjob(["jobs"], { NBJOB_DATABASE_URL: "postgres://me:s3cret@127.0.0.1:1/nbjob" });
     assertOneLineError(refused, /cannot reach PostgreSQL at postgres:\/\/me:\*\*\*@127\.0\.0\.1:1\/nbjob \(connection refused\)/);
