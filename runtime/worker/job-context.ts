@@ -10,6 +10,9 @@ import { ParamLogger } from "../params";
 import type { ParamValues } from "../params";
 import { WorkerJobTracker } from "./jobtracker";
 import type { CheckpointSink } from "./jobtracker";
+import type { ClassLookup } from "./value-codec";
+
+const IDENTIFIER = /^[A-Za-z_$][\w$]*$/;
 
 export type StreamName = "stdout" | "stderr";
 
@@ -84,6 +87,32 @@ export class JobContext {
   /** Defines a global the program can call (used to receive its entry functions). */
   define(name: string, value: unknown): void {
     this.sandbox[name] = value;
+  }
+
+  /** The job's tracker (made by `begin`). */
+  get jobtracker(): WorkerJobTracker {
+    return this.sandbox.jobtracker as WorkerJobTracker;
+  }
+
+  /**
+   * Finds a class (or any function) declared at the top level of the program in this context by
+   * name; undefined when there is none or it is not initialised yet. Built-in names (Map,
+   * Float64Array) give this context's own.
+   */
+  classLookup(): ClassLookup {
+    const found = new Map<string, Function | undefined>();
+    return (name: string) => {
+      if (typeof name !== "string" || !IDENTIFIER.test(name)) return undefined;
+      if (found.has(name)) return found.get(name);
+      let value: Function | undefined;
+      try {
+        value = vm.runInContext(`typeof ${name} === "function" ? ${name} : undefined`, this.context) as Function | undefined;
+      } catch {
+        value = undefined; // declared with class/let but not reached yet
+      }
+      if (value !== undefined) found.set(name, value);
+      return value;
+    };
   }
 
   write(name: StreamName, text: string): void {

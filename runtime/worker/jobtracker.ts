@@ -1,7 +1,9 @@
 // `jobtracker` inside a job: registers the variables to checkpoint and takes consistent snapshots.
-// Snapshots are serialized here, synchronously, so a checkpoint inside a synchronous loop captures
-// the values of that moment; storing them happens elsewhere (the worker's main thread).
-import { serializeOrExplain } from "./clone-check";
+// Snapshots are encoded here, synchronously, so a checkpoint inside a synchronous loop captures
+// the values of that moment; storing them happens elsewhere (the worker's main thread), and the
+// sink may block this thread while the store is too far behind (see job-thread.ts).
+import { decodeValue, encodeValue } from "./value-codec";
+import type { ClassLookup } from "./value-codec";
 
 export interface CheckpointAccessors {
   get?: () => unknown;
@@ -11,24 +13,40 @@ export interface CheckpointAccessors {
 /** Reads (and writes) a top-level variable of the job by name; throws ReferenceError if there is none. */
 export type VariableAccess = (name: string) => Required<CheckpointAccessors>;
 
-/** Receives each snapshot: index and the serialized value of every registered variable. */
+/** Receives each snapshot: index and the encoded value of every registered variable. */
 export type CheckpointSink = (index: number, values: Record<string, Uint8Array>) => void;
 
 const IDENTIFIER = /^[A-Za-z_$][\w$]*$/;
 
+interface Registration extends Required<CheckpointAccessors> {
+  /** The get the user passed (undefined: by name), to tell a second registration apart. */
+  givenGet?: () => unknown;
+}
+
 export class WorkerJobTracker {
-  private readonly checkpointers = new Map<string, Required<CheckpointAccessors>>();
+  private readonly checkpointers = new Map<string, Registration>();
   private nextIndex = 0;
 
-  constructor(private readonly access: VariableAccess, private readonly sink: CheckpointSink) {}
+  /**
+   * `flusher` resolves once every snapshot handed to `sink` so far is stored (none: nothing to
+   * wait for, e.g. a tracker whose snapshots are dropped).
+   */
+  constructor(private readonly access: VariableAccess, private readonly sink: CheckpointSink, private readonly flusher?: () => Promise<void>) {}
 
   /** Registers a variable by name (a top-level `let`, `const` or `var` of the job), or custom accessors. */
   registerCheckpointer(name: string, accessors: CheckpointAccessors = {}): void {
     if (typeof name !== "string" || !IDENTIFIER.test(name)) {
       throw new TypeError(`jobtracker.registerCheckpointer(name): name must be the name of a top-level variable, e.g. "iteration"; got ${typeof name === "string" ? JSON.stringify(name) : typeof name}`);
     }
+    if (typeof accessors !== "object" || accessors === null) throw new TypeError(`jobtracker.registerCheckpointer("${name}", accessors): accessors must be an object { get?, set? }`);
     if (accessors.get !== undefined && typeof accessors.get !== "function") throw new TypeError(`jobtracker.registerCheckpointer("${name}", { get }): get must be a function returning the value to capture`);
     if (accessors.set !== undefined && typeof accessors.set !== "function") throw new TypeError(`jobtracker.registerCheckpointer("${name}", { set }): set must be a function taking the restored value`);
+    const earlier = this.checkpointers.get(name);
+    if (earlier) {
+      // Registering again the same way (a snippet run twice) is harmless; another getter is a conflict.
+      if (earlier.givenGet === accessors.get) return;
+      throw new Error(`jobtracker.registerCheckpointer("${name}"): ${name} is already registered ${earlier.givenGet ? "with another get function" : "by name"}; each name is registered once (pick another name for the second value)`);
+    }
     let byName: Required<CheckpointAccessors> | undefined;
     if (!accessors.get || !accessors.set) {
       try {
@@ -37,25 +55,110 @@ export class WorkerJobTracker {
         throw new ReferenceError(`jobtracker.registerCheckpointer("${name}"): the job has no top-level variable ${name}; declare it with let, const or var at the top level of a snippet, or pass { get, set }`, { cause: err });
       }
     }
-    this.checkpointers.set(name, { get: accessors.get ?? byName!.get, set: accessors.set ?? byName!.set });
+    this.checkpointers.set(name, { get: accessors.get ?? byName!.get, set: accessors.set ?? byName!.set, givenGet: accessors.get });
   }
 
   /** Captures every registered value and returns the checkpoint's index (0, 1, 2, ...). */
   checkpoint(): number {
+    if (this.checkpointers.size === 0) {
+      throw new Error(`jobtracker.checkpoint(): no variable is registered; call jobtracker.registerCheckpointer("name") for each variable to capture first`);
+    }
     const values: Record<string, Uint8Array> = {};
     for (const [name, { get }] of this.checkpointers) {
-      values[name] = serializeOrExplain(get(), name, `jobtracker.checkpoint() cannot capture the variable ${name}`);
+      values[name] = encodeValue(get(), name, `jobtracker.checkpoint() cannot capture the variable ${name}`);
     }
-    const index = this.nextIndex++;
+    const index = this.nextIndex;
     this.sink(index, values);
+    this.nextIndex++;
     return index;
   }
 
-  /** Resolves once every snapshot taken so far is stored. Snapshots leave this thread as they are taken. */
-  async flush(): Promise<void> {}
+  /** Resolves once every snapshot taken so far is stored. */
+  async flush(): Promise<void> {
+    await this.flusher?.();
+  }
+
+  /**
+   * Sets the variables from checkpoint `index`'s values (resume, analysis): registered names
+   * through their setter, other names by assigning the top-level variable of that name if there
+   * is one (else ignored); a registered name missing from `values` keeps its value. The next
+   * checkpoint() returns index + 1.
+   */
+  restore(index: number, values: Record<string, Uint8Array>, classes: ClassLookup): void {
+    if (!Number.isInteger(index) || index < 0) throw new TypeError(`jobtracker.restore(index): index must be a non-negative integer; got ${index}`);
+    for (const [name, bytes] of Object.entries(values)) {
+      let value: unknown;
+      try {
+        value = decodeValue(bytes, classes);
+      } catch (err) {
+        throw new TypeError(`cannot restore ${name} from checkpoint ${index}: ${(err as Error).message}`, { cause: err });
+      }
+      let accessors: Required<CheckpointAccessors> | undefined = this.checkpointers.get(name);
+      if (!accessors && IDENTIFIER.test(name)) {
+        try {
+          accessors = this.access(name);
+        } catch {
+          continue; // the program no longer has that variable
+        }
+      }
+      if (accessors) assign(name, index, accessors, value);
+    }
+    this.nextIndex = index + 1;
+  }
 
   /** Names registered so far, in order. */
   get registered(): string[] {
     return [...this.checkpointers.keys()];
   }
+}
+
+/**
+ * Sets a restored value. A `const` cannot be assigned, so a const array, typed array, Map, Set or
+ * plain object is filled in place instead (the usual `const weights = new Float64Array(n)`).
+ */
+function assign(name: string, index: number, accessors: Required<CheckpointAccessors>, value: unknown): void {
+  try {
+    accessors.set(value);
+    return;
+  } catch (err) {
+    // The error comes from the job's realm: not `instanceof Error` here.
+    if (!/constant variable/.test(String((err as { message?: unknown } | null)?.message))) throw err;
+    if (!fillInPlace(accessors.get(), value)) {
+      throw new TypeError(`cannot restore ${name} from checkpoint ${index}: it is declared with const and its value cannot be refilled in place; declare it with let, or register it with { get, set }`, { cause: err });
+    }
+  }
+}
+
+function fillInPlace(target: unknown, value: unknown): boolean {
+  if (typeof target !== "object" || target === null || typeof value !== "object" || value === null) return false;
+  const tag = (v: object) => Object.prototype.toString.call(v).slice(8, -1);
+  if (ArrayBuffer.isView(target) && ArrayBuffer.isView(value) && tag(target) === tag(value) && !(target instanceof DataView)) {
+    const t = target as unknown as { length: number; set(source: ArrayLike<unknown>): void };
+    if (t.length !== (value as unknown as { length: number }).length) return false;
+    t.set(value as unknown as ArrayLike<unknown>);
+    return true;
+  }
+  if (Array.isArray(target) && Array.isArray(value)) {
+    target.length = value.length;
+    for (let i = 0; i < value.length; i++) target[i] = (value as unknown[])[i];
+    return true;
+  }
+  if (tag(target) === "Map" && tag(value) === "Map") {
+    const map = target as Map<unknown, unknown>;
+    map.clear();
+    for (const [k, v] of value as Map<unknown, unknown>) map.set(k, v);
+    return true;
+  }
+  if (tag(target) === "Set" && tag(value) === "Set") {
+    const set = target as Set<unknown>;
+    set.clear();
+    for (const v of value as Set<unknown>) set.add(v);
+    return true;
+  }
+  if (tag(target) === "Object" && Object.getPrototypeOf(target) === Object.getPrototypeOf(value)) {
+    for (const key of Object.keys(target)) delete (target as Record<string, unknown>)[key];
+    Object.assign(target, value);
+    return true;
+  }
+  return false;
 }
