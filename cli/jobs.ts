@@ -5,7 +5,7 @@ import { parseCommandArgs, UsageError } from "./index";
 import { STORE_FLAGS, STORE_FLAGS_USAGE, withCliStore } from "./db";
 import {
   listJobs, requireJob, getBundle, getEnvironment, readLogs, diffJobs, jobLog, declarationHistory, isJobStatus, JOB_STATUSES,
-  StoreError,
+  StoreError, createJob, transitionJob, IllegalTransitionError, notifyJobQueued, notifyJobCancelled,
 } from "../store";
 import type { DbJob, DbJobListed, DbLog, Json } from "../store";
 
@@ -122,7 +122,9 @@ export async function cmdShow(argv: string[]): Promise<number> {
     if (job.rerun_of !== null) field("rerun of", `job ${job.rerun_of}`);
     if (job.resumed_from !== null) field("resumed", `from job ${job.resumed_from}${job.resumed_from_checkpoint !== null ? ` at checkpoint ${job.resumed_from_checkpoint}` : ""}`);
     if (environment) {
-      field("environment", `node ${environment.node_version}, nbjob ${environment.nbjob_version}${environment.lockfile_hash ? `, lock file ${environment.lockfile_hash.slice(0, 12)}` : ""}, ${Object.keys(environment.packages).length} packages`);
+      field("environment", `node ${environment.node_version}, nbjob ${environment.nbjob_version}${environment.lockfile_hash ? `, lock files ${environment.lockfile_hash.slice(0, 12)}` : ""}${job.host ? `, on ${job.host}` : ""}`);
+      const packages = Object.entries(environment.packages).sort(([a], [b]) => (a < b ? -1 : 1));
+      field("packages", packages.length ? packages.map(([name, version]) => `${name}@${version}`).join(", ") : "(imports none)");
     }
     field("bundle", job.bundle_hash);
     if (bundle) {
@@ -293,3 +295,98 @@ export const logsCommand: Command = { summary: "what a job printed (stdout and s
 export const diffCommand: Command = { summary: "unified diff of two jobs' code and parameters", usage: DIFF_USAGE, run: cmdDiff };
 export const logCommand: Command = { summary: "jobs with what changed in their code since the previous job", usage: LOG_USAGE, run: cmdLog };
 export const historyCommand: Command = { summary: "every version of one declaration and the jobs that used it", usage: HISTORY_USAGE, run: cmdHistory };
+
+// ---------------------------------------------------------------- nbjob cancel
+
+const CANCEL_USAGE = `usage: nbjob cancel JOB
+
+Cancels a queued or running job: a queued job never starts, a running one is stopped by its
+worker. A job that has already ended keeps its status (exit code 1).
+${STORE_FLAGS_USAGE}`;
+
+export async function cmdCancel(argv: string[]): Promise<number> {
+  const { values, positionals } = parseCommandArgs({ args: argv, allowPositionals: true, strict: true, options: STORE_FLAGS }, CANCEL_USAGE);
+  exactlyPositionals(positionals, 1, CANCEL_USAGE);
+  const id = parseJobId(positionals[0]);
+  const outcome = await withCliStore(values, async (store) => {
+    for (;;) {
+      const job = await requireJob(store, id);
+      if (job.status !== "queued" && job.status !== "running") return { cancelled: false, status: job.status };
+      try {
+        await transitionJob(store, id, "cancelled", { error: { name: "Cancelled", message: "cancelled with nbjob cancel" } });
+      } catch (err) {
+        // It started or ended between reading and writing: look again.
+        if (err instanceof IllegalTransitionError) continue;
+        throw err;
+      }
+      await notifyJobCancelled(store, id);
+      return { cancelled: true, status: job.status };
+    }
+  });
+  if (!outcome.cancelled) {
+    console.error(`job ${id} is already ${outcome.status}; nothing to cancel`);
+    return 1;
+  }
+  console.log(`job ${id} cancelled (it was ${outcome.status})`);
+  return 0;
+}
+
+// ---------------------------------------------------------------- nbjob rerun
+
+const RERUN_USAGE = `usage: nbjob rerun JOB [--wait] [--timeout SECONDS]
+
+Queues a new job running JOB's stored bundle again (same code, parameters and entries), for any
+idle worker; prints the new job's id. The new job records that it is a rerun of JOB.
+  --wait             wait until the new job ends and print its result (exit 1 if it did not succeed)
+  --timeout SECONDS  with --wait: give up waiting after this long (the job goes on)
+${STORE_FLAGS_USAGE}`;
+
+export async function cmdRerun(argv: string[]): Promise<number> {
+  const { values, positionals } = parseCommandArgs({
+    args: argv, allowPositionals: true, strict: true,
+    options: { ...STORE_FLAGS, wait: { type: "boolean" }, timeout: { type: "string" } },
+  }, RERUN_USAGE);
+  exactlyPositionals(positionals, 1, RERUN_USAGE);
+  const id = parseJobId(positionals[0]);
+  let timeoutMs = Infinity;
+  if (values.timeout !== undefined) {
+    if (!values.wait) throw new UsageError(`--timeout only applies with --wait`);
+    if (!/^\d+(\.\d+)?$/.test(values.timeout) || Number(values.timeout) <= 0) throw new UsageError(`--timeout must be a positive number of seconds, got "${values.timeout}"`);
+    timeoutMs = Number(values.timeout) * 1000;
+  }
+  return withCliStore(values, async (store) => {
+    const original = await requireJob(store, id);
+    const created = await store.transaction(async (tx) => {
+      // The bundle row is what the worker runs; without it the rerun could only fail.
+      if (!(await getBundle(tx, original.bundle_hash))) {
+        throw new StoreError(`job ${id}'s bundle ${original.bundle_hash.slice(0, 12)} is not in the store (deleted?), so job ${id} cannot be rerun; no job was created`);
+      }
+      const row = await createJob(tx, { bundleHash: original.bundle_hash, name: original.name, tags: original.tags, rerunOf: id });
+      // Delivered when the transaction commits, so no worker looks before the row exists.
+      await notifyJobQueued(tx, null);
+      return row;
+    });
+    console.log(values.wait ? `job ${created.id} (rerun of job ${id}) queued; waiting for it` : `job ${created.id}`);
+    if (!values.wait) return 0;
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const job = await requireJob(store, created.id);
+      if (job.status === "done") {
+        console.log(job.result_text ?? formatJson(job.result));
+        return 0;
+      }
+      if (job.status === "failed" || job.status === "cancelled" || job.status === "lost") {
+        console.error(`job ${job.id} ${job.status}${job.error_name || job.error_message ? `: ${job.error_name ?? "Error"}: ${job.error_message ?? ""}` : ""}`);
+        return 1;
+      }
+      if (Date.now() >= deadline) {
+        console.error(`job ${job.id} is still ${job.status} after ${values.timeout} s; it goes on ("nbjob show ${job.id}" later)`);
+        return 1;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  });
+}
+
+export const cancelCommand: Command = { summary: "cancel a queued or running job", usage: CANCEL_USAGE, run: cmdCancel };
+export const rerunCommand: Command = { summary: "run a job's stored bundle again as a new job", usage: RERUN_USAGE, run: cmdRerun };

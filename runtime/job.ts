@@ -4,7 +4,7 @@ import { inspect } from "node:util";
 import { deserialize } from "node:v8";
 import type { CellSink } from "../kernel/engine/types";
 import {
-  diffJobs, getBundle, IllegalTransitionError, listCheckpoints, notifyJobCancelled, readLogs, requireJob, transitionJob, UnknownJobError,
+  diffJobs, getBundle, getEnvironment, IllegalTransitionError, listCheckpoints, notifyJobCancelled, readLogs, requireJob, transitionJob, UnknownJobError,
 } from "../store";
 import type { CheckpointSummary, DbJob, JobStatus, Store } from "../store";
 import { assembleBundle, locateBundleLine } from "./bundle";
@@ -27,6 +27,20 @@ export interface JobProgram {
   entries: string[];
   /** Line ranges of snippets and entries in `source`, for mapping tracebacks; absent if unknown. */
   parts?: BundlePart[];
+}
+
+/** What `job.environment()` gives: where and with what the job ran. */
+export interface JobEnvironment {
+  node: string;
+  nbjob: string;
+  /** sha256 over nbjob's package-lock.json and the worker directory's, if it has one. */
+  lockfileHash: string | null;
+  /** Package name -> installed version, for each package the job's code imports. */
+  packages: Record<string, string>;
+  host: string | null;
+  worker: string | null;
+  /** The stored environment's hash (jobs with the same environment share it). */
+  hash: string;
 }
 
 /** The job ended without a result: failed on its worker, cancelled or lost. */
@@ -284,6 +298,24 @@ export class Job {
     if (this.#worker) await this.#worker.cancel(this.id).catch(() => undefined);
     this.#wake?.();
     return this.#row.status;
+  }
+
+  /**
+   * Where the job ran: Node and nbjob versions, the lock files' hash, the packages its code
+   * imports with their versions, host and worker. Undefined until its worker has recorded it
+   * (just after the job ends); a job that just ended is waited for briefly.
+   */
+  async environment(): Promise<JobEnvironment | undefined> {
+    let row = await requireJob(this.#store, this.id);
+    // The worker links the environment right after the final write (off the job's critical path).
+    for (let i = 0; i < 20 && !row.environment_hash && (row.status === "done" || row.status === "failed") && row.finished_at && Date.now() - row.finished_at.getTime() < 5_000; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      row = await requireJob(this.#store, this.id);
+    }
+    this.#row = row;
+    const env = row.environment_hash ? await getEnvironment(this.#store, row.environment_hash) : undefined;
+    if (!env) return undefined;
+    return { node: env.node_version, nbjob: env.nbjob_version, lockfileHash: env.lockfile_hash, packages: { ...env.packages }, host: row.host, worker: row.worker_id, hash: env.hash };
   }
 
   /** The unified diff of this job's code and parameters against `other`'s ("" when identical). */

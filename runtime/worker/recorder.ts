@@ -5,6 +5,7 @@ import { getJob, IllegalTransitionError, LogWriter, transitionJob } from "../../
 import type { Db, Json } from "../../store";
 import type { JobListener } from "./job-runner";
 import type { WorkerIdentity } from "./protocol";
+import { recordJobEnvironment } from "./environment";
 
 /** How a result is kept in jobs.result: the v8.serialize bytes, base64 (Map, Date, typed arrays survive). */
 export interface StoredResult {
@@ -52,13 +53,17 @@ export function recordJob(db: Db, jobId: number, identity: WorkerIdentity, optio
     inFlight.add(tracked);
     void tracked.finally(() => inFlight.delete(tracked));
   };
+  // The environment (runtime/worker/environment.ts) is linked after the final write, so the
+  // result is never held up by it.
+  const linkEnvironment = (row: { bundle_hash: string }) =>
+    recordJobEnvironment(db, jobId, row.bundle_hash).catch((err: Error) => log(`could not record the environment of job ${jobId}: ${err.message}`));
   const listener: JobListener = {
     started: () => {},
     stream: (name, text) => {
       if (!skipped) logs.write(name, text);
     },
-    done: ({ result, resultText }) => finalWrite(() => transitionJob(db, jobId, "done", { result: storedResult(result) as unknown as Json, resultText })),
-    failed: ({ ename, evalue, traceback }) => finalWrite(() => transitionJob(db, jobId, "failed", { error: { name: ename, message: evalue, traceback } })),
+    done: ({ result, resultText }) => finalWrite(() => transitionJob(db, jobId, "done", { result: storedResult(result) as unknown as Json, resultText }).then(linkEnvironment)),
+    failed: ({ ename, evalue, traceback }) => finalWrite(() => transitionJob(db, jobId, "failed", { error: { name: ename, message: evalue, traceback } }).then(linkEnvironment)),
     cancelled: (reason) => finalWrite(() => transitionJob(db, jobId, "cancelled", { error: { name: "Cancelled", message: reason } })),
   };
   const markRunning = async (): Promise<true | { skip: string }> => {

@@ -1,0 +1,159 @@
+// The environment a job ran in, as the worker sees it: Node's version, nbjob's version, a hash of
+// the lock files, and the version of every package the bundle imports (resolved from the
+// worker's directory, as a job's `require` resolves them). Host and worker are on the job row.
+//
+// Computed once per set of import lines (a sweep's bundles differ only in parameters, so they
+// share one computation) and stored once by content; linked to the job after its final write,
+// so a job never waits for it.
+import { createHash } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { join, resolve } from "node:path";
+import { Worker } from "node:worker_threads";
+import { builtinModules } from "node:module";
+import { getBundle, putEnvironment } from "../../store";
+import type { Db, EnvironmentInput } from "../../store";
+
+/** The nbjob checkout this code runs from (dist/runtime/worker/ → the root). */
+const NBJOB_ROOT = resolve(__dirname, "..", "..", "..");
+
+let processFacts: { node_version: string; nbjob_version: string; lockfile_hash: string | null } | undefined;
+
+function fileHash(path: string): string | undefined {
+  try {
+    return createHash("sha256").update(readFileSync(path)).digest("hex");
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * What is the same for every job of this worker process. The lock file hash covers nbjob's own
+ * package-lock.json and, when the worker runs from another project, that project's lock file
+ * too (a job's imports resolve from there): either changing changes the hash.
+ */
+export function processEnvironment(cwd = process.cwd()): { node_version: string; nbjob_version: string; lockfile_hash: string | null } {
+  if (processFacts && cwd === process.cwd()) return processFacts;
+  const nbjobVersion = (JSON.parse(readFileSync(join(NBJOB_ROOT, "package.json"), "utf8")) as { version?: string }).version ?? "0.0.0";
+  const parts: string[] = [];
+  const own = fileHash(join(NBJOB_ROOT, "package-lock.json"));
+  if (own) parts.push(`nbjob package-lock.json ${own}`);
+  if (resolve(cwd) !== NBJOB_ROOT) {
+    const project = fileHash(join(cwd, "package-lock.json"));
+    if (project) parts.push(`project package-lock.json ${project}`);
+  }
+  const facts = {
+    node_version: process.version,
+    nbjob_version: nbjobVersion,
+    lockfile_hash: parts.length ? createHash("sha256").update(parts.join("\n")).digest("hex") : null,
+  };
+  if (cwd === process.cwd()) processFacts = facts;
+  return facts;
+}
+
+/** `lodash/fp` → `lodash`, `@scope/pkg/x` → `@scope/pkg`; undefined for relative paths, builtins and URLs. */
+export function packageName(specifier: string): string | undefined {
+  if (specifier.startsWith(".") || specifier.startsWith("/") || specifier.startsWith("node:") || /^[a-z][a-z0-9+.-]*:/i.test(specifier)) return undefined;
+  const parts = specifier.split("/");
+  const name = specifier.startsWith("@") ? parts.slice(0, 2).join("/") : parts[0];
+  if (builtinModules.includes(name)) return undefined;
+  return name;
+}
+
+/** The installed version of each package, found from `cwd` the way Node's require looks (node_modules up the tree). */
+export function packageVersions(names: Iterable<string>, cwd = process.cwd()): { [name: string]: string } {
+  const requireFromCwd = createRequire(join(cwd, "[nbjob job]"));
+  const out: { [name: string]: string } = {};
+  for (const name of [...new Set(names)].sort()) {
+    let version = "not installed";
+    for (const dir of requireFromCwd.resolve.paths(name) ?? []) {
+      const manifest = join(dir, name, "package.json");
+      if (!existsSync(manifest)) continue;
+      try {
+        version = (JSON.parse(readFileSync(manifest, "utf8")) as { version?: string }).version ?? "unknown";
+      } catch {
+        version = "unknown";
+      }
+      break;
+    }
+    out[name] = version;
+  }
+  return out;
+}
+
+/** Lines that can hold an import: the cache key (bundles differing only in other lines import the same). */
+function importLines(source: string): string {
+  return source.split("\n").filter((line) => /\b(import|require|from)\b/.test(line)).join("\n");
+}
+
+// The scanner runs in a short-lived thread: the TypeScript compiler is tens of MiB that a worker
+// should not keep for the rare new set of imports.
+const SCANNER = `
+const { parentPort, workerData } = require("node:worker_threads");
+const { loadTypeScript } = require(workerData.loader);
+const { ts } = loadTypeScript();
+const info = ts.preProcessFile(workerData.source, true, true);
+parentPort.postMessage(info.importedFiles.map((f) => f.fileName));
+`;
+
+/** Module specifiers the source imports or requires (static and dynamic), found by TypeScript's own pre-processor. */
+export function importedSpecifiers(source: string): Promise<string[]> {
+  if (!/\b(import|require)\b/.test(source)) return Promise.resolve([]);
+  return new Promise((resolvePromise, reject) => {
+    const thread = new Worker(SCANNER, { eval: true, workerData: { source, loader: join(__dirname, "typescript-loader.js") } });
+    let answered = false;
+    thread.once("message", (specifiers: string[]) => {
+      answered = true;
+      resolvePromise(specifiers);
+      void thread.terminate();
+    });
+    thread.once("error", reject);
+    thread.once("exit", (code) => {
+      if (!answered) reject(new Error(`the import scanner thread exited with code ${code}`));
+    });
+  });
+}
+
+/** The environment of a bundle's job on this worker. */
+export async function bundleEnvironment(source: string, cwd = process.cwd()): Promise<EnvironmentInput> {
+  const names = (await importedSpecifiers(source)).map(packageName).filter((name): name is string => name !== undefined);
+  return { ...processEnvironment(cwd), packages: packageVersions(names, cwd) };
+}
+
+/** import lines → stored environment hash; bundle hash → import lines. Small: a worker sees few. */
+const byImports = new Map<string, Promise<string>>();
+const importsOfBundle = new Map<string, string>();
+const CACHE_SIZE = 256;
+
+function remember<K, V>(map: Map<K, V>, key: K, value: V): void {
+  map.set(key, value);
+  if (map.size > CACHE_SIZE) map.delete(map.keys().next().value as K);
+}
+
+/** The stored environment hash for a job of `bundleHash` (computed and stored on first use). */
+export async function environmentHashFor(db: Db, bundleHash: string): Promise<string> {
+  let key = importsOfBundle.get(bundleHash);
+  let source: string | undefined;
+  if (key === undefined) {
+    const bundle = await getBundle(db, bundleHash);
+    if (!bundle) throw new Error(`bundle ${bundleHash.slice(0, 12)} is not in the store`);
+    source = bundle.source;
+    key = importLines(source);
+    remember(importsOfBundle, bundleHash, key);
+  }
+  let hash = byImports.get(key);
+  if (!hash) {
+    const text = source ?? (await getBundle(db, bundleHash))?.source ?? "";
+    hash = bundleEnvironment(text).then((env) => putEnvironment(db, env));
+    // A failure is not cached: the next job tries again.
+    hash.catch(() => byImports.delete(key!));
+    remember(byImports, key, hash);
+  }
+  return hash;
+}
+
+/** Links a finished job to the environment it ran in (only if it has none yet). */
+export async function recordJobEnvironment(db: Db, jobId: number, bundleHash: string): Promise<void> {
+  const hash = await environmentHashFor(db, bundleHash);
+  await db.query("UPDATE nbjob.jobs SET environment_hash = $2 WHERE id = $1 AND environment_hash IS NULL", [jobId, hash]);
+}
