@@ -6,6 +6,12 @@ import { join, resolve } from "node:path";
 
 export const KERNEL_NAME = "nbjob";
 export const DISPLAY_NAME = "TypeScript (nbjob)";
+/** The worker kernel's spec, so a Jupyter Server (or Kernel/Enterprise Gateway) can start workers. */
+export const WORKER_KERNEL_NAME = "nbjob-worker";
+export const WORKER_DISPLAY_NAME = "nbjob worker";
+
+/** Which kernel a kernelspec starts: the notebook kernel or a job worker. */
+export type KernelKind = "notebook" | "worker";
 
 /** Which of Jupyter's data directories receives the kernelspec. */
 export type InstallTarget = { kind: "user" } | { kind: "sys-prefix" } | { kind: "prefix"; dir: string };
@@ -42,17 +48,27 @@ export interface KernelSpec {
   metadata: Record<string, unknown>;
 }
 
-/** The kernelspec for this checkout: node and bin/nbjob.js by absolute path, so no PATH is needed. */
-export function kernelSpec(): KernelSpec {
+/**
+ * The kernelspec for this checkout: node and bin/nbjob.js by absolute path, so no PATH is needed.
+ * The worker's spec carries no `env`: the worker finds the store through the environment of
+ * whoever starts it (NBJOB_DATABASE_URL), so no database password is ever written to kernel.json.
+ */
+export function kernelSpec(kind: KernelKind = "notebook"): KernelSpec {
   // Compiled to dist/kernel/kernelspec.js; the entry point is <checkout>/bin/nbjob.js.
   const entry = resolve(__dirname, "..", "..", "bin", "nbjob.js");
   return {
-    argv: [process.execPath, entry, "kernel", "--connection-file", "{connection_file}"],
-    display_name: DISPLAY_NAME,
+    argv: [process.execPath, entry, kind === "worker" ? "worker" : "kernel", "--connection-file", "{connection_file}"],
+    display_name: kind === "worker" ? WORKER_DISPLAY_NAME : DISPLAY_NAME,
     language: "typescript",
+    // A worker answers interrupt_request with an error instead of dying of SIGINT (it cancels jobs over its comm).
     interrupt_mode: "message",
     metadata: { file_extension: ".ts" },
   };
+}
+
+/** The kernelspec's directory name for `kind`. */
+export function kernelName(kind: KernelKind = "notebook"): string {
+  return kind === "worker" ? WORKER_KERNEL_NAME : KERNEL_NAME;
 }
 
 const LOGO_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64" viewBox="0 0 64 64">
@@ -61,12 +77,12 @@ const LOGO_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64"
 </svg>
 `;
 
-/** Writes kernel.json (and a logo) into `<kernels dir>/nbjob`, replacing an earlier install. Returns that directory. */
-export function installKernelSpec(target: InstallTarget, env: NodeJS.ProcessEnv = process.env): string {
-  const dir = join(kernelsDir(target, env), KERNEL_NAME);
+/** Writes kernel.json (and a logo) into `<kernels dir>/nbjob` (or `nbjob-worker`), replacing an earlier install. Returns that directory. */
+export function installKernelSpec(target: InstallTarget, env: NodeJS.ProcessEnv = process.env, kind: KernelKind = "notebook"): string {
+  const dir = join(kernelsDir(target, env), kernelName(kind));
   try {
     mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, "kernel.json"), JSON.stringify(kernelSpec(), null, 2) + "\n");
+    writeFileSync(join(dir, "kernel.json"), JSON.stringify(kernelSpec(kind), null, 2) + "\n");
     writeFileSync(join(dir, "logo-svg.svg"), LOGO_SVG);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;

@@ -1,10 +1,11 @@
-// Client and views: the notebook's connection to worker kernels (a local cluster profile or
-// connection files from anywhere) and the views jobs are created on (one worker, or any idle one).
+// Client and views: the notebook's connection to worker kernels (a local cluster profile,
+// connection files from anywhere, or kernels a Jupyter Server starts) and the views jobs are
+// created on (one worker, or any idle one).
 import { randomUUID } from "node:crypto";
 import { inspect } from "node:util";
-import { KernelClient } from "../kernel/wire/client";
-import type { ClientComm } from "../kernel/wire/client";
-import { readConnectionFile } from "../kernel/wire/connection";
+import type { GatewayOptions } from "./gateway";
+import { ZmqTransport } from "./worker-transport";
+import type { TransportComm, WorkerTransport } from "./worker-transport";
 import { DEFAULT_PROFILE, listClusterWorkers, processAlive, readWorkerPid } from "./worker/cluster-files";
 import { WORKER_COMM_TARGET } from "./worker/protocol";
 import type { WorkerEvent, WorkerIdentity, WorkerKernelInfo } from "./worker/protocol";
@@ -14,9 +15,13 @@ export interface ConnectOptions {
   profile?: string;
   /** Connection files of worker kernels (`nbjob worker --connection-file F`), on any host. */
   connectionFiles?: string[];
-  /** A Jupyter Server or Kernel/Enterprise Gateway (not supported yet). */
-  gateway?: { url: string; token?: string };
-  /** How long each worker may take to answer when connecting (ms). Default 10 000. */
+  /**
+   * A Jupyter Server or Kernel/Enterprise Gateway that starts worker kernels (kernelspec
+   * "nbjob-worker", from `npx nbjob install --worker`): running ones are reused, the missing ones
+   * started; rc.close() shuts down the ones this client started.
+   */
+  gateway?: GatewayOptions;
+  /** How long each worker may take to answer when connecting (ms). Default 10 000 (30 000 for a gateway, which starts kernels). */
   timeoutMs?: number;
 }
 
@@ -32,21 +37,30 @@ export type JobEventHandler = (event: WorkerEvent) => void;
 
 const ACK_TIMEOUT_MS = 15_000;
 
-/** One worker kernel this notebook is connected to, and its `nbjob.worker` comm. */
+/** One worker kernel this notebook is connected to (over ZeroMQ or a Jupyter Server), and its `nbjob.worker` comm. */
 export class WorkerConnection {
-  private comm?: Promise<ClientComm>;
+  private comm?: Promise<TransportComm>;
   private readonly jobHandlers = new Map<string, JobEventHandler>();
   private readonly acks = new Map<string, (event: WorkerEvent) => void>();
 
   constructor(
     readonly index: number,
-    readonly connectionFile: string,
-    readonly client: KernelClient,
+    readonly transport: WorkerTransport,
     readonly identity: WorkerIdentity,
   ) {}
 
   get workerId(): string {
     return this.identity.worker_id;
+  }
+
+  /** Where the worker is: "connection file F" or "kernel ID on the Jupyter Server at URL". */
+  get where(): string {
+    return this.transport.where;
+  }
+
+  /** The worker's connection file; for a kernel reached through a Jupyter Server, what stands in for one. */
+  get connectionFile(): string {
+    return this.transport instanceof ZmqTransport ? this.transport.connectionFile : `(none: ${this.transport.where})`;
   }
 
   /**
@@ -55,8 +69,8 @@ export class WorkerConnection {
    */
   async alive(timeoutMs = 2_000, attempts = 3): Promise<boolean> {
     for (let i = 0; i < attempts; i++) {
-      if (this.client.closed) return false;
-      if (await this.client.isAlive(timeoutMs)) return true;
+      if (this.transport.closed) return false;
+      if (await this.transport.isAlive(timeoutMs)) return true;
     }
     return false;
   }
@@ -85,8 +99,9 @@ export class WorkerConnection {
     this.jobHandlers.delete(String(jobId));
   }
 
-  close(): void {
-    this.client.close();
+  /** Closes the connection (a kernel this client started on a Jupyter Server is shut down). */
+  close(): Promise<void> {
+    return this.transport.close();
   }
 
   private async request(data: Record<string, unknown>): Promise<WorkerEvent> {
@@ -95,7 +110,7 @@ export class WorkerConnection {
     return new Promise<WorkerEvent>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.acks.delete(requestId);
-        reject(new Error(`worker ${this.workerId} (${this.connectionFile}) did not acknowledge "${String(data.action)}" within ${ACK_TIMEOUT_MS / 1000} s; check it with "nbjob cluster status"`));
+        reject(new Error(`worker ${this.workerId} (${this.where}) did not acknowledge "${String(data.action)}" within ${ACK_TIMEOUT_MS / 1000} s; ${this.transport.checkHint}`));
       }, ACK_TIMEOUT_MS);
       this.acks.set(requestId, (event) => {
         clearTimeout(timer);
@@ -110,8 +125,8 @@ export class WorkerConnection {
     });
   }
 
-  private openComm(): Promise<ClientComm> {
-    this.comm ??= this.client.openComm(WORKER_COMM_TARGET).then((comm) => {
+  private openComm(): Promise<TransportComm> {
+    this.comm ??= this.transport.openComm(WORKER_COMM_TARGET).then((comm) => {
       comm.onMsg((data) => this.deliver(data as WorkerEvent));
       comm.onClose(() => (this.comm = undefined));
       return comm;
@@ -167,35 +182,60 @@ export function isView(value: unknown): value is View {
   return typeof value === "object" && value !== null && (value as { [VIEW_BRAND]?: unknown })[VIEW_BRAND] === true;
 }
 
-async function connectWorker(index: number, file: string, timeoutMs: number): Promise<WorkerConnection> {
-  const info = readConnectionFile(file);
-  let client: KernelClient;
-  try {
-    client = await KernelClient.connect(info, { readyTimeoutMs: timeoutMs, log: () => {}, name: `worker kernel of ${file}` });
-  } catch (err) {
-    throw new Error(`the worker kernel of connection file ${file} did not answer (${(err as Error).message}); is it running? Start workers with "npx nbjob cluster start -n 2" or "npx nbjob worker --connection-file ${file}"`, { cause: err });
-  }
-  const nbjob = client.kernelInfo?.nbjob as WorkerKernelInfo | undefined;
+/** A connected kernel as a worker: its kernel_info_reply must carry the `nbjob` field that names it. */
+async function asWorker(index: number, transport: WorkerTransport, remedy: string): Promise<WorkerConnection> {
+  const nbjob = transport.kernelInfo?.nbjob as WorkerKernelInfo | undefined;
   if (!nbjob || typeof nbjob.worker_id !== "string") {
-    client.close();
-    throw new Error(`the kernel of connection file ${file} is not an nbjob worker (it is "${client.kernelInfo?.implementation ?? "unknown"}"); jobs need worker kernels started with "npx nbjob worker --connection-file FILE" or "npx nbjob cluster start"`);
+    await transport.close();
+    throw new Error(`the kernel of ${transport.where} is not an nbjob worker (it is "${String(transport.kernelInfo?.implementation ?? "unknown")}"); ${remedy}`);
   }
   const identity: WorkerIdentity = { worker_id: nbjob.worker_id, pid: nbjob.pid, host: nbjob.host, profile: nbjob.profile };
-  return new WorkerConnection(index, file, client, identity);
+  return new WorkerConnection(index, transport, identity);
+}
+
+async function connectWorker(index: number, file: string, timeoutMs: number): Promise<WorkerConnection> {
+  const transport = await ZmqTransport.connect(file, timeoutMs);
+  return asWorker(index, transport, "jobs need worker kernels started with \"npx nbjob worker --connection-file FILE\" or \"npx nbjob cluster start\"");
+}
+
+/** Workers started (or found running) on a Jupyter Server; the module loads only when a gateway is used. */
+async function connectGatewayWorkers(gateway: unknown, timeoutMs: number): Promise<{ workers: WorkerConnection[]; url: string }> {
+  const { connectGateway, displayUrl } = await import("./gateway");
+  const transports = await connectGateway(gateway, timeoutMs);
+  const settled = await Promise.allSettled(transports.map((t, i) => asWorker(i, t, "give gateway.kernelName the kernelspec that \"npx nbjob install --worker\" wrote (default \"nbjob-worker\")")));
+  const failures = settled.filter((s): s is PromiseRejectedResult => s.status === "rejected");
+  if (failures.length > 0) {
+    await Promise.all(transports.map((t) => t.close()));
+    throw new Error(failures.map((f) => (f.reason as Error).message).join("\n"));
+  }
+  return { workers: settled.map((s) => (s as PromiseFulfilledResult<WorkerConnection>).value), url: displayUrl((gateway as { url: string }).url) };
 }
 
 /** The notebook's connection to its workers: `await Client.connect()`, then `rc.view(i)` or `rc.loadBalanced()`. */
 export class Client {
-  private constructor(readonly workers: WorkerConnection[], readonly profile: string | null) {}
+  private constructor(
+    readonly workers: WorkerConnection[],
+    readonly profile: string | null,
+    /** The Jupyter Server the workers were reached through (URL without credentials), if any. */
+    readonly gatewayUrl: string | null = null,
+  ) {}
 
   /**
-   * Connects to the workers of a local cluster profile (default "default") or to kernels named
-   * by connection files. Rejects naming the file or profile when a worker cannot be reached.
+   * Connects to the workers of a local cluster profile (default "default"), to kernels named by
+   * connection files, or to worker kernels on a Jupyter Server (`gateway`). Rejects naming the
+   * file, profile or server when a worker cannot be reached.
    */
   static async connect(options: ConnectOptions = {}): Promise<Client> {
     if (typeof options !== "object" || options === null) throw new TypeError("Client.connect(options): options must be an object such as { profile: \"default\" } or { connectionFiles: [\"worker.json\"] }");
+    if (options.timeoutMs !== undefined && (typeof options.timeoutMs !== "number" || !(options.timeoutMs > 0))) {
+      throw new TypeError(`Client.connect({ timeoutMs }): timeoutMs must be a positive number of milliseconds; got ${String(options.timeoutMs)}`);
+    }
     if (options.gateway !== undefined) {
-      throw new Error("Client.connect({ gateway }) is not supported yet; start workers with \"npx nbjob worker --connection-file F\" on that host and pass { connectionFiles: [F] }");
+      if (options.connectionFiles !== undefined || options.profile !== undefined) {
+        throw new TypeError("Client.connect(): pass one of gateway, connectionFiles and profile");
+      }
+      const { workers, url } = await connectGatewayWorkers(options.gateway, options.timeoutMs ?? 30_000);
+      return new Client(workers, null, url);
     }
     const timeoutMs = options.timeoutMs ?? 10_000;
     let files: string[];
@@ -219,7 +259,7 @@ export class Client {
     const settled = await Promise.allSettled(files.map((file, i) => connectWorker(i, file, timeoutMs)));
     const failures = settled.filter((s): s is PromiseRejectedResult => s.status === "rejected");
     if (failures.length > 0) {
-      for (const s of settled) if (s.status === "fulfilled") s.value.close();
+      for (const s of settled) if (s.status === "fulfilled") void s.value.close();
       throw new Error(failures.map((f) => (f.reason as Error).message).join("\n"));
     }
     return new Client(settled.map((s) => (s as PromiseFulfilledResult<WorkerConnection>).value), profile);
@@ -248,13 +288,16 @@ export class Client {
     return this.workers.find((w) => w.workerId === workerId);
   }
 
-  /** Closes the connections (workers and their jobs go on). */
-  close(): void {
-    for (const worker of this.workers) worker.close();
+  /**
+   * Closes the connections. Workers and their jobs go on, except kernels this client started on a
+   * Jupyter Server (gateway): those are shut down, cancelling what runs on them.
+   */
+  async close(): Promise<void> {
+    await Promise.all(this.workers.map((worker) => worker.close()));
   }
 
   [inspect.custom](): string {
-    const where = this.profile !== null ? `profile "${this.profile}"` : "connection files";
+    const where = this.gatewayUrl !== null ? `Jupyter Server ${this.gatewayUrl}` : this.profile !== null ? `profile "${this.profile}"` : "connection files";
     return `Client(${where}: ${this.workers.map((w, i) => `${i}=${w.workerId}`).join(", ")})`;
   }
 }
