@@ -111,6 +111,23 @@ function quietly<T>(make: () => T): T {
   }
 }
 
+/**
+ * Shuts a kernel down, best effort. A kernel the server is restarting cannot be shut down for a
+ * moment (jupyter_server 1.23 answers HTTP 500), so that is tried again for a few seconds.
+ */
+async function shutdownKernel(id: string, settings: ServerConnection.ISettings): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await KernelAPI.shutdownKernel(id, settings);
+      return;
+    } catch (err) {
+      const status = err instanceof ServerConnection.ResponseError ? err.response.status : 0;
+      if (status === 404 || attempt === 6) return;
+      await new Promise((resolve) => setTimeout(resolve, 300 * attempt));
+    }
+  }
+}
+
 /** A comm over the kernel's WebSocket. */
 class GatewayComm implements TransportComm {
   private readonly closeHandlers = new Set<() => void>();
@@ -236,9 +253,8 @@ export class GatewayTransport implements WorkerTransport {
   close(): Promise<void> {
     this.closing ??= (async () => {
       for (const comm of [...this.comms]) comm.closed();
-      if (this.started && !this.kernel.isDisposed) {
-        await KernelAPI.shutdownKernel(this.kernel.id, this.settings).catch(() => undefined);
-      }
+      // Also when the connection is gone: the server may have restarted the kernel, and it is still ours.
+      if (this.started) await shutdownKernel(this.kernel.id, this.settings);
       if (!this.kernel.isDisposed) this.kernel.dispose();
     })();
     return this.closing;
@@ -259,7 +275,7 @@ export async function connectGateway(options: unknown, timeoutMs: number): Promi
   const gateway = checkOptions(options);
   const url = gateway.url.replace(/\/+$/, "");
   const shown = displayUrl(url);
-  const settings = ServerConnection.makeSettings({
+  const base = {
     baseUrl: url,
     wsUrl: url.replace(/^http/i, "ws"),
     token: gateway.token,
@@ -268,6 +284,24 @@ export async function connectGateway(options: unknown, timeoutMs: number): Promi
     Request: globalThis.Request as unknown as ServerConnection.ISettings["Request"],
     Headers: globalThis.Headers as unknown as ServerConnection.ISettings["Headers"],
     WebSocket: WebSocket as unknown as ServerConnection.ISettings["WebSocket"],
+  };
+  const { serializer } = ServerConnection.makeSettings(base);
+  const settings = ServerConnection.makeSettings({
+    ...base,
+    // A kernel the server restarts is a new worker process (new name, its jobs lost): this client
+    // treats the restart as the end of the worker it knew, instead of letting @jupyterlab/services
+    // reconnect to the new process behind its back (which also leaves an unhandled rejection
+    // when the connection is closed during that reconnect).
+    serializer: {
+      serialize: (msg, protocol) => serializer.serialize(msg, protocol),
+      deserialize: (data, protocol) => {
+        const msg = serializer.deserialize(data, protocol);
+        if (msg.channel === "iopub" && msg.header.msg_type === "status" && (msg.content as { execution_state?: string }).execution_state === "restarting") {
+          (msg.content as { execution_state: string }).execution_state = "dead";
+        }
+        return msg;
+      },
+    },
   });
 
   const specs = await rest("list its kernelspecs", url, () => KernelSpecAPI.getSpecs(settings));
@@ -300,7 +334,7 @@ export async function connectGateway(options: unknown, timeoutMs: number): Promi
     // Nothing half-connected stays behind: kernels started here are shut down again.
     await Promise.all(transports.map((t) => t.close()));
     const orphans = models.slice(transports.length).filter((m) => m.started);
-    await Promise.all(orphans.map((m) => KernelAPI.shutdownKernel(m.model.id, settings).catch(() => undefined)));
+    await Promise.all(orphans.map((m) => shutdownKernel(m.model.id, settings)));
     throw err;
   }
 }
