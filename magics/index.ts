@@ -8,6 +8,7 @@ import { blankCollectorDecorators, deleteRanges, extractCollectorDecorators } fr
 import { tidySource } from "../runtime/bundle-analysis";
 import "./snip";
 import "./nbjob";
+import "./restore";
 
 export type { MagicContext, PreparedCell } from "./types";
 export { CellError } from "./types";
