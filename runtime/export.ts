@@ -221,6 +221,8 @@ export async function exportJob(db: Db, jobId: number, dir: string): Promise<Exp
     scripts: { start: "tsx job.ts" },
     dependencies: Object.fromEntries(Object.entries(dependencies).sort(([a], [b]) => (a < b ? -1 : 1))),
     devDependencies: { tsx: TSX_VERSION },
+    // npm 11 runs no install scripts unless allowed; esbuild's (tsx's compiler) only checks its binary.
+    allowScripts: { esbuild: true },
     ...(environment ? { engines: { node: `>=${environment.node_version.replace(/^v/, "").split(".")[0]}` } } : {}),
   };
   const files: Record<string, string> = {
