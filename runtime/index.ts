@@ -17,3 +17,4 @@ export { Job, JobError, JobGroup } from "./job";
 export type { JobGroupRow, WaitOptions } from "./job";
 export { nbjob } from "./nbjob";
 export type { Dashboard, DashboardOptions } from "./dashboard";
+export { jobtracker } from "./jobtracker";

@@ -4,7 +4,7 @@ import { inspect } from "node:util";
 import { deserialize } from "node:v8";
 import type { CellSink } from "../kernel/engine/types";
 import {
-  diffJobs, getBundle, getEnvironment, IllegalTransitionError, listCheckpoints, notifyJobCancelled, readLogs, requireJob, transitionJob, UnknownJobError,
+  diffJobs, getBundle, getEnvironment, IllegalTransitionError, listCheckpoints, markLostJobs, notifyJobCancelled, readLogs, requireJob, transitionJob, UnknownJobError,
 } from "../store";
 import type { CheckpointSummary, DbJob, JobStatus, Store } from "../store";
 import { assembleBundle, locateBundleLine } from "./bundle";
@@ -13,12 +13,16 @@ import type { View, WorkerConnection } from "./client";
 import { display } from "./display";
 import type { DisplayHandle } from "./display";
 import { currentCellSink } from "./notebook";
+import { resumeJob } from "./resume";
 import type { WorkerEvent } from "./worker/protocol";
 
 export const FINAL_STATUSES: readonly JobStatus[] = ["done", "failed", "cancelled", "lost"];
 const POLL_MS = 250;
 const MAX_POLL_FAILURES = 20;
 const LIVE_TAIL_MS = 1_000;
+/** A worker silent this long has its running jobs marked lost (as workers do: store-link.ts). */
+const WORKER_STALE_MS = 20_000;
+const LOST_CHECK_MS = 4_000;
 
 /** What a Job knows of its program (from the bundle it was created with, or the stored one). */
 export interface JobProgram {
@@ -130,6 +134,7 @@ export class Job {
   /** The worker's comm said the job ended (so all its live output has arrived). */
   #sawEnd = false;
   #streamedLive = false;
+  #lostCheckedAt = 0;
 
   /** @internal made by DBWrapper (createJob, job(id)). */
   constructor(store: Store, row: DbJob, program: JobProgram) {
@@ -150,6 +155,16 @@ export class Job {
   async rerun(view?: View): Promise<Job> {
     if (!this.#rerun) throw new Error(`job ${this.id} cannot be rerun from here; reattach with db.job(${this.id}) first`);
     return this.#rerun(view);
+  }
+
+  /**
+   * Continues this failed, cancelled or lost job as a new job (same bundle, on `view` or any idle
+   * worker): its checkpoints so far become the new job's, the last one is restored after the
+   * program's top level ran, and the entries run from there (the next checkpoint is last + 1).
+   */
+  async resume(view?: View): Promise<Job> {
+    const { id } = await resumeJob(this.#store, this.id, view);
+    return new Job(this.#store, await requireJob(this.#store, id), this.#program);
   }
 
   /** @internal: the job was sent to `worker` over its comm; its events arrive here. */
@@ -270,7 +285,7 @@ export class Job {
     return lines.map((l) => l.line).join("\n");
   }
 
-  /** The job's checkpoints (index, time, names of the saved variables). */
+  /** The job's checkpoints in order: index, time, and per variable its value's hash and size in bytes. */
   async checkpoints(): Promise<CheckpointSummary[]> {
     return listCheckpoints(this.#store, this.id);
   }
@@ -387,6 +402,7 @@ export class Job {
           this.#worker?.forget(this.id);
           return this.#row;
         }
+        if (this.#row.status === "running") await this.#markLostIfSilent();
         await this.#nap(POLL_MS);
       }
     })();
@@ -396,6 +412,16 @@ export class Job {
       this.#result = undefined;
     });
     return this.#finished;
+  }
+
+  /**
+   * Every few seconds while waiting: marks lost the running jobs whose worker stopped
+   * heartbeating (workers do this for each other; this covers a job whose every worker died).
+   */
+  async #markLostIfSilent(): Promise<void> {
+    if (Date.now() - this.#lostCheckedAt < LOST_CHECK_MS) return;
+    this.#lostCheckedAt = Date.now();
+    await markLostJobs(this.#store, { staleAfterMs: WORKER_STALE_MS }).catch(() => undefined);
   }
 
   /** Sleeps `ms`, or less if the worker reports something first. */

@@ -9,6 +9,8 @@ import type { DbCheckpoint } from "./types";
 export interface CheckpointSummary extends DbCheckpoint {
   /** Variable name -> value hash. */
   values: { [name: string]: string };
+  /** Variable name -> size of its stored value in bytes. */
+  sizes: { [name: string]: number };
 }
 
 export interface PutCheckpointResult {
@@ -19,54 +21,109 @@ export interface PutCheckpointResult {
   uploaded: number;
 }
 
+/** A checkpoint index that is already stored, or a job that does not exist: storing again cannot help. */
+export class CheckpointConflictError extends StoreError {
+  override name = "CheckpointConflictError";
+  constructor(message: string, readonly kind: "duplicate" | "noJob", options?: ErrorOptions) {
+    super(message, options);
+  }
+}
+
+export interface CheckpointInput {
+  idx: number;
+  values: { [name: string]: Uint8Array };
+}
+
 /**
  * Stores checkpoint `idx` of a job with its values (serialized bytes per variable name), in one
  * transaction. Storing an index twice is an error naming it.
  */
 export async function putCheckpoint(db: Db, jobId: number, idx: number, values: { [name: string]: Uint8Array }): Promise<PutCheckpointResult> {
-  if (!Number.isInteger(idx) || idx < 0) throw new StoreError(`checkpoint index must be a non-negative integer, got ${idx}`);
-  const names = Object.keys(values);
+  const { hashes, uploaded } = await putCheckpoints(db, jobId, [{ idx, values }]);
+  return { idx, hashes: hashes[0], uploaded };
+}
+
+/**
+ * Stores several checkpoints of one job in one transaction (a worker catching up after a burst
+ * of small checkpoints writes them in a few statements, not a few per checkpoint). Values the
+ * store holds already are not sent again. All or none are stored.
+ */
+export async function putCheckpoints(db: Db, jobId: number, checkpoints: readonly CheckpointInput[]): Promise<{ hashes: Array<{ [name: string]: string }>; uploaded: number }> {
+  for (const { idx } of checkpoints) {
+    if (!Number.isInteger(idx) || idx < 0) throw new StoreError(`checkpoint index must be a non-negative integer, got ${idx}`);
+  }
+  if (checkpoints.length === 0) return { hashes: [], uploaded: 0 };
   try {
     return await db.transaction(async (tx) => {
-      await tx.query("INSERT INTO nbjob.checkpoints (job_id, idx) VALUES ($1, $2)", [jobId, idx]);
-      const small = names.filter((name) => values[name].byteLength <= CHUNK_SIZE);
-      const { hashes: smallHashes, uploaded: smallUploaded } = await putSmallBlobs(tx, small.map((name) => values[name]));
-      const hashes: { [name: string]: string } = {};
-      small.forEach((name, i) => (hashes[name] = smallHashes[i]));
-      let uploaded = smallUploaded;
-      for (const name of names.filter((n) => values[n].byteLength > CHUNK_SIZE)) {
-        const put = await putBlob(tx, values[name]);
-        hashes[name] = put.hash;
-        uploaded += put.uploaded;
+      await tx.query("INSERT INTO nbjob.checkpoints (job_id, idx) SELECT $1, i FROM unnest($2::int[]) AS i", [jobId, checkpoints.map((c) => c.idx)]);
+      const hashes = checkpoints.map(() => ({}) as { [name: string]: string });
+      const small: Array<{ at: number; name: string; bytes: Uint8Array }> = [];
+      let uploaded = 0;
+      for (const [at, { values }] of checkpoints.entries()) {
+        for (const [name, bytes] of Object.entries(values)) {
+          if (bytes.byteLength <= CHUNK_SIZE) small.push({ at, name, bytes });
+          else {
+            const put = await putBlob(tx, bytes);
+            hashes[at][name] = put.hash;
+            uploaded += put.uploaded;
+          }
+        }
       }
-      if (names.length > 0) {
+      const smallPut = await putSmallBlobs(tx, small.map((v) => v.bytes));
+      small.forEach((v, i) => (hashes[v.at][v.name] = smallPut.hashes[i]));
+      uploaded += smallPut.uploaded;
+      const rows = checkpoints.flatMap((c, at) => Object.keys(c.values).map((name) => ({ idx: c.idx, name, hash: hashes[at][name] })));
+      if (rows.length > 0) {
         await tx.query(
-          `INSERT INTO nbjob.checkpoint_values (job_id, idx, name, blob_hash) SELECT $1, $2, v.name, v.hash FROM unnest($3::text[], $4::text[]) AS v(name, hash)`,
-          [jobId, idx, names, names.map((name) => hashes[name])],
+          `INSERT INTO nbjob.checkpoint_values (job_id, idx, name, blob_hash) SELECT $1, v.idx, v.name, v.hash FROM unnest($2::int[], $3::text[], $4::text[]) AS v(idx, name, hash)`,
+          [jobId, rows.map((r) => r.idx), rows.map((r) => r.name), rows.map((r) => r.hash)],
         );
       }
-      return { idx, hashes, uploaded };
+      return { hashes, uploaded };
     });
   } catch (err) {
-    if (pgCode(err) === PgCode.uniqueViolation) throw new StoreError(`job ${jobId} already has checkpoint ${idx}; checkpoint indexes are written once`, { cause: err });
-    if (pgCode(err) === PgCode.foreignKeyViolation) throw new StoreError(`there is no job ${jobId} to store checkpoint ${idx} for`, { cause: err });
+    const code = pgCode(err) ?? pgCode((err as { cause?: unknown } | null)?.cause);
+    const which = checkpoints.length === 1 ? `checkpoint ${checkpoints[0].idx}` : `checkpoints ${checkpoints[0].idx}..${checkpoints[checkpoints.length - 1].idx}`;
+    if (code === PgCode.uniqueViolation) throw new CheckpointConflictError(`job ${jobId} already has ${which}; checkpoint indexes are written once`, "duplicate", { cause: err });
+    if (code === PgCode.foreignKeyViolation) throw new CheckpointConflictError(`there is no job ${jobId} to store ${which} for`, "noJob", { cause: err });
     throw err;
   }
 }
 
-/** A job's checkpoints in order, with the hash of each value (no value bytes). */
+/** A job's checkpoints in order, with the hash and size in bytes of each value (no value bytes). */
 export async function listCheckpoints(db: Db, jobId: number): Promise<CheckpointSummary[]> {
-  const { rows } = await db.query<DbCheckpoint & { names: string[] | null; hashes: string[] | null }>(
+  const { rows } = await db.query<DbCheckpoint & { names: string[] | null; hashes: string[] | null; sizes: string[] | null }>(
     `SELECT c.job_id, c.idx, c.created_at, array_agg(v.name ORDER BY v.name) FILTER (WHERE v.name IS NOT NULL) AS names,
-            array_agg(v.blob_hash ORDER BY v.name) FILTER (WHERE v.name IS NOT NULL) AS hashes
+            array_agg(v.blob_hash ORDER BY v.name) FILTER (WHERE v.name IS NOT NULL) AS hashes,
+            array_agg(b.size ORDER BY v.name) FILTER (WHERE v.name IS NOT NULL) AS sizes
        FROM nbjob.checkpoints c LEFT JOIN nbjob.checkpoint_values v ON v.job_id = c.job_id AND v.idx = c.idx
+            LEFT JOIN nbjob.blobs b ON b.hash = v.blob_hash
       WHERE c.job_id = $1 GROUP BY c.job_id, c.idx, c.created_at ORDER BY c.idx`,
     [jobId],
   );
-  return rows.map(({ names, hashes, ...checkpoint }) => ({
+  return rows.map(({ names, hashes, sizes, ...checkpoint }) => ({
     ...checkpoint,
     values: Object.fromEntries((names ?? []).map((name, i) => [name, hashes![i]])),
+    sizes: Object.fromEntries((names ?? []).map((name, i) => [name, Number(sizes![i])])),
   }));
+}
+
+/**
+ * Copies checkpoints 0..upTo of job `from` to job `to` (a resumed job's history starts with the
+ * old job's): rows only, the values are shared blobs, so this costs no bytes. Returns how many.
+ */
+export async function copyCheckpoints(db: Db, from: number, to: number, upTo: number): Promise<number> {
+  return db.transaction(async (tx) => {
+    const copied = await tx.query(
+      `INSERT INTO nbjob.checkpoints (job_id, idx, created_at) SELECT $2, idx, created_at FROM nbjob.checkpoints WHERE job_id = $1 AND idx <= $3`,
+      [from, to, upTo],
+    );
+    await tx.query(
+      `INSERT INTO nbjob.checkpoint_values (job_id, idx, name, blob_hash) SELECT $2, idx, name, blob_hash FROM nbjob.checkpoint_values WHERE job_id = $1 AND idx <= $3`,
+      [from, to, upTo],
+    );
+    return copied.rowCount ?? 0;
+  });
 }
 
 /** The serialized values of one checkpoint, by variable name. */

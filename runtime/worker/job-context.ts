@@ -19,6 +19,8 @@ export type StreamName = "stdout" | "stderr";
 export interface JobHooks {
   write(name: StreamName, text: string): void;
   checkpoint: CheckpointSink;
+  /** Resolves once every checkpoint handed to `checkpoint` is stored. */
+  flush?: () => Promise<void>;
 }
 
 /** Host globals a job sees besides the language's own (which every context has). */
@@ -81,7 +83,7 @@ export class JobContext {
     this.hooks = hooks;
     activeContext = this;
     this.sandbox.params = ParamLogger.forJob(params);
-    this.sandbox.jobtracker = new WorkerJobTracker((name) => this.variableAccess(name), (index, values) => hooks.checkpoint(index, values));
+    this.sandbox.jobtracker = new WorkerJobTracker((name) => this.variableAccess(name), (index, values) => hooks.checkpoint(index, values), hooks.flush);
   }
 
   /** Defines a global the program can call (used to receive its entry functions). */

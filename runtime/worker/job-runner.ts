@@ -15,7 +15,12 @@ import { jobTraceback } from "./traceback";
 export interface JobListener {
   started(): void;
   stream(name: StreamName, text: string): void;
-  checkpoint?(index: number, values: Record<string, Uint8Array>): void;
+  /**
+   * A snapshot the job took; a promise means it is being stored: the job's checkpoint() may wait
+   * for it (memory bound), and the job ends (done/failed) only after it settles. A rejection
+   * fails the job. No listener, or one returning nothing: acknowledged at once (ad hoc runs).
+   */
+  checkpoint?(index: number, values: Record<string, Uint8Array>): void | Promise<void>;
   done(outcome: { result: Buffer; resultText: string; durationMs: number }): void;
   failed(outcome: JobFailure & { durationMs: number }): void;
   cancelled(reason: string): void;
@@ -28,6 +33,13 @@ export interface SubmitOptions {
    * and that reason (rare: the row was cancelled or taken elsewhere meanwhile).
    */
   gate?: () => Promise<true | { skip: string }>;
+  /** A resumed job: loads the checkpoint to restore before the entries run (undefined: none). */
+  restore?: () => Promise<RestorePoint | undefined>;
+}
+
+export interface RestorePoint {
+  index: number;
+  values: Record<string, Uint8Array>;
 }
 
 interface QueuedJob {
@@ -35,6 +47,7 @@ interface QueuedJob {
   bundle: JobBundle;
   listener: JobListener;
   gate?: SubmitOptions["gate"];
+  restore?: SubmitOptions["restore"];
 }
 
 interface ActiveJob extends QueuedJob {
@@ -44,6 +57,11 @@ interface ActiveJob extends QueuedJob {
   pending?: { name: StreamName; text: string };
   flushTimer?: NodeJS.Timeout;
   finished: boolean;
+  /** Shared with the job thread: checkpoints stored so far, and a failure flag (see RunCommand). */
+  acks: Int32Array;
+  /** Settles after every checkpoint handed to the listener so far is stored (never rejects). */
+  stores: Promise<void>;
+  storeError?: Error;
 }
 
 export interface JobRunnerOptions {
@@ -97,7 +115,7 @@ export class JobRunner {
       throw new DuplicateJobError(`job ${jobId} is already ${this.active?.jobId === jobId ? "running" : "queued"} on this worker; each run needs its own job id`);
     }
     const position = this.queue.length + (this.active ? 1 : 0);
-    this.queue.push({ jobId, bundle, listener, gate: options.gate });
+    this.queue.push({ jobId, bundle, listener, gate: options.gate, restore: options.restore });
     // Deferred a microtask, so the caller can acknowledge the job before it reports `started`.
     queueMicrotask(() => this.pump());
     return position;
@@ -154,7 +172,7 @@ export class JobRunner {
       if (this.onIdle) this.safely(this.onIdle);
       return;
     }
-    const job: ActiveJob = { ...next, startedAt: Date.now(), finished: false };
+    const job: ActiveJob = { ...next, startedAt: Date.now(), finished: false, acks: new Int32Array(new SharedArrayBuffer(8)), stores: Promise.resolve() };
     this.active = job;
     this.begin(job);
     if (job.gate) {
@@ -174,17 +192,20 @@ export class JobRunner {
     const entries = job.bundle.entries ?? [];
     // A cached program starts without waiting a turn of the event loop.
     const cached = this.compiler.cached(job.bundle.source, entries);
-    if (cached) {
+    if (cached && !job.restore) {
       this.startOnThread(job, cached);
       return;
     }
-    this.compiler.compile(job.bundle.source, entries).then(
-      (program) => this.startOnThread(job, program),
+    const restoring = job.restore ? job.restore().catch((err: Error) => {
+      throw new Error(`job ${job.jobId} resumes from a checkpoint that could not be read: ${err.message}`, { cause: err });
+    }) : Promise.resolve(undefined);
+    Promise.all([cached ?? this.compiler.compile(job.bundle.source, entries), restoring]).then(
+      ([program, restore]) => this.startOnThread(job, program, restore),
       (err: Error) => this.finish(job, (listener, durationMs) => listener.failed({ ename: err.name, evalue: err.message, traceback: [`${err.name}: ${err.message}`], durationMs })),
     );
   }
 
-  private startOnThread(job: ActiveJob, program: CompiledBundle): void {
+  private startOnThread(job: ActiveJob, program: CompiledBundle, restore?: RestorePoint): void {
     if (job.finished) return;
     job.program = program;
     const command: RunCommand = {
@@ -194,6 +215,8 @@ export class JobRunner {
       js: program.js,
       params: (job.bundle.params ?? {}) as ParamValues,
       hasEntries: program.hasEntries,
+      acks: job.acks.buffer as SharedArrayBuffer,
+      restore,
     };
     try {
       this.ensureThread().postMessage(command);
@@ -230,19 +253,51 @@ export class JobRunner {
         this.bufferStream(job, event.name, event.text);
         break;
       case "checkpoint":
-        job.listener.checkpoint?.(event.index, event.values);
+        this.checkpointTaken(job, event.index, event.values);
         break;
       case "done": {
         const result = Buffer.from(event.result.buffer, event.result.byteOffset, event.result.byteLength);
-        this.finish(job, (listener, durationMs) => listener.done({ result, resultText: event.resultText, durationMs }));
+        // A job is done only once every checkpoint it took is stored.
+        void job.stores.then(() => {
+          if (job.storeError) this.finish(job, (listener, durationMs) => listener.failed({ ...checkpointFailure(job.storeError!), durationMs }));
+          else this.finish(job, (listener, durationMs) => listener.done({ result, resultText: event.resultText, durationMs }));
+        });
         break;
       }
       case "failed": {
         const traceback = jobTraceback(event.ename, event.evalue, event.stack, job.program);
-        this.finish(job, (listener, durationMs) => listener.failed({ ename: event.ename, evalue: event.evalue, traceback, durationMs }));
+        void job.stores.then(() => this.finish(job, (listener, durationMs) => listener.failed({ ename: event.ename, evalue: event.evalue, traceback, durationMs })));
         break;
       }
     }
+  }
+
+  /** Hands a snapshot to the listener; tells the job thread when it is stored (or that it never will be). */
+  private checkpointTaken(job: ActiveJob, index: number, values: Record<string, Uint8Array>): void {
+    let stored: void | Promise<void>;
+    try {
+      stored = job.listener.checkpoint?.(index, values);
+    } catch (err) {
+      stored = Promise.reject(err);
+    }
+    job.stores = job.stores.then(() => stored).then(
+      () => {
+        if (job.storeError) return;
+        Atomics.add(job.acks, 0, 1);
+        Atomics.notify(job.acks, 0);
+      },
+      (err: Error) => {
+        if (job.storeError) return;
+        job.storeError = err;
+        Atomics.store(job.acks, 1, 1);
+        Atomics.notify(job.acks, 0);
+        this.log(`job ${job.jobId}: ${err.message}; the job fails`);
+        // Still running: stop it now rather than let it compute past a hole in its history.
+        if (this.active === job && !job.finished) {
+          this.stopActive("", { ...checkpointFailure(err) });
+        }
+      },
+    );
   }
 
   private bufferStream(job: ActiveJob, name: StreamName, text: string): void {
@@ -260,7 +315,8 @@ export class JobRunner {
     if (pending) this.safely(() => job.listener.stream(pending.name, pending.text));
   }
 
-  private stopActive(reason: string): void {
+  /** Stops the running job: cancelled with `reason`, or failed with `failure`. */
+  private stopActive(reason: string, failure?: JobFailure): void {
     const job = this.active;
     if (!job) return;
     if (job.program) {
@@ -270,7 +326,8 @@ export class JobRunner {
       void thread?.terminate();
       if (!this.closed) this.ensureThread();
     }
-    this.finish(job, (listener) => listener.cancelled(reason));
+    if (failure) this.finish(job, (listener, durationMs) => listener.failed({ ...failure, durationMs }));
+    else this.finish(job, (listener) => listener.cancelled(reason));
   }
 
   /** Delivers the job's last output and its outcome, then starts the next job. */
@@ -297,9 +354,16 @@ export function fanOut(...listeners: JobListener[]): JobListener {
   return {
     started: () => listeners.forEach((l) => l.started()),
     stream: (name, text) => listeners.forEach((l) => l.stream(name, text)),
-    checkpoint: (index, values) => listeners.forEach((l) => l.checkpoint?.(index, values)),
+    checkpoint: (index, values) => {
+      const stored = listeners.map((l) => l.checkpoint?.(index, values));
+      return stored.some((s) => s instanceof Promise) ? Promise.all(stored).then(() => undefined) : undefined;
+    },
     done: (outcome) => listeners.forEach((l) => l.done(outcome)),
     failed: (outcome) => listeners.forEach((l) => l.failed(outcome)),
     cancelled: (reason) => listeners.forEach((l) => l.cancelled(reason)),
   };
+}
+
+function checkpointFailure(err: Error): JobFailure {
+  return { ename: "CheckpointError", evalue: err.message, traceback: [`CheckpointError: ${err.message}`] };
 }

@@ -20,7 +20,18 @@ export interface RunCommand {
   js: string;
   params: ParamValues;
   hasEntries: boolean;
+  /**
+   * Shared with the main thread: [0] how many of this run's checkpoints are stored (the main
+   * thread adds and notifies), [1] 1 once storing failed for good.
+   */
+  acks: SharedArrayBuffer;
+  /** A resumed job: the checkpoint restored after the program's top level ran, before its entries. */
+  restore?: { index: number; values: Record<string, Uint8Array> };
 }
+
+/** Snapshots not yet stored may hold this many bytes (or this many snapshots) before checkpoint() waits. */
+export const PENDING_CHECKPOINT_BYTES = 256 * 1024 * 1024;
+export const PENDING_CHECKPOINTS = 1_000;
 
 /** Job thread → main thread. */
 export type JobThreadEvent =
@@ -85,21 +96,24 @@ function describeThrown(err: unknown): { ename: string; evalue: string; stack: s
   return { ename: "Error", evalue, stack: `Error: ${evalue}` };
 }
 
-async function runJob(command: RunCommand, post: (event: JobThreadEvent) => void): Promise<void> {
+async function runJob(command: RunCommand, post: (event: JobThreadEvent, transfer?: ArrayBuffer[]) => void): Promise<void> {
   const { jobId } = command;
   clearTimeout(idleTimer);
   const job = takeContext();
   currentContext = job;
   const failure = new Promise<never>((_, reject) => (failCurrent = reject));
   failure.catch(() => undefined);
+  const pipe = new CheckpointPipe(new Int32Array(command.acks), (index, values, transfer) => post({ type: "checkpoint", jobId, index, values }, transfer));
   job.begin(command.params, {
     write: (name, text) => post({ type: "stream", jobId, name, text }),
-    checkpoint: (index, values) => post({ type: "checkpoint", jobId, index, values }),
+    checkpoint: (index, values) => pipe.send(index, values),
+    flush: () => pipe.flush(),
   });
   try {
     const entries: Array<() => unknown> = [];
     job.define(ENTRY_HOOK, (entry: () => unknown) => entries.push(entry));
     let value: unknown = scriptFor(command.key, command.js).runInContext(job.context, { displayErrors: false });
+    if (command.restore) job.jobtracker.restore(command.restore.index, command.restore.values, job.classLookup());
     if (command.hasEntries) {
       if (entries.length === 0) throw new Error("the job's program ended before its entries were reached");
       for (const entry of entries) value = await Promise.race([entry(), failure]);
@@ -120,9 +134,65 @@ async function runJob(command: RunCommand, post: (event: JobThreadEvent) => void
   }
 }
 
+// Atomics.waitAsync is in Node 20, not yet in the TypeScript lib this project targets.
+const waitAsync = (Atomics as unknown as { waitAsync(array: Int32Array, index: number, value: number, timeoutMs: number): { value: string | Promise<string> } }).waitAsync;
+
+/**
+ * The job's side of checkpoint storage: hands each snapshot to the main thread (moving its
+ * bytes, not copying them) and, when the store is too far behind, blocks the job until it catches
+ * up, so a fast synchronous loop cannot fill the worker's memory.
+ */
+class CheckpointPipe {
+  private sent = 0;
+  /** Sizes of the snapshots sent and not known stored yet, oldest first. */
+  private readonly pending: number[] = [];
+  private pendingBytes = 0;
+
+  constructor(private readonly acks: Int32Array, private readonly post: (index: number, values: Record<string, Uint8Array>, transfer: ArrayBuffer[]) => void) {}
+
+  send(index: number, values: Record<string, Uint8Array>): void {
+    const bytes = Object.values(values).reduce((sum, v) => sum + v.byteLength, 0);
+    this.settle();
+    // A snapshot bigger than the limit alone still goes: it waits only for the ones before it.
+    while (this.pending.length > 0 && (this.pendingBytes + bytes > PENDING_CHECKPOINT_BYTES || this.pending.length >= PENDING_CHECKPOINTS)) {
+      this.checkFailed();
+      Atomics.wait(this.acks, 0, Atomics.load(this.acks, 0), 250);
+      this.settle();
+    }
+    this.checkFailed();
+    // Buffers that own their whole memory move to the main thread instead of being copied.
+    const transfer: ArrayBuffer[] = [];
+    for (const v of Object.values(values)) {
+      if (v.byteOffset === 0 && v.buffer.byteLength === v.byteLength && v.buffer instanceof ArrayBuffer && !transfer.includes(v.buffer)) transfer.push(v.buffer);
+    }
+    this.post(index, values, transfer);
+    this.sent++;
+    this.pending.push(bytes);
+    this.pendingBytes += bytes;
+  }
+
+  async flush(): Promise<void> {
+    for (;;) {
+      this.checkFailed();
+      const stored = Atomics.load(this.acks, 0);
+      if (stored >= this.sent) return;
+      await waitAsync(this.acks, 0, stored, 250).value;
+    }
+  }
+
+  private settle(): void {
+    const stored = Atomics.load(this.acks, 0);
+    while (this.sent - this.pending.length < stored) this.pendingBytes -= this.pending.shift()!;
+  }
+
+  private checkFailed(): void {
+    if (Atomics.load(this.acks, 1) !== 0) throw new Error("jobtracker: a checkpoint could not be stored, so the job stops (the worker's log and the job's error say why)");
+  }
+}
+
 if (parentPort) {
   const port = parentPort;
-  const post = (event: JobThreadEvent) => port.postMessage(event);
+  const post = (event: JobThreadEvent, transfer?: ArrayBuffer[]) => port.postMessage(event, transfer);
   // Job code may write to process.stdout directly; that belongs to the job's output too.
   for (const name of ["stdout", "stderr"] as const) {
     const stream = process[name];

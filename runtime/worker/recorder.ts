@@ -3,6 +3,7 @@
 // so the worker writes it itself and nothing depends on the notebook staying open.
 import { getJob, IllegalTransitionError, LogWriter, transitionJob } from "../../store";
 import type { Db, Json } from "../../store";
+import { CheckpointWriter } from "./checkpoint-writer";
 import type { JobListener } from "./job-runner";
 import type { WorkerIdentity } from "./protocol";
 import { recordJobEnvironment } from "./environment";
@@ -39,9 +40,13 @@ export function recordJob(db: Db, jobId: number, identity: WorkerIdentity, optio
   let writes: Promise<unknown> = Promise.resolve();
   let skipped = false;
   const logs = new LogWriter(db, jobId);
+  // Checkpoints are stored in index order while the job runs; the job's final write waits for them.
+  const checkpoints = new CheckpointWriter(db, jobId, { log });
+  let checkpointsStored: Promise<unknown> = Promise.resolve();
   const finalWrite = (write: () => Promise<unknown>) => {
     if (skipped) return;
     writes = writes
+      .then(() => checkpointsStored)
       .then(() => logs.close())
       .catch((err: Error) => log(`could not store the output of job ${jobId}: ${err.message}`))
       .then(write)
@@ -61,6 +66,13 @@ export function recordJob(db: Db, jobId: number, identity: WorkerIdentity, optio
     started: () => {},
     stream: (name, text) => {
       if (!skipped) logs.write(name, text);
+    },
+    checkpoint: (index, values) => {
+      if (skipped) return;
+      // After the row is marked running (the gate's write).
+      const stored = writes.then(() => (skipped ? undefined : checkpoints.write(index, values)));
+      checkpointsStored = stored.catch(() => undefined);
+      return stored;
     },
     done: ({ result, resultText }) => finalWrite(() => transitionJob(db, jobId, "done", { result: storedResult(result) as unknown as Json, resultText }).then(linkEnvironment)),
     failed: ({ ename, evalue, traceback }) => finalWrite(() => transitionJob(db, jobId, "failed", { error: { name: ename, message: evalue, traceback } }).then(linkEnvironment)),

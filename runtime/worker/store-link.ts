@@ -3,17 +3,20 @@
 // in the store, and marks lost the running jobs of workers that stopped heartbeating.
 import type { PoolClient } from "pg";
 import {
-  claimNextJob, getBundle, heartbeatWorker, JOB_CANCELLED_CHANNEL, JOB_QUEUED_CHANNEL, markLostJobs,
+  claimNextJob, getBundle, heartbeatWorker, JOB_CANCELLED_CHANNEL, JOB_QUEUED_CHANNEL, markLostJobs, readCheckpoint,
 } from "../../store";
-import type { Store } from "../../store";
-import type { JobRunner } from "./job-runner";
+import type { DbJob, Store } from "../../store";
+import type { JobRunner, RestorePoint } from "./job-runner";
 import type { JobBundle, WorkerIdentity } from "./protocol";
 import { recordJob } from "./recorder";
 
 export interface StoreLinkOptions {
   /** Heartbeat interval. Default 5 000 ms. */
   heartbeatMs?: number;
-  /** A worker silent this long is presumed dead and its running jobs are marked lost. Default 30 000 ms. */
+  /**
+   * A worker silent this long is presumed dead and its running jobs are marked lost. Default
+   * 20 000 ms: with a 5 s heartbeat, a dead worker's jobs are lost within 30 s of its last beat.
+   */
   staleAfterMs?: number;
   /** Looks for queued jobs this often even without a notification. Default 2 000 ms. */
   pollMs?: number;
@@ -50,7 +53,7 @@ export class WorkerStoreLink {
     options: StoreLinkOptions,
   ) {
     this.heartbeatMs = options.heartbeatMs ?? 5_000;
-    this.staleAfterMs = options.staleAfterMs ?? 30_000;
+    this.staleAfterMs = options.staleAfterMs ?? 20_000;
     this.pollMs = options.pollMs ?? 2_000;
     this.targetedGraceMs = options.targetedGraceMs ?? 5_000;
     this.log = options.log;
@@ -126,7 +129,7 @@ export class WorkerStoreLink {
         }
         const recorder = recordJob(this.store, job.id, this.identity, { claimed: true, log: this.log, inFlight: this.writesInFlight });
         try {
-          this.runner.submit(job.id, bundle, recorder.listener);
+          this.runner.submit(job.id, bundle, recorder.listener, { restore: this.restorePoint(job) });
         } catch (err) {
           // Already here (sent over the comm a moment ago): that run goes on and records the row.
           this.log(`job ${job.id}: ${(err as Error).message}`);
@@ -137,6 +140,13 @@ export class WorkerStoreLink {
     } finally {
       this.claiming = false;
     }
+  }
+
+  /** A resumed job restores its last copied checkpoint (see runtime/resume.ts) before its entries run. */
+  private restorePoint(job: DbJob): (() => Promise<RestorePoint>) | undefined {
+    const index = job.resumed_from_checkpoint;
+    if (job.resumed_from === null || index === null || index === undefined) return undefined;
+    return async () => ({ index, values: await readCheckpoint(this.store, job.id, index) });
   }
 
   private async bundleOf(hash: string): Promise<JobBundle> {

@@ -1,0 +1,99 @@
+// Stores one job's checkpoints in index order, in the worker's main thread, while the job goes
+// on. Checkpoints that pile up (a synchronous loop taking many small ones) are written together
+// in one transaction. A write that fails is retried, since the store may come back (a restarted
+// server, connections terminated); after `retryForMs` the checkpoint fails for good and so does
+// every one after it (a job's history has no holes).
+import { CheckpointConflictError, putCheckpoints } from "../../store/checkpoints";
+import type { CheckpointInput } from "../../store/checkpoints";
+import type { Db } from "../../store";
+
+export interface CheckpointWriterOptions {
+  log: (line: string) => void;
+  /** How long one write is retried before the checkpoint fails. Default 120 000 ms. */
+  retryForMs?: number;
+  /** Most bytes / checkpoints written in one transaction. Defaults 64 MiB / 500. */
+  batchBytes?: number;
+  batchCount?: number;
+}
+
+interface Pending extends CheckpointInput {
+  bytes: number;
+  resolve(): void;
+  reject(err: Error): void;
+}
+
+export class CheckpointWriter {
+  private readonly queue: Pending[] = [];
+  private draining = false;
+  private failure?: Error;
+  private readonly retryForMs: number;
+  private readonly batchBytes: number;
+  private readonly batchCount: number;
+  /** Bytes sent to the server so far (0 for values it held already). */
+  uploaded = 0;
+
+  constructor(private readonly db: Db, private readonly jobId: number, private readonly options: CheckpointWriterOptions) {
+    this.retryForMs = options.retryForMs ?? 120_000;
+    this.batchBytes = options.batchBytes ?? 64 * 1024 * 1024;
+    this.batchCount = options.batchCount ?? 500;
+  }
+
+  /** Resolves once checkpoint `idx` is stored; rejects if it cannot be (nor can any after it). */
+  write(idx: number, values: Record<string, Uint8Array>): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise<void>((resolve, reject) => {
+      const bytes = Object.values(values).reduce((sum, v) => sum + v.byteLength, 0);
+      this.queue.push({ idx, values, bytes, resolve, reject });
+      if (!this.draining) void this.drain();
+    });
+  }
+
+  private async drain(): Promise<void> {
+    this.draining = true;
+    try {
+      while (this.queue.length > 0) {
+        const batch: Pending[] = [];
+        let bytes = 0;
+        while (this.queue.length > 0 && batch.length < this.batchCount && (batch.length === 0 || bytes + this.queue[0].bytes <= this.batchBytes)) {
+          const next = this.queue.shift()!;
+          batch.push(next);
+          bytes += next.bytes;
+        }
+        try {
+          await this.store(batch);
+          for (const item of batch) item.resolve();
+        } catch (err) {
+          this.failure = err as Error;
+          for (const item of [...batch, ...this.queue.splice(0)]) item.reject(this.failure);
+        }
+      }
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  private async store(batch: Pending[]): Promise<void> {
+    const started = Date.now();
+    const which = batch.length === 1 ? `checkpoint ${batch[0].idx}` : `checkpoints ${batch[0].idx}..${batch[batch.length - 1].idx}`;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const { uploaded } = await putCheckpoints(this.db, this.jobId, batch);
+        this.uploaded += uploaded;
+        if (attempt > 0) this.options.log(`job ${this.jobId}: stored ${which} after ${attempt + 1} attempts`);
+        return;
+      } catch (err) {
+        if (err instanceof CheckpointConflictError) {
+          // An earlier attempt committed but its answer was lost with the connection.
+          if (err.kind === "duplicate" && attempt > 0) return;
+          throw new Error(`${which} of job ${this.jobId} could not be stored: ${err.message}`, { cause: err });
+        }
+        const waited = Date.now() - started;
+        if (waited >= this.retryForMs) {
+          throw new Error(`${which} of job ${this.jobId} could not be stored (tried for ${Math.round(waited / 1000)} s): ${(err as Error).message}`, { cause: err });
+        }
+        if (attempt === 0) this.options.log(`job ${this.jobId}: storing ${which} failed (${(err as Error).message}); retrying`);
+        await new Promise((resolve) => setTimeout(resolve, Math.min(250 * 2 ** attempt, 5_000)));
+      }
+    }
+  }
+}
