@@ -275,7 +275,7 @@ export async function cmdHistory(argv: string[]): Promise<number> {
   exactlyPositionals(positionals, 1, HISTORY_USAGE);
   const name = positionals[0];
   if (!name) throw new UsageError(`missing DECL: give the name of a declaration, e.g. "nbjob history train"`);
-  const versions = await withCliStore(values, (store) => declarationHistory(store, name));
+  const [versions, changes] = await withCliStore(values, (store) => Promise.all([declarationHistory(store, name), jobLog(store, { name, limit: 20 })]));
   if (versions.length === 0) throw new StoreError(`no stored code declares "${name}"; names are case-sensitive ("nbjob log" shows the declarations of recent jobs)`);
   const out: string[] = [`${name}: ${versions.length} version${versions.length === 1 ? "" : "s"}`];
   versions.forEach((version, i) => {
@@ -283,6 +283,17 @@ export async function cmdHistory(argv: string[]): Promise<number> {
     out.push("", `version ${i + 1}  ${version.snippet.hash.slice(0, 12)}  ${version.snippet.kind}  ${used}`);
     out.push(indent(version.snippet.source.replace(/\n+$/, "")));
   });
+  // Per job, where NAME changed since the job before it (the newest 20; "nbjob log --name" pages).
+  if (changes.length) {
+    const versionOf = new Map(versions.map((version, i) => [version.snippet.hash, `version ${i + 1}`]));
+    out.push("", "changed in (newest first)");
+    for (const { job, previousId, changes: [change] } of changes) {
+      const before = previousId === null ? "" : ` since job ${previousId}`;
+      const what = change.change === "changed" ? `${versionOf.get(change.from!)} -> ${versionOf.get(change.to!)}`
+        : change.change === "added" ? `${versionOf.get(change.to!)} appeared` : "removed";
+      out.push(`  job ${job.id}  ${what}${before}`);
+    }
+  }
   console.log(out.join("\n"));
   return 0;
 }

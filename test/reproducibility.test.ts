@@ -220,6 +220,12 @@ describe("reproducibility", () => {
     assert.match(history.stdout, /^version 1 .* used by jobs 1, \d+/m);
     assert.match(history.stdout, /return x \* 2 \+ 1;/);
     assert.match(history.stdout, /^version 2 .* used by jobs 2, \d+/m);
+    // Per job, where step changed since the job before it.
+    assert.match(history.stdout, /^ {2}job 2 {2}version 1 -> version 2 since job 1$/m);
+    assert.match(history.stdout, /^ {2}job 1 {2}version 1 appeared$/m);
+    const byName = await env.nbjob("log", "--name", "step");
+    assert.equal(byName.code, 0, byName.stderr);
+    assert.match(byName.stdout, /^job 2 .*\n {4}changed {2}step {2}[0-9a-f]{8} -> [0-9a-f]{8}$/m);
   });
 
   test("%nbjob restore in a fresh kernel: the exact stored declaration as the next cell; errors name the problem", async () => {
