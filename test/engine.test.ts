@@ -352,6 +352,47 @@ describe("interrupt", () => {
     if (outcome.status === "error") assert.equal(outcome.ename, "Interrupted");
     assert.equal(await value("spins > 0"), "true");
   });
+
+  // The loops are bounded, so that a kernel that cannot stop them fails the test instead of hanging it.
+  test("SIGINT stops a synchronous loop that runs after a top-level await", async () => {
+    const signaller = new Worker("setInterval(() => process.kill(process.pid, 'SIGINT'), 300)", { eval: true });
+    const { outcome } = await run("let laps = 0\nawait new Promise((r) => setTimeout(r, 10))\nconst until = Date.now() + 8000\nwhile (Date.now() < until) laps++\n'finished'");
+    await signaller.terminate();
+    assert.equal(outcome.status, "error", "the loop after the await ran to its end");
+    if (outcome.status === "error") assert.equal(outcome.ename, "Interrupted");
+    assert.equal(await value("laps > 0"), "true");
+  });
+
+  test("SIGINT stops a loop of awaits on settled promises (which never lets the event loop turn)", async () => {
+    const signaller = new Worker("setInterval(() => process.kill(process.pid, 'SIGINT'), 300)", { eval: true });
+    const { outcome } = await run("let awaits = 0\nconst end = Date.now() + 8000\nwhile (Date.now() < end) { await null; awaits++ }\n'finished'");
+    await signaller.terminate();
+    assert.equal(outcome.status, "error", "the loop of awaits ran to its end");
+    if (outcome.status === "error") assert.equal(outcome.ename, "Interrupted");
+    assert.equal(await value("awaits > 0"), "true");
+  });
+
+  test("an interrupted await does not resume the rest of its cell later; finally blocks run", async () => {
+    await value("let resumed = false\nlet cleaned = false");
+    const pending = run("try {\n  await new Promise((r) => setTimeout(r, 400))\n  resumed = true\n} finally {\n  cleaned = true\n}");
+    const interrupter = setInterval(() => engine.interrupt(), 50);
+    const { outcome } = await pending;
+    clearInterval(interrupter);
+    assert.equal(outcome.status, "error");
+    await new Promise((r) => setTimeout(r, 700));
+    assert.equal(await value("[resumed, cleaned]"), "[ false, true ]");
+  });
+
+  test("an async cell's awaits keep their meaning: precedence, thenables, rejections, for await", async () => {
+    assert.equal(await value("const awaitedTwo = await 1 + 1\nconst awaitedList: number[] = [await 1, ...[await 2]];\n`${await 'x'}${awaitedTwo}${awaitedList}`"), "'x21,2'");
+    assert.equal(await value("const thenable = { then(ok: (v: number) => void) { ok(7) } }\nawait thenable"), "7");
+    assert.equal(await value("let caught = ''\ntry { await Promise.reject(new Error('no')) } catch (e) { caught = (e as Error).message }\ncaught"), "'no'");
+    assert.equal(await value("async function* gen() { yield 1; yield 2 }\nlet sum = 0\nfor await (const n of gen()) sum += n\nsum"), "3");
+    assert.equal(await value("(await Promise.resolve({ k: 5 })).k * (await 2)"), "10");
+    const error = await failure("await null\nthrow new RangeError('after an await')");
+    assert.equal(error.ename, "RangeError");
+    assert.ok(error.traceback.some((line) => /cell \d+:2:/.test(line)), error.traceback.join("\n"));
+  });
 });
 
 test("typescriptVersion() names the compiler that checks cells", () => {

@@ -74,7 +74,7 @@ result["cell_status"] = reply["content"]["status"]
     assert.equal(r.cell_status, "ok");
   });
 
-  test("interrupt (message or SIGINT) stops a synchronous loop and a pending await; declarations survive; an idle interrupt is harmless", async () => {
+  test("interrupt (message or SIGINT) stops a synchronous loop, a pending await and a loop after an await; declarations survive; an idle interrupt is harmless", async () => {
     const r = await withJupyterClient(env, `
 run("let survivor = 41")
 kc.execute("while (true) {}")
@@ -85,6 +85,10 @@ kc.execute("await new Promise(() => {})")
 time.sleep(1)
 km.interrupt_kernel()
 result["await"] = kc.get_shell_msg(timeout=10)["content"]
+kc.execute("await new Promise((r) => setTimeout(r, 10))\\nwhile (true) {}")
+time.sleep(1)
+km.interrupt_kernel()
+result["after_await"] = kc.get_shell_msg(timeout=10)["content"]
 kc.execute("while (true) {}")
 time.sleep(1)
 km.signal_kernel(signal.SIGINT)
@@ -96,7 +100,7 @@ km.interrupt_kernel()
 time.sleep(2)
 result["after"] = text_of(run("survivor + 1"))
 `);
-    for (const key of ["loop", "await", "sigint"]) {
+    for (const key of ["loop", "await", "after_await", "sigint"]) {
       const reply = r[key] as { status: string; ename: string; evalue: string; traceback: string[] };
       assert.equal(reply.status, "error", `${key}: ${JSON.stringify(reply)}`);
       assert.ok(reply.ename && reply.evalue !== undefined && Array.isArray(reply.traceback), `${key} reply lacks ename/evalue/traceback`);

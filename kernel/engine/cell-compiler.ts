@@ -15,6 +15,11 @@ export interface CompiledCell {
   /** A script for vm.runInThisContext; an async cell's script evaluates to its promise. */
   js: string;
   isAsync: boolean;
+  /**
+   * An async cell whose script evaluates to a generator, not a promise: its top-level awaits
+   * are yields, for the engine to step through so that SIGINT can stop code after an await.
+   */
+  stepped: boolean;
   /** Lines the wrapper added before the transpiled code. */
   lineOffset: number;
   map: SourceMapLookup;
@@ -126,7 +131,7 @@ export function compileCell(analysis: CellAnalysis): CompiledCell {
   const output = ts.transpileModule(edited.text, { fileName: "cell.ts", compilerOptions: transpileOptions() });
   let js = output.outputText.replace(/\n\/\/# sourceMappingURL=.*\s*$/, "\n");
   const map = SourceMapLookup.fromJson(output.sourceMapText ?? '{"mappings":""}');
-  if (!isAsync) return { js, isAsync, lineOffset: 0, map, edited };
+  if (!isAsync) return { js, isAsync, stepped: false, lineOffset: 0, map, edited };
 
   for (const name of enumLike) js = js.replace(new RegExp(`^var ${name.replace(/\$/g, "\\$")};$`, "m"), "");
   const declared = [...new Set(globals)];
@@ -135,5 +140,59 @@ export function compileCell(analysis: CellAnalysis): CompiledCell {
   // script's function declarations are: hoisted and visible before the cell's code runs.
   if (publish) js = /^"use strict";/.test(js) ? js.replace(/^"use strict";/, `"use strict"; ${publish}`) : `${publish} ${js}`;
   const prefix = `${declared.length > 0 ? `var ${declared.join(", ")}; ` : ""}(async () => {\n`;
-  return { js: `${prefix}${js}\n})()`, isAsync, lineOffset: 1, map, edited };
+  const wrapped = `${prefix}${js}\n})()`;
+  const generator = asGenerator(wrapped);
+  return { js: generator ?? wrapped, isAsync, stepped: generator !== undefined, lineOffset: 1, map, edited };
+}
+
+// Where `yield x` means what `await x` did without parentheses: positions that take any
+// assignment expression.
+function yieldFitsWithoutParentheses(node: ts.AwaitExpression): boolean {
+  const parent = node.parent;
+  if (ts.isExpressionStatement(parent) || ts.isParenthesizedExpression(parent) || ts.isReturnStatement(parent)
+    || ts.isVariableDeclaration(parent) || ts.isArrayLiteralExpression(parent) || ts.isSpreadElement(parent)
+    || ts.isTemplateSpan(parent) || ts.isPropertyAssignment(parent) || ts.isThrowStatement(parent)) return true;
+  if ((ts.isCallExpression(parent) || ts.isNewExpression(parent)) && (parent.expression as ts.Node) !== node) return true;
+  if (ts.isConditionalExpression(parent)) return parent.condition !== node;
+  if (ts.isBinaryExpression(parent)) {
+    const operator = parent.operatorToken.kind;
+    if (operator === ts.SyntaxKind.CommaToken) return true;
+    return parent.right === node && operator >= ts.SyntaxKind.FirstAssignment && operator <= ts.SyntaxKind.LastAssignment;
+  }
+  return false;
+}
+
+/**
+ * The async wrapper `(async () => {...})()` as a generator, `(function* () {...}).call(this)`,
+ * its own awaits turned into yields (same length, so columns stay put); undefined when the
+ * cell has a top-level `for await`, which a generator cannot express (it then stays async).
+ */
+function asGenerator(js: string): string | undefined {
+  const file = ts.createSourceFile("cell.js", js, ts.ScriptTarget.ES2022, true, ts.ScriptKind.JS);
+  const last = file.statements[file.statements.length - 1];
+  const call = last && ts.isExpressionStatement(last) && ts.isCallExpression(last.expression) ? last.expression : undefined;
+  const wrapper = call && ts.isParenthesizedExpression(call.expression) ? call.expression.expression : undefined;
+  if (!call || !wrapper || !ts.isArrowFunction(wrapper)) return undefined;
+  const edits: { at: number; remove: number; text: string }[] = [];
+  let expressible = true;
+  const visit = (node: ts.Node): void => {
+    if (!expressible || ts.isFunctionLike(node) || ts.isClassStaticBlockDeclaration(node)) return;
+    if (ts.isForOfStatement(node) && node.awaitModifier) expressible = false;
+    if (ts.isAwaitExpression(node)) {
+      const start = node.getStart(file);
+      edits.push({ at: start, remove: "await".length, text: "yield" });
+      if (!yieldFitsWithoutParentheses(node)) edits.push({ at: start, remove: 0, text: "(" }, { at: node.end, remove: 0, text: ")" });
+    }
+    ts.forEachChild(node, visit);
+  };
+  ts.forEachChild(wrapper.body, visit);
+  if (!expressible) return undefined;
+  // The wrapper's own text, then each await from the end backwards so positions stay valid.
+  edits.push({ at: wrapper.getStart(file), remove: wrapper.body.getStart(file) - wrapper.getStart(file), text: "function* () " });
+  edits.push({ at: call.arguments.pos - 1, remove: call.end - call.arguments.pos + 1, text: ".call(this)" });
+  let text = js;
+  for (const edit of edits.sort((a, b) => b.at - a.at || b.remove - a.remove)) {
+    text = text.slice(0, edit.at) + edit.text + text.slice(edit.at + edit.remove);
+  }
+  return text;
 }

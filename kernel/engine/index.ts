@@ -10,6 +10,7 @@ import { compileCell, IMPORTS_GLOBAL, type CompiledCell } from "./cell-compiler"
 import { compileErrorOutcome, interruptedOutcome, InterruptedError, isInterrupt, runtimeErrorOutcome, type CellFrame } from "./errors";
 import { cellCompleteness } from "./completeness";
 import { ModuleLoader } from "./module-loader";
+import { stepThrough } from "./stepper";
 import { OutputCapture } from "./output-capture";
 import { extractPagerLines, type PagerRequest } from "./pager";
 import type { CellOutcome, CellRequest, CellSink, Completion, DeclarationRecord, ExecutionEngine, Inspection, MimeBundle } from "./types";
@@ -226,10 +227,15 @@ export class Engine implements ExecutionEngine {
       importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
     });
     if (!compiled.isAsync) return completion;
-    const promise = completion as Promise<unknown>;
+    // A stepped cell can be stopped in a loop after an await, and at an await its rest does not run.
+    const stepped = compiled.stepped ? stepThrough(completion as Generator<unknown, unknown, unknown>) : undefined;
+    const promise = stepped ? stepped.promise : (completion as Promise<unknown>);
     try {
       return await new Promise((resolvePromise, reject) => {
-        this.rejectPending = reject;
+        this.rejectPending = (error) => {
+          stepped?.cancel();
+          reject(error);
+        };
         promise.then(resolvePromise, reject);
       });
     } finally {

@@ -23,6 +23,7 @@ export const ts: TsApi = new Proxy({} as TsApi, { get: (_target, key) => Reflect
 
 // The types the engine names, next to the value above (a namespace of types only merges with it).
 export declare namespace ts {
+  type AwaitExpression = TsNamespace.AwaitExpression;
   type BindingName = TsNamespace.BindingName;
   type CompilerOptions = TsNamespace.CompilerOptions;
   type Diagnostic = TsNamespace.Diagnostic;
