@@ -152,8 +152,41 @@ export async function environmentHashFor(db: Db, bundleHash: string): Promise<st
   return hash;
 }
 
+/**
+ * Links are written in batches: while one UPDATE is in flight the next jobs' links gather, so a
+ * busy worker spends one statement on many jobs and an idle one a single small statement.
+ */
+interface LinkBatch {
+  links: Map<number, string>;
+  written: Promise<void>;
+}
+const linkState = new WeakMap<Db, { gathering?: LinkBatch; last?: Promise<void> }>();
+
+function linkLater(db: Db, jobId: number, hash: string): Promise<void> {
+  let state = linkState.get(db);
+  if (!state) linkState.set(db, (state = {}));
+  if (!state.gathering) {
+    const links = new Map<number, string>();
+    const batchState = state;
+    const written = (state.last ?? Promise.resolve()).catch(() => undefined).then(async () => {
+      // From here on new links go to the next batch.
+      if (batchState.gathering?.links === links) batchState.gathering = undefined;
+      await db.query(
+        `UPDATE nbjob.jobs j SET environment_hash = l.hash
+           FROM unnest($1::bigint[], $2::text[]) AS l(id, hash)
+          WHERE j.id = l.id AND j.environment_hash IS NULL`,
+        [[...links.keys()], [...links.values()]],
+      );
+    });
+    state.gathering = { links, written };
+    state.last = written;
+  }
+  state.gathering.links.set(jobId, hash);
+  return state.gathering.written;
+}
+
 /** Links a finished job to the environment it ran in (only if it has none yet). */
 export async function recordJobEnvironment(db: Db, jobId: number, bundleHash: string): Promise<void> {
   const hash = await environmentHashFor(db, bundleHash);
-  await db.query("UPDATE nbjob.jobs SET environment_hash = $2 WHERE id = $1 AND environment_hash IS NULL", [jobId, hash]);
+  await linkLater(db, jobId, hash);
 }
