@@ -128,15 +128,18 @@ export function jobTracker(dir: string, access: (name: string) => Access) {
   };
 }
 
-/** Runs the entries in order and prints the last one's value as nbjob shows a job's result. */
+/**
+ * Runs the entries in order and prints the last one's value as nbjob shows a job's result. Then
+ * the program ends, as a job ends on its worker, even if it left timers behind.
+ */
 export function runEntries(entries: (() => Promise<unknown>)[]): void {
   (async () => {
     let value: unknown;
     for (const entry of entries) value = await entry();
-    console.log(inspect(value, { colors: false, depth: 6, maxArrayLength: 100, maxStringLength: 10_000, breakLength: 100 }));
+    const text = inspect(value, { colors: false, depth: 6, maxArrayLength: 100, maxStringLength: 10_000, breakLength: 100 });
+    process.stdout.write(\`\${text}\\n\`, () => process.exit(0));
   })().catch((err: unknown) => {
-    console.error(err);
-    process.exitCode = 1;
+    process.stderr.write(\`\${inspect(err, { colors: false })}\\n\`, () => process.exit(1));
   });
 }
 `;

@@ -34,6 +34,8 @@ import { diffWords } from "diff";
 %%snip sc
 let iteration = 0;
 const param_values = [0];
+// A timer left behind: the job (and the exported program) ends all the same.
+const heartbeat = setInterval(() => undefined, 60_000);
 jobtracker.registerCheckpointer("iteration");
 jobtracker.registerCheckpointer("param_values");
 class Summary {
@@ -56,7 +58,7 @@ console.log("job", job.id, job.status, await job.result.then(() => "ok"));
 /** Runs a command with only PATH and HOME: the exported program must need no NBJOB_* or database. */
 function run(command: string, args: string[], cwd: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd, env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "" }, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(command, args, { cwd, env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "" }, stdio: ["ignore", "pipe", "pipe"], timeout: 60_000 });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (chunk) => (stdout += chunk));
