@@ -4,7 +4,8 @@ import { inspect } from "node:util";
 import {
   createJob as storeCreateJob, createJobGroup, getJob, isJobStatus, JOB_STATUSES, listJobs, listWorkers, notifyJobQueued, openStore, putBundle, requireJob, transitionJob,
 } from "../store";
-import type { DbJob, DbJobListed, JobStatus, Json, Store, StoreLocation } from "../store";
+import type { BundleInput, DbJob, DbJobListed, JobStatus, Json, Store, StoreLocation } from "../store";
+import { enqueueJobs } from "../store/queue";
 import { assembleBundle, buildBundle, jobParams } from "./bundle";
 import { jsonType } from "./bundle-check";
 import type { Bundle, ParamValues } from "./bundle";
@@ -113,6 +114,18 @@ function gridCombinations(grid: Record<string, unknown[]>): Record<string, unkno
   return combos;
 }
 
+/** A bundle as the store keeps it: its snippets with the label of the collector each came from. */
+function storedBundle(bundle: Bundle, collectors: SnippetCollector[]): BundleInput {
+  const collectorOf = new Map<string, string | null>();
+  for (const collector of collectors) for (const s of collector.snippets) if (!collectorOf.has(s.hash)) collectorOf.set(s.hash, collector.label ?? null);
+  return {
+    source: bundle.source,
+    snippets: bundle.snippets.map((s) => ({ kind: s.kind, names: [...s.names], source: s.source, collector: collectorOf.get(s.hash) ?? null })),
+    params: bundle.params as { [name: string]: Json },
+    entries: bundle.entries,
+  };
+}
+
 export class DBWrapper {
   readonly store: Store;
 
@@ -188,10 +201,22 @@ export class DBWrapper {
       return assembleBundle(common.snippets, common.entries, values, { baseDir: process.cwd(), typeCheck });
     });
     await this.checkViewReachable(view);
-    const group = await createJobGroup(this.store, { name: options.name ?? null, grid: grid as { [name: string]: Json } });
-    const jobs: Job[] = [];
-    for (const bundle of bundles) {
-      jobs.push(await this.submit(view, bundle, collectors, { name: options.name ?? null, tags: options.tags ?? [], groupId: group.id }));
+    // The group, every bundle and every job in one transaction: one commit stores the sweep,
+    // and a failure stores none of it.
+    const targetWorker = view.kind === "direct" ? view.workerId : null;
+    const { group, rows } = await this.store.transaction(async (tx) => {
+      const group = await createJobGroup(tx, { name: options.name ?? null, grid: grid as { [name: string]: Json } });
+      const rows = await enqueueJobs(tx, bundles.map((bundle) => ({
+        bundle: storedBundle(bundle, collectors), name: options.name ?? null, tags: options.tags ?? [], targetWorker, groupId: group.id,
+      })));
+      return { group, rows };
+    });
+    const jobs = rows.map((row, i) => new Job(this.store, row, { source: bundles[i].source, params: bundles[i].params, entries: bundles[i].entries, parts: bundles[i].parts }));
+    if (view.kind === "loadBalanced") {
+      jobs.forEach((job, i) => job.setRerun((again) => this.rerun(job, bundles[i].hash, again)));
+      await this.announceQueued(jobs);
+    } else {
+      for (const [i, job] of jobs.entries()) await this.dispatch(view, job, bundles[i].hash);
     }
     jobsChanged();
     return new JobGroup(group.id, jobs, grid);
@@ -234,16 +259,9 @@ export class DBWrapper {
 
   /** Stores the bundle and a queued job row, then dispatches it. */
   private async submit(view: View, bundle: Bundle, collectors: SnippetCollector[], meta: { name: string | null; tags: string[]; groupId?: number }): Promise<Job> {
-    const collectorOf = new Map<string, string | null>();
-    for (const collector of collectors) for (const s of collector.snippets) if (!collectorOf.has(s.hash)) collectorOf.set(s.hash, collector.label ?? null);
     const targetWorker = view.kind === "direct" ? view.workerId : null;
     const row = await this.store.transaction(async (tx) => {
-      await putBundle(tx, {
-        source: bundle.source,
-        snippets: bundle.snippets.map((s) => ({ kind: s.kind, names: [...s.names], source: s.source, collector: collectorOf.get(s.hash) ?? null })),
-        params: bundle.params as { [name: string]: Json },
-        entries: bundle.entries,
-      });
+      await putBundle(tx, storedBundle(bundle, collectors));
       return storeCreateJob(tx, { bundleHash: bundle.hash, name: meta.name, tags: meta.tags, targetWorker, groupId: meta.groupId ?? null });
     });
     const job = new Job(this.store, row, { source: bundle.source, params: bundle.params, entries: bundle.entries, parts: bundle.parts });
@@ -255,12 +273,7 @@ export class DBWrapper {
   private async dispatch(view: View | null, job: Job, bundleHash: string): Promise<void> {
     job.setRerun((again) => this.rerun(job, bundleHash, again));
     if (view === null || view.kind === "loadBalanced") {
-      await notifyJobQueued(this.store, null);
-      const alive = await listWorkers(this.store, { aliveWithinMs: 15_000 }).catch(() => undefined);
-      if (alive && alive.length === 0) {
-        // Not an error: the job waits in the queue and runs when a worker starts.
-        currentCellSink()?.stream("stderr", `job ${job.id} is queued, but no worker has checked in with the store in the last 15 s; it runs when one does (npx nbjob cluster start -n 2)\n`);
-      }
+      await this.announceQueued([job]);
       return;
     }
     job.followWorker(view.worker);
@@ -276,6 +289,17 @@ export class DBWrapper {
       }
       await transitionJob(this.store, job.id, "cancelled", { error: { name: "DispatchFailed", message: (err as Error).message } }).catch(() => undefined);
       throw new Error(`job ${job.id} could not be sent to worker ${view.workerId} and was cancelled: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /** Wakes idle workers for load-balanced jobs just stored; says so in the cell when no worker is there to take them. */
+  private async announceQueued(jobs: Job[]): Promise<void> {
+    await notifyJobQueued(this.store, null);
+    const alive = await listWorkers(this.store, { aliveWithinMs: 15_000 }).catch(() => undefined);
+    if (alive && alive.length === 0) {
+      // Not an error: the jobs wait in the queue and run when a worker starts.
+      const which = jobs.length === 1 ? `job ${jobs[0].id} is` : `jobs ${jobs[0].id}-${jobs[jobs.length - 1].id} are`;
+      currentCellSink()?.stream("stderr", `${which} queued, but no worker has checked in with the store in the last 15 s; ${jobs.length === 1 ? "it runs" : "they run"} when one does (npx nbjob cluster start -n 2)\n`);
     }
   }
 

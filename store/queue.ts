@@ -1,7 +1,9 @@
 // The job queue on top of the jobs table: workers claim queued jobs with FOR UPDATE SKIP LOCKED
 // (so two workers never take the same job and neither waits on the other), NOTIFY wakes idle
 // workers, and running jobs of workers that stopped heartbeating are marked lost.
+import type { BundleInput } from "./code";
 import type { Db } from "./db";
+import { sha256 } from "./hash";
 import type { DbJob } from "./types";
 
 /** NOTIFY channel: a job was queued. Payload: its target worker, or "" for any worker. */
@@ -15,34 +17,124 @@ export interface ClaimInput {
   pid: number;
 }
 
+/** A claimed job, with its bundle's program when the worker did not say it has it already. */
+export interface ClaimedJob extends DbJob {
+  /** The bundle's source, params and entries; null when its hash was among `knownBundles`. */
+  bundle_source: string | null;
+  bundle_params: Record<string, unknown> | null;
+  bundle_entries: string[] | null;
+}
+
 /**
  * Takes the oldest queued job this worker may run (its own or anyone's) and marks it running,
- * in one statement. Undefined when there is none.
+ * in one statement that also returns the job's bundle (unless its hash is in `knownBundles`,
+ * the worker's cache), so starting a job costs one round trip. Undefined when there is none.
  *
  * `targetedGraceMs`: a job for this worker in particular is usually also sent to it over the
  * comm (so its output streams to the notebook); the queue takes such a job only once it has
  * waited this long, i.e. when the comm message never came. 0 (after a NOTIFY naming this worker)
  * takes it at once.
+ *
+ * The claim commits without waiting for its WAL flush (synchronous_commit off for this one
+ * statement's transaction): that wait was most of a trivial job's time on the worker. What it
+ * risks is small: only a crash of PostgreSQL itself within a fraction of a second can lose a
+ * claim, which puts the job back in the queue (it then runs again; the first run's final write
+ * is refused). The job's final write (status, result) still waits for the flush, and flushes
+ * the claim with it.
  */
-export async function claimNextJob(db: Db, worker: ClaimInput, targetedGraceMs = 0): Promise<DbJob | undefined> {
+export async function claimNextJob(db: Db, worker: ClaimInput, targetedGraceMs = 0, knownBundles: readonly string[] = []): Promise<ClaimedJob | undefined> {
   // A named (prepared) statement: planning it took longer than running it, and workers claim
   // once per job.
   const { rows } = await db.withClient((client) =>
-    client.query<DbJob>({
-      name: "nbjob_claim_next_job",
-      text: `UPDATE nbjob.jobs SET status = 'running', started_at = now(), worker_id = $1, host = $2, pid = $3
-              WHERE id = (
-                SELECT id FROM nbjob.jobs
-                 WHERE status = 'queued'
-                   AND (target_worker IS NULL OR (target_worker = $1 AND queued_at <= now() - make_interval(secs => $4 / 1000.0)))
-                 ORDER BY id
-                 LIMIT 1
-                 FOR UPDATE SKIP LOCKED)
-              RETURNING *`,
-      values: [worker.workerId, worker.host, worker.pid, targetedGraceMs],
+    client.query<ClaimedJob>({
+      name: "nbjob_claim_next_job_with_bundle",
+      text: `WITH claimed AS (
+               UPDATE nbjob.jobs SET status = 'running', started_at = now(), worker_id = $1, host = $2, pid = $3
+                WHERE id = (
+                  SELECT id FROM nbjob.jobs
+                   WHERE status = 'queued'
+                     AND (target_worker IS NULL OR (target_worker = $1 AND queued_at <= now() - make_interval(secs => $4 / 1000.0)))
+                   ORDER BY id
+                   LIMIT 1
+                   FOR UPDATE SKIP LOCKED)
+                RETURNING *)
+             SELECT c.*, b.source AS bundle_source, b.params AS bundle_params, b.entries AS bundle_entries,
+                    set_config('synchronous_commit', 'off', true) AS claim_commit
+               FROM claimed c LEFT JOIN nbjob.bundles b ON b.hash = c.bundle_hash AND NOT (c.bundle_hash = ANY($5::text[]))`,
+      values: [worker.workerId, worker.host, worker.pid, targetedGraceMs, knownBundles],
     }),
   );
   return rows[0];
+}
+
+/** One job of a batch: its bundle (stored if new) and its row's fields. */
+export interface EnqueueItem {
+  bundle: BundleInput;
+  name?: string | null;
+  tags?: string[];
+  targetWorker?: string | null;
+  groupId?: number | null;
+}
+
+/**
+ * Stores many jobs at once (a sweep): their bundles and snippets (each only if new) and their
+ * queued rows, in two statements. Call it inside a transaction so the batch is all or nothing,
+ * and one commit stores it all; then notifyJobQueued once. Returns the rows in input order.
+ */
+export async function enqueueJobs(db: Db, items: EnqueueItem[]): Promise<DbJob[]> {
+  if (items.length === 0) return [];
+  // Bundles and snippets, each once, as flat arrays (unnest cannot take arrays of arrays of
+  // different lengths, so names and entries go in as JSON).
+  const snippets = new Map<string, { kind: string; names: string[]; source: string }>();
+  const bundles = new Map<string, BundleInput>();
+  const links: { bundle: string; position: number; snippet: string; collector: string | null }[] = [];
+  for (const { bundle } of items) {
+    const hash = sha256(bundle.source);
+    if (bundles.has(hash)) continue;
+    bundles.set(hash, bundle);
+    bundle.snippets.forEach((s, position) => {
+      const snippet = sha256(s.source);
+      if (!snippets.has(snippet)) snippets.set(snippet, { kind: s.kind, names: s.names, source: s.source });
+      links.push({ bundle: hash, position, snippet, collector: s.collector ?? null });
+    });
+  }
+  const bundleList = [...bundles];
+  const snippetList = [...snippets];
+  await db.query(
+    `WITH new_snippets AS (
+       INSERT INTO nbjob.snippets (hash, kind, names, source)
+       SELECT s.hash, s.kind, ARRAY(SELECT jsonb_array_elements_text(s.names)), s.source
+         FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[]) AS s(hash, kind, names, source)
+       ON CONFLICT (hash) DO NOTHING
+     ), new_bundles AS (
+       INSERT INTO nbjob.bundles (hash, source, params, entries)
+       SELECT b.hash, b.source, b.params, ARRAY(SELECT jsonb_array_elements_text(b.entries))
+         FROM unnest($5::text[], $6::text[], $7::jsonb[], $8::jsonb[]) AS b(hash, source, params, entries)
+       ON CONFLICT (hash) DO NOTHING RETURNING hash
+     )
+     INSERT INTO nbjob.bundle_snippets (bundle_hash, position, snippet_hash, collector)
+     SELECT l.bundle_hash, l.position, l.snippet_hash, l.collector
+       FROM unnest($9::text[], $10::int[], $11::text[], $12::text[]) AS l(bundle_hash, position, snippet_hash, collector)
+      WHERE l.bundle_hash IN (SELECT hash FROM new_bundles)`,
+    [
+      snippetList.map(([h]) => h), snippetList.map(([, s]) => s.kind), snippetList.map(([, s]) => JSON.stringify(s.names)), snippetList.map(([, s]) => s.source),
+      bundleList.map(([h]) => h), bundleList.map(([, b]) => b.source), bundleList.map(([, b]) => JSON.stringify(b.params ?? {})), bundleList.map(([, b]) => JSON.stringify(b.entries)),
+      links.map((l) => l.bundle), links.map((l) => l.position), links.map((l) => l.snippet), links.map((l) => l.collector),
+    ],
+  );
+  // Ids follow the input order (rows are inserted in ordinality order).
+  const { rows } = await db.query<DbJob>(
+    `INSERT INTO nbjob.jobs (bundle_hash, name, tags, target_worker, group_id)
+     SELECT j.bundle_hash, j.name, ARRAY(SELECT jsonb_array_elements_text(j.tags)), j.target_worker, j.group_id
+       FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[], $5::bigint[]) WITH ORDINALITY AS j(bundle_hash, name, tags, target_worker, group_id, n)
+      ORDER BY j.n
+     RETURNING *`,
+    [
+      items.map((i) => sha256(i.bundle.source)), items.map((i) => i.name ?? null), items.map((i) => JSON.stringify(i.tags ?? [])),
+      items.map((i) => i.targetWorker ?? null), items.map((i) => i.groupId ?? null),
+    ],
+  );
+  return rows.sort((a, b) => Number(a.id) - Number(b.id));
 }
 
 /**

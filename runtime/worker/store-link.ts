@@ -27,6 +27,16 @@ export interface StoreLinkOptions {
 
 const BUNDLE_CACHE_SIZE = 64;
 
+/**
+ * A bundle's second line only documents its parameter values (runtime/bundle.ts's layout); the
+ * job reads them from `params`. With that line made the same for every job, the jobs of a sweep
+ * are one program, which the worker compiles once instead of once per job. Line numbers (and so
+ * tracebacks) do not change.
+ */
+export function sweepInvariantSource(source: string): string {
+  return source.replace(/^(\/\/ nbjob bundle: [^\n]*\n)\/\/ params: [^\n]*\n/, "$1// params: (this job's params)\n");
+}
+
 export class WorkerStoreLink {
   private readonly heartbeatMs: number;
   private readonly staleAfterMs: number;
@@ -116,11 +126,14 @@ export class WorkerStoreLink {
         if (this.closed || this.runner.running !== null || this.runner.queued.length > 0) return;
         const grace = this.targetedNow ? 0 : this.targetedGraceMs;
         this.targetedNow = false;
-        const job = await claimNextJob(this.store, { workerId: this.identity.worker_id, host: this.identity.host, pid: this.identity.pid }, grace);
+        const job = await claimNextJob(this.store, { workerId: this.identity.worker_id, host: this.identity.host, pid: this.identity.pid }, grace, [...this.bundles.keys()]);
         if (!job) continue;
         let bundle: JobBundle;
         try {
-          bundle = await this.bundleOf(job.bundle_hash);
+          // The claim brought the bundle along unless it is cached here.
+          bundle = job.bundle_source !== null
+            ? this.remember({ source: job.bundle_source, hash: job.bundle_hash, params: job.bundle_params ?? {}, entries: job.bundle_entries ?? [] })
+            : await this.bundleOf(job.bundle_hash);
         } catch (err) {
           const recorder = recordJob(this.store, job.id, this.identity, { claimed: true, log: this.log, inFlight: this.writesInFlight });
           recorder.listener.failed({ ename: "BundleMissing", evalue: (err as Error).message, traceback: [], durationMs: 0 });
@@ -154,8 +167,12 @@ export class WorkerStoreLink {
     if (cached) return cached;
     const row = await getBundle(this.store, hash);
     if (!row) throw new Error(`the job's bundle ${hash.slice(0, 12)} is not in the store; it cannot be run`);
-    const bundle: JobBundle = { source: row.source, hash: row.hash, params: row.params as Record<string, unknown>, entries: row.entries };
-    this.bundles.set(hash, bundle);
+    return this.remember({ source: row.source, hash: row.hash, params: row.params as Record<string, unknown>, entries: row.entries });
+  }
+
+  private remember(stored: JobBundle & { hash: string }): JobBundle {
+    const bundle: JobBundle = { ...stored, source: sweepInvariantSource(stored.source) };
+    this.bundles.set(stored.hash, bundle);
     if (this.bundles.size > BUNDLE_CACHE_SIZE) this.bundles.delete(this.bundles.keys().next().value as string);
     return bundle;
   }
