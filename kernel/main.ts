@@ -16,6 +16,7 @@ import { reviveMessage, type SocketThreadCommand, type SocketThreadData, type So
 // how the engine and magics are built.
 interface EngineModule {
   Engine: new (options: { cwd: string }) => ExecutionEngine;
+  typescriptVersion(): string;
 }
 interface MagicsModule {
   prepareCell: PrepareCell;
@@ -66,8 +67,10 @@ export async function startKernel(connectionFile: string): Promise<void> {
     throw err;
   });
 
+  let engineModule: EngineModule | undefined;
   try {
-    const { Engine } = require("./engine") as EngineModule;
+    engineModule = require("./engine") as EngineModule;
+    const { Engine } = engineModule;
     const { prepareCell } = require("../magics") as MagicsModule;
     engine = new Engine({ cwd: process.cwd() });
     const ready = new ShellHandler({
@@ -100,8 +103,8 @@ export async function startKernel(connectionFile: string): Promise<void> {
   } catch (err) {
     process.stderr.write(`nbjob kernel: warming up the engine failed: ${(err as Error).message}\n`);
   }
-  const { ts } = require("ts-morph") as typeof import("ts-morph");
-  toSockets({ kind: "ready", typescriptVersion: ts.version });
+  // The compiler the engine loaded (not all of ts-morph, which the kernel does not otherwise need).
+  toSockets({ kind: "ready", typescriptVersion: engineModule.typescriptVersion() });
 }
 
 function packageVersion(): string {

@@ -1,6 +1,7 @@
 // Type-checks cells with one long-lived TypeScript LanguageService. Earlier cells are kept as
 // declarations only (a "prelude" of globals built from each cell's declaration emit, a name
 // declared again replacing its earlier entry), so re-checking a new cell stays cheap.
+import { isBuiltin } from "node:module";
 import { join } from "node:path";
 import type { CellAnalysis } from "./cell-analysis";
 import { LIB_FOLDER, libFileText, ts } from "./typescript";
@@ -32,11 +33,16 @@ const IGNORED_DIAGNOSTICS = new Set([7016]);
 const INTERNAL_PREFIX = "__nbjob";
 // The compiled package (dist/): its .d.ts files, e.g. the runtime's, are read once.
 const PACKAGE_DIST = join(__dirname, "..", "..") + "/";
-// The runtime's declaration files mention the compiler's types in signatures no cell uses;
-// left unresolved there (errors in .d.ts files are not the cell's), the 1 MB of compiler
-// declarations stays out of every cell's program: a quicker first check, a smaller heap.
-// A notebook that imports ts-morph itself still gets its types.
-const COMPILER_MODULES = new Set(["ts-morph", "@ts-morph/common", "typescript"]);
+// nbjob's own declaration files (the runtime's) mention other packages' types in signatures no
+// cell uses: the compiler's (1 MB of declarations), @jupyterlab/services' (with yjs, lumino,
+// @rjsf/utils: some 250 files). Left unresolved there (errors in .d.ts files are not the
+// cell's), they stay out of every cell's program: each program is rebuilt per cell and costs
+// time per file, and their syntax trees stay in the heap. Only relative imports, Node's
+// modules and pg (whose types DBWrapper's API shows) are followed from the package's files.
+// A notebook that imports any of these packages itself still gets their types.
+function followedFromPackage(specifier: string): boolean {
+  return specifier.startsWith(".") || isBuiltin(specifier) || specifier === "pg";
+}
 
 function typeRoots(): string[] {
   // @types/node is a dependency of nbjob itself, so cells get Node's types in any folder.
@@ -344,7 +350,7 @@ export class CellChecker {
       resolveModuleNameLiterals: (literals, containingFile, redirectedReference, options, containingSourceFile) => {
         const cache = this.moduleResolutionCache();
         const fromPackage = containingFile.startsWith(PACKAGE_DIST);
-        return literals.map((literal) => (fromPackage && COMPILER_MODULES.has(literal.text)
+        return literals.map((literal) => (fromPackage && !followedFromPackage(literal.text)
           ? { resolvedModule: undefined }
           : ts.resolveModuleName(
             literal.text, containingFile, options, host, cache, redirectedReference,

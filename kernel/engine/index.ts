@@ -309,13 +309,24 @@ export class Engine implements ExecutionEngine {
     sink.payload({ source: "page", data: describe(info), start: 0 });
   }
 
-  /** Puts display, input, SnippetCollector... on the global object (once; their module loads lazily). */
+  /** Puts display, input, SnippetCollector... on the global object (once; their module loads at first use). */
   private installGlobals(): RuntimeGlobal[] {
     if (this.globals) return this.globals;
     this.globals = runtimeGlobals();
     const scope = globalThis as Record<string, unknown>;
     for (const global of this.globals) {
-      Object.defineProperty(scope, global.name, { value: global.value, configurable: true, writable: true, enumerable: false });
+      const settle = (value: unknown) => Object.defineProperty(scope, global.name, { value, configurable: true, writable: true, enumerable: false });
+      // An accessor until first read: then the runtime loads and the global becomes a plain value.
+      Object.defineProperty(scope, global.name, {
+        get: () => {
+          const value = global.load();
+          settle(value);
+          return value;
+        },
+        set: settle,
+        configurable: true,
+        enumerable: false,
+      });
     }
     // What a CommonJS module of the notebook's folder would have (Node's types declare them).
     Object.defineProperty(scope, "require", { value: this.loader.require, configurable: true, writable: true, enumerable: false });

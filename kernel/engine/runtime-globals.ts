@@ -7,33 +7,42 @@ export const RUNTIME_GLOBAL_NAMES = ["display", "input", "nbjob", "SnippetCollec
 
 export interface RuntimeGlobal {
   name: string;
-  value: unknown;
+  /** The value; the first call loads the runtime (pg, the store, ...), so it is called on first use. */
+  load(): unknown;
   /** Module path (no extension) whose .d.ts declares it. */
   typesFrom: string;
 }
 
 const RUNTIME_DIR = join(__dirname, "..", "..", "runtime");
 
-function tryRequire(path: string): Record<string, unknown> | undefined {
+let entryExports: Record<string, unknown> | undefined;
+
+function loadEntry(): Record<string, unknown> {
+  if (entryExports) return entryExports;
+  const entry = join(RUNTIME_DIR, "index");
   try {
-    return require(path) as Record<string, unknown>;
+    entryExports = require(entry) as Record<string, unknown>;
   } catch (error) {
-    process.stderr.write(`nbjob engine: could not load ${path}: ${error instanceof Error ? error.message : String(error)}\n`);
-    return undefined;
+    // A broken runtime entry (e.g. one of its modules fails to load) still leaves display and input.
+    process.stderr.write(`nbjob engine: could not load ${entry}: ${error instanceof Error ? error.message : String(error)}\n`);
+    entryExports = {};
+    for (const [name, file] of [["display", "display"], ["input", "input"]] as const) {
+      try {
+        entryExports[name] = (require(join(RUNTIME_DIR, file)) as Record<string, unknown>)[name];
+      } catch {
+        // Reported above: the runtime does not load.
+      }
+    }
   }
+  return entryExports;
 }
 
+/**
+ * The globals, whose values load on first use: the runtime entry pulls in pg and the job
+ * store, which a kernel should not pay for at start-up (in time and memory) when a notebook
+ * never touches them.
+ */
 export function runtimeGlobals(): RuntimeGlobal[] {
   const entry = join(RUNTIME_DIR, "index");
-  const entryExports = tryRequire(entry);
-  if (entryExports) {
-    return RUNTIME_GLOBAL_NAMES.filter((name) => entryExports[name] !== undefined).map((name) => ({ name, value: entryExports[name], typesFrom: entry }));
-  }
-  // A broken runtime entry (e.g. one of its modules fails to load) still leaves display and input.
-  const globals: RuntimeGlobal[] = [];
-  for (const [name, file] of [["display", "display"], ["input", "input"]] as const) {
-    const module = tryRequire(join(RUNTIME_DIR, file));
-    if (module?.[name] !== undefined) globals.push({ name, value: module[name], typesFrom: join(RUNTIME_DIR, file) });
-  }
-  return globals;
+  return RUNTIME_GLOBAL_NAMES.map((name) => ({ name, load: () => loadEntry()[name], typesFrom: entry }));
 }
