@@ -153,9 +153,11 @@ export async function environmentHashFor(db: Db, bundleHash: string): Promise<st
 }
 
 /**
- * Links are written in batches: while one UPDATE is in flight the next jobs' links gather, so a
- * busy worker spends one statement on many jobs and an idle one a single small statement.
+ * Links are written in batches: they gather for LINK_DELAY_MS (and while the previous UPDATE is
+ * in flight), so a busy worker spends one statement on many jobs and an idle one a single small
+ * statement a moment after the job ended.
  */
+const LINK_DELAY_MS = 100;
 interface LinkBatch {
   links: Map<number, string>;
   written: Promise<void>;
@@ -168,7 +170,8 @@ function linkLater(db: Db, jobId: number, hash: string): Promise<void> {
   if (!state.gathering) {
     const links = new Map<number, string>();
     const batchState = state;
-    const written = (state.last ?? Promise.resolve()).catch(() => undefined).then(async () => {
+    const delay = new Promise((resolve) => setTimeout(resolve, LINK_DELAY_MS));
+    const written = Promise.all([(state.last ?? Promise.resolve()).catch(() => undefined), delay]).then(async () => {
       // From here on new links go to the next batch.
       if (batchState.gathering?.links === links) batchState.gathering = undefined;
       await db.query(
