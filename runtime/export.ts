@@ -63,7 +63,7 @@ export function jobProgram(job: DbJob, bundle: BundleWithSnippets): string {
     `const params = nbjob.jobParams(${JSON.stringify(bundle.params, null, 2)});`,
     "// Checkpoints go to files: checkpoints/<index>/<name>.bin (v8.serialize).",
     "// (eval reaches the job's top-level variables by name, as nbjob's worker does.)",
-    "const jobtracker = nbjob.jobTracker(__dirname, (name) => eval(`({ get: () => ${name}, set: (value) => { ${name} = value; } })`));",
+    "const jobtracker = nbjob.jobTracker(__dirname, (name: string) => eval(`({ get: () => ${name}, set: (value) => { ${name} = value; } })`));",
   ];
   for (const snippet of bundle.snippets) {
     const names = snippet.names.length ? snippet.names.join(", ") : "(statements only)";
