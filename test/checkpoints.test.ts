@@ -4,6 +4,7 @@
 // SIGKILLed mid-job: test/checkpoint-faults.test.ts.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import { join } from "node:path";
 import { getJob, readCheckpoint } from "../store";
 import { listCheckpoints } from "../store/checkpoints";
 import { decodeValue } from "../runtime/worker/value-codec";
@@ -159,5 +160,42 @@ try { await old.resume(42 as never); } catch (e) { console.log("view:", (e as Er
     assert.match(cellText(run.cells.get("run_bad")), /job failed jobtracker\.registerCheckpointer\("step"\): step is already registered by name/);
     assert.match(cellText(run.cells.get("run_bad")), /view: job\.resume\(view\): view must be rc\.view\(i\) or rc\.loadBalanced\(\)/);
     assert.equal(JSON.stringify(await listCheckpoints(env.store, 1)), before);
+  });
+
+  test("a worker that restarts marks the jobs it was running lost at once", async () => {
+    const run = await env.runNotebook(`
+### code setup
+const sc = new SnippetCollector();
+const db = new DBWrapper();
+const rc = await Client.connect();
+### code decl
+%%snip sc
+async function spin() {
+  for (;;) await new Promise((r) => setTimeout(r, 50));
+}
+### code start
+const spinning = await db.createJob(rc.view(0), ["spin()"], sc, { name: "spinning" });
+while ((await spinning.refresh()) !== "running") await new Promise((r) => setTimeout(r, 50));
+console.log("running", spinning.id);
+`);
+    assert.equal(run.code, 0, run.stderr);
+    const id = Number(/running (\d+)/.exec(cellText(run.cells.get("start")))?.[1]);
+    const row = (await getJob(env.store, id))!;
+    assert.equal(row.status, "running");
+    process.kill(row.pid!, "SIGKILL");
+    const killedAt = Date.now();
+    // The same worker id (the cluster's "<profile>/<index>") starting again, as `nbjob cluster start` would.
+    env.spawnBackground(["worker", "--connection-file", join(env.work, "restarted.json"), "--id", row.worker_id!]);
+    let now = row;
+    while (now.status === "running" && Date.now() - killedAt < 20_000) {
+      await new Promise((r) => setTimeout(r, 100));
+      now = (await getJob(env.store, id))!;
+    }
+    const elapsed = Date.now() - killedAt;
+    console.log(`restarted worker marked job ${id} lost ${elapsed} ms after the kill`);
+    assert.equal(now.status, "lost");
+    assert.match(now.error_message ?? "", new RegExp(`worker ${row.worker_id} restarted while running this job`));
+    // Well before the 20 s of silence other workers wait for.
+    assert.ok(elapsed < 12_000, `${elapsed} ms`);
   });
 });
