@@ -128,7 +128,9 @@ console.log("result", await again.result, again.id);
     const lastKept = kept[kept.length - 1];
     console.log(`returned 0..${lastReturned} before the kill; stored 0..${lastKept}`);
     assert.deepEqual(kept, Array.from({ length: kept.length }, (_, i) => i), "no hole");
-    assert.ok(lastReturned - lastKept <= 3, "at most the checkpoints in flight are missing");
+    // Missing may be only the last few, returned but not yet stored at the kill (one every 15 ms,
+    // each stored within milliseconds; 10 leaves room for a loaded machine).
+    assert.ok(lastReturned - lastKept <= 10, "at most the checkpoints in flight are missing");
     const resumed = cellText(run.cells.get("resume"));
     const resumedId = Number(/result 300 (\d+)/.exec(resumed)?.[1]);
     assert.ok(resumedId > 0, resumed);
