@@ -136,13 +136,18 @@ export function checkEntries(entries: readonly unknown[]): string[] {
       problems.push({ part: `entry ${i + 1}`, message: `expected a non-empty string holding an expression such as "norm(origin)"; got ${typeof raw === "string" ? "an empty string" : typeof raw}` });
       return "";
     }
-    const text = raw.trim().replace(/;\s*$/, "");
+    let text = raw.trim().replace(/;\s*$/, "");
     const sf = parseSource(text, "entry.ts");
     const syntax = syntaxErrors(sf);
     if (syntax.length > 0) {
       problems.push({ part: label, line: syntax[0].line, column: syntax[0].column, message: `syntax error: ${syntax[0].message}` });
     } else if (sf.statements.length !== 1 || !ts.isExpressionStatement(sf.statements[0])) {
       problems.push({ part: label, message: "expected one expression (like train() or norm(origin)), not a statement or declaration; declare things in a snippet and call them here" });
+    } else {
+      // A trailing comment (`iteration // n`) would swallow the `;` the bundle puts after the
+      // entry and join it with the next one; the entry is the expression alone.
+      const end = sf.statements[0].expression.getEnd();
+      if (text.slice(end).trim() !== "") text = text.slice(0, end).trimEnd();
     }
     return text;
   });

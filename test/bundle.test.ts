@@ -143,6 +143,11 @@ describe("buildBundle", () => {
     bundleError(() => buildBundle(["f(", "f()"], [sc]), /entry 1 "f\(" \(line 1, column 3\): syntax error/);
     bundleError(() => buildBundle(["f(); f()"], [sc]), /expected one expression/);
     assert.deepEqual(buildBundle(["f();", "f() + 1"], [sc]).entries, ["f()", "f() + 1"]);
+    // A trailing comment must not swallow the separator: "[1, 2]" would index f()'s value.
+    const commented = buildBundle(["f() // one", "[1, 2]"], [sc]);
+    assert.deepEqual(commented.entries, ["f()", "[1, 2]"]);
+    assert.match(commented.source, /^f\(\);$/m);
+    assert.match(commented.source, /^\[1, 2\];$/m);
     assert.throws(() => buildBundle(["f()"], [sc, {} as SnippetCollector]), /collector 2 is not a SnippetCollector/);
   });
 
