@@ -184,7 +184,10 @@ export class ShellHandler {
     this.failedCell = undefined;
     // Let requests the socket thread already forwarded reach the queue first.
     await new Promise((resolve) => setImmediate(resolve));
-    const sentBefore = (m: Request) => m.header.msg_type === "execute_request" && Date.parse(String(m.header.date)) <= failed.repliedAt;
+    // Strictly before: a client that saw the reply and sent its next cell within the same
+    // millisecond (header dates have ms resolution here) must get that cell run, not refused
+    // without output (seen as cells with no output in headless runs after a failing cell).
+    const sentBefore = (m: Request) => m.header.msg_type === "execute_request" && Date.parse(String(m.header.date)) < failed.repliedAt;
     const refused = this.queue.filter(sentBefore);
     if (refused.length === 0) return;
     this.queue.splice(0, this.queue.length, ...this.queue.filter((m) => !sentBefore(m)));
