@@ -11,6 +11,7 @@ import { compileErrorOutcome, interruptedOutcome, InterruptedError, isInterrupt,
 import { cellCompleteness } from "./completeness";
 import { ModuleLoader } from "./module-loader";
 import { stepThrough } from "./stepper";
+import { kernelPhase, userPhase } from "./young-generation";
 import { OutputCapture } from "./output-capture";
 import { extractPagerLines, type PagerRequest } from "./pager";
 import type { CellOutcome, CellRequest, CellSink, Completion, DeclarationRecord, ExecutionEngine, Inspection, MimeBundle } from "./types";
@@ -97,6 +98,7 @@ export class Engine implements ExecutionEngine {
     this.checker = new CellChecker(this.cwd, () => this.globalsDeclarations());
     setFunctionSourceLookup(sourceOfFunction);
     this.restoreWarnings = hideDynamicImportWarning();
+    kernelPhase();
   }
 
   /** Prepares the type checker (the first check is the slow one); call when the kernel is idle. */
@@ -122,6 +124,7 @@ export class Engine implements ExecutionEngine {
       return runtimeErrorOutcome(error, () => undefined, KERNEL_ROOT);
     } finally {
       this.capture.running = false;
+      kernelPhase();
     }
   }
 
@@ -191,6 +194,7 @@ export class Engine implements ExecutionEngine {
       const imports = await this.loadImports(analysis);
       Object.defineProperty(globalThis, IMPORTS_GLOBAL, { value: imports, configurable: true, writable: true, enumerable: false });
       makeAssignable(analysis);
+      userPhase();
       value = await this.run(compiled, filename);
     } catch (error) {
       this.remember(analysis, declarations);
