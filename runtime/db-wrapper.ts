@@ -13,6 +13,8 @@ import { isView } from "./client";
 import { currentCellSink } from "./notebook";
 import type { View } from "./client";
 import { jobsChanged, setDefaultStore } from "./dashboard";
+import { createAnalyzer } from "./analyzer";
+import type { AnalysisFunctionValue, Analyzer, AnalyzerOptions } from "./analyzer";
 import { FINAL_STATUSES, Job, JobGroup, loadProgram } from "./job";
 import { frontendCanAnswer, reviewBundle } from "./review";
 import { SnippetCollector } from "./snippets";
@@ -239,6 +241,15 @@ export class DBWrapper {
     }
     const rows = await listJobs(this.store, { status: filter.status, tag: filter.tag, name: filter.name, limit: filter.limit });
     return rows.map(summarize);
+  }
+
+  /**
+   * Runs `fns` (functions declared in notebook cells) over every checkpoint of `job` on the view's
+   * workers: for each checkpoint, in the job's program with its values restored. Rows are stored,
+   * so asking again is a lookup. `await analyzer.result` for the rows; see runtime/analyzer.ts.
+   */
+  createAnalyzer(view: View, job: Job | number, fns: AnalysisFunctionValue[], options: AnalyzerOptions = {}): Promise<Analyzer> {
+    return createAnalyzer(this.store, view, job, fns, options);
   }
 
   /** Closes the store's connections (jobs go on). */

@@ -17,4 +17,7 @@ export { Job, JobError, JobGroup } from "./job";
 export type { JobGroupRow, WaitOptions } from "./job";
 export { nbjob } from "./nbjob";
 export type { Dashboard, DashboardOptions } from "./dashboard";
+export { Analyzer } from "./analyzer";
+export type { AnalysisFunctionValue, AnalysisRow, AnalyzerOptions, AnalyzerStats } from "./analyzer";
+export type { PlotOptions } from "./analyzer-plot";
 export { jobtracker } from "./jobtracker";

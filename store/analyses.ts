@@ -69,3 +69,26 @@ export async function getAnalysis(db: Db, id: number): Promise<DbAnalysis | unde
   const { rows } = await db.query<DbAnalysis>("SELECT * FROM nbjob.analyses WHERE id = $1", [id]);
   return rows[0];
 }
+
+/** Which (checkpoint, function) rows are stored already, as `"idx:hash"` keys, among these checkpoints. */
+export async function storedAnalysisCells(db: Db, jobId: number, functionHashes: string[], checkpoints: number[]): Promise<Set<string>> {
+  const { rows } = await db.query<{ checkpoint_idx: number; function_hash: string }>(
+    `SELECT checkpoint_idx, function_hash FROM nbjob.analysis_rows
+      WHERE job_id = $1 AND function_hash = ANY($2::text[]) AND checkpoint_idx = ANY($3::int[])`,
+    [jobId, functionHashes, checkpoints],
+  );
+  return new Set(rows.map((row) => `${row.checkpoint_idx}:${row.function_hash}`));
+}
+
+/** How many of the job's checkpoints have a row for every one of the functions (for progress). */
+export async function countAnalysedCheckpoints(db: Db, jobId: number, functionHashes: string[]): Promise<{ analysed: number; checkpoints: number }> {
+  const unique = [...new Set(functionHashes)];
+  const { rows } = await db.query<{ analysed: string; checkpoints: string }>(
+    `SELECT (SELECT count(*) FROM nbjob.checkpoints WHERE job_id = $1) AS checkpoints,
+            (SELECT count(*) FROM (SELECT checkpoint_idx FROM nbjob.analysis_rows
+                                    WHERE job_id = $1 AND function_hash = ANY($2::text[])
+                                    GROUP BY checkpoint_idx HAVING count(*) = cardinality($2::text[])) AS done) AS analysed`,
+    [jobId, unique],
+  );
+  return { analysed: Number(rows[0].analysed), checkpoints: Number(rows[0].checkpoints) };
+}

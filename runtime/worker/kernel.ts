@@ -17,6 +17,8 @@ import { WorkerStoreLink } from "./store-link";
 import { DuplicateJobError, fanOut, JobRunner } from "./job-runner";
 import type { JobListener } from "./job-runner";
 import { WORKER_COMM_TARGET } from "./protocol";
+import { AnalysisRunner } from "./analysis-runner";
+import { readAnalyzeRequest } from "./analysis-protocol";
 import type { JobBundle, JobId, WorkerEvent, WorkerIdentity, WorkerKernelInfo } from "./protocol";
 
 export interface WorkerKernelOptions {
@@ -52,6 +54,7 @@ export class WorkerKernel {
 
   private sockets!: KernelSockets;
   private readonly runner: JobRunner;
+  private readonly analysis: AnalysisRunner;
   private readonly link?: WorkerStoreLink;
   private readonly comms = new Set<string>();
   private readonly log: (line: string) => void;
@@ -68,6 +71,7 @@ export class WorkerKernel {
       profile: options.profile ?? null,
     };
     this.runner = new JobRunner({ log: this.log, onIdle: () => this.link?.claimSoon() });
+    this.analysis = new AnalysisRunner({ store: options.store, workerId: this.identity.worker_id, log: this.log });
     if (options.store) this.link = new WorkerStoreLink(options.store, this.identity, this.runner, { ...options.storeTiming, log: this.log });
     this.finished = new Promise((resolve) => (this.markFinished = resolve));
   }
@@ -108,6 +112,7 @@ export class WorkerKernel {
   shutdown(): Promise<void> {
     this.shuttingDown ??= (async () => {
       await this.runner.close("the worker shut down");
+      await this.analysis.close();
       await this.link?.close();
       await this.sockets.close();
       if (this.options.connectionFile) rmSync(this.options.connectionFile, { force: true });
@@ -272,8 +277,19 @@ export class WorkerKernel {
         }
         return;
       }
+      case "analyze": {
+        const request = readAnalyzeRequest(data);
+        if (typeof request === "string") return fail(request);
+        try {
+          const position = this.analysis.submit(request, (event) => this.sendComm(commId, parent, event));
+          this.sendComm(commId, parent, { action: "analysis_queued", request_id: request.request_id, job_id: request.job_id, position });
+        } catch (err) {
+          fail((err as Error).message);
+        }
+        return;
+      }
       default:
-        fail(`unknown action ${describe(data.action)}; the "${WORKER_COMM_TARGET}" comm takes "run", "cancel" and "status"`);
+        fail(`unknown action ${describe(data.action)}; the "${WORKER_COMM_TARGET}" comm takes "run", "cancel", "status" and "analyze"`);
     }
   }
 

@@ -1,5 +1,6 @@
 // The dispatch protocol spoken over the `nbjob.worker` comm: what a client sends a worker kernel
 // and what the worker sends back. Shared by the worker and by whoever dispatches jobs to it.
+import type { AnalysisEvent, AnalyzeRequest } from "./analysis-protocol";
 
 /** The comm target every worker kernel registers. */
 export const WORKER_COMM_TARGET = "nbjob.worker";
@@ -37,7 +38,9 @@ export type WorkerRequest =
    */
   | { action: "run"; job_id: JobId; bundle: JobBundle; record?: boolean; request_id?: string }
   | { action: "cancel"; job_id: JobId; request_id?: string }
-  | { action: "status"; request_id?: string };
+  | { action: "status"; request_id?: string }
+  /** Analysis rows over checkpoints of a stored job (see analysis-protocol.ts). */
+  | AnalyzeRequest;
 
 /** A job's error as Jupyter shows errors; traceback lines point at `bundle.ts` lines. */
 export interface JobFailure {
@@ -70,7 +73,8 @@ export type WorkerEvent =
   | { action: "cancelled"; job_id: JobId; reason: string }
   | ({ action: "status"; busy: JobId | null; queued: JobId[]; request_id?: string } & WorkerIdentity)
   /** A request the worker could not act on (bad shape, unknown job, duplicate id). */
-  | { action: "error"; message: string; job_id?: JobId; request_id?: string };
+  | { action: "error"; message: string; job_id?: JobId; request_id?: string }
+  | AnalysisEvent;
 
 /** Extra field of the worker's kernel_info_reply, so a client can tell which worker it reached. */
 export interface WorkerKernelInfo extends WorkerIdentity {

@@ -1,0 +1,123 @@
+// Benchmark of analyzers: a CPU-bound analysis function over the 40 checkpoints of a real job,
+// run on 1 worker (rc.view(0)) and on 2 (rc.loadBalanced()) of a local cluster, in the same run;
+// prints both times and the speedup (target: at least 1.8x on 2 workers). Each timed run uses a
+// function of its own source, so nothing is served from the store. Asserts nothing.
+//   node dist/bench/checkpoint-analysis.js   (NBJOB_BENCH_URL: an admin URL, default postgres://postgres@127.0.0.1:5432/postgres;
+//                                             NBJOB_BENCH_ROUNDS: rounds per view, default 2)
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { Client as PgClient } from "pg";
+import { createJob, listCheckpoints, notifyJobQueued, openStore, putBundle, requireJob } from "../store";
+import type { DeclarationRecord } from "../kernel/engine/types";
+
+const ADMIN_URL = process.env.NBJOB_BENCH_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
+const ROUNDS = Number(process.env.NBJOB_BENCH_ROUNDS ?? 2);
+const CHECKPOINTS = 40;
+const NBJOB = join(resolve(__dirname, "..", ".."), "bin", "nbjob.js");
+
+// The job: 40 checkpoints of a step counter and a 4096-number weight vector.
+const SNIPPETS = [
+  { kind: "variable", names: ["step"], source: "let step = 0;" },
+  { kind: "variable", names: ["weights"], source: "const weights = new Float64Array(4096);" },
+  { kind: "cell", names: [], source: 'jobtracker.registerCheckpointer("step");\njobtracker.registerCheckpointer("weights");' },
+  {
+    kind: "function",
+    names: ["train"],
+    source: `function train(n: number): number {\n  for (let i = 1; i <= n; i++) {\n    step = i;\n    for (let j = 0; j < weights.length; j++) weights[j] = Math.sin(i * 0.01 + j);\n    jobtracker.checkpoint();\n  }\n  return step;\n}`,
+  },
+];
+const ENTRY = `train(${CHECKPOINTS})`;
+
+/** A CPU-bound analysis (about 100 ms a checkpoint here); `salt` makes each run's function new to the store. */
+function heavySource(name: string, salt: string): string {
+  return `function ${name}() {\n  // ${salt}\n  let acc = 0;\n  for (let round = 0; round < 30; round++) {\n    for (let j = 0; j < weights.length; j++) acc += Math.sqrt(Math.abs(weights[j] * round + step));\n  }\n  return { step, acc };\n}`;
+}
+
+async function admin(sql: string): Promise<void> {
+  const client = new PgClient({ connectionString: ADMIN_URL });
+  await client.connect();
+  try {
+    await client.query(sql);
+  } finally {
+    await client.end();
+  }
+}
+
+async function main(): Promise<void> {
+  const work = mkdtempSync(join(tmpdir(), "nbjob-bench-analysis-"));
+  const database = `nbjob_bench_analysis_${process.pid}`;
+  const url = `${ADMIN_URL.replace(/\/[^/]*$/, "")}/${database}`;
+  process.env.NBJOB_HOME = join(work, "home");
+  process.env.NBJOB_DATABASE_URL = url;
+  await admin(`CREATE DATABASE ${database}`);
+  // Loaded after NBJOB_HOME is set: the client finds the cluster's connection files there.
+  const { Client, DBWrapper } = await import("../runtime");
+  const { setFunctionSourceLookup } = await import("../runtime/notebook");
+  const store = openStore({ url, maxConnections: 2 });
+  const nbjob = (...args: string[]) => spawnSync(process.execPath, [NBJOB, ...args], { env: process.env, encoding: "utf8" });
+  let db: InstanceType<typeof DBWrapper> | undefined;
+  let rc: Awaited<ReturnType<typeof Client.connect>> | undefined;
+  try {
+    await store.ready();
+    const started = nbjob("cluster", "start", "-n", "2");
+    if (started.status !== 0) throw new Error(`nbjob cluster start failed: ${started.stderr}`);
+
+    const source = `${SNIPPETS.map((s) => s.source).join("\n\n")}\n\n${ENTRY};\n`;
+    const hash = await putBundle(store, { source, snippets: SNIPPETS, params: {}, entries: [ENTRY] });
+    const job = await createJob(store, { bundleHash: hash });
+    await notifyJobQueued(store, null);
+    for (let row = await requireJob(store, job.id); row.status !== "done"; row = await requireJob(store, job.id)) {
+      if (row.status === "failed" || row.status === "cancelled" || row.status === "lost") throw new Error(`the job ${row.status}: ${row.error_name}: ${row.error_message}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const stored = (await listCheckpoints(store, job.id)).length;
+    if (stored !== CHECKPOINTS) throw new Error(`the job stored ${stored} checkpoints, expected ${CHECKPOINTS}`);
+
+    // Outside a kernel no cell recorded the functions' source: this script says what it is.
+    const sources = new Map<Function, DeclarationRecord>();
+    const fn = (name: string, text: string) => {
+      const f = { [name]: () => ({}) }[name];
+      sources.set(f, { name, kind: "function", source: text });
+      return f;
+    };
+    setFunctionSourceLookup((f) => sources.get(f));
+
+    db = new DBWrapper(url);
+    rc = await Client.connect();
+    const one = rc.view(0);
+    const both = rc.loadBalanced();
+    // Warm-up: both workers compile the job and start their analysis threads.
+    await (await db.createAnalyzer(both, job.id, [fn("warmUp", "function warmUp() {\n  return { step };\n}")])).result;
+
+    const times: { one: number[]; two: number[] } = { one: [], two: [] };
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const [label, view] of [["one", one], ["two", both]] as const) {
+        const analysis = fn(`heavy_${label}_${round}`, heavySource(`heavy_${label}_${round}`, `${label} ${round} ${process.pid}`));
+        const t0 = process.hrtime.bigint();
+        const analyzer = await db.createAnalyzer(view, job.id, [analysis]);
+        const rows = await analyzer.result;
+        const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+        if (rows.length !== CHECKPOINTS || analyzer.stats.computed !== CHECKPOINTS) throw new Error(`expected ${CHECKPOINTS} computed rows, got ${rows.length} rows, ${analyzer.stats.computed} computed`);
+        times[label].push(seconds);
+        console.log(`round ${round + 1}: ${label === "one" ? "1 worker " : "2 workers"} ${seconds.toFixed(2)} s  (checkpoints per worker: ${JSON.stringify(analyzer.stats.byWorker)})`);
+      }
+    }
+    const best = (xs: number[]) => Math.min(...xs);
+    console.log(`\n${CHECKPOINTS} checkpoints, CPU-bound analysis: 1 worker ${best(times.one).toFixed(2)} s, 2 workers ${best(times.two).toFixed(2)} s (best of ${ROUNDS})`);
+    console.log(`speedup on 2 workers: ${(best(times.one) / best(times.two)).toFixed(2)}x (target >= 1.8x)`);
+  } finally {
+    rc?.close();
+    await db?.close().catch(() => undefined);
+    nbjob("cluster", "stop");
+    await store.close().catch(() => undefined);
+    await admin(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`).catch(() => undefined);
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exitCode = 1;
+});

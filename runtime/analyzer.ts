@@ -1,0 +1,425 @@
+// Analyzers: functions written in the notebook, run over every checkpoint of a job on workers.
+// The notebook hands the checkpoints that have no stored rows yet to the view's workers a few at a
+// time (a worker that finishes gets the next few, so faster workers do more); the workers compute
+// and store the rows; the result is read back from the store, one row per checkpoint in order.
+import { createHash, randomUUID } from "node:crypto";
+import { inspect } from "node:util";
+import {
+  createAnalysis, getAnalysisRows, listCheckpoints, missingAnalysisCheckpoints, requireJob,
+} from "../store";
+import type { DbAnalysisRow, Store } from "../store";
+import { chartBundle } from "./analyzer-plot";
+import type { PlotOptions, PlotSeries } from "./analyzer-plot";
+import { isView } from "./client";
+import type { View, WorkerConnection } from "./client";
+import { display } from "./display";
+import type { DisplayHandle } from "./display";
+import { FINAL_STATUSES, Job } from "./job";
+import { currentCellSink, sourceOfFunction } from "./notebook";
+import { ANALYSIS_EVENTS } from "./worker/analysis-protocol";
+import { WORKER_COMM_TARGET } from "./worker/protocol";
+import type { AnalysisEvent, AnalysisFunction, AnalyzeRequest } from "./worker/analysis-protocol";
+import type { TransportComm } from "./worker-transport";
+
+export interface AnalyzerOptions {
+  /**
+   * Keep analysing the job's new checkpoints while it runs; `result` resolves once the job has
+   * ended and every checkpoint is analysed. Default false: the checkpoints stored now.
+   */
+  follow?: boolean;
+}
+
+/**
+ * One row per checkpoint: `checkpoint`, then the fields every function returned (a later
+ * function's field wins over an earlier one's of the same name). When a function threw at that
+ * checkpoint, `errors` maps its name to `"ErrorName: message"` and its fields are absent.
+ */
+export interface AnalysisRow {
+  checkpoint: number;
+  errors?: { [functionName: string]: string };
+  [field: string]: unknown;
+}
+
+/** How the work went: checkpoints in the result, function rows computed by workers for this analyzer, rows that failed. */
+export interface AnalyzerStats {
+  checkpoints: number;
+  analysed: number;
+  /** Function-at-checkpoint rows workers computed for this analyzer (0 when everything was stored already). */
+  computed: number;
+  /** Rows whose function threw. */
+  errors: number;
+  /** Which worker computed how many checkpoints, by worker id. */
+  byWorker: { [workerId: string]: number };
+}
+
+/** A function analysers accept: no arguments, returns an object (or a promise of one) whose fields become columns. */
+export type AnalysisFunctionValue = () => object | Promise<object>;
+
+const POLL_MS = 500;
+const ACK_TIMEOUT_MS = 15_000;
+/** While a batch runs, the worker's heartbeat is checked this often, so a dead worker's batch moves on. */
+const LIVENESS_MS = 5_000;
+/** Batches in flight per worker: the next one waits on the worker while this one computes. */
+const IN_FLIGHT_PER_WORKER = 2;
+const MAX_BATCH = 8;
+const PROGRESS_MIN_MS = 150;
+
+/** The worker did not take or finish the request for reasons of its own (gone, no store): its checkpoints go to another worker. */
+class WorkerUnavailable extends Error {}
+
+/** The notebook's own comm to a worker for analyses (a second `nbjob.worker` comm, so job events and analysis events never mix). */
+class AnalysisChannel {
+  private comm?: Promise<TransportComm>;
+  private readonly handlers = new Map<string, (event: AnalysisEvent | { action: "error"; message: string }) => void>();
+
+  constructor(readonly worker: WorkerConnection) {}
+
+  /** Runs one request to its end; `onEvent` gets each row and stream event. Rejects with WorkerUnavailable or the worker's failure. */
+  async analyze(request: Omit<AnalyzeRequest, "action" | "request_id">, onEvent: (event: AnalysisEvent) => void): Promise<void> {
+    const comm = await this.openComm();
+    const requestId = randomUUID();
+    let liveness: NodeJS.Timeout | undefined;
+    let ackTimer: NodeJS.Timeout | undefined;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        ackTimer = setTimeout(() => reject(new WorkerUnavailable(`worker ${this.worker.workerId} did not take the analysis within ${ACK_TIMEOUT_MS / 1000} s`)), ACK_TIMEOUT_MS);
+        const checkAlive = () => {
+          liveness = setTimeout(() => {
+            void this.worker.alive().then((alive) => {
+              if (!alive) reject(new WorkerUnavailable(`worker ${this.worker.workerId} stopped answering its heartbeat`));
+              else if (this.handlers.has(requestId)) checkAlive();
+            });
+          }, LIVENESS_MS);
+        };
+        checkAlive();
+        this.handlers.set(requestId, (event) => {
+          if (event.action === "analysis_queued") clearTimeout(ackTimer);
+          else if (event.action === "analysis_done") resolve();
+          else if (event.action === "analysis_failed") reject(new Error(event.message));
+          else if (event.action === "error") reject(new WorkerUnavailable(event.message));
+          else onEvent(event);
+        });
+        const message: AnalyzeRequest = { action: "analyze", request_id: requestId, ...request };
+        comm.send(message as unknown as Record<string, unknown>).catch((err: Error) => reject(new WorkerUnavailable(`could not send to worker ${this.worker.workerId}: ${err.message}`)));
+      });
+    } finally {
+      clearTimeout(ackTimer);
+      clearTimeout(liveness);
+      this.handlers.delete(requestId);
+    }
+  }
+
+  private openComm(): Promise<TransportComm> {
+    this.comm ??= this.worker.transport.openComm(WORKER_COMM_TARGET).then((comm) => {
+      comm.onMsg((data) => {
+        const event = data as AnalysisEvent | { action: "error"; message: string; request_id?: string };
+        if (typeof event.request_id === "string" && (ANALYSIS_EVENTS.has(event.action) || event.action === "error")) this.handlers.get(event.request_id)?.(event);
+      });
+      comm.onClose(() => {
+        this.comm = undefined;
+        for (const handler of this.handlers.values()) handler({ action: "error", message: `the comm to worker ${this.worker.workerId} closed` });
+      });
+      return comm;
+    });
+    this.comm.catch(() => (this.comm = undefined));
+    return this.comm;
+  }
+}
+
+// One channel per worker connection, shared by every analyzer of this notebook.
+const channels = new WeakMap<WorkerConnection, AnalysisChannel>();
+function channelOf(worker: WorkerConnection): AnalysisChannel {
+  let channel = channels.get(worker);
+  if (!channel) channels.set(worker, (channel = new AnalysisChannel(worker)));
+  return channel;
+}
+
+/** The declaration of each function as the notebook ran it; an error naming the first one that is not a notebook function. */
+export function analysisFunctions(fns: unknown): AnalysisFunction[] {
+  if (!Array.isArray(fns) || fns.length === 0) {
+    throw new TypeError(`createAnalyzer(view, job, fns): fns must be a non-empty array of functions defined in notebook cells, e.g. [testPerformance]; got ${inspect(fns, { depth: 0 })}`);
+  }
+  const out: AnalysisFunction[] = [];
+  fns.forEach((fn: unknown, i) => {
+    if (typeof fn !== "function") {
+      throw new TypeError(`createAnalyzer: fns[${i}] is ${fn === null ? "null" : typeof fn} (${inspect(fn, { depth: 0 })}), not a function; pass the functions themselves, e.g. [testPerformance]`);
+    }
+    const name = fn.name || "(anonymous)";
+    const record = sourceOfFunction(fn);
+    if (!record || (record.kind !== "function" && record.kind !== "variable")) {
+      throw new Error(`createAnalyzer: the TypeScript source of the function ${name} (fns[${i}]) is unknown: only functions declared at the top level of a notebook cell can be sent to workers (function ${name === "(anonymous)" ? "f" : name}() { ... } or const ${name === "(anonymous)" ? "f" : name} = () => ...); define it in a cell and pass it by name`);
+    }
+    const hash = createHash("sha256").update(record.source).digest("hex");
+    if (!out.some((f) => f.hash === hash)) out.push({ name: record.name, hash, source: record.source });
+  });
+  return out;
+}
+
+async function jobIdOf(store: Store, job: unknown): Promise<number> {
+  if (job instanceof Job) return job.id;
+  if (typeof job === "number" && Number.isSafeInteger(job) && job >= 1) {
+    await requireJob(store, job);
+    return job;
+  }
+  throw new TypeError(`createAnalyzer(view, job, fns): job must be a Job (from db.createJob or db.job(id)) or a job number such as 3; got ${inspect(job, { depth: 0 })}`);
+}
+
+function workersOf(view: View): WorkerConnection[] {
+  return view.kind === "direct" ? [view.worker] : [...view.client.workers];
+}
+
+/** Live rows over a job's checkpoints; made by `db.createAnalyzer(view, job, fns)`. */
+export class Analyzer {
+  readonly #store: Store;
+  readonly #functions: AnalysisFunction[];
+  readonly #follow: boolean;
+  readonly #workers: WorkerConnection[];
+  readonly #progress?: DisplayHandle;
+  readonly #result: Promise<AnalysisRow[]>;
+  #rows?: AnalysisRow[];
+  #stats: AnalyzerStats = { checkpoints: 0, analysed: 0, computed: 0, errors: 0, byWorker: {} };
+  #lastProgress = 0;
+  #progressTimer?: NodeJS.Timeout;
+  #state: "working" | "following" | "done" | "failed" = "working";
+  #stopped = false;
+
+  /** @internal made by db.createAnalyzer() */
+  constructor(store: Store, readonly id: number, readonly jobId: number, functions: AnalysisFunction[], workers: WorkerConnection[], options: { follow: boolean; checkpoints: number; missing: number }) {
+    this.#store = store;
+    this.#functions = functions;
+    this.#workers = workers;
+    this.#follow = options.follow;
+    this.#stats.checkpoints = options.checkpoints;
+    this.#stats.analysed = options.checkpoints - options.missing;
+    if (currentCellSink()) this.#progress = display(this.#progressBundle());
+    this.#result = this.#run();
+    // Asking for the analyzer without awaiting its result must not crash the kernel on a failure.
+    this.#result.catch(() => undefined);
+  }
+
+  /** The functions' names, in row-merge order. */
+  get functions(): string[] {
+    return this.#functions.map((f) => f.name);
+  }
+
+  /** Resolves with one row per checkpoint, in checkpoint order (see AnalysisRow), once every checkpoint is analysed. */
+  get result(): Promise<AnalysisRow[]> {
+    return this.#result;
+  }
+
+  /** Counts so far (checkpoints analysed, rows computed now, errors, work per worker). */
+  get stats(): AnalyzerStats {
+    return structuredClone(this.#stats);
+  }
+
+  /** With follow: stops following the job; `result` resolves with the checkpoints analysed so far. */
+  stop(): void {
+    this.#stopped = true;
+  }
+
+  /**
+   * Shows a line chart of field `y` (or several fields) against field `x` (e.g. "iteration" or
+   * "checkpoint") as Vega-Lite with an SVG fallback. Rows without a number for a field are left
+   * out. Before the result is in, the chart appears when it is.
+   */
+  plot(x: string, y: string | string[], options: PlotOptions = {}): DisplayHandle {
+    if (typeof x !== "string" || x === "") throw new TypeError(`analyzer.plot(x, y): x must be the name of a row field, such as "checkpoint" or "iteration"; got ${inspect(x, { depth: 0 })}`);
+    const ys = typeof y === "string" ? [y] : y;
+    if (!Array.isArray(ys) || ys.length === 0 || !ys.every((f) => typeof f === "string" && f !== "")) {
+      throw new TypeError(`analyzer.plot(x, y): y must be the name of a row field (or an array of names), such as "error"; got ${inspect(y, { depth: 0 })}`);
+    }
+    if (typeof options !== "object" || options === null) throw new TypeError("analyzer.plot(x, y, options): options must be an object such as { logY: true }");
+    if (this.#rows) return display(this.#chart(this.#rows, x, ys, options));
+    const handle = display({ "text/plain": `(the chart of ${ys.join(", ")} by ${x} appears when the analysis of job ${this.jobId} is done)` });
+    this.#result.then(
+      (rows) => {
+        try {
+          handle.update(this.#chart(rows, x, ys, options));
+        } catch (err) {
+          handle.update({ "text/plain": `analyzer.plot: ${(err as Error).message}` });
+        }
+      },
+      (err: Error) => handle.update({ "text/plain": `analyzer.plot: no chart, the analysis failed: ${err.message}` }),
+    );
+    return handle;
+  }
+
+  [inspect.custom](): string {
+    return `Analyzer ${this.id} (job ${this.jobId}: ${this.functions.join(", ")}; ${this.#stats.analysed}/${this.#stats.checkpoints} checkpoints, ${this.#state})`;
+  }
+
+  #chart(rows: AnalysisRow[], x: string, ys: string[], options: PlotOptions) {
+    const fields = [...new Set(rows.flatMap((r) => Object.keys(r)))].filter((f) => f !== "errors");
+    for (const field of [x, ...ys]) {
+      if (!fields.includes(field)) {
+        throw new Error(`analyzer.plot: no row has a field ${JSON.stringify(field)}; the rows' fields are ${fields.join(", ")}`);
+      }
+    }
+    const num = (v: unknown) => (typeof v === "number" && Number.isFinite(v) ? v : undefined);
+    const series: PlotSeries[] = ys.map((field) => ({
+      name: field,
+      points: rows.flatMap((row) => {
+        const px = num(row[x]);
+        const py = num(row[field]);
+        if (px === undefined || py === undefined || (options.logY && py <= 0)) return [];
+        return [{ x: px, y: py }];
+      }),
+    }));
+    const empty = series.find((s) => s.points.length === 0);
+    if (empty) throw new Error(`analyzer.plot: no row has numbers for both ${x} and ${empty.name}${options.logY ? " (positive, for logY)" : ""}`);
+    const title = options.title ?? `${ys.join(", ")} by ${x} (job ${this.jobId})`;
+    return chartBundle(series, x, ys.length === 1 ? ys[0] : "value", { ...options, title });
+  }
+
+  async #run(): Promise<AnalysisRow[]> {
+    const hashes = this.#functions.map((f) => f.hash);
+    try {
+      for (;;) {
+        const job = await requireJob(this.#store, this.jobId);
+        const ended = FINAL_STATUSES.includes(job.status);
+        const missing = await missingAnalysisCheckpoints(this.#store, this.jobId, hashes);
+        this.#stats.checkpoints = (await listCheckpoints(this.#store, this.jobId)).length;
+        this.#stats.analysed = this.#stats.checkpoints - missing.length;
+        if (missing.length > 0) await this.#share(missing);
+        this.#showProgress(true);
+        // A job's checkpoints are all stored before it ends, so once it has ended one more pass is the last.
+        if (!this.#follow || this.#stopped || (ended && missing.length === 0)) break;
+        this.#state = "following";
+        if (missing.length === 0) await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+      }
+      const rows = mergeRows(await getAnalysisRows(this.#store, this.jobId, hashes), this.#functions);
+      this.#rows = rows;
+      this.#stats.errors = rows.reduce((n, r) => n + Object.keys(r.errors ?? {}).length, 0);
+      this.#state = "done";
+      this.#showProgress(true);
+      return rows;
+    } catch (err) {
+      this.#state = "failed";
+      this.#showProgress(true, (err as Error).message);
+      throw err;
+    } finally {
+      clearTimeout(this.#progressTimer);
+    }
+  }
+
+  /** Hands `checkpoints` out to the workers in small batches until all are stored. */
+  async #share(checkpoints: number[]): Promise<void> {
+    const pending = [...checkpoints];
+    const usable = new Set(this.#workers);
+    const unavailable: string[] = [];
+    let failure: Error | undefined;
+    const batchSize = () => Math.max(1, Math.min(MAX_BATCH, Math.ceil(pending.length / (usable.size * IN_FLIGHT_PER_WORKER * 2))));
+    const lane = async (worker: WorkerConnection) => {
+      while (pending.length > 0 && usable.has(worker) && !failure) {
+        const batch = pending.splice(0, batchSize());
+        const done = new Set<number>();
+        try {
+          await channelOf(worker).analyze({ job_id: this.jobId, functions: this.#functions, checkpoints: batch }, (event) => {
+            if (event.action === "analysis_row") {
+              done.add(event.checkpoint);
+              this.#stats.analysed += 1;
+              this.#stats.computed += event.computed;
+              if (event.computed > 0) this.#stats.byWorker[worker.workerId] = (this.#stats.byWorker[worker.workerId] ?? 0) + 1;
+              this.#showProgress(false);
+            } else if (event.action === "analysis_stream") {
+              currentCellSink()?.stream(event.name, event.text);
+            }
+          });
+        } catch (err) {
+          // What the worker did not get to goes back to the others.
+          pending.unshift(...batch.filter((c) => !done.has(c)));
+          if (err instanceof WorkerUnavailable) {
+            if (usable.delete(worker)) unavailable.push(`worker ${worker.workerId}: ${err.message}`);
+          } else {
+            failure ??= err as Error;
+          }
+        }
+      }
+    };
+    await Promise.all([...this.#workers].flatMap((worker) => Array.from({ length: IN_FLIGHT_PER_WORKER }, () => lane(worker))));
+    if (failure) throw new Error(`the analysis of job ${this.jobId} stopped: ${failure.message}`, { cause: failure });
+    if (pending.length > 0) {
+      throw new Error(`no worker could analyse job ${this.jobId} (${pending.length} checkpoint${pending.length === 1 ? "" : "s"} left; the rows stored so far are kept):\n${unavailable.join("\n")}`);
+    }
+  }
+
+  #progressBundle(note?: string): { "text/plain": string; "text/html": string } {
+    const { analysed, checkpoints, computed, errors } = this.#stats;
+    const names = this.functions.join(", ");
+    let status: string;
+    if (this.#state === "done") status = `done: ${computed === 0 ? "all rows from the store" : `${computed} row${computed === 1 ? "" : "s"} computed`}${errors ? `, ${errors} with errors (see row.errors)` : ""}`;
+    else if (this.#state === "failed") status = `failed: ${note ?? "see the error"}`;
+    else if (this.#state === "following") status = "following the running job";
+    else status = `on ${this.#workers.length} worker${this.#workers.length === 1 ? "" : "s"}`;
+    const text = `analysed ${analysed}/${checkpoints} checkpoints of job ${this.jobId} (${names}); ${status}`;
+    const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+    const html = `<div class="nbjob-analyzer"><progress value="${analysed}" max="${Math.max(checkpoints, 1)}" style="width:240px;vertical-align:middle"></progress> <span>${esc(text)}</span></div>`;
+    return { "text/plain": text, "text/html": html };
+  }
+
+  /** Updates the progress display in place, at most every PROGRESS_MIN_MS unless `now`. */
+  #showProgress(now: boolean, note?: string): void {
+    if (!this.#progress) return;
+    const wait = this.#lastProgress + PROGRESS_MIN_MS - Date.now();
+    if (!now && wait > 0) {
+      this.#progressTimer ??= setTimeout(() => {
+        this.#progressTimer = undefined;
+        this.#showProgress(true);
+      }, wait);
+      return;
+    }
+    clearTimeout(this.#progressTimer);
+    this.#progressTimer = undefined;
+    this.#lastProgress = Date.now();
+    try {
+      this.#progress.update(this.#progressBundle(note));
+    } catch {
+      // The cell that showed it is gone; the analysis goes on.
+    }
+  }
+}
+
+/** Stored rows (by checkpoint, then function order) merged into one row per checkpoint. */
+export function mergeRows(stored: DbAnalysisRow[], functions: AnalysisFunction[]): AnalysisRow[] {
+  const nameOf = new Map(functions.map((f) => [f.hash, f.name]));
+  const rows = new Map<number, AnalysisRow>();
+  for (const cell of stored) {
+    let row = rows.get(cell.checkpoint_idx);
+    if (!row) rows.set(cell.checkpoint_idx, (row = { checkpoint: cell.checkpoint_idx }));
+    if (cell.error) {
+      row.errors = { ...row.errors, [nameOf.get(cell.function_hash) ?? cell.function_hash]: `${cell.error.name}: ${cell.error.message}` };
+    } else if (cell.value && typeof cell.value === "object" && !Array.isArray(cell.value)) {
+      Object.assign(row, cell.value, { checkpoint: cell.checkpoint_idx });
+    }
+  }
+  // `errors` last, so the fields read first in a printed row.
+  return [...rows.values()].map(({ errors, ...fields }) => (errors ? { ...fields, errors } : fields) as AnalysisRow);
+}
+
+/** db.createAnalyzer: checks the arguments, records the analysis, starts it. */
+export async function createAnalyzer(store: Store, view: unknown, job: unknown, fns: unknown, options: AnalyzerOptions = {}): Promise<Analyzer> {
+  if (!isView(view)) {
+    throw new TypeError(`createAnalyzer(view, job, fns): the first argument must be a view: rc.view(0) or rc.loadBalanced() from const rc = await Client.connect(); got ${inspect(view, { depth: 0 })}`);
+  }
+  if (typeof options !== "object" || options === null) throw new TypeError("createAnalyzer(view, job, fns, options): options must be an object such as { follow: true }");
+  const unknownKeys = Object.keys(options).filter((k) => k !== "follow");
+  if (unknownKeys.length > 0) throw new TypeError(`createAnalyzer: unknown option${unknownKeys.length === 1 ? "" : "s"} ${unknownKeys.join(", ")}; the only option is follow`);
+  if (options.follow !== undefined && typeof options.follow !== "boolean") throw new TypeError("createAnalyzer: follow must be true or false");
+  const functions = analysisFunctions(fns);
+  const jobId = await jobIdOf(store, job);
+  const workers = workersOf(view);
+  if (workers.length === 0) throw new Error("createAnalyzer: the view has no workers; start some (npx nbjob cluster start -n 2) and connect again with Client.connect()");
+  const row = await requireJob(store, jobId);
+  const follow = options.follow ?? false;
+  const running = !FINAL_STATUSES.includes(row.status);
+  const checkpoints = await listCheckpoints(store, jobId);
+  if (checkpoints.length === 0 && !(follow && running)) {
+    throw new Error(running
+      ? `job ${jobId} has no checkpoints yet (it is ${row.status}); pass { follow: true } to analyse its checkpoints as they are taken`
+      : `job ${jobId} has no checkpoints (it is ${row.status}): there is nothing to analyse. Its code takes them with jobtracker.registerCheckpointer("name") and jobtracker.checkpoint()`);
+  }
+  if (checkpoints.length === 0) currentCellSink()?.stream("stderr", `job ${jobId} has no checkpoints yet; the analyzer follows it and analyses each as it is stored\n`);
+  const analysis = await createAnalysis(store, jobId, functions.map((f) => ({ name: f.name, source: f.source })));
+  const missing = await missingAnalysisCheckpoints(store, jobId, functions.map((f) => f.hash));
+  return new Analyzer(store, analysis.id, jobId, functions, workers, { follow, checkpoints: checkpoints.length, missing: missing.length });
+}
