@@ -329,6 +329,16 @@ describe("notebook runtime", () => {
   });
 });
 
+test("a top-level using declaration is one clear error; in a block it is disposed at the block's end", async () => {
+  for (const keyword of ["using", "await using"]) {
+    const error = await failure(`let before = 1\n${keyword} resource = { [Symbol.dispose]() {} }`);
+    assert.equal(error.ename, "CompileError");
+    assert.match(error.evalue, new RegExp(`^2:1 a top-level '${keyword}' declaration is not supported.*block`));
+  }
+  assert.equal(await value("let disposals = 0\n{\n  using resource = { [Symbol.dispose]() { disposals++ } }\n}\ndisposals"), "1");
+  assert.equal(await value("async function withResource() {\n  await using r = { async [Symbol.asyncDispose]() { disposals++ } }\n}\nawait withResource()\ndisposals"), "2");
+});
+
 describe("interrupt", () => {
   test("interrupt() stops a pending await; the notebook keeps its state", async () => {
     await value("let progress = 'before'");

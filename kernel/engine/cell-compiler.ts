@@ -80,7 +80,7 @@ export function compileCell(analysis: CellAnalysis): CompiledCell {
       const list = statement.declarationList;
       const keywordStart = list.getStart();
       const keyword = /^(?:let|const|var)\b/.exec(code.slice(keywordStart))?.[0];
-      if (!keyword) continue; // `using` declarations stay local to the cell
+      if (!keyword) continue; // `using`: the engine refuses it at a cell's top level
       if (!isAsync) {
         edits.replace(keywordStart, keywordStart + keyword.length, "var".padEnd(keyword.length));
         // `let x;` declares x afresh: as a `var` it would keep the value of an earlier cell's x.

@@ -11,7 +11,7 @@ import { compileErrorOutcome, interruptedOutcome, InterruptedError, isInterrupt,
 import { cellCompleteness } from "./completeness";
 import { ModuleLoader } from "./module-loader";
 import { stepThrough } from "./stepper";
-import { kernelPhase, userPhase } from "./young-generation";
+import { ts } from "./typescript";
 import { OutputCapture } from "./output-capture";
 import { extractPagerLines, type PagerRequest } from "./pager";
 import type { CellOutcome, CellRequest, CellSink, Completion, DeclarationRecord, ExecutionEngine, Inspection, MimeBundle } from "./types";
@@ -98,7 +98,6 @@ export class Engine implements ExecutionEngine {
     this.checker = new CellChecker(this.cwd, () => this.globalsDeclarations());
     setFunctionSourceLookup(sourceOfFunction);
     this.restoreWarnings = hideDynamicImportWarning();
-    kernelPhase();
   }
 
   /** Prepares the type checker (the first check is the slow one); call when the kernel is idle. */
@@ -124,7 +123,6 @@ export class Engine implements ExecutionEngine {
       return runtimeErrorOutcome(error, () => undefined, KERNEL_ROOT);
     } finally {
       this.capture.running = false;
-      kernelPhase();
     }
   }
 
@@ -178,6 +176,8 @@ export class Engine implements ExecutionEngine {
 
     const prepared = this.prepare(code);
     const { analysis } = prepared;
+    const using = topLevelUsing(analysis);
+    if (using) return using;
     const check = this.checker.check(code, analysis);
     if (check.diagnostics.length > 0) return compileErrorOutcome(code, check.diagnostics);
     const compiled = (prepared.compiled ??= compileCell(analysis));
@@ -194,7 +194,6 @@ export class Engine implements ExecutionEngine {
       const imports = await this.loadImports(analysis);
       Object.defineProperty(globalThis, IMPORTS_GLOBAL, { value: imports, configurable: true, writable: true, enumerable: false });
       makeAssignable(analysis);
-      userPhase();
       value = await this.run(compiled, filename);
     } catch (error) {
       this.remember(analysis, declarations);
@@ -363,6 +362,29 @@ function hideDynamicImportWarning(): () => void {
   return () => {
     if (process.emitWarning === filtered) process.emitWarning = original;
   };
+}
+
+/**
+ * A `using` declaration is disposed when its scope ends, which for a cell's top level is the
+ * cell's end: the notebook could only keep a disposed resource. Not supported, with a clear
+ * error saying what works instead.
+ */
+function topLevelUsing(analysis: CellAnalysis): CellOutcome | undefined {
+  for (const statement of analysis.sourceFile.statements) {
+    if (!ts.isVariableStatement(statement)) continue;
+    const kind = statement.declarationList.flags & ts.NodeFlags.BlockScoped;
+    if (kind !== ts.NodeFlags.Using && kind !== ts.NodeFlags.AwaitUsing) continue;
+    const keyword = kind === ts.NodeFlags.Using ? "using" : "await using";
+    const position = analysis.sourceFile.getLineAndCharacterOfPosition(statement.declarationList.getStart(analysis.sourceFile));
+    return compileErrorOutcome(analysis.code, [{
+      line: position.line + 1,
+      column: position.character + 1,
+      code: 0,
+      message: `a top-level '${keyword}' declaration is not supported: it would be disposed when the cell ends, so later cells could not use it. Put it in a block ({ ${keyword} x = ...; ... }) or a function, where it is disposed at the block's end.`,
+      syntactic: false,
+    }]);
+  }
+  return undefined;
 }
 
 /**
