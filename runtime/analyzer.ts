@@ -388,7 +388,10 @@ export function mergeRows(stored: DbAnalysisRow[], functions: AnalysisFunction[]
     if (!row) rows.set(cell.checkpoint_idx, (row = { checkpoint: cell.checkpoint_idx }));
     if (cell.error) {
       row.errors = { ...row.errors, [nameOf.get(cell.function_hash) ?? cell.function_hash]: `${cell.error.name}: ${cell.error.message}` };
-    } else if (cell.value && typeof cell.value === "object" && !Array.isArray(cell.value)) {
+    } else if (Array.isArray(cell.value)) {
+      // Stored as [field, value] pairs, in the order the function returned them.
+      for (const pair of cell.value) if (Array.isArray(pair) && typeof pair[0] === "string" && pair[0] !== "checkpoint") row[pair[0]] = pair[1];
+    } else if (cell.value && typeof cell.value === "object") {
       Object.assign(row, cell.value, { checkpoint: cell.checkpoint_idx });
     }
   }

@@ -11,6 +11,7 @@ export interface AnalysisFunctionInput {
   name: string;
 }
 
+/** `value`: what the function returned; analyzers store it as [field, value] pairs (jsonb keeps array order, not key order). */
 export interface AnalysisRowInput {
   functionHash: string;
   jobId: number;

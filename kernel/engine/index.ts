@@ -27,13 +27,19 @@ export { typescriptVersion } from "./typescript";
 export const MIME_BUNDLE = Symbol.for("nbjob.mimeBundle");
 
 const functionSources = new WeakMap<Function, DeclarationRecord>();
+/** The running cell's declarations: its functions are looked up by name until the cell ends (remember). */
+let runningCellRecords: DeclarationRecord[] | undefined;
 
 /**
  * The TypeScript declaration that a notebook cell gave this function or class (its latest
  * definition), or undefined when no cell defined it.
  */
 export function sourceOfFunction(fn: Function): DeclarationRecord | undefined {
-  return functionSources.get(fn);
+  const known = functionSources.get(fn);
+  if (known) return known;
+  // A function the running cell declares and already uses (e.g. passes to createAnalyzer).
+  const scope = globalThis as Record<string, unknown>;
+  return runningCellRecords?.find((record) => record.kind !== "import" && scope[record.name] === fn);
 }
 
 /** What a cell's text alone determines; `compiled` once the cell has passed a type check. */
@@ -194,6 +200,7 @@ export class Engine implements ExecutionEngine {
       const imports = await this.loadImports(analysis);
       Object.defineProperty(globalThis, IMPORTS_GLOBAL, { value: imports, configurable: true, writable: true, enumerable: false });
       makeAssignable(analysis);
+      runningCellRecords = [...declarationRecords(analysis).values()];
       value = await this.run(compiled, filename);
     } catch (error) {
       this.remember(analysis, declarations);
@@ -263,6 +270,7 @@ export class Engine implements ExecutionEngine {
 
   /** Records the cell's declarations: for later cells' type checks, declarations() and function sources. */
   private remember(analysis: CellAnalysis, declarations: Map<string, string[]>): void {
+    runningCellRecords = undefined;
     this.checker.commit(analysis, declarations);
     const scope = globalThis as Record<string, unknown>;
     for (const record of declarationRecords(analysis).values()) {

@@ -49,7 +49,7 @@ export function functionsProgram(functions: readonly AnalysisFunction[]): Functi
   for (const fn of functions) {
     lines.push("(() => {");
     starts.push(lines.length + 1);
-    lines.push(fn.source, `return ${fn.name};`, "})(),");
+    lines.push(...fn.source.split("\n"), `return ${fn.name};`, "})(),");
   }
   lines.push("];", `${FUNCTIONS_HOOK}(__nbjob_fns__);`, "}");
   return { source: lines.join("\n"), starts };
@@ -186,7 +186,8 @@ export class AnalysisRunner {
             jobId,
             checkpointIdx: idx,
             workerId: this.options.workerId,
-            ...(outcome.ok ? { value: outcome.value as never } : { error: { name: outcome.name, message: outcome.message, traceback: analysisTraceback(outcome, program, compiled, layout, functions) } }),
+            // As [field, value] pairs: jsonb keeps array order but not object key order.
+            ...(outcome.ok ? { value: Object.entries(outcome.value) as never } : { error: { name: outcome.name, message: outcome.message, traceback: analysisTraceback(outcome, program, compiled, layout, functions) } }),
           });
         }));
         computedTotal += missing.length;

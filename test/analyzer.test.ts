@@ -1,0 +1,173 @@
+// Analyzers from a notebook, as a user runs them: `nbjob run` against a local cluster of 2 real
+// worker kernels and a fresh PostgreSQL database. The job's code really calls
+// jobtracker.checkpoint(); workers restore each checkpoint and run the notebook's functions.
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { cellText, JobsEnv, ROOT } from "./jobs-env";
+import type { Output } from "./jobs-env";
+
+const env = new JobsEnv("analyzer");
+before(() => env.start());
+after(() => env.cleanup());
+
+// The seed's example: a parameter that halves its distance to 5 at each iteration, 19 checkpoints.
+const TRAIN = `
+### code setup
+const sc3 = new SnippetCollector();
+const sc4 = new SnippetCollector();
+const db = new DBWrapper();
+const rc = await Client.connect();
+### code snip
+%%snip sc3
+let iteration = 0;
+const param_values = [0];
+jobtracker.registerCheckpointer("iteration");
+jobtracker.registerCheckpointer("param_values");
+
+function train() {
+  while (Math.abs(param_values[0] - 5.0) > 1e-5) {
+    iteration += 1;
+    param_values[0] += 0.5 * (5.0 - param_values[0]);
+    jobtracker.checkpoint();
+  }
+  return iteration;
+}
+### code job
+const job = await db.createJob(rc.view(0), ["train()"], sc3);
+await job.result
+`;
+
+function display(outputs: Output[] | undefined, mime: string): string | undefined {
+  const found = (outputs ?? []).find((o) => (o.output_type === "display_data" || o.output_type === "execute_result") && o.data?.[mime] !== undefined);
+  const data = found?.data?.[mime];
+  if (data === undefined) return undefined;
+  return typeof data === "string" ? data : Array.isArray(data) ? data.join("") : JSON.stringify(data);
+}
+
+describe("analyzers over every checkpoint", () => {
+  test("the seed's train/analyze example: rows per checkpoint, 2 workers agree with 1, asked again from the store, errors recorded, plot, follow", async () => {
+    const run = await env.runNotebook(`${TRAIN}
+### code analyze
+function testPerformance() {
+  return { iteration, error: Math.abs(param_values[0] - 5.0) };
+}
+const analyzer = await db.createAnalyzer(rc.view(0), job, [testPerformance]);
+const rows = await analyzer.result;
+console.log(rows.length, JSON.stringify(rows.slice(0, 2)), JSON.stringify(analyzer.stats.byWorker));
+### code two
+const job2 = await db.createJob(rc.view(1), ["train()"], sc3);
+await job2.result;
+const shared = await db.createAnalyzer(rc.loadBalanced(), job2, [testPerformance]);
+const rows2 = await shared.result;
+console.log("same", JSON.stringify(rows2) === JSON.stringify(rows), "workers", Object.keys(shared.stats.byWorker).length, "computed", shared.stats.computed);
+### code again
+const again = await db.createAnalyzer(rc.loadBalanced(), job.id, [testPerformance]);
+const rows3 = await again.result;
+console.log("again same", JSON.stringify(rows3) === JSON.stringify(rows), "computed", again.stats.computed);
+### code risky
+function risky() {
+  if (iteration === 3) throw new RangeError("iteration 3 is cursed");
+  return { doubled: iteration * 2 };
+}
+const mixed = await db.createAnalyzer(rc.loadBalanced(), job, [testPerformance, risky]);
+const mrows = await mixed.result;
+console.log(JSON.stringify(mrows[1]));
+console.log(JSON.stringify(mrows[2]));
+console.log("rows", mrows.length, "errors", mixed.stats.errors, "computed", mixed.stats.computed);
+### code plot
+analyzer.plot("iteration", "error", { logY: true });
+### code plotbad
+analyzer.plot("iteration", "loss")
+### code follow
+%%snip sc4
+let tick = 0;
+jobtracker.registerCheckpointer("tick");
+async function slow() {
+  for (let i = 0; i < 6; i++) {
+    tick = i * 10;
+    jobtracker.checkpoint();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+  }
+  return tick;
+}
+### code followrun
+function seeTick() {
+  return { tick };
+}
+const slowJob = await db.createJob(rc.view(1), ["slow()"], sc4);
+const follower = await db.createAnalyzer(rc.view(0), slowJob, [seeTick], { follow: true });
+const frows = await follower.result;
+console.log(JSON.stringify(frows.map((r) => r.tick)), await slowJob.refresh());
+### code nonfn
+await db.createAnalyzer(rc.view(0), job, [testPerformance, 42 as any])
+### code unknown
+await db.createAnalyzer(rc.view(0), job, [Math.max as any])
+### code nocheckpoints
+const plain = await db.createJob(rc.view(0), ["1 + 1"], sc3);
+await plain.result;
+await db.createAnalyzer(rc.view(0), plain, [testPerformance])
+### code badjob
+await db.createAnalyzer(rc.view(0), "3" as any, [testPerformance])
+`);
+    assert.equal(run.code, 0, run.stderr);
+
+    const analyze = cellText(run.cells.get("analyze"));
+    assert.match(analyze, /^19 \[\{"checkpoint":0,"iteration":1,"error":2\.5\},\{"checkpoint":1,"iteration":2,"error":1\.25\}\] \{"default\/0":19\}$/m);
+    // The progress bar was updated in place to its final state (text and HTML).
+    assert.match(display(run.cells.get("analyze")?.outputs, "text/plain") ?? "", /^analysed 19\/19 checkpoints of job \d+ \(testPerformance\); done: 19 rows computed$/);
+    assert.match(display(run.cells.get("analyze")?.outputs, "text/html") ?? "", /<progress value="19" max="19"/);
+
+    assert.match(cellText(run.cells.get("two")), /^same true workers 2 computed 19$/m, "the checkpoints were shared by both workers and gave the same rows");
+    assert.match(cellText(run.cells.get("again")), /^again same true computed 0$/m, "asked again, nothing went to a worker");
+    assert.match(display(run.cells.get("again")?.outputs, "text/plain") ?? "", /done: all rows from the store/);
+
+    const risky = cellText(run.cells.get("risky"));
+    assert.match(risky, /^\{"checkpoint":1,"iteration":2,"error":1\.25,"doubled":4\}$/m);
+    assert.match(risky, /^\{"checkpoint":2,"iteration":3,"error":0\.625,"errors":\{"risky":"RangeError: iteration 3 is cursed"\}\}$/m);
+    // testPerformance's rows came from the store; only risky ran (19 rows), one of them threw.
+    assert.match(risky, /^rows 19 errors 1 computed 19$/m);
+
+    const plot = run.cells.get("plot")?.outputs;
+    const spec = JSON.parse(display(plot, "application/vnd.vegalite.v5+json") ?? "{}") as { $schema?: string; mark?: { type: string }; encoding?: { x: { field: string }; y: { field: string; scale?: { type: string } } }; data?: { values: Record<string, number>[] } };
+    assert.match(spec.$schema ?? "", /vega-lite\/v5/);
+    assert.equal(spec.mark?.type, "line");
+    assert.equal(spec.encoding?.x.field, "iteration");
+    assert.equal(spec.encoding?.y.field, "error");
+    assert.equal(spec.encoding?.y.scale?.type, "log");
+    assert.equal(spec.data?.values.length, 19);
+    assert.deepEqual(spec.data?.values[0], { iteration: 1, error: 2.5 });
+    const svg = display(plot, "image/svg+xml") ?? "";
+    assert.match(svg, /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
+    assert.match(svg, /<polyline [^>]*points="(\d+\.\d,\d+\.\d ?){19}"/);
+    assert.match(svg, />iteration<\/text>/);
+    assert.match(display(plot, "text/plain") ?? "", /line chart: error by iteration .*19 points/);
+    assert.match(cellText(run.cells.get("plotbad")), /no row has a field "loss"; the rows' fields are checkpoint, iteration, error/);
+
+    const follow = cellText(run.cells.get("followrun"));
+    assert.match(follow, /^\[0,10,20,30,40,50\] done$/m, "every checkpoint of the running job was analysed, in order");
+
+    assert.match(cellText(run.cells.get("nonfn")), /TypeError: createAnalyzer: fns\[1\] is number \(42\), not a function/);
+    assert.match(cellText(run.cells.get("unknown")), /the TypeScript source of the function max \(fns\[0\]\) is unknown/);
+    assert.match(cellText(run.cells.get("nocheckpoints")), /job \d+ has no checkpoints \(it is done\): there is nothing to analyse/);
+    assert.match(cellText(run.cells.get("badjob")), /job must be a Job \(from db\.createJob or db\.job\(id\)\) or a job number/);
+
+    // In the store: each function's row once per checkpoint, the thrown error with its traceback at the function's own line.
+    const { rows } = await env.store.query<{ error: { name: string; message: string; traceback: string[] } }>(
+      "SELECT r.error FROM nbjob.analysis_rows r JOIN nbjob.snippets s ON s.hash = r.function_hash WHERE 'risky' = ANY(s.names) AND r.error IS NOT NULL",
+    );
+    assert.equal(rows.length, 1);
+    assert.equal(rows[0].error.name, "RangeError");
+    assert.ok(rows[0].error.traceback.some((line) => /at risky \(risky:2:\d+\)/.test(line)), rows[0].error.traceback.join("\n"));
+    const counts = await env.store.query<{ n: string }>("SELECT count(*) AS n FROM nbjob.analysis_rows r JOIN nbjob.snippets s ON s.hash = r.function_hash WHERE 'testPerformance' = ANY(s.names)");
+    assert.equal(Number(counts.rows[0].n), 38, "testPerformance: 19 rows for each of the two jobs, none twice");
+  });
+
+  test("examples/checkpoints.ipynb runs end to end", async () => {
+    const run = await env.runNotebook(join(ROOT, "examples", "checkpoints.ipynb"), [], { allowErrors: false });
+    assert.equal(run.code, 0, run.stderr);
+    const text = [...run.cells.values()].map(cellText).join("\n");
+    assert.match(text, /\{ checkpoint: 0, iteration: 1, error: 2\.5 \}/);
+    assert.ok([...run.cells.values()].some((c) => display(c.outputs, "image/svg+xml")), "the notebook shows the chart");
+  });
+});
