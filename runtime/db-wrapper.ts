@@ -264,7 +264,7 @@ export class DBWrapper {
   private async checkViewReachable(view: View): Promise<void> {
     if (view.kind !== "direct") return;
     if (!(await view.worker.alive())) {
-      throw new Error(`worker ${view.workerId} (rc.view(${view.index}), connection file ${view.worker.connectionFile}) does not answer its heartbeat: it is gone. Start it again ("npx nbjob cluster start -n 2") and reconnect with Client.connect(), or use another view`);
+      throw new Error(`worker ${view.workerId} (rc.view(${view.index}), ${view.worker.where}) does not answer its heartbeat: it is gone. Start it again ("npx nbjob cluster start -n 2") and reconnect with Client.connect(), or use another view`);
     }
   }
 
