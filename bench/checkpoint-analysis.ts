@@ -6,7 +6,7 @@
 //                                             NBJOB_BENCH_ROUNDS: rounds per view, default 2)
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { cpus, loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { Client as PgClient } from "pg";
 import { createJob, listCheckpoints, notifyJobQueued, openStore, putBundle, requireJob } from "../store";
@@ -91,6 +91,12 @@ async function main(): Promise<void> {
     // Warm-up: both workers compile the job and start their analysis threads.
     await (await db.createAnalyzer(both, job.id, [fn("warmUp", "function warmUp() {\n  return { step };\n}")])).result;
 
+    // What nbjob adds per checkpoint (fresh context, the job's program, restore, store reads and writes, comm), on 1 worker.
+    const t0 = process.hrtime.bigint();
+    await (await db.createAnalyzer(one, job.id, [fn("trivial", `function trivial() {\n  // ${process.pid}\n  return { step };\n}`)])).result;
+    const overheadMs = Number(process.hrtime.bigint() - t0) / 1e6 / CHECKPOINTS;
+    console.log(`overhead: ${overheadMs.toFixed(1)} ms per checkpoint (a trivial function over ${CHECKPOINTS} checkpoints on 1 worker)`);
+
     const times: { one: number[]; two: number[] } = { one: [], two: [] };
     for (let round = 0; round < ROUNDS; round++) {
       for (const [label, view] of [["one", one], ["two", both]] as const) {
@@ -107,6 +113,7 @@ async function main(): Promise<void> {
     const best = (xs: number[]) => Math.min(...xs);
     console.log(`\n${CHECKPOINTS} checkpoints, CPU-bound analysis: 1 worker ${best(times.one).toFixed(2)} s, 2 workers ${best(times.two).toFixed(2)} s (best of ${ROUNDS})`);
     console.log(`speedup on 2 workers: ${(best(times.one) / best(times.two)).toFixed(2)}x (target >= 1.8x)`);
+    console.log(`load average during the run: ${loadavg().map((l) => l.toFixed(1)).join(", ")} on ${cpus().length} cores (other processes take the second core away from the 2-worker run)`);
   } finally {
     rc?.close();
     await db?.close().catch(() => undefined);

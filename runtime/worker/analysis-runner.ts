@@ -156,6 +156,7 @@ export class AnalysisRunner {
         reads.set(idx, reading);
       };
       let computedTotal = 0;
+      const writes: Promise<unknown>[] = [];
       for (const idx of checkpoints) {
         checkpoint = idx;
         const missing = missingAt(idx);
@@ -177,7 +178,8 @@ export class AnalysisRunner {
         }
         if (answer.type !== "result") continue;
         let failed = 0;
-        await Promise.all(functions.map((fn, i) => {
+        // Written while the next checkpoint computes; the row event goes out once it is stored.
+        const rowWrite = Promise.all(functions.map((fn, i) => {
           if (!missing.includes(fn)) return undefined;
           const outcome = answer.outcomes[i];
           if (!outcome.ok) failed += 1;
@@ -189,10 +191,12 @@ export class AnalysisRunner {
             // As [field, value] pairs: jsonb keeps array order but not object key order.
             ...(outcome.ok ? { value: Object.entries(outcome.value) as never } : { error: { name: outcome.name, message: outcome.message, traceback: analysisTraceback(outcome, program, compiled, layout, functions) } }),
           });
-        }));
+        })).then(() => send({ action: "analysis_row", request_id, job_id: jobId, checkpoint: idx, computed: missing.length, failed }));
+        rowWrite.catch(() => undefined);
+        writes.push(rowWrite);
         computedTotal += missing.length;
-        send({ action: "analysis_row", request_id, job_id: jobId, checkpoint: idx, computed: missing.length, failed });
       }
+      await Promise.all(writes);
       send({ action: "analysis_done", request_id, job_id: jobId, computed: computedTotal, duration_ms: Date.now() - started });
     } catch (err) {
       fail((err as Error).message);
