@@ -2,6 +2,7 @@
 // worker kernels and a fresh PostgreSQL database. The job's code really calls
 // jobtracker.checkpoint(); workers restore each checkpoint and run the notebook's functions.
 import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { cellText, JobsEnv, ROOT } from "./jobs-env";
@@ -161,6 +162,38 @@ await db.createAnalyzer(rc.view(0), "3" as any, [testPerformance])
     assert.ok(rows[0].error.traceback.some((line) => /at risky \(risky:2:\d+\)/.test(line)), rows[0].error.traceback.join("\n"));
     const counts = await env.store.query<{ n: string }>("SELECT count(*) AS n FROM nbjob.analysis_rows r JOIN nbjob.snippets s ON s.hash = r.function_hash WHERE 'testPerformance' = ANY(s.names)");
     assert.equal(Number(counts.rows[0].n), 38, "testPerformance: 19 rows for each of the two jobs, none twice");
+  });
+
+  test("a worker without a store refuses with a clear error; in a view with another worker its checkpoints go there", async () => {
+    const { rows } = await env.store.query<{ job_id: string }>("SELECT min(job_id) AS job_id FROM nbjob.checkpoints");
+    const jobId = Number(rows[0].job_id);
+    assert.ok(jobId > 0, "the first test stored checkpoints");
+    const file = join(env.work, "nostore.json");
+    env.spawnBackground(["worker", "--connection-file", file, "--id", "lonely", "--no-store"]);
+    for (let i = 0; i < 100 && !existsSync(file); i++) await new Promise((resolve) => setTimeout(resolve, 100));
+    const clusterFile = join(env.work, "home", "cluster", "default", "worker-0.json");
+    const run = await env.runNotebook(`
+### code parameters parameters
+let jobId = 0;
+let file = "";
+let clusterFile = "";
+### code setup
+const db = new DBWrapper();
+const alone = await Client.connect({ connectionFiles: [file] });
+const mixed = await Client.connect({ connectionFiles: [file, clusterFile] });
+function probe() {
+  return { probed: 1 };
+}
+### code alone
+await (await db.createAnalyzer(alone.view(0), jobId, [probe])).result
+### code mixed
+const shared = await db.createAnalyzer(mixed.loadBalanced(), jobId, [probe]);
+const rows = await shared.result;
+console.log(rows.length, JSON.stringify(rows[0]), JSON.stringify(shared.stats.byWorker));
+`, ["-p", `jobId=${jobId}`, "-p", `file=${file}`, "-p", `clusterFile=${clusterFile}`]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(cellText(run.cells.get("alone")), new RegExp(`no worker could analyse job ${jobId} \\(19 checkpoints left; the rows stored so far are kept\\):\\nworker lonely: worker lonely has no store \\(it was started with --no-store\\)`));
+    assert.match(cellText(run.cells.get("mixed")), /^19 \{"checkpoint":0,"probed":1\} \{"default\/0":19\}$/m);
   });
 
   test("examples/checkpoints.ipynb runs end to end", async () => {
