@@ -212,7 +212,10 @@ export class Analyzer {
     return structuredClone(this.#stats);
   }
 
-  /** With follow: stops following the job; `result` resolves with the checkpoints analysed so far. */
+  /**
+   * Stops handing out checkpoints (and, with follow, following the job); batches already on a
+   * worker finish and are stored. `result` then resolves with the rows stored so far.
+   */
   stop(): void {
     this.#stopped = true;
   }
@@ -310,7 +313,7 @@ export class Analyzer {
     let failure: Error | undefined;
     const batchSize = () => Math.max(1, Math.min(MAX_BATCH, Math.ceil(pending.length / (usable.size * IN_FLIGHT_PER_WORKER * 2))));
     const lane = async (worker: WorkerConnection) => {
-      while (pending.length > 0 && usable.has(worker) && !failure) {
+      while (pending.length > 0 && usable.has(worker) && !failure && !this.#stopped) {
         const batch = pending.splice(0, batchSize());
         const done = new Set<number>();
         try {
@@ -338,6 +341,7 @@ export class Analyzer {
     };
     await Promise.all([...this.#workers].flatMap((worker) => Array.from({ length: IN_FLIGHT_PER_WORKER }, () => lane(worker))));
     if (failure) throw new Error(`the analysis of job ${this.jobId} stopped: ${failure.message}`, { cause: failure });
+    if (this.#stopped) return;
     if (pending.length > 0) {
       throw new Error(`no worker could analyse job ${this.jobId} (${pending.length} checkpoint${pending.length === 1 ? "" : "s"} left; the rows stored so far are kept):\n${unavailable.join("\n")}`);
     }

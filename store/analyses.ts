@@ -81,15 +81,3 @@ export async function storedAnalysisCells(db: Db, jobId: number, functionHashes:
   return new Set(rows.map((row) => `${row.checkpoint_idx}:${row.function_hash}`));
 }
 
-/** How many of the job's checkpoints have a row for every one of the functions (for progress). */
-export async function countAnalysedCheckpoints(db: Db, jobId: number, functionHashes: string[]): Promise<{ analysed: number; checkpoints: number }> {
-  const unique = [...new Set(functionHashes)];
-  const { rows } = await db.query<{ analysed: string; checkpoints: string }>(
-    `SELECT (SELECT count(*) FROM nbjob.checkpoints WHERE job_id = $1) AS checkpoints,
-            (SELECT count(*) FROM (SELECT checkpoint_idx FROM nbjob.analysis_rows
-                                    WHERE job_id = $1 AND function_hash = ANY($2::text[])
-                                    GROUP BY checkpoint_idx HAVING count(*) = cardinality($2::text[])) AS done) AS analysed`,
-    [jobId, unique],
-  );
-  return { analysed: Number(rows[0].analysed), checkpoints: Number(rows[0].checkpoints) };
-}

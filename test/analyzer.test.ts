@@ -190,10 +190,18 @@ await (await db.createAnalyzer(alone.view(0), jobId, [probe])).result
 const shared = await db.createAnalyzer(mixed.loadBalanced(), jobId, [probe]);
 const rows = await shared.result;
 console.log(rows.length, JSON.stringify(rows[0]), JSON.stringify(shared.stats.byWorker));
+### code stop
+function other() {
+  return { other: 2 };
+}
+const stopped = await db.createAnalyzer(mixed.view(1), jobId, [other]);
+stopped.stop();
+console.log("stopped with", (await stopped.result).length, "rows");
 `, ["-p", `jobId=${jobId}`, "-p", `file=${file}`, "-p", `clusterFile=${clusterFile}`]);
     assert.equal(run.code, 0, run.stderr);
     assert.match(cellText(run.cells.get("alone")), new RegExp(`no worker could analyse job ${jobId} \\(19 checkpoints left; the rows stored so far are kept\\):\\nworker lonely: worker lonely has no store \\(it was started with --no-store\\)`));
     assert.match(cellText(run.cells.get("mixed")), /^19 \{"checkpoint":0,"probed":1\} \{"default\/0":19\}$/m);
+    assert.match(cellText(run.cells.get("stop")), /^stopped with 0 rows$/m, "stopped before any checkpoint was handed out");
   });
 
   test("examples/checkpoints.ipynb runs end to end", async () => {
