@@ -81,3 +81,20 @@ export async function storedAnalysisCells(db: Db, jobId: number, functionHashes:
   return new Set(rows.map((row) => `${row.checkpoint_idx}:${row.function_hash}`));
 }
 
+
+/**
+ * Runs `cb` holding the analysis lock of one checkpoint of a job (a session advisory lock on a
+ * borrowed connection), so two workers never compute the same rows at the same time: the second
+ * waits, then finds them stored. The lock goes with the connection if that drops.
+ */
+export async function withAnalysisLock<T>(db: Db, jobId: number, checkpointIdx: number, cb: () => Promise<T>): Promise<T> {
+  const key = `nbjob.analysis:${jobId}:${checkpointIdx}`;
+  return db.withClient(async (client) => {
+    await client.query("SELECT pg_advisory_lock(hashtextextended($1, 0))", [key]);
+    try {
+      return await cb();
+    } finally {
+      await client.query("SELECT pg_advisory_unlock(hashtextextended($1, 0))", [key]);
+    }
+  });
+}

@@ -21,7 +21,7 @@ export { CHUNK_SIZE, putBlob, putSmallBlobs, readBlob, readBlobChunks, getBlobIn
 export type { PutBlobResult } from "./blobs";
 export { putCheckpoint, listCheckpoints, readCheckpoint, lastCheckpointIndex } from "./checkpoints";
 export type { CheckpointSummary, PutCheckpointResult } from "./checkpoints";
-export { createAnalysis, putAnalysisRow, getAnalysisRows, missingAnalysisCheckpoints, getAnalysis, storedAnalysisCells } from "./analyses";
+export { createAnalysis, putAnalysisRow, getAnalysisRows, missingAnalysisCheckpoints, getAnalysis, storedAnalysisCells, withAnalysisLock } from "./analyses";
 export type { AnalysisFunctionInput, AnalysisRowInput } from "./analyses";
 export { heartbeatWorker, listWorkers, removeWorker } from "./workers";
 export type { WorkerHeartbeat } from "./workers";

@@ -66,6 +66,14 @@ console.log("same", JSON.stringify(rows2) === JSON.stringify(rows), "workers", O
 const again = await db.createAnalyzer(rc.loadBalanced(), job.id, [testPerformance]);
 const rows3 = await again.result;
 console.log("again same", JSON.stringify(rows3) === JSON.stringify(rows), "computed", again.stats.computed);
+### code twice
+function halfError() {
+  return { half: Math.abs(param_values[0] - 5.0) / 2 };
+}
+const first = await db.createAnalyzer(rc.view(0), job, [halfError]);
+const second = await db.createAnalyzer(rc.view(1), job, [halfError]);
+const [r1, r2] = await Promise.all([first.result, second.result]);
+console.log("twice same", JSON.stringify(r1) === JSON.stringify(r2), r1.length, "computed in all", first.stats.computed + second.stats.computed);
 ### code risky
 function risky() {
   if (iteration === 3) throw new RangeError("iteration 3 is cursed");
@@ -123,6 +131,8 @@ await db.createAnalyzer(rc.view(0), "3" as any, [testPerformance])
     assert.match(cellText(run.cells.get("again")), /^again same true computed 0$/m, "asked again, nothing went to a worker");
     assert.match(display(run.cells.get("again")?.outputs, "text/plain") ?? "", /done: all rows from the store/);
 
+    // Two analyzers of the same function at once, on different workers: each checkpoint computed once.
+    assert.match(cellText(run.cells.get("twice")), /^twice same true 19 computed in all 19$/m);
     const risky = cellText(run.cells.get("risky"));
     assert.match(risky, /^\{"checkpoint":1,"iteration":2,"error":1\.25,"doubled":4\}$/m);
     assert.match(risky, /^\{"checkpoint":2,"iteration":3,"error":0\.625,"errors":\{"risky":"RangeError: iteration 3 is cursed"\}\}$/m);

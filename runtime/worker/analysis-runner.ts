@@ -5,7 +5,7 @@
 import { SourceMap } from "node:module";
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
-import { getBundle, getJob, putAnalysisRow, readCheckpoint, storedAnalysisCells } from "../../store";
+import { getBundle, getJob, putAnalysisRow, readCheckpoint, storedAnalysisCells, withAnalysisLock } from "../../store";
 import type { Store } from "../../store";
 import type { ParamValues } from "../params";
 import { ANALYSIS_FILE, FUNCTIONS_HOOK } from "./analysis-protocol";
@@ -156,7 +156,6 @@ export class AnalysisRunner {
         reads.set(idx, reading);
       };
       let computedTotal = 0;
-      const writes: Promise<unknown>[] = [];
       for (const idx of checkpoints) {
         checkpoint = idx;
         const missing = missingAt(idx);
@@ -165,38 +164,46 @@ export class AnalysisRunner {
           continue;
         }
         read(idx);
-        const values = await reads.get(idx)!;
-        reads.delete(idx);
-        read(toCompute[toCompute.indexOf(idx) + 1]);
-        const answer = await this.runOnThread(
-          { type: "analyze", id: 0, program: { key: program.key, js: program.js }, functions: { key: compiled.key, js: compiled.js }, params: bundle.params, checkpoint: idx, values },
-          (stream) => send({ action: "analysis_stream", request_id, job_id: jobId, name: stream.name, text: stream.text }),
-        );
-        if (answer.type === "setup_failed") {
-          const where = jobTraceback("x", "x", answer.stack, program).slice(1).join("\n");
-          return fail(`checkpoint ${idx} of job ${jobId} could not be set up for analysis (the job's program without its entries, then the checkpoint's values restored): ${answer.message}${where ? `\n${where}` : ""}`);
+        // Under the (job, checkpoint) lock: a worker serving another analyzer of the same
+        // functions waits here, then finds the rows stored instead of computing them again.
+        const outcome = await withAnalysisLock(store, jobId, idx, async () => {
+          const now = await storedAnalysisCells(store, jobId, missing.map((f) => f.hash), [idx]);
+          const todo = missing.filter((f) => !now.has(`${idx}:${f.hash}`));
+          const values = reads.get(idx)!;
+          reads.delete(idx);
+          if (todo.length === 0) return { computed: 0, failed: 0 };
+          read(toCompute[toCompute.indexOf(idx) + 1]);
+          const answer = await this.runOnThread(
+            {
+              type: "analyze", id: 0, program: { key: program.key, js: program.js }, functions: { key: compiled.key, js: compiled.js },
+              call: todo.map((f) => functions.indexOf(f)), params: bundle.params, checkpoint: idx, values: await values,
+            },
+            (stream) => send({ action: "analysis_stream", request_id, job_id: jobId, name: stream.name, text: stream.text }),
+          );
+          if (answer.type !== "result") return answer;
+          let failed = 0;
+          await Promise.all(todo.map((fn, i) => {
+            const result = answer.outcomes[i];
+            if (!result.ok) failed += 1;
+            return putAnalysisRow(store, {
+              functionHash: fn.hash,
+              jobId,
+              checkpointIdx: idx,
+              workerId: this.options.workerId,
+              // As [field, value] pairs: jsonb keeps array order but not object key order.
+              ...(result.ok ? { value: Object.entries(result.value) as never } : { error: { name: result.name, message: result.message, traceback: analysisTraceback(result, program, compiled, layout, functions) } }),
+            });
+          }));
+          return { computed: todo.length, failed };
+        });
+        if ("type" in outcome) {
+          if (outcome.type !== "setup_failed") continue;
+          const where = jobTraceback("x", "x", outcome.stack, program).slice(1).join("\n");
+          return fail(`checkpoint ${idx} of job ${jobId} could not be set up for analysis (the job's program without its entries, then the checkpoint's values restored): ${outcome.message}${where ? `\n${where}` : ""}`);
         }
-        if (answer.type !== "result") continue;
-        let failed = 0;
-        // Written while the next checkpoint computes; the row event goes out once it is stored.
-        const rowWrite = Promise.all(functions.map((fn, i) => {
-          if (!missing.includes(fn)) return undefined;
-          const outcome = answer.outcomes[i];
-          if (!outcome.ok) failed += 1;
-          return putAnalysisRow(store, {
-            functionHash: fn.hash,
-            jobId,
-            checkpointIdx: idx,
-            workerId: this.options.workerId,
-            // As [field, value] pairs: jsonb keeps array order but not object key order.
-            ...(outcome.ok ? { value: Object.entries(outcome.value) as never } : { error: { name: outcome.name, message: outcome.message, traceback: analysisTraceback(outcome, program, compiled, layout, functions) } }),
-          });
-        })).then(() => send({ action: "analysis_row", request_id, job_id: jobId, checkpoint: idx, computed: missing.length, failed }));
-        rowWrite.catch(() => undefined);
-        writes.push(rowWrite);
-        computedTotal += missing.length;
+        computedTotal += outcome.computed;
+        send({ action: "analysis_row", request_id, job_id: jobId, checkpoint: idx, computed: outcome.computed, failed: outcome.failed });
       }
-      await Promise.all(writes);
       send({ action: "analysis_done", request_id, job_id: jobId, computed: computedTotal, duration_ms: Date.now() - started });
     } catch (err) {
       fail((err as Error).message);

@@ -26,6 +26,8 @@ export interface AnalyzeCheckpointCommand {
   program: CompiledScript;
   /** The analysis functions' program: hands FUNCTIONS_HOOK an array of the functions, in order. */
   functions: CompiledScript;
+  /** Which of the functions to call (indexes into the functions' program), in order; outcomes come in this order. */
+  call: number[];
   params: ParamValues;
   checkpoint: number;
   /** The checkpoint's encoded values by variable name. */
@@ -124,7 +126,7 @@ async function analyzeCheckpoint(command: AnalyzeCheckpointCommand, post: (event
     }
     const outcomes: FunctionOutcome[] = [];
     forward = true;
-    for (const fn of functions) {
+    for (const fn of command.call.map((i) => functions[i])) {
       try {
         const returned = await Promise.race([fn(), failure]);
         outcomes.push({ ok: true, value: rowFields(returned, fn.name || "(anonymous)") });
