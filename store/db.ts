@@ -181,11 +181,17 @@ export class Store implements Db {
       throw explainDatabaseError(err, where);
     }
     let broken: Error | undefined;
+    // While a client is checked out the pool no longer listens for its errors; a connection
+    // the server ends between two queries (pg_terminate_backend, a restart) would then be an
+    // unhandled 'error' event and end the process. Keep it as the reason not to pool the client.
+    const onError = (err: Error) => (broken ??= err);
+    client.on("error", onError);
     try {
-      return await use(client, (err) => (broken ??= err));
+      return await use(client, onError);
     } catch (err) {
       throw explainDatabaseError(err, where);
     } finally {
+      client.off("error", onError);
       client.release(broken);
     }
   }

@@ -313,6 +313,26 @@ describe("the store", () => {
     assert.notEqual(again.rows[0].pid, rows[0].pid);
   });
 
+  test("a connection ended while checked out between two queries does not crash the process", async () => {
+    const uncaught: unknown[] = [];
+    const record = (err: unknown) => uncaught.push(err);
+    process.on("uncaughtException", record);
+    try {
+      await assert.rejects(store.transaction(async (tx) => {
+        const { rows } = await tx.query<{ pid: number }>("SELECT pg_backend_pid() AS pid");
+        // No query is running on the connection when the server ends it.
+        await admin((c) => c.query("SELECT pg_terminate_backend($1)", [rows[0].pid]));
+        await new Promise((r) => setTimeout(r, 300));
+        await tx.query("SELECT 1");
+      }));
+      const { rows } = await store.query<{ one: number }>("SELECT 1 AS one");
+      assert.equal(rows[0].one, 1);
+      assert.deepEqual(uncaught, []);
+    } finally {
+      process.off("uncaughtException", record);
+    }
+  });
+
   test("a job needs a stored bundle", async () => {
     await assert.rejects(createJob(store, { bundleHash: "0".repeat(64) }), /store the bundle first/);
   });
