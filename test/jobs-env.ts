@@ -177,6 +177,8 @@ export class JobsEnv {
     for (const child of this.children) child.kill("SIGKILL");
     await this.store.close().catch(() => undefined);
     for (const name of [this.database, ...this.extraDatabases]) await this.admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => undefined);
-    rmSync(this.work, { recursive: true, force: true });
+    // NBJOB_TEST_KEEP=1 keeps the folder (the workers' logs are under cluster/) to look into a failure.
+    if (process.env.NBJOB_TEST_KEEP === "1") console.log(`# kept ${this.work}`);
+    else rmSync(this.work, { recursive: true, force: true });
   }
 }

@@ -230,7 +230,7 @@ describe("%nbjob", () => {
     assert.equal(await run("%nbjob snippets\nconst after = 1;"), "               \nconst after = 1;");
     assert.equal(displayed.length, 1);
     assert.match(displayed[0], /^geo: SnippetCollector "geometry" \(empty\)\nsc: SnippetCollector \(1 snippet\)\n  variable\s+k$/);
-    await cellError(prepareCell("%nbjob frobnicate", ctx()), /%nbjob has no subcommand "frobnicate" \(line 1\); known: snippets/);
+    await cellError(prepareCell("%nbjob frobnicate", ctx()), /%nbjob has no subcommand "frobnicate" \(line 1\); known: history, restore, snippets/);
   });
 });
 
