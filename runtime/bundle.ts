@@ -185,7 +185,7 @@ export function mergeCollectors(collectors: readonly unknown[]): BundleSnippet[]
 function layout(snippets: readonly BundleSnippet[], params: ParamValues, entries: readonly string[]): { source: string; parts: BundlePart[] } {
   const lines: string[] = [
     `// nbjob bundle: ${snippets.length} snippet${snippets.length === 1 ? "" : "s"}, ${entries.length} entr${entries.length === 1 ? "y" : "ies"}; the last entry's value is the result.`,
-    `// params: ${JSON.stringify(params)}`,
+    paramsLine(params),
   ];
   const parts: BundlePart[] = [];
   const add = (kind: BundlePart["kind"], index: number, label: string, text: string): void => {
@@ -238,6 +238,45 @@ export function assembleBundle(snippets: readonly BundleSnippet[], entries: read
     if (problems.length > 0) throw new BundleError(problems);
   }
   return bundle;
+}
+
+/**
+ * The params line of `layout` (the bundle's second line). JSON.stringify escapes \n and \r but
+ * writes U+2028/U+2029 as they are, and TypeScript ends a comment at either: they are escaped
+ * (still the same JSON), so a string value holding one stays in the comment.
+ */
+function paramsLine(params: ParamValues): string {
+  return `// params: ${JSON.stringify(params).replace(/\u2028/g, "\\u2028").replace(/\u2029/g, "\\u2029")}`;
+}
+
+/**
+ * `bundle` with other parameter values: byte-identical to `assembleBundle(bundle.snippets,
+ * bundle.entries, params)`, without ordering and laying out the snippets again. Only the params
+ * line (the second line: `layout` puts it there, and JSON.stringify never writes a line break)
+ * and so the hash change; `parts` (line numbers) stay the same. A sweep makes its jobs' bundles
+ * this way. `typeCheck` (default true) checks the new bundle like assembleBundle: a sweep asks for
+ * it once per shape of values (the check sees parameters only through their types).
+ */
+export function withParams(bundle: Bundle, params: ParamValues, options: { baseDir?: string; typeCheck?: boolean } = {}): Bundle {
+  const firstBreak = bundle.source.indexOf("\n");
+  const secondBreak = bundle.source.indexOf("\n", firstBreak + 1);
+  if (firstBreak < 0 || secondBreak < 0 || bundle.source.slice(firstBreak + 1, secondBreak) !== paramsLine(bundle.params)) {
+    throw new Error(`withParams: bundle ${bundle.hash.slice(0, 12)} was not laid out by assembleBundle (its second line is not its params); assemble it with assembleBundle`);
+  }
+  const source = `${bundle.source.slice(0, firstBreak + 1)}${paramsLine(params)}${bundle.source.slice(secondBreak)}`;
+  const out: Bundle = {
+    snippets: bundle.snippets.map((s) => ({ ...s, names: [...s.names] })),
+    params,
+    entries: [...bundle.entries],
+    source,
+    hash: sha256(source),
+    parts: bundle.parts.map((p) => ({ ...p })),
+  };
+  if (options.typeCheck !== false) {
+    const problems = [...awaitProblems(out.snippets), ...typeProblems(out, options.baseDir)];
+    if (problems.length > 0) throw new BundleError(problems);
+  }
+  return out;
 }
 
 /**

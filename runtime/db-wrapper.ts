@@ -6,7 +6,7 @@ import {
 } from "../store";
 import type { BundleInput, DbJob, DbJobListed, JobStatus, Json, Store, StoreLocation } from "../store";
 import { enqueueJobs } from "../store/queue";
-import { assembleBundle, buildBundle, jobParams } from "./bundle";
+import { buildBundle, jobParams, withParams } from "./bundle";
 import { jsonType } from "./bundle-check";
 import type { Bundle, ParamValues } from "./bundle";
 import { isView } from "./client";
@@ -200,7 +200,8 @@ export class DBWrapper {
       const shape = jsonType(values);
       const typeCheck = !checkedShapes.has(shape);
       checkedShapes.add(shape);
-      return assembleBundle(common.snippets, common.entries, values, { baseDir: process.cwd(), typeCheck });
+      // Only the params line differs from `common`: no need to order and lay out the snippets again.
+      return withParams(common, values, { baseDir: process.cwd(), typeCheck });
     });
     await this.checkViewReachable(view);
     // The group, every bundle and every job in one transaction: one commit stores the sweep,

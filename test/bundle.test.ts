@@ -4,7 +4,7 @@ import { createHash } from "node:crypto";
 import { runInNewContext } from "node:vm";
 import { describe, test } from "node:test";
 import { ts } from "ts-morph";
-import { BundleError, assembleBundle, buildBundle, locateBundleLine } from "../runtime/bundle";
+import { BundleError, assembleBundle, buildBundle, jobParams, locateBundleLine, withParams } from "../runtime/bundle";
 import type { Bundle } from "../runtime/bundle";
 import { ParamLogger } from "../runtime/params";
 import { SnippetCollector, recordSnippet } from "../runtime/snippets";
@@ -184,5 +184,65 @@ async function train() {
     const entryLine = lines.findIndex((l) => l === "norm(origin);") + 1;
     assert.deepEqual(locateBundleLine(bundle, entryLine)?.part, { kind: "entry", index: 0, label: 'entry 1 "norm(origin)"', firstLine: entryLine, lastLine: entryLine });
     assert.equal(locateBundleLine(bundle, 1), undefined, "the header belongs to no part");
+  });
+});
+
+describe("withParams (a sweep's bundles)", () => {
+  const sc = () => collector("const total = area(new Square(params.side));", "class Square extends Shape {\n  constructor(readonly side: number) { super(); }\n}",
+    "class Shape {}", "function area(s: Square): number { return s.side * s.side * params.scale; }",
+    [NORM, "function"], [POINT, "class"], "const label = `${params.name}: ${params.side}`;");
+  const base = { side: 2, scale: 10, name: "sq", extra: { deep: [1, "two", null] } };
+
+  test("is byte-identical to assembleBundle for the same values: source, hash, parts, snippets, entries, params", () => {
+    const common = buildBundle(["label", "norm(new Point(3, 4))", "total"], [sc()], { params: base });
+    const overrides: Record<string, unknown>[] = [
+      {}, { side: 3 }, { side: -0.5, scale: 1e21 }, { name: 'quote " backslash \\ newline \n tab \t' },
+      { name: "unicode é 漢字 😀 \u2028 line separator" }, { name: "" }, { extra: { deep: [], other: { a: true } } },
+      { extra: null, side: 7 }, { name: "// params: {\"fake\":1}\n// nbjob bundle" },
+    ];
+    for (const combo of overrides) {
+      const values = jobParams(common.params, combo);
+      const fast = withParams(common, values, { typeCheck: false });
+      const slow = assembleBundle(common.snippets, common.entries, values, { typeCheck: false });
+      const what = `values ${JSON.stringify(values)}`;
+      assert.equal(fast.source, slow.source, what);
+      assert.equal(fast.hash, slow.hash, what);
+      assert.equal(fast.hash, createHash("sha256").update(fast.source).digest("hex"), what);
+      assert.deepEqual(fast, slow, what);
+      // And from a bundle that is itself a sweep's (not the first one built).
+      const again = withParams(fast, common.params, { typeCheck: false });
+      assert.equal(again.source, common.source, what);
+      assert.equal(again.hash, common.hash, what);
+    }
+    const three = withParams(common, jobParams(common.params, { side: 3 }));
+    assert.equal(runBundle(three), 90, "the new values are the ones the program runs with");
+    assert.notEqual(three.hash, common.hash, "parameters are part of the program");
+    assert.deepEqual(common.params, jobParams(base, undefined), "the common bundle is not changed");
+  });
+
+  test("type-checks the new values when asked: a value of another type is rejected naming where it is used", () => {
+    const common = buildBundle(["total"], [sc()], { params: base });
+    bundleError(() => withParams(common, jobParams(common.params, { side: "two" })),
+      /snippet total \(line 1, column 31\): Argument of type 'string' is not assignable to parameter of type 'number'/);
+    assert.doesNotThrow(() => withParams(common, jobParams(common.params, { side: "two" }), { typeCheck: false }), "typeCheck: false skips it");
+    assert.equal(runBundle(withParams(common, jobParams(common.params, { side: 5 }))), 250);
+  });
+
+  test("a string value holding a line or paragraph separator stays inside the params comment", () => {
+    const common = buildBundle(["label"], [sc()], { params: base });
+    for (const name of ["a\u2028b", "c\u2029d"]) {
+      const values = jobParams(common.params, { name });
+      const bundle = withParams(common, values);
+      assert.deepEqual(assembleBundle(common.snippets, common.entries, values), bundle);
+      assert.equal(runBundle(bundle), `${name}: 2`);
+      assert.deepEqual(JSON.parse(bundle.source.split("\n")[1].slice("// params: ".length)), values, "the line still reads as the values");
+    }
+  });
+
+  test("refuses a bundle whose second line is not its params line, rather than making a wrong one", () => {
+    const common = buildBundle(["total"], [sc()], { params: base });
+    const edited = { ...common, source: common.source.replace("// params: ", "// parameters: ") };
+    assert.throws(() => withParams(edited, common.params), /was not laid out by assembleBundle \(its second line is not its params\)/);
+    assert.throws(() => withParams({ ...common, params: { side: 1 } }, common.params), /its second line is not its params/);
   });
 });
