@@ -130,10 +130,15 @@ function remember<K, V>(map: Map<K, V>, key: K, value: V): void {
   if (map.size > CACHE_SIZE) map.delete(map.keys().next().value as K);
 }
 
-/** The stored environment hash for a job of `bundleHash` (computed and stored on first use). */
-export async function environmentHashFor(db: Db, bundleHash: string): Promise<string> {
-  let key = importsOfBundle.get(bundleHash);
-  let source: string | undefined;
+/**
+ * The stored environment hash for a job of `bundleHash` (computed and stored on first use).
+ * `source`: the bundle's source when the worker already has it from the store (the claim brings
+ * it), so no query is needed; a sweep's jobs each have their own bundle, but their import lines
+ * are the same, so the environment is computed once for all of them. Without it the bundle is
+ * read from the store once per bundle hash.
+ */
+export async function environmentHashFor(db: Db, bundleHash: string, source?: string): Promise<string> {
+  let key = source !== undefined ? importLines(source) : importsOfBundle.get(bundleHash);
   if (key === undefined) {
     const bundle = await getBundle(db, bundleHash);
     if (!bundle) throw new Error(`bundle ${bundleHash.slice(0, 12)} is not in the store`);
@@ -144,9 +149,10 @@ export async function environmentHashFor(db: Db, bundleHash: string): Promise<st
   let hash = byImports.get(key);
   if (!hash) {
     const text = source ?? (await getBundle(db, bundleHash))?.source ?? "";
+    const cacheKey = key;
     hash = bundleEnvironment(text).then((env) => putEnvironment(db, env));
     // A failure is not cached: the next job tries again.
-    hash.catch(() => byImports.delete(key!));
+    hash.catch(() => byImports.delete(cacheKey));
     remember(byImports, key, hash);
   }
   return hash;
@@ -188,8 +194,11 @@ function linkLater(db: Db, jobId: number, hash: string): Promise<void> {
   return state.gathering.written;
 }
 
-/** Links a finished job to the environment it ran in (only if it has none yet). */
-export async function recordJobEnvironment(db: Db, jobId: number, bundleHash: string): Promise<void> {
-  const hash = await environmentHashFor(db, bundleHash);
+/**
+ * Links a finished job to the environment it ran in (only if it has none yet). `source`: the
+ * job's bundle source as read from the store, when the worker has it (see environmentHashFor).
+ */
+export async function recordJobEnvironment(db: Db, jobId: number, bundleHash: string, source?: string): Promise<void> {
+  const hash = await environmentHashFor(db, bundleHash, source);
   await linkLater(db, jobId, hash);
 }

@@ -33,6 +33,8 @@ export interface RecordOptions {
   log: (line: string) => void;
   /** Writes still in flight are kept here, so a worker shutting down can wait for them. */
   inFlight: Set<Promise<unknown>>;
+  /** The job's bundle source as read from the store, when the worker has it: spares the environment a query. */
+  bundleSource?: string;
 }
 
 export function recordJob(db: Db, jobId: number, identity: WorkerIdentity, options: RecordOptions): JobRecorder {
@@ -61,7 +63,7 @@ export function recordJob(db: Db, jobId: number, identity: WorkerIdentity, optio
   // The environment (runtime/worker/environment.ts) is linked after the final write, so the
   // result is never held up by it.
   const linkEnvironment = (row: { bundle_hash: string }) =>
-    recordJobEnvironment(db, jobId, row.bundle_hash).catch((err: Error) => log(`could not record the environment of job ${jobId}: ${err.message}`));
+    recordJobEnvironment(db, jobId, row.bundle_hash, options.bundleSource).catch((err: Error) => log(`could not record the environment of job ${jobId}: ${err.message}`));
   const listener: JobListener = {
     started: () => {},
     stream: (name, text) => {

@@ -140,7 +140,7 @@ export class WorkerStoreLink {
           this.claimAgain = true;
           continue;
         }
-        const recorder = recordJob(this.store, job.id, this.identity, { claimed: true, log: this.log, inFlight: this.writesInFlight });
+        const recorder = recordJob(this.store, job.id, this.identity, { claimed: true, log: this.log, inFlight: this.writesInFlight, bundleSource: bundle.source });
         try {
           this.runner.submit(job.id, bundle, recorder.listener, { restore: this.restorePoint(job) });
         } catch (err) {
