@@ -16,6 +16,8 @@ import { ENTRY_HOOK, PROGRAM_FILE } from "./program";
 export interface CompiledScript {
   key: string;
   js: string;
+  /** CompiledProgram.declaredNames; when both scripts give them, the context binds the other globals lexically (fast lookups). */
+  declaredNames?: string[];
 }
 
 /** Main thread → analysis thread: one checkpoint to compute. */
@@ -116,6 +118,8 @@ async function analyzeCheckpoint(command: AnalyzeCheckpointCommand, post: (event
     try {
       job.define(ENTRY_HOOK, () => undefined);
       job.define(FUNCTIONS_HOOK, (fns: Function[]) => (functions = fns));
+      // Both scripts run in this context, so neither's own names may be bound.
+      if (command.program.declaredNames && command.functions.declaredNames) job.bindGlobals([...command.program.declaredNames, ...command.functions.declaredNames]);
       scriptFor(command.program, PROGRAM_FILE).runInContext(job.context, { displayErrors: false });
       restoreCheckpoint(job, command.checkpoint, command.values);
       scriptFor(command.functions, ANALYSIS_FILE).runInContext(job.context, { displayErrors: false });

@@ -215,6 +215,7 @@ export class JobRunner {
       js: program.js,
       params: (job.bundle.params ?? {}) as ParamValues,
       hasEntries: program.hasEntries,
+      declaredNames: program.declaredNames,
       acks: job.acks.buffer as SharedArrayBuffer,
       restore,
     };

@@ -21,6 +21,12 @@ export interface RunCommand {
   params: ParamValues;
   hasEntries: boolean;
   /**
+   * The names the program declares in the global scope (CompiledProgram.declaredNames); the
+   * context binds every other global lexically before the program runs. Without it (a sender that
+   * does not know them) globals stay unbound: correct, but slow to look up.
+   */
+  declaredNames?: string[];
+  /**
    * Shared with the main thread: [0] how many of this run's checkpoints are stored (the main
    * thread adds and notifies), [1] 1 once storing failed for good.
    */
@@ -112,6 +118,7 @@ async function runJob(command: RunCommand, post: (event: JobThreadEvent, transfe
   try {
     const entries: Array<() => unknown> = [];
     job.define(ENTRY_HOOK, (entry: () => unknown) => entries.push(entry));
+    if (command.declaredNames) job.bindGlobals(command.declaredNames);
     let value: unknown = scriptFor(command.key, command.js).runInContext(job.context, { displayErrors: false });
     if (command.restore) job.jobtracker.restore(command.restore.index, command.restore.values, job.classLookup());
     if (command.hasEntries) {

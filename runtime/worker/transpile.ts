@@ -12,6 +12,11 @@ export interface CompiledProgram extends ProgramLayout {
   mappings: string;
   /** Whether the program registers entry functions (otherwise its last statement's value is the result). */
   hasEntries: boolean;
+  /**
+   * Names the JavaScript declares in the global scope (var, let, const, function, class, also
+   * vars inside top-level blocks): the job context leaves these out when it binds built-ins.
+   */
+  declaredNames: string[];
 }
 
 const loaded = loadTypeScript();
@@ -77,12 +82,37 @@ export function transpileProgram(source: string, entries: readonly string[]): Co
     loaded.saveCache();
   }
   const map = JSON.parse(output.sourceMapText ?? "{}") as { mappings?: string };
+  const js = output.outputText.replace(/\n\/\/# sourceMappingURL=.*\s*$/, "\n");
   return {
-    js: output.outputText.replace(/\n\/\/# sourceMappingURL=.*\s*$/, "\n"),
+    js,
     mappings: map.mappings ?? "",
     hasEntries: inSource !== undefined || entries.length > 0,
+    declaredNames: globalDeclarations(js),
     ...layout,
   };
+}
+
+/**
+ * The names a script declares in the global scope, read from the JavaScript that runs (so
+ * import helpers and enums count, type-only declarations do not). Looks into top-level blocks and
+ * loops (their vars, and sloppy-mode block functions, land in the global scope too), never into
+ * functions or classes. Erring towards more names only leaves a built-in unbound.
+ */
+export function globalDeclarations(js: string): string[] {
+  const sourceFile = ts.createSourceFile(PROGRAM_FILE, js, ts.ScriptTarget.ES2022, false, ts.ScriptKind.JS);
+  const names = new Set<string>();
+  const addBinding = (name: TypeScript.BindingName): void => {
+    if (ts.isIdentifier(name)) names.add(name.text);
+    else for (const element of name.elements) if (!ts.isOmittedExpression(element)) addBinding(element.name);
+  };
+  const visit = (node: TypeScript.Node): void => {
+    if (ts.isVariableDeclaration(node)) addBinding(node.name);
+    if ((ts.isFunctionDeclaration(node) || ts.isClassDeclaration(node)) && node.name) names.add(node.name.text);
+    if (ts.isFunctionLike(node) || ts.isClassLike(node)) return;
+    ts.forEachChild(node, visit);
+  };
+  ts.forEachChild(sourceFile, visit);
+  return [...names].sort();
 }
 
 /** The source's last statements when they are exactly the entries, as bundle.ts lays them out. */
