@@ -6,7 +6,7 @@
 // notebook, as on a local cluster); only the missing ones are started, and only those are shut
 // down by rc.close(). Kernels started here outlive the notebook unless rc.close() is called, so a
 // job goes on when the notebook that submitted it is gone.
-import { KernelAPI, KernelConnection, KernelSpecAPI, ServerConnection } from "@jupyterlab/services";
+import { KernelAPI, KernelConnection, ServerConnection } from "@jupyterlab/services";
 import type { Kernel } from "@jupyterlab/services";
 import WebSocket from "ws";
 import type { TransportComm, WorkerTransport } from "./worker-transport";
@@ -109,6 +109,18 @@ function quietly<T>(make: () => T): T {
   } finally {
     console.debug = debug;
   }
+}
+
+/**
+ * The server's kernelspec names. Read from the REST API directly: KernelSpecAPI.getSpecs also
+ * validates the server's default kernel and, on a server without one (no ipykernel), prints
+ * "Default kernel not found" with console.warn, which in a notebook lands in the user's cell.
+ */
+async function kernelSpecNames(settings: ServerConnection.ISettings): Promise<string[]> {
+  const response = await ServerConnection.makeRequest(`${settings.baseUrl.replace(/\/?$/, "/")}api/kernelspecs`, {}, settings);
+  if (!response.ok) throw new ServerConnection.ResponseError(response);
+  const body = (await response.json()) as { kernelspecs?: Record<string, unknown> };
+  return Object.keys(body.kernelspecs ?? {});
 }
 
 /**
@@ -304,8 +316,7 @@ export async function connectGateway(options: unknown, timeoutMs: number): Promi
     },
   });
 
-  const specs = await rest("list its kernelspecs", url, () => KernelSpecAPI.getSpecs(settings));
-  const names = Object.keys(specs.kernelspecs ?? {});
+  const names = await rest("list its kernelspecs", url, () => kernelSpecNames(settings));
   if (!names.includes(gateway.kernelName)) {
     throw new Error(`the Jupyter Server at ${shown} has no kernelspec "${gateway.kernelName}" (it has: ${names.join(", ") || "none"}); on the server's machine, as the user the server runs as, run "npx nbjob install --worker --user" in an nbjob checkout (and give the server NBJOB_DATABASE_URL, the notebook's store), then connect again`);
   }

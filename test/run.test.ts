@@ -228,6 +228,8 @@ describe("nbjob run, independent of the kernel (Debian's ipykernel)", () => {
           clearInterval(poll);
           child.kill("SIGINT");
         }, 100);
+        // A run that ends before the kernel wrote its pid must not leave the test file polling forever.
+        child.once("exit", () => clearInterval(poll));
       },
     });
     assert.equal(finished.code, 130, finished.stderr);
