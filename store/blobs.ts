@@ -86,10 +86,42 @@ export async function putSmallBlobs(db: Db, values: Uint8Array[]): Promise<{ has
   return { hashes, uploaded: missingData.reduce((sum, d) => sum + d.length, 0) };
 }
 
+// Chunks of one large value sent at once: each INSERT is a server backend writing its chunk, so
+// two run on two cores (a single INSERT of the whole value uses one).
+const PARALLEL_CHUNK_UPLOADS = 2;
+
+/**
+ * Uploads the chunks of `data` that the store lacks, PARALLEL_CHUNK_UPLOADS at a time. Each chunk
+ * is committed on its own (content-addressed, so one that a failed caller leaves unreferenced is
+ * only found again by the next value that has it). On a pool the uploads use separate connections;
+ * inside a transaction they run one after another on its connection.
+ */
+async function uploadChunks(db: Db, data: Uint8Array): Promise<{ chunkHashes: string[]; uploaded: number }> {
+  const whole = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  const chunks: Buffer[] = [];
+  for (let offset = 0; offset < whole.length; offset += CHUNK_SIZE) chunks.push(whole.subarray(offset, offset + CHUNK_SIZE));
+  const chunkHashes = chunks.map((chunk) => sha256(chunk));
+  const { rows } = await db.query<{ hash: string }>("SELECT hash FROM nbjob.chunks WHERE hash = ANY($1::text[])", [chunkHashes]);
+  const present = new Set(rows.map((row) => row.hash));
+  const missing = [...new Set(chunkHashes.filter((hash) => !present.has(hash)))];
+  let uploaded = 0;
+  let next = 0;
+  const uploader = async () => {
+    for (let i = next++; i < missing.length; i = next++) {
+      const chunk = chunks[chunkHashes.indexOf(missing[i])];
+      await db.query("INSERT INTO nbjob.chunks (hash, data) VALUES ($1, $2) ON CONFLICT (hash) DO NOTHING", [missing[i], chunk]);
+      uploaded += chunk.length;
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(PARALLEL_CHUNK_UPLOADS, missing.length) }, uploader));
+  return { chunkHashes, uploaded };
+}
+
 /**
  * Stores a value of any size by content and returns its hash. A Uint8Array is hashed first, so
- * storing a value that is already there sends nothing; a stream is uploaded chunk by chunk
- * (chunks already stored are skipped) and never held whole in memory.
+ * storing a value that is already there sends nothing, and its missing chunks are uploaded in
+ * parallel before the blob row that lists them; a stream is uploaded chunk by chunk (chunks
+ * already stored are skipped) and never held whole in memory.
  */
 export async function putBlob(db: Db, data: ByteSource): Promise<PutBlobResult> {
   if (data instanceof Uint8Array) {
@@ -99,6 +131,12 @@ export async function putBlob(db: Db, data: ByteSource): Promise<PutBlobResult> 
     }
     const hash = sha256(data);
     if (await blobExists(db, hash)) return { hash, size: data.byteLength, uploaded: 0 };
+    const { chunkHashes, uploaded } = await uploadChunks(db, data);
+    await db.transaction(async (tx) => {
+      const inserted = await tx.query("INSERT INTO nbjob.blobs (hash, size, chunk_count) VALUES ($1, $2, $3) ON CONFLICT (hash) DO NOTHING RETURNING hash", [hash, data.byteLength, chunkHashes.length]);
+      if (inserted.rowCount === 1) await linkChunks(tx, hash, chunkHashes);
+    });
+    return { hash, size: data.byteLength, uploaded };
   }
   return db.transaction(async (tx) => {
     const whole = createHash("sha256");
@@ -118,15 +156,19 @@ export async function putBlob(db: Db, data: ByteSource): Promise<PutBlobResult> 
     }
     const hash = whole.digest("hex");
     const inserted = await tx.query("INSERT INTO nbjob.blobs (hash, size, chunk_count) VALUES ($1, $2, $3) ON CONFLICT (hash) DO NOTHING RETURNING hash", [hash, size, chunkHashes.length]);
-    if (inserted.rowCount === 1 && chunkHashes.length > 0) {
-      await tx.query(
-        `INSERT INTO nbjob.blob_chunks (blob_hash, position, chunk_hash)
-         SELECT $1, c.n - 1, c.h FROM unnest($2::text[]) WITH ORDINALITY AS c(h, n)`,
-        [hash, chunkHashes],
-      );
-    }
+    if (inserted.rowCount === 1) await linkChunks(tx, hash, chunkHashes);
     return { hash, size, uploaded };
   });
+}
+
+/** The blob's chunk list, in order. */
+async function linkChunks(tx: Queryable, hash: string, chunkHashes: string[]): Promise<void> {
+  if (chunkHashes.length === 0) return;
+  await tx.query(
+    `INSERT INTO nbjob.blob_chunks (blob_hash, position, chunk_hash)
+     SELECT $1, c.n - 1, c.h FROM unnest($2::text[]) WITH ORDINALITY AS c(h, n)`,
+    [hash, chunkHashes],
+  );
 }
 
 export async function getBlobInfo(db: Db, hash: string): Promise<DbBlob | undefined> {

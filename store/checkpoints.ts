@@ -3,6 +3,7 @@
 // row of hashes and nothing more.
 import type { Db } from "./db";
 import { putBlob, putSmallBlobs, readBlob, CHUNK_SIZE } from "./blobs";
+import type { PutBlobResult } from "./blobs";
 import { PgCode, pgCode, StoreError } from "./errors";
 import type { DbCheckpoint } from "./types";
 
@@ -53,20 +54,23 @@ export async function putCheckpoints(db: Db, jobId: number, checkpoints: readonl
     if (!Number.isInteger(idx) || idx < 0) throw new StoreError(`checkpoint index must be a non-negative integer, got ${idx}`);
   }
   if (checkpoints.length === 0) return { hashes: [], uploaded: 0 };
+  // Large values go first, outside the transaction, so their chunks upload in parallel on the
+  // pool's connections; a blob stored for a checkpoint that then fails to commit is found again
+  // (not uploaded again) when the write is retried.
+  const large = new Map<Uint8Array, PutBlobResult>();
+  for (const { values } of checkpoints) {
+    for (const bytes of Object.values(values)) if (bytes.byteLength > CHUNK_SIZE && !large.has(bytes)) large.set(bytes, await putBlob(db, bytes));
+  }
   try {
     return await db.transaction(async (tx) => {
       await tx.query("INSERT INTO nbjob.checkpoints (job_id, idx) SELECT $1, i FROM unnest($2::int[]) AS i", [jobId, checkpoints.map((c) => c.idx)]);
       const hashes = checkpoints.map(() => ({}) as { [name: string]: string });
       const small: Array<{ at: number; name: string; bytes: Uint8Array }> = [];
-      let uploaded = 0;
+      let uploaded = [...large.values()].reduce((sum, put) => sum + put.uploaded, 0);
       for (const [at, { values }] of checkpoints.entries()) {
         for (const [name, bytes] of Object.entries(values)) {
           if (bytes.byteLength <= CHUNK_SIZE) small.push({ at, name, bytes });
-          else {
-            const put = await putBlob(tx, bytes);
-            hashes[at][name] = put.hash;
-            uploaded += put.uploaded;
-          }
+          else hashes[at][name] = large.get(bytes)!.hash;
         }
       }
       const smallPut = await putSmallBlobs(tx, small.map((v) => v.bytes));
