@@ -48,8 +48,10 @@ export async function startKernel(connectionFile: string): Promise<void> {
   const early: Array<Extract<SocketThreadEvent, { kind: "request" }>> = [];
   let bound: (event: SocketThreadEvent) => void = () => undefined;
   let closed: () => void = () => process.exit(0);
+  let executeRequests = 0;
   thread.on("message", (event: SocketThreadEvent) => {
     if (event.kind === "request") {
+      if (event.msg.header.msg_type === "execute_request") executeRequests++;
       if (shell) shell.receive(event.channel, reviveMessage(event.msg));
       else early.push(event);
     } else if (event.kind === "shutdown") toSockets({ kind: "close" });
@@ -105,6 +107,28 @@ export async function startKernel(connectionFile: string): Promise<void> {
   }
   // The compiler the engine loaded (not all of ts-morph, which the kernel does not otherwise need).
   toSockets({ kind: "ready", typescriptVersion: engineModule.typescriptVersion() });
+  warmUpWhileIdle(engine, () => executeRequests > 0);
+}
+
+/**
+ * Runs the engine's warm-up steps after the kernel is ready, one per turn of the event loop, so
+ * a request that arrives meanwhile waits for one step at most; stops at the first cell (the
+ * user's own cells then warm the same code).
+ */
+function warmUpWhileIdle(engine: ExecutionEngine, busy: () => boolean): void {
+  const steps = engine.warmUpSteps?.() ?? [];
+  const next = () => {
+    const step = steps.shift();
+    if (!step || busy()) return;
+    try {
+      step();
+    } catch (err) {
+      process.stderr.write(`nbjob kernel: a warm-up step failed: ${(err as Error).message}\n`);
+      return;
+    }
+    setImmediate(next);
+  };
+  setImmediate(next);
 }
 
 function packageVersion(): string {

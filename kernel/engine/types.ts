@@ -73,4 +73,6 @@ export interface ExecutionEngine {
   evaluate(expression: string): unknown;
   /** Optional: does the slow first type-check now (call once the kernel is up and idle). */
   warmUp?(): void;
+  /** Optional: small steps that warm up the per-cell work, for the kernel to run while idle. */
+  warmUpSteps?(): Array<() => void>;
 }
