@@ -45,6 +45,7 @@ export interface KernelSpec {
   display_name: string;
   language: string;
   interrupt_mode: "message" | "signal";
+  env?: Record<string, string>;
   metadata: Record<string, unknown>;
 }
 
@@ -62,6 +63,7 @@ export function kernelSpec(kind: KernelKind = "notebook"): KernelSpec {
     language: "typescript",
     // A worker answers interrupt_request with an error instead of dying of SIGINT (it cancels jobs over its comm).
     interrupt_mode: "message",
+    ...(kind === "notebook" ? { env: { MALLOC_ARENA_MAX: "1" } } : {}),
     metadata: { file_extension: ".ts" },
   };
 }

@@ -1,25 +1,25 @@
 // The TypeScript 6 compiler API, taken from ts-morph's bundle (the `typescript` package on
 // npm is the native 7.x port without this API), loaded on first use: it is ~10 MB of
 // JavaScript, and a kernel should answer its first requests before paying for it.
-// Its lib .d.ts files are served from memory.
-import { closeSync, openSync, readSync } from "node:fs";
+// Only the compiler is loaded, not the rest of @ts-morph/common, which embeds every lib .d.ts
+// file as a string (3 MB of source, ~13 MB of a kernel's memory): the lib files are read from
+// the `typescript@6` package instead, and only those a cell's program uses.
+import { closeSync, openSync, readFileSync, readSync } from "node:fs";
+import { dirname, join } from "node:path";
 import type { ts as TsNamespace } from "@ts-morph/common";
 
 type TsApi = typeof TsNamespace;
-interface TsMorphCommon {
-  ts: TsApi;
-  getLibFiles(): { fileName: string; text: string }[];
-  libFolderInMemoryPath: string;
-}
 
-let common: TsMorphCommon | undefined;
+const COMPILER_BUNDLE = "@ts-morph/common/dist/typescript.js";
+let api: TsApi | undefined;
 
-function load(): TsMorphCommon {
-  return (common ??= require("@ts-morph/common") as TsMorphCommon);
+function load(): TsApi {
+  // The module ts-morph itself loads: a kernel that also bundles snippets has one compiler.
+  return (api ??= require(COMPILER_BUNDLE) as TsApi);
 }
 
 /** The compiler API; the module behind it loads at the first property read. */
-export const ts: TsApi = new Proxy({} as TsApi, { get: (_target, key) => Reflect.get(load().ts, key) });
+export const ts: TsApi = new Proxy({} as TsApi, { get: (_target, key) => Reflect.get(load(), key) });
 
 // The types the engine names, next to the value above (a namespace of types only merges with it).
 export declare namespace ts {
@@ -41,17 +41,23 @@ export declare namespace ts {
   type VariableDeclarationList = TsNamespace.VariableDeclarationList;
 }
 
-/** Where the compiler looks for lib.*.d.ts files (a folder that exists only in memory). */
-export const LIB_FOLDER = "/node_modules/typescript/lib";
+/** Where the compiler finds lib.*.d.ts files: the lib folder of the `typescript@6` package. */
+export const LIB_FOLDER = join(dirname(require.resolve("typescript/package.json")), "lib");
 
-let libFiles: Map<string, string> | undefined;
+const libFiles = new Map<string, string | undefined>();
 
-/** The text of a lib file by absolute path (under LIB_FOLDER), or undefined. */
+/** The text of a lib file by absolute path (under LIB_FOLDER), or undefined; each is read once. */
 export function libFileText(fileName: string): string | undefined {
-  if (!fileName.startsWith(LIB_FOLDER)) return undefined;
-  const api = load();
-  if (api.libFolderInMemoryPath !== LIB_FOLDER) throw new Error(`ts-morph serves its lib files from ${api.libFolderInMemoryPath}, not ${LIB_FOLDER}; update kernel/engine/typescript.ts`);
-  libFiles ??= new Map(api.getLibFiles().map((file) => [`${LIB_FOLDER}/${file.fileName}`, file.text]));
+  if (!fileName.startsWith(`${LIB_FOLDER}/`)) return undefined;
+  if (!libFiles.has(fileName)) {
+    let text: string | undefined;
+    try {
+      text = readFileSync(fileName, "utf8");
+    } catch {
+      text = undefined;
+    }
+    libFiles.set(fileName, text);
+  }
   return libFiles.get(fileName);
 }
 
@@ -60,9 +66,9 @@ export function libFileText(fileName: string): string | undefined {
  * bundle (for kernel_info, which a kernel answers before it has run any cell).
  */
 export function typescriptVersion(): string {
-  if (common) return common.ts.version;
+  if (api) return api.version;
   try {
-    const bundle = require.resolve("@ts-morph/common/dist/typescript.js");
+    const bundle = require.resolve(COMPILER_BUNDLE);
     const head = Buffer.alloc(256 * 1024);
     const fd = openSync(bundle, "r");
     try {
@@ -75,5 +81,5 @@ export function typescriptVersion(): string {
   } catch {
     // Unusual layout of the package: fall back to loading the compiler.
   }
-  return load().ts.version;
+  return load().version;
 }
