@@ -63,6 +63,10 @@ export function kernelSpec(kind: KernelKind = "notebook"): KernelSpec {
     language: "typescript",
     // A worker answers interrupt_request with an error instead of dying of SIGINT (it cancels jobs over its comm).
     interrupt_mode: "message",
+    // Each type-checked cell builds a new TypeScript program. V8's compiler and GC threads then
+    // allocate in malloc arenas of their own, which glibc rarely gives back: a kernel grew by
+    // ~0.35 MiB a cell (470 MiB after 450 cells, 87 MiB of them live). One arena keeps it near
+    // 200 MiB, at no measured cost per cell. Only this setting: no credentials in kernel.json.
     ...(kind === "notebook" ? { env: { MALLOC_ARENA_MAX: "1" } } : {}),
     metadata: { file_extension: ".ts" },
   };

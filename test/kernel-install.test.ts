@@ -20,7 +20,7 @@ test("install --user writes kernelspec nbjob into JUPYTER_DATA_DIR and jupyter k
   const run = nbjobInstall(["--user"], env);
   assert.equal(run.status, 0, run.stderr);
   const listed = JSON.parse(execFileSync("/usr/bin/jupyter", ["kernelspec", "list", "--json"], { env, encoding: "utf8" })) as {
-    kernelspecs: Record<string, { resource_dir: string; spec: { argv: string[]; display_name: string; language: string; interrupt_mode: string } }>;
+    kernelspecs: Record<string, { resource_dir: string; spec: { argv: string[]; display_name: string; language: string; interrupt_mode: string; env?: Record<string, string> } }>;
   };
   const nbjobSpec = listed.kernelspecs.nbjob;
   assert.ok(nbjobSpec, `jupyter kernelspec list has no nbjob: ${Object.keys(listed.kernelspecs).join(", ")}`);
@@ -29,6 +29,7 @@ test("install --user writes kernelspec nbjob into JUPYTER_DATA_DIR and jupyter k
   assert.equal(nbjobSpec.spec.language, "typescript");
   assert.equal(nbjobSpec.spec.interrupt_mode, "message");
   assert.deepEqual(nbjobSpec.spec.argv, [process.execPath, nbjob, "kernel", "--connection-file", "{connection_file}"]);
+  assert.deepEqual(nbjobSpec.spec.env, { MALLOC_ARENA_MAX: "1" }, "the notebook kernel keeps one malloc arena (memory growth per cell)");
 });
 
 test("install --prefix DIR writes DIR/share/jupyter/kernels/nbjob/kernel.json", () => {
