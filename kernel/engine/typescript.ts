@@ -7,15 +7,14 @@
 import { closeSync, openSync, readFileSync, readSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { ts as TsNamespace } from "@ts-morph/common";
+import { COMPILER_BUNDLE, typescript } from "../../runtime/bundle-ts";
 
 type TsApi = typeof TsNamespace;
 
-const COMPILER_BUNDLE = "@ts-morph/common/dist/typescript.js";
 let api: TsApi | undefined;
 
 function load(): TsApi {
-  // The module ts-morph itself loads: a kernel that also bundles snippets has one compiler.
-  return (api ??= require(COMPILER_BUNDLE) as TsApi);
+  return (api ??= typescript() as unknown as TsApi);
 }
 
 /** The compiler API; the module behind it loads at the first property read. */
