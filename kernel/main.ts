@@ -4,6 +4,8 @@ import { randomUUID } from "node:crypto";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { inspect } from "node:util";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { Worker } from "node:worker_threads";
 import { readConnectionFile } from "./wire/connection";
 import type { ExecutionEngine } from "./engine/types";
@@ -49,9 +51,11 @@ export async function startKernel(connectionFile: string): Promise<void> {
   let bound: (event: SocketThreadEvent) => void = () => undefined;
   let closed: () => void = () => process.exit(0);
   let executeRequests = 0;
+  const collector = idleCollector(() => shell?.idle ?? false);
   thread.on("message", (event: SocketThreadEvent) => {
     if (event.kind === "request") {
       if (event.msg.header.msg_type === "execute_request") executeRequests++;
+      collector.arm();
       if (shell) shell.receive(event.channel, reviveMessage(event.msg));
       else early.push(event);
     } else if (event.kind === "shutdown") toSockets({ kind: "close" });
@@ -108,6 +112,31 @@ export async function startKernel(connectionFile: string): Promise<void> {
   // The compiler the engine loaded (not all of ts-morph, which the kernel does not otherwise need).
   toSockets({ kind: "ready", typescriptVersion: engineModule.typescriptVersion() });
   warmUpWhileIdle(engine, () => executeRequests > 0);
+}
+
+// How long the kernel must have been idle before it collects garbage.
+const IDLE_COLLECT_MS = 1000;
+
+/**
+ * Once the kernel has been idle for a second after a request, one full garbage collection: every
+ * type-checked cell leaves a program and a type checker behind, and V8 would keep the space they
+ * took until enough new allocation comes along, which an idle kernel never does. A request that
+ * arrives during the collection waits for it (tens of milliseconds).
+ */
+function idleCollector(idle: () => boolean): { arm(): void } {
+  setFlagsFromString("--expose-gc");
+  const gc = runInNewContext("gc") as () => void;
+  let timer: NodeJS.Timeout | undefined;
+  const fire = () => {
+    if (idle()) gc();
+    else timer = setTimeout(fire, IDLE_COLLECT_MS).unref();
+  };
+  return {
+    arm() {
+      clearTimeout(timer);
+      timer = setTimeout(fire, IDLE_COLLECT_MS).unref();
+    },
+  };
 }
 
 /**

@@ -65,6 +65,11 @@ export class ShellHandler {
     });
   }
 
+  /** Whether no cell or other engine request is running or waiting. */
+  get idle(): boolean {
+    return !this.draining && this.queue.length === 0;
+  }
+
   /** Entry point for every request the socket thread forwards. */
   receive(channel: "shell" | "stdin", msg: Request): void {
     if (channel === "stdin") return this.stdinMessage(msg);
