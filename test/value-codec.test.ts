@@ -101,3 +101,20 @@ test("jobtracker: registration rules, checkpoint before registration, restore", 
   assert.equal(vm.runInContext("JSON.stringify([step, Array.from(weights), model.step, model instanceof Model, model.total(), unused])", resumed.context), "[5,[0,2,0],9,true,2.5,42]");
   assert.equal(resumed.jobtracker.checkpoint(), 1);
 });
+
+test("jobtracker: a value restored before its { get, set } registration (made in the entry) reaches that set", () => {
+  const { job, snapshots } = jobWith("const optimizer = { lr: 0.1 };");
+  job.jobtracker.registerCheckpointer("lr", { get: () => vm.runInContext("optimizer.lr", job.context), set: () => undefined });
+  vm.runInContext("optimizer.lr = 0.025", job.context);
+  job.jobtracker.checkpoint();
+
+  const { job: resumed } = jobWith("const optimizer = { lr: 0.1 };");
+  resumed.jobtracker.restore(0, snapshots[0].values, resumed.classLookup());
+  assert.equal(vm.runInContext("optimizer.lr", resumed.context), 0.1, "nothing takes lr before the entry registers it");
+  resumed.jobtracker.registerCheckpointer("lr", {
+    get: () => vm.runInContext("optimizer.lr", resumed.context),
+    set: (value) => vm.runInContext(`optimizer.lr = ${JSON.stringify(value)}`, resumed.context),
+  });
+  assert.equal(vm.runInContext("optimizer.lr", resumed.context), 0.025);
+  assert.equal(resumed.jobtracker.checkpoint(), 1);
+});

@@ -26,6 +26,12 @@ interface Registration extends Required<CheckpointAccessors> {
 export class WorkerJobTracker {
   private readonly checkpointers = new Map<string, Registration>();
   private nextIndex = 0;
+  /**
+   * Restored values that no registration or top-level variable took yet: a job may register a
+   * checkpointer with { get, set } inside its entry, which runs after the restore. The value is
+   * handed to that registration's set when it comes.
+   */
+  private readonly unclaimed = new Map<string, { index: number; value: unknown }>();
 
   /**
    * `flusher` resolves once every snapshot handed to `sink` so far is stored (none: nothing to
@@ -55,7 +61,13 @@ export class WorkerJobTracker {
         throw new ReferenceError(`jobtracker.registerCheckpointer("${name}"): the job has no top-level variable ${name}; declare it with let, const or var at the top level of a snippet, or pass { get, set }`, { cause: err });
       }
     }
-    this.checkpointers.set(name, { get: accessors.get ?? byName!.get, set: accessors.set ?? byName!.set, givenGet: accessors.get });
+    const registration = { get: accessors.get ?? byName!.get, set: accessors.set ?? byName!.set, givenGet: accessors.get };
+    this.checkpointers.set(name, registration);
+    const restored = this.unclaimed.get(name);
+    if (restored) {
+      this.unclaimed.delete(name);
+      assign(name, restored.index, registration, restored.value);
+    }
   }
 
   /** Captures every registered value and returns the checkpoint's index (0, 1, 2, ...). */
@@ -81,8 +93,9 @@ export class WorkerJobTracker {
   /**
    * Sets the variables from checkpoint `index`'s values (resume, analysis): registered names
    * through their setter, other names by assigning the top-level variable of that name if there
-   * is one (else ignored); a registered name missing from `values` keeps its value. The next
-   * checkpoint() returns index + 1.
+   * is one, else through the setter of a registration that comes later (one made in the entry);
+   * a registered name missing from `values` keeps its value. The next checkpoint() returns
+   * index + 1.
    */
   restore(index: number, values: Record<string, Uint8Array>, classes: ClassLookup): void {
     if (!Number.isInteger(index) || index < 0) throw new TypeError(`jobtracker.restore(index): index must be a non-negative integer; got ${index}`);
@@ -98,7 +111,8 @@ export class WorkerJobTracker {
         try {
           accessors = this.access(name);
         } catch {
-          continue; // the program no longer has that variable
+          this.unclaimed.set(name, { index, value }); // for a registration still to come
+          continue;
         }
       }
       if (accessors) assign(name, index, accessors, value);
