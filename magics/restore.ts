@@ -9,7 +9,8 @@
 //                   that bind params and run the entries are left out: `params` is the notebook's).
 // history NAME      every stored version of NAME with the jobs that used it.
 //
-// Both read the store (NBJOB_DATABASE_URL, else the embedded server, as DBWrapper does), so code
+// Both read the store of the notebook's last DBWrapper, or without one the default store
+// (NBJOB_DATABASE_URL, else the embedded server, as DBWrapper does), so code
 // deleted from the notebook and from every collector long ago comes back all the same.
 import type { Store } from "../store";
 import { registerNbjobCommand } from "./nbjob";
@@ -32,15 +33,19 @@ function storeApi(): typeof import("../store") {
 }
 
 async function withStore<T>(body: (store: Store) => Promise<T>): Promise<T> {
-  // One short-lived connection: these commands are rare, and the kernel holds nothing open.
-  const store = storeApi().openStore({ applicationName: "nbjob notebook", maxConnections: 1 });
+  // The notebook's own store when it made a DBWrapper (which may name another database than
+  // the default); else one short-lived connection to the default store, since these commands
+  // are rare and the kernel holds nothing open.
+  const { notebookStore } = require("../runtime/dashboard") as typeof import("../runtime/dashboard");
+  const shared = notebookStore();
+  const store = shared ?? storeApi().openStore({ applicationName: "nbjob notebook", maxConnections: 1 });
   try {
     return await body(store);
   } catch (err) {
     if (err instanceof CellError) throw err;
     throw new CellError((err as Error).name || "Error", (err as Error).message);
   } finally {
-    await store.close().catch(() => undefined);
+    if (!shared) await store.close().catch(() => undefined);
   }
 }
 

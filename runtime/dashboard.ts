@@ -26,6 +26,11 @@ export function setDefaultStore(store: Store): void {
   defaultStore = store;
 }
 
+/** @internal the store of the last DBWrapper made in this process, if any (what `%nbjob` magics read). */
+export function notebookStore(): Store | undefined {
+  return defaultStore;
+}
+
 /** @internal a job was created here: dashboards start following again. */
 export function jobsChanged(): void {
   for (const dashboard of liveDashboards) dashboard.wake();

@@ -274,4 +274,19 @@ result["use"] = run(result["v1"]["reply"]["payload"][0]["text"] + "\\nstep(5)")
     const result = ran("use").outputs.find((o) => o.type === "execute_result");
     assert.equal((result?.content.data as Record<string, string>)["text/plain"], "11");
   });
+
+  test("%nbjob restore reads the store of the notebook's DBWrapper, not the default one", async () => {
+    kernel = kernelTestEnv();
+    kernel.env.NBJOB_DATABASE_URL = env.url.replace(/\/[^/]*$/, "/nbjob_no_such_database");
+    const v1 = await declarationInJob(env.store, 1, "step");
+    const r = await withJupyterClient(kernel, `
+result["default"] = run("%nbjob restore 1 step")
+run(${JSON.stringify(`const db = new DBWrapper(${JSON.stringify(env.url)});`)})
+result["wrapper"] = run("%nbjob restore 1 step")
+`);
+    type Ran = { reply: { status: string; payload?: { source: string; text: string }[] }; outputs: { type: string; content: Record<string, unknown> }[] };
+    const failed = (r.default as Ran).outputs.find((o) => o.type === "error");
+    assert.match(String(failed?.content.evalue), /nbjob_no_such_database/, JSON.stringify(r.default));
+    assert.deepEqual((r.wrapper as Ran).reply.payload?.map((p) => p.text), [v1!.source], JSON.stringify(r.wrapper));
+  });
 });
