@@ -116,20 +116,23 @@ export async function startKernel(connectionFile: string): Promise<void> {
 
 // How long the kernel must have been idle before it collects garbage.
 const IDLE_COLLECT_MS = 1000;
+// Above this much live heap (a notebook holding large data) a full collection takes long enough
+// to delay the next request noticeably, and what it frees is a small part: V8 is left to it.
+const IDLE_COLLECT_MAX_HEAP = 512 * 1024 * 1024;
 
 /**
  * Once the kernel has been idle for a second after a request, one full garbage collection: every
  * type-checked cell leaves a program and a type checker behind, and V8 would keep the space they
  * took until enough new allocation comes along, which an idle kernel never does. A request that
- * arrives during the collection waits for it (tens of milliseconds).
+ * arrives during the collection waits for it (tens of milliseconds at the heap sizes it runs at).
  */
 function idleCollector(idle: () => boolean): { arm(): void } {
   setFlagsFromString("--expose-gc");
   const gc = runInNewContext("gc") as () => void;
   let timer: NodeJS.Timeout | undefined;
   const fire = () => {
-    if (idle()) gc();
-    else timer = setTimeout(fire, IDLE_COLLECT_MS).unref();
+    if (!idle()) timer = setTimeout(fire, IDLE_COLLECT_MS).unref();
+    else if (process.memoryUsage().heapUsed <= IDLE_COLLECT_MAX_HEAP) gc();
   };
   return {
     arm() {
