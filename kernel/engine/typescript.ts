@@ -11,14 +11,8 @@ import { COMPILER_BUNDLE, typescript } from "../../runtime/bundle-ts";
 
 type TsApi = typeof TsNamespace;
 
-let api: TsApi | undefined;
-
-function load(): TsApi {
-  return (api ??= typescript() as unknown as TsApi);
-}
-
 /** The compiler API; the module behind it loads at the first property read. */
-export const ts: TsApi = new Proxy({} as TsApi, { get: (_target, key) => Reflect.get(load(), key) });
+export const ts: TsApi = new Proxy({} as TsApi, { get: (_target, key) => Reflect.get(typescript(), key) });
 
 // The types the engine names, next to the value above (a namespace of types only merges with it).
 export declare namespace ts {
@@ -65,7 +59,6 @@ export function libFileText(fileName: string): string | undefined {
  * bundle (for kernel_info, which a kernel answers before it has run any cell).
  */
 export function typescriptVersion(): string {
-  if (api) return api.version;
   try {
     const bundle = require.resolve(COMPILER_BUNDLE);
     const head = Buffer.alloc(256 * 1024);
@@ -80,5 +73,5 @@ export function typescriptVersion(): string {
   } catch {
     // Unusual layout of the package: fall back to loading the compiler.
   }
-  return load().version;
+  return typescript().version;
 }

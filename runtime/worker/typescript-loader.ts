@@ -8,6 +8,7 @@ import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { Script } from "node:vm";
 import type { ts as TypeScript } from "ts-morph";
+import { COMPILER_BUNDLE } from "../bundle-ts";
 
 type TypeScriptApi = typeof TypeScript;
 
@@ -18,7 +19,7 @@ function cacheDir(): string {
 }
 
 export function loadTypeScript(): { ts: TypeScriptApi; saveCache: () => void } {
-  const file = require.resolve("@ts-morph/common/dist/typescript.js");
+  const file = require.resolve(COMPILER_BUNDLE);
   const stat = statSync(file);
   // The cache is only valid for this exact file and this V8.
   const key = createHash("sha256").update(`${file}\0${stat.size}\0${stat.mtimeMs}\0${process.version}\0${process.arch}`).digest("hex").slice(0, 16);
