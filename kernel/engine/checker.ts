@@ -1,9 +1,12 @@
-// Type-checks cells with one long-lived TypeScript LanguageService. Earlier cells are kept as
-// declarations only (a "prelude" of globals built from each cell's declaration emit, a name
-// declared again replacing its earlier entry), so re-checking a new cell stays cheap.
+// Type-checks cells. Earlier cells are kept as declarations only (a prelude of globals built
+// from each cell's declaration emit, a name declared again replacing its earlier entry), so
+// checking a new cell stays cheap: each check builds a program that reuses the previous one's
+// structure and parsed files, where only the cell and the prelude's newest chunk are new.
+// Completion and inspection, rarer, go through a LanguageService that shares the parsed files.
 import { isBuiltin } from "node:module";
 import { join } from "node:path";
 import type { CellAnalysis } from "./cell-analysis";
+import { INTERNAL_PREFIX, Prelude } from "./prelude";
 import { LIB_FOLDER, libFileText, ts } from "./typescript";
 
 export interface CellDiagnostic {
@@ -21,16 +24,8 @@ export interface CheckResult {
   declarations(): Map<string, string[]>;
 }
 
-interface PreludeImport {
-  specifier: string;
-  form: "default" | "namespace" | "named" | "require";
-  imported?: string;
-  typeOnly: boolean;
-}
-
 // "Could not find a declaration file for module": an untyped package is still usable (as any).
 const IGNORED_DIAGNOSTICS = new Set([7016]);
-const INTERNAL_PREFIX = "__nbjob";
 // The compiled package (dist/): its .d.ts files, e.g. the runtime's, are read once.
 const PACKAGE_DIST = join(__dirname, "..", "..") + "/";
 // nbjob's own declaration files (the runtime's) mention other packages' types in signatures no
@@ -55,12 +50,12 @@ function typeRoots(): string[] {
 
 export class CellChecker {
   private readonly cellFile: string;
-  private readonly preludeFile: string;
   private readonly globalsFile: string;
-  private readonly importsFile: string;
-  private readonly virtualFiles = new Map<string, { text: string; version: number }>();
-  private readonly preludeDeclarations = new Map<string, string[]>();
-  private readonly preludeImports = new Map<string, PreludeImport>();
+  private readonly virtualFiles = new Map<string, { text: string; version: number; sourceFile?: ts.SourceFile }>();
+  private readonly prelude = new Prelude();
+  private preludePaths: string[] = [];
+  /** The program's root files: runtime globals, the prelude's files, the cell. */
+  private roots: string[] = [];
   private options: ts.CompilerOptions = {};
   private projectVersion = 0;
   /** Counts checks, completions and inspections: files on disk are looked at once per generation. */
@@ -70,86 +65,56 @@ export class CellChecker {
   private readonly fsProbes = new Map<string, unknown>();
   private readonly seenSpecifiers = new Set<string>();
   private resolutionCache: ts.ModuleResolutionCache | undefined;
+  // Parsed files that do not change while the kernel runs (libs, node_modules, nbjob's own
+  // declarations) live in a document registry that the language service shares, so completion
+  // does not parse them a second time.
+  private readonly registry = ts.createDocumentRegistry(true);
+  private readonly staticFiles = new Map<string, ts.SourceFile | undefined>();
+  // Other files on disk (the notebook's own modules): text and parse, until their mtime changes.
+  private readonly diskFiles = new Map<string, { version: string; text: string | undefined; snapshot?: ts.IScriptSnapshot; sourceFile?: ts.SourceFile }>();
+  private readonly mtimes = new Map<string, { generation: number; version: string }>();
+  private compilerHost: ts.CompilerHost | undefined;
+  /** The last checked program: the next one reuses its structure. */
+  private program: ts.Program | undefined;
   private service: ts.LanguageService | undefined;
 
   constructor(private readonly cwd: string, private readonly globalsText: () => string) {
     this.cellFile = join(cwd, `${INTERNAL_PREFIX}_cell__.ts`);
-    this.preludeFile = join(cwd, `${INTERNAL_PREFIX}_prelude__.d.ts`);
     this.globalsFile = join(cwd, `${INTERNAL_PREFIX}_globals__.d.ts`);
-    this.importsFile = join(cwd, `${INTERNAL_PREFIX}_imports__.d.ts`);
   }
 
-  /** Builds the language service and checks a trivial cell, so the first real cell is fast. */
+  /** Parses the libraries and checks a trivial cell, so the first real cell is fast. */
   warmUp(): void {
     this.check("0", undefined);
   }
 
   check(code: string, analysis: CellAnalysis | undefined): CheckResult {
     this.forgetProbesForNewImports(code, analysis);
-    const text = code + this.exportSuffix(code, analysis);
-    this.setCell(text);
-    const service = this.languageService();
-    const program = service.getProgram();
-    const sourceFile = program?.getSourceFile(this.cellFile);
-    const syntactic = service.getSyntacticDiagnostics(this.cellFile);
-    const raw: { diagnostic: ts.Diagnostic; syntactic: boolean }[] = syntactic.map((diagnostic) => ({ diagnostic, syntactic: true }));
-    if (syntactic.length === 0) {
-      for (const diagnostic of service.getSemanticDiagnostics(this.cellFile)) raw.push({ diagnostic, syntactic: false });
+    this.setCell(code + this.exportSuffix(code, analysis));
+    const host = this.setUp();
+    const program = ts.createProgram({ rootNames: this.roots, options: this.options, host, oldProgram: this.program });
+    this.program = program;
+    const sourceFile = program.getSourceFile(this.cellFile)!;
+    const syntactic = program.getSyntacticDiagnostics(sourceFile);
+    const diagnostics = this.cellDiagnostics(code, sourceFile, syntactic, true);
+    if (syntactic.length > 0) return { diagnostics, declarations: () => new Map() };
+    diagnostics.push(...this.cellDiagnostics(code, sourceFile, program.getSemanticDiagnostics(sourceFile), false));
+    let dts = "";
+    // The declaration emit gives the cell's names to later cells; what it cannot express (a type
+    // no other cell could name) is an error of the cell, as in any project that emits declarations.
+    if (diagnostics.length === 0 && (analysis?.names.length ?? 0) > 0) {
+      const emitted = program.emit(sourceFile, (fileName, text) => {
+        if (fileName.endsWith(".d.ts")) dts = text;
+      }, undefined, true);
+      diagnostics.push(...this.cellDiagnostics(code, sourceFile, emitted.diagnostics, false));
     }
-    const diagnostics: CellDiagnostic[] = [];
-    for (const { diagnostic, syntactic: isSyntactic } of raw) {
-      if (diagnostic.category !== ts.DiagnosticCategory.Error || IGNORED_DIAGNOSTICS.has(diagnostic.code)) continue;
-      const start = Math.min(diagnostic.start ?? 0, code.length);
-      // The export list appended after the cell is ours: type problems there are not the user's,
-      // but a syntax error found there (an unclosed `(` or `{`, a dangling operator) is the cell's,
-      // reported at the cell's end.
-      if ((diagnostic.start ?? 0) > code.length && !isSyntactic) continue;
-      const position = sourceFile ? sourceFile.getLineAndCharacterOfPosition(start) : { line: 0, character: 0 };
-      diagnostics.push({
-        line: position.line + 1,
-        column: position.character + 1,
-        code: diagnostic.code,
-        message: ts.flattenDiagnosticMessageText(diagnostic.messageText, "\n"),
-        syntactic: isSyntactic,
-      });
-    }
-    return { diagnostics, declarations: () => this.emitDeclarations(service) };
+    return { diagnostics, declarations: () => parseDeclarations(dts) };
   }
 
   /** Makes a cell's declarations (and imports) the latest prelude entries for its names. */
   commit(analysis: CellAnalysis, declarations: Map<string, string[]>): void {
-    for (const declared of analysis.names) {
-      this.preludeDeclarations.delete(declared.name);
-      this.preludeImports.delete(declared.name);
-    }
-    for (const cellImport of analysis.imports) {
-      const statement = cellImport.statement;
-      if (ts.isImportEqualsDeclaration(statement)) {
-        this.preludeImports.set(statement.name.text, { specifier: cellImport.specifier, form: "require", typeOnly: statement.isTypeOnly });
-        continue;
-      }
-      const clause = statement.importClause;
-      if (!clause) continue;
-      if (clause.name) this.preludeImports.set(clause.name.text, { specifier: cellImport.specifier, form: "default", typeOnly: clause.isTypeOnly });
-      const named = clause.namedBindings;
-      if (named && ts.isNamespaceImport(named)) {
-        this.preludeImports.set(named.name.text, { specifier: cellImport.specifier, form: "namespace", typeOnly: clause.isTypeOnly });
-      } else if (named) {
-        for (const element of named.elements) {
-          this.preludeImports.set(element.name.text, {
-            specifier: cellImport.specifier,
-            form: "named",
-            imported: (element.propertyName ?? element.name).text,
-            typeOnly: clause.isTypeOnly || element.isTypeOnly,
-          });
-        }
-      }
-    }
-    for (const [name, texts] of declarations) {
-      if (!this.preludeImports.has(name)) this.preludeDeclarations.set(name, texts);
-    }
-    this.setVirtual(this.importsFile, this.importsText());
-    this.setVirtual(this.preludeFile, this.preludeText());
+    this.prelude.commit(analysis, declarations);
+    this.syncPrelude();
   }
 
   completions(code: string, position: number): string[] {
@@ -170,6 +135,30 @@ export class CellChecker {
     const tags = (info.tags ?? []).map((tag) => `@${tag.name}${tag.text ? ` ${ts.displayPartsToString(tag.text)}` : ""}`);
     const documentation = [ts.displayPartsToString(info.documentation), ...tags].filter((part) => part !== "").join("\n");
     return { signature, documentation };
+  }
+
+  /** Errors among `found`, at the cell's own lines and columns. */
+  private cellDiagnostics(code: string, sourceFile: ts.SourceFile, found: readonly ts.Diagnostic[], syntactic: boolean): CellDiagnostic[] {
+    const diagnostics: CellDiagnostic[] = [];
+    for (const diagnostic of found) {
+      if (diagnostic.category !== ts.DiagnosticCategory.Error || IGNORED_DIAGNOSTICS.has(diagnostic.code)) continue;
+      // Errors located in other files (the prelude) are not the cell's to show.
+      if (diagnostic.file && diagnostic.file !== sourceFile) continue;
+      const start = Math.min(diagnostic.start ?? 0, code.length);
+      // The export list appended after the cell is ours: type problems there are not the user's,
+      // but a syntax error found there (an unclosed `(` or `{`, a dangling operator) is the cell's,
+      // reported at the cell's end.
+      if ((diagnostic.start ?? 0) > code.length && !syntactic) continue;
+      const position = sourceFile.getLineAndCharacterOfPosition(start);
+      diagnostics.push({
+        line: position.line + 1,
+        column: position.character + 1,
+        code: diagnostic.code,
+        message: ts.flattenDiagnosticMessageText(diagnostic.messageText, "\n"),
+        syntactic,
+      });
+    }
+    return diagnostics;
   }
 
   private moduleResolutionCache(): ts.ModuleResolutionCache {
@@ -211,59 +200,18 @@ export class CellChecker {
     return `${newline}export { ${[...names].join(", ")} };\n`;
   }
 
-  private emitDeclarations(service: ts.LanguageService): Map<string, string[]> {
-    const output = service.getEmitOutput(this.cellFile, true);
-    const dts = output.outputFiles.find((file) => file.name.endsWith(".d.ts"))?.text ?? "";
-    const file = ts.createSourceFile("cell.d.ts", dts, ts.ScriptTarget.ES2022, true, ts.ScriptKind.TS);
-    const declarations = new Map<string, string[]>();
-    const add = (name: string, text: string) => declarations.set(name, [...(declarations.get(name) ?? []), text]);
-    for (const statement of file.statements) {
-      if (ts.isVariableStatement(statement)) {
-        const list = statement.declarationList;
-        const keyword = list.flags & ts.NodeFlags.Const ? "const" : list.flags & ts.NodeFlags.Let ? "let" : "var";
-        const docs = dts.slice(statement.getStart(file, true), statement.getStart(file));
-        for (const declaration of list.declarations) {
-          if (ts.isIdentifier(declaration.name)) add(declaration.name.text, `${docs}${keyword} ${declaration.getText(file)};`);
-        }
-      } else if (
-        (ts.isFunctionDeclaration(statement) || ts.isClassDeclaration(statement) || ts.isInterfaceDeclaration(statement)
-          || ts.isTypeAliasDeclaration(statement) || ts.isEnumDeclaration(statement) || ts.isModuleDeclaration(statement))
-        && statement.name && ts.isIdentifier(statement.name)
-      ) {
-        const docs = dts.slice(statement.getStart(file, true), statement.getStart(file));
-        add(statement.name.text, docs + statement.getText(file).replace(/^(?:(?:export|declare|default)\s+)+/, ""));
-      }
+  /** The prelude's files become virtual files and roots; a chunk that is gone stops being one. */
+  private syncPrelude(): void {
+    const files = this.prelude.files().map((file) => ({ path: join(this.cwd, file.name), text: file.text }));
+    const current = new Set(files.map((file) => file.path));
+    for (const path of this.preludePaths) {
+      if (current.has(path)) continue;
+      this.virtualFiles.delete(path);
+      this.projectVersion++;
     }
-    return declarations;
-  }
-
-  /**
-   * Every persisted import, re-exported under its notebook name. The prelude aliases them by
-   * qualified name (`import x = all.x`), which, unlike a bare name, keeps every meaning
-   * (value, type, namespace) of what was imported.
-   */
-  private importsText(): string {
-    const lines: string[] = [];
-    let index = 0;
-    for (const [name, entry] of this.preludeImports) {
-      const from = JSON.stringify(entry.specifier);
-      const type = entry.typeOnly ? "type " : "";
-      if (entry.form === "default") lines.push(`export ${type}{ default as ${name} } from ${from};`);
-      else if (entry.form === "namespace") lines.push(`export ${type}* as ${name} from ${from};`);
-      else if (entry.form === "named") lines.push(`export ${type}{ ${entry.imported} as ${name} } from ${from};`);
-      else {
-        const local = `${INTERNAL_PREFIX}_r${index++}`;
-        lines.push(`import ${local} = require(${from});`, `export { ${local} as ${name} };`);
-      }
-    }
-    return `${lines.join("\n")}\nexport {};\n`;
-  }
-
-  private preludeText(): string {
-    const aliases = [...this.preludeImports.keys()].map((name) => `  export import ${name} = ${INTERNAL_PREFIX}_imports.${name};`);
-    const declarations = [...this.preludeDeclarations.values()].flat().map((text) => `  ${text.replace(/\n/g, "\n  ")}`);
-    const importLine = aliases.length > 0 ? `import * as ${INTERNAL_PREFIX}_imports from "./${INTERNAL_PREFIX}_imports__";\n` : "";
-    return `${importLine}declare global {\n${aliases.join("\n")}\n${declarations.join("\n")}\n}\nexport {};\n`;
+    for (const file of files) this.setVirtual(file.path, file.text);
+    this.preludePaths = files.map((file) => file.path);
+    this.roots = [this.globalsFile, ...this.preludePaths, this.cellFile];
   }
 
   private setCell(text: string): void {
@@ -278,8 +226,60 @@ export class CellChecker {
     this.projectVersion++;
   }
 
-  private languageService(): ts.LanguageService {
-    if (this.service) return this.service;
+  // Files that do not change while a kernel runs: libs, node_modules, nbjob's own declarations.
+  private isStatic(fileName: string): boolean {
+    return fileName.startsWith(LIB_FOLDER) || fileName.includes("/node_modules/") || fileName.startsWith(PACKAGE_DIST);
+  }
+
+  /** A file's version: "0" for static files, else its mtime, looked at once per check. */
+  private diskVersion(fileName: string): string {
+    if (this.isStatic(fileName)) return "0";
+    const known = this.mtimes.get(fileName);
+    if (known?.generation === this.generation) return known.version;
+    const version = String(ts.sys.getModifiedTime?.(fileName)?.getTime() ?? 0);
+    this.mtimes.set(fileName, { generation: this.generation, version });
+    return version;
+  }
+
+  private diskEntry(fileName: string) {
+    const version = this.diskVersion(fileName);
+    let entry = this.diskFiles.get(fileName);
+    if (!entry || entry.version !== version) {
+      const text = libFileText(fileName) ?? (fileName.startsWith(LIB_FOLDER) ? undefined : ts.sys.readFile(fileName));
+      entry = { version, text };
+      this.diskFiles.set(fileName, entry);
+    }
+    return entry;
+  }
+
+  private readText(fileName: string): string | undefined {
+    return this.virtualFiles.get(fileName)?.text ?? this.diskEntry(fileName).text;
+  }
+
+  /** A parsed file for the program: each version of each file is parsed once. */
+  private sourceFile(fileName: string, options: ts.CreateSourceFileOptions): ts.SourceFile | undefined {
+    const virtual = this.virtualFiles.get(fileName);
+    if (virtual) return (virtual.sourceFile ??= ts.createSourceFile(fileName, virtual.text, options));
+    if (this.isStatic(fileName)) {
+      if (!this.staticFiles.has(fileName)) {
+        const text = this.diskEntry(fileName).text;
+        // Acquired once and never released: the registry keeps it for the language service too.
+        const sourceFile = text === undefined ? undefined : this.registry.acquireDocumentWithKey(
+          fileName, fileName as ts.Path, this.options, this.registry.getKeyForCompilationSettings(this.options),
+          ts.ScriptSnapshot.fromString(text), "0", undefined, options,
+        );
+        this.staticFiles.set(fileName, sourceFile);
+      }
+      return this.staticFiles.get(fileName);
+    }
+    const entry = this.diskEntry(fileName);
+    if (entry.text === undefined) return undefined;
+    return (entry.sourceFile ??= ts.createSourceFile(fileName, entry.text, options));
+  }
+
+  /** Compiler options, the runtime globals and prelude files, and the host programs are built with. */
+  private setUp(): ts.CompilerHost {
+    if (this.compilerHost) return this.compilerHost;
     this.options = {
       target: ts.ScriptTarget.ES2022,
       // "preserve": ES imports, top-level await and `import x = require("m")` all allowed, as in
@@ -297,79 +297,99 @@ export class CellChecker {
       types: ["node"],
       typeRoots: typeRoots(),
     };
-
     this.setVirtual(this.globalsFile, this.globalsText());
-    this.setVirtual(this.importsFile, this.importsText());
-    this.setVirtual(this.preludeFile, this.preludeText());
-    const virtual = this.virtualFiles;
-    const roots = [this.globalsFile, this.preludeFile, this.cellFile];
-    // The service asks for every file's snapshot on each check; files that do not change
-    // (libs, node_modules) are read once, others again only when their mtime changes.
-    // nbjob's own declaration files (the runtime's types) do not change while a kernel runs either.
-    const isStatic = (fileName: string) => fileName.startsWith(LIB_FOLDER) || fileName.includes("/node_modules/") || fileName.startsWith(PACKAGE_DIST);
-    const diskCache = new Map<string, { version: string; text: string | undefined; snapshot?: ts.IScriptSnapshot }>();
-    // Other files (the notebook's own modules) are looked at once per check, not once per question.
-    const mtimes = new Map<string, { generation: number; version: string }>();
-    const diskVersion = (fileName: string) => {
-      if (isStatic(fileName)) return "0";
-      const known = mtimes.get(fileName);
-      if (known?.generation === this.generation) return known.version;
-      const version = String(ts.sys.getModifiedTime?.(fileName)?.getTime() ?? 0);
-      mtimes.set(fileName, { generation: this.generation, version });
-      return version;
-    };
-    const diskEntry = (fileName: string) => {
-      const version = diskVersion(fileName);
-      let entry = diskCache.get(fileName);
-      if (!entry || entry.version !== version) {
-        const text = libFileText(fileName) ?? (fileName.startsWith(LIB_FOLDER) ? undefined : ts.sys.readFile(fileName));
-        entry = { version, text };
-        diskCache.set(fileName, entry);
-      }
-      return entry;
-    };
-    const readText = (fileName: string): string | undefined => virtual.get(fileName)?.text ?? diskEntry(fileName).text;
-    const host: ts.LanguageServiceHost = {
-      getCompilationSettings: () => this.options,
-      getProjectVersion: () => String(this.projectVersion),
-      getScriptFileNames: () => roots,
-      getScriptVersion: (fileName) => {
-        const file = virtual.get(fileName);
-        return file ? String(file.version) : diskEntry(fileName).version;
-      },
-      getScriptSnapshot: (fileName) => {
-        const file = virtual.get(fileName);
-        if (file) return ts.ScriptSnapshot.fromString(file.text);
-        const entry = diskEntry(fileName);
-        if (entry.text === undefined) return undefined;
-        return (entry.snapshot ??= ts.ScriptSnapshot.fromString(entry.text));
-      },
-      getCurrentDirectory: () => this.cwd,
-      // Resolving with one cache shared by every program the service builds (the default is a
-      // new cache per program) saves re-reading package.json scopes for each cell.
-      resolveModuleNameLiterals: (literals, containingFile, redirectedReference, options, containingSourceFile) => {
-        const cache = this.moduleResolutionCache();
-        const fromPackage = containingFile.startsWith(PACKAGE_DIST);
-        return literals.map((literal) => (fromPackage && !followedFromPackage(literal.text)
-          ? { resolvedModule: undefined }
-          : ts.resolveModuleName(
-            literal.text, containingFile, options, host, cache, redirectedReference,
-            ts.getModeForUsageLocation(containingSourceFile, literal, options),
-          )));
-      },
-      getDefaultLibFileName: (options) => `${LIB_FOLDER}/${ts.getDefaultLibFileName(options)}`,
-      fileExists: (fileName) => virtual.has(fileName) || libFileText(fileName) !== undefined
+    this.syncPrelude();
+    const files: ts.ModuleResolutionHost = {
+      fileExists: (fileName) => this.virtualFiles.has(fileName) || libFileText(fileName) !== undefined
         || (!fileName.startsWith(LIB_FOLDER) && this.fsProbe(`f:${fileName}`, () => ts.sys.fileExists(fileName))),
-      readFile: (fileName) => readText(fileName),
+      readFile: (fileName) => this.readText(fileName),
       directoryExists: (dir) => dir === LIB_FOLDER || LIB_FOLDER.startsWith(`${dir}/`)
         || this.fsProbe(`d:${dir}`, () => ts.sys.directoryExists(dir)),
       getDirectories: (dir) => ts.sys.getDirectories(dir),
       realpath: (path) => this.fsProbe(`r:${path}`, () => ts.sys.realpath?.(path) ?? path),
-      useCaseSensitiveFileNames: () => true,
+      useCaseSensitiveFileNames: true,
     };
-    // Also used by createProgram for package.json scopes of every file (internal, not in the types).
-    Object.assign(host, { getModuleResolutionCache: () => this.moduleResolutionCache() });
-    this.service = ts.createLanguageService(host, ts.createDocumentRegistry());
-    return this.service;
+    // One resolution cache for every program (the default is a new cache per program) saves
+    // re-reading package.json scopes for each cell; createProgram also uses it for the package
+    // scopes of every file.
+    const resolveModuleNameLiterals: ts.CompilerHost["resolveModuleNameLiterals"] = (literals, containingFile, redirectedReference, options, containingSourceFile) => {
+      const cache = this.moduleResolutionCache();
+      const fromPackage = containingFile.startsWith(PACKAGE_DIST);
+      return literals.map((literal) => (fromPackage && !followedFromPackage(literal.text)
+        ? { resolvedModule: undefined }
+        : ts.resolveModuleName(
+          literal.text, containingFile, options, files, cache, redirectedReference,
+          ts.getModeForUsageLocation(containingSourceFile, literal, options),
+        )));
+    };
+    this.compilerHost = {
+      ...files,
+      getSourceFile: (fileName, languageVersionOrOptions) => this.sourceFile(fileName, typeof languageVersionOrOptions === "object"
+        ? languageVersionOrOptions : { languageVersion: languageVersionOrOptions }),
+      getDefaultLibFileName: (options) => `${LIB_FOLDER}/${ts.getDefaultLibFileName(options)}`,
+      writeFile: () => undefined,
+      getCurrentDirectory: () => this.cwd,
+      getCanonicalFileName: (fileName) => fileName,
+      useCaseSensitiveFileNames: () => true,
+      getNewLine: () => "\n",
+      resolveModuleNameLiterals,
+      getModuleResolutionCache: () => this.moduleResolutionCache(),
+    };
+    const serviceHost: ts.LanguageServiceHost = {
+      ...files,
+      useCaseSensitiveFileNames: () => true,
+      getCompilationSettings: () => this.options,
+      getProjectVersion: () => String(this.projectVersion),
+      getScriptFileNames: () => this.roots,
+      getScriptVersion: (fileName) => {
+        const file = this.virtualFiles.get(fileName);
+        return file ? String(file.version) : this.diskEntry(fileName).version;
+      },
+      getScriptSnapshot: (fileName) => {
+        const file = this.virtualFiles.get(fileName);
+        if (file) return ts.ScriptSnapshot.fromString(file.text);
+        const entry = this.diskEntry(fileName);
+        if (entry.text === undefined) return undefined;
+        return (entry.snapshot ??= ts.ScriptSnapshot.fromString(entry.text));
+      },
+      getCurrentDirectory: () => this.cwd,
+      getDefaultLibFileName: (options) => `${LIB_FOLDER}/${ts.getDefaultLibFileName(options)}`,
+      resolveModuleNameLiterals,
+    };
+    Object.assign(serviceHost, { getModuleResolutionCache: () => this.moduleResolutionCache() });
+    this.serviceHost = serviceHost;
+    return this.compilerHost;
   }
+
+  private serviceHost: ts.LanguageServiceHost | undefined;
+
+  private languageService(): ts.LanguageService {
+    this.setUp();
+    return (this.service ??= ts.createLanguageService(this.serviceHost!, this.registry));
+  }
+}
+
+/** Global declaration texts per name, from a cell's declaration emit. */
+function parseDeclarations(dts: string): Map<string, string[]> {
+  const file = ts.createSourceFile("cell.d.ts", dts, ts.ScriptTarget.ES2022, true, ts.ScriptKind.TS);
+  const declarations = new Map<string, string[]>();
+  const add = (name: string, text: string) => declarations.set(name, [...(declarations.get(name) ?? []), text]);
+  for (const statement of file.statements) {
+    if (ts.isVariableStatement(statement)) {
+      const list = statement.declarationList;
+      const keyword = list.flags & ts.NodeFlags.Const ? "const" : list.flags & ts.NodeFlags.Let ? "let" : "var";
+      const docs = dts.slice(statement.getStart(file, true), statement.getStart(file));
+      for (const declaration of list.declarations) {
+        if (ts.isIdentifier(declaration.name)) add(declaration.name.text, `${docs}${keyword} ${declaration.getText(file)};`);
+      }
+    } else if (
+      (ts.isFunctionDeclaration(statement) || ts.isClassDeclaration(statement) || ts.isInterfaceDeclaration(statement)
+        || ts.isTypeAliasDeclaration(statement) || ts.isEnumDeclaration(statement) || ts.isModuleDeclaration(statement))
+      && statement.name && ts.isIdentifier(statement.name)
+    ) {
+      const docs = dts.slice(statement.getStart(file, true), statement.getStart(file));
+      add(statement.name.text, docs + statement.getText(file).replace(/^(?:(?:export|declare|default)\s+)+/, ""));
+    }
+  }
+  return declarations;
 }

@@ -18,7 +18,9 @@ export const ts: TsApi = new Proxy({} as TsApi, { get: (_target, key) => Reflect
 export declare namespace ts {
   type AwaitExpression = TsNamespace.AwaitExpression;
   type BindingName = TsNamespace.BindingName;
+  type CompilerHost = TsNamespace.CompilerHost;
   type CompilerOptions = TsNamespace.CompilerOptions;
+  type CreateSourceFileOptions = TsNamespace.CreateSourceFileOptions;
   type Diagnostic = TsNamespace.Diagnostic;
   type ExpressionStatement = TsNamespace.ExpressionStatement;
   type IScriptSnapshot = TsNamespace.IScriptSnapshot;
@@ -27,7 +29,10 @@ export declare namespace ts {
   type LanguageService = TsNamespace.LanguageService;
   type LanguageServiceHost = TsNamespace.LanguageServiceHost;
   type ModuleResolutionCache = TsNamespace.ModuleResolutionCache;
+  type ModuleResolutionHost = TsNamespace.ModuleResolutionHost;
   type Node = TsNamespace.Node;
+  type Path = TsNamespace.Path;
+  type Program = TsNamespace.Program;
   type SourceFile = TsNamespace.SourceFile;
   type Statement = TsNamespace.Statement;
   type SyntaxKind = TsNamespace.SyntaxKind;
