@@ -352,36 +352,6 @@ describe("interrupt", () => {
     assert.equal(await value("progress"), "'waiting'");
   });
 
-  test("SIGINT stops a synchronous loop; the notebook keeps its state", async () => {
-    // Another thread sends the signal, as the kernel's socket thread does; again and again, in
-    // case the first one arrives while the cell is still being checked (then it is ignored).
-    const signaller = new Worker("setInterval(() => process.kill(process.pid, 'SIGINT'), 300)", { eval: true });
-    const { outcome } = await run("let spins = 0\nwhile (true) spins++");
-    await signaller.terminate();
-    assert.equal(outcome.status, "error");
-    if (outcome.status === "error") assert.equal(outcome.ename, "Interrupted");
-    assert.equal(await value("spins > 0"), "true");
-  });
-
-  // The loops are bounded, so that a kernel that cannot stop them fails the test instead of hanging it.
-  test("SIGINT stops a synchronous loop that runs after a top-level await", async () => {
-    const signaller = new Worker("setInterval(() => process.kill(process.pid, 'SIGINT'), 300)", { eval: true });
-    const { outcome } = await run("let laps = 0\nawait new Promise((r) => setTimeout(r, 10))\nconst until = Date.now() + 8000\nwhile (Date.now() < until) laps++\n'finished'");
-    await signaller.terminate();
-    assert.equal(outcome.status, "error", "the loop after the await ran to its end");
-    if (outcome.status === "error") assert.equal(outcome.ename, "Interrupted");
-    assert.equal(await value("laps > 0"), "true");
-  });
-
-  test("SIGINT stops a loop of awaits on settled promises (which never lets the event loop turn)", async () => {
-    const signaller = new Worker("setInterval(() => process.kill(process.pid, 'SIGINT'), 300)", { eval: true });
-    const { outcome } = await run("let awaits = 0\nconst end = Date.now() + 8000\nwhile (Date.now() < end) { await null; awaits++ }\n'finished'");
-    await signaller.terminate();
-    assert.equal(outcome.status, "error", "the loop of awaits ran to its end");
-    if (outcome.status === "error") assert.equal(outcome.ename, "Interrupted");
-    assert.equal(await value("awaits > 0"), "true");
-  });
-
   test("an interrupted await does not resume the rest of its cell later; finally blocks run", async () => {
     await value("let resumed = false\nlet cleaned = false");
     const pending = run("try {\n  await new Promise((r) => setTimeout(r, 400))\n  resumed = true\n} finally {\n  cleaned = true\n}");
@@ -436,5 +406,41 @@ describe("completion, inspection, is_complete", () => {
     assert.deepEqual(engine.isComplete("function f() {"), { status: "incomplete", indent: "  " });
     assert.equal(engine.isComplete("let s = `open").status, "incomplete");
     assert.equal(engine.isComplete("let a = )").status, "invalid");
+  });
+});
+
+// Last in the file: the repeated signals of these tests were seen to stop a later test's cell
+// (about once in six runs, four test processes at once on 2 cores), most likely one arriving as
+// Node hands SIGINT between a script's watchdog and the process's listeners. So no test runs
+// after these. Not seen in a kernel, where each interrupt_request sends one signal.
+describe("interrupt by SIGINT", () => {
+  test("SIGINT stops a synchronous loop; the notebook keeps its state", async () => {
+    // Another thread sends the signal, as the kernel's socket thread does; again and again, in
+    // case the first one arrives while the cell is still being checked (then it is ignored).
+    const signaller = new Worker("setInterval(() => process.kill(process.pid, 'SIGINT'), 300)", { eval: true });
+    const { outcome } = await run("let spins = 0\nwhile (true) spins++");
+    await signaller.terminate();
+    assert.equal(outcome.status, "error");
+    if (outcome.status === "error") assert.equal(outcome.ename, "Interrupted");
+    assert.equal(await value("spins > 0"), "true");
+  });
+
+  // The loops are bounded, so that a kernel that cannot stop them fails the test instead of hanging it.
+  test("SIGINT stops a synchronous loop that runs after a top-level await", async () => {
+    const signaller = new Worker("setInterval(() => process.kill(process.pid, 'SIGINT'), 300)", { eval: true });
+    const { outcome } = await run("let laps = 0\nawait new Promise((r) => setTimeout(r, 10))\nconst until = Date.now() + 8000\nwhile (Date.now() < until) laps++\n'finished'");
+    await signaller.terminate();
+    assert.equal(outcome.status, "error", "the loop after the await ran to its end");
+    if (outcome.status === "error") assert.equal(outcome.ename, "Interrupted");
+    assert.equal(await value("laps > 0"), "true");
+  });
+
+  test("SIGINT stops a loop of awaits on settled promises (which never lets the event loop turn)", async () => {
+    const signaller = new Worker("setInterval(() => process.kill(process.pid, 'SIGINT'), 300)", { eval: true });
+    const { outcome } = await run("let awaits = 0\nconst end = Date.now() + 8000\nwhile (Date.now() < end) { await null; awaits++ }\n'finished'");
+    await signaller.terminate();
+    assert.equal(outcome.status, "error", "the loop of awaits ran to its end");
+    if (outcome.status === "error") assert.equal(outcome.ename, "Interrupted");
+    assert.equal(await value("awaits > 0"), "true");
   });
 });

@@ -22,6 +22,8 @@ export interface CheckResult {
   diagnostics: CellDiagnostic[];
   /** Global declaration texts for each name the cell declares (from its declaration emit). */
   declarations(): Map<string, string[]>;
+  /** The cell's JavaScript and its source map, when transformers were given and the cell has no errors. */
+  emitted?: { js: string; map: string };
 }
 
 // "Could not find a declaration file for module": an untyped package is still usable (as any).
@@ -88,7 +90,11 @@ export class CellChecker {
     this.check("0", undefined);
   }
 
-  check(code: string, analysis: CellAnalysis | undefined): CheckResult {
+  /**
+   * Type-checks a cell; with `transformers` (the engine's rewrite of the cell's top level), a
+   * cell without errors is also emitted, JavaScript and declarations from the same program.
+   */
+  check(code: string, analysis: CellAnalysis | undefined, transformers?: ts.CustomTransformers): CheckResult {
     this.forgetProbesForNewImports(code, analysis);
     this.setCell(code + this.exportSuffix(code, analysis));
     const host = this.setUp();
@@ -99,16 +105,15 @@ export class CellChecker {
     const diagnostics = this.cellDiagnostics(code, sourceFile, syntactic, true);
     if (syntactic.length > 0) return { diagnostics, declarations: () => new Map() };
     diagnostics.push(...this.cellDiagnostics(code, sourceFile, program.getSemanticDiagnostics(sourceFile), false));
-    let dts = "";
-    // The declaration emit gives the cell's names to later cells; what it cannot express (a type
-    // no other cell could name) is an error of the cell, as in any project that emits declarations.
-    if (diagnostics.length === 0 && (analysis?.names.length ?? 0) > 0) {
-      const emitted = program.emit(sourceFile, (fileName, text) => {
-        if (fileName.endsWith(".d.ts")) dts = text;
-      }, undefined, true);
-      diagnostics.push(...this.cellDiagnostics(code, sourceFile, emitted.diagnostics, false));
-    }
-    return { diagnostics, declarations: () => parseDeclarations(dts) };
+    if (diagnostics.length > 0 || !transformers) return { diagnostics, declarations: () => new Map() };
+    const outputs = { js: "", map: '{"mappings":""}', dts: "" };
+    const emitted = program.emit(sourceFile, (fileName, text) => {
+      outputs[fileName.endsWith(".d.ts") ? "dts" : fileName.endsWith(".map") ? "map" : "js"] = text;
+    }, undefined, false, transformers);
+    // What the declaration emit cannot express (a type no other cell could name) is an error
+    // of the cell, as in any project that emits declarations.
+    diagnostics.push(...this.cellDiagnostics(code, sourceFile, emitted.diagnostics, false));
+    return { diagnostics, declarations: () => parseDeclarations(outputs.dts), emitted: { js: outputs.js, map: outputs.map } };
   }
 
   /** Makes a cell's declarations (and imports) the latest prelude entries for its names. */
@@ -291,7 +296,9 @@ export class CellChecker {
       esModuleInterop: true,
       skipLibCheck: true,
       declaration: true,
-      emitDeclarationOnly: true,
+      sourceMap: true,
+      // A const enum stays an object at run time, as a cell's other declarations do.
+      preserveConstEnums: true,
       allowImportingTsExtensions: true,
       resolveJsonModule: true,
       types: ["node"],

@@ -6,7 +6,7 @@ import * as vm from "node:vm";
 import { runtimeGlobals, type RuntimeGlobal } from "./runtime-globals";
 import { analyzeCell, declarationRecords, type CellAnalysis } from "./cell-analysis";
 import { CellChecker } from "./checker";
-import { compileCell, IMPORTS_GLOBAL, type CompiledCell } from "./cell-compiler";
+import { IMPORTS_GLOBAL, rewriteCell, type CompiledCell } from "./cell-compiler";
 import { compileErrorOutcome, interruptedOutcome, InterruptedError, isInterrupt, runtimeErrorOutcome, type CellFrame } from "./errors";
 import { cellCompleteness } from "./completeness";
 import { ModuleLoader } from "./module-loader";
@@ -42,12 +42,6 @@ export function sourceOfFunction(fn: Function): DeclarationRecord | undefined {
   return runningCellRecords?.find((record) => record.kind !== "import" && scope[record.name] === fn);
 }
 
-/** What a cell's text alone determines; `compiled` once the cell has passed a type check. */
-interface PreparedCell {
-  analysis: CellAnalysis;
-  compiled?: CompiledCell;
-}
-
 interface RanCell {
   label: string;
   compiled: CompiledCell;
@@ -69,8 +63,8 @@ const WARM_UP_CELLS = [
 ];
 const WARM_UP_ROUNDS = 3;
 
-// How many recently run cells keep their analysis and JavaScript (least recently run dropped).
-const PREPARED_CELLS_KEPT = 32;
+// How many recently run cells keep their analysis (least recently run dropped).
+const ANALYSES_KEPT = 32;
 
 // Frames from the engine, the kernel and the runtime library (all under dist/) are hidden.
 const KERNEL_ROOT = resolve(__dirname, "..", "..");
@@ -97,7 +91,7 @@ export class Engine implements ExecutionEngine {
   private readonly capture: OutputCapture;
   private readonly records = new Map<string, DeclarationRecord>();
   private readonly ranCells = new Map<string, RanCell>();
-  private readonly prepared = new Map<string, PreparedCell>();
+  private readonly analyses = new Map<string, CellAnalysis>();
   private globals: RuntimeGlobal[] | undefined;
   private cellCount = 0;
   private rejectPending: ((error: Error) => void) | undefined;
@@ -132,9 +126,10 @@ export class Engine implements ExecutionEngine {
       for (const code of WARM_UP_CELLS) {
         steps.push(() => {
           const analysis = analyzeCell(code);
-          const check = this.checker.check(code, analysis);
+          const rewrite = rewriteCell(analysis);
+          const check = this.checker.check(code, analysis, rewrite.transformers);
           if (analysis.names.length > 0) check.declarations();
-          compileCell(analysis);
+          if (check.emitted) rewrite.finish(check.emitted);
         });
       }
     }
@@ -210,13 +205,13 @@ export class Engine implements ExecutionEngine {
     for (const page of pages) this.openPager(page, request.sink);
     if (code.trim() === "") return { status: "ok" };
 
-    const prepared = this.prepare(code);
-    const { analysis } = prepared;
+    const analysis = this.analysisOf(code);
     const using = topLevelUsing(analysis);
     if (using) return using;
-    const check = this.checker.check(code, analysis);
+    const rewrite = rewriteCell(analysis);
+    const check = this.checker.check(code, analysis, rewrite.transformers);
     if (check.diagnostics.length > 0) return compileErrorOutcome(code, check.diagnostics);
-    const compiled = (prepared.compiled ??= compileCell(analysis));
+    const compiled = rewrite.finish(check.emitted!);
     // Declaration emit is for cells that declare something; `1 + 1` skips it.
     const declarations = analysis.names.length > 0 ? check.declarations() : new Map<string, string[]>();
     const reserved = this.reservedDeclaration(analysis);
@@ -243,20 +238,20 @@ export class Engine implements ExecutionEngine {
   }
 
   /**
-   * The cell's analysis and JavaScript, which depend on its text alone: a cell run again
-   * unchanged (a common thing in a notebook) is not parsed and transpiled again.
+   * The cell's analysis, which depends on its text alone: a cell run again unchanged (a common
+   * thing in a notebook) is not analysed again.
    */
-  private prepare(code: string): PreparedCell {
-    const cached = this.prepared.get(code);
+  private analysisOf(code: string): CellAnalysis {
+    const cached = this.analyses.get(code);
     if (cached) {
-      this.prepared.delete(code);
-      this.prepared.set(code, cached);
+      this.analyses.delete(code);
+      this.analyses.set(code, cached);
       return cached;
     }
-    const prepared: PreparedCell = { analysis: analyzeCell(code) };
-    this.prepared.set(code, prepared);
-    if (this.prepared.size > PREPARED_CELLS_KEPT) this.prepared.delete(this.prepared.keys().next().value as string);
-    return prepared;
+    const analysis = analyzeCell(code);
+    this.analyses.set(code, analysis);
+    if (this.analyses.size > ANALYSES_KEPT) this.analyses.delete(this.analyses.keys().next().value as string);
+    return analysis;
   }
 
   /** Runs the script; an async cell's promise is raced against interrupt(). */
@@ -335,9 +330,8 @@ export class Engine implements ExecutionEngine {
     if (!cell) return this.loader.mapFrame(file, line, column);
     const { compiled } = cell;
     const generated = { line: line - 1 - compiled.lineOffset, column: column - 1 };
-    const inEdited = compiled.map.originalPosition(generated);
-    if (!inEdited) return { label: cell.label, line: 1, column: 1, sourceLine: cell.lines[0] };
-    const original = compiled.edited.toOriginal(inEdited.line, inEdited.column);
+    const original = compiled.map.originalPosition(generated);
+    if (!original) return { label: cell.label, line: 1, column: 1, sourceLine: cell.lines[0] };
     return { label: cell.label, line: original.line + 1, column: original.column + 1, sourceLine: cell.lines[original.line] };
   }
 

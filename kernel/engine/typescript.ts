@@ -17,25 +17,34 @@ export const ts: TsApi = new Proxy({} as TsApi, { get: (_target, key) => Reflect
 // The types the engine names, next to the value above (a namespace of types only merges with it).
 export declare namespace ts {
   type AwaitExpression = TsNamespace.AwaitExpression;
+  type BindingElement = TsNamespace.BindingElement;
   type BindingName = TsNamespace.BindingName;
   type CompilerHost = TsNamespace.CompilerHost;
   type CompilerOptions = TsNamespace.CompilerOptions;
   type CreateSourceFileOptions = TsNamespace.CreateSourceFileOptions;
+  type CustomTransformers = TsNamespace.CustomTransformers;
   type Diagnostic = TsNamespace.Diagnostic;
+  type Expression = TsNamespace.Expression;
   type ExpressionStatement = TsNamespace.ExpressionStatement;
+  type HasModifiers = TsNamespace.HasModifiers;
+  type Identifier = TsNamespace.Identifier;
   type IScriptSnapshot = TsNamespace.IScriptSnapshot;
   type ImportDeclaration = TsNamespace.ImportDeclaration;
   type ImportEqualsDeclaration = TsNamespace.ImportEqualsDeclaration;
   type LanguageService = TsNamespace.LanguageService;
   type LanguageServiceHost = TsNamespace.LanguageServiceHost;
+  type ModifierLike = TsNamespace.ModifierLike;
   type ModuleResolutionCache = TsNamespace.ModuleResolutionCache;
   type ModuleResolutionHost = TsNamespace.ModuleResolutionHost;
   type Node = TsNamespace.Node;
+  type NodeFactory = TsNamespace.NodeFactory;
   type Path = TsNamespace.Path;
   type Program = TsNamespace.Program;
   type SourceFile = TsNamespace.SourceFile;
   type Statement = TsNamespace.Statement;
   type SyntaxKind = TsNamespace.SyntaxKind;
+  type TransformerFactory<T extends TsNamespace.Node> = TsNamespace.TransformerFactory<T>;
+  type VariableDeclaration = TsNamespace.VariableDeclaration;
   type VariableDeclarationList = TsNamespace.VariableDeclarationList;
 }
 
