@@ -76,6 +76,7 @@ export class CellChecker {
   private readonly diskFiles = new Map<string, { version: string; text: string | undefined; snapshot?: ts.IScriptSnapshot; sourceFile?: ts.SourceFile }>();
   private readonly mtimes = new Map<string, { generation: number; version: string }>();
   private compilerHost: ts.CompilerHost | undefined;
+  private serviceHost: ts.LanguageServiceHost | undefined;
   /** The last checked program: the next one reuses its structure. */
   private program: ts.Program | undefined;
   private service: ts.LanguageService | undefined;
@@ -342,7 +343,7 @@ export class CellChecker {
       resolveModuleNameLiterals,
       getModuleResolutionCache: () => this.moduleResolutionCache(),
     };
-    const serviceHost: ts.LanguageServiceHost = {
+    this.serviceHost = {
       ...files,
       useCaseSensitiveFileNames: () => true,
       getCompilationSettings: () => this.options,
@@ -363,12 +364,10 @@ export class CellChecker {
       getDefaultLibFileName: (options) => `${LIB_FOLDER}/${ts.getDefaultLibFileName(options)}`,
       resolveModuleNameLiterals,
     };
-    Object.assign(serviceHost, { getModuleResolutionCache: () => this.moduleResolutionCache() });
-    this.serviceHost = serviceHost;
+    // Also used by the service's programs for package.json scopes (not in LanguageServiceHost's types).
+    Object.assign(this.serviceHost, { getModuleResolutionCache: () => this.moduleResolutionCache() });
     return this.compilerHost;
   }
-
-  private serviceHost: ts.LanguageServiceHost | undefined;
 
   private languageService(): ts.LanguageService {
     this.setUp();
