@@ -113,8 +113,14 @@ describe("KernelClient against ipykernel", () => {
     assert.equal(result.status, "error");
     assert.equal(result.reply.content.ename, "KeyboardInterrupt");
     assert.ok(Date.now() - started < 5_000);
-    const after = await client.execute("kept");
-    assert.equal(text(after.outputs).includes('"17"'), true);
+    // ipykernel aborts requests that reach it just after a failed cell (stop_on_error); on a busy
+    // machine the next request can be one of them. That is its rule, not lost state: ask again.
+    let after = await client.execute("kept");
+    for (let tries = 0; after.reply.content.status === "aborted" && tries < 5; tries++) {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      after = await client.execute("kept");
+    }
+    assert.equal(text(after.outputs).includes('"17"'), true, `outputs of "kept" after the interrupt: ${text(after.outputs)}, reply ${JSON.stringify(after.reply.content)}`);
   });
 
   test("a request that takes too long rejects saying what timed out", async () => {
