@@ -41,20 +41,28 @@ test("snapshots are acknowledged as stored; checkpoint() waits when too many are
     let outstanding = 0;
     let most = 0;
     const stored: number[] = [];
+    // The store acknowledges nothing until the job has run ahead to the limit (or 10 s passed,
+    // and the check below fails): on a busy machine a store that is merely slow can keep up with
+    // the job's thread, and the limit would never be reached.
+    let openGate = () => {};
+    const gate = new Promise<void>((resolve) => (openGate = resolve));
+    const giveUp = setTimeout(() => openGate(), 10_000);
     const { listener, outcome } = listen((index, values) => {
       outstanding++;
       most = Math.max(most, outstanding);
-      // A slow store: 1 ms per snapshot.
-      return new Promise<void>((resolve) => setTimeout(() => {
+      if (outstanding >= PENDING_CHECKPOINTS - 1) openGate();
+      // Then a slow store: 1 ms per snapshot.
+      return gate.then(() => new Promise<void>((resolve) => setTimeout(() => {
         stored.push(decodeValue(values.i, () => undefined) as number);
         assert.equal(index, stored.length - 1);
         outstanding--;
         resolve();
-      }, 1));
+      }, 1)));
     });
     const n = PENDING_CHECKPOINTS + 500;
     runner.submit(1, { source: LOOP, entries: [`loop(${n})`] }, listener);
     const result = await outcome;
+    clearTimeout(giveUp);
     assert.deepEqual(result, { kind: "done", resultText: String(n - 1) });
     assert.equal(stored.length, n, "every snapshot was stored before done");
     assert.deepEqual(stored.slice(0, 3), [0, 1, 2]);
