@@ -212,7 +212,7 @@ export class Engine implements ExecutionEngine {
     const check = this.checker.check(code, analysis, rewrite.transformers);
     if (check.diagnostics.length > 0) return compileErrorOutcome(code, check.diagnostics);
     const compiled = rewrite.finish(check.emitted!);
-    // Declaration emit is for cells that declare something; `1 + 1` skips it.
+    // Reading the declaration emit is for cells that declare something; `1 + 1` skips it.
     const declarations = analysis.names.length > 0 ? check.declarations() : new Map<string, string[]>();
     const reserved = this.reservedDeclaration(analysis);
     if (reserved) return reserved;
