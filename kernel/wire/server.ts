@@ -17,6 +17,8 @@ export interface KernelSocketsOptions {
   log?: (line: string) => void;
   /** Milliseconds unsent messages may linger when closing, so a last reply still leaves. Default 1000. */
   lingerMs?: number;
+  /** Milliseconds iopub messages are held for the first subscriber before being sent to nobody. Default 10000. */
+  firstSubscriberWaitMs?: number;
 }
 
 const DELIMITER = "<IDS|MSG>";
@@ -33,12 +35,14 @@ export class KernelSockets {
   /** The kernel's session id, put in the header of every message it sends. */
   readonly session: string;
 
-  private readonly sockets: { shell: zmq.Router; control: zmq.Router; stdin: zmq.Router; iopub: zmq.Publisher; hb: zmq.Reply };
+  private readonly sockets: { shell: zmq.Router; control: zmq.Router; stdin: zmq.Router; iopub: zmq.XPublisher; hb: zmq.Reply };
   // zeromq.js allows one pending send per socket; chaining keeps concurrent senders in order.
   private readonly sendQueues = new Map<SendChannel, Promise<void>>();
   private readonly loops: Promise<void>[] = [];
   private readonly log: (line: string) => void;
   private closed = false;
+  /** Opens the iopub queue: called on the first subscription, after the wait, or on close. */
+  private releaseIopub: () => void = () => {};
 
   private constructor(info: ConnectionInfo, session: string, options: KernelSocketsOptions) {
     this.info = { ...info };
@@ -50,9 +54,17 @@ export class KernelSockets {
       shell: new zmq.Router({ linger }),
       control: new zmq.Router({ linger }),
       stdin: new zmq.Router({ linger }),
-      iopub: new zmq.Publisher({ linger }),
+      iopub: new zmq.XPublisher({ linger }),
       hb: new zmq.Reply({ linger: 0 }),
     };
+    // A publisher drops what it sends before a subscriber is connected. A frontend reconnects its
+    // shell and iopub sockets independently (after a restart, say), so its first request can be
+    // answered before its iopub is back, and the status and outputs it waits for would be lost.
+    // Holding iopub until the first subscription arrives closes that window.
+    const firstSubscriber = new Promise<void>((resolve) => (this.releaseIopub = resolve));
+    const wait = setTimeout(() => this.releaseIopub(), options.firstSubscriberWaitMs ?? 10_000);
+    wait.unref();
+    this.sendQueues.set("iopub", firstSubscriber.finally(() => clearTimeout(wait)));
   }
 
   /**
@@ -69,7 +81,7 @@ export class KernelSockets {
       await kernel.close();
       throw err;
     }
-    kernel.loops.push(kernel.heartbeatLoop());
+    kernel.loops.push(kernel.heartbeatLoop(), kernel.subscriptionLoop());
     for (const channel of ["shell", "control", "stdin"] as const) kernel.loops.push(kernel.receiveLoop(channel, onMessage));
     return kernel;
   }
@@ -121,6 +133,7 @@ export class KernelSockets {
   /** Closes every socket (letting queued replies leave first) and waits for the receive loops to end. */
   async close(): Promise<void> {
     if (this.closed) return;
+    this.releaseIopub();
     await Promise.all([...this.sendQueues.values()]);
     this.closed = true;
     for (const socket of Object.values(this.sockets)) {
@@ -135,6 +148,17 @@ export class KernelSockets {
       for await (const frames of hb) await hb.send(frames);
     } catch (err) {
       if (!this.closed) this.log(`heartbeat stopped: ${(err as Error).message}`);
+    }
+  }
+
+  /** Subscriptions arrive as messages on the XPUB socket: a byte 1 (subscribe) and the topic. */
+  private async subscriptionLoop(): Promise<void> {
+    try {
+      for await (const [frame] of this.sockets.iopub) {
+        if (frame?.[0] === 1) this.releaseIopub();
+      }
+    } catch (err) {
+      if (!this.closed) this.log(`iopub stopped reading subscriptions: ${(err as Error).message}`);
     }
   }
 
