@@ -48,7 +48,9 @@ function makeNotebookFolder(): string {
     cpSync(join(FIXTURES, "packages", name), join(dir, "node_modules", name), { recursive: true });
   }
   // Stored as .txt so that the project's tsc does not compile them as part of the tests.
-  cpSync(join(FIXTURES, "packages", "esm-greeter", "index.d.ts.txt"), join(dir, "node_modules", "esm-greeter", "index.d.ts"));
+  for (const name of ["esm-greeter", "dom-helper"]) {
+    cpSync(join(FIXTURES, "packages", name, "index.d.ts.txt"), join(dir, "node_modules", name, "index.d.ts"));
+  }
   cpSync(join(FIXTURES, "helpers.ts.txt"), join(dir, "helpers.ts"));
   return dir;
 }
@@ -269,6 +271,14 @@ describe("imports resolved from the notebook's folder", () => {
     assert.equal(await value('import { createHash } from "node:crypto"\ncreateHash("sha256").update("a").digest("hex").length'), "64");
     const error = await failure('import os from "node:os"\nconst cpus: string = os.cpus()');
     assert.match(error.evalue, /^2:7 Type 'CpuInfo\[\]' is not assignable to type 'string'/);
+  });
+
+  test("a package whose types reference a lib (dom) brings that lib to its cell and later ones", async () => {
+    // Cells get es2023 and Node's types: no DOM until something asks for it.
+    const before = await failure("let element: HTMLElement | undefined");
+    assert.match(before.evalue, /Cannot find name 'HTMLElement'/);
+    assert.equal(await value('import { tagOf } from "dom-helper"\ntagOf({ tagName: "DIV" } as HTMLElement)'), "'DIV'");
+    assert.equal(await value("let element: HTMLElement | undefined\ntypeof element"), "'undefined'");
   });
 
   test("a missing package is one clear error", async () => {

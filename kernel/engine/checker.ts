@@ -7,7 +7,7 @@ import { isBuiltin } from "node:module";
 import { join } from "node:path";
 import type { CellAnalysis } from "./cell-analysis";
 import { INTERNAL_PREFIX, Prelude } from "./prelude";
-import { LIB_FOLDER, libFileText, ts } from "./typescript";
+import { combinedLibFile, LIB_FOLDER, libClosure, libFileText, ts } from "./typescript";
 
 export interface CellDiagnostic {
   /** 1-based line and column in the cell's own numbering. */
@@ -56,7 +56,12 @@ export class CellChecker {
   private readonly virtualFiles = new Map<string, { text: string; version: number; sourceFile?: ts.SourceFile }>();
   private readonly prelude = new Prelude();
   private preludePaths: string[] = [];
-  /** The program's root files: runtime globals, the prelude's files, the cell. */
+  /** The libs cells get (one combined file): es2023, and those an imported package references. */
+  private readonly libs = ["es2023"];
+  private readonly libsHeld = new Set(libClosure(this.libs));
+  /** Files already looked at for `/// <reference lib>` lines. */
+  private readonly libScanned = new WeakSet<ts.SourceFile>();
+  /** The program's root files: the libs, runtime globals, the prelude's files, the cell. */
   private roots: string[] = [];
   private options: ts.CompilerOptions = {};
   private projectVersion = 0;
@@ -99,7 +104,8 @@ export class CellChecker {
     this.forgetProbesForNewImports(code, analysis);
     this.setCell(code + this.exportSuffix(code, analysis));
     const host = this.setUp();
-    const program = ts.createProgram({ rootNames: this.roots, options: this.options, host, oldProgram: this.program });
+    let program = ts.createProgram({ rootNames: this.roots, options: this.options, host, oldProgram: this.program });
+    if (this.addReferencedLibs(program)) program = ts.createProgram({ rootNames: this.roots, options: this.options, host, oldProgram: program });
     this.program = program;
     const sourceFile = program.getSourceFile(this.cellFile)!;
     const syntactic = program.getSyntacticDiagnostics(sourceFile);
@@ -115,6 +121,30 @@ export class CellChecker {
     // of the cell, as in any project that emits declarations.
     diagnostics.push(...this.cellDiagnostics(code, sourceFile, emitted.diagnostics, false));
     return { diagnostics, declarations: () => parseDeclarations(outputs.dts), emitted: { js: outputs.js, map: outputs.map } };
+  }
+
+  /**
+   * A package's `/// <reference lib="dom">` adds that lib for every later cell, as it would in a
+   * project (the compiler itself does not follow them: the libs are one combined file).
+   * Returns whether the libs changed.
+   */
+  private addReferencedLibs(program: ts.Program): boolean {
+    let changed = false;
+    for (const file of program.getSourceFiles()) {
+      if (this.libScanned.has(file)) continue;
+      this.libScanned.add(file);
+      for (const reference of file.libReferenceDirectives) {
+        const lib = reference.fileName.toLowerCase();
+        if (this.libsHeld.has(lib)) continue;
+        const held = libClosure([...this.libs, lib]);
+        if (!held) continue; // an unknown lib: the compiler would only report it in the package's file
+        this.libs.push(lib);
+        for (const name of held) this.libsHeld.add(name);
+        changed = true;
+      }
+    }
+    if (changed) this.syncPrelude();
+    return changed;
   }
 
   /** Makes a cell's declarations (and imports) the latest prelude entries for its names. */
@@ -217,7 +247,7 @@ export class CellChecker {
     }
     for (const file of files) this.setVirtual(file.path, file.text);
     this.preludePaths = files.map((file) => file.path);
-    this.roots = [this.globalsFile, ...this.preludePaths, this.cellFile];
+    this.roots = [combinedLibFile(this.libs), this.globalsFile, ...this.preludePaths, this.cellFile];
   }
 
   private setCell(text: string): void {
@@ -292,7 +322,8 @@ export class CellChecker {
       // the engine, which runs each form; resolution as bundlers do (package exports, no extensions).
       module: ts.ModuleKind.Preserve,
       moduleResolution: ts.ModuleResolutionKind.Bundler,
-      lib: ["lib.es2023.d.ts"],
+      // The libs are a root file instead (see combinedLibFile).
+      noLib: true,
       strict: true,
       esModuleInterop: true,
       skipLibCheck: true,

@@ -57,16 +57,58 @@ const libFiles = new Map<string, string | undefined>();
 export function libFileText(fileName: string): string | undefined {
   if (!fileName.startsWith(`${LIB_FOLDER}/`)) return undefined;
   if (!libFiles.has(fileName)) {
-    let text: string | undefined;
-    try {
-      text = readFileSync(fileName, "utf8");
-    } catch {
-      text = undefined;
-    }
-    libFiles.set(fileName, text);
+    const combined = COMBINED_LIB.exec(fileName.slice(LIB_FOLDER.length + 1));
+    libFiles.set(fileName, combined ? combineLibs(combined[1]!.split("+")) : readLib(fileName));
   }
   return libFiles.get(fileName);
 }
+
+function readLib(fileName: string): string | undefined {
+  try {
+    return readFileSync(fileName, "utf8");
+  } catch {
+    return undefined;
+  }
+}
+
+// A program pays per file, at every cell: es2023 alone is 61 lib files, whose interfaces
+// (Array, Promise, ...) are declared in pieces that each new type checker merges again. One file
+// holding them all is bound once, its pieces merged by the binder: a cell's program and checker
+// are built in about half the time. Its name lists the libs it holds.
+const COMBINED_LIB = /^lib\.nbjob\.([a-z0-9.+]+)\.d\.ts$/;
+
+/** The file name of the combined lib holding `libs` ("es2023", "dom", ...) and what they reference. */
+export function combinedLibFile(libs: readonly string[]): string {
+  return `${LIB_FOLDER}/lib.nbjob.${[...libs].sort().join("+")}.d.ts`;
+}
+
+/** The libs' files as one script, in the order the compiler reads them, without their `/// <reference lib>` lines. */
+function combineLibs(libs: readonly string[]): string | undefined {
+  return libClosure(libs)?.map((lib) => readLib(`${LIB_FOLDER}/lib.${lib}.d.ts`)!.replace(LIB_REFERENCE, "")).join("\n");
+}
+
+/**
+ * `libs` and every lib they reference, each after those it references (the compiler's order);
+ * undefined when one of them does not exist.
+ */
+export function libClosure(libs: readonly string[]): string[] | undefined {
+  const seen = new Set<string>();
+  const ordered: string[] = [];
+  const add = (lib: string): boolean => {
+    if (seen.has(lib)) return true;
+    seen.add(lib);
+    const text = libFileText(`${LIB_FOLDER}/lib.${lib}.d.ts`);
+    if (text === undefined) return false;
+    for (const reference of text.matchAll(LIB_REFERENCE)) {
+      if (!add(reference[1]!.toLowerCase())) return false;
+    }
+    ordered.push(lib);
+    return true;
+  };
+  return libs.every(add) ? ordered : undefined;
+}
+
+const LIB_REFERENCE = /^\/\/\/\s*<reference\s+lib="([^"]+)"\s*\/>/gm;
 
 /**
  * The compiler's version ("6.0.2") without loading the compiler: read from the head of its
