@@ -3,19 +3,25 @@
 // parse snippet code, and code that only parses (the kernel reading a cell's decorators) loads
 // the compiler alone, not ts-morph with @ts-morph/common (its 3 MB of embedded lib files).
 import type * as TsMorph from "ts-morph";
+import { COMPILER_BUNDLE, loadTypeScript } from "./typescript-loader";
 
-/** The module ts-morph itself loads, so a process that uses both has one compiler. */
-export const COMPILER_BUNDLE = "@ts-morph/common/dist/typescript.js";
+export { COMPILER_BUNDLE };
 
 let loaded: typeof TsMorph | undefined;
-let compiler: typeof TsMorph.ts | undefined;
+let compiler: ReturnType<typeof loadTypeScript> | undefined;
 
 export function tsMorph(): typeof TsMorph {
+  typescript(); // first, so that ts-morph finds the compiler already loaded (with its code cache)
   loaded ??= require("ts-morph") as typeof TsMorph;
   return loaded;
 }
 
 export function typescript(): typeof TsMorph.ts {
-  compiler ??= require(COMPILER_BUNDLE) as typeof TsMorph.ts;
-  return compiler;
+  compiler ??= loadTypeScript("kernel");
+  return compiler.ts;
+}
+
+/** Writes the compiler's code cache, once the process has type-checked something (see typescript-loader). */
+export function saveCompilerCodeCache(): void {
+  compiler?.saveCache();
 }

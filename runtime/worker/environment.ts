@@ -91,7 +91,7 @@ function importLines(source: string): string {
 const SCANNER = `
 const { parentPort, workerData } = require("node:worker_threads");
 const { loadTypeScript } = require(workerData.loader);
-const { ts } = loadTypeScript();
+const { ts } = loadTypeScript("transpile");
 const info = ts.preProcessFile(workerData.source, true, true);
 parentPort.postMessage(info.importedFiles.map((f) => f.fileName));
 `;
@@ -100,7 +100,7 @@ parentPort.postMessage(info.importedFiles.map((f) => f.fileName));
 export function importedSpecifiers(source: string): Promise<string[]> {
   if (!/\b(import|require)\b/.test(source)) return Promise.resolve([]);
   return new Promise((resolvePromise, reject) => {
-    const thread = new Worker(SCANNER, { eval: true, workerData: { source, loader: join(__dirname, "typescript-loader.js") } });
+    const thread = new Worker(SCANNER, { eval: true, workerData: { source, loader: join(__dirname, "..", "typescript-loader.js") } });
     let answered = false;
     thread.once("message", (specifiers: string[]) => {
       answered = true;

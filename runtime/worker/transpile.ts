@@ -1,7 +1,7 @@
 // TypeScript → JavaScript for jobs. Workers only transpile (the notebook type-checked the bundle),
 // and this module loads the TypeScript compiler, so only the short-lived compiler thread imports it.
 import type { ts as TypeScript } from "ts-morph";
-import { loadTypeScript } from "./typescript-loader";
+import { loadTypeScript } from "../typescript-loader";
 import { appendEntries, describeProgramLine, entryRegistration, PROGRAM_FILE } from "./program";
 import type { ProgramLayout } from "./program";
 
@@ -19,7 +19,7 @@ export interface CompiledProgram extends ProgramLayout {
   declaredNames: string[];
 }
 
-const loaded = loadTypeScript();
+const loaded = loadTypeScript("transpile");
 const ts = loaded.ts;
 let cacheSaved = false;
 
