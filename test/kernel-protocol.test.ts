@@ -2,6 +2,7 @@
 // signatures, heartbeat and control while a cell runs, interrupt with state kept, bad input.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { kernelTestEnv, withJupyterClient, type KernelTestEnv } from "./kernel-helpers";
 
@@ -225,6 +226,28 @@ result["history"] = kc.history(hist_access_type="search", pattern="let visits*",
     const rows = r.history as Array<[number, number, string]>;
     assert.equal(rows.length, 1);
     assert.equal(rows[0][2], "let visits = 1");
+  });
+
+  test("the compiler's code cache is written once the kernel has run a cell and idled; the next kernel uses it as is", async () => {
+    const own = kernelTestEnv();
+    try {
+      const cacheDir = join(own.env.NBJOB_HOME!, "cache");
+      // A cache of an earlier compiler or Node version is removed when the new one is written.
+      mkdirSync(cacheDir, { recursive: true });
+      writeFileSync(join(cacheDir, "typescript-kernel-0000000000000000.v8cache"), "stale");
+      await withJupyterClient(own, `run("1 + 1")\ntime.sleep(2.5)`);
+      const caches = readdirSync(cacheDir).filter((name) => name.startsWith("typescript-kernel-"));
+      assert.equal(caches.length, 1, `one kernel cache, the stale one gone: ${caches.join(", ")}`);
+      const cache = join(cacheDir, caches[0]!);
+      assert.ok(statSync(cache).size > 1 << 20, "the cache holds the compiled compiler (MBs)");
+      const written = statSync(cache).mtimeMs;
+      const r = await withJupyterClient(own, `result["four"] = text_of(run("2 + 2"))\ntime.sleep(2.5)`);
+      assert.equal(r.four, "4");
+      // A kernel that V8 let use the cache has nothing to write; one that was refused it writes anew.
+      assert.equal(statSync(cache).mtimeMs, written);
+    } finally {
+      own.cleanup();
+    }
   });
 
   test("silent cells send no outputs and do not advance the execution count; errors are one error output", async () => {
