@@ -6,6 +6,7 @@
 import { isBuiltin } from "node:module";
 import { join } from "node:path";
 import type { CellAnalysis } from "./cell-analysis";
+import { NODE_TYPES_FILE, nodeTypesText } from "./node-types";
 import { INTERNAL_PREFIX, Prelude } from "./prelude";
 import { combinedLibFile, LIB_FOLDER, libClosure, libFileText, ts } from "./typescript";
 
@@ -247,7 +248,7 @@ export class CellChecker {
     }
     for (const file of files) this.setVirtual(file.path, file.text);
     this.preludePaths = files.map((file) => file.path);
-    this.roots = [combinedLibFile(this.libs), this.globalsFile, ...this.preludePaths, this.cellFile];
+    this.roots = [combinedLibFile(this.libs), ...(NODE_TYPES_FILE ? [NODE_TYPES_FILE] : []), this.globalsFile, ...this.preludePaths, this.cellFile];
   }
 
   private setCell(text: string): void {
@@ -281,7 +282,7 @@ export class CellChecker {
     const version = this.diskVersion(fileName);
     let entry = this.diskFiles.get(fileName);
     if (!entry || entry.version !== version) {
-      const text = libFileText(fileName) ?? (fileName.startsWith(LIB_FOLDER) ? undefined : ts.sys.readFile(fileName));
+      const text = libFileText(fileName) ?? nodeTypesText(fileName) ?? (fileName.startsWith(LIB_FOLDER) ? undefined : ts.sys.readFile(fileName));
       entry = { version, text };
       this.diskFiles.set(fileName, entry);
     }
@@ -333,13 +334,15 @@ export class CellChecker {
       preserveConstEnums: true,
       allowImportingTsExtensions: true,
       resolveJsonModule: true,
-      types: ["node"],
+      // Node's types are a root file instead (see node-types.ts); typeRoots still serve a
+      // package's `/// <reference types="...">`.
+      types: [],
       typeRoots: typeRoots(),
     };
     this.setVirtual(this.globalsFile, this.globalsText());
     this.syncPrelude();
     const files: ts.ModuleResolutionHost = {
-      fileExists: (fileName) => this.virtualFiles.has(fileName) || libFileText(fileName) !== undefined
+      fileExists: (fileName) => this.virtualFiles.has(fileName) || libFileText(fileName) !== undefined || nodeTypesText(fileName) !== undefined
         || (!fileName.startsWith(LIB_FOLDER) && this.fsProbe(`f:${fileName}`, () => ts.sys.fileExists(fileName))),
       readFile: (fileName) => this.readText(fileName),
       directoryExists: (dir) => dir === LIB_FOLDER || LIB_FOLDER.startsWith(`${dir}/`)
@@ -361,8 +364,21 @@ export class CellChecker {
           ts.getModeForUsageLocation(containingSourceFile, literal, options),
         )));
     };
+    // A package's `/// <reference types="node" />` (pg's, for one) means the combined file: the
+    // originals would declare everything a second time.
+    const resolveTypeReferenceDirectiveReferences: ts.CompilerHost["resolveTypeReferenceDirectiveReferences"] = (references, containingFile, redirectedReference, options, containingSourceFile) => {
+      return references.map((reference) => {
+        const name = typeof reference === "string" ? reference : reference.fileName.toLowerCase();
+        if (name === "node" && NODE_TYPES_FILE) {
+          return { resolvedTypeReferenceDirective: { primary: true, resolvedFileName: NODE_TYPES_FILE, isExternalLibraryImport: true } };
+        }
+        const mode = typeof reference === "string" ? undefined : ts.getModeForFileReference(reference, containingSourceFile?.impliedNodeFormat);
+        return ts.resolveTypeReferenceDirective(name, containingFile, options, files, redirectedReference, undefined, mode);
+      });
+    };
     this.compilerHost = {
       ...files,
+      resolveTypeReferenceDirectiveReferences,
       getSourceFile: (fileName, languageVersionOrOptions) => this.sourceFile(fileName, typeof languageVersionOrOptions === "object"
         ? languageVersionOrOptions : { languageVersion: languageVersionOrOptions }),
       getDefaultLibFileName: (options) => `${LIB_FOLDER}/${ts.getDefaultLibFileName(options)}`,
@@ -394,6 +410,7 @@ export class CellChecker {
       getCurrentDirectory: () => this.cwd,
       getDefaultLibFileName: (options) => `${LIB_FOLDER}/${ts.getDefaultLibFileName(options)}`,
       resolveModuleNameLiterals,
+      resolveTypeReferenceDirectiveReferences,
     };
     // Also used by the service's programs for package.json scopes (not in LanguageServiceHost's types).
     Object.assign(this.serviceHost, { getModuleResolutionCache: () => this.moduleResolutionCache() });
