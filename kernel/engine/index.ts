@@ -61,7 +61,8 @@ const WARM_UP_CELLS = [
   "class __nbjob_warm_class { constructor(readonly n: number) {} twice(): number { return this.n * 2; } }",
   "Math.max(1, 2) + 1",
 ];
-// Measured in a fresh kernel: function cells took 9.3 ms after 3 rounds, 5.7-6.6 ms after 30.
+// Measured in one process on this 2-core machine (noisy): the function cells that followed took
+// ~9 ms after 3 rounds, 6-7 ms after 30.
 const WARM_UP_ROUNDS = 30;
 
 // How many recently run cells keep their analysis (least recently run dropped).

@@ -17,11 +17,11 @@ export interface KernelSocketsOptions {
   log?: (line: string) => void;
   /** Milliseconds unsent messages may linger when closing, so a last reply still leaves. Default 1000. */
   lingerMs?: number;
-  /** Milliseconds iopub messages are held for the first subscriber before being sent to nobody. Default 10000. */
-  firstSubscriberWaitMs?: number;
 }
 
 const DELIMITER = "<IDS|MSG>";
+// How long iopub messages wait for a first subscriber before they are sent to nobody.
+const FIRST_SUBSCRIBER_WAIT_MS = 10_000;
 
 /**
  * The five bound sockets of one kernel. Incoming messages whose signature is wrong or missing
@@ -62,7 +62,7 @@ export class KernelSockets {
     // answered before its iopub is back, and the status and outputs it waits for would be lost.
     // Holding iopub until the first subscription arrives closes that window.
     const firstSubscriber = new Promise<void>((resolve) => (this.releaseIopub = resolve));
-    const wait = setTimeout(() => this.releaseIopub(), options.firstSubscriberWaitMs ?? 10_000);
+    const wait = setTimeout(() => this.releaseIopub(), FIRST_SUBSCRIBER_WAIT_MS);
     wait.unref();
     this.sendQueues.set("iopub", firstSubscriber.finally(() => clearTimeout(wait)));
   }
