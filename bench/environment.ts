@@ -1,13 +1,13 @@
 // What recording the environment adds to a worker's per-job store work: N jobs each go queued ->
 // running -> done as a worker writes them, once without and once with the environment link
-// (recordJobEnvironment, as runtime/worker/recorder.ts calls it after the final write), in the
+// (recordJobEnvironment, as worker/recorder.ts calls it after the final write), in the
 // same run against a fresh database. Prints the ratio; asserts nothing.
 //   node dist/bench/environment.js   (NBJOB_BENCH_URL: admin URL, default postgres://postgres@127.0.0.1:5432/postgres;
 //                                      NBJOB_BENCH_JOBS: default 1000)
 import { Client } from "pg";
 import { createJob, openStore, putBundle, transitionJob } from "../store";
 import type { Store } from "../store";
-import { recordJobEnvironment } from "../runtime/worker/environment";
+import { recordJobEnvironment } from "../worker/environment";
 
 const ADMIN_URL = process.env.NBJOB_BENCH_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const JOBS = Number(process.env.NBJOB_BENCH_JOBS ?? 1_000);

@@ -6,8 +6,8 @@
 //   npx tsc -p tsconfig.json && node dist/bench/job-realm.js
 import { deserialize } from "node:v8";
 import * as vm from "node:vm";
-import { JobContext } from "../runtime/worker/job-context";
-import { JobRunner } from "../runtime/worker/job-runner";
+import { JobContext } from "../worker/job-context";
+import { JobRunner } from "../worker/job-runner";
 
 /** The loops, as one source that runs unchanged in Node and as a job; each returns [ms, checksum]. */
 const LOOPS = `

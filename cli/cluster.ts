@@ -3,15 +3,15 @@
 import { spawn } from "node:child_process";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { KernelClient } from "../kernel/wire/client";
-import { readConnectionFile } from "../kernel/wire/connection";
+import { KernelClient } from "../wire/client";
+import { readConnectionFile } from "../wire/connection";
 import {
   clusterDir, DEFAULT_PROFILE, listClusterWorkers, processAlive, readWorkerPid, workerFiles,
-} from "../runtime/worker/cluster-files";
-import type { ClusterWorkerFiles } from "../runtime/worker/cluster-files";
-import { probeWorker } from "../runtime/worker/probe";
-import { parseCommandArgs, UsageError } from "./index";
-import type { Command } from "./index";
+} from "../runtime/shared/cluster-files";
+import type { ClusterWorkerFiles } from "../runtime/shared/cluster-files";
+import { probeWorker } from "../worker/probe";
+import { parseCommandArgs, UsageError } from "./args";
+import type { Command } from "./args";
 
 const usage = `usage: nbjob cluster start -n N [--profile NAME] [--ip ADDR]
        nbjob cluster status [--profile NAME]

@@ -3,8 +3,8 @@
 // /api/jobs. node:http and a few lines of browser script: nothing to install.
 import { createServer } from "node:http";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { Command } from "./index";
-import { parseCommandArgs, UsageError } from "./index";
+import type { Command } from "./args";
+import { parseCommandArgs, UsageError } from "./args";
 import { STORE_FLAGS, STORE_FLAGS_USAGE, storeFromFlags } from "./db";
 import { getBundle, isJobStatus, JOB_STATUSES, listJobs } from "../store";
 import type { DbJobListed, Json, Store } from "../store";

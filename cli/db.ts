@@ -1,7 +1,7 @@
 // `nbjob db migrate | status | start | stop`: the schema and the embedded PostgreSQL server. Also
 // how every CLI command opens the store (flag > NBJOB_DATABASE_URL > the embedded default).
-import type { Command } from "./index";
-import { parseCommandArgs, UsageError } from "./index";
+import type { Command } from "./args";
+import { parseCommandArgs, UsageError } from "./args";
 import {
   openStore, databaseUrlFromEnv, nbjobHome, redactUrl, schemaStatus, ensureEmbeddedServer, embeddedServerStatus,
   stopEmbeddedServer, JOB_STATUSES,

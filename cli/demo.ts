@@ -4,7 +4,7 @@
 // copies went.
 import { spawnSync } from "node:child_process";
 import { join, relative } from "node:path";
-import { DEFAULT_PROFILE, listClusterWorkers, processAlive, readWorkerPid } from "../runtime/worker/cluster-files";
+import { DEFAULT_PROFILE, listClusterWorkers, processAlive, readWorkerPid } from "../runtime/shared/cluster-files";
 
 const ROOT = join(__dirname, "..", "..");
 const NBJOB = join(ROOT, "bin", "nbjob.js");

@@ -1,6 +1,6 @@
 // `nbjob export JOB DIR`: writes the job as a standalone TypeScript project (runtime/export.ts).
-import type { Command } from "./index";
-import { parseCommandArgs, UsageError } from "./index";
+import type { Command } from "./args";
+import { parseCommandArgs, UsageError } from "./args";
 import { STORE_FLAGS, STORE_FLAGS_USAGE, withCliStore } from "./db";
 import { exportJob } from "../runtime/export";
 

@@ -1,18 +1,6 @@
 // The `nbjob` command: one module per command group, loaded only when used so that a quick
 // command (or the kernel's start-up) does not pay for the others.
-import { parseArgs, type ParseArgsConfig } from "node:util";
-
-/** A command module: what `--help` prints and the function that runs it (returns the exit code). */
-export interface Command {
-  summary: string;
-  usage: string;
-  run(argv: string[]): Promise<number>;
-}
-
-/** An error whose message is the whole story for the user: printed as one line, no stack. */
-export class UsageError extends Error {
-  override name = "UsageError";
-}
+import { UsageError, type Command } from "./args";
 
 const COMMANDS: Record<string, () => Command> = {
   install: () => require("./install").command,
@@ -51,18 +39,6 @@ function topLevelHelp(): string {
     if (command && name !== "kernel") lines.push(`  ${name.padEnd(10)} ${command.summary}`);
   }
   return lines.join("\n");
-}
-
-/** parseArgs with the house rules: unknown flags and missing values become one clear UsageError. */
-export function parseCommandArgs<T extends ParseArgsConfig>(config: T, usage: string): ReturnType<typeof parseArgs<T>> {
-  try {
-    return parseArgs(config);
-  } catch (err) {
-    // One line: what was wrong, and the synopsis; `--help` has the details.
-    const synopsis = usage.split("\n", 1)[0];
-    const command = /^usage: (nbjob \S+)/.exec(synopsis)?.[1] ?? "nbjob <command>";
-    throw new UsageError(`${(err as Error).message} (${synopsis}; "${command} --help" explains each option)`);
-  }
 }
 
 export async function main(argv: string[]): Promise<void> {

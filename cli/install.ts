@@ -1,6 +1,6 @@
 // `nbjob install`: registers this checkout as the Jupyter kernel "nbjob" (or, with --worker, the
 // worker kernel "nbjob-worker" that a Jupyter Server starts for Client.connect({ gateway })).
-import { parseCommandArgs, UsageError, type Command } from "./index";
+import { parseCommandArgs, UsageError, type Command } from "./args";
 import { installKernelSpec, KERNEL_NAME, WORKER_KERNEL_NAME, type InstallTarget } from "../kernel/kernelspec";
 
 const usage = `usage: nbjob install [--worker] [--user | --sys-prefix | --prefix DIR]

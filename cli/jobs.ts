@@ -1,7 +1,7 @@
 // The read side of the CLI: `nbjob jobs | show | logs | diff | log | history`, one function per
 // command, each reading the store through its public API.
-import type { Command } from "./index";
-import { parseCommandArgs, UsageError } from "./index";
+import type { Command } from "./args";
+import { parseCommandArgs, UsageError } from "./args";
 import { STORE_FLAGS, STORE_FLAGS_USAGE, withCliStore } from "./db";
 import {
   listJobs, requireJob, getBundle, getEnvironment, readLogs, diffJobs, jobLog, declarationHistory, isJobStatus, JOB_STATUSES,

@@ -1,5 +1,5 @@
 // `nbjob kernel --connection-file F`: what the kernelspec runs; Jupyter starts it, not users.
-import { parseCommandArgs, UsageError, type Command } from "./index";
+import { parseCommandArgs, UsageError, type Command } from "./args";
 
 const usage = `usage: nbjob kernel --connection-file FILE
 

@@ -3,10 +3,10 @@
 import { randomUUID } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { basename, dirname, extname, join, resolve } from "node:path";
-import { parseCommandArgs, UsageError, type Command } from "./index";
+import { parseCommandArgs, UsageError, type Command } from "./args";
 import { launchKernel, type LaunchedKernel } from "../kernel/launcher";
-import { KernelLostError, KernelTimeoutError } from "../kernel/wire/client";
-import { DisplayRegistry, type NotebookOutput } from "../kernel/wire/iopub-outputs";
+import { KernelLostError, KernelTimeoutError } from "../wire/client";
+import { DisplayRegistry, type NotebookOutput } from "../wire/iopub-outputs";
 import { KERNEL_NAME } from "../kernel/kernelspec";
 
 const usage = `usage: nbjob run NOTEBOOK.ipynb [-o OUT.ipynb] [-p name=value ...] [--kernel NAME] [--timeout SECONDS] [--allow-errors]

@@ -1,12 +1,12 @@
 // `nbjob worker --connection-file F`: one worker kernel, in the foreground (`nbjob cluster start`
 // launches these detached; on another host, run it yourself and give the notebook the file).
 import { existsSync } from "node:fs";
-import { newConnectionInfo, readConnectionFile } from "../kernel/wire/connection";
-import type { ConnectionInfo } from "../kernel/wire/connection";
-import { WorkerKernel } from "../runtime/worker/kernel";
+import { newConnectionInfo, readConnectionFile } from "../wire/connection";
+import type { ConnectionInfo } from "../wire/connection";
+import { WorkerKernel } from "../worker/kernel";
 import { openStore } from "../store";
-import { parseCommandArgs, UsageError } from "./index";
-import type { Command } from "./index";
+import { parseCommandArgs, UsageError } from "./args";
+import type { Command } from "./args";
 
 const usage = `usage: nbjob worker --connection-file FILE [--ip ADDR] [--id NAME] [--profile NAME] [--no-store]
 

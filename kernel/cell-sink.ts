@@ -1,7 +1,7 @@
 // One execute request's outputs as Jupyter messages: streams, displays and clear_output on
 // iopub, input() as an input_request on stdin, payloads collected for the execute_reply.
 import type { CellSink, MimeBundle } from "./engine/types";
-import type { JupyterMessage } from "./wire/message";
+import type { JupyterMessage } from "../wire/message";
 
 export interface CellSinkChannels {
   /** Publishes on iopub with the execute request as parent. */

@@ -5,10 +5,10 @@ import type { ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
-import { newConnectionInfo, writeConnectionFile } from "./wire/connection";
-import type { ConnectionInfo } from "./wire/connection";
-import { KernelClient, KernelLostError } from "./wire/client";
-import type { ConnectOptions } from "./wire/client";
+import { newConnectionInfo, writeConnectionFile } from "../wire/connection";
+import type { ConnectionInfo } from "../wire/connection";
+import { KernelClient, KernelLostError } from "../wire/client";
+import type { ConnectOptions } from "../wire/client";
 import { KERNEL_NAME, kernelSpec as nbjobKernelSpec, sysPrefix, userDataDir } from "./kernelspec";
 
 /** kernel.json as Jupyter reads it. */

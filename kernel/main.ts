@@ -8,7 +8,7 @@ import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { Worker } from "node:worker_threads";
 import { saveCompilerCodeCache } from "../runtime/bundle-ts";
-import { readConnectionFile } from "./wire/connection";
+import { readConnectionFile } from "../wire/connection";
 import type { ExecutionEngine } from "./engine/types";
 import { commRegistry } from "./comms";
 import { History } from "./history";

@@ -3,9 +3,9 @@
 // thread. Shell and stdin requests are forwarded to the main thread; what it sends comes back
 // here to be signed and sent.
 import { isMainThread, parentPort, workerData, type MessagePort } from "node:worker_threads";
-import { KernelSockets, type RequestChannel, type SendChannel } from "./wire/server";
-import { PROTOCOL_VERSION, type JupyterMessage } from "./wire/message";
-import type { ConnectionInfo } from "./wire/connection";
+import { KernelSockets, type RequestChannel, type SendChannel } from "../wire/server";
+import { PROTOCOL_VERSION, type JupyterMessage } from "../wire/message";
+import type { ConnectionInfo } from "../wire/connection";
 
 export interface SocketThreadData {
   role: "nbjob-socket-thread";

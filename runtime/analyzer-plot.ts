@@ -1,7 +1,7 @@
 // analyzer.plot(x, y): a line chart as a Vega-Lite v5 spec (for frontends that render it, such
 // as JupyterLab) with an SVG drawn here as the fallback (classic Notebook, nbconvert, GitHub) and a
 // text/plain summary. No browser or charting library is needed to draw the SVG.
-import type { MimeBundle } from "../kernel/engine/types";
+import type { MimeBundle } from "./cell-types";
 
 export interface PlotOptions {
   /** Chart title. Default "<y> by <x> (job N)". */

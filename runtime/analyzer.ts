@@ -16,9 +16,9 @@ import { display } from "./display";
 import type { DisplayHandle } from "./display";
 import { FINAL_STATUSES, Job } from "./job";
 import { currentCellSink, sourceOfFunction } from "./notebook";
-import { ANALYSIS_EVENTS } from "./worker/analysis-protocol";
-import { WORKER_COMM_TARGET } from "./worker/protocol";
-import type { AnalysisEvent, AnalysisFunction, AnalyzeRequest } from "./worker/analysis-protocol";
+import { ANALYSIS_EVENTS } from "./shared/analysis-protocol";
+import { WORKER_COMM_TARGET } from "./shared/protocol";
+import type { AnalysisEvent, AnalysisFunction, AnalyzeRequest } from "./shared/analysis-protocol";
 import type { TransportComm } from "./worker-transport";
 
 export interface AnalyzerOptions {

@@ -6,9 +6,9 @@ import { inspect } from "node:util";
 import type { GatewayOptions } from "./gateway";
 import { ZmqTransport } from "./worker-transport";
 import type { TransportComm, WorkerTransport } from "./worker-transport";
-import { DEFAULT_PROFILE, listClusterWorkers, processAlive, readWorkerPid } from "./worker/cluster-files";
-import { WORKER_COMM_TARGET } from "./worker/protocol";
-import type { WorkerEvent, WorkerIdentity, WorkerKernelInfo } from "./worker/protocol";
+import { DEFAULT_PROFILE, listClusterWorkers, processAlive, readWorkerPid } from "./shared/cluster-files";
+import { WORKER_COMM_TARGET } from "./shared/protocol";
+import type { WorkerEvent, WorkerIdentity, WorkerKernelInfo } from "./shared/protocol";
 
 export interface ConnectOptions {
   /** The local cluster profile whose workers to reach (default "default"). Ignored with `connectionFiles`. */

@@ -2,7 +2,7 @@
 // the current cell, each with a display id so that `handle.update(...)` replaces it in place.
 import { randomUUID } from "node:crypto";
 import { inspect } from "node:util";
-import type { MimeBundle } from "../kernel/engine/types";
+import type { MimeBundle } from "./cell-types";
 import { currentCellSink } from "./notebook";
 
 /** What every display call returns: the output's display id and a way to replace it. */

@@ -2,7 +2,7 @@
 // output streamed into the cell that awaits it, cancel, diff; JobError; JobGroup for sweeps.
 import { inspect } from "node:util";
 import { deserialize } from "node:v8";
-import type { CellSink } from "../kernel/engine/types";
+import type { CellSink } from "./cell-types";
 import {
   diffJobs, getBundle, getEnvironment, IllegalTransitionError, listCheckpoints, markLostJobs, notifyJobCancelled, readLogs, requireJob, transitionJob, UnknownJobError,
 } from "../store";
@@ -14,7 +14,7 @@ import { display } from "./display";
 import type { DisplayHandle } from "./display";
 import { currentCellSink } from "./notebook";
 import { resumeJob } from "./resume";
-import type { WorkerEvent } from "./worker/protocol";
+import type { WorkerEvent } from "./shared/protocol";
 
 export const FINAL_STATUSES: readonly JobStatus[] = ["done", "failed", "cancelled", "lost"];
 const POLL_MS = 250;

@@ -3,8 +3,8 @@
 // can be captured), so mistakes show while the snippet is written; it stores nothing. Indexes
 // count 0, 1, 2… per kernel session.
 import * as vm from "node:vm";
-import { WorkerJobTracker } from "./worker/jobtracker";
-import type { CheckpointAccessors } from "./worker/jobtracker";
+import { WorkerJobTracker } from "./shared/jobtracker";
+import type { CheckpointAccessors } from "./shared/jobtracker";
 
 const IDENTIFIER = /^[A-Za-z_$][\w$]*$/;
 

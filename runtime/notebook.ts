@@ -1,6 +1,6 @@
 // The hook between a running kernel and the notebook-facing runtime: which cell's outputs
 // display() and input() reach, and where a cell-defined function's TypeScript source is kept.
-import type { CellSink, DeclarationRecord } from "../kernel/engine/types";
+import type { CellSink, DeclarationRecord } from "./cell-types";
 
 interface NotebookHook {
   sink?: CellSink;

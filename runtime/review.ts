@@ -1,6 +1,6 @@
 // Review before submit: shows what a job will run (snippets with sizes, entries, parameters) and
 // takes edits through input() until the user submits or cancels; every edit is re-checked.
-import type { CellSink } from "../kernel/engine/types";
+import type { CellSink } from "./cell-types";
 import { assembleBundle, BundleError } from "./bundle";
 import type { Bundle, BundleSnippet, ParamValues } from "./bundle";
 import { display } from "./display";

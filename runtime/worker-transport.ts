@@ -1,8 +1,8 @@
 // How the notebook reaches one worker kernel: over ZeroMQ with a connection file, or through a
 // Jupyter Server's WebSocket (runtime/gateway.ts). WorkerConnection speaks the `nbjob.worker`
 // comm protocol over either, so the same job code runs on both.
-import { KernelClient } from "../kernel/wire/client";
-import { readConnectionFile } from "../kernel/wire/connection";
+import { KernelClient } from "../wire/client";
+import { readConnectionFile } from "../wire/connection";
 
 /** One open comm to the worker. */
 export interface TransportComm {

@@ -5,11 +5,11 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { openStore } from "../store";
-import { CheckpointWriter } from "../runtime/worker/checkpoint-writer";
-import { JobRunner } from "../runtime/worker/job-runner";
-import type { JobListener } from "../runtime/worker/job-runner";
-import { PENDING_CHECKPOINTS } from "../runtime/worker/job-thread";
-import { decodeValue } from "../runtime/worker/value-codec";
+import { CheckpointWriter } from "../worker/checkpoint-writer";
+import { JobRunner } from "../worker/job-runner";
+import type { JobListener } from "../worker/job-runner";
+import { PENDING_CHECKPOINTS } from "../worker/job-thread";
+import { decodeValue } from "../runtime/shared/value-codec";
 
 type Outcome = { kind: "done"; resultText: string } | { kind: "failed"; ename: string; evalue: string } | { kind: "cancelled"; reason: string };
 

@@ -7,7 +7,7 @@ import { after, before, describe, test } from "node:test";
 import { join } from "node:path";
 import { getJob, readCheckpoint } from "../store";
 import { listCheckpoints } from "../store/checkpoints";
-import { decodeValue } from "../runtime/worker/value-codec";
+import { decodeValue } from "../runtime/shared/value-codec";
 import { cellText, JobsEnv } from "./jobs-env";
 
 const env = new JobsEnv("checkpoints");

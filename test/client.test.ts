@@ -6,8 +6,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { findKernelSpec, launchKernel, type LaunchedKernel } from "../kernel/launcher";
-import { KernelClient, KernelLostError, KernelTimeoutError } from "../kernel/wire/client";
-import type { JupyterMessage } from "../kernel/wire/message";
+import { KernelClient, KernelLostError, KernelTimeoutError } from "../wire/client";
+import type { JupyterMessage } from "../wire/message";
 
 const PYTHON_KERNEL = "python3";
 const launched: LaunchedKernel[] = [];
@@ -75,7 +75,7 @@ describe("KernelClient against ipykernel", () => {
   });
 
   test("update_display_data changes the earlier output, even in an earlier cell", async () => {
-    const { DisplayRegistry } = await import("../kernel/wire/iopub-outputs");
+    const { DisplayRegistry } = await import("../wire/iopub-outputs");
     const displays = new DisplayRegistry();
     const first = await client.execute("from IPython.display import display, update_display\ndisplay({'text/plain': 'v1'}, raw=True, display_id='bar');", { displays });
     assert.deepEqual(first.outputs, [{ output_type: "display_data", data: { "text/plain": "v1" }, metadata: {} }]);

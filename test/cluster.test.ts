@@ -7,9 +7,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { Client as PgClient } from "pg";
-import { KernelClient } from "../kernel/wire/client";
-import { readConnectionFile } from "../kernel/wire/connection";
-import type { WorkerEvent } from "../runtime/worker/protocol";
+import { KernelClient } from "../wire/client";
+import { readConnectionFile } from "../wire/connection";
+import type { WorkerEvent } from "../runtime/shared/protocol";
 
 const NBJOB = join(__dirname, "..", "..", "bin", "nbjob.js");
 const home = mkdtempSync(join(tmpdir(), "nbjob-cluster-test-"));

@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import { bundleEnvironment, importedSpecifiers, packageName, packageVersions, processEnvironment } from "../runtime/worker/environment";
+import { bundleEnvironment, importedSpecifiers, packageName, packageVersions, processEnvironment } from "../worker/environment";
 import { ROOT } from "./jobs-env";
 
 test("imports and requires of every form are found; strings and comments are not", async () => {

@@ -6,11 +6,11 @@ import assert from "node:assert/strict";
 import { deserialize } from "node:v8";
 import * as vm from "node:vm";
 import { after, before, describe, test } from "node:test";
-import { JobContext } from "../runtime/worker/job-context";
-import { JobRunner } from "../runtime/worker/job-runner";
-import type { JobListener, SubmitOptions } from "../runtime/worker/job-runner";
-import { globalDeclarations } from "../runtime/worker/transpile";
-import type { JobBundle } from "../runtime/worker/protocol";
+import { JobContext } from "../worker/job-context";
+import { JobRunner } from "../worker/job-runner";
+import type { JobListener, SubmitOptions } from "../worker/job-runner";
+import { globalDeclarations } from "../worker/transpile";
+import type { JobBundle } from "../runtime/shared/protocol";
 
 type Outcome = { kind: "done"; value: unknown } | { kind: "failed"; ename: string; evalue: string } | { kind: "cancelled"; reason: string };
 

@@ -8,7 +8,7 @@ import { Client } from "pg";
 import { createJobGroup, getBundle, openStore } from "../store";
 import type { BundleInput, Store } from "../store";
 import { claimNextJob, enqueueJobs } from "../store/queue";
-import { sweepInvariantSource } from "../runtime/worker/store-link";
+import { sweepInvariantSource } from "../worker/store-link";
 
 const ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres";
 const name = `nbjob_queue_${process.pid}_${randomBytes(3).toString("hex")}`;

@@ -5,8 +5,8 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { deserialize } from "node:v8";
 import * as vm from "node:vm";
-import { JobContext } from "../runtime/worker/job-context";
-import { decodeValue, encodeValue } from "../runtime/worker/value-codec";
+import { JobContext } from "../worker/job-context";
+import { decodeValue, encodeValue } from "../runtime/shared/value-codec";
 
 function jobWith(program: string): { job: JobContext; snapshots: Array<{ index: number; values: Record<string, Uint8Array> }> } {
   const job = new JobContext();

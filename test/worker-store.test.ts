@@ -9,14 +9,14 @@ import { join } from "node:path";
 import { deserialize } from "node:v8";
 import { after, before, describe, test } from "node:test";
 import { Client as PgClient } from "pg";
-import { KernelClient } from "../kernel/wire/client";
-import { readConnectionFile } from "../kernel/wire/connection";
+import { KernelClient } from "../wire/client";
+import { readConnectionFile } from "../wire/connection";
 import {
   createJob, getJob, listWorkers, notifyJobCancelled, notifyJobQueued, openStore, putBundle, readLogs, transitionJob,
 } from "../store";
 import type { DbJob, Store } from "../store";
-import type { WorkerEvent } from "../runtime/worker/protocol";
-import type { StoredResult } from "../runtime/worker/recorder";
+import type { WorkerEvent } from "../runtime/shared/protocol";
+import type { StoredResult } from "../worker/recorder";
 
 const NBJOB = join(__dirname, "..", "..", "bin", "nbjob.js");
 const ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres";

@@ -7,11 +7,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { deserialize } from "node:v8";
 import { after, before, describe, test } from "node:test";
-import { KernelClient, type ClientComm } from "../kernel/wire/client";
-import { readConnectionFile } from "../kernel/wire/connection";
+import { KernelClient, type ClientComm } from "../wire/client";
+import { readConnectionFile } from "../wire/connection";
 import { assembleBundle } from "../runtime/bundle";
 import type { BundleSnippet } from "../runtime/bundle";
-import type { JobBundle, JobId, WorkerEvent } from "../runtime/worker/protocol";
+import type { JobBundle, JobId, WorkerEvent } from "../runtime/shared/protocol";
 
 const NBJOB = join(__dirname, "..", "..", "bin", "nbjob.js");
 const dir = mkdtempSync(join(tmpdir(), "nbjob-worker-test-"));

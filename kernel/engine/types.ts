@@ -2,20 +2,10 @@
 // it (the notebook kernel's shell handler, tests). The engine never touches sockets: every
 // output goes through the sink it is handed for the cell.
 
-/** A Jupyter MIME bundle: mime type -> data (string, or JSON for application/json-like types). */
-export type MimeBundle = Record<string, unknown>;
-
-/** Where one cell's side effects go. The kernel implements it with iopub/stdin messages. */
-export interface CellSink {
-  stream(name: "stdout" | "stderr", text: string): void;
-  /** display_data, or update_display_data when `update` is true (needs transient.display_id). */
-  display(data: MimeBundle, metadata: Record<string, unknown>, transient: { display_id?: string }, update: boolean): void;
-  clearOutput(wait: boolean): void;
-  /** Asks the frontend on the stdin channel; rejects when the request did not allow stdin. */
-  input(prompt: string, password: boolean): Promise<string>;
-  /** Adds a payload to the execute_reply (e.g. { source: "page", data, start } or set_next_input). */
-  payload(item: Record<string, unknown>): void;
-}
+// The cell-facing types live in the runtime (which display() and input() use); the engine's
+// users get them from here with the rest of the contract.
+export type { CellSink, DeclarationRecord, MimeBundle } from "../../runtime/cell-types";
+import type { CellSink, DeclarationRecord, MimeBundle } from "../../runtime/cell-types";
 
 export interface CellRequest {
   /** The code as TypeScript sees it (magics already removed by the magics layer). */
@@ -43,13 +33,6 @@ export interface Completion {
 export interface Inspection {
   found: boolean;
   data: MimeBundle;
-}
-
-/** One top-level declaration that a cell ran, with its exact TypeScript text. */
-export interface DeclarationRecord {
-  name: string;
-  kind: "function" | "class" | "variable" | "interface" | "type" | "enum" | "import";
-  source: string;
 }
 
 /**

@@ -1,10 +1,10 @@
 // Asking a worker kernel how it is: heartbeat, then the `status` action of the worker comm.
 // Used by `nbjob cluster status` and by clients choosing a worker.
 import { randomUUID } from "node:crypto";
-import { KernelClient } from "../../kernel/wire/client";
-import type { ConnectionInfo } from "../../kernel/wire/connection";
-import { WORKER_COMM_TARGET } from "./protocol";
-import type { WorkerEvent } from "./protocol";
+import { KernelClient } from "../wire/client";
+import type { ConnectionInfo } from "../wire/connection";
+import { WORKER_COMM_TARGET } from "../runtime/shared/protocol";
+import type { WorkerEvent } from "../runtime/shared/protocol";
 
 export type WorkerStatus = Extract<WorkerEvent, { action: "status" }>;
 

@@ -1,7 +1,7 @@
 // TypeScript → JavaScript for jobs. Workers only transpile (the notebook type-checked the bundle),
 // and this module loads the TypeScript compiler, so only the short-lived compiler thread imports it.
 import type { ts as TypeScript } from "ts-morph";
-import { loadTypeScript } from "../typescript-loader";
+import { loadTypeScript } from "../runtime/typescript-loader";
 import { appendEntries, describeProgramLine, entryRegistration, PROGRAM_FILE } from "./program";
 import type { ProgramLayout } from "./program";
 

@@ -11,11 +11,11 @@ import { createRequire } from "node:module";
 import { join, resolve } from "node:path";
 import { Worker } from "node:worker_threads";
 import { builtinModules } from "node:module";
-import { getBundle, putEnvironment } from "../../store";
-import type { Db, EnvironmentInput } from "../../store";
+import { getBundle, putEnvironment } from "../store";
+import type { Db, EnvironmentInput } from "../store";
 
-/** The nbjob checkout this code runs from (dist/runtime/worker/ → the root). */
-const NBJOB_ROOT = resolve(__dirname, "..", "..", "..");
+/** The nbjob checkout this code runs from (dist/worker/ → the root). */
+const NBJOB_ROOT = resolve(__dirname, "..", "..");
 
 let processFacts: { node_version: string; nbjob_version: string; lockfile_hash: string | null } | undefined;
 
@@ -100,7 +100,7 @@ parentPort.postMessage(info.importedFiles.map((f) => f.fileName));
 export function importedSpecifiers(source: string): Promise<string[]> {
   if (!/\b(import|require)\b/.test(source)) return Promise.resolve([]);
   return new Promise((resolvePromise, reject) => {
-    const thread = new Worker(SCANNER, { eval: true, workerData: { source, loader: join(__dirname, "..", "typescript-loader.js") } });
+    const thread = new Worker(SCANNER, { eval: true, workerData: { source, loader: join(__dirname, "..", "runtime", "typescript-loader.js") } });
     let answered = false;
     thread.once("message", (specifiers: string[]) => {
       answered = true;

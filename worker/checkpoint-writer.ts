@@ -3,9 +3,9 @@
 // in one transaction. A write that fails is retried, since the store may come back (a restarted
 // server, connections terminated); after `retryForMs` the checkpoint fails for good and so does
 // every one after it (a job's history has no holes).
-import { CheckpointConflictError, putCheckpoints } from "../../store/checkpoints";
-import type { CheckpointInput } from "../../store/checkpoints";
-import type { Db } from "../../store";
+import { CheckpointConflictError, putCheckpoints } from "../store/checkpoints";
+import type { CheckpointInput } from "../store/checkpoints";
+import type { Db } from "../store";
 
 export interface CheckpointWriterOptions {
   log: (line: string) => void;

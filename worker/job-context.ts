@@ -6,11 +6,11 @@ import { createRequire } from "node:module";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import * as vm from "node:vm";
-import { ParamLogger } from "../params";
-import type { ParamValues } from "../params";
-import { WorkerJobTracker } from "./jobtracker";
-import type { CheckpointSink } from "./jobtracker";
-import type { ClassLookup } from "./value-codec";
+import { ParamLogger } from "../runtime/params";
+import type { ParamValues } from "../runtime/params";
+import { WorkerJobTracker } from "../runtime/shared/jobtracker";
+import type { CheckpointSink } from "../runtime/shared/jobtracker";
+import type { ClassLookup } from "../runtime/shared/value-codec";
 
 const IDENTIFIER = /^[A-Za-z_$][\w$]*$/;
 

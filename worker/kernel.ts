@@ -5,21 +5,21 @@
 import { randomUUID } from "node:crypto";
 import { renameSync, rmSync } from "node:fs";
 import { hostname } from "node:os";
-import { PROTOCOL_VERSION, replyTo } from "../../kernel/wire/message";
-import type { JupyterMessage } from "../../kernel/wire/message";
-import { KernelSockets } from "../../kernel/wire/server";
-import type { RequestChannel } from "../../kernel/wire/server";
-import { writeConnectionFile } from "../../kernel/wire/connection";
-import type { ConnectionInfo } from "../../kernel/wire/connection";
-import type { Store } from "../../store";
+import { PROTOCOL_VERSION, replyTo } from "../wire/message";
+import type { JupyterMessage } from "../wire/message";
+import { KernelSockets } from "../wire/server";
+import type { RequestChannel } from "../wire/server";
+import { writeConnectionFile } from "../wire/connection";
+import type { ConnectionInfo } from "../wire/connection";
+import type { Store } from "../store";
 import { isComplete } from "./is-complete";
 import { WorkerStoreLink } from "./store-link";
 import { DuplicateJobError, fanOut, JobRunner } from "./job-runner";
 import type { JobListener } from "./job-runner";
-import { WORKER_COMM_TARGET } from "./protocol";
+import { WORKER_COMM_TARGET } from "../runtime/shared/protocol";
 import { AnalysisRunner } from "./analysis-runner";
-import { readAnalyzeRequest } from "./analysis-protocol";
-import type { JobBundle, JobId, WorkerEvent, WorkerIdentity, WorkerKernelInfo } from "./protocol";
+import { readAnalyzeRequest } from "../runtime/shared/analysis-protocol";
+import type { JobBundle, JobId, WorkerEvent, WorkerIdentity, WorkerKernelInfo } from "../runtime/shared/protocol";
 
 export interface WorkerKernelOptions {
   /** Where to bind; ports given as 0 are chosen by the system. */
@@ -45,7 +45,7 @@ type Message = JupyterMessage;
 /** Thrown by request handlers: becomes an error reply whose evalue tells the client what to send. */
 class BadRequest extends Error {}
 
-const VERSION: string = (require("../../../package.json") as { version: string }).version;
+const VERSION: string = (require("../../package.json") as { version: string }).version;
 
 export class WorkerKernel {
   readonly identity: WorkerIdentity;

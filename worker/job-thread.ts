@@ -5,11 +5,11 @@ import { inspect } from "node:util";
 import { setFlagsFromString } from "node:v8";
 import * as vm from "node:vm";
 import { parentPort } from "node:worker_threads";
-import type { ParamValues } from "../params";
-import { serializeOrExplain } from "./clone-check";
+import type { ParamValues } from "../runtime/params";
+import { serializeOrExplain } from "../runtime/shared/clone-check";
 import { JobContext } from "./job-context";
 import type { StreamName } from "./job-context";
-import type { JobId } from "./protocol";
+import type { JobId } from "../runtime/shared/protocol";
 import { ENTRY_HOOK, PROGRAM_FILE } from "./program";
 
 /** Main thread → job thread. */

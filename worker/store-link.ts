@@ -4,10 +4,10 @@
 import type { PoolClient } from "pg";
 import {
   claimNextJob, getBundle, heartbeatWorker, JOB_CANCELLED_CHANNEL, JOB_QUEUED_CHANNEL, markLostJobs, readCheckpoint,
-} from "../../store";
-import type { DbJob, Store } from "../../store";
+} from "../store";
+import type { DbJob, Store } from "../store";
 import type { JobRunner, RestorePoint } from "./job-runner";
-import type { JobBundle, WorkerIdentity } from "./protocol";
+import type { JobBundle, WorkerIdentity } from "../runtime/shared/protocol";
 import { recordJob } from "./recorder";
 
 export interface StoreLinkOptions {

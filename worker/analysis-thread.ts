@@ -6,10 +6,10 @@
 import { inspect } from "node:util";
 import * as vm from "node:vm";
 import { parentPort } from "node:worker_threads";
-import type { ParamValues } from "../params";
+import type { ParamValues } from "../runtime/params";
 import { JobContext } from "./job-context";
 import type { StreamName } from "./job-context";
-import { ANALYSIS_FILE, FUNCTIONS_HOOK } from "./analysis-protocol";
+import { ANALYSIS_FILE, FUNCTIONS_HOOK } from "../runtime/shared/analysis-protocol";
 import { ENTRY_HOOK, PROGRAM_FILE } from "./program";
 
 

@@ -5,11 +5,11 @@
 import { SourceMap } from "node:module";
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
-import { getBundle, getJob, putAnalysisRow, readCheckpoint, storedAnalysisCells, withAnalysisLock } from "../../store";
-import type { Store } from "../../store";
-import type { ParamValues } from "../params";
-import { ANALYSIS_FILE, FUNCTIONS_HOOK } from "./analysis-protocol";
-import type { AnalysisEvent, AnalysisFunction, AnalyzeRequest } from "./analysis-protocol";
+import { getBundle, getJob, putAnalysisRow, readCheckpoint, storedAnalysisCells, withAnalysisLock } from "../store";
+import type { Store } from "../store";
+import type { ParamValues } from "../runtime/params";
+import { ANALYSIS_FILE, FUNCTIONS_HOOK } from "../runtime/shared/analysis-protocol";
+import type { AnalysisEvent, AnalysisFunction, AnalyzeRequest } from "../runtime/shared/analysis-protocol";
 import type { AnalysisThreadEvent, AnalyzeCheckpointCommand, FunctionOutcome } from "./analysis-thread";
 import { BundleCompiler } from "./compiler";
 import type { CompiledBundle } from "./compiler";

@@ -1,11 +1,11 @@
 // Writes one job's life to the store: running (with who runs it), its output line by line, then
 // done with the result, failed with the error, or cancelled. The job row is the source of truth,
 // so the worker writes it itself and nothing depends on the notebook staying open.
-import { getJob, IllegalTransitionError, LogWriter, transitionJob } from "../../store";
-import type { Db, Json } from "../../store";
+import { getJob, IllegalTransitionError, LogWriter, transitionJob } from "../store";
+import type { Db, Json } from "../store";
 import { CheckpointWriter } from "./checkpoint-writer";
 import type { JobListener } from "./job-runner";
-import type { WorkerIdentity } from "./protocol";
+import type { WorkerIdentity } from "../runtime/shared/protocol";
 import { recordJobEnvironment } from "./environment";
 
 /** How a result is kept in jobs.result: the v8.serialize bytes, base64 (Map, Date, typed arrays survive). */
@@ -60,7 +60,7 @@ export function recordJob(db: Db, jobId: number, identity: WorkerIdentity, optio
     inFlight.add(tracked);
     void tracked.finally(() => inFlight.delete(tracked));
   };
-  // The environment (runtime/worker/environment.ts) is linked after the final write, so the
+  // The environment (worker/environment.ts) is linked after the final write, so the
   // result is never held up by it.
   const linkEnvironment = (row: { bundle_hash: string }) =>
     recordJobEnvironment(db, jobId, row.bundle_hash, options.bundleSource).catch((err: Error) => log(`could not record the environment of job ${jobId}: ${err.message}`));

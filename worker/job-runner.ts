@@ -3,12 +3,12 @@
 // and starts a new thread for the jobs after it.
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
-import type { ParamValues } from "../params";
+import type { ParamValues } from "../runtime/params";
 import { BundleCompiler } from "./compiler";
 import type { CompiledBundle } from "./compiler";
 import type { StreamName } from "./job-context";
 import type { JobThreadEvent, RunCommand } from "./job-thread";
-import type { JobBundle, JobFailure, JobId } from "./protocol";
+import type { JobBundle, JobFailure, JobId } from "../runtime/shared/protocol";
 import { jobTraceback } from "./traceback";
 
 /** What happens to a job, in order: started, then stream/checkpoint any number of times, then exactly one of done, failed, cancelled. */

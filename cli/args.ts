@@ -1,0 +1,28 @@
+// What every command module shares: the Command shape, the one-line UsageError, and argument
+// parsing with the house rules. The commands import this, never the dispatcher (index.ts),
+// which only bin/nbjob.js loads.
+import { parseArgs, type ParseArgsConfig } from "node:util";
+
+/** A command module: what `--help` prints and the function that runs it (returns the exit code). */
+export interface Command {
+  summary: string;
+  usage: string;
+  run(argv: string[]): Promise<number>;
+}
+
+/** An error whose message is the whole story for the user: printed as one line, no stack. */
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+/** parseArgs with the house rules: unknown flags and missing values become one clear UsageError. */
+export function parseCommandArgs<T extends ParseArgsConfig>(config: T, usage: string): ReturnType<typeof parseArgs<T>> {
+  try {
+    return parseArgs(config);
+  } catch (err) {
+    // One line: what was wrong, and the synopsis; `--help` has the details.
+    const synopsis = usage.split("\n", 1)[0];
+    const command = /^usage: (nbjob \S+)/.exec(synopsis)?.[1] ?? "nbjob <command>";
+    throw new UsageError(`${(err as Error).message} (${synopsis}; "${command} --help" explains each option)`);
+  }
+}
