@@ -3,6 +3,7 @@
 import { describeProgramLine, PROGRAM_FILE, sourceColumn } from "./program";
 import type { ProgramLayout } from "./program";
 import { SourceMap } from "node:module";
+import { join, sep } from "node:path";
 
 export interface ProgramLocations extends ProgramLayout {
   mappings: string;
@@ -10,7 +11,12 @@ export interface ProgramLocations extends ProgramLayout {
 
 const FRAME = /^\s+at /;
 const PROGRAM_POSITION = new RegExp(`${PROGRAM_FILE.replace(".", "\\.")}:(\\d+):(\\d+)`, "g");
-const WORKER_INTERNALS = /(node:internal|[/\\]runtime[/\\]worker[/\\][\w-]+\.js)/;
+// The worker's own compiled files: this folder's and those it shares with the notebook side.
+const WORKER_DIRS = [__dirname, join(__dirname, "..", "runtime", "shared")].map((dir) => dir + sep);
+
+function isWorkerInternal(frame: string): boolean {
+  return frame.includes("node:internal") || WORKER_DIRS.some((dir) => frame.includes(dir));
+}
 
 // Node's own source-map reader (node:module), so the worker keeps no decoder of its own.
 const sourceMaps = new WeakMap<ProgramLocations, SourceMap>();
@@ -38,7 +44,7 @@ export function jobTraceback(ename: string, evalue: string, stack: string, progr
   const frames = stack.split("\n").filter((line) => FRAME.test(line));
   const lines = [`${ename}: ${evalue}`];
   for (const frame of frames) {
-    if (!frame.includes(PROGRAM_FILE) && WORKER_INTERNALS.test(frame)) continue;
+    if (!frame.includes(PROGRAM_FILE) && isWorkerInternal(frame)) continue;
     lines.push(program ? mapFrame(frame, program) : frame);
   }
   return lines;
