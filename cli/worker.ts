@@ -18,9 +18,16 @@ const usage = `usage: nbjob worker --connection-file FILE [--ip ADDR] [--id NAME
   --no-store              do not use the database: no queue, no job records, only jobs sent
                           over the comm (default: NBJOB_DATABASE_URL, else the embedded server)
 
-  environment: NBJOB_WORKER_HEARTBEAT_MS (default 5000) and NBJOB_WORKER_STALE_MS (default 30000):
-  how often the worker heartbeats in the store, and after how long without a heartbeat another
-  worker marks a silent worker's running jobs lost`;
+  environment:
+    NBJOB_WORKER_HEARTBEAT_MS (default 5000) and NBJOB_WORKER_STALE_MS (default 20000): how
+      often the worker heartbeats in the store, and after how long without a heartbeat another
+      worker marks a silent worker's running jobs lost
+    NBJOB_STORE_WAIT_MS (default 60000): while the store cannot be reached, a running job goes
+      on and its output and checkpoints are kept in memory (output up to 100 000 lines or 32 MB,
+      then further lines are dropped and a note in the job's log says how many); once the store
+      has been away this long, the job waits at its next output or checkpoint until it is back,
+      and its log says how long it waited. Writes are retried until the store is back; a line
+      the store refuses (not an outage) is replaced in the log by a note naming the problem`;
 
 export const command: Command = {
   summary: "run one worker kernel that executes jobs",
@@ -61,7 +68,7 @@ export const command: Command = {
     // The store connects in the background: a database that is down delays no kernel reply.
     const store = values["no-store"] ? undefined : openStore({ applicationName: "nbjob worker", maxConnections: 4 });
     const kernel = await WorkerKernel.start({ info, workerId: values.id, profile: values.profile ?? null, connectionFile: writeFile, store,
-      storeTiming: { heartbeatMs: msFromEnv("NBJOB_WORKER_HEARTBEAT_MS"), staleAfterMs: msFromEnv("NBJOB_WORKER_STALE_MS") },
+      storeTiming: { heartbeatMs: msFromEnv("NBJOB_WORKER_HEARTBEAT_MS"), staleAfterMs: msFromEnv("NBJOB_WORKER_STALE_MS"), storeWaitMs: msFromEnv("NBJOB_STORE_WAIT_MS") },
     });
     process.stderr.write(`nbjob worker ${kernel.identity.worker_id} (pid ${process.pid}) listening on ${kernel.info.ip}, shell port ${kernel.info.shell_port}${writeFile ? `; wrote ${writeFile}` : ""}\n`);
     for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {

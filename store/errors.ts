@@ -99,3 +99,28 @@ export function explainDatabaseError(err: unknown, where: string): Error {
       return err instanceof Error ? err : new Error(message);
   }
 }
+
+/**
+ * True when `err` says the store cannot be reached right now rather than that it refused what
+ * was sent: connection refused, reset or terminated, a timeout, a server shutting down or
+ * starting, a full disk or no free connection slot, a lost race. Writing the same thing again later may
+ * succeed. Anything else (bad data, a constraint, a closed store) fails the same way every time.
+ * Looks through StoreError's `cause` at the original error.
+ */
+export function isStoreUnreachable(err: unknown): boolean {
+  for (let e = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = pgCode(e);
+    if (code !== undefined) {
+      // Class 08: connection exception; 57P01-57P03: shutdown or start-up; class 53: no room,
+      // memory or connection slot left for now.
+      return code.startsWith("08") || code.startsWith("53") || code === PgCode.adminShutdown || code === PgCode.crashShutdown
+        || code === PgCode.cannotConnectNow || isRetryable(e);
+    }
+    const sysCode = (e as NodeJS.ErrnoException).code;
+    if (typeof sysCode === "string" && UNREACHABLE_SYSCODES.has(sysCode)) return true;
+    if (/Connection terminated|connection error|not queryable|timeout exceeded when trying to connect|Client has encountered a connection error/i.test((e as Error).message ?? "")) return true;
+  }
+  return false;
+}
+
+const UNREACHABLE_SYSCODES = new Set(["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "EAI_AGAIN", "ENOTFOUND"]);

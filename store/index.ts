@@ -3,7 +3,7 @@
 // can group writes atomically. See types.ts for the row types and a glossary.
 export { Store, openStore } from "./db";
 export type { Db, Queryable, StoreOptions, StoreLocation } from "./db";
-export { StoreError, PgCode, pgCode, isRetryable, explainDatabaseError } from "./errors";
+export { StoreError, PgCode, pgCode, isRetryable, isStoreUnreachable, explainDatabaseError } from "./errors";
 export { nbjobHome, databaseUrlFromEnv, redactUrl, checkDatabaseUrl } from "./config";
 export { ensureSchema, schemaStatus, knownMigrations, MIGRATIONS_DIR } from "./migrate";
 export type { Migration, SchemaStatus } from "./migrate";
@@ -15,7 +15,7 @@ export {
   LEGAL_TRANSITIONS, IllegalTransitionError, UnknownJobError,
 } from "./jobs";
 export type { CreateJobInput, TransitionDetails, JobErrorInput, ListJobsFilter, DbJobListed } from "./jobs";
-export { appendLogs, readLogs, LogWriter } from "./logs";
+export { appendLogs, readLogs } from "./logs";
 export type { LogLine } from "./logs";
 export { CHUNK_SIZE, putBlob, putSmallBlobs, readBlob, readBlobChunks, getBlobInfo } from "./blobs";
 export type { PutBlobResult } from "./blobs";

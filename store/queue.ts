@@ -155,11 +155,15 @@ export interface LostJobsInput {
   staleAfterMs: number;
   /** Also: jobs this worker id was running in an earlier life (a pid other than this one). */
   restartedWorker?: { workerId: string; pid: number };
+  /** Only the restarted worker's jobs, not those of silent workers (a caller that just reconnected cannot judge silence yet). */
+  skipSilent?: boolean;
 }
 
 /**
  * Marks `lost` the running jobs whose worker stopped heartbeating (or has no row at all, or
- * restarted since). Returns the ids it marked.
+ * restarted since). Returns the ids it marked. A server that started less than `staleAfterMs`
+ * ago judges no silence: while it was down no worker could heartbeat, and they need that long
+ * to be heard from again.
  */
 export async function markLostJobs(db: Db, input: LostJobsInput): Promise<number[]> {
   const { rows } = await db.query<{ id: number }>(
@@ -173,7 +177,9 @@ export async function markLostJobs(db: Db, input: LostJobsInput): Promise<number
         AND (
           ($2::text IS NOT NULL AND j.worker_id = $2 AND j.pid IS DISTINCT FROM $3::int)
           OR (
-            NOT EXISTS (
+            NOT $4::boolean
+            AND pg_postmaster_start_time() < now() - make_interval(secs => $1 / 1000.0)
+            AND NOT EXISTS (
               SELECT 1 FROM nbjob.workers w
                WHERE w.id = j.worker_id AND w.last_heartbeat_at > now() - make_interval(secs => $1 / 1000.0))
             -- a job claimed just now by a worker whose first heartbeat is still on its way is not lost
@@ -181,7 +187,7 @@ export async function markLostJobs(db: Db, input: LostJobsInput): Promise<number
           )
         )
       RETURNING j.id`,
-    [input.staleAfterMs, input.restartedWorker?.workerId ?? null, input.restartedWorker?.pid ?? null],
+    [input.staleAfterMs, input.restartedWorker?.workerId ?? null, input.restartedWorker?.pid ?? null, input.skipSilent === true],
   );
   return rows.map((r) => r.id);
 }

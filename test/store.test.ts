@@ -7,11 +7,12 @@ import { randomBytes } from "node:crypto";
 import { Client } from "pg";
 import {
   openStore, putBundle, putSnippets, createJob, transitionJob, getJob, listJobs, IllegalTransitionError, UnknownJobError,
-  putCheckpoint, listCheckpoints, readCheckpoint, putBlob, readBlob, CHUNK_SIZE, appendLogs, readLogs, LogWriter,
+  putCheckpoint, listCheckpoints, readCheckpoint, putBlob, readBlob, CHUNK_SIZE, appendLogs, readLogs,
   createAnalysis, putAnalysisRow, getAnalysisRows, missingAnalysisCheckpoints, heartbeatWorker, listWorkers, StoreError,
   putEnvironment, createJobGroup, lastCheckpointIndex, listGroupJobs,
 } from "../store";
 import type { Store, BundleInput } from "../store";
+import { JobLogWriter } from "../worker/log-writer";
 
 const ADMIN_URL = process.env.NBJOB_TEST_ADMIN_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const created: string[] = [];
@@ -258,7 +259,7 @@ describe("the store", () => {
   test("logs keep their order across batches and streams", async () => {
     const job = await createJob(store, { bundleHash: await putBundle(store, bundle({ x: 7 })) });
     await appendLogs(store, job.id, [{ stream: "stdout", line: "one" }, { stream: "stderr", line: "two" }]);
-    const writer = new LogWriter(store, job.id, { intervalMs: 10 });
+    const writer = new JobLogWriter(store, job.id, { intervalMs: 10, log: () => {} });
     writer.write("stdout", "three\nfou");
     writer.write("stdout", "r\nfive (no newline)");
     await writer.close();

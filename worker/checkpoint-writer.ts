@@ -1,15 +1,19 @@
 // Stores one job's checkpoints in index order, in the worker's main thread, while the job goes
 // on. Checkpoints that pile up (a synchronous loop taking many small ones) are written together
-// in one transaction. A write that fails is retried, since the store may come back (a restarted
-// server, connections terminated); after `retryForMs` the checkpoint fails for good and so does
-// every one after it (a job's history has no holes).
+// in one transaction. A write that fails because the store is away (a restarted server,
+// connections terminated) is retried until it is back (store-retry.ts); a write the store refuses,
+// or one still failing after `retryForMs`, fails the checkpoint for good and every one after it
+// (a job's history has no holes).
 import { CheckpointConflictError, putCheckpoints } from "../store/checkpoints";
 import type { CheckpointInput } from "../store/checkpoints";
 import type { Db } from "../store";
+import { retryWhileAway, StoreAvailability } from "./store-retry";
 
 export interface CheckpointWriterOptions {
   log: (line: string) => void;
-  /** How long one write is retried before the checkpoint fails. Default 120 000 ms. */
+  /** The worker's view of the store (shared by its writers). Default: one of its own. */
+  availability?: StoreAvailability;
+  /** How long an unreachable store is waited for before the checkpoint fails. Default: as long as it takes. */
   retryForMs?: number;
   /** Most bytes / checkpoints written in one transaction. Defaults 64 MiB / 500. */
   batchBytes?: number;
@@ -27,13 +31,15 @@ export class CheckpointWriter {
   private draining = false;
   private failure?: Error;
   private readonly retryForMs: number;
+  private readonly availability: StoreAvailability;
   private readonly batchBytes: number;
   private readonly batchCount: number;
   /** Bytes sent to the server so far (0 for values it held already). */
   uploaded = 0;
 
   constructor(private readonly db: Db, private readonly jobId: number, private readonly options: CheckpointWriterOptions) {
-    this.retryForMs = options.retryForMs ?? 120_000;
+    this.retryForMs = options.retryForMs ?? Infinity;
+    this.availability = options.availability ?? new StoreAvailability(options.log);
     this.batchBytes = options.batchBytes ?? 64 * 1024 * 1024;
     this.batchCount = options.batchCount ?? 500;
   }
@@ -75,25 +81,29 @@ export class CheckpointWriter {
   private async store(batch: Pending[]): Promise<void> {
     const started = Date.now();
     const which = batch.length === 1 ? `checkpoint ${batch[0].idx}` : `checkpoints ${batch[0].idx}..${batch[batch.length - 1].idx}`;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const { uploaded } = await putCheckpoints(this.db, this.jobId, batch);
-        this.uploaded += uploaded;
-        if (attempt > 0) this.options.log(`job ${this.jobId}: stored ${which} after ${attempt + 1} attempts`);
-        return;
-      } catch (err) {
-        if (err instanceof CheckpointConflictError) {
+    let attempts = 0;
+    try {
+      await retryWhileAway(this.availability, async () => {
+        attempts++;
+        try {
+          const { uploaded } = await putCheckpoints(this.db, this.jobId, batch);
+          this.uploaded += uploaded;
+        } catch (err) {
           // An earlier attempt committed but its answer was lost with the connection.
-          if (err.kind === "duplicate" && attempt > 0) return;
-          throw new Error(`${which} of job ${this.jobId} could not be stored: ${err.message}`, { cause: err });
+          if (err instanceof CheckpointConflictError && err.kind === "duplicate" && attempts > 1) return;
+          throw err;
         }
-        const waited = Date.now() - started;
-        if (waited >= this.retryForMs) {
-          throw new Error(`${which} of job ${this.jobId} could not be stored (tried for ${Math.round(waited / 1000)} s): ${(err as Error).message}`, { cause: err });
-        }
-        if (attempt === 0) this.options.log(`job ${this.jobId}: storing ${which} failed (${(err as Error).message}); retrying`);
-        await new Promise((resolve) => setTimeout(resolve, Math.min(250 * 2 ** attempt, 5_000)));
-      }
+      }, {
+        giveUpAfterMs: this.retryForMs,
+        retrying: (err, attempt) => {
+          if (attempt === 0) this.options.log(`job ${this.jobId}: storing ${which} failed (${err.message}); retrying`);
+        },
+      });
+    } catch (err) {
+      const waited = Date.now() - started;
+      const tried = attempts > 1 ? ` (tried for ${Math.round(waited / 1000)} s)` : "";
+      throw new Error(`${which} of job ${this.jobId} could not be stored${tried}: ${(err as Error).message}`, { cause: err });
     }
+    if (attempts > 1) this.options.log(`job ${this.jobId}: stored ${which} after ${attempts} attempts`);
   }
 }

@@ -21,6 +21,11 @@ export interface JobListener {
    * fails the job. No listener, or one returning nothing: acknowledged at once (ad hoc runs).
    */
   checkpoint?(index: number, values: Record<string, Uint8Array>): void | Promise<void>;
+  /**
+   * Called as the job starts with a switch: while any reason is switched on, the job waits at its
+   * next output or checkpoint (the store is unreachable too long, or the output is too far behind).
+   */
+  backpressure?(setWaiting: (reason: string, waiting: boolean) => void): void;
   done(outcome: { result: Buffer; resultText: string; durationMs: number }): void;
   failed(outcome: JobFailure & { durationMs: number }): void;
   cancelled(reason: string): void;
@@ -57,8 +62,10 @@ interface ActiveJob extends QueuedJob {
   pending?: { name: StreamName; text: string };
   flushTimer?: NodeJS.Timeout;
   finished: boolean;
-  /** Shared with the job thread: checkpoints stored so far, and a failure flag (see RunCommand). */
+  /** Shared with the job thread: checkpoints stored so far, a failure flag and a wait flag (see RunCommand). */
   acks: Int32Array;
+  /** Why the job must wait now (see JobListener.backpressure); the wait flag is set while any. */
+  waitingFor: Set<string>;
   /** Settles after every checkpoint handed to the listener so far is stored (never rejects). */
   stores: Promise<void>;
   storeError?: Error;
@@ -172,8 +179,9 @@ export class JobRunner {
       if (this.onIdle) this.safely(this.onIdle);
       return;
     }
-    const job: ActiveJob = { ...next, startedAt: Date.now(), finished: false, acks: new Int32Array(new SharedArrayBuffer(8)), stores: Promise.resolve() };
+    const job: ActiveJob = { ...next, startedAt: Date.now(), finished: false, acks: new Int32Array(new SharedArrayBuffer(12)), waitingFor: new Set(), stores: Promise.resolve() };
     this.active = job;
+    this.safely(() => job.listener.backpressure?.((reason, waiting) => this.setWaiting(job, reason, waiting)));
     this.begin(job);
     if (job.gate) {
       job.gate().then(
@@ -301,6 +309,14 @@ export class JobRunner {
     );
   }
 
+  private setWaiting(job: ActiveJob, reason: string, waiting: boolean): void {
+    if (job.finished) return;
+    if (waiting) job.waitingFor.add(reason);
+    else job.waitingFor.delete(reason);
+    Atomics.store(job.acks, 2, job.waitingFor.size > 0 ? 1 : 0);
+    Atomics.notify(job.acks, 2);
+  }
+
   private bufferStream(job: ActiveJob, name: StreamName, text: string): void {
     if (job.pending && job.pending.name !== name) this.flushStream(job);
     if (job.pending) job.pending.text += text;
@@ -359,6 +375,7 @@ export function fanOut(...listeners: JobListener[]): JobListener {
       const stored = listeners.map((l) => l.checkpoint?.(index, values));
       return stored.some((s) => s instanceof Promise) ? Promise.all(stored).then(() => undefined) : undefined;
     },
+    backpressure: (setWaiting) => listeners.forEach((l) => l.backpressure?.(setWaiting)),
     done: (outcome) => listeners.forEach((l) => l.done(outcome)),
     failed: (outcome) => listeners.forEach((l) => l.failed(outcome)),
     cancelled: (reason) => listeners.forEach((l) => l.cancelled(reason)),

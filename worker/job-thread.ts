@@ -28,7 +28,8 @@ export interface RunCommand {
   declaredNames?: string[];
   /**
    * Shared with the main thread: [0] how many of this run's checkpoints are stored (the main
-   * thread adds and notifies), [1] 1 once storing failed for good.
+   * thread adds and notifies), [1] 1 once storing failed for good, [2] 1 while the job must wait
+   * at its next output or checkpoint (the store is unreachable too long, or far behind).
    */
   acks: SharedArrayBuffer;
   /** A resumed job: the checkpoint restored after the program's top level ran, before its entries. */
@@ -111,7 +112,10 @@ async function runJob(command: RunCommand, post: (event: JobThreadEvent, transfe
   failure.catch(() => undefined);
   const pipe = new CheckpointPipe(new Int32Array(command.acks), (index, values, transfer) => post({ type: "checkpoint", jobId, index, values }, transfer));
   job.begin(command.params, {
-    write: (name, text) => post({ type: "stream", jobId, name, text }),
+    write: (name, text) => {
+      pipe.waitWhileHeld();
+      post({ type: "stream", jobId, name, text });
+    },
     checkpoint: (index, values) => pipe.send(index, values),
     flush: () => pipe.flush(),
   });
@@ -159,6 +163,7 @@ class CheckpointPipe {
 
   send(index: number, values: Record<string, Uint8Array>): void {
     const bytes = Object.values(values).reduce((sum, v) => sum + v.byteLength, 0);
+    this.waitWhileHeld();
     this.settle();
     // A snapshot bigger than the limit alone still goes: it waits only for the ones before it.
     while (this.pending.length > 0 && (this.pendingBytes + bytes > PENDING_CHECKPOINT_BYTES || this.pending.length >= PENDING_CHECKPOINTS)) {
@@ -185,6 +190,11 @@ class CheckpointPipe {
       if (stored >= this.sent) return;
       await waitAsync(this.acks, 0, stored, 250).value;
     }
+  }
+
+  /** Blocks the job while the main thread says so (RunCommand.acks[2]); a cancel still ends it. */
+  waitWhileHeld(): void {
+    while (Atomics.load(this.acks, 2) !== 0) Atomics.wait(this.acks, 2, 1, 250);
   }
 
   private settle(): void {

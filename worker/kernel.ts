@@ -35,8 +35,11 @@ export interface WorkerKernelOptions {
    * `record: true`. Without it the worker only runs what arrives over the comm. Closed at shutdown.
    */
   store?: Store;
-  /** Heartbeat, lost-worker and queue-poll timing for the store link (defaults 5 s, 30 s, 2 s). */
-  storeTiming?: { heartbeatMs?: number; staleAfterMs?: number; pollMs?: number };
+  /**
+   * Heartbeat, lost-worker and queue-poll timing for the store link, and how long an unreachable
+   * store is waited for before running jobs wait too (defaults 5 s, 20 s, 2 s, 60 s).
+   */
+  storeTiming?: { heartbeatMs?: number; staleAfterMs?: number; pollMs?: number; storeWaitMs?: number };
   log?: (line: string) => void;
 }
 

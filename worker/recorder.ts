@@ -1,12 +1,17 @@
 // Writes one job's life to the store: running (with who runs it), its output line by line, then
 // done with the result, failed with the error, or cancelled. The job row is the source of truth,
-// so the worker writes it itself and nothing depends on the notebook staying open.
-import { getJob, IllegalTransitionError, LogWriter, transitionJob } from "../store";
+// so the worker writes it itself and nothing depends on the notebook staying open. Every write
+// is retried while the store is away (store-retry.ts); a store away past its wait limit makes the
+// job wait at its next output or checkpoint, and the job's log says so once the store is back.
+import { getJob, IllegalTransitionError, transitionJob } from "../store";
 import type { Db, Json } from "../store";
 import { CheckpointWriter } from "./checkpoint-writer";
 import type { JobListener } from "./job-runner";
+import { JobLogWriter } from "./log-writer";
 import type { WorkerIdentity } from "../runtime/shared/protocol";
 import { recordJobEnvironment } from "./environment";
+import { retryWhileAway, StoreAvailability } from "./store-retry";
+import type { AvailabilityEvent } from "./store-retry";
 
 /** How a result is kept in jobs.result: the v8.serialize bytes, base64 (Map, Date, typed arrays survive). */
 export interface StoredResult {
@@ -35,26 +40,50 @@ export interface RecordOptions {
   inFlight: Set<Promise<unknown>>;
   /** The job's bundle source as read from the store, when the worker has it: spares the environment a query. */
   bundleSource?: string;
+  /** The worker's view of the store, shared by all its writers. Default: one of the recorder's own. */
+  availability?: StoreAvailability;
 }
 
 export function recordJob(db: Db, jobId: number, identity: WorkerIdentity, options: RecordOptions): JobRecorder {
   const { claimed, log, inFlight } = options;
+  const availability = options.availability ?? new StoreAvailability(log);
+  const retried = <T>(write: () => Promise<T>) => retryWhileAway(availability, write);
   let writes: Promise<unknown> = Promise.resolve();
   let skipped = false;
-  const logs = new LogWriter(db, jobId);
+  // Lines pile up faster than the store takes them: the job waits rather than have them dropped.
+  let setWaiting: ((reason: string, waiting: boolean) => void) | undefined;
+  const logs = new JobLogWriter(db, jobId, { log, availability, onBehind: (behind) => setWaiting?.("output", behind && !availability.away) });
   // Checkpoints are stored in index order while the job runs; the job's final write waits for them.
-  const checkpoints = new CheckpointWriter(db, jobId, { log });
+  const checkpoints = new CheckpointWriter(db, jobId, { log, availability });
   let checkpointsStored: Promise<unknown> = Promise.resolve();
+  // A store away past its limit holds the job until it is back; its log then says for how long.
+  let waitingSince: number | undefined;
+  const onStore = (event: AvailabilityEvent) => {
+    if (event.kind === "wait" && waitingSince === undefined) {
+      waitingSince = Date.now();
+      setWaiting?.("store", true);
+      log(`job ${jobId} waits for the store (unreachable for ${Math.round(event.awayMs / 1000)} s)`);
+    } else if (event.kind === "back" && waitingSince !== undefined) {
+      const waited = Date.now() - waitingSince;
+      waitingSince = undefined;
+      setWaiting?.("store", false);
+      logs.note(`the store was unreachable for ${seconds(event.awayMs)} (from ${clock(event.since)} UTC); the job waited ${seconds(waited)} for it (NBJOB_STORE_WAIT_MS=${availability.waitLimitMs})`);
+      log(`job ${jobId} goes on: the store is back`);
+    }
+  };
+  const unwatch = availability.watch(onStore);
   const finalWrite = (write: () => Promise<unknown>) => {
     if (skipped) return;
+    unwatch();
     writes = writes
       .then(() => checkpointsStored)
       .then(() => logs.close())
-      .catch((err: Error) => log(`could not store the output of job ${jobId}: ${err.message}`))
       .then(write)
       .catch((err: Error) => {
-        // Cancelled or marked lost in the meantime: the row already tells the story.
+        // Cancelled in the meantime: the row already tells the story. Marked lost (by another
+        // worker or a notebook, while this worker could not heartbeat): the outcome is not kept.
         if (!(err instanceof IllegalTransitionError)) log(`could not record the end of job ${jobId}: ${err.message}`);
+        else if (err.from === "lost") log(`job ${jobId} was marked lost in the store while it ran here; its outcome is not recorded (${err.message})`);
       });
     const tracked = writes;
     inFlight.add(tracked);
@@ -63,9 +92,13 @@ export function recordJob(db: Db, jobId: number, identity: WorkerIdentity, optio
   // The environment (worker/environment.ts) is linked after the final write, so the
   // result is never held up by it.
   const linkEnvironment = (row: { bundle_hash: string }) =>
-    recordJobEnvironment(db, jobId, row.bundle_hash, options.bundleSource).catch((err: Error) => log(`could not record the environment of job ${jobId}: ${err.message}`));
+    retried(() => recordJobEnvironment(db, jobId, row.bundle_hash, options.bundleSource)).catch((err: Error) => log(`could not record the environment of job ${jobId}: ${err.message}`));
   const listener: JobListener = {
     started: () => {},
+    backpressure: (set) => {
+      setWaiting = set;
+      if (availability.waiting) onStore({ kind: "wait", awayMs: availability.waitLimitMs });
+    },
     stream: (name, text) => {
       if (!skipped) logs.write(name, text);
     },
@@ -76,14 +109,14 @@ export function recordJob(db: Db, jobId: number, identity: WorkerIdentity, optio
       checkpointsStored = stored.catch(() => undefined);
       return stored;
     },
-    done: ({ result, resultText }) => finalWrite(() => transitionJob(db, jobId, "done", { result: storedResult(result) as unknown as Json, resultText }).then(linkEnvironment)),
-    failed: ({ ename, evalue, traceback }) => finalWrite(() => transitionJob(db, jobId, "failed", { error: { name: ename, message: evalue, traceback } }).then(linkEnvironment)),
-    cancelled: (reason) => finalWrite(() => transitionJob(db, jobId, "cancelled", { error: { name: "Cancelled", message: reason } })),
+    done: ({ result, resultText }) => finalWrite(() => retried(() => transitionJob(db, jobId, "done", { result: storedResult(result) as unknown as Json, resultText })).then(linkEnvironment)),
+    failed: ({ ename, evalue, traceback }) => finalWrite(() => retried(() => transitionJob(db, jobId, "failed", { error: { name: ename, message: evalue, traceback } })).then(linkEnvironment)),
+    cancelled: (reason) => finalWrite(() => retried(() => transitionJob(db, jobId, "cancelled", { error: { name: "Cancelled", message: reason } }))),
   };
   const markRunning = async (): Promise<true | { skip: string }> => {
     if (claimed) return true;
     try {
-      await transitionJob(db, jobId, "running", { workerId: identity.worker_id, host: identity.host, pid: identity.pid });
+      await retried(() => transitionJob(db, jobId, "running", { workerId: identity.worker_id, host: identity.host, pid: identity.pid }));
       return true;
     } catch (err) {
       if (!(err instanceof IllegalTransitionError)) {
@@ -91,7 +124,7 @@ export function recordJob(db: Db, jobId: number, identity: WorkerIdentity, optio
         throw err;
       }
       // Already running here (this worker claimed it from the queue a moment before) is fine.
-      const row = await getJob(db, jobId);
+      const row = await retried(() => getJob(db, jobId));
       if (row?.status === "running" && row.worker_id === identity.worker_id && row.pid === identity.pid) return true;
       skipped = true;
       return { skip: `job ${jobId} is ${row?.status ?? "gone"} in the store${row?.worker_id ? ` (worker ${row.worker_id})` : ""}; it was not run again` };
@@ -104,4 +137,12 @@ export function recordJob(db: Db, jobId: number, identity: WorkerIdentity, optio
     return answer;
   };
   return { listener, gate };
+}
+
+function seconds(ms: number): string {
+  return `${Math.round(ms / 1000)} s`;
+}
+
+function clock(at: Date): string {
+  return at.toISOString().slice(11, 19);
 }

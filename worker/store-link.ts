@@ -1,14 +1,18 @@
 // The worker's tie to the store: heartbeats in the workers table, claims queued jobs when idle
 // (woken by NOTIFY, with a slow poll in case a notification was missed), stops jobs cancelled
-// in the store, and marks lost the running jobs of workers that stopped heartbeating.
+// in the store, and marks lost the running jobs of workers that stopped heartbeating. A store
+// that goes away is waited for (store-retry.ts): the worker keeps its jobs' writes, heartbeats
+// again as soon as the store is back, and judges other workers' silence only once they too have
+// had time to heartbeat since.
 import type { PoolClient } from "pg";
 import {
-  claimNextJob, getBundle, heartbeatWorker, JOB_CANCELLED_CHANNEL, JOB_QUEUED_CHANNEL, markLostJobs, readCheckpoint,
+  claimNextJob, getBundle, heartbeatWorker, isStoreUnreachable, JOB_CANCELLED_CHANNEL, JOB_QUEUED_CHANNEL, markLostJobs, readCheckpoint,
 } from "../store";
 import type { DbJob, Store } from "../store";
 import type { JobRunner, RestorePoint } from "./job-runner";
 import type { JobBundle, WorkerIdentity } from "../runtime/shared/protocol";
 import { recordJob } from "./recorder";
+import { StoreAvailability } from "./store-retry";
 
 export interface StoreLinkOptions {
   /** Heartbeat interval. Default 5 000 ms. */
@@ -22,6 +26,8 @@ export interface StoreLinkOptions {
   pollMs?: number;
   /** Jobs for this worker in particular are left to the comm this long (see claimNextJob). Default 5 000 ms. */
   targetedGraceMs?: number;
+  /** A store unreachable this long makes running jobs wait for it. Default 60 000 ms (DEFAULT_STORE_WAIT_MS). */
+  storeWaitMs?: number;
   log: (line: string) => void;
 }
 
@@ -55,6 +61,14 @@ export class WorkerStoreLink {
   private claimAgain = false;
   private closed = false;
   private connected = false;
+  /** When the current stretch of successful heartbeats began (undefined while the store is away). */
+  private connectedSince?: number;
+  /** This process has heartbeated once (and marked lost what an earlier life of it left running). */
+  private registered = false;
+  private beating = false;
+  private unwatch?: () => void;
+  /** The worker's view of the store, shared by every write it makes. */
+  readonly availability: StoreAvailability;
 
   constructor(
     readonly store: Store,
@@ -67,19 +81,24 @@ export class WorkerStoreLink {
     this.pollMs = options.pollMs ?? 2_000;
     this.targetedGraceMs = options.targetedGraceMs ?? 5_000;
     this.log = options.log;
+    this.availability = new StoreAvailability(this.log, { waitLimitMs: options.storeWaitMs });
   }
 
   /** Starts heartbeating and listening; keeps retrying in the background if the database is down. */
   start(): void {
-    void this.beat(true);
-    this.heartbeatTimer = setInterval(() => void this.beat(false), this.heartbeatMs);
+    void this.beat();
+    this.heartbeatTimer = setInterval(() => void this.beat(), this.heartbeatMs);
+    // Back after an outage (any write got through): heartbeat now, not at the next tick.
+    this.unwatch = this.availability.watch((event) => {
+      if (event.kind === "back") void this.beat();
+    });
     this.pollTimer = setInterval(() => this.claimSoon(), this.pollMs);
     void this.listen();
   }
 
   /** Records a job sent over the comm with `record: true`; its row must be queued (or running here). */
   recorder(jobId: number) {
-    return recordJob(this.store, jobId, this.identity, { claimed: false, log: this.log, inFlight: this.writesInFlight });
+    return recordJob(this.store, jobId, this.identity, { claimed: false, log: this.log, inFlight: this.writesInFlight, availability: this.availability });
   }
 
   /** Looks for a queued job now, if the runner is idle. */
@@ -96,16 +115,31 @@ export class WorkerStoreLink {
     this.closed = true;
     clearInterval(this.heartbeatTimer);
     clearInterval(this.pollTimer);
+    this.unwatch?.();
     this.stopListening?.();
     await Promise.allSettled([...this.writesInFlight]);
     await this.store.close().catch(() => undefined);
   }
 
-  private async beat(first: boolean): Promise<void> {
+  private async beat(): Promise<void> {
+    if (this.beating || this.closed) return;
+    this.beating = true;
     try {
       await heartbeatWorker(this.store, { id: this.identity.worker_id, host: this.identity.host, pid: this.identity.pid, profile: this.identity.profile ?? undefined });
-      const lost = await markLostJobs(this.store, { staleAfterMs: this.staleAfterMs, restartedWorker: first ? { workerId: this.identity.worker_id, pid: this.identity.pid } : undefined });
-      if (lost.length > 0) this.log(`marked lost: job${lost.length === 1 ? "" : "s"} ${lost.join(", ")} (their worker stopped heartbeating)`);
+      this.availability.succeeded();
+      this.connectedSince ??= Date.now();
+      // Other workers' silence means something only once they have had as long as this one to
+      // heartbeat since the store came back (a worker that could not reach the store is not dead).
+      const judgeOthers = Date.now() - this.connectedSince >= this.staleAfterMs;
+      if (!this.registered || judgeOthers) {
+        const lost = await markLostJobs(this.store, {
+          staleAfterMs: this.staleAfterMs,
+          restartedWorker: this.registered ? undefined : { workerId: this.identity.worker_id, pid: this.identity.pid },
+          skipSilent: !judgeOthers,
+        });
+        this.registered = true;
+        if (lost.length > 0) this.log(`marked lost: job${lost.length === 1 ? "" : "s"} ${lost.join(", ")} (their worker stopped heartbeating)`);
+      }
       if (!this.connected) {
         this.connected = true;
         const where = await this.store.where();
@@ -113,8 +147,12 @@ export class WorkerStoreLink {
         this.claimSoon();
       }
     } catch (err) {
-      if (this.connected || first) this.log(`cannot reach the store: ${(err as Error).message}; retrying every ${this.heartbeatMs / 1000} s`);
+      if (isStoreUnreachable(err)) this.availability.failed(err as Error);
+      else this.log(`could not heartbeat in the store: ${(err as Error).message}; retrying every ${this.heartbeatMs / 1000} s`);
       this.connected = false;
+      this.connectedSince = undefined;
+    } finally {
+      this.beating = false;
     }
   }
 
@@ -135,12 +173,12 @@ export class WorkerStoreLink {
             ? this.remember({ source: job.bundle_source, hash: job.bundle_hash, params: job.bundle_params ?? {}, entries: job.bundle_entries ?? [] })
             : await this.bundleOf(job.bundle_hash);
         } catch (err) {
-          const recorder = recordJob(this.store, job.id, this.identity, { claimed: true, log: this.log, inFlight: this.writesInFlight });
+          const recorder = recordJob(this.store, job.id, this.identity, { claimed: true, log: this.log, inFlight: this.writesInFlight, availability: this.availability });
           recorder.listener.failed({ ename: "BundleMissing", evalue: (err as Error).message, traceback: [], durationMs: 0 });
           this.claimAgain = true;
           continue;
         }
-        const recorder = recordJob(this.store, job.id, this.identity, { claimed: true, log: this.log, inFlight: this.writesInFlight, bundleSource: bundle.source });
+        const recorder = recordJob(this.store, job.id, this.identity, { claimed: true, log: this.log, inFlight: this.writesInFlight, bundleSource: bundle.source, availability: this.availability });
         try {
           this.runner.submit(job.id, bundle, recorder.listener, { restore: this.restorePoint(job) });
         } catch (err) {
@@ -179,6 +217,7 @@ export class WorkerStoreLink {
 
   /** Holds one connection with LISTEN for as long as the worker runs; reconnects if it drops. */
   private async listen(): Promise<void> {
+    let listening = false;
     while (!this.closed) {
       try {
         await this.store.withClient(
@@ -199,14 +238,21 @@ export class WorkerStoreLink {
                 client.off("notification", onNotification);
                 client.query(`UNLISTEN *`).then(() => resolve(), () => resolve());
               };
-              client.query(`LISTEN ${JOB_QUEUED_CHANNEL}; LISTEN ${JOB_CANCELLED_CHANNEL}`).then(() => this.claimSoon(), reject);
+              client.query(`LISTEN ${JOB_QUEUED_CHANNEL}; LISTEN ${JOB_CANCELLED_CHANNEL}`).then(() => {
+                listening = true;
+                this.claimSoon();
+              }, reject);
             }),
         );
       } catch (err) {
         if (this.closed) return;
-        this.log(`lost the LISTEN connection to the store (${(err as Error).message}); reconnecting`);
+        // Said once when the connection drops; while the store is away, the outage is logged once.
+        if (listening) this.log(`lost the LISTEN connection to the store (${(err as Error).message}); reconnecting`);
+        else if (!isStoreUnreachable(err)) this.log(`cannot LISTEN in the store (${(err as Error).message}); retrying`);
+        if (isStoreUnreachable(err)) this.availability.failed(err as Error);
+        listening = false;
       }
-      if (!this.closed) await new Promise((resolve) => setTimeout(resolve, 1_000));
+      if (!this.closed) await this.availability.pause(1_000);
     }
   }
 }
