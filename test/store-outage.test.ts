@@ -8,7 +8,7 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { createJob, getJob, notifyJobQueued, openStore, putBundle, readLogs, stopEmbeddedServer } from "../store";
+import { createJob, getJob, heartbeatWorker, markLostJobs, notifyJobQueued, openStore, putBundle, readLogs, stopEmbeddedServer, transitionJob } from "../store";
 import { JobLogWriter } from "../worker/log-writer";
 import type { DbJob, Store } from "../store";
 import { listCheckpoints } from "../store/checkpoints";
@@ -201,6 +201,17 @@ function chatter() {
       "after",
     ]);
     assert.match(logged.join("\n"), /dropped 900 lines of output while the store was unreachable/);
+
+    // Right after the restart no worker's silence counts yet: a job whose worker was last heard
+    // from 10 minutes ago is lost only once the server has been up longer than the limit.
+    await heartbeatWorker(store, { id: "ghost", host: "nowhere", pid: 1 });
+    const ghostJob = await createJob(store, { bundleHash, name: "ghost" });
+    await transitionJob(store, ghostJob.id, "running", { workerId: "ghost", host: "nowhere", pid: 1 });
+    await store.query("UPDATE nbjob.workers SET last_heartbeat_at = now() - interval '10 minutes' WHERE id = 'ghost'");
+    await store.query("UPDATE nbjob.jobs SET started_at = now() - interval '10 minutes' WHERE id = $1", [ghostJob.id]);
+    assert.deepEqual(await markLostJobs(store, { staleAfterMs: 300_000 }), [], "the server started less than 300 s ago");
+    await sleep(1_100);
+    assert.deepEqual(await markLostJobs(store, { staleAfterMs: 1_000 }), [ghostJob.id]);
   });
 });
 
