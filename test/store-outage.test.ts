@@ -213,5 +213,20 @@ function chatter() {
     await sleep(1_100);
     assert.deepEqual(await markLostJobs(store, { staleAfterMs: 1_000 }), [ghostJob.id]);
   });
+
+  test("a job marked lost by someone else while it runs: it stays lost, the worker says its outcome is not recorded and goes on", { timeout: 120_000 }, async () => {
+    const id = await queueJob(TICKING, `tick("lost", 30)`, "marked-lost");
+    const running = await waitFor(id, ["running"], 30_000);
+    const worker = Number(/default\/(\d)/.exec(running.worker_id ?? "")?.[1]);
+    await transitionJob(store, id, "lost", { error: { name: "WorkerLost", message: "marked lost by the test" } });
+    for (let waited = 0; !/job \d+ was marked lost in the store while it ran here/.test(workerLog(worker)); waited += 100) {
+      assert.ok(waited < 60_000, `the worker never said so:\n${workerLog(worker)}`);
+      await sleep(100);
+    }
+    assert.equal((await getJob(store, id))!.status, "lost");
+    assert.ok(alive(workerPid(worker)));
+    const next = await queueJob("function three() { return 3; }", "three()", "after-lost");
+    assert.equal((await waitFor(next, ["done", "failed", "lost", "cancelled"], 60_000)).status, "done");
+  });
 });
 
