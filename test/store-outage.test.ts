@@ -228,5 +228,18 @@ function chatter() {
     const next = await queueJob("function three() { return 3; }", "three()", "after-lost");
     assert.equal((await waitFor(next, ["done", "failed", "lost", "cancelled"], 60_000)).status, "done");
   });
+
+  test("a worker asked to shut down while the store is away does not wait for it: both workers shut down", { timeout: 120_000 }, async () => {
+    const id = await queueJob(TICKING, `tick("stopped", 300)`, "shutdown-while-away");
+    await waitFor(id, ["running"], 30_000);
+    await sleep(1_000);
+    assert.equal((await nbjob("db", "stop")).code, 0);
+    await sleep(2_000);
+    const pids = [workerPid(0), workerPid(1)];
+    const stop = await nbjob("cluster", "stop");
+    assert.equal(stop.code, 0, stop.stderr);
+    assert.match(stop.stdout, /worker 0 shut down, worker 1 shut down/, `${stop.stdout}\nworker 0:\n${workerLog(0)}\nworker 1:\n${workerLog(1)}`);
+    for (const pid of pids) assert.ok(!alive(pid));
+  });
 });
 

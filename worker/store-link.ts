@@ -117,6 +117,8 @@ export class WorkerStoreLink {
     clearInterval(this.pollTimer);
     this.unwatch?.();
     this.stopListening?.();
+    // Writes go on while the store is reachable; an unreachable one is not waited for at shutdown.
+    this.availability.close();
     await Promise.allSettled([...this.writesInFlight]);
     await this.store.close().catch(() => undefined);
   }

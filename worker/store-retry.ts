@@ -18,6 +18,7 @@ export type AvailabilityEvent = { kind: "wait"; awayMs: number } | { kind: "back
 export class StoreAvailability {
   readonly waitLimitMs: number;
   private awaySince?: number;
+  private closing = false;
   private limitTimer?: NodeJS.Timeout;
   private readonly wakeups = new Set<() => void>();
   private readonly watchers = new Set<(event: AvailabilityEvent) => void>();
@@ -58,6 +59,17 @@ export class StoreAvailability {
     this.log(`the store is back after ${(awayMs / 1000).toFixed(1)} s; writing what was kept`);
     for (const wake of [...this.wakeups]) wake();
     this.emit({ kind: "back", awayMs, since: new Date(since) });
+  }
+
+  /** The worker is shutting down: writes stop waiting for an unreachable store (retryWhileAway gives up). */
+  close(): void {
+    this.closing = true;
+    clearTimeout(this.limitTimer);
+    for (const wake of [...this.wakeups]) wake();
+  }
+
+  get closed(): boolean {
+    return this.closing;
   }
 
   /** Waits `ms`, or less if the store comes back meanwhile. */
@@ -112,7 +124,7 @@ export async function retryWhileAway<T>(availability: StoreAvailability, write: 
     } catch (err) {
       if (!isStoreUnreachable(err)) throw err;
       availability.failed(err as Error);
-      if (Date.now() - started >= (options.giveUpAfterMs ?? Infinity)) throw err;
+      if (availability.closed || Date.now() - started >= (options.giveUpAfterMs ?? Infinity)) throw err;
       options.retrying?.(err as Error, attempt);
       await availability.pause(Math.min(250 * 2 ** attempt, MAX_BACKOFF_MS));
     }
