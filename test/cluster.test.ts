@@ -53,6 +53,11 @@ function pidOf(index: number): number {
   return Number(readFileSync(join(clusterDir, `worker-${index}.pid`), "utf8"));
 }
 
+/** The supervisor ends (SIGKILL: as if it crashed), so that nothing restarts a worker killed next. */
+async function killSupervisor(): Promise<void> {
+  if (existsSync(join(clusterDir, "supervisor.pid"))) await killAndWait(supervisorPid());
+}
+
 function supervisorPid(): number {
   return Number(readFileSync(join(clusterDir, "supervisor.pid"), "utf8"));
 }
@@ -68,7 +73,7 @@ async function waitUntil<T>(what: string, probe: () => T | undefined | Promise<T
 }
 
 async function killAndWait(pid: number): Promise<void> {
-  process.kill(pid, "SIGKILL");
+  if (alive(pid)) process.kill(pid, "SIGKILL");
   await waitUntil(`pid ${pid} ends`, () => (alive(pid) ? undefined : true), 5_000);
 }
 
@@ -237,7 +242,7 @@ describe("nbjob cluster", () => {
   });
 
   test("without its supervisor a dead worker stays dead and status says so; start -n 2 fills up to 2", async () => {
-    await killAndWait(supervisorPid());
+    await killSupervisor();
     const pid = pidOf(0);
     const other = pidOf(1);
     await killAndWait(pid);
@@ -262,7 +267,7 @@ describe("nbjob cluster", () => {
   });
 
   test("a job queued for a worker that is gone fails naming it; job.wait({ timeout }) says whom it waits for", async () => {
-    await killAndWait(supervisorPid());
+    await killSupervisor();
     await killAndWait(pidOf(1));
     const { id } = await storedJob("1 + 1", "default/1");
     const db = new DBWrapper(DATABASE_URL);
