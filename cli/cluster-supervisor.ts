@@ -14,7 +14,7 @@
 // `nbjob cluster stop` ends the supervisor (SIGTERM) before the workers; it also ends by itself
 // once the profile has no worker pid files left.
 import { spawn } from "node:child_process";
-import { appendFileSync, closeSync, openSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, closeSync, existsSync, openSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   listClusterWorkers, processAlive, readRestartState, readWorkerPid, supervisorFiles, writeRestartState,
@@ -33,8 +33,10 @@ const MAX_DELAY_MS = 10_000;
  * end it) and records its pid. An existing connection file is reused: same ports and key.
  */
 export function spawnWorker(files: ClusterWorkerFiles, profile: string, ip: string): number {
+  // A worker given an existing file binds the address in it (and refuses a different --ip).
+  const bind = existsSync(files.connectionFile) ? [] : ["--ip", ip];
   const log = openSync(files.logFile, "a");
-  const child = spawn(process.execPath, [NBJOB_BIN, "worker", "--connection-file", files.connectionFile, "--ip", ip, "--id", files.workerId, "--profile", profile], {
+  const child = spawn(process.execPath, [NBJOB_BIN, "worker", "--connection-file", files.connectionFile, ...bind, "--id", files.workerId, "--profile", profile], {
     detached: true,
     stdio: ["ignore", log, log],
     cwd: process.cwd(), // jobs `require` packages from here
