@@ -1,15 +1,15 @@
 // `nbjob cluster start | status | stop`: a local cluster of detached worker kernels, one
 // directory per profile under $NBJOB_HOME/cluster, so the workers outlive the notebook.
-import { spawn } from "node:child_process";
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { KernelClient } from "../wire/client";
 import { readConnectionFile } from "../wire/connection";
 import {
-  clusterDir, DEFAULT_PROFILE, listClusterWorkers, processAlive, readWorkerPid, workerFiles,
+  clusterDir, DEFAULT_PROFILE, listClusterWorkers, processAlive, readRestartState, readWorkerPid, supervisorFiles, workerFiles,
 } from "../runtime/shared/cluster-files";
 import type { ClusterWorkerFiles } from "../runtime/shared/cluster-files";
 import { probeWorker } from "../worker/probe";
+import { databaseUrlFromEnv, openStore, redactUrl } from "../store";
+import { spawnSupervisor, spawnWorker, supervise } from "./cluster-supervisor";
 import { parseCommandArgs, UsageError } from "./args";
 import type { Command } from "./args";
 
@@ -17,16 +17,21 @@ const usage = `usage: nbjob cluster start -n N [--profile NAME] [--ip ADDR]
        nbjob cluster status [--profile NAME]
        nbjob cluster stop [--profile NAME]
 
-  start   launch N detached worker kernels; their connection files, pids and logs go to
-          $NBJOB_HOME/cluster/NAME (NBJOB_HOME defaults to ~/.nbjob)
-  status  each worker: pid, whether its process and heartbeat are alive, the job it runs
-  stop    shut the workers down (shutdown_request, then SIGTERM, then SIGKILL) and remove their files
+  start   launch N detached worker kernels and a supervisor that restarts any that dies (same
+          index, name and connection file; backoff 1 s doubling to 10 s; it gives a worker up
+          after 6 deaths in a row within 30 s of its start). Their connection files, pids and
+          logs go to $NBJOB_HOME/cluster/NAME (NBJOB_HOME defaults to ~/.nbjob). With fewer than
+          N workers alive, starts the missing ones. Fails, starting nothing, when the store
+          (NBJOB_DATABASE_URL, else the embedded PostgreSQL) cannot be reached.
+  status  each worker: pid, whether its process and heartbeat are alive, the job it runs, how
+          often the supervisor restarted it; and whether the supervisor runs
+  stop    stop the supervisor, shut the workers down (shutdown_request, then SIGTERM, then
+          SIGKILL) and remove their files
 
   -n N            number of workers (start)
   --profile NAME  which cluster (default "default")
   --ip ADDR       address the workers bind (default 127.0.0.1, loopback only)`;
 
-const NBJOB_BIN = join(__dirname, "..", "..", "bin", "nbjob.js");
 const READY_TIMEOUT_MS = 30_000;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -56,6 +61,8 @@ export const command: Command = {
     } catch (err) {
       throw new UsageError((err as Error).message);
     }
+    // The supervisor's own loop (started detached by "start"; not for users).
+    if (action === "supervise") return supervise(dir, profile, values.ip ?? "127.0.0.1");
     if (action !== "start" && (values.n !== undefined || values.ip !== undefined)) {
       throw new UsageError(`-n and --ip are options of "nbjob cluster start"\n${usage}`);
     }
@@ -94,6 +101,31 @@ function runningWorkers(profile: string): Array<ClusterWorkerFiles & { pid: numb
 function removeWorkerFiles(files: ClusterWorkerFiles): void {
   rmSync(files.connectionFile, { force: true });
   rmSync(files.pidFile, { force: true });
+  rmSync(files.restartsFile, { force: true });
+}
+
+/** The supervisor's pid while it runs. */
+function supervisorPid(dir: string): number | undefined {
+  const pid = readWorkerPid(supervisorFiles(dir));
+  return pid !== undefined && processAlive(pid) ? pid : undefined;
+}
+
+/** Ends the supervisor (SIGTERM, then SIGKILL); the workers go on. Says how it ended. */
+async function stopSupervisor(dir: string): Promise<string> {
+  const { pidFile } = supervisorFiles(dir);
+  const pid = supervisorPid(dir);
+  let how = "was not running";
+  if (pid !== undefined) {
+    process.kill(pid, "SIGTERM");
+    how = "stopped";
+    if (!(await exitsWithin(pid, 3_000))) {
+      process.kill(pid, "SIGKILL");
+      await exitsWithin(pid, 2_000);
+      how = "killed (SIGKILL)";
+    }
+  }
+  rmSync(pidFile, { force: true });
+  return how;
 }
 
 function logTail(file: string, lines = 15): string {
@@ -106,57 +138,79 @@ function logTail(file: string, lines = 15): string {
 
 async function start(profile: string, dir: string, count: number, ip: string): Promise<number> {
   const running = runningWorkers(profile);
-  if (running.length > 0) {
+  const again = `use it as it is, or run "nbjob cluster stop${profile === DEFAULT_PROFILE ? "" : ` --profile ${profile}`}" first`;
+  if (running.length >= count) {
     throw new UsageError(
-      `cluster "${profile}" is already running (${running.length} worker${running.length === 1 ? "" : "s"}, pids ${running.map((w) => w.pid).join(", ")}); ` +
-        `use it as it is, or run "nbjob cluster stop${profile === DEFAULT_PROFILE ? "" : ` --profile ${profile}`}" first`,
+      `cluster "${profile}" is already running (${running.length} worker${running.length === 1 ? "" : "s"}, pids ${running.map((w) => w.pid).join(", ")}); ${again}`,
     );
   }
+  // Workers that cannot reach the store only retry in their logs: refuse before starting any.
+  await checkStore(profile);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  // Files of workers that died without cleaning up would be mistaken for live ones.
-  for (const stale of listClusterWorkers(profile)) removeWorkerFiles(stale);
+  // The supervisor could restart a dead worker while this fills its place: stop it first and
+  // start a fresh one (with fresh backoff) once the cluster is complete.
+  await stopSupervisor(dir);
 
-  const started: Array<ClusterWorkerFiles & { pid: number; exited: () => number | null }> = [];
-  for (let i = 0; i < count; i++) {
-    const files = workerFiles(dir, profile, i);
-    const log = openSync(files.logFile, "a");
-    const child = spawn(process.execPath, [NBJOB_BIN, "worker", "--connection-file", files.connectionFile, "--ip", ip, "--id", files.workerId, "--profile", profile], {
-      detached: true, // its own process group: the notebook (or this shell) ending does not end it
-      stdio: ["ignore", log, log],
-      cwd: process.cwd(), // jobs `require` packages from here
-      // glibc gives each thread its own malloc arena and keeps what the compiler thread freed;
-      // two arenas bring a worker back from ~190 to ~105 MiB after a burst of jobs (measured here).
-      env: { MALLOC_ARENA_MAX: "2", ...process.env },
-    });
-    closeSync(log);
-    let exitCode: number | null = null;
-    child.on("exit", (code, signal) => (exitCode = code ?? (signal ? 128 : 1)));
-    child.unref();
-    if (child.pid === undefined) throw new Error(`could not start worker ${i}: ${process.execPath} did not run; see ${files.logFile}`);
-    writeFileSync(files.pidFile, `${child.pid}\n`);
-    started.push({ ...files, pid: child.pid, exited: () => exitCode });
+  // Fill the lowest free indices up to `count` workers; a dead worker's index (and connection
+  // file: same ports and key, so a notebook's view reaches the new process) is reused.
+  const alive = new Set(running.map((w) => w.index));
+  const indices: number[] = [];
+  for (let i = 0; alive.size + indices.length < count; i++) if (!alive.has(i)) indices.push(i);
+  // Files of dead workers not restarted here would be restarted by the supervisor, or mistaken for live ones.
+  for (const stale of listClusterWorkers(profile)) {
+    if (!alive.has(stale.index) && !indices.includes(stale.index)) removeWorkerFiles(stale);
   }
 
+  const started: Array<ClusterWorkerFiles & { pid: number }> = [];
   try {
+    for (const i of indices) {
+      const files = workerFiles(dir, profile, i);
+      rmSync(files.restartsFile, { force: true });
+      started.push({ ...files, pid: spawnWorker(files, profile, ip) });
+    }
     await Promise.all(started.map((worker) => waitUntilReady(worker)));
   } catch (err) {
     for (const worker of started) {
       if (processAlive(worker.pid)) process.kill(worker.pid, "SIGKILL");
       removeWorkerFiles(worker);
     }
+    // The workers that were running before go on, supervised again.
+    if (running.length > 0) spawnSupervisor(dir, profile, ip);
     throw err;
   }
-  console.log(`started ${count} worker${count === 1 ? "" : "s"} of cluster "${profile}" on ${ip} (files in ${dir})`);
+  const supervisor = spawnSupervisor(dir, profile, ip);
+  const n = (k: number) => `${k} worker${k === 1 ? "" : "s"}`;
+  if (running.length === 0) {
+    console.log(`started ${n(count)} of cluster "${profile}" on ${ip} (files in ${dir}); supervisor pid ${supervisor} restarts any that dies`);
+  } else {
+    console.log(`started ${n(started.length)} of cluster "${profile}" on ${ip} (${started.map((w) => `worker ${w.index}`).join(", ")}) next to the ${n(running.length)} already running; it has ${n(count)} now; supervisor pid ${supervisor}`);
+  }
   for (const worker of started) console.log(`  worker ${worker.index}  pid ${worker.pid}  ${worker.connectionFile}`);
   return 0;
 }
 
+/** Opens the store the workers will use (creating its schema if needed); one clear line when it cannot. */
+async function checkStore(profile: string): Promise<void> {
+  const store = openStore({ applicationName: "nbjob cluster", maxConnections: 1 });
+  try {
+    await store.query("SELECT 1");
+  } catch (err) {
+    const url = databaseUrlFromEnv();
+    const where = url === undefined ? "the embedded PostgreSQL (nbjob db status)" : redactUrl(url);
+    const message = (err as Error).message;
+    // The store's own messages already name the URL; other failures get it added.
+    throw new Error(`cluster "${profile}" not started, no worker was launched: ${message.includes(where) ? message : `the store at ${where} cannot be used (${message})`}`);
+  } finally {
+    await store.close().catch(() => undefined);
+  }
+}
+
 /** Waits for the worker's connection file, then for its answer to kernel_info. */
-async function waitUntilReady(worker: ClusterWorkerFiles & { pid: number; exited: () => number | null }): Promise<void> {
+async function waitUntilReady(worker: ClusterWorkerFiles & { pid: number }): Promise<void> {
   const deadline = Date.now() + READY_TIMEOUT_MS;
   const failure = (what: string) => new Error(`worker ${worker.index} (pid ${worker.pid}) ${what}; its log ${worker.logFile} ends with:\n${logTail(worker.logFile)}`);
   while (!existsSync(worker.connectionFile)) {
-    if (worker.exited() !== null) throw failure(`exited with code ${worker.exited()} before it was ready`);
+    if (!processAlive(worker.pid)) throw failure("exited before it was ready");
     if (Date.now() > deadline) throw failure(`wrote no connection file within ${READY_TIMEOUT_MS / 1000} s`);
     await sleep(25);
   }
@@ -191,19 +245,26 @@ async function status(profile: string, dir: string): Promise<number> {
           heartbeat = `error: ${(err as Error).message}`;
         }
       }
-      return { files, pid, alive, heartbeat, busy, queued };
+      const restarts = readRestartState(files);
+      return { files, pid, alive, heartbeat, busy, queued, restarts: restarts.gaveUp ? `${restarts.count} (gave up)` : String(restarts.count) };
     }),
   );
   const healthy = rows.filter((r) => r.alive && r.heartbeat === "ok").length;
+  const supervisor = supervisorPid(dir);
   console.log(`cluster "${profile}" (${dir}): ${healthy} of ${rows.length} worker${rows.length === 1 ? "" : "s"} alive`);
-  const table = [["worker", "pid", "process", "heartbeat", "busy", "queued"]];
-  for (const r of rows) table.push([String(r.files.index), r.pid === undefined ? "?" : String(r.pid), r.alive ? "alive" : "dead", r.heartbeat, r.busy, r.queued]);
+  console.log(supervisor !== undefined
+    ? `supervisor pid ${supervisor} restarts dead workers (log ${supervisorFiles(dir).logFile})`
+    : `no supervisor: dead workers are not restarted; "nbjob cluster start -n ${rows.length}${profile === DEFAULT_PROFILE ? "" : ` --profile ${profile}`}" starts the missing ones and a supervisor`);
+  const table = [["worker", "pid", "process", "heartbeat", "busy", "queued", "restarts"]];
+  for (const r of rows) table.push([String(r.files.index), r.pid === undefined ? "?" : String(r.pid), r.alive ? "alive" : "dead", r.heartbeat, r.busy, r.queued, r.restarts]);
   const widths = table[0].map((_, c) => Math.max(...table.map((row) => row[c].length)));
   for (const row of table) console.log(`  ${row.map((cell, c) => cell.padEnd(widths[c])).join("  ").trimEnd()}`);
   return healthy === rows.length ? 0 : 1;
 }
 
 async function stop(profile: string, dir: string): Promise<number> {
+  // First the supervisor, so that it does not restart the workers being stopped.
+  const supervisor = await stopSupervisor(dir);
   const workers = listClusterWorkers(profile);
   if (workers.length === 0) {
     console.log(`no cluster "${profile}" to stop (nothing under ${dir})`);
@@ -211,7 +272,7 @@ async function stop(profile: string, dir: string): Promise<number> {
   }
   const outcomes = await Promise.all(workers.map((files) => stopWorker(files)));
   for (const files of workers) removeWorkerFiles(files);
-  console.log(`stopped cluster "${profile}": ${outcomes.map((how, i) => `worker ${workers[i].index} ${how}`).join(", ")}`);
+  console.log(`stopped cluster "${profile}": ${outcomes.map((how, i) => `worker ${workers[i].index} ${how}`).join(", ")}; supervisor ${supervisor}`);
   return 0;
 }
 

@@ -4,7 +4,7 @@ import { inspect } from "node:util";
 import { deserialize } from "node:v8";
 import type { CellSink } from "./cell-types";
 import {
-  diffJobs, getBundle, getEnvironment, IllegalTransitionError, listCheckpoints, markLostJobs, notifyJobCancelled, readLogs, requireJob, transitionJob, UnknownJobError,
+  diffJobs, getBundle, getEnvironment, getWorker, IllegalTransitionError, listCheckpoints, listWorkers, markLostJobs, notifyJobCancelled, readLogs, requireJob, transitionJob, UnknownJobError,
 } from "../store";
 import type { CheckpointSummary, DbJob, JobStatus, Store } from "../store";
 import { assembleBundle, locateBundleLine } from "./bundle";
@@ -269,13 +269,38 @@ export class Job {
     if (options.timeout === undefined) return (await finished).status;
     if (typeof options.timeout !== "number" || !(options.timeout >= 0)) throw new TypeError(`job.wait({ timeout }): timeout must be a number of milliseconds; got ${inspect(options.timeout)}`);
     let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`job ${this.id} is still ${this.#row.status} after ${options.timeout} ms; it goes on (wait again, or job.cancel())`)), options.timeout);
+    const timedOut = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), options.timeout);
     });
     try {
-      return (await Promise.race([finished, timedOut])).status;
+      const outcome = await Promise.race([finished, timedOut]);
+      if (outcome !== "timeout") return outcome.status;
     } finally {
       clearTimeout(timer);
+    }
+    throw new Error(`job ${this.id} is still ${this.#row.status} after ${options.timeout} ms; it goes on (wait again, or job.cancel())${await this.#whyWaiting()}`);
+  }
+
+  /** For a queued job: whom it waits for, and when that worker was last heard from. "" otherwise. */
+  async #whyWaiting(): Promise<string> {
+    if (this.#row.status !== "queued") return this.#row.status === "running" && this.#row.worker_id ? `; it runs on worker ${this.#row.worker_id}` : "";
+    const ago = (worker: { last_heartbeat_at: Date }) => `${Math.round((Date.now() - worker.last_heartbeat_at.getTime()) / 1000)} s ago`;
+    try {
+      const target = this.#row.target_worker;
+      if (target !== null) {
+        const worker = await getWorker(this.#store, target);
+        return worker
+          ? `; it is queued for worker ${target}, whose last heartbeat was ${ago(worker)}`
+          : `; it is queued for worker ${target}, which has never checked in with the store`;
+      }
+      const workers = await listWorkers(this.#store);
+      const alive = workers.filter((w) => Date.now() - w.last_heartbeat_at.getTime() < WORKER_STALE_MS);
+      if (alive.length > 0) return `; it waits for one of the ${alive.length} live worker${alive.length === 1 ? "" : "s"} to be free`;
+      return workers.length > 0
+        ? `; no worker is alive (the last heartbeat, from worker ${workers[0].id}, was ${ago(workers[0])}); start some with "npx nbjob cluster start -n 2"`
+        : `; no worker has ever checked in with the store; start some with "npx nbjob cluster start -n 2"`;
+    } catch {
+      return ""; // the store is away: the plain message says enough
     }
   }
 
@@ -397,12 +422,17 @@ export class Job {
         const final = FINAL_STATUSES.includes(this.#row.status);
         // A job's logs are all stored before its final status, so one more read catches the tail.
         if (!this.#live) await this.#pumpLogs();
-        else if (final && !this.#sawEnd) await this.#nap(LIVE_TAIL_MS); // its last output is on the way over the comm
+        else if (final && !this.#sawEnd) {
+          await this.#nap(LIVE_TAIL_MS); // its last output is on the way over the comm
+          // Nothing came over the comm: another process ran it (e.g. its worker restarted and took
+          // it from the queue), and the store's logs are its output.
+          if (!this.#sawEnd && !this.#streamedLive) await this.#pumpLogs();
+        }
         if (final) {
           this.#worker?.forget(this.id);
           return this.#row;
         }
-        if (this.#row.status === "running") await this.#markLostIfSilent();
+        if (this.#row.status === "running" || (this.#row.status === "queued" && this.#row.target_worker !== null)) await this.#markLostIfSilent();
         await this.#nap(POLL_MS);
       }
     })();
@@ -416,7 +446,8 @@ export class Job {
 
   /**
    * Every few seconds while waiting: marks lost the running jobs whose worker stopped
-   * heartbeating (workers do this for each other; this covers a job whose every worker died).
+   * heartbeating, and the queued jobs of a direct view whose worker is gone (workers do this for
+   * each other; this covers a job whose every worker died).
    */
   async #markLostIfSilent(): Promise<void> {
     if (Date.now() - this.#lostCheckedAt < LOST_CHECK_MS) return;

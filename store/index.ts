@@ -23,7 +23,7 @@ export { putCheckpoint, listCheckpoints, readCheckpoint, lastCheckpointIndex } f
 export type { CheckpointSummary, PutCheckpointResult } from "./checkpoints";
 export { createAnalysis, putAnalysisRow, getAnalysisRows, missingAnalysisCheckpoints, getAnalysis, storedAnalysisCells, withAnalysisLock } from "./analyses";
 export type { AnalysisFunctionInput, AnalysisRowInput } from "./analyses";
-export { heartbeatWorker, listWorkers, removeWorker } from "./workers";
+export { getWorker, heartbeatWorker, listWorkers, removeWorker } from "./workers";
 export type { WorkerHeartbeat } from "./workers";
 export { claimNextJob, notifyJobQueued, notifyJobCancelled, markLostJobs, JOB_QUEUED_CHANNEL, JOB_CANCELLED_CHANNEL } from "./queue";
 export type { ClaimInput, LostJobsInput } from "./queue";

@@ -161,19 +161,28 @@ export interface LostJobsInput {
 
 /**
  * Marks `lost` the running jobs whose worker stopped heartbeating (or has no row at all, or
- * restarted since). Returns the ids it marked. A server that started less than `staleAfterMs`
- * ago judges no silence: while it was down no worker could heartbeat, and they need that long
- * to be heard from again.
+ * restarted since), and the queued jobs of a direct view whose worker is gone: silent for
+ * `staleAfterMs` (so neither alive nor restarted by a supervisor, which keeps the name) while
+ * the job waited at least that long. Such a job fails rather than moving to another worker: a
+ * direct view asked for that worker (its message says how to run it elsewhere). Returns the ids
+ * it marked. A server that started less than `staleAfterMs` ago judges no silence: while it was
+ * down no worker could heartbeat, and they need that long to be heard from again.
  */
 export async function markLostJobs(db: Db, input: LostJobsInput): Promise<number[]> {
   const { rows } = await db.query<{ id: number }>(
     `UPDATE nbjob.jobs j SET status = 'lost', finished_at = now(),
             error_name = 'WorkerLost',
             error_message = CASE
+              WHEN j.status = 'queued' THEN
+                'worker ' || j.target_worker || ', which this job was queued for (a direct view), is gone: ' ||
+                COALESCE('its last heartbeat was ' ||
+                  (SELECT extract(epoch FROM now() - w.last_heartbeat_at)::bigint FROM nbjob.workers w WHERE w.id = j.target_worker) || ' s ago',
+                  'it never checked in with the store') ||
+                ' and no supervisor restarted it; run the job elsewhere (job.rerun(rc.loadBalanced())) or start the worker again (nbjob cluster start -n N)'
               WHEN $2::text IS NOT NULL AND j.worker_id = $2 THEN 'worker ' || j.worker_id || ' restarted while running this job'
               ELSE 'worker ' || COALESCE(j.worker_id, '?') || ' stopped answering (no heartbeat for ' || ($1 / 1000)::int || ' s) while running this job'
             END
-      WHERE j.status = 'running'
+      WHERE (j.status = 'running'
         AND (
           ($2::text IS NOT NULL AND j.worker_id = $2 AND j.pid IS DISTINCT FROM $3::int)
           OR (
@@ -185,7 +194,14 @@ export async function markLostJobs(db: Db, input: LostJobsInput): Promise<number
             -- a job claimed just now by a worker whose first heartbeat is still on its way is not lost
             AND j.started_at < now() - make_interval(secs => $1 / 1000.0)
           )
-        )
+        ))
+        OR (j.status = 'queued' AND j.target_worker IS NOT NULL
+          AND NOT $4::boolean
+          AND pg_postmaster_start_time() < now() - make_interval(secs => $1 / 1000.0)
+          AND j.queued_at < now() - make_interval(secs => $1 / 1000.0)
+          AND NOT EXISTS (
+            SELECT 1 FROM nbjob.workers w
+             WHERE w.id = j.target_worker AND w.last_heartbeat_at > now() - make_interval(secs => $1 / 1000.0)))
       RETURNING j.id`,
     [input.staleAfterMs, input.restartedWorker?.workerId ?? null, input.restartedWorker?.pid ?? null, input.skipSilent === true],
   );

@@ -35,6 +35,12 @@ export async function listWorkers(db: Db, filter: { profile?: string; aliveWithi
   return rows;
 }
 
+/** One worker's row (its last heartbeat), or undefined when it never checked in. */
+export async function getWorker(db: Db, id: string): Promise<DbWorker | undefined> {
+  const { rows } = await db.query<DbWorker>("SELECT * FROM nbjob.workers WHERE id = $1", [id]);
+  return rows[0];
+}
+
 export async function removeWorker(db: Db, id: string): Promise<boolean> {
   const { rowCount } = await db.query("DELETE FROM nbjob.workers WHERE id = $1", [id]);
   return rowCount === 1;

@@ -2,7 +2,8 @@
 // NBJOB_HOME, real detached worker processes, and a real client sending them a job.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -10,19 +11,29 @@ import { Client as PgClient } from "pg";
 import { KernelClient } from "../wire/client";
 import { readConnectionFile } from "../wire/connection";
 import type { WorkerEvent } from "../runtime/shared/protocol";
+import { Client } from "../runtime/client";
+import { DBWrapper } from "../runtime/db-wrapper";
+import { createJob, getJob, openStore, putBundle } from "../store";
+import type { DbJob, Store } from "../store";
 
 const NBJOB = join(__dirname, "..", "..", "bin", "nbjob.js");
 const home = mkdtempSync(join(tmpdir(), "nbjob-cluster-test-"));
 // Workers heartbeat in the store: give them a database of their own on the local server.
 const ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres";
 const DATABASE = `nbjob_cluster_test_${process.pid}`;
-const env = { ...process.env, NBJOB_HOME: home, NBJOB_DATABASE_URL: `postgres://postgres@127.0.0.1:5432/${DATABASE}` };
+const DATABASE_URL = `postgres://postgres@127.0.0.1:5432/${DATABASE}`;
+// Quick heartbeats and a short lost threshold, so that a gone worker is noticed within seconds.
+const env = { ...process.env, NBJOB_HOME: home, NBJOB_DATABASE_URL: DATABASE_URL, NBJOB_WORKER_HEARTBEAT_MS: "500", NBJOB_WORKER_STALE_MS: "4000" };
 const clusterDir = join(home, "cluster", "default");
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function nbjob(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return nbjobWith(env, ...args);
+}
+
+function nbjobWith(withEnv: NodeJS.ProcessEnv, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [NBJOB, ...args], { env, timeout: 60_000 }, (err, stdout, stderr) => {
+    execFile(process.execPath, [NBJOB, ...args], { env: withEnv, timeout: 60_000 }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === "number" ? err.code : 1) : 0;
       resolve({ code, stdout, stderr });
     });
@@ -42,7 +53,60 @@ function pidOf(index: number): number {
   return Number(readFileSync(join(clusterDir, `worker-${index}.pid`), "utf8"));
 }
 
+/** The supervisor ends (SIGKILL: as if it crashed), so that nothing restarts a worker killed next. */
+async function killSupervisor(): Promise<void> {
+  if (existsSync(join(clusterDir, "supervisor.pid"))) await killAndWait(supervisorPid());
+}
+
+function supervisorPid(): number {
+  return Number(readFileSync(join(clusterDir, "supervisor.pid"), "utf8"));
+}
+
+async function waitUntil<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs / 1000} s`);
+    await sleep(50);
+  }
+}
+
+async function killAndWait(pid: number): Promise<void> {
+  if (alive(pid)) process.kill(pid, "SIGKILL");
+  await waitUntil(`pid ${pid} ends`, () => (alive(pid) ? undefined : true), 5_000);
+}
+
+/** A job as a direct view stores it: queued, for worker `target`. */
+async function storedJob(source: string, target: string): Promise<{ id: number; hash: string }> {
+  const hash = await putBundle(store, { source, snippets: [], params: {}, entries: [] });
+  return { id: (await createJob(store, { bundleHash: hash, targetWorker: target })).id, hash };
+}
+
+async function jobEnds(id: number): Promise<DbJob> {
+  return waitUntil(`job ${id} ends`, async () => {
+    const row = await getJob(store, id);
+    return row && ["done", "failed", "cancelled", "lost"].includes(row.status) ? row : undefined;
+  });
+}
+
+/** Processes (workers, supervisor) whose command line names `--profile profile`. */
+function processesOfProfile(profile: string): number[] {
+  const found: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const args = readFileSync(`/proc/${entry}/cmdline`, "utf8").split("\0");
+      if (args.includes(NBJOB) && args.includes("--profile") && args[args.indexOf("--profile") + 1] === profile) found.push(Number(entry));
+    } catch {
+      // it ended meanwhile
+    }
+  }
+  return found;
+}
+
 const pidsSeen = new Set<number>();
+let store: Store;
 
 async function admin(sql: string): Promise<void> {
   const client = new PgClient({ connectionString: ADMIN_URL });
@@ -57,11 +121,22 @@ async function admin(sql: string): Promise<void> {
 before(async () => {
   await admin(`DROP DATABASE IF EXISTS ${DATABASE}`);
   await admin(`CREATE DATABASE ${DATABASE}`);
+  store = openStore({ url: DATABASE_URL });
 });
 
 after(async () => {
-  // Whatever a failed test left running.
+  // Whatever a failed test left running (this test's home only).
+  for (const profile of ["default", "lab", "offline"]) {
+    for (const pid of processesOfProfile(profile)) {
+      try {
+        if (readFileSync(`/proc/${pid}/environ`, "utf8").split("\0").includes(`NBJOB_HOME=${home}`)) pidsSeen.add(pid);
+      } catch {
+        // it ended meanwhile
+      }
+    }
+  }
   for (const pid of pidsSeen) if (alive(pid)) process.kill(pid, "SIGKILL");
+  await store.close();
   rmSync(home, { recursive: true, force: true });
   await admin(`DROP DATABASE IF EXISTS ${DATABASE} WITH (FORCE)`);
 });
@@ -79,11 +154,14 @@ describe("nbjob cluster", () => {
       assert.equal(info.ip, "127.0.0.1");
       assert.ok(info.key.length > 0);
     }
+    pidsSeen.add(supervisorPid());
+    assert.ok(alive(supervisorPid()), "the supervisor is not running after start returned");
+    assert.match(run.stdout, new RegExp(`supervisor pid ${supervisorPid()} restarts any that dies`));
   });
 
   test("starting a profile that already runs says so and changes nothing", async () => {
     const before = [pidOf(0), pidOf(1)];
-    const run = await nbjob("cluster", "start", "-n", "3");
+    const run = await nbjob("cluster", "start", "-n", "2");
     assert.notEqual(run.code, 0);
     assert.match(run.stderr, /cluster "default" is already running \(2 workers/);
     assert.deepEqual([pidOf(0), pidOf(1)], before);
@@ -94,6 +172,8 @@ describe("nbjob cluster", () => {
     const idle = await nbjob("cluster", "status");
     assert.equal(idle.code, 0, idle.stdout + idle.stderr);
     assert.match(idle.stdout, /2 of 2 workers alive/);
+    assert.match(idle.stdout, new RegExp(`supervisor pid ${supervisorPid()} restarts dead workers`));
+    assert.match(idle.stdout, /worker\s+pid\s+process\s+heartbeat\s+busy\s+queued\s+restarts/);
     assert.match(idle.stdout, new RegExp(`\\n\\s+0\\s+${pidOf(0)}\\s+alive\\s+ok\\s+idle`));
     assert.match(idle.stdout, new RegExp(`\\n\\s+1\\s+${pidOf(1)}\\s+alive\\s+ok\\s+idle`));
 
@@ -120,29 +200,129 @@ describe("nbjob cluster", () => {
     }
   });
 
-  test("a worker that died shows as dead and status exits non-zero", async () => {
+  test("a job that SIGKILLs its worker: the supervisor restarts it in place (status counts it) and the next job on the same view runs", async () => {
+    const killedPid = pidOf(0);
+    const rc = await Client.connect({ connectionFiles: [join(clusterDir, "worker-0.json"), join(clusterDir, "worker-1.json")], timeoutMs: 20_000 });
+    try {
+      const view = rc.view(0);
+      assert.equal(view.workerId, "default/0");
+      const kill = 'process.kill(process.pid, "SIGKILL");';
+      const killer = await storedJob(kill, "default/0");
+      await view.worker.run(killer.id, { source: kill, hash: killer.hash, params: {} }, () => {});
+      await waitUntil("the worker dies", () => (alive(killedPid) ? undefined : true), 20_000);
+      const newPid = await waitUntil("worker 0 is restarted", () => {
+        const pid = pidOf(0);
+        return pid !== killedPid && alive(pid) ? pid : undefined;
+      }, 20_000);
+      pidsSeen.add(newPid);
+      const lost = await jobEnds(killer.id);
+      assert.equal(lost.status, "lost");
+      // Said by the new process's first heartbeat, or by worker 1 if worker 0 was silent for 4 s first.
+      assert.match(lost.error_message ?? "", /worker default\/0 (restarted while running this job|stopped answering)/);
+
+      // The same view (connection, comm) reaches the new process: its name, ports and key are the old ones.
+      const next = await storedJob("6 * 7", "default/0");
+      const events: WorkerEvent[] = [];
+      await view.worker.run(next.id, { source: "6 * 7", hash: next.hash, params: {} }, (event) => events.push(event));
+      const done = await jobEnds(next.id);
+      assert.equal(done.status, "done", done.error_message ?? "");
+      assert.equal(done.result_text, "42");
+      assert.equal(done.worker_id, "default/0");
+      assert.equal(done.pid, newPid);
+      await waitUntil("the done event over the comm", () => (events.some((e) => e.action === "done") ? true : undefined), 10_000);
+
+      const status = await nbjob("cluster", "status");
+      assert.equal(status.code, 0, status.stdout + status.stderr);
+      assert.match(status.stdout, /2 of 2 workers alive/);
+      assert.match(status.stdout, new RegExp(`\\n\\s+0\\s+${newPid}\\s+alive\\s+ok\\s+idle\\s+0\\s+1\\n`));
+      assert.match(status.stdout, new RegExp(`\\n\\s+1\\s+${pidOf(1)}\\s+alive\\s+ok\\s+idle\\s+0\\s+0`));
+    } finally {
+      await rc.close();
+    }
+  });
+
+  test("without its supervisor a dead worker stays dead and status says so; start -n 2 fills up to 2", async () => {
+    await killSupervisor();
     const pid = pidOf(0);
-    process.kill(pid, "SIGKILL");
-    for (let waited = 0; alive(pid) && waited < 5_000; waited += 20) await sleep(20);
+    const other = pidOf(1);
+    await killAndWait(pid);
     const run = await nbjob("cluster", "status");
     assert.equal(run.code, 1);
     assert.match(run.stdout, /1 of 2 workers alive/);
     assert.match(run.stdout, new RegExp(`\\n\\s+0\\s+${pid}\\s+dead`));
+    assert.match(run.stdout, /no supervisor: dead workers are not restarted; "nbjob cluster start -n 2" starts the missing ones/);
+
+    const fill = await nbjob("cluster", "start", "-n", "2");
+    assert.equal(fill.code, 0, fill.stderr);
+    assert.match(fill.stdout, /started 1 worker of cluster "default" on 127\.0\.0\.1 \(worker 0\) next to the 1 worker already running; it has 2 workers now/);
+    pidsSeen.add(pidOf(0));
+    pidsSeen.add(supervisorPid());
+    assert.notEqual(pidOf(0), pid);
+    assert.ok(alive(pidOf(0)));
+    assert.equal(pidOf(1), other, "the running worker was left alone");
+    assert.ok(alive(supervisorPid()), "start left no supervisor running");
+    const status = await nbjob("cluster", "status");
+    assert.equal(status.code, 0, status.stdout);
+    assert.match(status.stdout, /2 of 2 workers alive/);
   });
 
-  test("stop ends the workers and removes their files; status then says there is no cluster", async () => {
-    const pids = [pidOf(0), pidOf(1)];
+  test("a job queued for a worker that is gone fails naming it; job.wait({ timeout }) says whom it waits for", async () => {
+    await killSupervisor();
+    await killAndWait(pidOf(1));
+    const { id } = await storedJob("1 + 1", "default/1");
+    const db = new DBWrapper(DATABASE_URL);
+    try {
+      const job = await db.job(id);
+      await assert.rejects(job.wait({ timeout: 300 }), (err: Error) => {
+        assert.match(err.message, new RegExp(`^job ${id} is still queued after 300 ms; it goes on \\(wait again, or job\\.cancel\\(\\)\\); it is queued for worker default/1, whose last heartbeat was \\d+ s ago$`));
+        return true;
+      });
+      // Worker 0 (alive) finds within its lost threshold (4 s here) that worker 1 is gone.
+      const row = await jobEnds(id);
+      assert.equal(row.status, "lost");
+      assert.match(row.error_message ?? "", /^worker default\/1, which this job was queued for \(a direct view\), is gone: its last heartbeat was \d+ s ago and no supervisor restarted it/);
+      await assert.rejects(job.result, /job \d+ was lost: WorkerLost: worker default\/1, which this job was queued for/);
+    } finally {
+      await db.store.close();
+    }
+  });
+
+  test("stop ends the supervisor and the workers and removes their files; status then says there is no cluster", async () => {
+    const fill = await nbjob("cluster", "start", "-n", "2");
+    assert.equal(fill.code, 0, fill.stderr);
+    assert.match(fill.stdout, /started 1 worker of cluster "default" on 127\.0\.0\.1 \(worker 1\)/);
+    const pids = [pidOf(0), pidOf(1), supervisorPid()];
+    for (const pid of pids) pidsSeen.add(pid);
     const run = await nbjob("cluster", "stop");
     assert.equal(run.code, 0, run.stderr);
-    assert.match(run.stdout, /worker 0 was not running, worker 1 shut down/);
+    assert.match(run.stdout, /worker 0 shut down, worker 1 shut down; supervisor stopped/);
     for (const pid of pids) assert.ok(!alive(pid), `pid ${pid} still runs`);
     for (const i of [0, 1]) {
       assert.ok(!existsSync(join(clusterDir, `worker-${i}.json`)));
       assert.ok(!existsSync(join(clusterDir, `worker-${i}.pid`)));
     }
+    assert.ok(!existsSync(join(clusterDir, "supervisor.pid")));
     const status = await nbjob("cluster", "status");
     assert.equal(status.code, 1);
     assert.match(status.stdout, /no cluster "default"/);
+  });
+
+  test("start with an unreachable database fails with one line naming it (password masked) and leaves nothing running", async () => {
+    // A port nothing listens on: chosen by the system, then closed.
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const port = (server.address() as { port: number }).port;
+    await new Promise((resolve) => server.close(resolve));
+    const run = await nbjobWith({ ...env, NBJOB_DATABASE_URL: `postgres://alice:s3cret@127.0.0.1:${port}/nbjob` }, "cluster", "start", "-n", "2", "--profile", "offline");
+    assert.notEqual(run.code, 0);
+    const lines = run.stderr.trimEnd().split("\n");
+    assert.equal(lines.length, 1, run.stderr);
+    assert.match(lines[0], new RegExp(`^nbjob: cluster "offline" not started, no worker was launched: cannot reach PostgreSQL at postgres://alice:\\*\\*\\*@127\\.0\\.0\\.1:${port}/nbjob \\(connection refused\\); start the server or point NBJOB_DATABASE_URL at a running one$`));
+    assert.ok(!run.stderr.includes("s3cret") && !run.stdout.includes("s3cret"));
+    const dir = join(home, "cluster", "offline");
+    assert.ok(!existsSync(join(dir, "worker-0.pid")) && !existsSync(join(dir, "supervisor.pid")));
+    await sleep(500); // a worker or supervisor launched anyway would show by now
+    assert.deepEqual(processesOfProfile("offline"), []);
   });
 
   test("a named profile with --ip gets its own directory and binds that address", async () => {

@@ -227,7 +227,14 @@ export class WorkerKernel {
 
   private commMsg(msg: Message): void {
     const commId = String(msg.content.comm_id ?? "");
-    if (!this.comms.has(commId)) throw new BadRequest(`comm ${commId} is not open on this worker; open a "${WORKER_COMM_TARGET}" comm first`);
+    if (!this.comms.has(commId)) {
+      if (commId === "") throw new BadRequest(`comm_msg needs content.comm_id; open a "${WORKER_COMM_TARGET}" comm first`);
+      // A worker restarted in place (same connection file, see cli/cluster-supervisor.ts) hears
+      // from notebooks whose comm its previous process opened. "nbjob.worker" is its only comm
+      // target, so the comm can only be one of those: take it over instead of refusing.
+      this.comms.add(commId);
+      this.log(`took over comm ${commId} (opened with this worker's previous process)`);
+    }
     const data = msg.content.data;
     this.commRequest(commId, msg, data && typeof data === "object" ? (data as Record<string, unknown>) : {});
   }

@@ -1,7 +1,9 @@
 // Where a local cluster keeps its workers: $NBJOB_HOME/cluster/<profile>/worker-<i>.json (the
-// connection file each worker writes once bound), worker-<i>.pid and worker-<i>.log. Read by
-// `nbjob cluster` and by clients looking for the workers of a profile.
-import { readdirSync, readFileSync } from "node:fs";
+// connection file each worker writes once bound), worker-<i>.pid, worker-<i>.log and
+// worker-<i>.restarts (how often its supervisor restarted it), plus the cluster's supervisor
+// (supervisor.pid, supervisor.log). Read by `nbjob cluster` and by clients looking for the
+// workers of a profile.
+import { readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { nbjobHome } from "../../store";
 
@@ -14,6 +16,17 @@ export interface ClusterWorkerFiles {
   connectionFile: string;
   pidFile: string;
   logFile: string;
+  /** JSON {@link RestartState}, written by the supervisor. */
+  restartsFile: string;
+}
+
+/** What the supervisor records about one worker's restarts. */
+export interface RestartState {
+  count: number;
+  /** ISO time of the last restart. */
+  last: string | null;
+  /** Set when the supervisor stopped restarting it (too many quick deaths): why. */
+  gaveUp: string | null;
 }
 
 /** Profile names become directory names: keep them to letters, digits, `.`, `_` and `-`. */
@@ -35,7 +48,29 @@ export function workerFiles(dir: string, profile: string, index: number): Cluste
     connectionFile: join(dir, `worker-${index}.json`),
     pidFile: join(dir, `worker-${index}.pid`),
     logFile: join(dir, `worker-${index}.log`),
+    restartsFile: join(dir, `worker-${index}.restarts`),
   };
+}
+
+export function supervisorFiles(dir: string): { pidFile: string; logFile: string } {
+  return { pidFile: join(dir, "supervisor.pid"), logFile: join(dir, "supervisor.log") };
+}
+
+/** The worker's restart record; a worker never restarted has count 0. */
+export function readRestartState(files: ClusterWorkerFiles): RestartState {
+  try {
+    const state = JSON.parse(readFileSync(files.restartsFile, "utf8")) as Partial<RestartState>;
+    return { count: Number(state.count) || 0, last: state.last ?? null, gaveUp: state.gaveUp ?? null };
+  } catch {
+    return { count: 0, last: null, gaveUp: null };
+  }
+}
+
+export function writeRestartState(files: ClusterWorkerFiles, state: RestartState): void {
+  // Written whole, then renamed: `cluster status` never reads half of it.
+  const partial = `${files.restartsFile}.${process.pid}.tmp`;
+  writeFileSync(partial, `${JSON.stringify(state)}\n`);
+  renameSync(partial, files.restartsFile);
 }
 
 /** The workers a profile has files for (a pid file or a connection file), by index. */
@@ -56,7 +91,7 @@ export function listClusterWorkers(profile: string = DEFAULT_PROFILE, home?: str
 }
 
 /** The pid recorded for a worker, or undefined when there is no readable pid file. */
-export function readWorkerPid(files: ClusterWorkerFiles): number | undefined {
+export function readWorkerPid(files: { pidFile: string }): number | undefined {
   try {
     const pid = Number(readFileSync(files.pidFile, "utf8").trim());
     return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined;
