@@ -55,6 +55,47 @@ export interface AnalyzerStats {
 /** A function analysers accept: no arguments, returns an object (or a promise of one) whose fields become columns. */
 export type AnalysisFunctionValue = () => object | Promise<object>;
 
+/**
+ * A value as a row holds it: rows are stored as JSON data (worker/analysis-thread.ts rowFields),
+ * so a Date arrives as its ISO string, a Map as an object, a Set or typed array as an array.
+ */
+export type RowValue<V> =
+  V extends bigint ? number | string
+    : V extends Date ? string
+    : V extends ArrayBufferView ? number[]
+    : V extends ReadonlyMap<unknown, infer W> ? { [key: string]: RowValue<W> }
+    : V extends ReadonlySet<infer W> ? RowValue<W>[]
+    : V extends object ? { [K in keyof V]: RowValue<V[K]> }
+    : V;
+
+/** The fields one analysis function puts in a row: its (awaited) return type, as stored. */
+type FieldsOf<F> = F extends (...args: never[]) => infer R ? RowValue<Awaited<R>> : never;
+
+type UnionToIntersection<U> = (U extends unknown ? (x: U) => void : never) extends (x: infer I) => void ? I : never;
+
+/** The functions' fields merged in order: a later function's field of the same name wins, as in mergeRows. */
+type MergedFields<Fns extends readonly unknown[]> =
+  Fns extends readonly [infer First, ...infer Rest] ? Omit<FieldsOf<First>, keyof MergedFields<Rest>> & MergedFields<Rest>
+    : Fns extends readonly [] ? {}
+    // An array that is not a tuple: any of its functions may be in it.
+    : UnionToIntersection<FieldsOf<Fns[number]>>;
+
+type Flatten<T> = { [K in keyof T]: T[K] } & {};
+
+/**
+ * The row type of an analyzer over `Fns` (what `db.createAnalyzer(view, job, [f, g])` gives):
+ * `checkpoint`, then the fields of every function's return type. Functions whose return type
+ * names no field (plain `object`) give rows that take any field name, as AnalysisRow does. A row
+ * where a function threw has `errors` and lacks that function's fields.
+ */
+export type AnalysisRowOf<Fns extends readonly unknown[]> = Flatten<
+  { checkpoint: number; errors?: { [functionName: string]: string } }
+  & ([keyof MergedFields<Fns>] extends [never] ? { [field: string]: unknown } : Omit<MergedFields<Fns>, "checkpoint" | "errors">)
+>;
+
+/** A field of the rows that analyzer.plot can draw (any name but `errors`). */
+export type PlotField<Row> = Exclude<keyof Row, "errors"> & string;
+
 const POLL_MS = 500;
 const ACK_TIMEOUT_MS = 15_000;
 /** While a batch runs, the worker's heartbeat is checked this often, so a dead worker's batch moves on. */
@@ -168,8 +209,11 @@ function workersOf(view: View): WorkerConnection[] {
   return view.kind === "direct" ? [view.worker] : [...view.client.workers];
 }
 
-/** Live rows over a job's checkpoints; made by `db.createAnalyzer(view, job, fns)`. */
-export class Analyzer {
+/**
+ * Live rows over a job's checkpoints; made by `db.createAnalyzer(view, job, fns)`. `Row` is the
+ * type of a row, inferred from the functions' return types (see AnalysisRowOf).
+ */
+export class Analyzer<Row extends object = AnalysisRow> {
   readonly #store: Store;
   readonly #functions: AnalysisFunction[];
   readonly #follow: boolean;
@@ -203,8 +247,9 @@ export class Analyzer {
   }
 
   /** Resolves with one row per checkpoint, in checkpoint order (see AnalysisRow), once every checkpoint is analysed. */
-  get result(): Promise<AnalysisRow[]> {
-    return this.#result;
+  get result(): Promise<Row[]> {
+    // Row is what the functions' return types say the merged rows hold (AnalysisRowOf).
+    return this.#result as Promise<unknown[]> as Promise<Row[]>;
   }
 
   /** Counts so far (checkpoints analysed, rows computed now, errors, work per worker). */
@@ -225,9 +270,9 @@ export class Analyzer {
    * "checkpoint") as Vega-Lite with an SVG fallback. Rows without a number for a field are left
    * out. Before the result is in, the chart appears when it is.
    */
-  plot(x: string, y: string | string[], options: PlotOptions = {}): DisplayHandle {
+  plot(x: PlotField<Row>, y: PlotField<Row> | PlotField<Row>[], options: PlotOptions = {}): DisplayHandle {
     if (typeof x !== "string" || x === "") throw new TypeError(`analyzer.plot(x, y): x must be the name of a row field, such as "checkpoint" or "iteration"; got ${inspect(x, { depth: 0 })}`);
-    const ys = typeof y === "string" ? [y] : y;
+    const ys: string[] = typeof y === "string" ? [y] : y;
     if (!Array.isArray(ys) || ys.length === 0 || !ys.every((f) => typeof f === "string" && f !== "")) {
       throw new TypeError(`analyzer.plot(x, y): y must be the name of a row field (or an array of names), such as "error"; got ${inspect(y, { depth: 0 })}`);
     }

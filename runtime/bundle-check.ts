@@ -66,7 +66,7 @@ export function workerGlobals(params: ParamValues): string {
     "// Globals a job's code sees in the worker.",
     `declare const params: ${jsonType(params)};`,
     "declare const jobtracker: {",
-    "  registerCheckpointer(name: string, accessors?: { get?(): unknown; set?(value: any): void }): void;",
+    "  registerCheckpointer<T = unknown>(name: string, accessors?: { get?(): T; set?(value: T): void }): void;",
     "  checkpoint(): number;",
     "  flush(): Promise<void>;",
     "};",

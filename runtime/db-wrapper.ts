@@ -14,7 +14,7 @@ import { currentCellSink } from "./notebook";
 import type { View } from "./client";
 import { jobsChanged, setDefaultStore } from "./dashboard";
 import { createAnalyzer } from "./analyzer";
-import type { AnalysisFunctionValue, Analyzer, AnalyzerOptions } from "./analyzer";
+import type { AnalysisFunctionValue, AnalysisRowOf, Analyzer, AnalyzerOptions } from "./analyzer";
 import { FINAL_STATUSES, Job, JobGroup, loadProgram } from "./job";
 import { frontendCanAnswer, reviewBundle } from "./review";
 import { SnippetCollector } from "./snippets";
@@ -147,8 +147,9 @@ export class DBWrapper {
    * Creates a job: builds its bundle from the collectors' snippets, the parameters and the entry
    * expressions, type-checks it on its own (errors reject before anything is stored), lets the
    * user review it when the frontend can answer, stores it and sends it to the view.
+   * `T` is the type of the result as you expect it (`db.createJob<number>(…)`), for `await job.result`.
    */
-  async createJob(view: View, entries: string[], ...collectorsAndOptions: CollectorsAndOptions<CreateJobOptions>): Promise<Job> {
+  async createJob<T = unknown>(view: View, entries: string[], ...collectorsAndOptions: CollectorsAndOptions<CreateJobOptions>): Promise<Job<T>> {
     checkViewArgument("createJob", view);
     const { collectors, options } = splitArguments<CreateJobOptions>("createJob", collectorsAndOptions);
     checkCommonOptions("createJob", options);
@@ -159,16 +160,16 @@ export class DBWrapper {
       bundle = reviewed;
     }
     await this.checkViewReachable(view);
-    const job = await this.submit(view, bundle, collectors, { name: options.name ?? null, tags: options.tags ?? [] });
+    const job = await this.submit<T>(view, bundle, collectors, { name: options.name ?? null, tags: options.tags ?? [] });
     jobsChanged();
     return job;
   }
 
   /**
    * A sweep: one job per combination of `grid`'s values (each a parameter of `params`), all on
-   * `view`. Every bundle is type-checked before any job is stored.
+   * `view`. Every bundle is type-checked before any job is stored. `T` as in createJob.
    */
-  async createJobs(view: View, entries: string[], ...collectorsAndOptions: CollectorsAndOptions<CreateJobsOptions>): Promise<JobGroup> {
+  async createJobs<T = unknown>(view: View, entries: string[], ...collectorsAndOptions: CollectorsAndOptions<CreateJobsOptions>): Promise<JobGroup<T>> {
     checkViewArgument("createJobs", view);
     const { collectors, options } = splitArguments<CreateJobsOptions>("createJobs", collectorsAndOptions);
     checkCommonOptions("createJobs", options);
@@ -214,7 +215,7 @@ export class DBWrapper {
       })));
       return { group, rows };
     });
-    const jobs = rows.map((row, i) => new Job(this.store, row, { source: bundles[i].source, params: bundles[i].params, entries: bundles[i].entries, parts: bundles[i].parts }));
+    const jobs = rows.map((row, i) => new Job<T>(this.store, row, { source: bundles[i].source, params: bundles[i].params, entries: bundles[i].entries, parts: bundles[i].parts }));
     if (view.kind === "loadBalanced") {
       jobs.forEach((job, i) => job.setRerun((again) => this.rerun(job, bundles[i].hash, again)));
       await this.announceQueued(jobs);
@@ -222,14 +223,14 @@ export class DBWrapper {
       for (const [i, job] of jobs.entries()) await this.dispatch(view, job, bundles[i].hash);
     }
     jobsChanged();
-    return new JobGroup(group.id, jobs, grid);
+    return new JobGroup<T>(group.id, jobs, grid);
   }
 
-  /** Reattaches to a stored job (from any notebook, at any time). */
-  async job(id: number): Promise<Job> {
+  /** Reattaches to a stored job (from any notebook, at any time); `T` as in createJob. */
+  async job<T = unknown>(id: number): Promise<Job<T>> {
     if (!Number.isSafeInteger(id) || id < 1) throw new TypeError(`db.job(id): id must be a job number such as 3; got ${inspect(id, { depth: 0 })}`);
     const row = await requireJob(this.store, id);
-    const job = new Job(this.store, row, await loadProgram(this.store, row.bundle_hash));
+    const job = new Job<T>(this.store, row, await loadProgram(this.store, row.bundle_hash));
     if (FINAL_STATUSES.includes(row.status)) job.skipStoredOutput();
     job.setRerun((view) => this.rerun(job, row.bundle_hash, view));
     return job;
@@ -247,10 +248,12 @@ export class DBWrapper {
   /**
    * Runs `fns` (functions declared in notebook cells) over every checkpoint of `job` on the view's
    * workers: for each checkpoint, in the job's program with its values restored. Rows are stored,
-   * so asking again is a lookup. `await analyzer.result` for the rows; see runtime/analyzer.ts.
+   * so asking again is a lookup. `await analyzer.result` for the rows, typed from the functions'
+   * return types (AnalysisRowOf); see runtime/analyzer.ts.
    */
-  createAnalyzer(view: View, job: Job | number, fns: AnalysisFunctionValue[], options: AnalyzerOptions = {}): Promise<Analyzer> {
-    return createAnalyzer(this.store, view, job, fns, options);
+  // `const`: an array literal of functions is inferred as a tuple, so each function's fields are known in order.
+  createAnalyzer<const Fns extends readonly AnalysisFunctionValue[]>(view: View, job: Job | number, fns: Fns, options: AnalyzerOptions = {}): Promise<Analyzer<AnalysisRowOf<Fns>>> {
+    return createAnalyzer(this.store, view, job, fns, options) as Promise<Analyzer<object>> as Promise<Analyzer<AnalysisRowOf<Fns>>>;
   }
 
   /** Closes the store's connections (jobs go on). */
@@ -270,19 +273,19 @@ export class DBWrapper {
   }
 
   /** Stores the bundle and a queued job row, then dispatches it. */
-  private async submit(view: View, bundle: Bundle, collectors: SnippetCollector[], meta: { name: string | null; tags: string[]; groupId?: number }): Promise<Job> {
+  private async submit<T>(view: View, bundle: Bundle, collectors: SnippetCollector[], meta: { name: string | null; tags: string[]; groupId?: number }): Promise<Job<T>> {
     const targetWorker = view.kind === "direct" ? view.workerId : null;
     const row = await this.store.transaction(async (tx) => {
       await putBundle(tx, storedBundle(bundle, collectors));
       return storeCreateJob(tx, { bundleHash: bundle.hash, name: meta.name, tags: meta.tags, targetWorker, groupId: meta.groupId ?? null });
     });
-    const job = new Job(this.store, row, { source: bundle.source, params: bundle.params, entries: bundle.entries, parts: bundle.parts });
+    const job = new Job<T>(this.store, row, { source: bundle.source, params: bundle.params, entries: bundle.entries, parts: bundle.parts });
     await this.dispatch(view, job, bundle.hash);
     return job;
   }
 
   /** Sends a stored queued job to its view: NOTIFY for load-balanced, the worker comm for a direct view. */
-  private async dispatch(view: View | null, job: Job, bundleHash: string): Promise<void> {
+  private async dispatch<T>(view: View | null, job: Job<T>, bundleHash: string): Promise<void> {
     job.setRerun((again) => this.rerun(job, bundleHash, again));
     if (view === null || view.kind === "loadBalanced") {
       await this.announceQueued([job]);
@@ -305,7 +308,7 @@ export class DBWrapper {
   }
 
   /** Wakes idle workers for load-balanced jobs just stored; says so in the cell when no worker is there to take them. */
-  private async announceQueued(jobs: Job[]): Promise<void> {
+  private async announceQueued(jobs: readonly Job<unknown>[]): Promise<void> {
     await notifyJobQueued(this.store, null);
     const alive = await listWorkers(this.store, { aliveWithinMs: 15_000 }).catch(() => undefined);
     if (alive && alive.length === 0) {
@@ -316,7 +319,7 @@ export class DBWrapper {
   }
 
   /** A new job running the same stored bundle (same code, same parameters), on `view` or any idle worker. */
-  private async rerun(original: Job, bundleHash: string, view: View | undefined): Promise<Job> {
+  private async rerun<T>(original: Job<T>, bundleHash: string, view: View | undefined): Promise<Job<T>> {
     if (view !== undefined) {
       checkViewArgument("job.rerun", view);
       await this.checkViewReachable(view);
@@ -324,7 +327,7 @@ export class DBWrapper {
     const row = await storeCreateJob(this.store, {
       bundleHash, name: original.name, tags: original.tags, rerunOf: original.id, targetWorker: view?.kind === "direct" ? view.workerId : null,
     });
-    const job = new Job(this.store, row, await loadProgram(this.store, bundleHash));
+    const job = new Job<T>(this.store, row, await loadProgram(this.store, bundleHash));
     await this.dispatch(view ?? null, job, bundleHash);
     jobsChanged();
     return job;

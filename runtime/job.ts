@@ -116,8 +116,12 @@ export interface WaitOptions {
   timeout?: number;
 }
 
-/** Handle of one stored job; `await job.result` for its value. */
-export class Job {
+/**
+ * Handle of one stored job; `await job.result` for its value. `T` is the type of that value as
+ * the caller declares it (`db.createJob<number>(…)`, `db.job<number>(id)`): the worker's value is
+ * not checked against it, as with any value that crosses a process boundary.
+ */
+export class Job<T = unknown> {
   #row: DbJob;
   readonly #store: Store;
   readonly #program: JobProgram;
@@ -128,9 +132,9 @@ export class Job {
   #target?: CellSink;
   #buffered: { name: "stdout" | "stderr"; text: string }[] = [];
   #finished?: Promise<DbJob>;
-  #result?: Promise<unknown>;
+  #result?: Promise<T>;
   #wake?: () => void;
-  #rerun?: (view: View | undefined) => Promise<Job>;
+  #rerun?: (view: View | undefined) => Promise<Job<T>>;
   /** The worker's comm said the job ended (so all its live output has arrived). */
   #sawEnd = false;
   #streamedLive = false;
@@ -144,7 +148,7 @@ export class Job {
   }
 
   /** @internal how rerun() creates the new job (set by DBWrapper). */
-  setRerun(rerun: (view: View | undefined) => Promise<Job>): void {
+  setRerun(rerun: (view: View | undefined) => Promise<Job<T>>): void {
     this.#rerun = rerun;
   }
 
@@ -152,7 +156,7 @@ export class Job {
    * Runs the same bundle again (same code, same parameters) as a new job, on `view` or, without
    * one, on whichever worker is idle. The new job's record points back at this one.
    */
-  async rerun(view?: View): Promise<Job> {
+  async rerun(view?: View): Promise<Job<T>> {
     if (!this.#rerun) throw new Error(`job ${this.id} cannot be rerun from here; reattach with db.job(${this.id}) first`);
     return this.#rerun(view);
   }
@@ -162,9 +166,9 @@ export class Job {
    * worker): its checkpoints so far become the new job's, the last one is restored after the
    * program's top level ran, and the entries run from there (the next checkpoint is last + 1).
    */
-  async resume(view?: View): Promise<Job> {
+  async resume(view?: View): Promise<Job<T>> {
     const { id } = await resumeJob(this.#store, this.id, view);
-    return new Job(this.#store, await requireJob(this.#store, id), this.#program);
+    return new Job<T>(this.#store, await requireJob(this.#store, id), this.#program);
   }
 
   /** @internal: the job was sent to `worker` over its comm; its events arrive here. */
@@ -249,11 +253,11 @@ export class Job {
    * with JobError when it failed, was cancelled or lost. While a cell awaits it, the job's output
    * streams into that cell.
    */
-  get result(): Promise<unknown> {
+  get result(): Promise<T> {
     this.#streamToCurrentCell();
     if (!this.#result) {
       this.#result = this.#followToEnd().then((row) => {
-        if (row.status === "done") return decodeResult(row.result);
+        if (row.status === "done") return decodeResult(row.result) as T;
         throw jobErrorOf(row, this.#program.parts);
       });
       // Asking for the promise without awaiting it must not crash the kernel on a failure.
@@ -470,28 +474,28 @@ export class Job {
   }
 }
 
-/** One row of a sweep's results. */
-export interface JobGroupRow {
+/** One row of a sweep's results; `T` as in `Job<T>`. */
+export interface JobGroupRow<T = unknown> {
   id: number;
   params: ParamValues;
   status: JobStatus;
   /** The job's value when done. */
-  result?: unknown;
+  result?: T;
   /** `ename: evalue` when it failed, was cancelled or lost. */
   error?: string;
 }
 
 /** The jobs of a sweep (db.createJobs): one per combination of the grid's values. */
-export class JobGroup {
+export class JobGroup<T = unknown> {
   /** @internal */
-  constructor(readonly id: number, readonly jobs: Job[], readonly grid: Record<string, unknown[]>) {}
+  constructor(readonly id: number, readonly jobs: Job<T>[], readonly grid: Record<string, unknown[]>) {}
 
   /** Resolves when every job has ended: one row per job, in the grid's order. */
-  get results(): Promise<JobGroupRow[]> {
-    return Promise.all(this.jobs.map(async (job): Promise<JobGroupRow> => {
+  get results(): Promise<JobGroupRow<T>[]> {
+    return Promise.all(this.jobs.map(async (job): Promise<JobGroupRow<T>> => {
       const row = await job.finished();
       const base = { id: job.id, params: job.params, status: row.status };
-      if (row.status === "done") return { ...base, result: decodeResult(row.result) };
+      if (row.status === "done") return { ...base, result: decodeResult(row.result) as T };
       const err = jobErrorOf(row);
       return { ...base, error: `${err.ename}: ${err.evalue}` };
     }));
@@ -509,7 +513,7 @@ export class JobGroup {
       const line = (c: string[]) => c.map((v, i) => v.padEnd(widths[i])).join("  ").trimEnd();
       return { "text/html": html, "text/plain": [line(head), ...cells.map(line)].join("\n") };
     };
-    const rows = this.jobs.map((job) => ({ job, status: job.status, text: "" }));
+    const rows = this.jobs.map((job): { job: Job; status: JobStatus; text: string } => ({ job, status: job.status, text: "" }));
     const handle = display(render(rows));
     // Each job's row changes as it ends, in place.
     rows.forEach((row) => {

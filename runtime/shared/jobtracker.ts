@@ -5,9 +5,13 @@
 import { decodeValue, encodeValue } from "./value-codec";
 import type { ClassLookup } from "./value-codec";
 
-export interface CheckpointAccessors {
-  get?: () => unknown;
-  set?: (value: unknown) => void;
+/**
+ * Custom capture of a checkpointed value: `get` returns it, `set` takes it back on restore.
+ * Generic so that `{ set: (v: number) => … }` type-checks; `set` gets what `get` returned.
+ */
+export interface CheckpointAccessors<T = unknown> {
+  get?: () => T;
+  set?: (value: T) => void;
 }
 
 /** Reads (and writes) a top-level variable of the job by name; throws ReferenceError if there is none. */
@@ -40,7 +44,7 @@ export class WorkerJobTracker {
   constructor(private readonly access: VariableAccess, private readonly sink: CheckpointSink, private readonly flusher?: () => Promise<void>) {}
 
   /** Registers a variable by name (a top-level `let`, `const` or `var` of the job), or custom accessors. */
-  registerCheckpointer(name: string, accessors: CheckpointAccessors = {}): void {
+  registerCheckpointer<T = unknown>(name: string, accessors: CheckpointAccessors<T> = {}): void {
     if (typeof name !== "string" || !IDENTIFIER.test(name)) {
       throw new TypeError(`jobtracker.registerCheckpointer(name): name must be the name of a top-level variable, e.g. "iteration"; got ${typeof name === "string" ? JSON.stringify(name) : typeof name}`);
     }
@@ -61,7 +65,9 @@ export class WorkerJobTracker {
         throw new ReferenceError(`jobtracker.registerCheckpointer("${name}"): the job has no top-level variable ${name}; declare it with let, const or var at the top level of a snippet, or pass { get, set }`, { cause: err });
       }
     }
-    const registration = { get: accessors.get ?? byName!.get, set: accessors.set ?? byName!.set, givenGet: accessors.get };
+    // Stored untyped: a restored value comes from the codec as whatever get() returned when it was captured.
+    const given = accessors as CheckpointAccessors;
+    const registration = { get: given.get ?? byName!.get, set: given.set ?? byName!.set, givenGet: given.get };
     this.checkpointers.set(name, registration);
     const restored = this.unclaimed.get(name);
     if (restored) {
