@@ -98,8 +98,11 @@ function entryLabel(index: number, entry: string): string {
   return `entry ${index + 1} "${short}"`;
 }
 
-/** The parameter values of a job: the notebook's values with the overrides applied, checked. */
-export function jobParams(params: object | undefined, overrides: Record<string, unknown> | undefined): ParamValues {
+/**
+ * The parameter values of a job: the notebook's values with the overrides applied, checked.
+ * `source` names where the overrides came from in messages (`overrides.lr`, or `grid.lr` for a sweep's values).
+ */
+export function jobParams(params: object | undefined, overrides: Record<string, unknown> | undefined, source: "overrides" | "grid" = "overrides"): ParamValues {
   let values: ParamValues = {};
   if (params !== undefined) {
     if (ParamLogger.isParamLogger(params)) values = ParamLogger.values(params);
@@ -114,9 +117,9 @@ export function jobParams(params: object | undefined, overrides: Record<string, 
     const known = Object.keys(values);
     for (const [k, v] of Object.entries(overrides)) {
       if (!(k in values)) {
-        throw new Error(`overrides.${k} is not a parameter; the parameters are ${known.length === 0 ? "none (pass { params })" : known.join(", ")}. Set params.${k} in the notebook first, or fix the name`);
+        throw new Error(`${source}.${k} is not a parameter; the parameters are ${known.length === 0 ? "none (pass { params })" : known.join(", ")}. Set params.${k} in the notebook first, or fix the name`);
       }
-      values[k] = toJsonValue(v, `overrides.${k}`);
+      values[k] = toJsonValue(v, `${source}.${k}`);
     }
   }
   // Sorted keys: the same values give the same text whatever order they were set in.

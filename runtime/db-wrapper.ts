@@ -8,6 +8,7 @@ import type { BundleInput, DbJob, DbJobListed, JobStatus, Json, Store, StoreLoca
 import { enqueueJobs } from "../store/queue";
 import { buildBundle, jobParams, withParams } from "./bundle";
 import { jsonType } from "./bundle-check";
+import { toJsonValue } from "./params";
 import type { Bundle, ParamValues } from "./bundle";
 import { isView } from "./client";
 import { currentCellSink } from "./notebook";
@@ -101,6 +102,11 @@ function checkViewArgument(what: string, view: unknown): asserts view is View {
   }
 }
 
+/** A view as the notebook names it: `rc.view(0) (worker w1)` or `rc.loadBalanced() (…)`. */
+function describeView(view: View): string {
+  return view.kind === "direct" ? `rc.view(${view.index}) (worker ${view.workerId})` : "rc.loadBalanced() (any idle worker)";
+}
+
 function summarize(row: DbJobListed): JobSummary {
   return {
     id: row.id, name: row.name, tags: row.tags, status: row.status, worker: row.worker_id ?? row.target_worker,
@@ -154,13 +160,16 @@ export class DBWrapper {
     const { collectors, options } = splitArguments<CreateJobOptions>("createJob", collectorsAndOptions);
     checkCommonOptions("createJob", options);
     let bundle = buildBundle(entries, collectors, { params: options.params, overrides: options.overrides, baseDir: process.cwd() });
-    if (options.review ?? frontendCanAnswer()) {
+    const review = options.review ?? frontendCanAnswer();
+    if (review) {
       const reviewed = await reviewBundle(bundle, { baseDir: process.cwd() });
       if (!reviewed) throw new Error("the job was cancelled in review; nothing was stored or sent");
       bundle = reviewed;
     }
     await this.checkViewReachable(view);
     const job = await this.submit<T>(view, bundle, collectors, { name: options.name ?? null, tags: options.tags ?? [] });
+    // The review ends with the user's answer: say what became of it, and the id to find it by.
+    if (review) currentCellSink()?.stream("stdout", `job ${job.id} submitted to ${describeView(view)}\n`);
     jobsChanged();
     return job;
   }
@@ -184,10 +193,13 @@ export class DBWrapper {
         throw new Error(`grid.${key} is not a parameter; the parameters are ${known.length === 0 ? "none (pass { params })" : known.join(", ")}. Set params.${key} in the notebook first, or fix the name`);
       }
       if (!Array.isArray(values) || values.length === 0) throw new TypeError(`grid.${key} must be a non-empty array of values to try; got ${inspect(values, { depth: 0 })}`);
+      // Checked here, before the review, and named as the user wrote them (grid.lr[1]).
+      values.forEach((value, i) => toJsonValue(value, `grid.${key}[${i}]`));
     }
     const combos = gridCombinations(grid);
     let common = buildBundle(entries, collectors, { params: options.params, overrides: options.overrides, baseDir: process.cwd() });
-    if (options.review ?? frontendCanAnswer()) {
+    const review = options.review ?? frontendCanAnswer();
+    if (review) {
       const sweep = Object.entries(grid).map(([k, v]) => `${k} in ${JSON.stringify(v)}`).join(", ");
       const reviewed = await reviewBundle(common, { baseDir: process.cwd(), sweep: `Sweep: ${combos.length} jobs, ${sweep} (the grid's values replace these parameters)` });
       if (!reviewed) throw new Error("the sweep was cancelled in review; nothing was stored or sent");
@@ -197,7 +209,7 @@ export class DBWrapper {
     // The check sees parameters only through their types, so each shape of values is checked once.
     const checkedShapes = new Set([jsonType(common.params)]);
     const bundles = combos.map((combo) => {
-      const values = jobParams(common.params, combo);
+      const values = jobParams(common.params, combo, "grid");
       const shape = jsonType(values);
       const typeCheck = !checkedShapes.has(shape);
       checkedShapes.add(shape);
@@ -222,6 +234,7 @@ export class DBWrapper {
     } else {
       for (const [i, job] of jobs.entries()) await this.dispatch(view, job, bundles[i].hash);
     }
+    if (review) currentCellSink()?.stream("stdout", `jobs ${jobs.map((j) => j.id).join(", ")} (sweep group ${group.id}) submitted to ${describeView(view)}\n`);
     jobsChanged();
     return new JobGroup<T>(group.id, jobs, grid);
   }

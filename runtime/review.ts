@@ -20,6 +20,7 @@ const HELP = [
   "set NAME=VALUE     change a parameter (VALUE is JSON, else a string)",
   "drop NAME          leave out the snippet that declares NAME (or drop #N by position)",
   "show               show the full code of the job",
+  "list               show this review again, as it is now",
 ].join("\n");
 
 function describeSnippet(s: BundleSnippet, i: number): string {
@@ -28,13 +29,23 @@ function describeSnippet(s: BundleSnippet, i: number): string {
   return `  #${i + 1} ${s.kind.padEnd(9)} ${what}  (${lines} line${lines === 1 ? "" : "s"}, ${s.source.length} chars)`;
 }
 
-function summary(snippets: readonly BundleSnippet[], entries: readonly string[], params: ParamValues, problems?: BundleError): string {
+function problemLines(problems: BundleError): string[] {
+  return ["This version does not type-check (fix it or cancel):", ...problems.message.split("\n").map((l) => `  ${l}`)];
+}
+
+function summary(snippets: readonly BundleSnippet[], entries: readonly string[], params: ParamValues, problems: BundleError | undefined, sweep: string | undefined): string {
   const lines = ["Job review", "", `Snippets (${snippets.length}):`, ...snippets.map(describeSnippet), "", "Entries (the last one's value is the result):", ...entries.map((e, i) => `  ${i + 1}. ${e}`), ""];
   const names = Object.keys(params);
   lines.push(names.length === 0 ? "Parameters: none" : "Parameters:", ...names.map((n) => `  ${n} = ${JSON.stringify(params[n])}`));
-  if (problems) lines.push("", "This version does not type-check (fix it or cancel):", ...problems.message.split("\n").map((l) => `  ${l}`));
+  if (problems) lines.push("", ...problemLines(problems));
+  if (sweep) lines.push("", sweep);
   lines.push("", HELP);
   return lines.join("\n");
+}
+
+/** The snippets left, in one line: `#1 double, #2 pause`. */
+function snippetList(snippets: readonly BundleSnippet[]): string {
+  return snippets.length === 0 ? "none" : snippets.map((s, i) => `#${i + 1} ${s.names.join(", ") || "(statements)"}`).join(", ");
 }
 
 function parseValue(text: string): unknown {
@@ -47,26 +58,34 @@ function parseValue(text: string): unknown {
 
 /**
  * Asks the user about `bundle` until they submit (resolves with the bundle, edited and checked)
- * or cancel (resolves undefined).
+ * or cancel (resolves undefined). The whole review is shown once; each answer then shows only
+ * what it changed, so the cell does not repeat the block after every command (`list` shows it
+ * again on request).
  */
 export async function reviewBundle(bundle: Bundle, options: { baseDir?: string; ask?: (prompt: string) => Promise<string>; sweep?: string } = {}): Promise<Bundle | undefined> {
   const ask = options.ask ?? ((prompt: string) => input(prompt));
+  const say = (text: string) => display({ "text/plain": text });
   let snippets = [...bundle.snippets];
   let params: ParamValues = { ...bundle.params };
   let checked: Bundle | BundleError = bundle;
-  let note = "";
-  const recheck = () => {
+  const problems = () => (checked instanceof BundleError ? checked : undefined);
+  /** Checks the edited job again; returns what changed in whether it type-checks ("" when nothing did). */
+  const recheck = (): string => {
+    const before = problems()?.message;
     try {
       checked = assembleBundle(snippets, bundle.entries, params, { baseDir: options.baseDir });
     } catch (err) {
       if (!(err instanceof BundleError)) throw err;
       checked = err;
     }
+    const after = problems();
+    if (!after) return before === undefined ? "" : "\nIt type-checks again.";
+    if (after.message === before) return "\nIt still does not type-check (fix it or cancel).";
+    return `\n${problemLines(after).join("\n")}`;
   };
+  const showAll = () => say(summary(snippets, bundle.entries, params, problems(), options.sweep));
+  showAll();
   for (;;) {
-    const sweep = options.sweep ? `\n\n${options.sweep}` : "";
-    display({ "text/plain": summary(snippets, bundle.entries, params, checked instanceof BundleError ? checked : undefined) + sweep + (note ? `\n\n${note}` : "") });
-    note = "";
     const answer = (await ask("review> ")).trim();
     const [command, ...restWords] = answer.split(/\s+/);
     const rest = answer.slice(command.length).trim();
@@ -76,7 +95,7 @@ export async function reviewBundle(bundle: Bundle, options: { baseDir?: string; 
       case "s":
       case "y":
         if (checked instanceof BundleError) {
-          note = "Not submitted: the job does not type-check; change it back or cancel.";
+          say("Not submitted: the job does not type-check; change it back or cancel.");
           continue;
         }
         return checked;
@@ -86,44 +105,50 @@ export async function reviewBundle(bundle: Bundle, options: { baseDir?: string; 
       case "n":
         return undefined;
       case "show":
-        display({ "text/plain": checked instanceof BundleError ? snippets.map((s) => s.source).join("\n\n") : checked.source });
+        say(checked instanceof BundleError ? snippets.map((s) => s.source).join("\n\n") : checked.source);
+        continue;
+      case "list":
+        showAll();
+        continue;
+      case "help":
+      case "?":
+        say(HELP);
         continue;
       case "drop": {
         const which = restWords[0] ?? "";
         const byPosition = /^#(\d+)$/.exec(which);
         const index = byPosition ? Number(byPosition[1]) - 1 : snippets.findIndex((s) => s.names.includes(which));
         if (index < 0 || index >= snippets.length) {
-          note = `No snippet ${which ? `"${which}"` : "named"}: give a declared name or #N from the list.`;
+          say(`No snippet ${which ? `"${which}"` : "named"}: give a declared name or #N of ${snippetList(snippets)}.`);
           continue;
         }
-        note = `Dropped snippet #${index + 1} (${snippets[index].names.join(", ") || "statements"}).`;
+        const dropped = `Dropped snippet #${index + 1} (${snippets[index].names.join(", ") || "statements"}).`;
         snippets = snippets.filter((_, i) => i !== index);
-        recheck();
+        say(`${dropped} Snippets now: ${snippetList(snippets)}.${recheck()}`);
         continue;
       }
       case "set": {
         const match = /^([A-Za-z_$][\w$]*)\s*=\s*([\s\S]*)$/.exec(rest);
         if (!match) {
-          note = "Write set NAME=VALUE, e.g. set x=7";
+          say("Write set NAME=VALUE, e.g. set x=7");
           continue;
         }
         const [, name, valueText] = match;
         if (!(name in params)) {
-          note = `${name} is not a parameter of this job; its parameters are ${Object.keys(params).join(", ") || "none"}.`;
+          say(`${name} is not a parameter of this job; its parameters are ${Object.keys(params).join(", ") || "none"}.`);
           continue;
         }
         try {
           params = { ...params, [name]: toJsonValue(parseValue(valueText), `params.${name}`) };
         } catch (err) {
-          note = (err as Error).message;
+          say((err as Error).message);
           continue;
         }
-        note = `Set ${name} = ${JSON.stringify(params[name])}.`;
-        recheck();
+        say(`Set ${name} = ${JSON.stringify(params[name])}.${recheck()}`);
         continue;
       }
       default:
-        note = `Unknown answer "${answer}".`;
+        say(`Unknown answer "${answer}". Answer submit (or Enter), cancel, set NAME=VALUE, drop NAME, show, list or help.`);
     }
   }
 }

@@ -68,7 +68,8 @@ def answering(answers, code, **kw):
     return {"prompts": prompts, "text": "\\n".join(texts), "status": ran["reply"]["status"]}
 
 result["edited"] = answering(["set x=9", "drop unused", "show", ""], 'const job = await db.createJob(view, ["double(params.x)"], sc, { params });\\nawait job.result')
-result["cancelled"] = answering(["cancel"], 'await db.createJob(view, ["double(params.x)"], sc, { params })')
+result["edited_id"] = run("job.id")["outputs"][0]["content"]["data"]["text/plain"]
+result["cancelled"] = answering(["list", "cancel"], 'await db.createJob(view, ["double(params.x)"], sc, { params })')
 result["broken"] = answering(["drop double", "submit", "cancel"], 'await db.createJob(view, ["double(params.x)"], sc, { params })')
 result["skipped"] = answering([], 'const quiet = await db.createJob(view, ["double(params.x)"], sc, { params, review: false });\\nawait quiet.result')
 result["sweep"] = answering(["drop unused", ""], 'const g = await db.createJobs(rc.loadBalanced(), ["double(params.x)"], sc, { params, grid: { x: [2, 3] } });\\nJSON.stringify((await g.results).map((r) => r.result))')
@@ -86,15 +87,27 @@ result["jobs"] = run('(await db.jobs()).map((j) => j.result).join(",")')["output
     assert.match(edited.text, /Dropped snippet #\d \(unused\)/);
     assert.match(edited.text, /\/\/ nbjob bundle: 2 snippets/, "show displays the full code");
     assert.match(edited.text, /^18$/m, "the job ran with x = 9");
+    // The block is shown once; each answer shows only what it changed.
+    const count = (text: string, what: RegExp) => (text.match(new RegExp(what.source, "g")) ?? []).length;
+    assert.equal(count(edited.text, /Job review/), 1, edited.text);
+    assert.equal(count(edited.text, /Snippets \(\d\):/), 1, edited.text);
+    assert.equal(count(edited.text, /set NAME=VALUE {5}change a parameter/), 1, "the help is in the block only");
+    assert.match(edited.text, /Dropped snippet #2 \(unused\)\. Snippets now: #1 double, #2 pause\./);
+    // After submit the cell says which job it made and where it went.
+    assert.match(edited.text, new RegExp(`^job ${result.edited_id} submitted to rc\\.view\\(0\\) \\(worker \\S+\\)$`, "m"), edited.text);
 
     const cancelled = result.cancelled as { text: string; status: string };
     assert.equal(cancelled.status, "error");
     assert.match(cancelled.text, /the job was cancelled in review; nothing was stored or sent/);
+    assert.equal((cancelled.text.match(/Job review/g) ?? []).length, 2, "list shows the review again");
+    assert.doesNotMatch(cancelled.text, /submitted to/);
 
     const broken = result.broken as { text: string; prompts: string[] };
     assert.match(broken.text, /does not type-check[\s\S]*Cannot find name 'double'/);
     assert.match(broken.text, /Not submitted: the job does not type-check/);
     assert.equal(broken.prompts.length, 3);
+    assert.equal((broken.text.match(/Cannot find name 'double'/g) ?? []).length, 1, "the problem is shown when it appears, not after every answer");
+    assert.equal((broken.text.match(/Job review/g) ?? []).length, 1);
 
     const skipped = result.skipped as { text: string; prompts: string[] };
     assert.deepEqual(skipped.prompts, [], "review: false asks nothing");
@@ -102,6 +115,8 @@ result["jobs"] = run('(await db.jobs()).map((j) => j.result).join(",")')["output
     const sweep = result.sweep as { text: string; prompts: string[] };
     assert.equal(sweep.prompts.length, 2);
     assert.match(sweep.text, /Sweep: 2 jobs, x in \[2,3\]/);
+    assert.match(sweep.text, /^jobs \d+, \d+ \(sweep group \d+\) submitted to rc\.loadBalanced\(\) \(any idle worker\)$/m, sweep.text);
+    assert.doesNotMatch(skipped.text, /submitted to/, "without a review the cell stays as it was");
     assert.match(sweep.text, /'\[4,6\]'/);
     // Only the submitted jobs were stored, newest first: the sweep (6, 4), the unreviewed one (2), the edited one (18).
     assert.equal(result.jobs, "'6,4,2,18'");

@@ -123,6 +123,8 @@ group.table();
 await db.createJobs(rc.loadBalanced(), ["walk(1)"], sc, sc2, { params, grid: { x: [1, "two"] } })
 ### code badgrid
 await db.createJobs(rc.loadBalanced(), ["walk(1)"], sc, sc2, { params, grid: { lr: [0.1] } })
+### code badjson
+await db.createJobs(rc.loadBalanced(), ["walk(1)"], sc, sc2, { params, grid: { x: [1, () => 2] } })
 `);
     const sweep = cellText(run.cells.get("sweep"));
     assert.match(sweep, /\[\[1,0,"done",2\],\[1,5,"done",2\],\[2,0,"done",4\],\[2,5,"done",4\]\]/);
@@ -134,6 +136,10 @@ await db.createJobs(rc.loadBalanced(), ["walk(1)"], sc, sc2, { params, grid: { l
     // A value of another type is checked on its own, and rejects the whole sweep before anything is stored.
     assert.match(cellText(run.cells.get("badvalue")), /BundleError: snippet walk .*The left-hand side of an arithmetic operation/);
     assert.match(cellText(run.cells.get("badgrid")), /grid\.lr is not a parameter; the parameters are x, y/);
+    // A grid value that is not JSON data is named where the user wrote it, not as an override.
+    const badjson = cellText(run.cells.get("badjson"));
+    assert.match(badjson, /TypeError: grid\.x\[1\] was set to a function; parameters must be JSON data/);
+    assert.doesNotMatch(badjson, /overrides/);
     const jobs = await listJobs(env.store, { tag: "sweep" });
     assert.equal(jobs.length, 4);
     assert.ok(jobs.every((j) => j.group_id !== null && j.group_id === jobs[0].group_id && j.target_worker === null));
