@@ -94,7 +94,8 @@ export type AnalysisRowOf<Fns extends readonly unknown[]> = Flatten<
 >;
 
 /** A field of the rows that analyzer.plot can draw (any name but `errors`). */
-export type PlotField<Row> = Exclude<keyof Row, "errors"> & string;
+// Written so that a type error lists the names ("checkpoint" | "iteration" | …), not the alias.
+export type PlotField<Row> = Exclude<keyof Row & string, "errors">;
 
 const POLL_MS = 500;
 const ACK_TIMEOUT_MS = 15_000;

@@ -88,6 +88,8 @@ console.log("rows", mrows.length, "errors", mixed.stats.errors, "computed", mixe
 analyzer.plot("iteration", "error", { logY: true });
 ### code plotbad
 analyzer.plot("iteration", "loss")
+### code plotuntyped
+analyzer.plot("iteration", "loss" as any)
 ### code follow
 %%snip sc4
 let tick = 0;
@@ -153,7 +155,10 @@ await db.createAnalyzer(rc.view(0), "3" as any, [testPerformance])
     assert.match(svg, /<polyline [^>]*points="(\d+\.\d,\d+\.\d ?){19}"/);
     assert.match(svg, />iteration<\/text>/);
     assert.match(display(plot, "text/plain") ?? "", /line chart: error by iteration .*19 points/);
-    assert.match(cellText(run.cells.get("plotbad")), /no row has a field "loss"; the rows' fields are checkpoint, iteration, error/);
+    // The field names are typed from the functions' return types: a typo stops the cell...
+    assert.match(cellText(run.cells.get("plotbad")), /CompileError: 1:28 Argument of type '"loss"' is not assignable to parameter of type '[^']*"iteration"[^']*'/);
+    // ...and code that gets past the types is told which fields there are.
+    assert.match(cellText(run.cells.get("plotuntyped")), /no row has a field "loss"; the rows' fields are checkpoint, iteration, error/);
 
     const follow = cellText(run.cells.get("followrun"));
     assert.match(follow, /^\[0,10,20,30,40,50\] done$/m, "every checkpoint of the running job was analysed, in order");
