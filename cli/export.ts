@@ -3,6 +3,7 @@ import type { Command } from "./args";
 import { parseCommandArgs, UsageError } from "./args";
 import { STORE_FLAGS, STORE_FLAGS_USAGE, withCliStore } from "./db";
 import { exportJob } from "../runtime/export";
+import { shellQuote } from "../runtime/shell-quote";
 
 const USAGE = `usage: nbjob export JOB DIR
 
@@ -21,10 +22,10 @@ async function run(argv: string[]): Promise<number> {
     throw new UsageError(`JOB must be a job id (a positive integer, see "nbjob jobs"), got "${jobText}"`);
   }
   const project = await withCliStore(values, (store) => exportJob(store, Number(jobText), dir));
-  const lines = [`job ${jobText} exported to ${project.dir}: ${project.files.join(", ")}`];
+  const lines = [`job ${jobText} exported to ${shellQuote(project.dir)}: ${project.files.join(", ")}`];
   if (project.unpinned.length) lines.push(`not pinned (no recorded version): ${project.unpinned.join(", ")}`);
   if (project.localImports.length) lines.push(`imports local files, copy them next to job.ts: ${project.localImports.join(", ")}`);
-  lines.push(`run it: cd ${project.dir} && npm install && npx tsx job.ts`);
+  lines.push(`run it: cd ${shellQuote(project.dir)} && npm install && npx tsx job.ts`);
   console.log(lines.join("\n"));
   return 0;
 }

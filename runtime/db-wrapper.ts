@@ -2,7 +2,7 @@
 // optionally reviewed, stored, then dispatched), sweeps, and reattaches to or lists stored jobs.
 import { inspect } from "node:util";
 import {
-  createJob as storeCreateJob, createJobGroup, getJob, isJobStatus, JOB_STATUSES, listJobs, listWorkers, notifyJobQueued, openStore, putBundle, requireJob, transitionJob,
+  checkStorableJson, checkStorableText, createJob as storeCreateJob, createJobGroup, getJob, isJobStatus, JOB_STATUSES, listJobs, listWorkers, notifyJobQueued, openStore, putBundle, requireJob, transitionJob,
 } from "../store";
 import type { BundleInput, DbJob, DbJobListed, JobStatus, Json, Store, StoreLocation } from "../store";
 import { enqueueJobs } from "../store/queue";
@@ -94,6 +94,10 @@ function checkCommonOptions(what: string, options: Partial<CreateJobOptions>): v
     throw new TypeError(`${what}: tags must be an array of non-empty strings, e.g. ["geometry"]`);
   }
   if (options.review !== undefined && typeof options.review !== "boolean") throw new TypeError(`${what}: review must be true or false`);
+  // Text PostgreSQL cannot store (NUL) is refused here, naming the option, rather than by the server.
+  checkStorableText(`${what}: name`, options.name);
+  options.tags?.forEach((tag, i) => checkStorableText(`${what}: tags[${i}]`, tag));
+  checkStorableJson(`${what}: params`, jobParams(options.params, options.overrides));
 }
 
 function checkViewArgument(what: string, view: unknown): asserts view is View {
@@ -196,6 +200,7 @@ export class DBWrapper {
       // Checked here, before the review, and named as the user wrote them (grid.lr[1]).
       values.forEach((value, i) => toJsonValue(value, `grid.${key}[${i}]`));
     }
+    checkStorableJson("createJobs: grid", grid);
     const combos = gridCombinations(grid);
     let common = buildBundle(entries, collectors, { params: options.params, overrides: options.overrides, baseDir: process.cwd() });
     const review = options.review ?? frontendCanAnswer();

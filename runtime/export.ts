@@ -5,7 +5,7 @@
 //   package.json      the packages the bundle imports, at the versions its worker had, plus tsx
 //   README.md         how to run it and where it came from
 import { mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { getBundle, getEnvironment, requireJob } from "../store";
 import type { BundleWithSnippets, Db, DbEnvironment, DbJob } from "../store";
 import { typescript } from "./bundle-ts";
@@ -180,19 +180,75 @@ function readme(job: DbJob, bundle: BundleWithSnippets, environment: DbEnvironme
   return lines.join("\n") + "\n";
 }
 
-/** Refuses a target that exists and is not an empty directory: nothing is ever overwritten. */
+/**
+ * Refuses a target that exists and is not an empty directory (nothing is ever overwritten), or
+ * that could not be created because one of its parents is a file.
+ */
 function checkTarget(dir: string): void {
   let entries: string[];
   try {
     if (!statSync(dir).isDirectory()) throw new ExportError(`${dir} exists and is not a directory; give a new or empty directory to export into`);
     entries = readdirSync(dir);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
-    throw err;
+    if (err instanceof ExportError) throw err;
+    if (!isMissing(err)) throw new ExportError(`cannot use ${dir} (${reason(err)}); give a new or empty directory to export into`, { cause: err });
+    missingLevels(dir);
+    return;
   }
   if (entries.length > 0) {
     throw new ExportError(`${dir} is not empty (it holds ${entries.slice(0, 3).join(", ")}${entries.length > 3 ? ", ..." : ""}); give a new or empty directory, nothing was written`);
   }
+}
+
+/**
+ * The directories to create for `dir`, outermost first, after checking that the nearest one
+ * that exists is a directory.
+ */
+function missingLevels(dir: string): string[] {
+  const missing: string[] = [];
+  for (let level = dir; ; level = dirname(level)) {
+    let isDirectory: boolean;
+    try {
+      isDirectory = statSync(level).isDirectory();
+    } catch (err) {
+      if (!isMissing(err)) throw new ExportError(`cannot create ${dir}: ${level} cannot be read (${reason(err)}); give a directory that can be created`, { cause: err });
+      missing.unshift(level);
+      if (dirname(level) === level) return missing;
+      continue;
+    }
+    if (!isDirectory) throw new ExportError(`cannot create ${dir}: ${level} is not a directory; give a directory that can be created`);
+    return missing;
+  }
+}
+
+/**
+ * Creates `dir` one level at a time. Node's mkdirSync(dir, { recursive: true }) loops forever
+ * (at 100% CPU) on a file system that answers ENOENT for a new directory whose parent exists,
+ * such as /proc; here each level is tried once and a refusal is one line naming it.
+ */
+function makeDirectory(dir: string): void {
+  for (const level of missingLevels(dir)) {
+    try {
+      mkdirSync(level);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "EEXIST" && statSync(level).isDirectory()) continue;
+      const why = (err as NodeJS.ErrnoException).code === "ENOENT" ? `${dirname(level)} does not allow new directories` : reason(err);
+      throw new ExportError(`cannot create ${dir}: creating ${level} failed (${why}); give a directory that can be created, nothing was written`, { cause: err });
+    }
+  }
+}
+
+/** Not there: ENOENT, or ENOTDIR when a parent on the way is a file (reported for that parent). */
+function isMissing(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === "ENOENT" || code === "ENOTDIR";
+}
+
+/** "permission denied (EACCES)" from a Node file system error. */
+function reason(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  const text = /^[A-Z]+: ([^,]+)/.exec(e.message ?? "")?.[1] ?? e.message ?? String(err);
+  return e.code ? `${text} (${e.code})` : text;
 }
 
 /** Writes job `jobId` as a standalone project into `dir` (new or empty). */
@@ -234,7 +290,7 @@ export async function exportJob(db: Db, jobId: number, dir: string): Promise<Exp
     "package.json": JSON.stringify(packageJson, null, 2) + "\n",
     "README.md": readme(job, bundle, environment, { dependencies, unpinned, localImports }),
   };
-  mkdirSync(target, { recursive: true });
+  makeDirectory(target);
   // "wx": fails rather than overwrite, should a file appear meanwhile.
   for (const [name, text] of Object.entries(files)) writeFileSync(join(target, name), text, { flag: "wx" });
   return { dir: target, files: Object.keys(files), dependencies, unpinned, localImports };

@@ -9,6 +9,7 @@
 import { KernelAPI, KernelConnection, ServerConnection } from "@jupyterlab/services";
 import type { Kernel } from "@jupyterlab/services";
 import WebSocket from "ws";
+import { redactUrl } from "../store";
 import type { TransportComm, WorkerTransport } from "./worker-transport";
 
 export const DEFAULT_WORKER_KERNEL = "nbjob-worker";
@@ -24,17 +25,9 @@ export interface GatewayOptions {
   kernelName?: string;
 }
 
-/** The URL as shown in messages: no user:password, no query (a token could be in either). */
+/** The URL as shown in messages: secrets masked by redactUrl (a token may be in the query). */
 export function displayUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    u.username = "";
-    u.password = "";
-    u.search = "";
-    return u.toString().replace(/\/$/, "");
-  } catch {
-    return url;
-  }
+  return redactUrl(url).replace(/\/$/, "");
 }
 
 function checkOptions(gateway: unknown): Required<GatewayOptions> {

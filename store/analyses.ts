@@ -3,6 +3,7 @@
 // whichever analyzer asks, and asking again is a lookup.
 import type { Db } from "./db";
 import { putSnippets } from "./code";
+import { checkStorableJson, checkStorableText, visibleText } from "./text";
 import type { DbAnalysis, DbAnalysisRow, Json } from "./types";
 
 export interface AnalysisFunctionInput {
@@ -23,6 +24,7 @@ export interface AnalysisRowInput {
 
 /** Records an analyzer request; stores its functions as snippets. Returns it with the function hashes in order. */
 export async function createAnalysis(db: Db, jobId: number, functions: AnalysisFunctionInput[]): Promise<DbAnalysis> {
+  for (const f of functions) checkStorableText("an analysis function's name", f.name);
   return db.transaction(async (tx) => {
     const hashes = await putSnippets(tx, functions.map((f) => ({ kind: "function", names: [f.name], source: f.source })));
     const { rows } = await tx.query<DbAnalysis>("INSERT INTO nbjob.analyses (job_id, function_hashes) VALUES ($1, $2) RETURNING *", [jobId, hashes]);
@@ -35,10 +37,19 @@ export async function createAnalysis(db: Db, jobId: number, functions: AnalysisF
  * that row was stored already, e.g. by another worker sharing the checkpoints.
  */
 export async function putAnalysisRow(db: Db, row: AnalysisRowInput): Promise<boolean> {
+  let { value, error } = row;
+  try {
+    checkStorableJson("the value returned", value);
+  } catch (err) {
+    // jsonb cannot hold it: the row says so (as if the function had thrown) rather than the write failing.
+    value = undefined;
+    error = { name: "TypeError", message: (err as Error).message };
+  }
+  if (error) error = { name: visibleText(error.name), message: visibleText(error.message), ...(error.traceback ? { traceback: error.traceback.map((l) => visibleText(l)) } : {}) };
   const { rowCount } = await db.query(
     `INSERT INTO nbjob.analysis_rows (function_hash, job_id, checkpoint_idx, value, error, worker_id)
      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
-    [row.functionHash, row.jobId, row.checkpointIdx, row.value === undefined ? null : JSON.stringify(row.value), row.error ? JSON.stringify(row.error) : null, row.workerId ?? null],
+    [row.functionHash, row.jobId, row.checkpointIdx, value === undefined ? null : JSON.stringify(value), error ? JSON.stringify(error) : null, row.workerId ?? null],
   );
   return rowCount === 1;
 }

@@ -5,6 +5,7 @@ import type { Db } from "./db";
 import { putBlob, putSmallBlobs, readBlob, CHUNK_SIZE } from "./blobs";
 import type { PutBlobResult } from "./blobs";
 import { PgCode, pgCode, StoreError } from "./errors";
+import { checkStorableText } from "./text";
 import type { DbCheckpoint } from "./types";
 
 export interface CheckpointSummary extends DbCheckpoint {
@@ -53,6 +54,7 @@ export async function putCheckpoints(db: Db, jobId: number, checkpoints: readonl
   for (const { idx } of checkpoints) {
     if (!Number.isInteger(idx) || idx < 0) throw new StoreError(`checkpoint index must be a non-negative integer, got ${idx}`);
   }
+  for (const { values } of checkpoints) for (const name of Object.keys(values)) checkStorableText("a checkpointed variable's name", name);
   if (checkpoints.length === 0) return { hashes: [], uploaded: 0 };
   // Large values go first, outside the transaction, so their chunks upload in parallel on the
   // pool's connections; a blob stored for a checkpoint that then fails to commit is found again

@@ -3,6 +3,7 @@
 import type { Db } from "./db";
 import { StoreError } from "./errors";
 import { canonicalJson, sha256 } from "./hash";
+import { checkStorableJson, checkStorableText } from "./text";
 import type { DbBundle, DbEnvironment, DbSnippet, Json, SnippetKind } from "./types";
 
 export interface SnippetInput {
@@ -39,6 +40,7 @@ export function snippetHash(source: string): string {
 
 /** Stores snippets that are not stored yet (one statement); returns their hashes in input order. */
 export async function putSnippets(db: Db, snippets: SnippetInput[]): Promise<string[]> {
+  snippets.forEach(checkSnippetText);
   const hashes = snippets.map((snippet) => snippetHash(snippet.source));
   if (snippets.length === 0) return hashes;
   // Names go in as JSON because unnest() cannot take an array of arrays of different lengths.
@@ -57,6 +59,7 @@ export async function putSnippets(db: Db, snippets: SnippetInput[]): Promise<str
  * Storing the same bundle again changes nothing.
  */
 export async function putBundle(db: Db, bundle: BundleInput): Promise<string> {
+  checkBundleText(bundle);
   const hash = sha256(bundle.source);
   const snippetHashes = bundle.snippets.map((snippet) => snippetHash(snippet.source));
   // One statement (so one round trip and atomic without a transaction): new snippets, the
@@ -80,6 +83,22 @@ export async function putBundle(db: Db, bundle: BundleInput): Promise<string> {
     ],
   );
   return hash;
+}
+
+/** Refuses (before any SQL) a bundle whose text PostgreSQL cannot store: NUL in a parameter, an entry, the code. */
+export function checkBundleText(bundle: BundleInput): void {
+  checkStorableJson("params", bundle.params);
+  bundle.entries.forEach((entry, i) => checkStorableText(`entries[${i}]`, entry));
+  checkStorableText("the bundle's source", bundle.source);
+  for (const snippet of bundle.snippets) {
+    checkSnippetText(snippet);
+    checkStorableText("a SnippetCollector's label", snippet.collector);
+  }
+}
+
+function checkSnippetText(snippet: SnippetInput): void {
+  checkStorableText(`the source of snippet ${snippet.names.join(", ") || snippet.kind}`, snippet.source);
+  snippet.names.forEach((name) => checkStorableText("a declared name", name));
 }
 
 export async function getSnippet(db: Db, hash: string): Promise<DbSnippet | undefined> {

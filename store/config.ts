@@ -16,15 +16,28 @@ export function databaseUrlFromEnv(): string | undefined {
   return url && url.trim() !== "" ? url.trim() : undefined;
 }
 
-/** The URL with its password replaced by `***`, safe for messages, logs and job records. */
+/**
+ * Query parameters that carry a secret: libpq's `password` and `sslpassword`, and the usual
+ * names of tokens and keys (`token`, `access_token`, `secret`, `apikey`...).
+ */
+const SECRET_PARAMETER = /pass|pwd|secret|token|api_?key/i;
+
+/**
+ * The URL with every secret replaced by `***`: the password of `user:password@` and the value of
+ * any secret-looking query parameter (`?password=…`, `&sslpassword=…`, `?token=…`). The one
+ * function for showing a URL anywhere: messages, logs, job records, the CLI.
+ */
 export function redactUrl(url: string): string {
   try {
     const parsed = new URL(url);
     if (parsed.password) parsed.password = "***";
+    for (const key of new Set(parsed.searchParams.keys())) if (SECRET_PARAMETER.test(key)) parsed.searchParams.set(key, "***");
     return parsed.toString();
   } catch {
-    // Not a URL we can parse: hide anything between "://user:" and "@".
-    return url.replace(/(\/\/[^:/@]*:)[^@]*@/, "$1***@");
+    // Not a URL we can parse: hide anything between "://user:" and "@", and secret parameters.
+    return url
+      .replace(/(\/\/[^:/@]*:)[^@]*@/, "$1***@")
+      .replace(/([?&;][^=&;#]*=)([^&;#]*)/g, (all, key: string) => (SECRET_PARAMETER.test(key) ? `${key}***` : all));
   }
 }
 

@@ -16,6 +16,7 @@ export {
 } from "./jobs";
 export type { CreateJobInput, TransitionDetails, JobErrorInput, ListJobsFilter, DbJobListed } from "./jobs";
 export { appendLogs, readLogs } from "./logs";
+export { checkStorableText, checkStorableJson, visibleText, isUnstorableText, encodeLogLine, decodeLogLine } from "./text";
 export type { LogLine } from "./logs";
 export { CHUNK_SIZE, putBlob, putSmallBlobs, readBlob, readBlobChunks, getBlobInfo } from "./blobs";
 export type { PutBlobResult } from "./blobs";

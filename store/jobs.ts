@@ -2,6 +2,7 @@
 // errors, lookups and listings. The queue (claiming with SKIP LOCKED, NOTIFY) builds on these rows.
 import type { Db } from "./db";
 import { PgCode, pgCode, StoreError } from "./errors";
+import { checkStorableJson, checkStorableText, visibleText } from "./text";
 import type { DbJob, DbJobGroup, Json, JobStatus } from "./types";
 import { JOB_STATUSES } from "./types";
 
@@ -86,12 +87,15 @@ const LISTED_COLUMNS = `id, bundle_hash, name, tags, status, queued_at, started_
 
 /** Stores a sweep's group; its jobs point at it with `groupId`. */
 export async function createJobGroup(db: Db, input: { name?: string | null; grid: { [name: string]: Json } }): Promise<DbJobGroup> {
+  checkStorableText("the sweep's name", input.name);
+  checkStorableJson("grid", input.grid);
   const { rows } = await db.query<DbJobGroup>("INSERT INTO nbjob.job_groups (name, grid) VALUES ($1, $2) RETURNING *", [input.name ?? null, JSON.stringify(input.grid)]);
   return rows[0];
 }
 
 /** Records a new job in `queued`. The bundle must already be stored (putBundle). */
 export async function createJob(db: Db, input: CreateJobInput): Promise<DbJob> {
+  checkJobText(input);
   try {
     const { rows } = await db.query<DbJob>(
       `INSERT INTO nbjob.jobs (bundle_hash, name, tags, target_worker, group_id, resumed_from, resumed_from_checkpoint, rerun_of)
@@ -105,6 +109,13 @@ export async function createJob(db: Db, input: CreateJobInput): Promise<DbJob> {
     }
     throw err;
   }
+}
+
+/** Refuses a job's name, tags or target worker that PostgreSQL cannot store (before any SQL). */
+export function checkJobText(input: { name?: string | null; tags?: readonly string[]; targetWorker?: string | null }): void {
+  checkStorableText("the job's name", input.name);
+  input.tags?.forEach((tag, i) => checkStorableText(`tags[${i}]`, tag));
+  checkStorableText("the target worker", input.targetWorker);
 }
 
 /**
@@ -135,8 +146,9 @@ export async function transitionJob(db: Db, jobId: number, to: JobStatus, detail
     [
       jobId, to, from,
       details.workerId ?? null, details.host ?? null, details.pid ?? null, details.environmentHash ?? null,
-      details.result !== undefined, details.result === undefined ? null : JSON.stringify(details.result), details.resultText ?? null,
-      details.error?.name ?? null, details.error?.message ?? null, details.error ? details.error.traceback ?? [] : null,
+      details.result !== undefined, details.result === undefined ? null : JSON.stringify(details.result), visibleText(details.resultText) ?? null,
+      // What a job threw is recorded whatever it holds: a NUL in it shows as \u0000.
+      visibleText(details.error?.name) ?? null, visibleText(details.error?.message) ?? null, details.error ? (details.error.traceback ?? []).map((l) => visibleText(l)) : null,
     ],
   );
   if (rows.length === 1) return rows[0];
@@ -169,6 +181,8 @@ export async function listJobs(db: Db, filter: ListJobsFilter = {}): Promise<DbJ
     if (!isJobStatus(filter.status)) throw new StoreError(`unknown job status "${filter.status}"; expected one of ${JOB_STATUSES.join(", ")}`);
     add("status = ?", filter.status);
   }
+  checkStorableText("the tag to list", filter.tag);
+  checkStorableText("the name to list", filter.name);
   if (filter.tag !== undefined) add("tags @> ARRAY[?::text]", filter.tag);
   if (filter.name !== undefined) add("name = ?", filter.name);
   if (filter.groupId !== undefined) add("group_id = ?", filter.groupId);

@@ -1,9 +1,10 @@
 // The job queue on top of the jobs table: workers claim queued jobs with FOR UPDATE SKIP LOCKED
 // (so two workers never take the same job and neither waits on the other), NOTIFY wakes idle
 // workers, and running jobs of workers that stopped heartbeating are marked lost.
-import type { BundleInput } from "./code";
+import { checkBundleText, type BundleInput } from "./code";
 import type { Db } from "./db";
 import { sha256 } from "./hash";
+import { checkJobText } from "./jobs";
 import type { DbJob } from "./types";
 
 /** NOTIFY channel: a job was queued. Payload: its target worker, or "" for any worker. */
@@ -83,6 +84,10 @@ export interface EnqueueItem {
  */
 export async function enqueueJobs(db: Db, items: EnqueueItem[]): Promise<DbJob[]> {
   if (items.length === 0) return [];
+  for (const item of items) {
+    checkBundleText(item.bundle);
+    checkJobText(item);
+  }
   // Bundles and snippets, each once, as flat arrays (unnest cannot take arrays of arrays of
   // different lengths, so names and entries go in as JSON).
   const snippets = new Map<string, { kind: string; names: string[]; source: string }>();

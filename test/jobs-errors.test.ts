@@ -61,6 +61,13 @@ require("node:fs").writeFileSync(${JSON.stringify(join(env.work, "dead.json"))},
 await Client.connect({ connectionFiles: [${JSON.stringify(join(env.work, "dead.json"))}], timeoutMs: 1500 })
 ### code noprofile
 await Client.connect({ profile: "nosuch" })
+### code nulname
+await db.createJob(view, ["norm(new Point(1, 1))"], sc, { name: "run\\u0000one" })
+### code nultag
+await db.createJob(view, ["norm(new Point(1, 1))"], sc, { tags: ["ok", "b\\u0000d"] })
+### code nulparam
+params.label = "a\\u0000b";
+await db.createJob(view, ["walk(1)"], sc, sc2, { params })
 `);
     assert.match(cellText(run.cells.get("typeerror")), /BundleError: entry 1 "norm\(origin\)".*Cannot find name 'origin'.*No snippet in this job declares origin/);
     assert.match(cellText(run.cells.get("wrongtype")), /BundleError: entry 1 "norm\(5\)".*Argument of type 'number' is not assignable/);
@@ -71,6 +78,10 @@ await Client.connect({ profile: "nosuch" })
     assert.match(cellText(run.cells.get("badfile")), /cannot read connection file .*nowhere\.json: ENOENT/);
     assert.match(cellText(run.cells.get("nowhere")), /the worker kernel of connection file .*dead\.json did not answer .*; is it running\?/);
     assert.match(cellText(run.cells.get("noprofile")), /no workers of cluster profile "nosuch" are running; start them with "npx nbjob cluster start -n 2 --profile nosuch"/);
+    // Text PostgreSQL cannot store: refused before any SQL, naming the option.
+    assert.match(cellText(run.cells.get("nulname")), /TypeError: createJob: name contains a NUL character \(\\u0000\) at position 3, which PostgreSQL cannot store as text; remove it/);
+    assert.match(cellText(run.cells.get("nultag")), /TypeError: createJob: tags\[1\] contains a NUL character/);
+    assert.match(cellText(run.cells.get("nulparam")), /TypeError: createJob: params\.label contains a NUL character/);
     assert.equal((await listJobs(env.store, { limit: 1000 })).length, before, "no job row was written");
   });
 

@@ -65,6 +65,8 @@ let activeContext: JobContext | undefined;
 
 function streamTo(name: StreamName): Writable {
   return new Writable({
+    // Strings as printed: encoding them to UTF-8 here would turn a lone surrogate into U+FFFD.
+    decodeStrings: false,
     write(chunk: Buffer | string, _encoding, done) {
       activeContext?.write(name, typeof chunk === "string" ? chunk : chunk.toString("utf8"));
       done();

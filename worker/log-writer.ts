@@ -2,9 +2,10 @@
 // in batches (at most every `intervalMs`); while the store is away they wait in memory and are
 // written, still in order and each once, when it is back. Memory is bounded: past
 // `maxPendingLines` / `maxPendingBytes` lines are dropped and a note in their place says how many.
-// A line the store refuses (not an outage: e.g. a character its text type cannot hold) is
-// replaced by a note naming the problem and showing the line as JSON. Nothing here throws: a
-// job's output never fails the job or the worker.
+// Lines holding characters PostgreSQL's text type cannot (NUL, lone surrogates) are stored
+// escaped by appendLogs and read back as printed (store/text.ts). A line the store still refuses
+// (not an outage: some other refused data) is replaced by a note naming the problem and showing
+// the line as JSON. Nothing here throws: a job's output never fails the job or the worker.
 import { appendLogs, pgCode } from "../store";
 import type { Db, LogLine } from "../store";
 import { retryWhileAway, StoreAvailability } from "./store-retry";
