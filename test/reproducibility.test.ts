@@ -225,7 +225,7 @@ describe("reproducibility", () => {
     assert.match(history.stdout, /^ {2}job 1 {2}version 1 appeared \(first job of notebook \/.*\/nb-\d+\.ipynb\)$/m);
     const byName = await env.nbjob("log", "--name", "step");
     assert.equal(byName.code, 0, byName.stderr);
-    assert.match(byName.stdout, /^job 2 .*\n {4}changed {2}step {2}[0-9a-f]{8} -> [0-9a-f]{8}$/m);
+    assert.match(byName.stdout, /^job 2 .*\n {4}notebook \/.*\/nb-\d+\.ipynb: compared with job 1\n {4}changed {2}step {2}[0-9a-f]{8} -> [0-9a-f]{8}$/m);
   });
 
   test("%nbjob restore in a fresh kernel: the exact stored declaration as the next cell; errors name the problem", async () => {
