@@ -8,7 +8,6 @@ import {
   StoreError, createJob, transitionJob, IllegalTransitionError, notifyJobQueued, notifyJobCancelled,
 } from "../store";
 import type { DbJob, DbJobListed, DbLog, Json } from "../store";
-import { mapTraceback, storedBundleParts } from "../runtime/traceback";
 
 // ---------------------------------------------------------------- formatting helpers
 
@@ -141,6 +140,8 @@ export async function cmdShow(argv: string[]): Promise<number> {
       const header = `${job.error_name ?? "Error"}: ${job.error_message ?? ""}`;
       // Frames mapped to the snippet and line as the notebook's JobError shows them; tracebacks
       // usually repeat "Name: message" on their first line: show it once.
+      // Loaded only here: the bundle layout code is not needed by any other read command.
+      const { mapTraceback, storedBundleParts } = require("../runtime/traceback") as typeof import("../runtime/traceback");
       const frames = mapTraceback(job.error_traceback ?? [], bundle ? storedBundleParts(bundle) : undefined);
       const traceback = frames.filter((line, i) => !(i === 0 && line === header));
       out.push("", "error", `  ${header}`);
