@@ -26,3 +26,18 @@ export function parseCommandArgs<T extends ParseArgsConfig>(config: T, usage: st
     throw new UsageError(`${(err as Error).message} (${synopsis}; "${command} --help" explains each option)`);
   }
 }
+
+/**
+ * `nbjob GROUP` without its action, or with one it does not know: one line naming the choices
+ * and where the details are (printing the whole usage here buried the one thing that was wrong).
+ */
+export function actionError(group: string, choices: readonly string[], given?: string): UsageError {
+  const list = choices.length > 1 ? `${choices.slice(0, -1).join(", ")} or ${choices[choices.length - 1]}` : choices[0];
+  const what = given === undefined ? `nbjob ${group} needs an action: ${list}` : `unknown action "${given}"; expected ${list}`;
+  return new UsageError(`${what} ("nbjob ${group} --help" explains each)`);
+}
+
+/** A one-line error that ends by pointing at `nbjob COMMAND --help` instead of repeating the usage. */
+export function oneLineUsageError(command: string, message: string): UsageError {
+  return new UsageError(`${message} ("nbjob ${command} --help" explains the options)`);
+}

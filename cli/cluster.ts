@@ -10,7 +10,7 @@ import type { ClusterWorkerFiles } from "../runtime/shared/cluster-files";
 import { probeWorker } from "../worker/probe";
 import { databaseUrlFromEnv, openStore, redactUrl } from "../store";
 import { spawnSupervisor, spawnWorker, supervise } from "./cluster-supervisor";
-import { parseCommandArgs, UsageError } from "./args";
+import { actionError, oneLineUsageError, parseCommandArgs, UsageError } from "./args";
 import type { Command } from "./args";
 
 const usage = `usage: nbjob cluster start -n N [--profile NAME] [--ip ADDR]
@@ -53,7 +53,7 @@ export const command: Command = {
       usage,
     );
     const [action, ...extra] = positionals;
-    if (extra.length > 0) throw new UsageError(`unexpected argument "${extra[0]}"\n${usage}`);
+    if (extra.length > 0) throw oneLineUsageError("cluster", `unexpected argument "${extra[0]}"`);
     const profile = values.profile ?? DEFAULT_PROFILE;
     let dir: string;
     try {
@@ -64,7 +64,7 @@ export const command: Command = {
     // The supervisor's own loop (started detached by "start"; not for users).
     if (action === "supervise") return supervise(dir, profile, values.ip ?? "127.0.0.1");
     if (action !== "start" && (values.n !== undefined || values.ip !== undefined)) {
-      throw new UsageError(`-n and --ip are options of "nbjob cluster start"\n${usage}`);
+      throw oneLineUsageError("cluster", `-n and --ip are options of "nbjob cluster start"`);
     }
     switch (action) {
       case "start":
@@ -73,16 +73,14 @@ export const command: Command = {
         return status(profile, dir);
       case "stop":
         return stop(profile, dir);
-      case undefined:
-        throw new UsageError(`say what to do: start, status or stop\n${usage}`);
       default:
-        throw new UsageError(`unknown action "${action}"; expected start, status or stop\n${usage}`);
+        throw actionError("cluster", ["start", "status", "stop"], action);
     }
   },
 };
 
 function parseCount(n: string | undefined): number {
-  if (n === undefined) throw new UsageError(`nbjob cluster start needs -n N, the number of workers (e.g. -n 2)\n${usage}`);
+  if (n === undefined) throw oneLineUsageError("cluster", `nbjob cluster start needs -n N, the number of workers (e.g. -n 2)`);
   const count = Number(n);
   if (!Number.isInteger(count) || count < 1 || count > 256) throw new UsageError(`-n must be a whole number of workers from 1 to 256; got "${n}"`);
   return count;

@@ -1,10 +1,10 @@
-// `nbjob db migrate | status | start | stop`: the schema and the embedded PostgreSQL server. Also
+// `nbjob db migrate | status | start | stop | destroy`: the schema and the embedded PostgreSQL server. Also
 // how every CLI command opens the store (flag > NBJOB_DATABASE_URL > the embedded default).
 import type { Command } from "./args";
-import { parseCommandArgs, UsageError } from "./args";
+import { actionError, oneLineUsageError, parseCommandArgs, UsageError } from "./args";
 import {
   openStore, databaseUrlFromEnv, nbjobHome, redactUrl, schemaStatus, ensureEmbeddedServer, embeddedServerStatus,
-  stopEmbeddedServer, JOB_STATUSES,
+  stopEmbeddedServer, destroyEmbeddedServer, embeddedServerFiles, embeddedLayout, dataPlace, describeDataPlace, JOB_STATUSES,
 } from "../store";
 import type { Store, StoreOptions } from "../store";
 
@@ -32,14 +32,21 @@ export async function withCliStore<T>(flags: { "database-url"?: string; home?: s
   }
 }
 
-const USAGE = `usage: nbjob db migrate | status | start | stop [options]
+const DB_ACTIONS = ["migrate", "status", "start", "stop", "destroy"] as const;
+
+const USAGE = `usage: nbjob db migrate | status | start | stop | destroy --yes [options]
 
   migrate   apply the schema migrations this nbjob ships (also done on first use)
   status    where the database is, whether the embedded server runs, the schema version
   start     initialise and start the embedded PostgreSQL (detached; it keeps running)
   stop      stop the embedded PostgreSQL
+  destroy   stop the embedded PostgreSQL and delete it with all its data (every job, log and
+            checkpoint), wherever it is: $NBJOB_HOME/postgres, and the directory outside
+            NBJOB_HOME that holds the data when the postgres user cannot reach NBJOB_HOME (as root
+            with a private parent directory: /var/lib/nbjob/<hash>). Only with --yes.
 
 options:
+  --yes               (destroy) really delete
 ${STORE_FLAGS_USAGE}`;
 
 function embeddedOnly(flags: { "database-url"?: string }, action: string): void {
@@ -65,8 +72,12 @@ async function status(flags: { "database-url"?: string; home?: string }): Promis
   if (url === undefined) {
     const home = nbjobHome(flags.home);
     const embedded = await embeddedServerStatus({ home });
-    console.log(`database:  embedded PostgreSQL in ${embedded.layout.dir}`);
+    const place = dataPlace(embedded.layout);
+    console.log(`database:  embedded PostgreSQL in ${embedded.layout.dir}${place.outside ? `, data in ${describeDataPlace(embedded.layout)}` : ""}`);
     if (!embedded.running) {
+      // NBJOB_HOME deleted while the data lived outside it: say where it was left.
+      const leftOver = embeddedServerFiles({ home }).filter((path) => path !== embedded.layout.dir);
+      if (!embedded.initialised && leftOver.length) console.log(`data:      left behind in ${leftOver.join(", ")} ("nbjob db destroy --yes" removes it)`);
       console.log(`server:    ${embedded.initialised ? "stopped" : "not initialised"} (it starts on first use, or with "nbjob db start")`);
       return 0;
     }
@@ -99,7 +110,7 @@ async function start(flags: { "database-url"?: string; home?: string }): Promise
   const server = await ensureEmbeddedServer({ home });
   // Bring the schema up to date now rather than in the first notebook.
   await withCliStore(flags, (store) => store.ready());
-  console.log(`${server.started ? "started" : "already running:"} embedded PostgreSQL at ${redactUrl(server.url)} (data in ${home}/postgres)`);
+  console.log(`${server.started ? "started" : "already running:"} embedded PostgreSQL at ${redactUrl(server.url)}; data in ${describeDataPlace(embeddedLayout(home))}`);
   return 0;
 }
 
@@ -107,16 +118,35 @@ async function stop(flags: { "database-url"?: string; home?: string }): Promise<
   embeddedOnly(flags, "stop");
   const home = nbjobHome(flags.home);
   const stopped = await stopEmbeddedServer({ home });
-  console.log(stopped ? `stopped the embedded PostgreSQL (data kept in ${home}/postgres)` : `the embedded PostgreSQL in ${home}/postgres was not running`);
+  const place = describeDataPlace(embeddedLayout(home));
+  console.log(stopped ? `stopped the embedded PostgreSQL; data kept in ${place}` : `the embedded PostgreSQL was not running; data in ${place}`);
+  return 0;
+}
+
+async function destroy(flags: { "database-url"?: string; home?: string; yes?: boolean }): Promise<number> {
+  embeddedOnly(flags, "destroy");
+  const home = nbjobHome(flags.home);
+  const paths = embeddedServerFiles({ home });
+  if (paths.length === 0) {
+    console.log(`nothing to destroy: there is no embedded PostgreSQL for NBJOB_HOME ${home}`);
+    return 0;
+  }
+  if (!flags.yes) {
+    throw new UsageError(`nbjob db destroy would stop the embedded PostgreSQL and delete ${paths.join(" and ")} with every job, log and checkpoint in it; run "nbjob db destroy --yes" to do it`);
+  }
+  const { stopped, removed } = await destroyEmbeddedServer({ home });
+  console.log(`${stopped ? "stopped the embedded PostgreSQL and " : ""}deleted ${removed.join(" and ")}`);
   return 0;
 }
 
 export const command: Command = {
-  summary: "database schema and the embedded PostgreSQL server (migrate, status, start, stop)",
+  summary: "database schema and the embedded PostgreSQL server (migrate, status, start, stop, destroy)",
   usage: USAGE,
   async run(argv) {
-    const { values, positionals } = parseCommandArgs({ args: argv, options: STORE_FLAGS, allowPositionals: true, strict: true }, USAGE);
-    if (positionals.length !== 1) throw new UsageError(`nbjob db takes one action (migrate, status, start or stop)${positionals.length ? `, got "${positionals.join(" ")}"` : ""}\n${USAGE}`);
+    const { values, positionals } = parseCommandArgs({ args: argv, options: { ...STORE_FLAGS, yes: { type: "boolean" } }, allowPositionals: true, strict: true }, USAGE);
+    if (values.yes && positionals[0] !== "destroy") throw oneLineUsageError("db", `--yes is an option of "nbjob db destroy"`);
+    if (positionals.length === 0) throw actionError("db", DB_ACTIONS);
+    if (positionals.length > 1) throw oneLineUsageError("db", `nbjob db takes one action, got "${positionals.join(" ")}"`);
     switch (positionals[0]) {
       case "migrate":
         return migrate(values);
@@ -126,8 +156,10 @@ export const command: Command = {
         return start(values);
       case "stop":
         return stop(values);
+      case "destroy":
+        return destroy(values);
       default:
-        throw new UsageError(`unknown action "nbjob db ${positionals[0]}"; expected migrate, status, start or stop`);
+        throw actionError("db", DB_ACTIONS, positionals[0]);
     }
   },
 };

@@ -138,8 +138,12 @@ export async function cmdShow(argv: string[]): Promise<number> {
     }
     if (job.error_name || job.error_message) {
       const header = `${job.error_name ?? "Error"}: ${job.error_message ?? ""}`;
-      // Tracebacks usually repeat "Name: message" on their first line; show it once.
-      const traceback = (job.error_traceback ?? []).filter((line, i) => !(i === 0 && line === header));
+      // Frames mapped to the snippet and line as the notebook's JobError shows them; tracebacks
+      // usually repeat "Name: message" on their first line: show it once.
+      // Loaded only here: the bundle layout code is not needed by any other read command.
+      const { mapTraceback, storedBundleParts } = require("../runtime/traceback") as typeof import("../runtime/traceback");
+      const frames = mapTraceback(job.error_traceback ?? [], bundle ? storedBundleParts(bundle) : undefined);
+      const traceback = frames.filter((line, i) => !(i === 0 && line === header));
       out.push("", "error", `  ${header}`);
       if (traceback.length) out.push(indent(traceback.join("\n")));
     }
@@ -180,7 +184,7 @@ export async function cmdLogs(argv: string[]): Promise<number> {
       printed++;
     }
   };
-  await withCliStore(values, async (store) => {
+  const finalStatus = await withCliStore(values, async (store) => {
     let job = await requireJob(store, id);
     let afterId = 0;
     for (;;) {
@@ -189,12 +193,16 @@ export async function cmdLogs(argv: string[]): Promise<number> {
       const lines = await readLogs(store, id, { afterId });
       print(lines);
       if (lines.length) afterId = lines[lines.length - 1].id;
-      if (!values.follow || finished) break;
+      if (!values.follow || finished) return finished ? job.status : undefined;
       await new Promise((resolve) => setTimeout(resolve, 500));
       job = await requireJob(store, id);
     }
   });
-  if (printed === 0) console.error(`job ${id} has printed nothing${values.stream ? ` on ${values.stream}` : ""}${values.follow ? "" : " yet"}`);
+  if (printed === 0) {
+    // A job that has ended will print nothing more: "yet" only while it may still.
+    const on = values.stream ? ` on ${values.stream}` : "";
+    console.error(finalStatus === undefined ? `job ${id} has printed nothing${on} yet` : `job ${id} (${finalStatus}) printed nothing${on}`);
+  }
   return 0;
 }
 
@@ -219,7 +227,8 @@ export async function cmdDiff(argv: string[]): Promise<number> {
 
 const LOG_USAGE = `usage: nbjob log [--name DECL] [--limit N]
 
-Jobs, newest first, with the declarations added, changed or removed since the job before each.
+Jobs, newest first, with the declarations added, changed or removed since the previous job of
+the same notebook (the notebook that created it; for jobs without one, of the same collectors).
   --name DECL   only the jobs where the declaration DECL changed
   --limit N     how many jobs to show (default 20)
 ${STORE_FLAGS_USAGE}`;
@@ -240,7 +249,10 @@ export async function cmdLog(argv: string[]): Promise<number> {
   for (const entry of entries) {
     const job = entry.job;
     out.push(`${jobTitle(job)}  [${job.status}]  ${formatTime(job.queued_at)}`);
-    if (entry.changes.length === 0) out.push(`    (same code as job ${entry.previousId})`);
+    // Which job it is compared with: the previous one of its own notebook (or collectors), not
+    // whichever job another notebook made just before it.
+    const compared = entry.previousId === null ? "its first job" : entry.changes.length ? `compared with job ${entry.previousId}` : `same code as job ${entry.previousId}`;
+    out.push(`    ${entry.lineage}: ${compared}`);
     for (const change of entry.changes) {
       const hashes = change.change === "changed" ? `${change.from!.slice(0, 8)} -> ${change.to!.slice(0, 8)}` : (change.to ?? change.from)!.slice(0, 8);
       out.push(`    ${change.change.padEnd(8)} ${change.name}  ${hashes}`);
@@ -283,12 +295,12 @@ export async function cmdHistory(argv: string[]): Promise<number> {
     out.push("", `version ${i + 1}  ${version.snippet.hash.slice(0, 12)}  ${version.snippet.kind}  ${used}`);
     out.push(indent(version.snippet.source.replace(/\n+$/, "")));
   });
-  // Per job, where NAME changed since the job before it (the newest 20; "nbjob log --name" pages).
+  // Per job, where NAME changed since the previous job of its lineage (the newest 20; "nbjob log --name" pages).
   if (changes.length) {
     const versionOf = new Map(versions.map((version, i) => [version.snippet.hash, `version ${i + 1}`]));
     out.push("", "changed in (newest first)");
-    for (const { job, previousId, changes: [change] } of changes) {
-      const before = previousId === null ? "" : ` since job ${previousId}`;
+    for (const { job, previousId, lineage, changes: [change] } of changes) {
+      const before = previousId === null ? ` (first job of ${lineage})` : ` since job ${previousId} (${lineage})`;
       const what = change.change === "changed" ? `${versionOf.get(change.from!)} -> ${versionOf.get(change.to!)}`
         : change.change === "added" ? `${versionOf.get(change.to!)} appeared` : "removed";
       out.push(`  job ${job.id}  ${what}${before}`);
@@ -304,7 +316,7 @@ export const jobsCommand: Command = { summary: "list jobs, newest first", usage:
 export const showCommand: Command = { summary: "one job: status, times, parameters, result or error, source", usage: SHOW_USAGE, run: cmdShow };
 export const logsCommand: Command = { summary: "what a job printed (stdout and stderr)", usage: LOGS_USAGE, run: cmdLogs };
 export const diffCommand: Command = { summary: "unified diff of two jobs' code and parameters", usage: DIFF_USAGE, run: cmdDiff };
-export const logCommand: Command = { summary: "jobs with what changed in their code since the previous job", usage: LOG_USAGE, run: cmdLog };
+export const logCommand: Command = { summary: "jobs with what changed in their code since the previous job of their notebook", usage: LOG_USAGE, run: cmdLog };
 export const historyCommand: Command = { summary: "every version of one declaration and the jobs that used it", usage: HISTORY_USAGE, run: cmdHistory };
 
 // ---------------------------------------------------------------- nbjob cancel
@@ -372,7 +384,7 @@ export async function cmdRerun(argv: string[]): Promise<number> {
       if (!(await getBundle(tx, original.bundle_hash))) {
         throw new StoreError(`job ${id}'s bundle ${original.bundle_hash.slice(0, 12)} is not in the store (deleted?), so job ${id} cannot be rerun; no job was created`);
       }
-      const row = await createJob(tx, { bundleHash: original.bundle_hash, name: original.name, tags: original.tags, rerunOf: id });
+      const row = await createJob(tx, { bundleHash: original.bundle_hash, name: original.name, tags: original.tags, rerunOf: id, notebook: original.notebook });
       // Delivered when the transaction commits, so no worker looks before the row exists.
       await notifyJobQueued(tx, null);
       return row;

@@ -191,7 +191,8 @@ export const command: Command = {
     process.on("SIGTERM", onSignal);
     try {
       try {
-        kernel = await launchKernel({ kernelName, cwd: dirname(notebookPath) });
+        // JPY_SESSION_NAME tells the kernel which notebook it runs, as Jupyter Server does (jobs record it).
+        kernel = await launchKernel({ kernelName, cwd: dirname(notebookPath), env: { JPY_SESSION_NAME: notebookPath } });
       } catch (err) {
         if (interrupted) return 130;
         throw new UsageError(`could not start kernel "${kernelName}": ${(err as Error).message}`);

@@ -4,8 +4,8 @@ import { existsSync } from "node:fs";
 import { newConnectionInfo, readConnectionFile } from "../wire/connection";
 import type { ConnectionInfo } from "../wire/connection";
 import { WorkerKernel } from "../worker/kernel";
-import { openStore } from "../store";
-import { parseCommandArgs, UsageError } from "./args";
+import { openStore, WORKER_HEARTBEAT_MS, WORKER_STALE_MS } from "../store";
+import { oneLineUsageError, parseCommandArgs, UsageError } from "./args";
 import type { Command } from "./args";
 
 const usage = `usage: nbjob worker --connection-file FILE [--ip ADDR] [--id NAME] [--profile NAME] [--no-store]
@@ -19,7 +19,7 @@ const usage = `usage: nbjob worker --connection-file FILE [--ip ADDR] [--id NAME
                           over the comm (default: NBJOB_DATABASE_URL, else the embedded server)
 
   environment:
-    NBJOB_WORKER_HEARTBEAT_MS (default 5000) and NBJOB_WORKER_STALE_MS (default 20000): how
+    NBJOB_WORKER_HEARTBEAT_MS (default ${WORKER_HEARTBEAT_MS}) and NBJOB_WORKER_STALE_MS (default ${WORKER_STALE_MS}): how
       often the worker heartbeats in the store, and after how long without a heartbeat another
       worker marks a silent worker's running jobs lost
     NBJOB_STORE_WAIT_MS (default 60000): while the store cannot be reached, a running job goes
@@ -49,7 +49,7 @@ export const command: Command = {
       usage,
     );
     const file = values["connection-file"];
-    if (!file) throw new UsageError(`--connection-file is required\n${usage}`);
+    if (!file) throw oneLineUsageError("worker", `nbjob worker needs --connection-file FILE, the kernel's connection file`);
 
     let info: ConnectionInfo;
     let writeFile: string | undefined;

@@ -184,8 +184,8 @@ export function mergeCollectors(collectors: readonly unknown[]): BundleSnippet[]
   return merged;
 }
 
-/** Lays out the program text and records which lines belong to which part. */
-function layout(snippets: readonly BundleSnippet[], params: ParamValues, entries: readonly string[]): { source: string; parts: BundlePart[] } {
+/** Lays out the program text and records which lines belong to which part (snippets in the order given). */
+export function layoutBundle(snippets: readonly BundleSnippet[], params: ParamValues, entries: readonly string[]): { source: string; parts: BundlePart[] } {
   const lines: string[] = [
     `// nbjob bundle: ${snippets.length} snippet${snippets.length === 1 ? "" : "s"}, ${entries.length} entr${entries.length === 1 ? "y" : "ies"}; the last entry's value is the result.`,
     paramsLine(params),
@@ -234,7 +234,7 @@ export function assembleBundle(snippets: readonly BundleSnippet[], entries: read
   const checkedEntries = checkEntries(entries);
   const order = dependencyOrder(snippets.map((s) => orderItemFromSource(s.source)));
   const ordered = order.map((i) => ({ ...snippets[i], names: [...snippets[i].names] }));
-  const { source, parts } = layout(ordered, params, checkedEntries);
+  const { source, parts } = layoutBundle(ordered, params, checkedEntries);
   const bundle: Bundle = { snippets: ordered, params, entries: checkedEntries, source, hash: sha256(source), parts };
   if (options.typeCheck !== false) {
     const problems = [...awaitProblems(ordered), ...typeProblems(bundle, options.baseDir, options.paramsGiven ?? true)];

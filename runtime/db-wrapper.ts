@@ -11,7 +11,7 @@ import { jsonType } from "./bundle-check";
 import { toJsonValue } from "./params";
 import type { Bundle, ParamValues } from "./bundle";
 import { isView } from "./client";
-import { currentCellSink } from "./notebook";
+import { currentCellSink, notebookPath } from "./notebook";
 import type { View } from "./client";
 import { jobsChanged, setDefaultStore } from "./dashboard";
 import { createAnalyzer } from "./analyzer";
@@ -228,7 +228,7 @@ export class DBWrapper {
     const { group, rows } = await this.store.transaction(async (tx) => {
       const group = await createJobGroup(tx, { name: options.name ?? null, grid: grid as { [name: string]: Json } });
       const rows = await enqueueJobs(tx, bundles.map((bundle) => ({
-        bundle: storedBundle(bundle, collectors), name: options.name ?? null, tags: options.tags ?? [], targetWorker, groupId: group.id,
+        bundle: storedBundle(bundle, collectors), name: options.name ?? null, tags: options.tags ?? [], targetWorker, groupId: group.id, notebook: notebookPath() ?? null,
       })));
       return { group, rows };
     });
@@ -295,7 +295,7 @@ export class DBWrapper {
     const targetWorker = view.kind === "direct" ? view.workerId : null;
     const row = await this.store.transaction(async (tx) => {
       await putBundle(tx, storedBundle(bundle, collectors));
-      return storeCreateJob(tx, { bundleHash: bundle.hash, name: meta.name, tags: meta.tags, targetWorker, groupId: meta.groupId ?? null });
+      return storeCreateJob(tx, { bundleHash: bundle.hash, name: meta.name, tags: meta.tags, targetWorker, groupId: meta.groupId ?? null, notebook: notebookPath() ?? null });
     });
     const job = new Job<T>(this.store, row, { source: bundle.source, params: bundle.params, entries: bundle.entries, parts: bundle.parts });
     await this.dispatch(view, job, bundle.hash);
@@ -344,6 +344,7 @@ export class DBWrapper {
     }
     const row = await storeCreateJob(this.store, {
       bundleHash, name: original.name, tags: original.tags, rerunOf: original.id, targetWorker: view?.kind === "direct" ? view.workerId : null,
+      notebook: (await getJob(this.store, original.id))?.notebook ?? notebookPath() ?? null,
     });
     const job = new Job<T>(this.store, row, await loadProgram(this.store, bundleHash));
     await this.dispatch(view ?? null, job, bundleHash);

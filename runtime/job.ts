@@ -4,11 +4,11 @@ import { inspect } from "node:util";
 import { deserialize } from "node:v8";
 import type { CellSink } from "./cell-types";
 import {
-  diffJobs, getBundle, getEnvironment, getWorker, IllegalTransitionError, listCheckpoints, listWorkers, markLostJobs, notifyJobCancelled, readLogs, requireJob, transitionJob, UnknownJobError,
+  diffJobs, getBundle, getEnvironment, getWorker, WORKER_STALE_MS, IllegalTransitionError, listCheckpoints, listWorkers, markLostJobs, notifyJobCancelled, readLogs, requireJob, transitionJob, UnknownJobError,
 } from "../store";
 import type { CheckpointSummary, DbJob, JobStatus, Store } from "../store";
-import { assembleBundle, locateBundleLine } from "./bundle";
-import type { BundlePart, BundleSnippet, ParamValues } from "./bundle";
+import type { BundlePart, ParamValues } from "./bundle";
+import { mapTraceback, storedBundleParts } from "./traceback";
 import type { View, WorkerConnection } from "./client";
 import { display } from "./display";
 import type { DisplayHandle } from "./display";
@@ -16,12 +16,13 @@ import { currentCellSink } from "./notebook";
 import { resumeJob } from "./resume";
 import type { WorkerEvent } from "./shared/protocol";
 
+// Where it always was, for code that imports it from here.
+export { mapTraceback } from "./traceback";
+
 export const FINAL_STATUSES: readonly JobStatus[] = ["done", "failed", "cancelled", "lost"];
 const POLL_MS = 250;
 const MAX_POLL_FAILURES = 20;
 const LIVE_TAIL_MS = 1_000;
-/** A worker silent this long has its running jobs marked lost (as workers do: store-link.ts). */
-const WORKER_STALE_MS = 20_000;
 const LOST_CHECK_MS = 4_000;
 
 /** What a Job knows of its program (from the bundle it was created with, or the stored one). */
@@ -67,20 +68,6 @@ export class JobError extends Error {
   }
 }
 
-/** `bundle.ts:14:9` in a worker's traceback, followed by where that is in the user's code. */
-export function mapTraceback(traceback: readonly string[], parts: readonly BundlePart[] | undefined): string[] {
-  // Frames of Node's own machinery on the worker say nothing about the user's code.
-  const own = traceback.filter((line) => !/^\s+at .*\(node:[\w/]+:\d+:\d+\)$/.test(line));
-  if (!parts) return own;
-  return own.map((line) =>
-    line.replace(/bundle\.ts:(\d+):(\d+)/g, (whole, lineText: string) => {
-      const located = locateBundleLine({ parts: [...parts] }, Number(lineText));
-      const label = located?.part.label.replace(/ \((function|class|variable|interface|type|enum|namespace|import|cell)\)$/, "");
-      return located ? `${whole} [${label}, line ${located.line}]` : whole;
-    }),
-  );
-}
-
 /** A stored job result (`{ encoding: "v8", data }` written by the worker) as the value it was. */
 export function decodeResult(stored: unknown): unknown {
   if (typeof stored === "object" && stored !== null && (stored as { encoding?: unknown }).encoding === "v8" && typeof (stored as { data?: unknown }).data === "string") {
@@ -101,13 +88,8 @@ export async function loadProgram(store: Store, bundleHash: string): Promise<Job
   const stored = await getBundle(store, bundleHash);
   if (!stored) throw new Error(`the bundle ${bundleHash.slice(0, 12)} of this job is missing from the store`);
   const program: JobProgram = { source: stored.source, params: stored.params as ParamValues, entries: stored.entries };
-  try {
-    const snippets: BundleSnippet[] = stored.snippets.map((s) => ({ hash: s.hash, names: s.names, kind: s.kind as BundleSnippet["kind"], source: s.source }));
-    const rebuilt = assembleBundle(snippets, stored.entries, program.params, { typeCheck: false });
-    if (rebuilt.hash === stored.hash) program.parts = rebuilt.parts;
-  } catch {
-    // An old layout: tracebacks stay as the worker wrote them.
-  }
+  const parts = storedBundleParts(stored);
+  if (parts) program.parts = parts;
   return program;
 }
 

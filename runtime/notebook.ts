@@ -1,5 +1,6 @@
 // The hook between a running kernel and the notebook-facing runtime: which cell's outputs
 // display() and input() reach, and where a cell-defined function's TypeScript source is kept.
+import { basename, isAbsolute, join } from "node:path";
 import type { CellSink, DeclarationRecord } from "./cell-types";
 
 interface NotebookHook {
@@ -42,4 +43,21 @@ export function setFunctionSourceLookup(lookup: (fn: Function) => DeclarationRec
  */
 export function sourceOfFunction(fn: Function): DeclarationRecord | undefined {
   return hook().sourceOfFunction?.(fn);
+}
+
+// The directory the kernel started in: Jupyter starts a notebook's kernel in the notebook's own
+// directory, and a cell may chdir later.
+const startDirectory = process.cwd();
+
+/**
+ * The path of the notebook this kernel runs, when Jupyter said which (`JPY_SESSION_NAME`, set by
+ * Jupyter Server for a session's kernel, and by `nbjob run`): recorded on the jobs it creates as
+ * their lineage. Jupyter Server 2 gives the full path; 1.x gives it relative to its root, with
+ * the kernel started in the notebook's directory, so the file name is joined to that directory.
+ * Undefined outside such a kernel.
+ */
+export function notebookPath(): string | undefined {
+  const session = process.env.JPY_SESSION_NAME?.trim();
+  if (!session) return undefined;
+  return isAbsolute(session) ? session : join(startDirectory, basename(session));
 }

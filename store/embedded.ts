@@ -4,9 +4,9 @@
 // created with O_EXCL makes concurrent starters end with one server.
 import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { chownSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, realpathSync, renameSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync, writeSync, lstatSync } from "node:fs";
+import { chmodSync, chownSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, realpathSync, renameSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync, writeSync, lstatSync } from "node:fs";
 import { createServer } from "node:net";
-import { hostname } from "node:os";
+import { homedir, hostname } from "node:os";
 import { dirname, join, sep } from "node:path";
 import { Client } from "pg";
 import { sha256 } from "./hash";
@@ -16,7 +16,7 @@ const SUPERUSER = "postgres";
 const DATABASE = "nbjob";
 const START_TIMEOUT_MS = 90_000;
 
-/** Where the embedded server keeps its files, all derived from NBJOB_HOME. */
+/** Where the embedded server keeps its files, all derived from NBJOB_HOME (see dataPlace for where the data really is). */
 export interface EmbeddedLayout {
   home: string;
   /** $NBJOB_HOME/postgres: server.json, password, start.lock, cluster/. */
@@ -122,17 +122,52 @@ function canReach(path: string, user: ServerUser): boolean {
   return true;
 }
 
+/** Where the cluster goes when the server user cannot reach NBJOB_HOME (as root with a private parent, such as /root). */
+export function outsideClusterDir(home: string): string {
+  return join("/var/lib/nbjob", sha256(home).slice(0, 16));
+}
+
+/**
+ * Lets the server user through NBJOB_HOME and $NBJOB_HOME/postgres when nothing above NBJOB_HOME
+ * stops it: a home made private by mkdtemp, or by nbjob itself (a recursive mkdir with mode 700
+ * makes every missing parent 700 too), gets the traverse bit for others only (names cannot be
+ * listed; every file inside keeps its own mode). Only directories this user owns, and never the
+ * user's own home directory. Returns whether the server user can now reach $NBJOB_HOME/postgres.
+ */
+function openPathToHome(layout: EmbeddedLayout, user: ServerUser): boolean {
+  if (canReach(layout.dir, user)) return true;
+  if (!canReach(dirname(layout.home), user)) return false;
+  const mine = typeof process.getuid === "function" ? process.getuid() : undefined;
+  for (const dir of [layout.home, layout.dir]) {
+    const st = statSync(dir);
+    if ((st.mode & 0o001) !== 0) continue;
+    if (st.uid !== mine || isUsersHome(dir)) return false;
+    chmodSync(dir, (st.mode & 0o7777) | 0o001);
+  }
+  return canReach(layout.dir, user);
+}
+
+function isUsersHome(dir: string): boolean {
+  try {
+    return realpathSync(dir) === realpathSync(homedir());
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Makes $NBJOB_HOME/postgres/cluster a directory the server user owns. As root, when a parent of
  * NBJOB_HOME is private (as /root is), the cluster lives in /var/lib/nbjob/<hash of the home> and
- * cluster/ is a symlink to it, so that no permission of the user's directories has to change.
+ * cluster/ is a symlink to it, so that no permission of the user's directories has to change;
+ * every message that names where the data is names that place (dataPlace), and
+ * `nbjob db destroy` removes it.
  */
 function prepareClusterDir(layout: EmbeddedLayout, user: ServerUser): void {
   mkdirSync(layout.dir, { recursive: true, mode: 0o711 });
   if (existsSync(layout.clusterDir)) return;
   let target = layout.clusterDir;
-  if (user.uid !== undefined && !canReach(layout.dir, user)) {
-    target = join("/var/lib/nbjob", sha256(layout.home).slice(0, 16));
+  if (user.uid !== undefined && !openPathToHome(layout, user)) {
+    target = outsideClusterDir(layout.home);
     mkdirSync(dirname(target), { recursive: true, mode: 0o711 });
     mkdirSync(target, { recursive: true, mode: 0o700 });
     symlinkSync(target, layout.clusterDir);
@@ -140,6 +175,22 @@ function prepareClusterDir(layout: EmbeddedLayout, user: ServerUser): void {
     mkdirSync(target, { mode: 0o700 });
   }
   if (user.uid !== undefined) chownSync(target, user.uid, user.gid!);
+}
+
+/**
+ * Where the server's data is, for messages: $NBJOB_HOME/postgres, or the directory outside
+ * NBJOB_HOME that holds it (which deleting NBJOB_HOME does not remove).
+ */
+export function dataPlace(layout: EmbeddedLayout): { path: string; outside: boolean } {
+  const cluster = clusterLocation(layout);
+  const outside = cluster !== layout.clusterDir && !cluster.startsWith(layout.dir + sep);
+  return outside ? { path: cluster, outside } : { path: layout.dir, outside };
+}
+
+/** "$NBJOB_HOME/postgres", or "/var/lib/nbjob/<hash>, outside NBJOB_HOME as ..." (ends the message it is put in). */
+export function describeDataPlace(layout: EmbeddedLayout): string {
+  const place = dataPlace(layout);
+  return place.outside ? `${place.path}, outside NBJOB_HOME as the ${SUPERUSER} user cannot reach ${layout.home} ("nbjob db destroy --yes" removes it)` : place.path;
 }
 
 // ---------------------------------------------------------------- running the binaries
@@ -191,7 +242,7 @@ async function initialise(layout: EmbeddedLayout, user: ServerUser, bin: string)
   }
   if (result.code !== 0) {
     rmSync(staging, { recursive: true, force: true });
-    throw new StoreError(`could not initialise the embedded PostgreSQL in ${layout.dataDir}: ${lastLines(result.output)}${diskFullHint(result.output, layout.dir)}`);
+    throw new StoreError(`could not initialise the embedded PostgreSQL in ${join(cluster, "data")}: ${lastLines(result.output)}${diskFullHint(result.output, cluster === layout.clusterDir ? layout.dir : cluster)}`);
   }
   // Loopback TCP only: no Unix socket in a shared /tmp, nothing reachable from the network.
   writeFileSync(join(staging, "postgresql.conf"), [
@@ -240,7 +291,8 @@ async function startServer(layout: EmbeddedLayout, user: ServerUser, bin: string
     lastOutput = `${result.output}\n${tail(layout.logFile)}`;
     if (!/could not bind|Address already in use/i.test(lastOutput)) break; // lost the port to someone else: try another
   }
-  throw new StoreError(`could not start the embedded PostgreSQL (${layout.dataDir}): ${lastLines(lastOutput)}${diskFullHint(lastOutput, layout.dir)}; see ${layout.logFile}`);
+  const cluster = clusterLocation(layout);
+  throw new StoreError(`could not start the embedded PostgreSQL (${join(cluster, "data")}): ${lastLines(lastOutput)}${diskFullHint(lastOutput, cluster)}; see ${join(cluster, "server.log")}`);
 }
 
 function tail(file: string): string {
@@ -402,14 +454,14 @@ export async function ensureEmbeddedServer(options: EnsureEmbeddedOptions): Prom
       prepareClusterDir(layout, user);
       if (!existsSync(join(layout.dataDir, "PG_VERSION")) || !readPassword(layout)) {
         if (existsSync(layout.dataDir)) {
-          throw new StoreError(`${layout.dataDir} exists but ${readPassword(layout) ? "is not a PostgreSQL data directory" : `its password file ${layout.passwordFile} is missing`}; move it away to start afresh, or set NBJOB_DATABASE_URL`);
+          throw new StoreError(`${join(clusterLocation(layout), "data")} exists but ${readPassword(layout) ? "is not a PostgreSQL data directory" : `its password file ${layout.passwordFile} is missing`}; "nbjob db destroy --yes" removes it to start afresh, or set NBJOB_DATABASE_URL`);
         }
         await initialise(layout, user, bin);
       }
       await startServer(layout, user, bin);
       started = true;
       state = await probe(layout);
-      if (state.state === "down") throw new StoreError(`the embedded PostgreSQL started but does not answer; see ${layout.logFile}`);
+      if (state.state === "down") throw new StoreError(`the embedded PostgreSQL started but does not answer; see ${join(clusterLocation(layout), "server.log")}`);
     }
     const password = readPassword(layout)!;
     if (state.state === "no-database") {
@@ -438,15 +490,47 @@ export async function embeddedServerStatus(options: EnsureEmbeddedOptions): Prom
 /** Stops the embedded server (fast shutdown: open transactions roll back). Returns false if it was not running. */
 export async function stopEmbeddedServer(options: EnsureEmbeddedOptions): Promise<boolean> {
   const layout = embeddedLayout(options.home);
-  const running = postmasterPid(layout);
-  if (!running || !processAlive(running.pid)) return false;
+  return stopServerIn(join(clusterLocation(layout), "data"));
+}
+
+async function stopServerIn(dataDir: string): Promise<boolean> {
+  let running: { pid: number } | undefined;
+  try {
+    running = { pid: Number(readFileSync(join(dataDir, "postmaster.pid"), "utf8").split("\n")[0]) };
+  } catch {
+    running = undefined;
+  }
+  if (!running || !(running.pid > 0) || !processAlive(running.pid)) return false;
   const user = serverUser();
-  const result = await run(join(postgresBinDir(), "pg_ctl"), ["stop", "-D", join(clusterLocation(layout), "data"), "-m", "fast", "-w", "-t", "60"], user);
+  const result = await run(join(postgresBinDir(), "pg_ctl"), ["stop", "-D", dataDir, "-m", "fast", "-w", "-t", "60"], user);
   if (result.code !== 0) {
     if (!processAlive(running.pid)) return false;
-    throw new StoreError(`could not stop the embedded PostgreSQL (pid ${running.pid}): ${lastLines(result.output)}`);
+    throw new StoreError(`could not stop the embedded PostgreSQL (pid ${running.pid}, data in ${dataDir}): ${lastLines(result.output)}`);
   }
   return true;
+}
+
+/**
+ * What `destroyEmbeddedServer` would remove: $NBJOB_HOME/postgres and, when the data lives
+ * outside NBJOB_HOME, that directory too (also when NBJOB_HOME was deleted and only it is left).
+ */
+export function embeddedServerFiles(options: EnsureEmbeddedOptions): string[] {
+  const layout = embeddedLayout(options.home);
+  const paths = [layout.dir, clusterLocation(layout), outsideClusterDir(layout.home)];
+  return [...new Set(paths)].filter((path) => path === layout.dir || !path.startsWith(layout.dir + sep)).filter((path) => existsSync(path));
+}
+
+/** Stops the embedded server and removes its data wherever it is. Returns the paths removed. */
+export async function destroyEmbeddedServer(options: EnsureEmbeddedOptions): Promise<{ stopped: boolean; removed: string[] }> {
+  const layout = embeddedLayout(options.home);
+  const paths = embeddedServerFiles(options);
+  let stopped = false;
+  // The server of either place (the data outside NBJOB_HOME may run after NBJOB_HOME was deleted).
+  for (const cluster of new Set([clusterLocation(layout), outsideClusterDir(layout.home)])) {
+    if (existsSync(join(cluster, "data"))) stopped = (await stopServerIn(join(cluster, "data"))) || stopped;
+  }
+  for (const path of paths) rmSync(path, { recursive: true, force: true });
+  return { stopped, removed: paths };
 }
 
 /** The cluster directory with the root fallback's symlink resolved. */

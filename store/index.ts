@@ -26,10 +26,13 @@ export { createAnalysis, putAnalysisRow, getAnalysisRows, missingAnalysisCheckpo
 export type { AnalysisFunctionInput, AnalysisRowInput } from "./analyses";
 export { getWorker, heartbeatWorker, listWorkers, removeWorker } from "./workers";
 export type { WorkerHeartbeat } from "./workers";
-export { claimNextJob, notifyJobQueued, notifyJobCancelled, markLostJobs, JOB_QUEUED_CHANNEL, JOB_CANCELLED_CHANNEL } from "./queue";
+export { claimNextJob, notifyJobQueued, notifyJobCancelled, markLostJobs, JOB_QUEUED_CHANNEL, JOB_CANCELLED_CHANNEL, WORKER_HEARTBEAT_MS, WORKER_STALE_MS } from "./queue";
 export type { ClaimInput, LostJobsInput } from "./queue";
 export { bundleDeclarations, compareDeclarations, jobLog, declarationHistory, jobCodeText, diffJobs, declarationInJob } from "./versions";
 export type { DeclarationChange, JobLogEntry, DeclarationVersion } from "./versions";
-export { ensureEmbeddedServer, embeddedServerStatus, stopEmbeddedServer, embeddedLayout, postgresBinDir } from "./embedded";
+export {
+  ensureEmbeddedServer, embeddedServerStatus, stopEmbeddedServer, destroyEmbeddedServer, embeddedServerFiles, embeddedLayout, postgresBinDir, dataPlace,
+  describeDataPlace, outsideClusterDir,
+} from "./embedded";
 export type { EmbeddedLayout, EmbeddedStatus } from "./embedded";
 export * from "./types";

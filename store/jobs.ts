@@ -16,6 +16,8 @@ export interface CreateJobInput {
   resumedFrom?: number | null;
   resumedFromCheckpoint?: number | null;
   rerunOf?: number | null;
+  /** The notebook creating it (its path), when known; a rerun or resume keeps the original's. */
+  notebook?: string | null;
 }
 
 export interface JobErrorInput {
@@ -81,8 +83,8 @@ export function isJobStatus(value: string): value is JobStatus {
   return (JOB_STATUSES as readonly string[]).includes(value);
 }
 
-const LISTED_COLUMNS = `id, bundle_hash, name, tags, status, queued_at, started_at, finished_at, target_worker,
-  worker_id, host, pid, group_id, resumed_from, resumed_from_checkpoint, rerun_of, environment_hash,
+export const LISTED_COLUMNS = `id, bundle_hash, name, tags, status, queued_at, started_at, finished_at, target_worker,
+  worker_id, host, pid, group_id, resumed_from, resumed_from_checkpoint, rerun_of, notebook, environment_hash,
   result_text, error_name, error_message`;
 
 /** Stores a sweep's group; its jobs point at it with `groupId`. */
@@ -98,9 +100,9 @@ export async function createJob(db: Db, input: CreateJobInput): Promise<DbJob> {
   checkJobText(input);
   try {
     const { rows } = await db.query<DbJob>(
-      `INSERT INTO nbjob.jobs (bundle_hash, name, tags, target_worker, group_id, resumed_from, resumed_from_checkpoint, rerun_of)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *`,
-      [input.bundleHash, input.name ?? null, input.tags ?? [], input.targetWorker ?? null, input.groupId ?? null, input.resumedFrom ?? null, input.resumedFromCheckpoint ?? null, input.rerunOf ?? null],
+      `INSERT INTO nbjob.jobs (bundle_hash, name, tags, target_worker, group_id, resumed_from, resumed_from_checkpoint, rerun_of, notebook)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *`,
+      [input.bundleHash, input.name ?? null, input.tags ?? [], input.targetWorker ?? null, input.groupId ?? null, input.resumedFrom ?? null, input.resumedFromCheckpoint ?? null, input.rerunOf ?? null, input.notebook ?? null],
     );
     return rows[0];
   } catch (err) {

@@ -7,6 +7,14 @@ import { sha256 } from "./hash";
 import { checkJobText } from "./jobs";
 import type { DbJob } from "./types";
 
+/**
+ * How often a worker heartbeats in the store (ms). One constant for the code and every text that
+ * names the default (`nbjob worker --help`), so they cannot disagree again.
+ */
+export const WORKER_HEARTBEAT_MS = 5_000;
+/** A worker silent this long (ms) is presumed dead: its running jobs, and the queued jobs of a direct view for it, are marked lost. */
+export const WORKER_STALE_MS = 20_000;
+
 /** NOTIFY channel: a job was queued. Payload: its target worker, or "" for any worker. */
 export const JOB_QUEUED_CHANNEL = "nbjob_job_queued";
 /** NOTIFY channel: a job was cancelled. Payload: the job id. Its worker stops it. */
@@ -75,6 +83,7 @@ export interface EnqueueItem {
   tags?: string[];
   targetWorker?: string | null;
   groupId?: number | null;
+  notebook?: string | null;
 }
 
 /**
@@ -129,14 +138,14 @@ export async function enqueueJobs(db: Db, items: EnqueueItem[]): Promise<DbJob[]
   );
   // Ids follow the input order (rows are inserted in ordinality order).
   const { rows } = await db.query<DbJob>(
-    `INSERT INTO nbjob.jobs (bundle_hash, name, tags, target_worker, group_id)
-     SELECT j.bundle_hash, j.name, ARRAY(SELECT jsonb_array_elements_text(j.tags)), j.target_worker, j.group_id
-       FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[], $5::bigint[]) WITH ORDINALITY AS j(bundle_hash, name, tags, target_worker, group_id, n)
+    `INSERT INTO nbjob.jobs (bundle_hash, name, tags, target_worker, group_id, notebook)
+     SELECT j.bundle_hash, j.name, ARRAY(SELECT jsonb_array_elements_text(j.tags)), j.target_worker, j.group_id, j.notebook
+       FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[], $5::bigint[], $6::text[]) WITH ORDINALITY AS j(bundle_hash, name, tags, target_worker, group_id, notebook, n)
       ORDER BY j.n
      RETURNING *`,
     [
       items.map((i) => sha256(i.bundle.source)), items.map((i) => i.name ?? null), items.map((i) => JSON.stringify(i.tags ?? [])),
-      items.map((i) => i.targetWorker ?? null), items.map((i) => i.groupId ?? null),
+      items.map((i) => i.targetWorker ?? null), items.map((i) => i.groupId ?? null), items.map((i) => i.notebook ?? null),
     ],
   );
   return rows.sort((a, b) => Number(a.id) - Number(b.id));

@@ -76,6 +76,8 @@ export interface DbJob {
   resumed_from: number | null;
   resumed_from_checkpoint: number | null;
   rerun_of: number | null;
+  /** The notebook that created the job (its path), when known: the job's lineage for `nbjob log`. */
+  notebook: string | null;
   environment_hash: string | null;
   result: Json | null;
   result_text: string | null;

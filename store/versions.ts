@@ -1,10 +1,10 @@
 // Reading the versioned record of code back: which declarations each bundle holds, what changed
-// between consecutive jobs (`nbjob log`), every version of one declaration (`nbjob history`), and
+// between a job and the previous job of its lineage (`nbjob log`), every version of one declaration (`nbjob history`), and
 // the unified diff of two jobs' code and parameters (`nbjob diff`, `job.diff`).
 import { createTwoFilesPatch } from "diff";
 import type { Db } from "./db";
 import { getBundle } from "./code";
-import { listJobsByIds, requireJob } from "./jobs";
+import { LISTED_COLUMNS, listJobsByIds, requireJob } from "./jobs";
 import type { DbJobListed } from "./jobs";
 import type { DbJob, DbSnippet } from "./types";
 
@@ -19,9 +19,36 @@ export interface DeclarationChange {
 
 export interface JobLogEntry {
   job: DbJobListed;
-  /** The job this one is compared with (the job just before it), if any. */
+  /** The job this one is compared with: the job just before it in the same lineage, if any. */
   previousId: number | null;
+  /** The job's lineage, for messages: `notebook /path/a.ipynb`, or `collectors "walks", unlabelled`. */
+  lineage: string;
   changes: DeclarationChange[];
+}
+
+/**
+ * A job's lineage as SQL over the jobs row `alias`: the notebook that created it, else (a script,
+ * or a job stored before notebooks were recorded) the labels of the collectors its snippets came
+ * from. A job is compared with the previous job of its own lineage, never with another
+ * notebook's job that happened to come just before it.
+ */
+function lineageSql(alias: string): string {
+  return `COALESCE('notebook:' || ${alias}.notebook, 'collectors:' || COALESCE(
+    (SELECT jsonb_agg(DISTINCT COALESCE(bs.collector, '') ORDER BY COALESCE(bs.collector, ''))::text
+       FROM nbjob.bundle_snippets bs WHERE bs.bundle_hash = ${alias}.bundle_hash), '[]'))`;
+}
+
+/** The lineage key of lineageSql as words. */
+export function describeLineage(key: string): string {
+  if (key.startsWith("notebook:")) return `notebook ${key.slice("notebook:".length)}`;
+  let labels: string[] = [];
+  try {
+    labels = JSON.parse(key.slice("collectors:".length)) as string[];
+  } catch {
+    // not ours: shown as it is below
+  }
+  if (labels.length === 0) return "no notebook recorded, no collectors";
+  return `no notebook recorded, collectors ${labels.map((label) => (label === "" ? "unlabelled" : JSON.stringify(label))).join(", ")}`;
 }
 
 export interface DeclarationVersion {
@@ -61,41 +88,46 @@ export function compareDeclarations(before: Map<string, string>, after: Map<stri
 }
 
 /**
- * Jobs newest first, each with what changed in its code since the job before it (by id). With
- * `name`, only the jobs where that declaration changed (appeared, changed or went away).
+ * Jobs newest first, each with what changed in its code since the previous job of its lineage
+ * (see lineageSql). With `name`, only the jobs where that declaration changed (appeared, changed
+ * or went away) within their lineage.
  */
 export async function jobLog(db: Db, options: { name?: string; limit?: number; beforeId?: number } = {}): Promise<JobLogEntry[]> {
   const limit = options.limit ?? 20;
   if (options.name !== undefined) return declarationLog(db, options.name, limit, options.beforeId);
-  // One job more than shown: the oldest shown job is compared with it.
-  const { rows: jobs } = await db.query<DbJobListed>(
-    `SELECT id, bundle_hash, name, tags, status, queued_at, started_at, finished_at, target_worker, worker_id, host, pid,
-            group_id, resumed_from, resumed_from_checkpoint, rerun_of, environment_hash, result_text, error_name, error_message
-       FROM nbjob.jobs WHERE ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $1`,
-    [limit + 1, options.beforeId ?? null],
+  const { rows: jobs } = await db.query<DbJobListed & { lineage: string; previous_id: number | null; previous_bundle: string | null }>(
+    `SELECT j.*, p.id AS previous_id, p.bundle_hash AS previous_bundle
+       FROM (SELECT ${LISTED_COLUMNS}, ${lineageSql("n")} AS lineage FROM nbjob.jobs n
+              WHERE ($2::bigint IS NULL OR n.id < $2) ORDER BY n.id DESC LIMIT $1) j
+       LEFT JOIN LATERAL (
+         SELECT p.id, p.bundle_hash FROM nbjob.jobs p
+          WHERE p.id < j.id AND p.notebook IS NOT DISTINCT FROM j.notebook AND ${lineageSql("p")} = j.lineage
+          ORDER BY p.id DESC LIMIT 1) p ON true
+      ORDER BY j.id DESC`,
+    [limit, options.beforeId ?? null],
   );
-  const declarations = await bundleDeclarations(db, jobs.map((job) => job.bundle_hash));
-  const entries: JobLogEntry[] = [];
-  for (let i = 0; i < Math.min(limit, jobs.length); i++) {
-    const previous = jobs[i + 1];
-    const before = previous ? declarations.get(previous.bundle_hash)! : new Map<string, string>();
-    entries.push({ job: jobs[i], previousId: previous?.id ?? null, changes: compareDeclarations(before, declarations.get(jobs[i].bundle_hash)!) });
-  }
-  return entries;
+  const declarations = await bundleDeclarations(db, jobs.flatMap((job) => (job.previous_bundle ? [job.bundle_hash, job.previous_bundle] : [job.bundle_hash])));
+  return jobs.map(({ lineage, previous_id, previous_bundle, ...job }) => ({
+    job,
+    previousId: previous_id,
+    lineage: describeLineage(lineage),
+    changes: compareDeclarations(previous_bundle ? declarations.get(previous_bundle)! : new Map<string, string>(), declarations.get(job.bundle_hash)!),
+  }));
 }
 
 async function declarationLog(db: Db, name: string, limit: number, beforeId?: number): Promise<JobLogEntry[]> {
-  const { rows } = await db.query<{ id: number; decl: string | null; prev: string | null; prev_id: number | null }>(
+  const { rows } = await db.query<{ id: number; lineage: string; decl: string | null; prev: string | null; prev_id: number | null }>(
     `WITH per_job AS (
-       SELECT j.id,
+       SELECT j.id, ${lineageSql("j")} AS lineage,
               (SELECT bs.snippet_hash FROM nbjob.bundle_snippets bs JOIN nbjob.snippets s ON s.hash = bs.snippet_hash
                 WHERE bs.bundle_hash = j.bundle_hash AND s.names @> ARRAY[$1::text]
                 ORDER BY bs.position DESC LIMIT 1) AS decl
          FROM nbjob.jobs j
      ), compared AS (
-       SELECT id, decl, lag(decl) OVER (ORDER BY id) AS prev, lag(id) OVER (ORDER BY id) AS prev_id FROM per_job
+       SELECT id, lineage, decl, lag(decl) OVER lineage_order AS prev, lag(id) OVER lineage_order AS prev_id
+         FROM per_job WINDOW lineage_order AS (PARTITION BY lineage ORDER BY id)
      )
-     SELECT id, decl, prev, prev_id FROM compared
+     SELECT id, lineage, decl, prev, prev_id FROM compared
       WHERE decl IS DISTINCT FROM prev AND ($3::bigint IS NULL OR id < $3)
       ORDER BY id DESC LIMIT $2`,
     [name, limit, beforeId ?? null],
@@ -104,6 +136,7 @@ async function declarationLog(db: Db, name: string, limit: number, beforeId?: nu
   return rows.map((row) => ({
     job: jobs.get(row.id)!,
     previousId: row.prev_id,
+    lineage: describeLineage(row.lineage),
     changes: [
       row.prev === null
         ? { name, change: "added" as const, to: row.decl! }

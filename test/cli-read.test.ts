@@ -6,8 +6,10 @@ import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { Client } from "pg";
-import { openStore, putBundle, createJob, transitionJob, appendLogs, knownMigrations } from "../store";
+import { openStore, putBundle, createJob, transitionJob, appendLogs, knownMigrations, WORKER_HEARTBEAT_MS, WORKER_STALE_MS } from "../store";
 import type { Store, BundleInput, SnippetInput } from "../store";
+import { assembleBundle } from "../runtime/bundle";
+import type { BundleSnippet } from "../runtime/bundle";
 
 const ADMIN_URL = process.env.NBJOB_TEST_ADMIN_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const BIN = join(__dirname, "..", "..", "bin", "nbjob.js");
@@ -165,6 +167,14 @@ describe("nbjob read commands", () => {
     assert.match(quiet.stderr, /has printed nothing yet/);
   });
 
+  test("logs of a job that ended without printing says so, without \"yet\"", async () => {
+    const ended = await nbjob(["logs", String(ids[1])], { NBJOB_DATABASE_URL: url });
+    assert.equal(ended.code, 0, ended.stderr);
+    assert.equal(ended.stderr, `job ${ids[1]} (failed) printed nothing\n`);
+    const onStream = await nbjob(["logs", String(ids[0]), "--stream", "stdout"], { NBJOB_DATABASE_URL: url });
+    assert.equal(onStream.stderr, "", "a job that printed says nothing about it");
+  });
+
   test("diff is a unified diff of code and parameters", async () => {
     const run = await nbjob(["diff", String(ids[0]), String(ids[1])], { NBJOB_DATABASE_URL: url });
     assert.equal(run.code, 0, run.stderr);
@@ -186,7 +196,10 @@ describe("nbjob read commands", () => {
     const blocks = run.stdout.trim().split(/\n(?=job )/);
     assert.equal(blocks.length, 3);
     assert.match(blocks[0], new RegExp(`^job ${ids[2]}  \\[queued\\]`));
-    assert.match(blocks[0], new RegExp(`\\(same code as job ${ids[1]}\\)`));
+    // These jobs record no notebook and their collectors have no label: one lineage.
+    assert.match(blocks[0], new RegExp(`\\n {4}no notebook recorded, collectors unlabelled: same code as job ${ids[1]}$`, "m"));
+    assert.match(blocks[1], new RegExp(`compared with job ${ids[0]}$`, "m"));
+    assert.match(blocks[2], /: its first job$/m);
     assert.match(blocks[1], /changed\s+norm/);
     assert.match(blocks[1], /removed\s+origin/);
     assert.doesNotMatch(blocks[1], /Point/);
@@ -205,6 +218,22 @@ describe("nbjob read commands", () => {
     assert.match(run.stdout, new RegExp(`version 2  [0-9a-f]{12}  function  used by jobs ${ids[1]}-${ids[2]}\\n.*\\n    return Math\\.hypot`));
     const point = await nbjob(["history", "Point"], { NBJOB_DATABASE_URL: url });
     assert.match(point.stdout, /^Point: 1 version\n/);
+  });
+
+  test("worker --help names the heartbeat and staleness defaults the code uses", async () => {
+    const run = await nbjob(["worker", "--help"]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.ok(run.stdout.includes(`NBJOB_WORKER_HEARTBEAT_MS (default ${WORKER_HEARTBEAT_MS})`), run.stdout);
+    assert.ok(run.stdout.includes(`NBJOB_WORKER_STALE_MS (default ${WORKER_STALE_MS})`), run.stdout);
+  });
+
+  test("a group command without its action is one line naming the actions and --help", async () => {
+    assertOneLineError(await nbjob(["cluster"]), /^nbjob: nbjob cluster needs an action: start, status or stop \("nbjob cluster --help" explains each\)$/);
+    assertOneLineError(await nbjob(["db"]), /^nbjob: nbjob db needs an action: migrate, status, start, stop or destroy \("nbjob db --help" explains each\)$/);
+    assertOneLineError(await nbjob(["worker"]), /^nbjob: nbjob worker needs --connection-file FILE.*\("nbjob worker --help" explains the options\)$/);
+    assertOneLineError(await nbjob(["cluster", "restart"]), /unknown action "restart"; expected start, status or stop \("nbjob cluster --help"/);
+    assertOneLineError(await nbjob(["cluster", "start"]), /nbjob cluster start needs -n N/);
+    assertOneLineError(await nbjob(["db", "status", "now"]), /nbjob db takes one action, got "status now"/);
   });
 
   test("every command answers --help", async () => {
@@ -255,17 +284,82 @@ describe("nbjob read commands", () => {
     const status0 = await nbjob(["db", "status"], { NBJOB_DATABASE_URL: fresh });
     assert.equal(status0.code, 0, status0.stderr);
     assert.match(status0.stdout, /schema:\s+none yet/);
-    // The shipped migrations, whichever they are.
+    // The migrations this nbjob ships, as the runner reads them (not a list kept here).
     const known = knownMigrations().map((m) => m.id);
     const latest = known[known.length - 1];
     const first = await nbjob(["db", "migrate"], { NBJOB_DATABASE_URL: fresh });
-    assert.ok(first.stdout.includes(`applied migration${known.length > 1 ? "s" : ""} ${known.map((id) => String(id).padStart(6, "0")).join(", ")} to postgres://`), first.stdout);
+    assert.ok(first.stdout.startsWith(`applied migration${known.length > 1 ? "s" : ""} ${known.map((id) => String(id).padStart(6, "0")).join(", ")} to postgres://`), first.stdout);
     const second = await nbjob(["db", "migrate"], { NBJOB_DATABASE_URL: fresh });
     assert.ok(second.stdout.includes(`is up to date (migration ${latest})`), second.stdout);
     const status = await nbjob(["db", "status"], { NBJOB_DATABASE_URL: url });
     assert.match(status.stdout, new RegExp(`schema:\\s+migration ${latest}, up to date`));
     assert.match(status.stdout, /jobs:\s+3 \(1 queued, 1 done, 1 failed\)/);
     assertOneLineError(await nbjob(["db", "start"], { NBJOB_DATABASE_URL: fresh }), /manages only the embedded server/);
-    assertOneLineError(await nbjob(["db", "frobnicate"], { NBJOB_DATABASE_URL: fresh }), /unknown action "nbjob db frobnicate"/);
+    assertOneLineError(await nbjob(["db", "frobnicate"], { NBJOB_DATABASE_URL: fresh }), /unknown action "frobnicate"; expected migrate, status, start, stop or destroy/);
+    assertOneLineError(await nbjob(["db", "destroy", "--yes"], { NBJOB_DATABASE_URL: fresh }), /nbjob db destroy manages only the embedded server/);
+  });
+});
+
+describe("nbjob log and history across notebooks, nbjob show's traceback", () => {
+  let url: string;
+  let store: Store;
+  const nbA = "/work/notebooks/a.ipynb";
+  const nbB = "/work/notebooks/b.ipynb";
+  const walk: SnippetInput = { kind: "function", names: ["walk"], source: "function walk(n: number): number {\n  return n * 2;\n}" };
+
+  before(async () => {
+    url = await freshDatabase("lineage");
+    store = openStore({ url });
+  });
+
+  after(() => store.close());
+
+  async function job(snippets: SnippetInput[], fields: { notebook?: string; collector?: string; entry?: string }): Promise<number> {
+    const hash = await putBundle(store, { ...makeBundle(snippets, {}, [fields.entry ?? "0"]), snippets: snippets.map((s) => ({ ...s, collector: fields.collector ?? null })) });
+    return (await createJob(store, { bundleHash: hash, notebook: fields.notebook ?? null })).id;
+  }
+
+  test("a job is compared with the previous job of its own notebook, and the output says which", async () => {
+    const a1 = await job([point, normV1], { notebook: nbA });
+    const b1 = await job([walk], { notebook: nbB }); // another notebook, in between
+    const a2 = await job([point, normV2], { notebook: nbA });
+    const c1 = await job([walk], { collector: "walks", entry: "walk(1)" }); // no notebook known: its collectors are its lineage
+
+    const log = await nbjob(["log"], { NBJOB_DATABASE_URL: url });
+    assert.equal(log.code, 0, log.stderr);
+    const blocks = new Map(log.stdout.trim().split(/\n(?=job )/).map((block) => [Number(/^job (\d+)/.exec(block)![1]), block]));
+    // a2 against a1 (not b1): only norm changed; nothing of b1's "removed", Point not "added".
+    assert.match(blocks.get(a2)!, new RegExp(`^ {4}notebook ${nbA}: compared with job ${a1}$`, "m"));
+    assert.match(blocks.get(a2)!, /changed\s+norm/);
+    assert.doesNotMatch(blocks.get(a2)!, /removed|added|walk|Point/);
+    assert.match(blocks.get(b1)!, new RegExp(`^ {4}notebook ${nbB}: its first job\\n {4}added {4}walk`, "m"));
+    assert.doesNotMatch(blocks.get(b1)!, /removed/);
+    assert.match(blocks.get(c1)!, /^ {4}no notebook recorded, collectors "walks": its first job$/m);
+
+    const history = await nbjob(["history", "norm"], { NBJOB_DATABASE_URL: url });
+    assert.equal(history.code, 0, history.stderr);
+    assert.match(history.stdout, new RegExp(`^ {2}job ${a2} {2}version 1 -> version 2 since job ${a1} \\(notebook ${nbA}\\)$`, "m"));
+    assert.match(history.stdout, new RegExp(`^ {2}job ${a1} {2}version 1 appeared \\(first job of notebook ${nbA}\\)$`, "m"));
+    assert.doesNotMatch(history.stdout, new RegExp(`job ${b1} `), "b1 never had norm: nothing changed for it");
+    const byName = await nbjob(["log", "--name", "norm"], { NBJOB_DATABASE_URL: url });
+    assert.deepEqual([...byName.stdout.matchAll(/^job (\d+)/gm)].map((m) => Number(m[1])), [a2, a1]);
+  });
+
+  test("show maps a failed job's frames to the snippet and line, as the notebook's JobError does", async () => {
+    // A bundle laid out as createJob lays it out, so its lines map back to its snippets.
+    const snippets: BundleSnippet[] = [point, normV1].map((s) => ({ hash: "", names: s.names, kind: s.kind as BundleSnippet["kind"], source: s.source }));
+    const bundle = assembleBundle(snippets, ["norm(new Point(3, 4))"], { x: 1 }, { typeCheck: false });
+    const normPart = bundle.parts.find((part) => part.label.startsWith("snippet norm"))!;
+    const entryPart = bundle.parts.find((part) => part.kind === "entry")!;
+    const hash = await putBundle(store, { source: bundle.source, params: bundle.params, entries: bundle.entries, snippets: bundle.snippets.map((s) => ({ kind: s.kind, names: s.names, source: s.source })) });
+    assert.equal(hash, bundle.hash);
+    const failed = await createJob(store, { bundleHash: hash });
+    await transitionJob(store, failed.id, "running");
+    await transitionJob(store, failed.id, "failed", {
+      error: { name: "RangeError", message: "too far", traceback: ["RangeError: too far", `    at norm (bundle.ts:${normPart.firstLine + 1}:10)`, `    at bundle.ts:${entryPart.firstLine}:1`] },
+    });
+    const run = await nbjob(["show", String(failed.id)], { NBJOB_DATABASE_URL: url });
+    assert.equal(run.code, 0, run.stderr);
+    assert.ok(run.stdout.includes(`error\n  RangeError: too far\n      at norm (bundle.ts:${normPart.firstLine + 1}:10 [snippet norm, line 2])\n      at bundle.ts:${entryPart.firstLine}:1 [entry 1 "norm(new Point(3, 4))", line 1]\n`), run.stdout);
   });
 });

@@ -7,7 +7,7 @@ import { execFile, execFileSync } from "node:child_process";
 import { chmodSync, existsSync, lstatSync, mkdtempSync, readFileSync, realpathSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { openStore, putBundle, createJob, transitionJob, stopEmbeddedServer, embeddedLayout, sha256 } from "../store";
+import { openStore, putBundle, createJob, transitionJob, stopEmbeddedServer, embeddedLayout, outsideClusterDir, sha256 } from "../store";
 
 const BIN = join(__dirname, "..", "..", "bin", "nbjob.js");
 const homes: string[] = [];
@@ -37,9 +37,12 @@ function nbjob(args: string[], home: string): Promise<Run> {
   });
 }
 
-/** Postmasters (not their child processes) serving this data directory. */
+/** Postmasters (not their child processes) serving this NBJOB_HOME's data directory. */
 function postmastersFor(home: string): number[] {
-  const dataDir = realpathSync(embeddedLayout(home).dataDir);
+  return postmastersOf(realpathSync(embeddedLayout(home).dataDir));
+}
+
+function postmastersOf(dataDir: string): number[] {
   const pids: number[] = [];
   for (const entry of require("node:fs").readdirSync("/proc") as string[]) {
     if (!/^\d+$/.test(entry)) continue;
@@ -140,18 +143,69 @@ describe("the embedded PostgreSQL", () => {
     }
   });
 
-  test("as root, a NBJOB_HOME inside a private directory still works", { skip: process.getuid?.() !== 0 && "needs root" }, async () => {
+  test("as root, a private NBJOB_HOME whose parents others can enter keeps the data inside it; db destroy removes it", { skip: process.getuid?.() !== 0 && "needs root" }, async () => {
+    // mkdtemp makes the home 700 (as nbjob's own recursive mkdirs did); /tmp lets everyone through.
+    const home = mkdtempSync(join(tmpdir(), "nbjob-mkdtemp-"));
+    homes.push(home);
+    extraDirs.push(outsideClusterDir(home));
+    const start = await nbjob(["db", "start"], home);
+    assert.equal(start.code, 0, start.stderr);
+    const cluster = join(home, "postgres", "cluster");
+    assert.ok(!lstatSync(cluster).isSymbolicLink(), `the data stays under NBJOB_HOME (${realpathSync(cluster)})`);
+    assert.ok(!existsSync(outsideClusterDir(home)), "nothing outside NBJOB_HOME");
+    assert.match(start.stdout, new RegExp(`; data in ${join(home, "postgres")}\n$`));
+    assert.equal(postmastersFor(home).length, 1);
+
+    const refused = await nbjob(["db", "destroy"], home);
+    assert.equal(refused.code, 2);
+    assert.equal(refused.stderr, `nbjob: nbjob db destroy would stop the embedded PostgreSQL and delete ${join(home, "postgres")} with every job, log and checkpoint in it; run "nbjob db destroy --yes" to do it\n`);
+    assert.equal(postmastersFor(home).length, 1, "refused: still running");
+    const dataDir = realpathSync(embeddedLayout(home).dataDir);
+    const destroyed = await nbjob(["db", "destroy", "--yes"], home);
+    assert.equal(destroyed.code, 0, destroyed.stderr);
+    assert.equal(destroyed.stdout, `stopped the embedded PostgreSQL and deleted ${join(home, "postgres")}\n`);
+    assert.deepEqual(postmastersOf(dataDir), []);
+    assert.ok(!existsSync(join(home, "postgres")));
+  });
+
+  test("as root, a NBJOB_HOME inside a private directory still works, and every message says where its data is", { skip: process.getuid?.() !== 0 && "needs root" }, async () => {
     const privateDir = mkdtempSync(join(tmpdir(), "nbjob-private-"));
     const home = join(privateDir, "home"); // privateDir is 0700: the postgres user cannot enter it
     homes.push(home, privateDir); // in this order: stop the server before removing its directory
-    extraDirs.push(join("/var/lib/nbjob", sha256(home).slice(0, 16)));
+    const outside = outsideClusterDir(home);
+    assert.equal(outside, join("/var/lib/nbjob", sha256(home).slice(0, 16)));
+    extraDirs.push(outside);
     const start = await nbjob(["db", "start"], home);
     assert.equal(start.code, 0, start.stderr);
     const cluster = join(home, "postgres", "cluster");
     assert.ok(lstatSync(cluster).isSymbolicLink(), "the cluster lives where the postgres user can reach it");
-    assert.equal(realpathSync(cluster), extraDirs[extraDirs.length - 1]);
+    assert.equal(realpathSync(cluster), outside);
     assert.equal(postmastersFor(home).length, 1);
+    const where = `${outside}, outside NBJOB_HOME as the postgres user cannot reach ${home} ("nbjob db destroy --yes" removes it)`;
+    assert.ok(start.stdout.endsWith(`; data in ${where}\n`), start.stdout);
+    const status = await nbjob(["db", "status"], home);
+    assert.ok(status.stdout.startsWith(`database:  embedded PostgreSQL in ${join(home, "postgres")}, data in ${where}\n`), status.stdout);
     const stop = await nbjob(["db", "stop"], home);
-    assert.match(stop.stdout, /^stopped/);
+    assert.equal(stop.stdout, `stopped the embedded PostgreSQL; data kept in ${where}\n`);
+    const again = await nbjob(["db", "stop"], home);
+    assert.equal(again.stdout, `the embedded PostgreSQL was not running; data in ${where}\n`);
+
+    // NBJOB_HOME deleted while its server runs: the data outside is still named, and destroy ends both.
+    assert.equal((await nbjob(["db", "start"], home)).code, 0);
+    const dataDir = join(outside, "data");
+    assert.equal(postmastersOf(dataDir).length, 1);
+    rmSync(home, { recursive: true, force: true });
+    const orphan = await nbjob(["db", "status"], home);
+    assert.match(orphan.stdout, new RegExp(`^data:\\s+left behind in ${outside} \\("nbjob db destroy --yes" removes it\\)$`, "m"));
+    const refused = await nbjob(["db", "destroy"], home);
+    assert.equal(refused.code, 2);
+    assert.match(refused.stderr, new RegExp(`^nbjob: nbjob db destroy would stop the embedded PostgreSQL and delete ${outside} with every job`));
+    const destroyed = await nbjob(["db", "destroy", "--yes"], home);
+    assert.equal(destroyed.code, 0, destroyed.stderr);
+    assert.equal(destroyed.stdout, `stopped the embedded PostgreSQL and deleted ${outside}\n`);
+    assert.deepEqual(postmastersOf(dataDir), []);
+    assert.ok(!existsSync(outside));
+    const nothing = await nbjob(["db", "destroy", "--yes"], home);
+    assert.match(nothing.stdout, /^nothing to destroy/);
   });
 });

@@ -75,6 +75,8 @@ await lb.result
     assert.equal(stored.length, 1);
     assert.equal(stored[0].status, "done");
     assert.equal(stored[0].result_text, "4");
+    // The job records the notebook that made it (`nbjob run` tells the kernel, as Jupyter Server does): its lineage in `nbjob log`.
+    assert.ok(stored[0].notebook?.startsWith(env.work) && /\/nb-\d+\.ipynb$/.test(stored[0].notebook), `notebook recorded: ${stored[0].notebook}`);
   });
 
   test("a second notebook reattaches with db.job(id) and lists jobs by tag", async () => {

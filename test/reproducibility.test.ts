@@ -207,7 +207,7 @@ describe("reproducibility", () => {
     assert.equal((await listJobs(env.store, { limit: 1000 })).length, before + 1);
   });
 
-  test("nbjob log and history: per job, what changed since the job before", async () => {
+  test("nbjob log and history: per job, what changed since the previous job of its notebook", async () => {
     const log = await env.nbjob("log", "--limit", "50");
     assert.equal(log.code, 0, log.stderr);
     const job2Block = log.stdout.split(/^(?=job )/m).find((block) => block.startsWith("job 2 "));
@@ -220,12 +220,12 @@ describe("reproducibility", () => {
     assert.match(history.stdout, /^version 1 .* used by jobs 1, \d+/m);
     assert.match(history.stdout, /return x \* 2 \+ 1;/);
     assert.match(history.stdout, /^version 2 .* used by jobs 2, \d+/m);
-    // Per job, where step changed since the job before it.
-    assert.match(history.stdout, /^ {2}job 2 {2}version 1 -> version 2 since job 1$/m);
-    assert.match(history.stdout, /^ {2}job 1 {2}version 1 appeared$/m);
+    // Per job, where step changed since the previous job of its notebook (which `nbjob run` names).
+    assert.match(history.stdout, /^ {2}job 2 {2}version 1 -> version 2 since job 1 \(notebook \/.*\/nb-\d+\.ipynb\)$/m);
+    assert.match(history.stdout, /^ {2}job 1 {2}version 1 appeared \(first job of notebook \/.*\/nb-\d+\.ipynb\)$/m);
     const byName = await env.nbjob("log", "--name", "step");
     assert.equal(byName.code, 0, byName.stderr);
-    assert.match(byName.stdout, /^job 2 .*\n {4}changed {2}step {2}[0-9a-f]{8} -> [0-9a-f]{8}$/m);
+    assert.match(byName.stdout, /^job 2 .*\n {4}notebook \/.*\/nb-\d+\.ipynb: compared with job 1\n {4}changed {2}step {2}[0-9a-f]{8} -> [0-9a-f]{8}$/m);
   });
 
   test("%nbjob restore in a fresh kernel: the exact stored declaration as the next cell; errors name the problem", async () => {

@@ -57,15 +57,15 @@ after(async () => {
   });
 });
 
-/** The migrations this nbjob ships (migrations/*.sql), whichever they are. */
-const SHIPPED = knownMigrations().map((m) => m.id);
-
 describe("migrations", () => {
+  // The migrations this nbjob ships, as the runner reads them (not a list kept here).
+  const known = knownMigrations().map((m) => m.id);
+  const latest = known[known.length - 1];
   test("the first use applies the schema, the second finds it current", async () => {
     const url = await freshDatabase("twice");
     const first = openStore({ url });
     try {
-      assert.deepEqual(await first.migrationsApplied(), SHIPPED);
+      assert.deepEqual(await first.migrationsApplied(), known);
     } finally {
       await first.close();
     }
@@ -83,9 +83,9 @@ describe("migrations", () => {
     const stores = Array.from({ length: 5 }, () => openStore({ url, maxConnections: 1 }));
     try {
       const applied = await Promise.all(stores.map((s) => s.migrationsApplied()));
-      assert.deepEqual(applied.flat().sort((a, b) => a - b), SHIPPED, `each migration applied once in total, got ${JSON.stringify(applied)}`);
-      const { rows } = await stores[0].query<{ id: number }>("SELECT id FROM nbjob.migrations");
-      assert.deepEqual(rows.map((r) => r.id).sort((a, b) => a - b), SHIPPED);
+      assert.deepEqual(applied.flat().sort((a, b) => a - b), known, `each migration applied once in total, got ${JSON.stringify(applied)}`);
+      const { rows } = await stores[0].query<{ id: number }>("SELECT id FROM nbjob.migrations ORDER BY id");
+      assert.deepEqual(rows.map((r) => r.id), known);
     } finally {
       await Promise.all(stores.map((s) => s.close()));
     }
@@ -99,7 +99,7 @@ describe("migrations", () => {
     await store.close();
     const later = openStore({ url });
     try {
-      await assert.rejects(later.ready(), (err: Error) => err instanceof StoreError && err.message.includes(`schema version 999999, newer than this nbjob knows (${SHIPPED[SHIPPED.length - 1]}); upgrade nbjob`));
+      await assert.rejects(later.ready(), (err: Error) => err instanceof StoreError && new RegExp(`schema version 999999, newer than this nbjob knows \\(${latest}\\); upgrade nbjob`).test(err.message));
     } finally {
       await later.close();
     }

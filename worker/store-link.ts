@@ -6,7 +6,7 @@
 // had time to heartbeat since.
 import type { PoolClient } from "pg";
 import {
-  claimNextJob, getBundle, heartbeatWorker, isStoreUnreachable, JOB_CANCELLED_CHANNEL, JOB_QUEUED_CHANNEL, markLostJobs, readCheckpoint,
+  claimNextJob, getBundle, heartbeatWorker, isStoreUnreachable, JOB_CANCELLED_CHANNEL, JOB_QUEUED_CHANNEL, markLostJobs, readCheckpoint, WORKER_HEARTBEAT_MS, WORKER_STALE_MS,
 } from "../store";
 import type { DbJob, Store } from "../store";
 import type { JobRunner, RestorePoint } from "./job-runner";
@@ -15,11 +15,11 @@ import { recordJob } from "./recorder";
 import { StoreAvailability } from "./store-retry";
 
 export interface StoreLinkOptions {
-  /** Heartbeat interval. Default 5 000 ms. */
+  /** Heartbeat interval. Default WORKER_HEARTBEAT_MS (5 000 ms). */
   heartbeatMs?: number;
   /**
    * A worker silent this long is presumed dead and its running jobs are marked lost. Default
-   * 20 000 ms: with a 5 s heartbeat, a dead worker's jobs are lost within 30 s of its last beat.
+   * WORKER_STALE_MS (20 000 ms): with a 5 s heartbeat, a dead worker's jobs are lost within 30 s of its last beat.
    */
   staleAfterMs?: number;
   /** Looks for queued jobs this often even without a notification. Default 2 000 ms. */
@@ -76,8 +76,8 @@ export class WorkerStoreLink {
     private readonly runner: JobRunner,
     options: StoreLinkOptions,
   ) {
-    this.heartbeatMs = options.heartbeatMs ?? 5_000;
-    this.staleAfterMs = options.staleAfterMs ?? 20_000;
+    this.heartbeatMs = options.heartbeatMs ?? WORKER_HEARTBEAT_MS;
+    this.staleAfterMs = options.staleAfterMs ?? WORKER_STALE_MS;
     this.pollMs = options.pollMs ?? 2_000;
     this.targetedGraceMs = options.targetedGraceMs ?? 5_000;
     this.log = options.log;
