@@ -29,6 +29,7 @@ class StreamBuffer {
   private parts: string[] = [];
   private chars = 0;
   private firstAt = 0;
+  private lastSentAt = -Infinity;
   private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly send: (name: StreamName, text: string) => void) {}
@@ -38,8 +39,16 @@ class StreamBuffer {
       this.flush();
       this.name = name;
     }
+    const now = performance.now();
+    if (this.parts.length === 0 && now - this.lastSentAt >= STREAM_FLUSH_MS) {
+      // The first write after a quiet spell goes at once: "starting..." before a long
+      // computation must show while it runs, and a blocked event loop would hold a timer back.
+      this.lastSentAt = now;
+      this.send(name, text);
+      return;
+    }
     if (this.parts.length === 0) {
-      this.firstAt = performance.now();
+      this.firstAt = now;
       // unref: buffered text must not keep a process alive; the cell's end flushes it anyway.
       this.timer = setTimeout(() => this.flush(), STREAM_FLUSH_MS).unref();
     }
@@ -47,7 +56,7 @@ class StreamBuffer {
     this.chars += text.length;
     // Checked on every write too: a loop that prints while it blocks the event loop never lets
     // the timer fire, but its text should still show up about every STREAM_FLUSH_MS.
-    if (this.chars >= STREAM_FLUSH_CHARS || performance.now() - this.firstAt >= STREAM_FLUSH_MS) this.flush();
+    if (this.chars >= STREAM_FLUSH_CHARS || now - this.firstAt >= STREAM_FLUSH_MS) this.flush();
   }
 
   flush(): void {
@@ -57,6 +66,7 @@ class StreamBuffer {
     const text = this.parts.join("");
     this.parts = [];
     this.chars = 0;
+    this.lastSentAt = performance.now();
     this.send(this.name, text);
   }
 }

@@ -135,6 +135,8 @@ interface ExecutionState {
   markIdle(): void;
   /** When the last iopub message of this request arrived (ms, Date.now()). */
   lastIopubAt: number;
+  /** Set when the wait ended because the kernel was lost or the client closed, not at idle. */
+  lost?: boolean;
 }
 
 export type ClientCommHandler = (data: Content, msg: JupyterMessage) => void;
@@ -363,7 +365,7 @@ export class KernelClient {
     try {
       const metadata = options.cellId ? { cellId: options.cellId } : {};
       const reply = await this.sendRequest<ExecuteReply>("shell", "execute_request", content, { metadata, timeoutMs: options.timeoutMs ?? 0 }, true, header);
-      const complete = state.idle || (await this.waitForIdle(state, idle));
+      const complete = (state.idle || (await this.waitForIdle(state, idle))) && !state.lost;
       const count = typeof reply.content.execution_count === "number" ? reply.content.execution_count : state.area.executionCount;
       return { reply, status: reply.content.status, outputs: state.area.outputs, executionCount: count ?? null, complete };
     } finally {
@@ -443,7 +445,10 @@ export class KernelClient {
       clearTimeout(request.timer);
       request.reject(error);
     }
-    for (const state of this.executions.values()) state.markIdle();
+    for (const state of this.executions.values()) {
+      state.lost = true;
+      state.markIdle();
+    }
   }
 
   /** Closes the sockets; pending requests reject with `reason` (or a KernelLostError saying the client closed). */
