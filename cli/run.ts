@@ -227,6 +227,12 @@ export const command: Command = {
         }
         cell.outputs = result.outputs;
         cell.execution_count = result.executionCount;
+        if (!result.complete) {
+          // The kernel replied but its idle status never came: say so where the outputs are read.
+          const note = `nbjob run: ${describeCell(notebook, index, injectedAt)} replied, but the kernel did not finish sending its output (no idle status); the outputs shown may be incomplete`;
+          cell.outputs.push({ output_type: "stream", name: "stderr", text: `[${note}]\n` });
+          process.stderr.write(`${note}\n`);
+        }
         if (result.status !== "ok" && !values["allow-errors"]) {
           const reply = result.reply.content;
           const traceback = (reply.traceback ?? []).map(stripAnsi).join("\n");

@@ -52,6 +52,9 @@ export class ShellHandler {
   // The request being handled, across awaits: comm messages sent by a cell get it as parent.
   private readonly currentRequest = new AsyncLocalStorage<Request>();
   private lastExecute: Request | undefined;
+  // The last cell's sink, which may hold stream text (a cell's timers print after it ended):
+  // flushed before every other iopub message, so output keeps the order it was made in.
+  private lastSink: ExecuteRequestSink | undefined;
   // Set when a cell failed with stop_on_error: the queue is checked for cells sent behind it.
   private failedCell: { count: number; repliedAt: number } | undefined;
   private readonly log: (line: string) => void;
@@ -61,6 +64,7 @@ export class ShellHandler {
     options.comms.attach((msgType, content, metadata, buffers) => {
       const parent = this.currentRequest.getStore() ?? this.lastExecute;
       const msg = this.message(parent, msgType, content, metadata);
+      this.lastSink?.flush();
       this.options.transport.send("iopub", { ...msg, identities: [], buffers });
     });
   }
@@ -143,14 +147,18 @@ export class ShellHandler {
     this.lastExecute = msg;
 
     if (!silent) this.publish(msg, "execute_input", { code, execution_count: count });
+    this.lastSink?.flush();
     const sink = new ExecuteRequestSink(msg, {
-      publish: (parent, type, body) => this.publish(parent, type, body),
+      publish: (parent, type, body) => this.options.transport.send("iopub", this.message(parent, type, body)),
       requestInput: (parent, prompt, password) => this.requestInput(parent, prompt, password),
     }, { quiet: silent, allowStdin });
+    this.lastSink = sink;
 
     const outcome = await this.runCell({ code, cellId, allowStdin, sink, executionCount: count });
     // An interrupted input() leaves its request behind; a late input_reply must not answer a later cell.
     this.pendingInputs = this.pendingInputs.filter((p) => p.requestId !== msg.header.msg_id);
+    // Everything the cell printed goes out before its result, its reply and the idle status.
+    sink.flush();
     if (outcome.status === "ok") {
       if (outcome.result && !silent) this.publish(msg, "execute_result", { execution_count: count, data: outcome.result, metadata: {} });
       if (storeHistory) this.options.history.record(count, code, plainText(outcome.result));
@@ -297,10 +305,13 @@ export class ShellHandler {
   }
 
   private publish(parent: JupyterMessage<unknown>, msgType: string, content: Content): void {
+    this.lastSink?.flush();
     this.options.transport.send("iopub", this.message(parent, msgType, content));
   }
 
   private reply(parent: Request, msgType: string, content: Content): void {
+    // A client that stops reading at the reply (and does not wait for idle) still has all output.
+    this.lastSink?.flush();
     this.options.transport.send("shell", this.message(parent, msgType, content, {}, parent.identities));
   }
 }

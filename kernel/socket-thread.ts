@@ -52,7 +52,9 @@ class SocketThread {
   async start(): Promise<void> {
     this.port.on("message", (command: SocketThreadCommand) => void this.command(command));
     try {
-      this.sockets = await KernelSockets.bind(this.data.info, this.data.session, (channel, msg) => this.incoming(channel, msg));
+      this.sockets = await KernelSockets.bind(this.data.info, this.data.session, (channel, msg) => this.incoming(channel, msg), {
+        iopubBufferBytes: iopubBufferBytes(),
+      });
     } catch (err) {
       this.post({ kind: "bind-failed", message: (err as Error).message });
       return;
@@ -162,6 +164,12 @@ class SocketThread {
     void sockets.reply(channel, msg, replyType, content);
     void sockets.publish(msg, "status", { execution_state: "idle" });
   }
+}
+
+/** NBJOB_IOPUB_BUFFER_BYTES: how much output may wait for slow frontends before stream output is dropped (with a note). */
+function iopubBufferBytes(): number | undefined {
+  const value = Number(process.env.NBJOB_IOPUB_BUFFER_BYTES);
+  return Number.isSafeInteger(value) && value > 0 ? value : undefined;
 }
 
 function errorContent(ename: string, evalue: string): Record<string, unknown> {

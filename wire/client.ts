@@ -72,7 +72,11 @@ export interface ConnectOptions {
    * requests are rejected with KernelLostError. Default 10 000 ms; 0 turns the check off.
    */
   heartbeatDeadMs?: number;
-  /** After execute_reply, how long to wait for iopub's `idle` before finishing anyway. Default 5 000 ms. */
+  /**
+   * After execute_reply, how long iopub may stay silent before the wait for its `idle` ends
+   * anyway (every message of the request starts this wait again, so a long output still
+   * arriving is waited for). Default 5 000 ms.
+   */
   iopubGraceMs?: number;
   /** Where dropped messages and other warnings go. Default: stderr. */
   log?: (line: string) => void;
@@ -110,6 +114,8 @@ export interface ExecuteResult {
   status: ExecuteReply["status"];
   outputs: NotebookOutput[];
   executionCount: number | null;
+  /** False when the wait for iopub's `idle` was given up: outputs may be missing. */
+  complete: boolean;
 }
 
 interface PendingRequest {
@@ -127,6 +133,10 @@ interface ExecutionState {
   onInput?: (prompt: string, password: boolean) => Promise<string>;
   idle: boolean;
   markIdle(): void;
+  /** When the last iopub message of this request arrived (ms, Date.now()). */
+  lastIopubAt: number;
+  /** Set when the wait ended because the kernel was lost or the client closed, not at idle. */
+  lost?: boolean;
 }
 
 export type ClientCommHandler = (data: Content, msg: JupyterMessage) => void;
@@ -345,6 +355,7 @@ export class KernelClient {
       onIopub: options.onIopub,
       onInput: options.onInput,
       idle: false,
+      lastIopubAt: Date.now(),
       markIdle: () => {
         state.idle = true;
         markIdle();
@@ -354,18 +365,34 @@ export class KernelClient {
     try {
       const metadata = options.cellId ? { cellId: options.cellId } : {};
       const reply = await this.sendRequest<ExecuteReply>("shell", "execute_request", content, { metadata, timeoutMs: options.timeoutMs ?? 0 }, true, header);
-      if (!state.idle) {
-        let graceTimer: NodeJS.Timeout | undefined;
-        const graceOver = new Promise<boolean>((resolve) => (graceTimer = setTimeout(() => resolve(false), this.iopubGraceMs)));
-        const gotIdle = await Promise.race([idle.then(() => true), graceOver]);
-        clearTimeout(graceTimer);
-        if (!gotIdle) this.log(`${this.name} sent execute_reply but no iopub status "idle" within ${seconds(this.iopubGraceMs)}; outputs may be incomplete`);
-      }
+      const complete = (state.idle || (await this.waitForIdle(state, idle))) && !state.lost;
       const count = typeof reply.content.execution_count === "number" ? reply.content.execution_count : state.area.executionCount;
-      return { reply, status: reply.content.status, outputs: state.area.outputs, executionCount: count ?? null };
+      return { reply, status: reply.content.status, outputs: state.area.outputs, executionCount: count ?? null, complete };
     } finally {
       this.executions.delete(header.msg_id);
     }
+  }
+
+  /**
+   * iopub is a separate socket: a cell's output can still be arriving well after its
+   * execute_reply. The wait ends at `idle`, or once iopub has said nothing about the request
+   * for iopubGraceMs (a kernel that lost its idle); false then, and it is said in the log.
+   */
+  private async waitForIdle(state: ExecutionState, idle: Promise<void>): Promise<boolean> {
+    state.lastIopubAt = Date.now();
+    let timer: NodeJS.Timeout | undefined;
+    const silent = new Promise<false>((resolve) => {
+      const check = () => {
+        const quietFor = Date.now() - state.lastIopubAt;
+        if (quietFor >= this.iopubGraceMs) resolve(false);
+        else timer = setTimeout(check, this.iopubGraceMs - quietFor);
+      };
+      check();
+    });
+    const gotIdle = await Promise.race([idle.then(() => true), silent]);
+    clearTimeout(timer);
+    if (!gotIdle) this.log(`${this.name} sent execute_reply, then nothing on iopub for ${seconds(this.iopubGraceMs)} and no status "idle"; the cell's outputs may be incomplete`);
+    return gotIdle;
   }
 
   /** Every iopub message (after its signature was checked); returns a function that unsubscribes. */
@@ -418,7 +445,10 @@ export class KernelClient {
       clearTimeout(request.timer);
       request.reject(error);
     }
-    for (const state of this.executions.values()) state.markIdle();
+    for (const state of this.executions.values()) {
+      state.lost = true;
+      state.markIdle();
+    }
   }
 
   /** Closes the sockets; pending requests reject with `reason` (or a KernelLostError saying the client closed). */
@@ -524,6 +554,7 @@ export class KernelClient {
     const parentId = msg.parent_header.msg_id;
     const execution = parentId ? this.executions.get(parentId) : undefined;
     if (!execution) return;
+    execution.lastIopubAt = Date.now();
     try {
       execution.onIopub?.(msg);
     } catch (err) {

@@ -17,11 +17,29 @@ export interface KernelSocketsOptions {
   log?: (line: string) => void;
   /** Milliseconds unsent messages may linger when closing, so a last reply still leaves. Default 1000. */
   lingerMs?: number;
+  /**
+   * Bytes of iopub messages that may wait for slow frontends before further `stream` messages
+   * are dropped (counted, and reported to the cell by a note in their place). Default 128 MiB.
+   */
+  iopubBufferBytes?: number;
 }
 
 const DELIMITER = "<IDS|MSG>";
 // How long iopub messages wait for a first subscriber before they are sent to nobody.
 const FIRST_SUBSCRIBER_WAIT_MS = 10_000;
+export const DEFAULT_IOPUB_BUFFER_BYTES = 128 * 1024 * 1024;
+// While a frontend's queue is full, sending is tried again after 1 ms, doubling up to this.
+const IOPUB_RETRY_MAX_MS = 50;
+
+/** Stream output of one request that was dropped because frontends were not reading it. */
+interface DroppedOutput {
+  parent: MessageHeader;
+  messages: number;
+  lines: number;
+  bytes: number;
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /**
  * The five bound sockets of one kernel. Incoming messages whose signature is wrong or missing
@@ -41,6 +59,13 @@ export class KernelSockets {
   private readonly loops: Promise<void>[] = [];
   private readonly log: (line: string) => void;
   private closed = false;
+  // Set by close(): a frontend that is not reading may hold iopub up for lingerMs more, no longer.
+  private closingSince: number | undefined;
+  private readonly lingerMs: number;
+  // iopub never drops silently: bytes waiting to be handed to ZeroMQ, and what was left out.
+  private readonly iopubBufferBytes: number;
+  private iopubPendingBytes = 0;
+  private readonly droppedOutput = new Map<string, DroppedOutput>();
   /** Opens the iopub queue: called on the first subscription, after the wait, or on close. */
   private releaseIopub: () => void = () => {};
 
@@ -50,11 +75,16 @@ export class KernelSockets {
     this.session = session;
     this.log = options.log ?? ((line) => process.stderr.write(`nbjob kernel: ${line}\n`));
     const linger = options.lingerMs ?? 1000;
+    this.lingerMs = linger;
+    this.iopubBufferBytes = options.iopubBufferBytes ?? DEFAULT_IOPUB_BUFFER_BYTES;
     this.sockets = {
       shell: new zmq.Router({ linger }),
       control: new zmq.Router({ linger }),
       stdin: new zmq.Router({ linger }),
-      iopub: new zmq.XPublisher({ linger }),
+      // A publisher drops what a subscriber's full queue cannot take, silently: output, even the
+      // idle status a client waits for. noDrop makes it refuse instead (EAGAIN) and send()
+      // tries again once the frontend has read some; the wait is bounded by iopubBufferBytes.
+      iopub: new zmq.XPublisher({ linger, noDrop: true }),
       hb: new zmq.Reply({ linger: 0 }),
     };
     // A publisher drops what it sends before a subscriber is connected. A frontend reconnects its
@@ -103,18 +133,78 @@ export class KernelSockets {
   /** Signs and sends `msg`. Messages on one channel leave in the order `send` was called. */
   send(channel: SendChannel, msg: JupyterMessage<unknown>): Promise<void> {
     const frames = encodeMessage(msg, this.signer);
+    if (channel !== "iopub") return this.enqueue(channel, msg.header.msg_type, frames, 0);
+    const bytes = frames.reduce((sum, frame) => sum + frame.length, 0);
+    const parentId = String(msg.parent_header.msg_id ?? "");
+    if (msg.header.msg_type === "stream" && this.iopubPendingBytes > 0 && this.iopubPendingBytes + bytes > this.iopubBufferBytes) {
+      this.recordDropped(parentId, msg);
+      return this.sendQueues.get(channel) ?? Promise.resolve();
+    }
+    // The note goes where the output was left out: before the request's next message (at the
+    // latest its idle status), so the cell shows it among its outputs.
+    const dropped = this.droppedOutput.get(parentId);
+    if (dropped) {
+      this.droppedOutput.delete(parentId);
+      this.enqueue("iopub", "stream", encodeMessage(this.droppedNote(dropped), this.signer), 0);
+    }
+    this.iopubPendingBytes += bytes;
+    return this.enqueue(channel, msg.header.msg_type, frames, bytes);
+  }
+
+  private enqueue(channel: SendChannel, msgType: string, frames: Buffer[], bytes: number): Promise<void> {
     const previous = this.sendQueues.get(channel) ?? Promise.resolve();
     const next = previous.then(async () => {
-      if (this.closed) return;
       try {
-        await this.sockets[channel].send(frames);
+        if (!this.closed) await this.sendFrames(channel, frames);
       } catch (err) {
         // A frontend that went away must not take the kernel down; it finds the kernel on reconnect.
-        this.log(`could not send ${msg.header.msg_type} on ${channel}: ${(err as Error).message}`);
+        this.log(`could not send ${msgType} on ${channel}: ${(err as Error).message}`);
+      } finally {
+        this.iopubPendingBytes -= bytes;
+        // Output dropped after a request's last message (a timer printing after its cell) gets
+        // its note once the frontends have caught up.
+        if (channel === "iopub" && this.iopubPendingBytes === 0) this.sendDroppedNotes();
       }
     });
     this.sendQueues.set(channel, next);
     return next;
+  }
+
+  /** iopub refuses (EAGAIN) while a subscriber's queue is full: wait for the frontend to read. */
+  private async sendFrames(channel: SendChannel, frames: Buffer[]): Promise<void> {
+    for (let delay = 1; ; delay = Math.min(delay * 2, IOPUB_RETRY_MAX_MS)) {
+      try {
+        await this.sockets[channel].send(frames);
+        return;
+      } catch (err) {
+        const full = channel === "iopub" && (err as { code?: string }).code === "EAGAIN";
+        const givenUp = this.closingSince !== undefined && Date.now() - this.closingSince >= this.lingerMs;
+        if (!full || givenUp || this.closed) throw err;
+      }
+      await sleep(delay);
+    }
+  }
+
+  private sendDroppedNotes(): void {
+    for (const dropped of this.droppedOutput.values()) this.enqueue("iopub", "stream", encodeMessage(this.droppedNote(dropped), this.signer), 0);
+    this.droppedOutput.clear();
+  }
+
+  private recordDropped(parentId: string, msg: JupyterMessage<unknown>): void {
+    const text = String((msg.content as { text?: unknown }).text ?? "");
+    const entry = this.droppedOutput.get(parentId) ?? { parent: msg.parent_header as MessageHeader, messages: 0, lines: 0, bytes: 0 };
+    entry.messages += 1;
+    entry.lines += text.split("\n").length - 1;
+    entry.bytes += Buffer.byteLength(text);
+    this.droppedOutput.set(parentId, entry);
+    if (entry.messages === 1) this.log(`iopub: ${mib(this.iopubBufferBytes)} of output is waiting for frontends that read slowly; dropping stream output of ${entry.parent.msg_type ?? "a message"} ${parentId} (the cell gets a note saying how much)`);
+  }
+
+  private droppedNote(dropped: DroppedOutput): JupyterMessage<unknown> {
+    const text = `\n[nbjob: ${dropped.lines.toLocaleString("en-US")} lines (${dropped.bytes.toLocaleString("en-US")} bytes) of output were dropped here: ` +
+      `the frontend read them more slowly than the cell printed, and ${mib(this.iopubBufferBytes)} were already waiting to be sent]\n`;
+    const parent: JupyterMessage<unknown> = { ...orphan, header: dropped.parent };
+    return { ...replyTo(parent, "stream", { name: "stderr", text }, this.session), identities: [] };
   }
 
   /** Sends a reply to `parent` on `channel` (shell, control or stdin). */
@@ -133,6 +223,7 @@ export class KernelSockets {
   /** Closes every socket (letting queued replies leave first) and waits for the receive loops to end. */
   async close(): Promise<void> {
     if (this.closed) return;
+    this.closingSince ??= Date.now();
     this.releaseIopub();
     await Promise.all([...this.sendQueues.values()]);
     this.closed = true;
@@ -201,6 +292,8 @@ export class KernelSockets {
     });
   }
 }
+
+const mib = (bytes: number) => `${Math.round(bytes / 1024 / 1024 * 10) / 10} MiB`;
 
 /** Parent for iopub messages that answer no request (e.g. the first `starting` status). */
 const orphan: JupyterMessage<unknown> = { identities: [], header: {} as MessageHeader, parent_header: {}, metadata: {}, content: {}, buffers: [] };
