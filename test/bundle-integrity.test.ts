@@ -1,0 +1,254 @@
+// Bundle integrity and authorship (issue 13, item 3) through a real local cluster and a fresh
+// PostgreSQL: a bundle whose source was changed in the store, one inserted by hand without a
+// signature, one whose params were changed, and a worker holding another cluster key are all
+// refused before any of their code runs (each would write a file: the file stays absent); a hand-
+// inserted bundle signed with `nbjob rerun JOB --sign` runs; the key file is created 0600, once,
+// even by processes racing to create it.
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { createJob, getJob, notifyJobQueued, putBundle, sha256 } from "../store";
+import type { DbJob } from "../store";
+import { cellText, JobsEnv, NBJOB, ROOT } from "./jobs-env";
+
+const env = new JobsEnv("integrity");
+const home = env.env.NBJOB_HOME!;
+// This process signs the bundles it stores (putBundle) with the cluster's key file, as a
+// notebook on the same machine does.
+delete env.env.NBJOB_CLUSTER_KEY;
+delete process.env.NBJOB_CLUSTER_KEY;
+delete process.env.KERNEL_NBJOB_CLUSTER_KEY;
+process.env.NBJOB_HOME = home;
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const marker = (name: string) => join(env.work, `${name}.ran`);
+/** A job body that leaves a file behind when it runs, then gives 7. */
+const writes = (name: string) => `require("node:fs").writeFileSync(${JSON.stringify(marker(name))}, "ran");\n7;\n`;
+
+async function jobEnds(id: number, timeoutMs = 30_000): Promise<DbJob> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const row = await getJob(env.store, id);
+    if (row && ["done", "failed", "cancelled", "lost"].includes(row.status)) return row;
+    if (Date.now() > deadline) throw new Error(`job ${id} is still ${row?.status} after ${timeoutMs} ms`);
+    await sleep(100);
+  }
+}
+
+/** Stores `source` as a signed bundle (this process's key) and queues a job of it for any worker. */
+async function queueSigned(source: string, params: Record<string, number> = {}): Promise<{ id: number; hash: string }> {
+  const hash = await putBundle(env.store, { source, snippets: [], params, entries: [] });
+  const { id } = await createJob(env.store, { bundleHash: hash });
+  await notifyJobQueued(env.store, null);
+  return { id, hash };
+}
+
+let notebookJob = 0;
+let notebookBundle = "";
+
+before(async () => {
+  await env.start();
+});
+after(async () => {
+  await env.cleanup();
+});
+
+describe("bundle integrity and authorship", () => {
+  test("a notebook's job is signed with $NBJOB_HOME/cluster.key, created 0600; the key is in no row and no output", async () => {
+    const ran = await env.runNotebook(`
+### code setup
+const sc = new SnippetCollector();
+const db = new DBWrapper();
+const rc = await Client.connect();
+### code answer
+@sc
+function answer(): number {
+  return 42;
+}
+### code run
+const job = await db.createJob(rc.loadBalanced(), ["answer()"], sc, { review: false });
+console.log("job", job.id, JSON.stringify(await job.result));
+`);
+    const out = cellText(ran.cells.get("run"));
+    const match = /job (\d+) 42/.exec(out);
+    assert.ok(match, `${out}\n${ran.stderr}`);
+    notebookJob = Number(match[1]);
+    const row = (await getJob(env.store, notebookJob))!;
+    notebookBundle = row.bundle_hash;
+    const keyFile = join(home, "cluster.key");
+    assert.equal(statSync(keyFile).mode & 0o777, 0o600);
+    const key = readFileSync(keyFile, "utf8").trim();
+    assert.match(key, /^[0-9a-f]{64}$/);
+    const { rows } = await env.store.query<{ signature: string | null }>("SELECT signature FROM nbjob.bundles WHERE hash = $1", [notebookBundle]);
+    assert.match(rows[0].signature ?? "", /^[0-9a-f]{64}$/);
+    // The key is used, never shown or stored.
+    const everything = await env.store.query<{ text: string }>(
+      `SELECT (SELECT coalesce(string_agg(j::text, ' '), '') FROM nbjob.jobs j) || (SELECT coalesce(string_agg(b::text, ' '), '') FROM nbjob.bundles b)
+           || (SELECT coalesce(string_agg(l::text, ' '), '') FROM nbjob.logs l) AS text`,
+    );
+    assert.ok(!everything.rows[0].text.includes(key), "the key is stored in the database");
+    assert.ok(!JSON.stringify([...ran.cells.values()]).includes(key) && !ran.stderr.includes(key) && !ran.stdout.includes(key), "the key is printed");
+  });
+
+  test("a bundle signed with the key runs (the control: its code writes the file)", async () => {
+    const { id } = await queueSigned(writes("control"));
+    const row = await jobEnds(id);
+    assert.equal(row.status, "done", `${row.error_name}: ${row.error_message}`);
+    assert.equal(row.result_text, "7");
+    assert.ok(existsSync(marker("control")));
+  });
+
+  test("a source changed in the store: `nbjob rerun` fails naming the bundle, and the changed code does not run", async () => {
+    // Workers keep the bundles they checked, by hash: fresh workers must load the changed row.
+    assert.equal((await env.nbjob("cluster", "stop")).code, 0);
+    await env.store.query("UPDATE nbjob.bundles SET source = $2 WHERE hash = $1", [notebookBundle, writes("tampered")]);
+    assert.equal((await env.nbjob("cluster", "start", "-n", "2")).code, 0);
+    const rerun = await env.nbjob("rerun", String(notebookJob), "--wait", "--timeout", "60");
+    assert.equal(rerun.code, 1, rerun.stdout + rerun.stderr);
+    assert.match(rerun.stderr, new RegExp(`failed: BundleAltered: bundle ${notebookBundle} was altered in the store: its source now hashes to ${sha256(writes("tampered"))}`));
+    assert.match(rerun.stderr, /it was not run\. Create the job again from its notebook/);
+    const id = Number(/job (\d+) \(rerun of job/.exec(rerun.stdout)![1]);
+    const row = (await getJob(env.store, id))!;
+    assert.equal(row.status, "failed");
+    assert.equal(row.error_name, "BundleAltered");
+    assert.ok(!existsSync(marker("tampered")), "the altered code ran");
+  });
+
+  test("the same changed bundle sent to a direct view by a notebook's job.rerun(view) is refused too", async () => {
+    const ran = await env.runNotebook(`
+### code rerun
+const db = new DBWrapper();
+const rc = await Client.connect();
+const old = await db.job(${notebookJob});
+const again = await old.rerun(rc.view(1));
+try {
+  console.log("result", await again.result);
+} catch (err) {
+  console.log("refused", again.id, (err as Error).message);
+}
+`);
+    const out = cellText(ran.cells.get("rerun"));
+    assert.match(out, new RegExp(`refused (\\d+) .*bundle ${notebookBundle} was altered in the store`), `${out}\n${ran.stderr}`);
+    const id = Number(/refused (\d+)/.exec(out)![1]);
+    const row = (await getJob(env.store, id))!;
+    assert.equal(row.status, "failed");
+    assert.equal(row.error_name, "BundleAltered");
+    assert.equal(row.worker_id, "default/1");
+    assert.ok(!existsSync(marker("tampered")), "the altered code ran");
+  });
+
+  test("creating the same job again from its notebook puts the bundle back, signed, and it runs", async () => {
+    const ran = await env.runNotebook(`
+### code setup
+const sc = new SnippetCollector();
+const db = new DBWrapper();
+const rc = await Client.connect();
+### code answer
+@sc
+function answer(): number {
+  return 42;
+}
+### code again
+const job = await db.createJob(rc.loadBalanced(), ["answer()"], sc, { review: false });
+console.log("job", job.id, JSON.stringify(await job.result));
+`);
+    const out = cellText(ran.cells.get("again"));
+    const id = Number(/job (\d+) 42/.exec(out)?.[1] ?? NaN);
+    assert.ok(id > 0, `${out}\n${ran.stderr}`);
+    assert.equal((await getJob(env.store, id))!.bundle_hash, notebookBundle);
+  });
+
+  test("a bundle inserted by hand without a signature is refused, saying how to sign it; `nbjob rerun JOB --sign` runs it", async () => {
+    const source = writes("unsigned");
+    const hash = sha256(source);
+    await env.store.query("INSERT INTO nbjob.bundles (hash, source, params, entries) VALUES ($1, $2, '{}', '{}')", [hash, source]);
+    const { id } = await createJob(env.store, { bundleHash: hash });
+    await notifyJobQueued(env.store, null);
+    const row = await jobEnds(id);
+    assert.equal(row.status, "failed");
+    assert.equal(row.error_name, "BundleUnsigned");
+    assert.match(row.error_message ?? "", new RegExp(`^bundle ${hash} is not signed .*so it was not run\\. If you trust its code, sign it .*: npx nbjob rerun ${id} --sign`));
+    assert.ok(!existsSync(marker("unsigned")), "the unsigned code ran");
+
+    const signed = await env.nbjob("rerun", String(id), "--sign", "--wait", "--timeout", "60");
+    assert.equal(signed.code, 0, signed.stdout + signed.stderr);
+    assert.match(signed.stderr, new RegExp(`bundle ${hash} signed with the cluster key from ${home.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}/cluster\\.key`));
+    assert.match(signed.stdout, /\n7\n$/);
+    assert.ok(existsSync(marker("unsigned")));
+  });
+
+  test("`nbjob rerun --sign` refuses to sign a bundle whose source no longer matches its hash", async () => {
+    const signed = await env.nbjob("rerun", String(notebookJob), "--sign", "--wait", "--timeout", "60");
+    // The notebook put the row back in the test before: change it again.
+    await env.store.query("UPDATE nbjob.bundles SET source = $2 WHERE hash = $1", [notebookBundle, writes("tampered")]);
+    const refused = await env.nbjob("rerun", String(notebookJob), "--sign");
+    assert.equal(signed.code, 0, signed.stderr);
+    assert.equal(refused.code, 2);
+    assert.match(refused.stderr, new RegExp(`bundle ${notebookBundle} was altered in the store \\(its source now hashes to [0-9a-f]{64}\\), so it was not signed; create the job again from its notebook`));
+    const { rows } = await env.store.query<{ n: string }>("SELECT count(*) AS n FROM nbjob.jobs WHERE rerun_of = $1", [notebookJob]);
+    // The two reruns of the earlier tests and the signed one here; the refused one made none.
+    assert.equal(Number(rows[0].n), 3);
+  });
+
+  test("params changed in the store break the signature: refused, and the job does not run with them", async () => {
+    const { id: first, hash } = await queueSigned(`require("node:fs").writeFileSync(${JSON.stringify(marker("params"))} + params.n, "ran");\n7;\n`, { n: 1 });
+    assert.equal((await jobEnds(first)).status, "done");
+    assert.ok(existsSync(marker("params") + "1"));
+    assert.equal((await env.nbjob("cluster", "stop")).code, 0);
+    await env.store.query(`UPDATE nbjob.bundles SET params = '{"n": 2}' WHERE hash = $1`, [hash]);
+    assert.equal((await env.nbjob("cluster", "start", "-n", "2")).code, 0);
+    const rerun = await env.nbjob("rerun", String(first), "--wait", "--timeout", "60");
+    assert.equal(rerun.code, 1);
+    assert.match(rerun.stderr, new RegExp(`BundleSignatureMismatch: bundle ${hash} is not signed with this worker's cluster key .*its params or entries were changed in the store`));
+    assert.ok(!existsSync(marker("params") + "2"), "the job ran with the changed params");
+  });
+
+  test("a worker holding another cluster key refuses the notebook's bundles, saying to share the key", async () => {
+    assert.equal((await env.nbjob("cluster", "stop")).code, 0);
+    const file = join(env.work, "other-key-worker.json");
+    let log = "";
+    const worker: ChildProcess = spawn(process.execPath, [NBJOB, "worker", "--connection-file", file, "--id", "other/0"], {
+      cwd: ROOT, env: { ...env.env, NBJOB_CLUSTER_KEY: randomBytes(32).toString("hex") }, stdio: ["ignore", "pipe", "pipe"],
+    });
+    worker.stdout!.on("data", (chunk) => (log += chunk));
+    worker.stderr!.on("data", (chunk) => (log += chunk));
+    try {
+      const { id, hash } = await queueSigned(writes("other-key"));
+      const row = await jobEnds(id);
+      assert.equal(row.status, "failed", log);
+      assert.equal(row.worker_id, "other/0");
+      assert.equal(row.error_name, "BundleSignatureMismatch");
+      assert.match(row.error_message ?? "", new RegExp(`^bundle ${hash} is not signed with this worker's cluster key \\(from the NBJOB_CLUSTER_KEY of this worker\\).*the same NBJOB_HOME \\(its cluster\\.key\\) or the same NBJOB_CLUSTER_KEY`));
+      assert.ok(!existsSync(marker("other-key")), "the worker ran a bundle signed with another key");
+    } finally {
+      worker.kill("SIGTERM");
+      await new Promise((resolve) => worker.once("close", resolve));
+    }
+    assert.equal((await env.nbjob("cluster", "start", "-n", "2")).code, 0);
+  });
+
+  test("the key file is created once, 0600, by processes racing to create it", async () => {
+    const raceHome = join(env.work, "race-home");
+    mkdirSync(raceHome);
+    const script = `const { clusterKey } = require(${JSON.stringify(join(ROOT, "dist", "store", "signing.js"))});
+      process.stdout.write(require("node:crypto").createHash("sha256").update(clusterKey().key).digest("hex"));`;
+    const racers = Array.from({ length: 8 }, () => new Promise<string>((resolve, reject) => {
+      const child = spawn(process.execPath, ["-e", script], { env: { ...env.env, NBJOB_HOME: raceHome }, stdio: ["ignore", "pipe", "pipe"] });
+      let out = "";
+      let err = "";
+      child.stdout!.on("data", (chunk) => (out += chunk));
+      child.stderr!.on("data", (chunk) => (err += chunk));
+      child.on("close", (code) => (code === 0 ? resolve(out) : reject(new Error(err))));
+    }));
+    const seen = new Set(await Promise.all(racers));
+    assert.equal(seen.size, 1, "racing processes got different keys");
+    const keyFile = join(raceHome, "cluster.key");
+    assert.equal(statSync(keyFile).mode & 0o777, 0o600);
+    assert.equal(createHash("sha256").update(readFileSync(keyFile, "utf8").trim()).digest("hex"), [...seen][0]);
+    assert.deepEqual(readdirSync(raceHome), ["cluster.key"], "temporary files were left behind");
+  });
+});
