@@ -102,6 +102,50 @@ console.log("job", job.id, JSON.stringify(await job.result));
     assert.ok(existsSync(marker("control")));
   });
 
+  test("an analyzer over a job whose source was changed in the store fails naming the bundle; the changed code does not run", async () => {
+    const made = await env.runNotebook(`
+### code setup
+const sc = new SnippetCollector();
+const db = new DBWrapper();
+const rc = await Client.connect();
+### code snip
+%%snip sc
+let step = 0;
+jobtracker.registerCheckpointer("step");
+function count(): number {
+  for (step = 1; step <= 3; step++) jobtracker.checkpoint();
+  return step;
+}
+### code job
+const job = await db.createJob(rc.view(0), ["count()"], sc, { review: false });
+console.log("job", job.id, await job.result);
+`);
+    const out = cellText(made.cells.get("job"));
+    const id = Number(/job (\d+) 4/.exec(out)?.[1] ?? NaN);
+    assert.ok(id > 0, `${out}\n${made.stderr}`);
+    const { bundle_hash: hash } = (await getJob(env.store, id))!;
+    // The analysis runs the job's program (without its entries) before the function: the write would happen.
+    const { rows } = await env.store.query<{ source: string }>("SELECT source FROM nbjob.bundles WHERE hash = $1", [hash]);
+    await env.store.query("UPDATE nbjob.bundles SET source = $2 WHERE hash = $1", [hash, writes("analysis") + rows[0].source]);
+    const analyzed = await env.runNotebook(`
+### code analyze
+const db = new DBWrapper();
+const rc = await Client.connect();
+function seen() {
+  return { ok: 1 };
+}
+const analyzer = await db.createAnalyzer(rc.view(1), ${id}, [seen]);
+try {
+  console.log("rows", JSON.stringify(await analyzer.result));
+} catch (err) {
+  console.log("refused", (err as Error).message);
+}
+`);
+    const text = cellText(analyzed.cells.get("analyze"));
+    assert.match(text, new RegExp(`refused .*bundle ${hash} was altered in the store`), `${text}\n${analyzed.stderr}`);
+    assert.ok(!existsSync(marker("analysis")), "the altered code ran in the analysis");
+  });
+
   test("a source changed in the store: `nbjob rerun` fails naming the bundle, and the changed code does not run", async () => {
     // Workers keep the bundles they checked, by hash: fresh workers must load the changed row.
     assert.equal((await env.nbjob("cluster", "stop")).code, 0);
