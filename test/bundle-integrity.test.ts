@@ -5,10 +5,11 @@
 // inserted bundle signed with `nbjob rerun JOB --sign` runs; the key file is created 0600, once,
 // even by processes racing to create it.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { createJob, getJob, notifyJobQueued, putBundle, sha256 } from "../store";
@@ -294,5 +295,119 @@ console.log("job", job.id, JSON.stringify(await job.result));
     assert.equal(statSync(keyFile).mode & 0o777, 0o600);
     assert.equal(createHash("sha256").update(readFileSync(keyFile, "utf8").trim()).digest("hex"), [...seen][0]);
     assert.deepEqual(readdirSync(raceHome), ["cluster.key"], "temporary files were left behind");
+  });
+});
+
+// A Jupyter Server that, like Kernel Gateway and Enterprise Gateway, starts a kernel with the
+// KERNEL_* variables of the start request's `env` (Debian's jupyter-server ignores `env`).
+const FORWARD_KERNEL_ENV = `
+import os
+from jupyter_server.services.kernels import handlers
+
+_post = handlers.MainKernelHandler.post
+
+async def post(self):
+    model = self.get_json_body() or {}
+    forwarded = {k: v for k, v in (model.get("env") or {}).items() if k.startswith("KERNEL_")}
+    km = self.kernel_manager
+    start = km.start_kernel
+    async def start_kernel(*args, **kwargs):
+        return await start(*args, env={**os.environ, **forwarded}, **kwargs)
+    km.start_kernel = start_kernel
+    try:
+        await _post(self)
+    finally:
+        del km.start_kernel
+
+handlers.MainKernelHandler.post = post
+`;
+
+const PYTHON = "/usr/bin/python3";
+const haveServer = spawnSync(PYTHON, ["-c", "import jupyter_server"]).status === 0;
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const { port } = probe.address() as { port: number };
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+describe("a worker kernel started through a gateway gets the notebook's key", { skip: haveServer ? false : "jupyter-server is not installed" }, () => {
+  test("with the key in the start request's env it runs the notebook's job; a kernel started without it (its own NBJOB_HOME key) refuses it", async () => {
+    const root = join(env.work, "gateway");
+    const dataDir = join(root, "data");
+    const configDir = join(root, "config");
+    // The server and its kernels have a home of their own: without the key from the request, a
+    // worker there makes and uses another key.
+    const serverHome = join(root, "home");
+    mkdirSync(configDir, { recursive: true });
+    writeFileSync(join(configDir, "jupyter_server_config.py"), FORWARD_KERNEL_ENV);
+    const serverEnv = { ...env.env, NBJOB_HOME: serverHome, JUPYTER_DATA_DIR: dataDir, JUPYTER_PATH: dataDir, JUPYTER_CONFIG_DIR: configDir, JUPYTER_RUNTIME_DIR: join(root, "runtime"), PYDEVD_DISABLE_FILE_VALIDATION: "1" };
+    const install = spawnSync(process.execPath, [NBJOB, "install", "--worker", "--user"], { env: serverEnv, encoding: "utf8" });
+    assert.equal(install.status, 0, install.stderr);
+    const token = randomBytes(16).toString("hex");
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}`;
+    const args = ["-m", "jupyter_server", "--no-browser", "--ServerApp.ip=127.0.0.1", `--ServerApp.port=${port}`, "--ServerApp.port_retries=0", `--ServerApp.token=${token}`, `--ServerApp.root_dir=${root}`];
+    if (process.getuid?.() === 0) args.push("--allow-root");
+    let serverLog = "";
+    const server = spawn(PYTHON, args, { cwd: root, env: serverEnv, stdio: ["ignore", "pipe", "pipe"] });
+    server.stdout!.on("data", (chunk) => (serverLog += chunk));
+    server.stderr!.on("data", (chunk) => (serverLog += chunk));
+    const api = async (path: string, init: RequestInit = {}) => {
+      const response = await fetch(`${url}${path}`, { ...init, headers: { Authorization: `token ${token}`, ...init.headers } });
+      assert.ok(response.ok, `${init.method ?? "GET"} ${path}: HTTP ${response.status}`);
+      return response.status === 204 ? undefined : response.json();
+    };
+    try {
+      for (let waited = 0; !(await fetch(`${url}/api/status`, { headers: { Authorization: `token ${token}` } }).then((r) => r.ok, () => false)); waited += 200) {
+        assert.ok(waited < 30_000 && server.exitCode === null, `jupyter-server did not start:\n${serverLog}`);
+        await sleep(200);
+      }
+      // A worker started without the key: Client.connect reuses it (running kernels come first).
+      const bare = (await api("/api/kernels", { method: "POST", body: JSON.stringify({ name: "nbjob-worker" }) })) as { id: string };
+      env.env.GATEWAY_URL = url;
+      env.env.GATEWAY_TOKEN = token;
+      const notebook = `
+### code setup
+const sc = new SnippetCollector();
+const db = new DBWrapper();
+const rc = await Client.connect({ gateway: { url: process.env.GATEWAY_URL!, token: process.env.GATEWAY_TOKEN } });
+### code answer
+@sc
+function gatewayAnswer(): number {
+  return 43;
+}
+### code run
+const job = await db.createJob(rc.view(0), ["gatewayAnswer()"], sc, { review: false });
+try {
+  console.log("result", await job.result);
+} catch (err) {
+  console.log("refused", (err as Error).message);
+}
+await rc.close();
+`;
+      const refused = await env.runNotebook(notebook);
+      const refusedText = cellText(refused.cells.get("run"));
+      assert.match(refusedText, /refused .*is not signed with this worker's cluster key \(from .*gateway\/home\/cluster\.key \(this worker's NBJOB_HOME\)\)/, `${refusedText}\n${refused.stderr}`);
+      await api(`/api/kernels/${bare.id}`, { method: "DELETE" });
+
+      const ran = await env.runNotebook(notebook);
+      const ranText = cellText(ran.cells.get("run"));
+      assert.match(ranText, /result 43/, `${ranText}\n${ran.stderr}\n${serverLog}`);
+      const key = readFileSync(join(home, "cluster.key"), "utf8").trim();
+      assert.ok(!serverLog.includes(key), "the server logged the key");
+    } finally {
+      delete env.env.GATEWAY_URL;
+      delete env.env.GATEWAY_TOKEN;
+      const kernels = ((await api("/api/kernels").catch(() => [])) ?? []) as { id: string }[];
+      await Promise.all(kernels.map((k) => api(`/api/kernels/${k.id}`, { method: "DELETE" }).catch(() => undefined)));
+      server.kill("SIGTERM");
+      await new Promise((resolve) => (server.exitCode !== null ? resolve(undefined) : server.once("close", resolve)));
+    }
   });
 });
