@@ -161,6 +161,11 @@ try {
     assert.equal(row.status, "failed");
     assert.equal(row.error_name, "BundleAltered");
     assert.ok(!existsSync(marker("tampered")), "the altered code ran");
+    // Nor is it exported as a project for someone to run.
+    const exported = await env.nbjob("export", String(notebookJob), join(env.work, "exported"));
+    assert.notEqual(exported.code, 0);
+    assert.match(exported.stderr, new RegExp(`job ${notebookJob}'s bundle ${notebookBundle} was altered in the store .*nothing was written`));
+    assert.ok(!existsSync(join(env.work, "exported", "job.ts")));
   });
 
   test("the same changed bundle sent to a direct view by a notebook's job.rerun(view) is refused too", async () => {
