@@ -14,6 +14,9 @@ import { Client } from "pg";
 import { createJob, getJob, notifyJobQueued, openStore, putBundle } from "../store";
 import type { Store } from "../store";
 
+// This process stores the bundles and its worker runs them: one cluster key for both.
+process.env.NBJOB_CLUSTER_KEY ??= randomBytes(32).toString("hex");
+
 const ADMIN_URL = process.env.NBJOB_BENCH_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const MB = 1024 * 1024;
 const BYTES = 64 * MB;

@@ -4,7 +4,7 @@ import type { Command } from "./args";
 import { parseCommandArgs, UsageError } from "./args";
 import { STORE_FLAGS, STORE_FLAGS_USAGE, withCliStore } from "./db";
 import {
-  listJobs, requireJob, getBundle, getEnvironment, readLogs, diffJobs, jobLog, declarationHistory, isJobStatus, JOB_STATUSES,
+  listJobs, requireJob, getBundle, signStoredBundle, getEnvironment, readLogs, diffJobs, jobLog, declarationHistory, isJobStatus, JOB_STATUSES,
   StoreError, createJob, transitionJob, IllegalTransitionError, notifyJobQueued, notifyJobCancelled,
 } from "../store";
 import type { DbJob, DbJobListed, DbLog, Json } from "../store";
@@ -356,10 +356,14 @@ export async function cmdCancel(argv: string[]): Promise<number> {
 
 // ---------------------------------------------------------------- nbjob rerun
 
-const RERUN_USAGE = `usage: nbjob rerun JOB [--wait] [--timeout SECONDS]
+const RERUN_USAGE = `usage: nbjob rerun JOB [--sign] [--wait] [--timeout SECONDS]
 
 Queues a new job running JOB's stored bundle again (same code, parameters and entries), for any
 idle worker; prints the new job's id. The new job records that it is a rerun of JOB.
+  --sign             first sign the bundle with this cluster key (NBJOB_CLUSTER_KEY, else
+                     $NBJOB_HOME/cluster.key): for a bundle stored before nbjob signed bundles,
+                     or made with another key, whose code you trust (docs/SECURITY.md). A bundle
+                     whose source no longer matches its hash is refused.
   --wait             wait until the new job ends and print its result (exit 1 if it did not succeed)
   --timeout SECONDS  with --wait: give up waiting after this long (the job goes on)
 ${STORE_FLAGS_USAGE}`;
@@ -367,7 +371,7 @@ ${STORE_FLAGS_USAGE}`;
 export async function cmdRerun(argv: string[]): Promise<number> {
   const { values, positionals } = parseCommandArgs({
     args: argv, allowPositionals: true, strict: true,
-    options: { ...STORE_FLAGS, wait: { type: "boolean" }, timeout: { type: "string" } },
+    options: { ...STORE_FLAGS, wait: { type: "boolean" }, timeout: { type: "string" }, sign: { type: "boolean" } },
   }, RERUN_USAGE);
   exactlyPositionals(positionals, 1, RERUN_USAGE);
   const id = parseJobId(positionals[0]);
@@ -383,6 +387,10 @@ export async function cmdRerun(argv: string[]): Promise<number> {
       // The bundle row is what the worker runs; without it the rerun could only fail.
       if (!(await getBundle(tx, original.bundle_hash))) {
         throw new StoreError(`job ${id}'s bundle ${original.bundle_hash.slice(0, 12)} is not in the store (deleted?), so job ${id} cannot be rerun; no job was created`);
+      }
+      if (values.sign) {
+        const signed = await signStoredBundle(tx, original.bundle_hash);
+        console.error(`bundle ${original.bundle_hash} ${signed.changed ? "signed" : "was already signed"} with the cluster key from ${signed.keyFrom}`);
       }
       const row = await createJob(tx, { bundleHash: original.bundle_hash, name: original.name, tags: original.tags, rerunOf: id, notebook: original.notebook });
       // Delivered when the transaction commits, so no worker looks before the row exists.

@@ -30,6 +30,9 @@ export interface DispatchBundle {
   source: string;
   hash: string;
   params: Record<string, unknown>;
+  entries: string[];
+  /** The stored bundle's signature; undefined when it has none (the worker then refuses it). */
+  signature: string | undefined;
 }
 
 /** Receives the worker's events about one job (started, stream, done, failed, cancelled, error). */

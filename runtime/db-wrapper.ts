@@ -2,7 +2,7 @@
 // optionally reviewed, stored, then dispatched), sweeps, and reattaches to or lists stored jobs.
 import { inspect } from "node:util";
 import {
-  checkStorableJson, checkStorableText, createJob as storeCreateJob, createJobGroup, getJob, isJobStatus, JOB_STATUSES, listJobs, listWorkers, notifyJobQueued, openStore, putBundle, requireJob, transitionJob,
+  checkStorableJson, checkStorableText, createJob as storeCreateJob, createJobGroup, getJob, isJobStatus, JOB_STATUSES, listJobs, listWorkers, notifyJobQueued, openStore, putBundle, requireJob, signBundle, transitionJob,
 } from "../store";
 import type { BundleInput, DbJob, DbJobListed, JobStatus, Json, Store, StoreLocation } from "../store";
 import { enqueueJobs } from "../store/queue";
@@ -232,7 +232,7 @@ export class DBWrapper {
       })));
       return { group, rows };
     });
-    const jobs = rows.map((row, i) => new Job<T>(this.store, row, { source: bundles[i].source, params: bundles[i].params, entries: bundles[i].entries, parts: bundles[i].parts }));
+    const jobs = rows.map((row, i) => new Job<T>(this.store, row, { source: bundles[i].source, params: bundles[i].params, entries: bundles[i].entries, parts: bundles[i].parts, signature: signBundle(bundles[i]) }));
     if (view.kind === "loadBalanced") {
       jobs.forEach((job, i) => job.setRerun((again) => this.rerun(job, bundles[i].hash, again)));
       await this.announceQueued(jobs);
@@ -297,7 +297,7 @@ export class DBWrapper {
       await putBundle(tx, storedBundle(bundle, collectors));
       return storeCreateJob(tx, { bundleHash: bundle.hash, name: meta.name, tags: meta.tags, targetWorker, groupId: meta.groupId ?? null, notebook: notebookPath() ?? null });
     });
-    const job = new Job<T>(this.store, row, { source: bundle.source, params: bundle.params, entries: bundle.entries, parts: bundle.parts });
+    const job = new Job<T>(this.store, row, { source: bundle.source, params: bundle.params, entries: bundle.entries, parts: bundle.parts, signature: signBundle(bundle) });
     await this.dispatch(view, job, bundle.hash);
     return job;
   }
@@ -311,8 +311,9 @@ export class DBWrapper {
     }
     job.followWorker(view.worker);
     try {
-      // The source already ends with the entries, so none are sent: the program's last statement is the result.
-      await view.worker.run(job.id, { source: job.source, hash: bundleHash, params: job.params }, (event) => job.handleWorkerEvent(event));
+      // With its entries and signature as stored: the worker checks what it is sent as it checks what it claims.
+      const bundle = { source: job.source, hash: bundleHash, params: job.params, entries: job.entries, signature: job.bundleSignature ?? undefined };
+      await view.worker.run(job.id, bundle, (event) => job.handleWorkerEvent(event));
     } catch (err) {
       const now: DbJob | undefined = await getJob(this.store, job.id);
       // The worker took it from the queue a moment before the message came: it runs all the same.

@@ -6,7 +6,7 @@
 //   README.md         how to run it and where it came from
 import { mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
-import { getBundle, getEnvironment, requireJob } from "../store";
+import { getBundle, getEnvironment, requireJob, sha256 } from "../store";
 import type { BundleWithSnippets, Db, DbEnvironment, DbJob } from "../store";
 import { typescript } from "./bundle-ts";
 
@@ -258,6 +258,13 @@ export async function exportJob(db: Db, jobId: number, dir: string): Promise<Exp
   const job = await requireJob(db, jobId);
   const bundle = await getBundle(db, job.bundle_hash);
   if (!bundle) throw new ExportError(`job ${jobId}'s bundle ${job.bundle_hash.slice(0, 12)} is not in the store, so it cannot be exported; nothing was written`);
+  // The project is run by whoever exports it: code changed in the store is not written out.
+  // (Signatures are the workers' check; an export needs no cluster key.)
+  const altered = [bundle, ...bundle.snippets].find((code) => sha256(code.source) !== code.hash);
+  if (altered) {
+    const what = altered === bundle ? `bundle ${bundle.hash}` : `snippet ${altered.hash} of bundle ${bundle.hash}`;
+    throw new ExportError(`job ${jobId}'s ${what} was altered in the store (its source no longer matches its hash), so it cannot be exported; nothing was written`);
+  }
   const environment = job.environment_hash ? await getEnvironment(db, job.environment_hash) : undefined;
   const specifiers = importsOf(bundle);
   const dependencies: Record<string, string> = {};

@@ -11,6 +11,7 @@ import type { Kernel } from "@jupyterlab/services";
 import WebSocket from "ws";
 import { redactUrl } from "../store";
 import type { TransportComm, WorkerTransport } from "./worker-transport";
+import { clusterKey, GATEWAY_CLUSTER_KEY_ENV } from "../store";
 
 export const DEFAULT_WORKER_KERNEL = "nbjob-worker";
 
@@ -276,6 +277,18 @@ export class GatewayTransport implements WorkerTransport {
  * Connects to `kernels` worker kernels on the server: running ones of the worker kernelspec
  * first, then new ones. Each must answer kernel_info as an nbjob worker.
  */
+
+/**
+ * The body of the kernel start request. It carries the notebook's cluster key in `env`, under the
+ * `KERNEL_` name that Kernel Gateway and Enterprise Gateway pass on to the kernel, so that a worker
+ * started there checks bundles with the key they were signed with (store/signing.ts). A plain
+ * Jupyter Server ignores `env`: its workers read NBJOB_CLUSTER_KEY or the key file of their
+ * NBJOB_HOME (docs/SECURITY.md). The key travels like the token: use https to a remote server.
+ */
+function workerStartRequest(kernelName: string): Partial<Pick<Kernel.IModel, "name">> {
+  return { name: kernelName, env: { [GATEWAY_CLUSTER_KEY_ENV]: clusterKey().key.toString("utf8") } } as Partial<Pick<Kernel.IModel, "name">>;
+}
+
 export async function connectGateway(options: unknown, timeoutMs: number): Promise<GatewayTransport[]> {
   const gateway = checkOptions(options);
   const url = gateway.url.replace(/\/+$/, "");
@@ -321,7 +334,7 @@ export async function connectGateway(options: unknown, timeoutMs: number): Promi
   const transports: GatewayTransport[] = [];
   try {
     while (models.length < gateway.kernels) {
-      const model = await rest(`start a "${gateway.kernelName}" kernel`, url, () => KernelAPI.startNew({ name: gateway.kernelName }, settings));
+      const model = await rest(`start a "${gateway.kernelName}" kernel`, url, () => KernelAPI.startNew(workerStartRequest(gateway.kernelName), settings));
       models.push({ model, started: true });
     }
     for (const { model, started } of models) {

@@ -32,6 +32,8 @@ export interface JobProgram {
   entries: string[];
   /** Line ranges of snippets and entries in `source`, for mapping tracebacks; absent if unknown. */
   parts?: BundlePart[];
+  /** The bundle's signature (store/signing.ts), sent with it to a direct view's worker; null: stored unsigned. */
+  signature: string | null;
 }
 
 /** What `job.environment()` gives: where and with what the job ran. */
@@ -87,7 +89,8 @@ export function jobErrorOf(row: DbJob, parts?: BundlePart[]): JobError {
 export async function loadProgram(store: Store, bundleHash: string): Promise<JobProgram> {
   const stored = await getBundle(store, bundleHash);
   if (!stored) throw new Error(`the bundle ${bundleHash.slice(0, 12)} of this job is missing from the store`);
-  const program: JobProgram = { source: stored.source, params: stored.params as ParamValues, entries: stored.entries };
+  // As stored, signature included: a worker that is sent this program checks it like one it claims.
+  const program: JobProgram = { source: stored.source, params: stored.params as ParamValues, entries: stored.entries, signature: stored.signature };
   const parts = storedBundleParts(stored);
   if (parts) program.parts = parts;
   return program;
@@ -217,6 +220,11 @@ export class Job<T = unknown> {
 
   get entries(): string[] {
     return [...this.#program.entries];
+  }
+
+  /** @internal The bundle's signature, for dispatch to a direct view (null: stored unsigned). */
+  get bundleSignature(): string | null {
+    return this.#program.signature;
   }
 
   /** The stored record as last read. */

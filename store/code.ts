@@ -3,6 +3,7 @@
 import type { Db } from "./db";
 import { StoreError } from "./errors";
 import { canonicalJson, sha256 } from "./hash";
+import { clusterKey, signBundle, verifyBundleSignature } from "./signing";
 import { checkStorableJson, checkStorableText } from "./text";
 import type { DbBundle, DbEnvironment, DbSnippet, Json, SnippetKind } from "./types";
 
@@ -55,15 +56,27 @@ export async function putSnippets(db: Db, snippets: SnippetInput[]): Promise<str
 }
 
 /**
- * Stores a bundle and its snippets (each only if new) in one statement; returns its hash.
- * Storing the same bundle again changes nothing.
+ * The bundle row's write when its hash is stored already: a row that differs (altered in the
+ * store, or signed with another key, or stored before bundles were signed) is put back as this
+ * caller made it and signed with its key; an identical row is left alone. Only a holder of the
+ * cluster key stores bundles, so its version is the one to keep.
+ */
+export const BUNDLE_ON_CONFLICT = `ON CONFLICT (hash) DO UPDATE
+         SET source = EXCLUDED.source, params = EXCLUDED.params, entries = EXCLUDED.entries, signature = EXCLUDED.signature
+       WHERE (nbjob.bundles.source, nbjob.bundles.params, nbjob.bundles.entries, nbjob.bundles.signature)
+             IS DISTINCT FROM (EXCLUDED.source, EXCLUDED.params, EXCLUDED.entries, EXCLUDED.signature)`;
+
+/**
+ * Stores a bundle and its snippets (each only if new) in one statement, signed with the cluster
+ * key (store/signing.ts); returns its hash. Storing the same bundle again changes nothing.
  */
 export async function putBundle(db: Db, bundle: BundleInput): Promise<string> {
   checkBundleText(bundle);
   const hash = sha256(bundle.source);
+  const signature = signBundle({ hash, params: bundle.params ?? {}, entries: bundle.entries });
   const snippetHashes = bundle.snippets.map((snippet) => snippetHash(snippet.source));
   // One statement (so one round trip and atomic without a transaction): new snippets, the
-  // bundle if new, and its snippet list only when the bundle row was inserted by us.
+  // bundle if new (or put back, see BUNDLE_ON_CONFLICT), and its snippet list if missing.
   await db.query(
     `WITH new_snippets AS (
        INSERT INTO nbjob.snippets (hash, kind, names, source)
@@ -71,15 +84,16 @@ export async function putBundle(db: Db, bundle: BundleInput): Promise<string> {
          FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[]) AS s(hash, kind, names, source)
        ON CONFLICT (hash) DO NOTHING
      ), new_bundle AS (
-       INSERT INTO nbjob.bundles (hash, source, params, entries) VALUES ($5, $6, $7, $8)
-       ON CONFLICT (hash) DO NOTHING RETURNING hash
+       INSERT INTO nbjob.bundles (hash, source, params, entries, signature) VALUES ($5, $6, $7, $8, $10)
+       ${BUNDLE_ON_CONFLICT} RETURNING hash
      )
      INSERT INTO nbjob.bundle_snippets (bundle_hash, position, snippet_hash, collector)
      SELECT b.hash, u.position - 1, u.snippet_hash, u.collector
-       FROM new_bundle b, unnest($1::text[], $9::text[]) WITH ORDINALITY AS u(snippet_hash, collector, position)`,
+       FROM new_bundle b, unnest($1::text[], $9::text[]) WITH ORDINALITY AS u(snippet_hash, collector, position)
+     ON CONFLICT DO NOTHING`,
     [
       snippetHashes, bundle.snippets.map((s) => s.kind), bundle.snippets.map((s) => JSON.stringify(s.names)), bundle.snippets.map((s) => s.source),
-      hash, bundle.source, JSON.stringify(bundle.params ?? {}), bundle.entries, bundle.snippets.map((s) => s.collector ?? null),
+      hash, bundle.source, JSON.stringify(bundle.params ?? {}), bundle.entries, bundle.snippets.map((s) => s.collector ?? null), signature,
     ],
   );
   return hash;
@@ -117,6 +131,26 @@ export async function getBundle(db: Db, hash: string): Promise<BundleWithSnippet
     [hash],
   );
   return { ...rows[0], snippets: snippets.rows };
+}
+
+/**
+ * Signs a stored bundle with this process's cluster key (`nbjob rerun JOB --sign`): for bundles
+ * stored before bundles were signed, or made with another key, that the user vouches for. A
+ * bundle whose source no longer hashes to its hash was changed in the store and is refused.
+ * Returns whether the signature changed and where the key came from (never the key).
+ */
+export async function signStoredBundle(db: Db, hash: string): Promise<{ changed: boolean; keyFrom: string }> {
+  const key = clusterKey();
+  const { rows } = await db.query<DbBundle>("SELECT * FROM nbjob.bundles WHERE hash = $1 FOR UPDATE", [hash]);
+  const row = rows[0];
+  if (!row) throw new StoreError(`bundle ${hash} is not in the store, so it cannot be signed`);
+  const actual = sha256(row.source);
+  if (actual !== row.hash) {
+    throw new StoreError(`bundle ${hash} was altered in the store (its source now hashes to ${actual}), so it was not signed; create the job again from its notebook`);
+  }
+  if (verifyBundleSignature(row, row.signature, key)) return { changed: false, keyFrom: key.from };
+  await db.query("UPDATE nbjob.bundles SET signature = $2 WHERE hash = $1", [hash, signBundle(row, key)]);
+  return { changed: true, keyFrom: key.from };
 }
 
 /** Stores an environment once by content; returns its hash (for jobs.environment_hash). */

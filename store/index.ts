@@ -8,7 +8,9 @@ export { nbjobHome, databaseUrlFromEnv, redactUrl, checkDatabaseUrl } from "./co
 export { ensureSchema, schemaStatus, knownMigrations, MIGRATIONS_DIR } from "./migrate";
 export type { Migration, SchemaStatus } from "./migrate";
 export { sha256, canonicalJson } from "./hash";
-export { snippetHash, putSnippets, putBundle, getSnippet, getBundle, putEnvironment, getEnvironment } from "./code";
+export { clusterKey, clusterKeyPath, signBundle, verifyBundleSignature, CLUSTER_KEY_ENV, GATEWAY_CLUSTER_KEY_ENV } from "./signing";
+export type { ClusterKey, SignedBundle } from "./signing";
+export { snippetHash, putSnippets, putBundle, getSnippet, getBundle, signStoredBundle, putEnvironment, getEnvironment } from "./code";
 export type { SnippetInput, BundleInput, BundleWithSnippets, EnvironmentInput } from "./code";
 export {
   createJob, createJobGroup, transitionJob, getJob, requireJob, listJobs, listJobsByIds, listGroupJobs, isJobStatus,

@@ -1,10 +1,11 @@
 // The job queue on top of the jobs table: workers claim queued jobs with FOR UPDATE SKIP LOCKED
 // (so two workers never take the same job and neither waits on the other), NOTIFY wakes idle
 // workers, and running jobs of workers that stopped heartbeating are marked lost.
-import { checkBundleText, type BundleInput } from "./code";
+import { BUNDLE_ON_CONFLICT, checkBundleText, type BundleInput } from "./code";
 import type { Db } from "./db";
 import { sha256 } from "./hash";
 import { checkJobText } from "./jobs";
+import { clusterKey, signBundle } from "./signing";
 import type { DbJob } from "./types";
 
 /**
@@ -32,6 +33,7 @@ export interface ClaimedJob extends DbJob {
   bundle_source: string | null;
   bundle_params: Record<string, unknown> | null;
   bundle_entries: string[] | null;
+  bundle_signature: string | null;
 }
 
 /**
@@ -56,7 +58,7 @@ export async function claimNextJob(db: Db, worker: ClaimInput, targetedGraceMs =
   // once per job.
   const { rows } = await db.withClient((client) =>
     client.query<ClaimedJob>({
-      name: "nbjob_claim_next_job_with_bundle",
+      name: "nbjob_claim_next_job_with_signed_bundle",
       text: `WITH claimed AS (
                UPDATE nbjob.jobs SET status = 'running', started_at = now(), worker_id = $1, host = $2, pid = $3
                 WHERE id = (
@@ -67,7 +69,7 @@ export async function claimNextJob(db: Db, worker: ClaimInput, targetedGraceMs =
                    LIMIT 1
                    FOR UPDATE SKIP LOCKED)
                 RETURNING *)
-             SELECT c.*, b.source AS bundle_source, b.params AS bundle_params, b.entries AS bundle_entries,
+             SELECT c.*, b.source AS bundle_source, b.params AS bundle_params, b.entries AS bundle_entries, b.signature AS bundle_signature,
                     set_config('synchronous_commit', 'off', true) AS claim_commit
                FROM claimed c LEFT JOIN nbjob.bundles b ON b.hash = c.bundle_hash AND NOT (c.bundle_hash = ANY($5::text[]))`,
       values: [worker.workerId, worker.host, worker.pid, targetedGraceMs, knownBundles],
@@ -114,6 +116,7 @@ export async function enqueueJobs(db: Db, items: EnqueueItem[]): Promise<DbJob[]
   }
   const bundleList = [...bundles];
   const snippetList = [...snippets];
+  const key = clusterKey();
   await db.query(
     `WITH new_snippets AS (
        INSERT INTO nbjob.snippets (hash, kind, names, source)
@@ -121,19 +124,21 @@ export async function enqueueJobs(db: Db, items: EnqueueItem[]): Promise<DbJob[]
          FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[]) AS s(hash, kind, names, source)
        ON CONFLICT (hash) DO NOTHING
      ), new_bundles AS (
-       INSERT INTO nbjob.bundles (hash, source, params, entries)
-       SELECT b.hash, b.source, b.params, ARRAY(SELECT jsonb_array_elements_text(b.entries))
-         FROM unnest($5::text[], $6::text[], $7::jsonb[], $8::jsonb[]) AS b(hash, source, params, entries)
-       ON CONFLICT (hash) DO NOTHING RETURNING hash
+       INSERT INTO nbjob.bundles (hash, source, params, entries, signature)
+       SELECT b.hash, b.source, b.params, ARRAY(SELECT jsonb_array_elements_text(b.entries)), b.signature
+         FROM unnest($5::text[], $6::text[], $7::jsonb[], $8::jsonb[], $13::text[]) AS b(hash, source, params, entries, signature)
+       ${BUNDLE_ON_CONFLICT} RETURNING hash
      )
      INSERT INTO nbjob.bundle_snippets (bundle_hash, position, snippet_hash, collector)
      SELECT l.bundle_hash, l.position, l.snippet_hash, l.collector
        FROM unnest($9::text[], $10::int[], $11::text[], $12::text[]) AS l(bundle_hash, position, snippet_hash, collector)
-      WHERE l.bundle_hash IN (SELECT hash FROM new_bundles)`,
+      WHERE l.bundle_hash IN (SELECT hash FROM new_bundles)
+     ON CONFLICT DO NOTHING`,
     [
       snippetList.map(([h]) => h), snippetList.map(([, s]) => s.kind), snippetList.map(([, s]) => JSON.stringify(s.names)), snippetList.map(([, s]) => s.source),
       bundleList.map(([h]) => h), bundleList.map(([, b]) => b.source), bundleList.map(([, b]) => JSON.stringify(b.params ?? {})), bundleList.map(([, b]) => JSON.stringify(b.entries)),
       links.map((l) => l.bundle), links.map((l) => l.position), links.map((l) => l.snippet), links.map((l) => l.collector),
+      bundleList.map(([h, b]) => signBundle({ hash: h, params: b.params ?? {}, entries: b.entries }, key)),
     ],
   );
   // Ids follow the input order (rows are inserted in ordinality order).

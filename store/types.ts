@@ -33,6 +33,8 @@ export interface DbBundle {
   source: string;
   params: { [name: string]: Json };
   entries: string[];
+  /** HMAC-SHA256 (hex) by the cluster key over hash, params and entries (store/signing.ts); null: stored unsigned. */
+  signature: string | null;
   created_at: Date;
 }
 

@@ -2,6 +2,7 @@
 // NBJOB_HOME, real detached worker processes, and a real client sending them a job.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -12,8 +13,9 @@ import { KernelClient } from "../wire/client";
 import { readConnectionFile } from "../wire/connection";
 import type { WorkerEvent } from "../runtime/shared/protocol";
 import { Client } from "../runtime/client";
+import type { DispatchBundle } from "../runtime/client";
 import { DBWrapper } from "../runtime/db-wrapper";
-import { createJob, getJob, openStore, putBundle } from "../store";
+import { createJob, getJob, openStore, putBundle, signBundle } from "../store";
 import type { DbJob, Store } from "../store";
 
 const NBJOB = join(__dirname, "..", "..", "bin", "nbjob.js");
@@ -23,6 +25,8 @@ const ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres";
 const DATABASE = `nbjob_cluster_test_${process.pid}`;
 const DATABASE_URL = `postgres://postgres@127.0.0.1:5432/${DATABASE}`;
 // Quick heartbeats and a short lost threshold, so that a gone worker is noticed within seconds.
+// Jobs are stored by this process and run by the cluster's workers: one cluster key for both.
+process.env.NBJOB_CLUSTER_KEY = randomBytes(32).toString("hex");
 const env = { ...process.env, NBJOB_HOME: home, NBJOB_DATABASE_URL: DATABASE_URL, NBJOB_WORKER_HEARTBEAT_MS: "500", NBJOB_WORKER_STALE_MS: "4000" };
 const clusterDir = join(home, "cluster", "default");
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -78,9 +82,11 @@ async function killAndWait(pid: number): Promise<void> {
 }
 
 /** A job as a direct view stores it: queued, for worker `target`. */
-async function storedJob(source: string, target: string): Promise<{ id: number; hash: string }> {
+/** A stored job of `source` for worker `target`, and the bundle to send it with (`view.worker.run`). */
+async function storedJob(source: string, target: string): Promise<{ id: number; bundle: DispatchBundle }> {
   const hash = await putBundle(store, { source, snippets: [], params: {}, entries: [] });
-  return { id: (await createJob(store, { bundleHash: hash, targetWorker: target })).id, hash };
+  const bundle = { source, hash, params: {}, entries: [], signature: signBundle({ hash, params: {}, entries: [] }) };
+  return { id: (await createJob(store, { bundleHash: hash, targetWorker: target })).id, bundle };
 }
 
 async function jobEnds(id: number): Promise<DbJob> {
@@ -208,7 +214,7 @@ describe("nbjob cluster", () => {
       assert.equal(view.workerId, "default/0");
       const kill = 'process.kill(process.pid, "SIGKILL");';
       const killer = await storedJob(kill, "default/0");
-      await view.worker.run(killer.id, { source: kill, hash: killer.hash, params: {} }, () => {});
+      await view.worker.run(killer.id, killer.bundle, () => {});
       await waitUntil("the worker dies", () => (alive(killedPid) ? undefined : true), 20_000);
       const newPid = await waitUntil("worker 0 is restarted", () => {
         const pid = pidOf(0);
@@ -223,7 +229,7 @@ describe("nbjob cluster", () => {
       // The same view (connection, comm) reaches the new process: its name, ports and key are the old ones.
       const next = await storedJob("6 * 7", "default/0");
       const events: WorkerEvent[] = [];
-      await view.worker.run(next.id, { source: "6 * 7", hash: next.hash, params: {} }, (event) => events.push(event));
+      await view.worker.run(next.id, next.bundle, (event) => events.push(event));
       const done = await jobEnds(next.id);
       assert.equal(done.status, "done", done.error_message ?? "");
       assert.equal(done.result_text, "42");

@@ -204,7 +204,7 @@ await rc.close();
       const worker = rc.workers[0];
       process.kill(worker.identity.pid, "SIGKILL");
       assert.equal(await worker.alive(1_000), false);
-      await assert.rejects(worker.run(1_000_000, { source: "1", hash: "h", params: {} }, () => {}), /is gone|closed|did not acknowledge|could not send/);
+      await assert.rejects(worker.run(1_000_000, { source: "1", hash: "h", params: {}, entries: [], signature: undefined }, () => {}), /is gone|closed|did not acknowledge|could not send/);
     } finally {
       await rc.close();
     }

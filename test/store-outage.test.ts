@@ -4,6 +4,7 @@
 // cluster of 2 real workers runs two jobs that checkpoint every 100 ms and print every 1.5 s.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { chmodSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -20,6 +21,8 @@ chmodSync(home, 0o711);
 const clusterDir = join(home, "cluster", "default");
 // A store away 5 s makes a job wait (NBJOB_STORE_WAIT_MS), so the 15 s outage exercises both the
 // buffered writes of the first seconds and the job held until the store is back.
+// This process stores the bundles and the cluster runs them: one cluster key for both.
+process.env.NBJOB_CLUSTER_KEY = randomBytes(32).toString("hex");
 const env: NodeJS.ProcessEnv = { ...process.env, NBJOB_HOME: home, NBJOB_STORE_WAIT_MS: "5000", NBJOB_DEBUG: "" };
 delete env.NBJOB_DATABASE_URL;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -3,6 +3,7 @@
 // job row and logs, cancel in the store stops them, and a dead worker's job becomes lost.
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,7 +13,7 @@ import { Client as PgClient } from "pg";
 import { KernelClient } from "../wire/client";
 import { readConnectionFile } from "../wire/connection";
 import {
-  createJob, getJob, listWorkers, notifyJobCancelled, notifyJobQueued, openStore, putBundle, readLogs, transitionJob,
+  createJob, getJob, listWorkers, notifyJobCancelled, notifyJobQueued, openStore, putBundle, readLogs, signBundle, transitionJob,
 } from "../store";
 import type { DbJob, Store } from "../store";
 import type { WorkerEvent } from "../runtime/shared/protocol";
@@ -24,6 +25,9 @@ const DATABASE = `nbjob_worker_store_${process.pid}`;
 const URL = `postgres://postgres@127.0.0.1:5432/${DATABASE}`;
 const dir = mkdtempSync(join(tmpdir(), "nbjob-worker-store-"));
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// This process stores the bundles and the workers run them: one cluster key for both.
+process.env.NBJOB_CLUSTER_KEY = randomBytes(32).toString("hex");
 
 let store: Store;
 const workers = new Map<string, { process: ChildProcess; file: string; log: string }>();
@@ -131,12 +135,13 @@ describe("workers with the store", () => {
     const bundle = { source: "console.log('hello from the comm');", entries: ["6 * 7"], params: {} };
     const bundleHash = await putBundle(store, { ...bundle, snippets: [] });
     const row = await createJob(store, { bundleHash, targetWorker: "ws/0" });
+    const signed = { ...bundle, hash: bundleHash, signature: signBundle({ ...bundle, hash: bundleHash }) };
     const client = await KernelClient.connect(readConnectionFile(workers.get("ws/0")!.file), { readyTimeoutMs: 20_000 });
     try {
       const comm = await client.openComm("nbjob.worker");
       const events: WorkerEvent[] = [];
       comm.onMsg((data) => events.push(data as WorkerEvent));
-      await comm.send({ action: "run", job_id: row.id, bundle, record: true });
+      await comm.send({ action: "run", job_id: row.id, bundle: signed, record: true });
       const job = await waitFor(row.id, ["done", "failed"]);
       assert.equal(job.status, "done");
       assert.equal(resultOf(job), 42);
@@ -152,8 +157,10 @@ describe("workers with the store", () => {
   });
 
   test("a recorded run of a job already cancelled in the store is stopped and the row left alone", async () => {
-    const bundle = { source: "while (true) {}", params: {} };
-    const row = await createJob(store, { bundleHash: await putBundle(store, { ...bundle, entries: [], snippets: [] }), targetWorker: "ws/0" });
+    const unsigned = { source: "while (true) {}", params: {}, entries: [] };
+    const hash = await putBundle(store, { ...unsigned, snippets: [] });
+    const bundle = { ...unsigned, hash, signature: signBundle({ ...unsigned, hash }) };
+    const row = await createJob(store, { bundleHash: hash, targetWorker: "ws/0" });
     await transitionJob(store, row.id, "cancelled", { error: { name: "Cancelled", message: "changed my mind" } });
     const client = await KernelClient.connect(readConnectionFile(workers.get("ws/0")!.file), { readyTimeoutMs: 20_000 });
     try {

@@ -5,6 +5,7 @@
 import { SourceMap } from "node:module";
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
+import { checkLoadedBundle } from "./bundle-integrity";
 import { getBundle, getJob, putAnalysisRow, readCheckpoint, storedAnalysisCells, withAnalysisLock } from "../store";
 import type { Store } from "../store";
 import type { ParamValues } from "../runtime/params";
@@ -226,6 +227,8 @@ export class AnalysisRunner {
     if (cached) return cached;
     const row = await getBundle(store, job.bundle_hash);
     if (!row) throw new Error(`the bundle ${job.bundle_hash.slice(0, 12)} of job ${jobId} is not in the store`);
+    // The analysis runs the job's program: the same checks as before running the job.
+    checkLoadedBundle({ hash: row.hash, source: row.source, params: row.params, entries: row.entries, signature: row.signature }, jobId);
     const bundle = { source: row.source, entries: row.entries, params: row.params as ParamValues };
     this.bundles.set(job.bundle_hash, bundle);
     if (this.bundles.size > BUNDLE_CACHE_SIZE) this.bundles.delete(this.bundles.keys().next().value as string);

@@ -12,6 +12,7 @@ import type { RequestChannel } from "../wire/server";
 import { writeConnectionFile } from "../wire/connection";
 import type { ConnectionInfo } from "../wire/connection";
 import type { Store } from "../store";
+import { BundleRefusedError, checkLoadedBundle } from "./bundle-integrity";
 import { isComplete } from "./is-complete";
 import { WorkerStoreLink } from "./store-link";
 import { DuplicateJobError, fanOut, JobRunner } from "./job-runner";
@@ -279,6 +280,19 @@ export class WorkerKernel {
             this.sendComm(commId, parent, { action: "queued", job_id: jobId, position: this.runner.running === jobId ? 0 : this.runner.queued.indexOf(jobId) + 1, request_id: requestId });
             return;
           }
+          if (data.record === true && gate) {
+            // A stored job's bundle as the notebook sent it (for a rerun, read from the store):
+            // the same checks as the claim makes.
+            const refused = this.refusal(bundle, jobId);
+            if (refused) {
+              const failure = { ename: refused.name, evalue: refused.message, traceback: [], durationMs: 0 };
+              const toComm = this.commListener(commId, parent, jobId);
+              // Taken, then failed at once (recorded when the row could be marked running here).
+              this.sendComm(commId, parent, { action: "queued", job_id: jobId, position: 0, request_id: requestId });
+              void gate().then((marked) => (marked === true ? listener : toComm).failed(failure), () => toComm.failed(failure));
+              return;
+            }
+          }
           const position = this.runner.submit(jobId, bundle, listener, { gate });
           this.sendComm(commId, parent, { action: "queued", job_id: jobId, position, request_id: requestId });
         } catch (err) {
@@ -300,6 +314,19 @@ export class WorkerKernel {
       }
       default:
         fail(`unknown action ${describe(data.action)}; the "${WORKER_COMM_TARGET}" comm takes "run", "cancel", "status" and "analyze"`);
+    }
+  }
+
+  /** Why a stored job's bundle sent over the comm may not run (see bundle-integrity.ts), or undefined. */
+  private refusal(bundle: JobBundle, jobId: JobId): Error | undefined {
+    if (bundle.hash === undefined) {
+      return new BundleRefusedError("BundleUnsigned", `run with record: true needs bundle.hash and bundle.signature (the stored bundle's); job ${jobId} was not run`);
+    }
+    try {
+      checkLoadedBundle({ hash: bundle.hash, source: bundle.source, params: bundle.params ?? {}, entries: bundle.entries ?? [], signature: bundle.signature ?? null }, jobId);
+      return undefined;
+    } catch (err) {
+      return err as Error;
     }
   }
 
@@ -380,6 +407,7 @@ function readBundle(value: unknown): JobBundle | string {
   return {
     source: bundle.source,
     hash: typeof bundle.hash === "string" ? bundle.hash : undefined,
+    signature: typeof bundle.signature === "string" ? bundle.signature : undefined,
     params: (bundle.params as Record<string, unknown> | undefined) ?? {},
     entries: (bundle.entries as string[] | undefined) ?? [],
   };

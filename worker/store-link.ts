@@ -11,6 +11,8 @@ import {
 import type { DbJob, Store } from "../store";
 import type { JobRunner, RestorePoint } from "./job-runner";
 import type { JobBundle, WorkerIdentity } from "../runtime/shared/protocol";
+import { BundleRefusedError, checkLoadedBundle } from "./bundle-integrity";
+import type { LoadedBundle } from "./bundle-integrity";
 import { recordJob } from "./recorder";
 import { StoreAvailability } from "./store-retry";
 
@@ -170,13 +172,15 @@ export class WorkerStoreLink {
         if (!job) continue;
         let bundle: JobBundle;
         try {
-          // The claim brought the bundle along unless it is cached here.
+          // The claim brought the bundle along unless it is cached here (checked when it was loaded).
           bundle = job.bundle_source !== null
-            ? this.remember({ source: job.bundle_source, hash: job.bundle_hash, params: job.bundle_params ?? {}, entries: job.bundle_entries ?? [] })
-            : await this.bundleOf(job.bundle_hash);
+            ? this.remember({ source: job.bundle_source, hash: job.bundle_hash, params: job.bundle_params ?? {}, entries: job.bundle_entries ?? [], signature: job.bundle_signature }, job.id)
+            : await this.bundleOf(job.bundle_hash, job.id);
         } catch (err) {
           const recorder = recordJob(this.store, job.id, this.identity, { claimed: true, log: this.log, inFlight: this.writesInFlight, availability: this.availability });
-          recorder.listener.failed({ ename: "BundleMissing", evalue: (err as Error).message, traceback: [], durationMs: 0 });
+          const ename = err instanceof BundleRefusedError ? err.name : "BundleMissing";
+          if (err instanceof BundleRefusedError) this.log(`job ${job.id}: refused: ${err.message}`);
+          recorder.listener.failed({ ename, evalue: (err as Error).message, traceback: [], durationMs: 0 });
           this.claimAgain = true;
           continue;
         }
@@ -202,16 +206,18 @@ export class WorkerStoreLink {
     return async () => ({ index, values: await readCheckpoint(this.store, job.id, index) });
   }
 
-  private async bundleOf(hash: string): Promise<JobBundle> {
+  private async bundleOf(hash: string, jobId: number): Promise<JobBundle> {
     const cached = this.bundles.get(hash);
     if (cached) return cached;
     const row = await getBundle(this.store, hash);
     if (!row) throw new Error(`the job's bundle ${hash.slice(0, 12)} is not in the store; it cannot be run`);
-    return this.remember({ source: row.source, hash: row.hash, params: row.params as Record<string, unknown>, entries: row.entries });
+    return this.remember({ source: row.source, hash: row.hash, params: row.params as Record<string, unknown>, entries: row.entries, signature: row.signature }, jobId);
   }
 
-  private remember(stored: JobBundle & { hash: string }): JobBundle {
-    const bundle: JobBundle = { ...stored, source: sweepInvariantSource(stored.source) };
+  /** Checks a bundle read from the store (throws BundleRefusedError) and caches it by hash. */
+  private remember(stored: LoadedBundle, jobId: number): JobBundle {
+    checkLoadedBundle(stored, jobId);
+    const bundle: JobBundle = { source: sweepInvariantSource(stored.source), hash: stored.hash, params: stored.params, entries: [...stored.entries] };
     this.bundles.set(stored.hash, bundle);
     if (this.bundles.size > BUNDLE_CACHE_SIZE) this.bundles.delete(this.bundles.keys().next().value as string);
     return bundle;

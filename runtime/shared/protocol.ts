@@ -18,6 +18,12 @@ export interface JobBundle {
   source: string;
   /** sha256 of `source` (the bundle's hash); lets the worker reuse its compiled program. */
   hash?: string;
+  /**
+   * The stored bundle's signature (store/signing.ts). A run with `record: true` needs `hash` and
+   * `signature`, and the worker refuses one whose source does not hash to `hash` or whose
+   * signature its cluster key does not reproduce, as it does for jobs it claims.
+   */
+  signature?: string;
   /** Parameter values (JSON data), read inside the job as `params.name`. */
   params?: Record<string, unknown>;
   /**
