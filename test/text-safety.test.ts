@@ -28,6 +28,8 @@ const URL = `postgres://postgres@127.0.0.1:5432/${DATABASE}`;
 const SECRET = "Pw-in-query-7731";
 const SECRET_URL = `${URL}?user=postgres&password=${SECRET}&sslpassword=${SECRET}-ssl&token=${SECRET}-token`;
 const dir = mkdtempSync(join(tmpdir(), "nbjob-text-safety-"));
+// Bundles this process stores are signed with the cluster key of the worker's NBJOB_HOME.
+process.env.NBJOB_HOME = dir;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 let store: Store;
