@@ -142,6 +142,23 @@ describe("running", () => {
     assert.equal(await value("[typeof AfterAwait, Mode.On]"), "[ 'function', 0 ]");
   });
 
+  test("every form of top-level await runs as an await, also as the cell's only await", async () => {
+    await value("const awaitable = { f: async () => 4, p: Promise.resolve({ a: 5, b: [6] }) }");
+    // `await (x)` was read as a call of a function named `await` in a cell without another await.
+    assert.equal(await value("await (Promise.resolve(3))"), "3");
+    assert.equal(await value("await (awaitable as any).f()"), "4");
+    assert.equal(await value("1 ? await (awaitable as any).f() : 0"), "4");
+    assert.equal(await value("0 ? 1 : await (awaitable.f())"), "4");
+    assert.equal(await value("`got ${await (awaitable as any).f()}`"), "'got 4'");
+    assert.equal(await value("(await (awaitable.p as Promise<{ a: number }>)).a"), "5");
+    assert.equal(await value("const { a: awaitedA, b: [awaitedB] } = await (awaitable.p)\nawaitedA + awaitedB"), "11");
+    assert.equal(await value("awaitedA * awaitedB"), "30", "a destructured declaration persists");
+    assert.equal(await value("let awaitedSum = 0\nfor await (const n of [Promise.resolve(1), (2 as any)]) awaitedSum += n\nawaitedSum"), "3");
+    assert.equal(await value("[await (Promise.resolve('x')), ...(await (Promise.resolve([1])))]"), "[ 'x', 1 ]");
+    assert.equal(await value("const fromAwait: number = await (awaitable.f() as Promise<number>)\nfromAwait"), "4");
+    assert.equal(await value("fromAwait + 1"), "5");
+  });
+
   test("the last expression is the result, printed like util.inspect without colours", async () => {
     const text = await value("({ n: 1, s: 'x', deep: { a: { b: { c: 1 } } }, when: new Map([[1, 'a']]) })");
     assert.equal(text, inspect({ n: 1, s: "x", deep: { a: { b: { c: 1 } } }, when: new Map([[1, "a"]]) }, { colors: false }));
