@@ -1,6 +1,6 @@
 // The execution engine driven directly, as the kernel drives it: cells in, outputs recorded.
 import assert from "node:assert/strict";
-import { cpSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { inspect } from "node:util";
@@ -213,6 +213,55 @@ describe("running", () => {
     assert.match(frames[0] ?? "", /at explode \(cell \d+:4:9\)/);
     assert.match(frames[1] ?? "", /at cell \d+:3:1/);
     assert.ok(error.traceback.every((line) => !/node:internal|dist\/kernel|\u001b\[/.test(line)), error.traceback.join("\n"));
+  });
+
+  test("a traceback shows the cell's frames and the package it called, not nbjob's or Node's; NBJOB_DEBUG=1 shows them all", async () => {
+    const thrower = join(notebookDir, "node_modules", "thrower");
+    mkdirSync(thrower, { recursive: true });
+    writeFileSync(join(thrower, "package.json"), '{ "name": "thrower", "version": "1.0.0", "main": "index.js" }');
+    writeFileSync(join(thrower, "index.js"), "exports.explode = async function explode(what) {\n  await null;\n  throw new RangeError('thrown by ' + what);\n};\n");
+    await value('import * as thrower from "thrower"');
+    const cell = "async function callsThrower() {\n  await null\n  return await thrower.explode('a package')\n}\nawait callsThrower()";
+    // As the kernel's shell calls the engine: from an anonymous async function, whose frame
+    // reads `at async <file>:<line>:<column>` (shown before, as `at async .../dist/kernel/shell.js:79:17`).
+    const execute = async () => await engine.execute({ code: cell, allowStdin: false, sink: new RecordingSink() });
+    const outcome = await (async () => await execute())();
+    assert.equal(outcome.status, "error");
+    if (outcome.status !== "error") return;
+    const frames = outcome.traceback.filter((line) => line.trimStart().startsWith("at "));
+    assert.match(frames[0] ?? "", /at (?:Object\.)?explode \(.*node_modules\/thrower\/index\.js:3:9\)/);
+    assert.match(frames[1] ?? "", /at async callsThrower \(cell \d+:3:10\)/);
+    assert.equal(frames.length, 2, outcome.traceback.join("\n"));
+    // An error of nbjob's runtime, thrown where the cell called it: only the cell's frame.
+    const runtimeCell = "new SnippetCollector(5 as any)";
+    const runtime = await (async () => await engine.execute({ code: runtimeCell, allowStdin: false, sink: new RecordingSink() }))();
+    assert.ok(runtime.status === "error");
+    if (runtime.status !== "error") return;
+    assert.deepEqual(runtime.traceback.filter((line) => line.trimStart().startsWith("at ")).map((line) => line.replace(/\d+:/, "N:")), ["    at cell N:1:1"]);
+
+    // A package that nbjob called (pg under the store) is nbjob's business too.
+    const dist = join(__dirname, "..");
+    const storeError = new Error("connection refused");
+    storeError.stack = [
+      "Error: connection refused",
+      `    at Client._handleError (${notebookDir}/node_modules/pg/lib/client.js:10:5)`,
+      "    at process.processTicksAndRejections (node:internal/process/task_queues:95:5)",
+      `    at async ${dist}/store/db.js:155:32`,
+      `    at async DBWrapper.job (${dist}/runtime/db-wrapper.js:12:3)`,
+      `    at async ${dist}/kernel/shell.js:79:17`,
+    ].join("\n");
+    assert.deepEqual(engine.describeError(storeError).traceback, ["Error: connection refused"]);
+
+    process.env.NBJOB_DEBUG = "1";
+    try {
+      const debug = engine.describeError(storeError).traceback.join("\n");
+      for (const file of ["pg/lib/client.js", "node:internal", "dist/store/db.js", "dist/runtime/db-wrapper.js", "dist/kernel/shell.js:79:17"]) assert.ok(debug.includes(file), `${file} in\n${debug}`);
+      const runtimeDebug = await engine.execute({ code: runtimeCell, allowStdin: false, sink: new RecordingSink() });
+      const debugLines = runtimeDebug.status === "error" ? runtimeDebug.traceback.join("\n") : "";
+      for (const file of ["dist/runtime/snippets.js", "dist/kernel/engine/index.js", "node:vm"]) assert.ok(debugLines.includes(file), `${file} in\n${debugLines}`);
+    } finally {
+      delete process.env.NBJOB_DEBUG;
+    }
   });
 
   test("an error thrown after its cell ended (a timer) can be described with the cell's lines", async () => {

@@ -267,6 +267,27 @@ result.update(first=first, silent=silent, second=second, failed=failed)
     assert.deepEqual(failed.outputs.map((o) => o.type), ["error"]);
   });
 
+  test("a traceback shows the notebook's code, not nbjob's frames nor Node's; NBJOB_DEBUG=1 shows them", async () => {
+    const cells = `
+failing = {
+    "afterAwait": "async function failLater() {\\n  await null\\n  throw new RangeError('late')\\n}\\nawait failLater()",
+    "inRuntime": "new SnippetCollector(5 as any)",
+    "inCell": "const nothing: any = undefined\\nnothing.field",
+}
+for name, code in failing.items():
+    result[name] = run(code)["reply"]["traceback"]
+`;
+    const plain = await withJupyterClient(env, cells) as Record<string, string[]>;
+    const debug = await withJupyterClient({ ...env, env: { ...env.env, NBJOB_DEBUG: "1" } }, cells) as Record<string, string[]>;
+    for (const [name, traceback] of Object.entries(plain)) {
+      const frames = traceback.filter((line) => line.trimStart().startsWith("at "));
+      assert.ok(frames.length > 0 && frames.every((line) => /\(cell \d+:\d+:\d+\)$|at cell \d+:\d+:\d+$/.test(line)), `${name}:\n${traceback.join("\n")}`);
+    }
+    assert.match(plain.afterAwait!.join("\n"), /at failLater \(cell \d+:3:9\)/);
+    const debugText = Object.values(debug).flat().join("\n");
+    for (const file of ["/dist/kernel/", "/dist/runtime/snippets.js", "node:"]) assert.ok(debugText.includes(file), `${file} in\n${debugText}`);
+  });
+
   test("after a failing cell, cells already queued behind it (Run All) get an error reply naming it; later cells run", async () => {
     const r = await withJupyterClient(env, `
 ids = [kc.execute(code) for code in ("throw new Error('first')", "1", "2")]
