@@ -399,6 +399,13 @@ describe("notebook runtime", () => {
     const text = (page.item.data as MimeBundle)["text/plain"];
     assert.match(String(text), /const widgetCount: 3/);
     assert.match(String(text), /How many widgets there are\./);
+    // A name nothing is known by: said so, instead of a page describing it as `any`.
+    for (const unknown of ["noSuchThing", "Math.noSuchThing"]) {
+      const missing = await run(`${unknown}?`);
+      assert.deepEqual(missing.outcome, { status: "ok" });
+      assert.deepEqual(missing.sink.outputs, [{ kind: "stream", name: "stdout", text: `Object \`${unknown}\` not found: nothing is known by that name.\n` }]);
+    }
+    assert.equal(engine.inspect("noSuchThing", 3, 0).found, false);
     const call = await run("Math.max(1, 2)?");
     const [callPage] = call.sink.outputs;
     assert.ok(callPage?.kind === "payload" && /Math\.max\(/.test(String((callPage.item.data as MimeBundle)["text/plain"])), JSON.stringify(callPage));
@@ -465,6 +472,14 @@ describe("completion, inspection, is_complete", () => {
     assert.deepEqual(member.matches, ["toUpperCase"]);
     assert.equal(member.cursor_start, 12);
     assert.ok(engine.complete("disp", 4).matches.includes("display"));
+    // After a function's dot: its own members, not what every function has (apply, bind, call...).
+    const displayMembers = engine.complete("display.", 8).matches;
+    assert.ok(["html", "markdown", "json", "png", "vegaLite"].every((name) => displayMembers.includes(name)), displayMembers.join());
+    for (const inherited of ["apply", "bind", "call", "length", "name", "toString"]) assert.ok(!displayMembers.includes(inherited), displayMembers.join());
+    assert.deepEqual(engine.complete("display.ap", 10).matches, ["apply"], "a typed prefix still finds them");
+    await value("class Spot { static origin = 0; static make() { return new Spot() } }");
+    assert.deepEqual(engine.complete("Spot.", 5).matches.slice(0, 2).sort(), ["make", "origin"]);
+    assert.ok(engine.complete("(() => 1).", 10).matches.includes("call"), "a function without members of its own still gets them");
   });
 
   test("inspection shows the type and docs of the name at the cursor", () => {

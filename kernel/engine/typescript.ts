@@ -40,6 +40,7 @@ export declare namespace ts {
   type NodeFactory = TsNamespace.NodeFactory;
   type Path = TsNamespace.Path;
   type Program = TsNamespace.Program;
+  type PropertyAccessExpression = TsNamespace.PropertyAccessExpression;
   type SourceFile = TsNamespace.SourceFile;
   type Statement = TsNamespace.Statement;
   type SyntaxKind = TsNamespace.SyntaxKind;
