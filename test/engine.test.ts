@@ -8,6 +8,7 @@ import { after, before, describe, test } from "node:test";
 import { Worker } from "node:worker_threads";
 import { Engine, sourceOfFunction, typescriptVersion } from "../kernel/engine";
 import type { CellOutcome, CellSink, MimeBundle } from "../kernel/engine/types";
+import { tsMorph, typescript } from "../runtime/bundle-ts";
 
 type Recorded =
   | { kind: "stream"; name: string; text: string }
@@ -458,8 +459,16 @@ describe("interrupt", () => {
   });
 });
 
-test("typescriptVersion() names the compiler that checks cells", () => {
-  assert.match(typescriptVersion(), /^6\.\d+\.\d+/);
+test("one compiler: the typescript package's, which typescriptVersion() names and ts-morph uses too", () => {
+  const installed = (require("typescript/package.json") as { version: string }).version;
+  assert.match(installed, /^6\.\d+\.\d+/);
+  assert.equal(typescriptVersion(), installed);
+  assert.equal(typescript().version, installed);
+  // ts-morph (bundle checks) gets the same compiler instead of loading its own bundled copy.
+  const morph = tsMorph();
+  assert.equal(morph.ts.version, installed);
+  assert.equal(morph.ts.createSourceFile, typescript().createSourceFile);
+  assert.equal(require.cache[require.resolve("@ts-morph/common/dist/typescript.js")]?.filename, require.resolve("typescript/lib/typescript.js"));
 });
 
 describe("completion, inspection, is_complete", () => {

@@ -27,12 +27,16 @@ result["shell"] = kc.kernel_info(reply=True, timeout=10)["content"]
 kc.control_channel.send(kc.session.msg("kernel_info_request"))
 result["control"] = kc.get_control_msg(timeout=10)
 `);
-    const shell = r.shell as { status: string; protocol_version: string; implementation: string; language_info: { name: string; file_extension: string } };
+    const shell = r.shell as { status: string; protocol_version: string; implementation: string; banner: string; language_info: { name: string; version: string; file_extension: string } };
     assert.equal(shell.status, "ok");
     assert.equal(shell.protocol_version, "5.3");
     assert.equal(shell.implementation, "nbjob");
     assert.equal(shell.language_info.name, "typescript");
     assert.equal(shell.language_info.file_extension, ".ts");
+    // The compiler that checks cells is the typescript package nbjob depends on, and says so.
+    const typescriptVersion = (require("typescript/package.json") as { version: string }).version;
+    assert.equal(shell.language_info.version, typescriptVersion);
+    assert.match(shell.banner, new RegExp(`TypeScript ${typescriptVersion.replace(/\./g, "\\.")} on Node`));
     const control = r.control as { msg_type: string; content: { status: string } };
     assert.equal(control.msg_type, "kernel_info_reply");
     assert.equal(control.content.status, "ok");
