@@ -292,6 +292,20 @@ for name, code in failing.items():
     for (const file of ["/dist/kernel/", "/dist/runtime/snippets.js", "node:"]) assert.ok(debugText.includes(file), `${file} in\n${debugText}`);
   });
 
+  test("in a kernel started in nbjob's own checkout (examples/), \"nbjob\" is the kernel's runtime, for the type check and at run time", async () => {
+    const examples = join(__dirname, "..", "..", "examples");
+    const r = await withJupyterClient({ ...env, dir: examples }, `
+result["imported"] = run('import { SnippetCollector as Collector, display as shown } from "nbjob"\\nimport * as everything from "nbjob"\\n[Collector === SnippetCollector, shown === display, typeof everything.DBWrapper]')
+result["required"] = run('require("nbjob").SnippetCollector === SnippetCollector')
+result["typed"] = run('import type { Snippet } from "nbjob"\\nconst wrong: Snippet = 1')
+result["missing"] = run('import { noSuchExport } from "nbjob"')
+`) as Record<string, Ran>;
+    assert.equal(resultText(r.imported!), "[ true, true, 'function' ]", JSON.stringify(r.imported));
+    assert.equal(resultText(r.required!), "true", JSON.stringify(r.required));
+    assert.match(String(r.typed!.reply.evalue), /^2:7 Type 'number' is not assignable to type 'Snippet'/);
+    assert.match(String(r.missing!.reply.evalue), /has no exported member named 'noSuchExport'|has no exported member 'noSuchExport'/);
+  });
+
   test("after a failing cell, cells already queued behind it (Run All) get an error reply naming it; later cells run", async () => {
     const r = await withJupyterClient(env, `
 ids = [kc.execute(code) for code in ("throw new Error('first')", "1", "2")]

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import type { CellAnalysis } from "./cell-analysis";
 import { NODE_TYPES_FILE, nodeTypesText } from "./node-types";
 import { INTERNAL_PREFIX, Prelude } from "./prelude";
+import { PACKAGE_NAME, RUNTIME_ENTRY } from "./runtime-globals";
 import { combinedLibFile, LIB_FOLDER, libClosure, libFileText, ts } from "./typescript";
 
 export interface CellDiagnostic {
@@ -393,7 +394,9 @@ export class CellChecker {
     const resolveModuleNameLiterals: ts.CompilerHost["resolveModuleNameLiterals"] = (literals, containingFile, redirectedReference, options, containingSourceFile) => {
       const cache = this.moduleResolutionCache();
       const fromPackage = containingFile.startsWith(PACKAGE_DIST);
-      return literals.map((literal) => (fromPackage && !followedFromPackage(literal.text)
+      return literals.map((literal) => (literal.text === PACKAGE_NAME
+        ? { resolvedModule: { resolvedFileName: `${RUNTIME_ENTRY}.d.ts`, extension: ts.Extension.Dts, isExternalLibraryImport: true } }
+        : fromPackage && !followedFromPackage(literal.text)
         ? { resolvedModule: undefined }
         : ts.resolveModuleName(
           literal.text, containingFile, options, files, cache, redirectedReference,
