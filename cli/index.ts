@@ -48,7 +48,9 @@ export async function main(argv: string[]): Promise<void> {
     if (!name || name === "--help" || name === "-h" || name === "help") {
       console.log(topLevelHelp());
     } else if (name === "--version") {
-      console.log(require("../../package.json").version);
+      // The compiler's version without loading it (runtime/typescript-loader reads its file's head).
+      const { compilerVersion } = require("../runtime/typescript-loader") as typeof import("../runtime/typescript-loader");
+      console.log(`${require("../../package.json").version} (TypeScript ${compilerVersion() ?? "unknown"}, Node ${process.versions.node})`);
     } else {
       const command = loadCommand(name);
       if (!command) throw new UsageError(`unknown command "${name}"; run "nbjob --help" for the list`);

@@ -53,6 +53,20 @@ export function extractCollectorDecorators(code: string, ctx: MagicContext): Dec
     }
   }
 
+  // Functions this cell declares (`function logged(...)`, `const logged = (...) => ...`): on a
+  // class, a decorator naming one is an ordinary decorator for TypeScript, as it is when an
+  // earlier cell declared it; it cannot be a collector.
+  const functionsHere = new Set<string>();
+  for (const statement of sf.statements) {
+    if (ts.isFunctionDeclaration(statement) && statement.name && statement.body) functionsHere.add(statement.name.text);
+    if (!ts.isVariableStatement(statement)) continue;
+    for (const d of statement.declarationList.declarations) {
+      let value = d.initializer;
+      while (value && (ts.isParenthesizedExpression(value) || ts.isAsExpression(value) || ts.isSatisfiesExpression(value))) value = value.expression;
+      if (ts.isIdentifier(d.name) && value && (ts.isArrowFunction(value) || ts.isFunctionExpression(value))) functionsHere.add(d.name.text);
+    }
+  }
+
   const claimed: { decorator: ts.Decorator; declaration: ts.Statement; expression: string; collector?: SnippetCollector }[] = [];
   const visit = (node: ts.Node): void => {
     if (ts.isDecorator(node)) claim(node);
@@ -82,7 +96,7 @@ export function extractCollectorDecorators(code: string, ctx: MagicContext): Dec
       claimed.push({ decorator, declaration: decorated, expression });
       return;
     }
-    if (ts.isClassDeclaration(decorated) && (!isPath || (lookup?.found === true && typeof lookup.value === "function"))) return;
+    if (ts.isClassDeclaration(decorated) && (!isPath || (lookup?.found === true && typeof lookup.value === "function") || functionsHere.has(expression))) return;
     if (!isPath) {
       throw usageError(`${where}: expected the name of a SnippetCollector (like @sc), not an expression; TypeScript does not allow decorators on a ${statementKind(decorated)}`, pos.line);
     }

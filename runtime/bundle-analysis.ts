@@ -10,9 +10,20 @@ export function sha256(text: string): string {
   return createHash("sha256").update(text, "utf8").digest("hex");
 }
 
+/**
+ * Parses `source` as a module, as the type checks and the engine treat cells, snippets and
+ * entries: only in a module is a top-level `await (x)` an await. A script parse (TypeScript's
+ * default for text without import/export) reads it as a call of a function named `await`, so
+ * a cell whose only await was written that way was not run as an async cell.
+ */
 export function parseSource(source: string, fileName = "snippet.ts"): ts.SourceFile {
   const ts = typescript();
-  return ts.createSourceFile(fileName, source, ts.ScriptTarget.ES2022, true, ts.ScriptKind.TS);
+  return ts.createSourceFile(fileName, source, { languageVersion: ts.ScriptTarget.ES2022, setExternalModuleIndicator: markAsModule }, true, ts.ScriptKind.TS);
+}
+
+// What the compiler's `moduleDetection: "force"` does (its own helper is not in the public API).
+function markAsModule(file: ts.SourceFile): void {
+  (file as unknown as { externalModuleIndicator?: unknown }).externalModuleIndicator = true;
 }
 
 /** Syntax errors of `source`, as `line:col message` (1-based), empty when it parses. */

@@ -1,4 +1,4 @@
-// The TypeScript compiler API (ts-morph's bundled TypeScript 6) and ts-morph, each loaded on
+// The TypeScript compiler API (the `typescript` 6 package) and ts-morph, each loaded on
 // first use: importing nbjob stays fast (about a second and 60 MB less) for programs that never
 // parse snippet code, and code that only parses (the kernel reading a cell's decorators) loads
 // the compiler alone, not ts-morph with @ts-morph/common (its 3 MB of embedded lib files).
@@ -11,7 +11,7 @@ let loaded: typeof TsMorph | undefined;
 let compiler: ReturnType<typeof loadTypeScript> | undefined;
 
 export function tsMorph(): typeof TsMorph {
-  typescript(); // first, so that ts-morph finds the compiler already loaded (with its code cache)
+  typescript(); // first, so that ts-morph finds the compiler already loaded (the same one, with its code cache)
   loaded ??= require("ts-morph") as typeof TsMorph;
   return loaded;
 }

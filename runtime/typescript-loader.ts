@@ -1,4 +1,4 @@
-// Loads the TypeScript compiler (ts-morph's bundled TypeScript 6, ~9 MB of JavaScript) with
+// Loads the TypeScript compiler (the `typescript` 6 package, ~9 MB of JavaScript) with
 // V8's code cache kept under $NBJOB_HOME/cache. Node 20 has no built-in compile cache (Node 22's
 // module.enableCompileCache), and a general one (v8-compile-cache) would hook every module the
 // notebook requires and cache only what is compiled at load. Here the cache is written once the
@@ -6,7 +6,7 @@
 // a worker's first transpile waits about half as long (0.54 s → 0.27 s), a kernel loads the
 // compiler in ~0.1 s instead of ~0.3 s.
 import { createHash } from "node:crypto";
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import Module, { createRequire, wrap } from "node:module";
 import { homedir } from "node:os";
 import { basename, dirname, join } from "node:path";
@@ -15,8 +15,13 @@ import type { ts as TypeScript } from "ts-morph";
 
 type TypeScriptApi = typeof TypeScript;
 
-/** The module ts-morph itself loads, so a process that uses both has one compiler. */
-export const COMPILER_BUNDLE = "@ts-morph/common/dist/typescript.js";
+/** The compiler: the `typescript` package nbjob depends on. */
+export const COMPILER_BUNDLE = "typescript/lib/typescript.js";
+
+// ts-morph's own copy of the compiler (@ts-morph/common bundles one, which it loads with
+// `require("./typescript")`): the compiler above is registered under its name as well, so
+// ts-morph works with the same compiler, one version in every report, loaded once.
+const TS_MORPH_BUNDLE = "@ts-morph/common/dist/typescript.js";
 
 /** Where code caches go: NBJOB_HOME's rule (store/config.ts), without loading the store here. */
 function cacheDir(): string {
@@ -50,6 +55,11 @@ export function loadTypeScript(purpose: string): { ts: TypeScriptApi; saveCache:
   (script.runInThisContext() as (...args: unknown[]) => void).call(moduleObject.exports, moduleObject.exports, createRequire(file), moduleObject, file, dirname(file));
   moduleObject.loaded = true;
   require.cache[file] = moduleObject;
+  try {
+    require.cache[require.resolve(TS_MORPH_BUNDLE)] = moduleObject;
+  } catch {
+    // ts-morph is not installed (a worker's transpiles need the compiler alone).
+  }
   let needsSaving = cachedData === undefined || script.cachedDataRejected === true;
   return {
     ts: moduleObject.exports as TypeScriptApi,
@@ -71,4 +81,23 @@ export function loadTypeScript(purpose: string): { ts: TypeScriptApi; saveCache:
       }
     },
   };
+}
+
+/**
+ * The version of the compiler loadTypeScript() loads ("6.0.3"), read from the head of its file
+ * without loading it; undefined for an unusual layout of the package.
+ */
+export function compilerVersion(): string | undefined {
+  try {
+    const head = Buffer.alloc(256 * 1024);
+    const fd = openSync(require.resolve(COMPILER_BUNDLE), "r");
+    try {
+      readSync(fd, head, 0, head.length, 0);
+    } finally {
+      closeSync(fd);
+    }
+    return /\bvar version = "([^"]+)"/.exec(head.toString("utf8"))?.[1];
+  } catch {
+    return undefined;
+  }
 }

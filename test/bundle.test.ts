@@ -170,6 +170,9 @@ async function train() {
     assert.match(bundle.source, /\nawait train\(\);\n$/);
     bundleError(() => buildBundle(["setup"], [collector("const setup = 1;\nconst data = await Promise.resolve([1]);")]),
       /snippet setup, data \(line 2, column 14\): top-level await in a snippet does not run on workers/);
+    // `await (x)` is an await too (a script parse read it as a call of a function named await).
+    bundleError(() => buildBundle(["ready"], [collector("const ready = await (Promise.resolve(1));")]),
+      /snippet ready \(line 1, column 15\): top-level await in a snippet does not run on workers/);
     bundleError(() => buildBundle(["jobtracker.save()"], [sc3]), /entry 1 "jobtracker\.save\(\)".*Property 'save' does not exist/);
   });
 

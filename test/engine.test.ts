@@ -1,6 +1,6 @@
 // The execution engine driven directly, as the kernel drives it: cells in, outputs recorded.
 import assert from "node:assert/strict";
-import { cpSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { inspect } from "node:util";
@@ -8,6 +8,7 @@ import { after, before, describe, test } from "node:test";
 import { Worker } from "node:worker_threads";
 import { Engine, sourceOfFunction, typescriptVersion } from "../kernel/engine";
 import type { CellOutcome, CellSink, MimeBundle } from "../kernel/engine/types";
+import { tsMorph, typescript } from "../runtime/bundle-ts";
 
 type Recorded =
   | { kind: "stream"; name: string; text: string }
@@ -142,6 +143,23 @@ describe("running", () => {
     assert.equal(await value("[typeof AfterAwait, Mode.On]"), "[ 'function', 0 ]");
   });
 
+  test("every form of top-level await runs as an await, also as the cell's only await", async () => {
+    await value("const awaitable = { f: async () => 4, p: Promise.resolve({ a: 5, b: [6] }) }");
+    // `await (x)` was read as a call of a function named `await` in a cell without another await.
+    assert.equal(await value("await (Promise.resolve(3))"), "3");
+    assert.equal(await value("await (awaitable as any).f()"), "4");
+    assert.equal(await value("1 ? await (awaitable as any).f() : 0"), "4");
+    assert.equal(await value("0 ? 1 : await (awaitable.f())"), "4");
+    assert.equal(await value("`got ${await (awaitable as any).f()}`"), "'got 4'");
+    assert.equal(await value("(await (awaitable.p as Promise<{ a: number }>)).a"), "5");
+    assert.equal(await value("const { a: awaitedA, b: [awaitedB] } = await (awaitable.p)\nawaitedA + awaitedB"), "11");
+    assert.equal(await value("awaitedA * awaitedB"), "30", "a destructured declaration persists");
+    assert.equal(await value("let awaitedSum = 0\nfor await (const n of [Promise.resolve(1), (2 as any)]) awaitedSum += n\nawaitedSum"), "3");
+    assert.equal(await value("[await (Promise.resolve('x')), ...(await (Promise.resolve([1])))]"), "[ 'x', 1 ]");
+    assert.equal(await value("const fromAwait: number = await (awaitable.f() as Promise<number>)\nfromAwait"), "4");
+    assert.equal(await value("fromAwait + 1"), "5");
+  });
+
   test("the last expression is the result, printed like util.inspect without colours", async () => {
     const text = await value("({ n: 1, s: 'x', deep: { a: { b: { c: 1 } } }, when: new Map([[1, 'a']]) })");
     assert.equal(text, inspect({ n: 1, s: "x", deep: { a: { b: { c: 1 } } }, when: new Map([[1, "a"]]) }, { colors: false }));
@@ -196,6 +214,55 @@ describe("running", () => {
     assert.match(frames[0] ?? "", /at explode \(cell \d+:4:9\)/);
     assert.match(frames[1] ?? "", /at cell \d+:3:1/);
     assert.ok(error.traceback.every((line) => !/node:internal|dist\/kernel|\u001b\[/.test(line)), error.traceback.join("\n"));
+  });
+
+  test("a traceback shows the cell's frames and the package it called, not nbjob's or Node's; NBJOB_DEBUG=1 shows them all", async () => {
+    const thrower = join(notebookDir, "node_modules", "thrower");
+    mkdirSync(thrower, { recursive: true });
+    writeFileSync(join(thrower, "package.json"), '{ "name": "thrower", "version": "1.0.0", "main": "index.js" }');
+    writeFileSync(join(thrower, "index.js"), "exports.explode = async function explode(what) {\n  await null;\n  throw new RangeError('thrown by ' + what);\n};\n");
+    await value('import * as thrower from "thrower"');
+    const cell = "async function callsThrower() {\n  await null\n  return await thrower.explode('a package')\n}\nawait callsThrower()";
+    // As the kernel's shell calls the engine: from an anonymous async function, whose frame
+    // reads `at async <file>:<line>:<column>` (shown before, as `at async .../dist/kernel/shell.js:79:17`).
+    const execute = async () => await engine.execute({ code: cell, allowStdin: false, sink: new RecordingSink() });
+    const outcome = await (async () => await execute())();
+    assert.equal(outcome.status, "error");
+    if (outcome.status !== "error") return;
+    const frames = outcome.traceback.filter((line) => line.trimStart().startsWith("at "));
+    assert.match(frames[0] ?? "", /at (?:Object\.)?explode \(.*node_modules\/thrower\/index\.js:3:9\)/);
+    assert.match(frames[1] ?? "", /at async callsThrower \(cell \d+:3:10\)/);
+    assert.equal(frames.length, 2, outcome.traceback.join("\n"));
+    // An error of nbjob's runtime, thrown where the cell called it: only the cell's frame.
+    const runtimeCell = "new SnippetCollector(5 as any)";
+    const runtime = await (async () => await engine.execute({ code: runtimeCell, allowStdin: false, sink: new RecordingSink() }))();
+    assert.ok(runtime.status === "error");
+    if (runtime.status !== "error") return;
+    assert.deepEqual(runtime.traceback.filter((line) => line.trimStart().startsWith("at ")).map((line) => line.replace(/\d+:/, "N:")), ["    at cell N:1:1"]);
+
+    // A package that nbjob called (pg under the store) is nbjob's business too.
+    const dist = join(__dirname, "..");
+    const storeError = new Error("connection refused");
+    storeError.stack = [
+      "Error: connection refused",
+      `    at Client._handleError (${notebookDir}/node_modules/pg/lib/client.js:10:5)`,
+      "    at process.processTicksAndRejections (node:internal/process/task_queues:95:5)",
+      `    at async ${dist}/store/db.js:155:32`,
+      `    at async DBWrapper.job (${dist}/runtime/db-wrapper.js:12:3)`,
+      `    at async ${dist}/kernel/shell.js:79:17`,
+    ].join("\n");
+    assert.deepEqual(engine.describeError(storeError).traceback, ["Error: connection refused"]);
+
+    process.env.NBJOB_DEBUG = "1";
+    try {
+      const debug = engine.describeError(storeError).traceback.join("\n");
+      for (const file of ["pg/lib/client.js", "node:internal", "dist/store/db.js", "dist/runtime/db-wrapper.js", "dist/kernel/shell.js:79:17"]) assert.ok(debug.includes(file), `${file} in\n${debug}`);
+      const runtimeDebug = await engine.execute({ code: runtimeCell, allowStdin: false, sink: new RecordingSink() });
+      const debugLines = runtimeDebug.status === "error" ? runtimeDebug.traceback.join("\n") : "";
+      for (const file of ["dist/runtime/snippets.js", "dist/kernel/engine/index.js", "node:vm"]) assert.ok(debugLines.includes(file), `${file} in\n${debugLines}`);
+    } finally {
+      delete process.env.NBJOB_DEBUG;
+    }
   });
 
   test("an error thrown after its cell ended (a timer) can be described with the cell's lines", async () => {
@@ -333,6 +400,13 @@ describe("notebook runtime", () => {
     const text = (page.item.data as MimeBundle)["text/plain"];
     assert.match(String(text), /const widgetCount: 3/);
     assert.match(String(text), /How many widgets there are\./);
+    // A name nothing is known by: said so, instead of a page describing it as `any`.
+    for (const unknown of ["noSuchThing", "Math.noSuchThing"]) {
+      const missing = await run(`${unknown}?`);
+      assert.deepEqual(missing.outcome, { status: "ok" });
+      assert.deepEqual(missing.sink.outputs, [{ kind: "stream", name: "stdout", text: `Object \`${unknown}\` not found: nothing is known by that name.\n` }]);
+    }
+    assert.equal(engine.inspect("noSuchThing", 3, 0).found, false);
     const call = await run("Math.max(1, 2)?");
     const [callPage] = call.sink.outputs;
     assert.ok(callPage?.kind === "payload" && /Math\.max\(/.test(String((callPage.item.data as MimeBundle)["text/plain"])), JSON.stringify(callPage));
@@ -385,8 +459,16 @@ describe("interrupt", () => {
   });
 });
 
-test("typescriptVersion() names the compiler that checks cells", () => {
-  assert.match(typescriptVersion(), /^6\.\d+\.\d+/);
+test("one compiler: the typescript package's, which typescriptVersion() names and ts-morph uses too", () => {
+  const installed = (require("typescript/package.json") as { version: string }).version;
+  assert.match(installed, /^6\.\d+\.\d+/);
+  assert.equal(typescriptVersion(), installed);
+  assert.equal(typescript().version, installed);
+  // ts-morph (bundle checks) gets the same compiler instead of loading its own bundled copy.
+  const morph = tsMorph();
+  assert.equal(morph.ts.version, installed);
+  assert.equal(morph.ts.createSourceFile, typescript().createSourceFile);
+  assert.equal(require.cache[require.resolve("@ts-morph/common/dist/typescript.js")]?.filename, require.resolve("typescript/lib/typescript.js"));
 });
 
 describe("completion, inspection, is_complete", () => {
@@ -399,6 +481,14 @@ describe("completion, inspection, is_complete", () => {
     assert.deepEqual(member.matches, ["toUpperCase"]);
     assert.equal(member.cursor_start, 12);
     assert.ok(engine.complete("disp", 4).matches.includes("display"));
+    // After a function's dot: its own members, not what every function has (apply, bind, call...).
+    const displayMembers = engine.complete("display.", 8).matches;
+    assert.ok(["html", "markdown", "json", "png", "vegaLite"].every((name) => displayMembers.includes(name)), displayMembers.join());
+    for (const inherited of ["apply", "bind", "call", "length", "name", "toString"]) assert.ok(!displayMembers.includes(inherited), displayMembers.join());
+    assert.deepEqual(engine.complete("display.ap", 10).matches, ["apply"], "a typed prefix still finds them");
+    await value("class Spot { static origin = 0; static make() { return new Spot() } }");
+    assert.deepEqual(engine.complete("Spot.", 5).matches.slice(0, 2).sort(), ["make", "origin"]);
+    assert.ok(engine.complete("(() => 1).", 10).matches.includes("call"), "a function without members of its own still gets them");
   });
 
   test("inspection shows the type and docs of the name at the cursor", () => {

@@ -27,12 +27,16 @@ result["shell"] = kc.kernel_info(reply=True, timeout=10)["content"]
 kc.control_channel.send(kc.session.msg("kernel_info_request"))
 result["control"] = kc.get_control_msg(timeout=10)
 `);
-    const shell = r.shell as { status: string; protocol_version: string; implementation: string; language_info: { name: string; file_extension: string } };
+    const shell = r.shell as { status: string; protocol_version: string; implementation: string; banner: string; language_info: { name: string; version: string; file_extension: string } };
     assert.equal(shell.status, "ok");
     assert.equal(shell.protocol_version, "5.3");
     assert.equal(shell.implementation, "nbjob");
     assert.equal(shell.language_info.name, "typescript");
     assert.equal(shell.language_info.file_extension, ".ts");
+    // The compiler that checks cells is the typescript package nbjob depends on, and says so.
+    const typescriptVersion = (require("typescript/package.json") as { version: string }).version;
+    assert.equal(shell.language_info.version, typescriptVersion);
+    assert.match(shell.banner, new RegExp(`TypeScript ${typescriptVersion.replace(/\./g, "\\.")} on Node`));
     const control = r.control as { msg_type: string; content: { status: string } };
     assert.equal(control.msg_type, "kernel_info_reply");
     assert.equal(control.content.status, "ok");
@@ -265,6 +269,41 @@ result.update(first=first, silent=silent, second=second, failed=failed)
     assert.equal(failed.reply.ename, "RangeError");
     assert.equal(failed.reply.evalue, "too far");
     assert.deepEqual(failed.outputs.map((o) => o.type), ["error"]);
+  });
+
+  test("a traceback shows the notebook's code, not nbjob's frames nor Node's; NBJOB_DEBUG=1 shows them", async () => {
+    const cells = `
+failing = {
+    "afterAwait": "async function failLater() {\\n  await null\\n  throw new RangeError('late')\\n}\\nawait failLater()",
+    "inRuntime": "new SnippetCollector(5 as any)",
+    "inCell": "const nothing: any = undefined\\nnothing.field",
+}
+for name, code in failing.items():
+    result[name] = run(code)["reply"]["traceback"]
+`;
+    const plain = await withJupyterClient(env, cells) as Record<string, string[]>;
+    const debug = await withJupyterClient({ ...env, env: { ...env.env, NBJOB_DEBUG: "1" } }, cells) as Record<string, string[]>;
+    for (const [name, traceback] of Object.entries(plain)) {
+      const frames = traceback.filter((line) => line.trimStart().startsWith("at "));
+      assert.ok(frames.length > 0 && frames.every((line) => /\(cell \d+:\d+:\d+\)$|at cell \d+:\d+:\d+$/.test(line)), `${name}:\n${traceback.join("\n")}`);
+    }
+    assert.match(plain.afterAwait!.join("\n"), /at failLater \(cell \d+:3:9\)/);
+    const debugText = Object.values(debug).flat().join("\n");
+    for (const file of ["/dist/kernel/", "/dist/runtime/snippets.js", "node:"]) assert.ok(debugText.includes(file), `${file} in\n${debugText}`);
+  });
+
+  test("in a kernel started in nbjob's own checkout (examples/), \"nbjob\" is the kernel's runtime, for the type check and at run time", async () => {
+    const examples = join(__dirname, "..", "..", "examples");
+    const r = await withJupyterClient({ ...env, dir: examples }, `
+result["imported"] = run('import { SnippetCollector as Collector, display as shown } from "nbjob"\\nimport * as everything from "nbjob"\\n[Collector === SnippetCollector, shown === display, typeof everything.DBWrapper]')
+result["required"] = run('require("nbjob").SnippetCollector === SnippetCollector')
+result["typed"] = run('import type { Snippet } from "nbjob"\\nconst wrong: Snippet = 1')
+result["missing"] = run('import { noSuchExport } from "nbjob"')
+`) as Record<string, Ran>;
+    assert.equal(resultText(r.imported!), "[ true, true, 'function' ]", JSON.stringify(r.imported));
+    assert.equal(resultText(r.required!), "true", JSON.stringify(r.required));
+    assert.match(String(r.typed!.reply.evalue), /^2:7 Type 'number' is not assignable to type 'Snippet'/);
+    assert.match(String(r.missing!.reply.evalue), /has no exported member named 'noSuchExport'|has no exported member 'noSuchExport'/);
   });
 
   test("after a failing cell, cells already queued behind it (Run All) get an error reply naming it; later cells run", async () => {

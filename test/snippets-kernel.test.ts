@@ -76,6 +76,11 @@ result["snipNoName"] = run("%%snip\\nconst z = 1;")
 result["typeError"] = run("%%snip sc\\nconst broken: number = origin;")
 result["syntaxError"] = run("@sc\\nfunction oops( {")
 result["badParam"] = run("params.lr = () => 0.1;")
+# A decorator function declared in the same cell as the class it decorates next to @sc.
+result["sameCellDecorator"] = run("function logged(c: any, _context: ClassDecoratorContext) {\\n  c.logged = true;\\n  return c;\\n}\\n@sc @logged class Dec {}\\n(Dec as any).logged")
+result["sameCellArrow"] = run("const stamped = (c: any, _context: ClassDecoratorContext) => { c.stamped = 1; return c; };\\n@sc @stamped\\nclass Stamped {}\\n(Stamped as any).stamped")
+result["decoratedEntries"] = run("sc.snippets.filter((s) => s.names.includes('Dec') || s.names.includes('Stamped')).map((s) => s.source)")
+run("sc.remove('Dec'); sc.remove('Stamped')")
 result["unchanged"] = run("[sc.snippets.length, sc2.snippets.length, Object.keys(params).join()]")
 result["source"] = run("sc.source")
 `, 240_000) as Record<string, Ran>;
@@ -93,6 +98,9 @@ result["source"] = run("sc.source")
     assert.match(errorOf(r.onExpression).evalue, /@sc at line 1, column 1: .*not a declaration/);
     assert.match(errorOf(r.sameCell).evalue, /@five at line 2, column 1: "five" is declared in this same cell/);
     assert.match(errorOf(r.notCollector).evalue, /"five" is a number, not a SnippetCollector/);
+    assert.equal(resultText(r.sameCellDecorator), "true", JSON.stringify(r.sameCellDecorator));
+    assert.equal(resultText(r.sameCellArrow), "1", JSON.stringify(r.sameCellArrow));
+    assert.equal(resultText(r.decoratedEntries), "[ '@logged class Dec {}', '@stamped\\nclass Stamped {}' ]");
     assert.match(errorOf(r.snipUnknown).evalue, /%%snip on line 1: "nosuch" is not defined/);
     assert.match(errorOf(r.snipNoName).evalue, /%%snip needs the name of a SnippetCollector/);
     // Type errors come from the engine, syntax errors in marked code from the magics; both at the cell's own line:col.

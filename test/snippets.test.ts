@@ -154,6 +154,16 @@ describe("@sc", () => {
     assert.equal(await run(code), code);
   });
 
+  test("a class decorator declared as a function in the same cell is left for TypeScript, next to @sc", async () => {
+    const { sc, run } = setUp();
+    for (const declaration of ["function logged(c: any) { return c }", "const logged = ((c: any) => c) as any;"]) {
+      const code = `${declaration}\n@sc @logged class Dec {}`;
+      const prepared = await run(code);
+      assert.equal(prepared, code.replace("@sc", "   "));
+      assert.deepEqual(sc.snippets.map((s) => s.source), ["@logged class Dec {}"]);
+    }
+  });
+
   test("misuse is refused at the cell with line and column, and the collector is unchanged", async () => {
     const { engine, sc, ctx, run } = setUp();
     await run("@sc const kept = 1;");

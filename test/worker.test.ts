@@ -141,6 +141,8 @@ describe("nbjob worker", () => {
     assert.equal(info.implementation, "nbjob-worker");
     assert.equal(info.language_info.name, "typescript");
     assert.equal(info.language_info.file_extension, ".ts");
+    // The compiler that transpiles jobs: the typescript package nbjob depends on.
+    assert.equal(info.language_info.version, (require("typescript/package.json") as { version: string }).version);
     const nbjob = info.nbjob as { worker_id: string; pid: number; comm_target: string };
     assert.equal(nbjob.worker_id, "test-worker");
     assert.equal(nbjob.pid, worker.pid);

@@ -21,6 +21,7 @@ import { WORKER_COMM_TARGET } from "../runtime/shared/protocol";
 import { AnalysisRunner } from "./analysis-runner";
 import { readAnalyzeRequest } from "../runtime/shared/analysis-protocol";
 import type { JobBundle, JobId, WorkerEvent, WorkerIdentity, WorkerKernelInfo } from "../runtime/shared/protocol";
+import { compilerVersion } from "../runtime/typescript-loader";
 
 export interface WorkerKernelOptions {
   /** Where to bind; ports given as 0 are chosen by the system. */
@@ -201,7 +202,7 @@ export class WorkerKernel {
       protocol_version: PROTOCOL_VERSION,
       implementation: "nbjob-worker",
       implementation_version: VERSION,
-      language_info: { name: "typescript", version: "6", mimetype: "text/typescript", file_extension: ".ts", codemirror_mode: "typescript", pygments_lexer: "typescript" },
+      language_info: { name: "typescript", version: compilerVersion() ?? "6", mimetype: "text/typescript", file_extension: ".ts", codemirror_mode: "typescript", pygments_lexer: "typescript" },
       banner: `nbjob worker ${this.identity.worker_id} (runs TypeScript jobs; type-checking happens in the notebook)`,
       help_links: [],
       nbjob,

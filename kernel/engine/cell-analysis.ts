@@ -2,6 +2,7 @@
 // awaits at the top level, and whether it ends with an expression whose value to show.
 import type { DeclarationRecord } from "./types";
 import { ts } from "./typescript";
+import { parseSource } from "../../runtime/bundle-analysis";
 
 export type DeclarationKind = DeclarationRecord["kind"];
 
@@ -40,8 +41,9 @@ export interface CellAnalysis {
   lastExpression?: ts.ExpressionStatement;
 }
 
+/** The cell parsed as the module the checker sees (so `await (x)` at the top level is an await). */
 export function parseCell(code: string, fileName = "cell.ts"): ts.SourceFile {
-  return ts.createSourceFile(fileName, code, ts.ScriptTarget.ES2022, true, ts.ScriptKind.TS);
+  return parseSource(code, fileName);
 }
 
 function hasModifier(node: ts.Node, kind: ts.SyntaxKind): boolean {

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import type { CellAnalysis } from "./cell-analysis";
 import { NODE_TYPES_FILE, nodeTypesText } from "./node-types";
 import { INTERNAL_PREFIX, Prelude } from "./prelude";
+import { PACKAGE_NAME, RUNTIME_ENTRY } from "./runtime-globals";
 import { combinedLibFile, LIB_FOLDER, libClosure, libFileText, ts } from "./typescript";
 
 export interface CellDiagnostic {
@@ -154,19 +155,55 @@ export class CellChecker {
     this.syncPrelude();
   }
 
+  /**
+   * Completions at `position`. After the dot of a function or class (`display.`), its own
+   * members come first and what every function has from Function.prototype (apply, bind, call,
+   * length...) is left out, unless a typed prefix asks for it or the function has no members.
+   */
   completions(code: string, position: number): string[] {
     this.setCell(`${code}\nexport {};\n`);
-    const completions = this.languageService().getCompletionsAtPosition(this.cellFile, position, {});
-    return (completions?.entries ?? []).map((entry) => entry.name).filter((name) => !name.startsWith(INTERNAL_PREFIX));
+    const service = this.languageService();
+    const completions = service.getCompletionsAtPosition(this.cellFile, position, {});
+    const names = (completions?.entries ?? []).map((entry) => entry.name).filter((name) => !name.startsWith(INTERNAL_PREFIX));
+    if (!completions?.isMemberCompletion) return names;
+    const prefix = /[\w$]*$/.exec(code.slice(0, position))?.[0] ?? "";
+    const inherited = this.functionPrototypeMembers(service, position - prefix.length);
+    if (inherited.size === 0) return names;
+    const own = names.filter((name) => !inherited.has(name));
+    // A plain function has nothing of its own: then Function.prototype's members are what there is.
+    return prefix === "" && own.length > 0 ? own : [...own, ...names.filter((name) => inherited.has(name))];
   }
 
-  /** The type checker's description of the name at `position`, or undefined. */
+  /** The members a callable receiver ends with before `afterDot` has only from Function.prototype. */
+  private functionPrototypeMembers(service: ts.LanguageService, afterDot: number): Set<string> {
+    const program = service.getProgram();
+    const sourceFile = program?.getSourceFile(this.cellFile);
+    if (!program || !sourceFile) return new Set();
+    let access: ts.PropertyAccessExpression | undefined;
+    const visit = (node: ts.Node): void => {
+      if (node.pos > afterDot || node.end < afterDot) return;
+      if (ts.isPropertyAccessExpression(node) && node.name.pos === afterDot) access = node;
+      ts.forEachChild(node, visit);
+    };
+    visit(sourceFile);
+    if (!access) return new Set();
+    const checker = program.getTypeChecker();
+    const type = checker.getTypeAtLocation(access.expression);
+    if (type.getCallSignatures().length === 0 && type.getConstructSignatures().length === 0) return new Set();
+    const own = new Set(checker.getPropertiesOfType(type).map((symbol) => symbol.name));
+    return new Set(checker.getAugmentedPropertiesOfType(type).map((symbol) => symbol.name).filter((name) => !own.has(name)));
+  }
+
+  /**
+   * The type checker's description of the name at `position`, or undefined, also when nothing
+   * is known by that name (the checker then describes it as `any`).
+   */
   quickInfo(code: string, position: number): { signature: string; documentation: string } | undefined {
     this.setCell(`${code}\nexport {};\n`);
     const service = this.languageService();
     const info = service.getQuickInfoAtPosition(this.cellFile, position)
       ?? (position > 0 ? service.getQuickInfoAtPosition(this.cellFile, position - 1) : undefined);
-    if (!info) return undefined;
+    if (!info || info.kind === ts.ScriptElementKind.unknown) return undefined;
     // A name that earlier cells imported is an alias in the prelude; its "import x = ..." line is ours.
     const signature = ts.displayPartsToString(info.displayParts).replace(/\nimport [\w$]+ = [\w$.]+$/, "").replace(/^\(alias\) /, "");
     const tags = (info.tags ?? []).map((tag) => `@${tag.name}${tag.text ? ` ${ts.displayPartsToString(tag.text)}` : ""}`);
@@ -357,7 +394,9 @@ export class CellChecker {
     const resolveModuleNameLiterals: ts.CompilerHost["resolveModuleNameLiterals"] = (literals, containingFile, redirectedReference, options, containingSourceFile) => {
       const cache = this.moduleResolutionCache();
       const fromPackage = containingFile.startsWith(PACKAGE_DIST);
-      return literals.map((literal) => (fromPackage && !followedFromPackage(literal.text)
+      return literals.map((literal) => (literal.text === PACKAGE_NAME
+        ? { resolvedModule: { resolvedFileName: `${RUNTIME_ENTRY}.d.ts`, extension: ts.Extension.Dts, isExternalLibraryImport: true } }
+        : fromPackage && !followedFromPackage(literal.text)
         ? { resolvedModule: undefined }
         : ts.resolveModuleName(
           literal.text, containingFile, options, files, cache, redirectedReference,

@@ -340,7 +340,7 @@ export class Engine implements ExecutionEngine {
   private openPager(page: PagerRequest, sink: CellSink): void {
     const info = this.checker.quickInfo(page.codeForInfo, page.position);
     if (!info) {
-      sink.stream("stdout", `Object \`${page.expression}\` not found.\n`);
+      sink.stream("stdout", `Object \`${page.expression}\` not found: nothing is known by that name.\n`);
       return;
     }
     sink.payload({ source: "page", data: describe(info), start: 0 });

@@ -7,6 +7,7 @@ import { pathToFileURL } from "node:url";
 import { types } from "node:util";
 import type { ImportBinding } from "./cell-analysis";
 import type { CellFrame } from "./errors";
+import { PACKAGE_NAME, RUNTIME_ENTRY } from "./runtime-globals";
 import { SourceMapLookup } from "./source-map";
 import { ts } from "./typescript";
 
@@ -48,16 +49,21 @@ export class ModuleLoader {
 
   constructor(private readonly cwd: string) {
     registerTypeScriptExtension();
-    this.requireFromCwd = createRequire(join(cwd, "__nbjob_notebook__.js"));
+    const fromCwd = createRequire(join(cwd, "__nbjob_notebook__.js"));
+    // "nbjob" is the kernel's own runtime (see RUNTIME_ENTRY), for require("nbjob") as for imports.
+    const own = (id: string) => (id === PACKAGE_NAME ? RUNTIME_ENTRY : id);
+    const resolveOwn = Object.assign((id: string, options?: { paths?: string[] }) => fromCwd.resolve(own(id), options), { paths: fromCwd.resolve.paths });
+    this.requireFromCwd = Object.assign((id: string): unknown => fromCwd(own(id)), fromCwd, { resolve: resolveOwn }) as NodeJS.Require;
   }
 
-  /** The require() cells see: resolves from the notebook's folder. */
+  /** The require() cells see: resolves from the notebook's folder ("nbjob" to the kernel's runtime). */
   get require(): NodeJS.Require {
     return this.requireFromCwd;
   }
 
   /** The module object: CommonJS exports, or an ES module namespace. */
   async load(specifier: string): Promise<unknown> {
+    if (specifier === PACKAGE_NAME) return this.requireFromCwd(RUNTIME_ENTRY);
     this.forgetEditedLocalFile(specifier);
     try {
       return this.requireFromCwd(specifier);

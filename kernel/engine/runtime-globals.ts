@@ -15,11 +15,22 @@ export interface RuntimeGlobal {
 
 const RUNTIME_DIR = join(__dirname, "..", "..", "runtime");
 
+/**
+ * The runtime entry (no extension: index.js to run, index.d.ts to type-check). A cell's
+ * `import ... from "nbjob"` means this module, the one the globals come from, wherever the
+ * kernel runs: in nbjob's own checkout (examples/), where no node_modules holds an "nbjob", and
+ * in a project with another copy installed, whose classes would not be the globals' classes.
+ */
+export const RUNTIME_ENTRY = join(RUNTIME_DIR, "index");
+
+/** The package name that imports and require() in cells resolve to RUNTIME_ENTRY. */
+export const PACKAGE_NAME = "nbjob";
+
 let entryExports: Record<string, unknown> | undefined;
 
 function loadEntry(): Record<string, unknown> {
   if (entryExports) return entryExports;
-  const entry = join(RUNTIME_DIR, "index");
+  const entry = RUNTIME_ENTRY;
   try {
     entryExports = require(entry) as Record<string, unknown>;
   } catch (error) {
@@ -43,6 +54,6 @@ function loadEntry(): Record<string, unknown> {
  * never touches them.
  */
 export function runtimeGlobals(): RuntimeGlobal[] {
-  const entry = join(RUNTIME_DIR, "index");
+  const entry = RUNTIME_ENTRY;
   return RUNTIME_GLOBAL_NAMES.map((name) => ({ name, load: () => loadEntry()[name], typesFrom: entry }));
 }

@@ -1,13 +1,15 @@
-// The TypeScript 6 compiler API, taken from ts-morph's bundle (the `typescript` package on
-// npm is the native 7.x port without this API), loaded on first use: it is ~10 MB of
-// JavaScript, and a kernel should answer its first requests before paying for it.
-// Only the compiler is loaded, not the rest of @ts-morph/common, which embeds every lib .d.ts
-// file as a string (3 MB of source, ~13 MB of a kernel's memory): the lib files are read from
-// the `typescript@6` package instead, and only those a cell's program uses.
-import { closeSync, openSync, readFileSync, readSync } from "node:fs";
+// The TypeScript 6 compiler API, from the `typescript@6` package (7.x is the native port
+// without this API), loaded on first use: it is ~10 MB of JavaScript, and a kernel should
+// answer its first requests before paying for it. ts-morph, when a bundle is checked, uses
+// this same compiler (see runtime/typescript-loader.ts). Only the compiler is loaded, not
+// @ts-morph/common, which embeds every lib .d.ts file as a string (3 MB of source, ~13 MB of a
+// kernel's memory): the lib files are read from the package's lib folder, only those a cell's
+// program uses.
+import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { ts as TsNamespace } from "@ts-morph/common";
-import { COMPILER_BUNDLE, typescript } from "../../runtime/bundle-ts";
+import { typescript } from "../../runtime/bundle-ts";
+import { compilerVersion } from "../../runtime/typescript-loader";
 
 type TsApi = typeof TsNamespace;
 
@@ -40,6 +42,7 @@ export declare namespace ts {
   type NodeFactory = TsNamespace.NodeFactory;
   type Path = TsNamespace.Path;
   type Program = TsNamespace.Program;
+  type PropertyAccessExpression = TsNamespace.PropertyAccessExpression;
   type SourceFile = TsNamespace.SourceFile;
   type Statement = TsNamespace.Statement;
   type SyntaxKind = TsNamespace.SyntaxKind;
@@ -110,24 +113,7 @@ export function libClosure(libs: readonly string[]): string[] | undefined {
 
 const LIB_REFERENCE = /^\/\/\/\s*<reference\s+lib="([^"]+)"\s*\/>/gm;
 
-/**
- * The compiler's version ("6.0.2") without loading the compiler: read from the head of its
- * bundle (for kernel_info, which a kernel answers before it has run any cell).
- */
+/** The compiler's version ("6.0.3"), without loading it (kernel_info is answered before any cell ran). */
 export function typescriptVersion(): string {
-  try {
-    const bundle = require.resolve(COMPILER_BUNDLE);
-    const head = Buffer.alloc(256 * 1024);
-    const fd = openSync(bundle, "r");
-    try {
-      readSync(fd, head, 0, head.length, 0);
-    } finally {
-      closeSync(fd);
-    }
-    const found = /\bvar version = "([^"]+)"/.exec(head.toString("utf8"));
-    if (found?.[1]) return found[1];
-  } catch {
-    // Unusual layout of the package: fall back to loading the compiler.
-  }
-  return typescript().version;
+  return compilerVersion() ?? typescript().version;
 }
