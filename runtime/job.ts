@@ -103,7 +103,8 @@ export async function loadProgram(store: Store, bundleHash: string): Promise<Job
   const program: JobProgram = { source: stored.source, params: stored.params as ParamValues, entries: stored.entries };
   try {
     const snippets: BundleSnippet[] = stored.snippets.map((s) => ({ hash: s.hash, names: s.names, kind: s.kind as BundleSnippet["kind"], source: s.source }));
-    const rebuilt = assembleBundle(snippets, stored.entries, program.params, { typeCheck: false });
+    const files = stored.files.map((f) => ({ path: f.path, hash: f.hash, text: f.content }));
+    const rebuilt = assembleBundle(snippets, stored.entries, program.params, { typeCheck: false, files });
     if (rebuilt.hash === stored.hash) program.parts = rebuilt.parts;
   } catch {
     // An old layout: tracebacks stay as the worker wrote them.

@@ -8,8 +8,8 @@ export { nbjobHome, databaseUrlFromEnv, redactUrl, checkDatabaseUrl } from "./co
 export { ensureSchema, schemaStatus, knownMigrations, MIGRATIONS_DIR } from "./migrate";
 export type { Migration, SchemaStatus } from "./migrate";
 export { sha256, canonicalJson } from "./hash";
-export { snippetHash, putSnippets, putBundle, getSnippet, getBundle, putEnvironment, getEnvironment } from "./code";
-export type { SnippetInput, BundleInput, BundleWithSnippets, EnvironmentInput } from "./code";
+export { snippetHash, putSnippets, putBundle, getSnippet, getBundle, getFiles, putEnvironment, getEnvironment } from "./code";
+export type { SnippetInput, BundleInput, BundleFileRow, BundleWithSnippets, EnvironmentInput } from "./code";
 export {
   createJob, createJobGroup, transitionJob, getJob, requireJob, listJobs, listJobsByIds, listGroupJobs, isJobStatus,
   LEGAL_TRANSITIONS, IllegalTransitionError, UnknownJobError,
