@@ -132,6 +132,10 @@ export async function cmdShow(argv: string[]): Promise<number> {
       out.push("", "parameters");
       out.push(names.length ? names.map((name) => `  ${name} = ${JSON.stringify(bundle.params[name])}`).join("\n") : "  (none)");
       out.push("", "entries", ...bundle.entries.map((entry) => `  ${entry}`));
+      if (bundle.files.length > 0) {
+        out.push("", "local modules");
+        for (const file of bundle.files) out.push(`  ${file.path}  ${file.hash.slice(0, 12)}  ${file.content.split("\n").length} lines`);
+      }
     }
     if (job.status === "done") {
       out.push("", "result", indent(job.result_text ?? formatJson(job.result)));

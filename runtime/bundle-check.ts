@@ -78,6 +78,11 @@ export function workerGlobals(params: ParamValues): string {
 export function typeCheckProgram(program: string, params: ParamValues, baseDir: string = process.cwd()): CheckDiagnostic[] {
   const ts = typescript();
   const p = sharedProject();
+  // The notebook's own modules may have been edited since the last check (the project keeps what
+  // it read): read them again when changed, so the check sees what the bundle captures now.
+  for (const file of p.getSourceFiles()) {
+    if (!file.getFilePath().includes("/node_modules/")) file.refreshFromFileSystemSync();
+  }
   const globals = p.createSourceFile(path.join(baseDir, "__nbjob_worker_globals__.d.ts"), workerGlobals(params), { overwrite: true });
   // `export {}` makes the file a module (top-level await) without changing the bundle's text.
   const bundle = p.createSourceFile(path.join(baseDir, "__nbjob_bundle__.ts"), `${program}\nexport {};\n`, { overwrite: true });

@@ -1,5 +1,5 @@
 // Reading the versioned record of code back: which declarations each bundle holds, what changed
-// between consecutive jobs (`nbjob log`), every version of one declaration (`nbjob history`), and
+// between consecutive jobs (`nbjob log`, local modules included by path), every version of one declaration (`nbjob history`), and
 // the unified diff of two jobs' code and parameters (`nbjob diff`, `job.diff`).
 import { createTwoFilesPatch } from "diff";
 import type { Db } from "./db";
@@ -75,6 +75,12 @@ export async function jobLog(db: Db, options: { name?: string; limit?: number; b
     [limit + 1, options.beforeId ?? null],
   );
   const declarations = await bundleDeclarations(db, jobs.map((job) => job.bundle_hash));
+  // Local modules count as changes too, named by their path (`./lib/other.ts`).
+  const { rows: files } = await db.query<{ bundle_hash: string; path: string; file_hash: string }>(
+    "SELECT bundle_hash, path, file_hash FROM nbjob.bundle_files WHERE bundle_hash = ANY($1::text[])",
+    [[...declarations.keys()]],
+  );
+  for (const file of files) declarations.get(file.bundle_hash)!.set(file.path.startsWith("../") ? file.path : `./${file.path}`, file.file_hash);
   const entries: JobLogEntry[] = [];
   for (let i = 0; i < Math.min(limit, jobs.length); i++) {
     const previous = jobs[i + 1];
@@ -139,6 +145,10 @@ export async function jobCodeText(db: Db, job: DbJob): Promise<string> {
   lines.push("", "// entries", ...bundle.entries, "");
   for (const snippet of bundle.snippets) {
     lines.push(`// ${snippet.kind} ${snippet.names.join(", ")}`.trimEnd(), snippet.source.replace(/\n+$/, ""), "");
+  }
+  // Local modules the snippets import, by path: a change in one shows in the diff like a snippet's.
+  for (const file of bundle.files) {
+    lines.push(`// file ${file.path}`, file.content.replace(/\n+$/, ""), "");
   }
   return `${lines.join("\n")}`;
 }

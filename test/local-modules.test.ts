@@ -1,0 +1,135 @@
+// Local modules travel with a job (issue 14, points 1 and 3): a notebook in a project folder of
+// its own imports ./localmod (which imports ./lib/other.ts and ./config.json); the job runs on a
+// real worker of a local cluster whose current directory is elsewhere (the repository), from the
+// files stored with the bundle. Editing a module makes a new bundle, `nbjob diff` shows the edit,
+// `nbjob export` writes the files; a package without type declarations passes createJob as it
+// passes the cell check.
+import assert from "node:assert/strict";
+import { cpSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { requireJob } from "../store";
+import { cellText, JobsEnv, notebookFrom, ROOT } from "./jobs-env";
+
+const env = new JobsEnv("localmods");
+const project = join(env.work, "project");
+
+before(async () => {
+  mkdirSync(join(project, "lib"), { recursive: true });
+  writeFileSync(join(project, "localmod.ts"), [
+    'import { double } from "./lib/other";',
+    'import config from "./config.json";',
+    "export function helper(x: number): number {",
+    "  return double(x) + config.offset;",
+    "}",
+    "",
+  ].join("\n"));
+  writeFileSync(join(project, "lib", "other.ts"), "export function double(x: number): number {\n  return 2 * x;\n}\n");
+  writeFileSync(join(project, "config.json"), '{ "offset": 1 }\n');
+  // A package without type declarations (like lodash-es), in a node_modules above the project.
+  cpSync(join(ROOT, "test", "fixtures", "local-modules", "untyped-chunk"), join(env.work, "node_modules", "untyped-chunk"), { recursive: true });
+  await env.start();
+});
+after(() => env.cleanup());
+
+/** The notebook lives in the project folder: its kernel's current directory is that folder. */
+async function runInProject(cells: string) {
+  const name = `nb-${Math.random().toString(36).slice(2, 8)}.ipynb`;
+  writeFileSync(join(project, name), JSON.stringify(notebookFrom(cells)));
+  return env.runNotebook(join(project, name));
+}
+
+describe("local modules travel with the bundle", () => {
+  test("a snippet importing ./localmod runs on a worker started elsewhere; an edit makes a new bundle that diff shows; export writes the files", async () => {
+    const run = await runInProject(`
+### code setup
+const sc = new SnippetCollector();
+const db = new DBWrapper();
+const rc = await Client.connect();
+### code imp
+%%snip sc
+import { helper } from "./localmod";
+### code compute
+%%snip sc
+function compute(n: number): number {
+  return helper(n);
+}
+### code local
+compute(5)
+### code first
+const first = await db.createJob(rc.view(0), ["compute(5)"], sc);
+console.log("first", await first.result);
+### code source
+first.source.split("\\n")[2]
+### code edit
+require("node:fs").writeFileSync("lib/other.ts", "export function double(x: number): number {\\n  return 3 * x;\\n}\\n");
+### code second
+const second = await db.createJob(rc.loadBalanced(), ["compute(5)"], sc);
+console.log("second", await second.result);
+### code diff
+console.log(await first.diff(second));
+`);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(cellText(run.cells.get("local")), /^11$/m);
+    // On main the worker failed here: Cannot find module './localmod'.
+    assert.match(cellText(run.cells.get("first")), /^first 11$/m, cellText(run.cells.get("first")));
+    assert.match(cellText(run.cells.get("source")), /files: \{\\?"config\.json\\?":\\?"[0-9a-f]{64}\\?",\\?"lib\/other\.ts\\?":\\?"[0-9a-f]{64}\\?",\\?"localmod\.ts\\?":\\?"[0-9a-f]{64}\\?"\}/);
+    assert.match(cellText(run.cells.get("second")), /^second 16$/m, cellText(run.cells.get("second")));
+    assert.match(cellText(run.cells.get("diff")), /-  return 2 \* x;\n\+  return 3 \* x;/);
+
+    const [first, second] = [await requireJob(env.store, 1), await requireJob(env.store, 2)];
+    assert.equal(first.status, "done");
+    assert.notEqual(first.bundle_hash, second.bundle_hash);
+    // Each file once by content: localmod.ts and config.json shared, lib/other.ts in two versions.
+    const { rows } = await env.store.query<{ n: string }>("SELECT count(*) AS n FROM nbjob.files");
+    assert.equal(Number(rows[0].n), 4);
+
+    const diff = await env.nbjob("diff", "1", "2");
+    assert.equal(diff.code, 0, diff.stderr);
+    assert.match(diff.stdout, /\/\/ file lib\/other\.ts/);
+    assert.match(diff.stdout, /-  return 2 \* x;\n\+  return 3 \* x;/);
+    const show = await env.nbjob("show", "1");
+    assert.match(show.stdout, /local modules\n {2}config\.json {2}[0-9a-f]{12} {2}2 lines\n {2}lib\/other\.ts {2}[0-9a-f]{12} {2}4 lines\n {2}localmod\.ts/);
+    const log = await env.nbjob("log");
+    assert.match(log.stdout, /changed +\.\/lib\/other\.ts/);
+
+    // The worker laid the files out once per set of files, under its NBJOB_HOME.
+    assert.equal(readdirSync(join(env.work, "home", "cache", "modules")).filter((name) => !name.endsWith(".tmp")).length, 2);
+
+    const dir = join(env.work, "exported");
+    const exported = await env.nbjob("export", "1", dir);
+    assert.equal(exported.code, 0, exported.stderr);
+    assert.match(exported.stdout, /job\.ts, nbjob-runtime\.ts, package\.json, README\.md, config\.json, lib\/other\.ts, localmod\.ts/);
+    assert.doesNotMatch(exported.stdout, /imports local files/);
+    // The first job's version, not the one on disk now.
+    assert.match(readFileSync(join(dir, "lib", "other.ts"), "utf8"), /return 2 \* x;/);
+    assert.equal(readFileSync(join(dir, "localmod.ts"), "utf8"), readFileSync(join(project, "localmod.ts"), "utf8"));
+    assert.equal(readFileSync(join(dir, "config.json"), "utf8"), '{ "offset": 1 }\n');
+  });
+
+  test("a package without type declarations runs in a cell and passes createJob (the bundle check uses the cell check's options)", async () => {
+    const run = await runInProject(`
+### code setup
+const sc = new SnippetCollector();
+const db = new DBWrapper();
+const rc = await Client.connect();
+### code imp
+%%snip sc
+import { chunk } from "untyped-chunk";
+### code use
+%%snip sc
+function pairs(): number {
+  return chunk([1, 2, 3, 4, 5], 2).length;
+}
+### code local
+pairs()
+### code job
+const job = await db.createJob(rc.view(1), ["pairs()"], sc);
+console.log("created", job.id);
+`);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(cellText(run.cells.get("local")), /^3$/m);
+    // On main: BundleError ... Could not find a declaration file for module 'untyped-chunk'.
+    assert.match(cellText(run.cells.get("job")), /^created \d+$/m, cellText(run.cells.get("job")));
+  });
+});
