@@ -40,7 +40,7 @@ async function runInProject(cells: string) {
 }
 
 describe("local modules travel with the bundle", () => {
-  test("a snippet importing ./localmod runs on a worker started elsewhere; an edit makes a new bundle that diff shows; export writes the files", async () => {
+  test("a snippet importing ./localmod runs on a worker started elsewhere; an edit makes a new bundle that diff shows; an analyzer imports them too; export writes the files", async () => {
     const run = await runInProject(`
 ### code setup
 const sc = new SnippetCollector();
@@ -68,6 +68,30 @@ const second = await db.createJob(rc.loadBalanced(), ["compute(5)"], sc);
 console.log("second", await second.result);
 ### code diff
 console.log(await first.diff(second));
+### code ckpt
+const scA = new SnippetCollector();
+### code ckptimp
+%%snip scA
+import { helper } from "./localmod";
+### code ckptfn
+%%snip scA
+let step = 0;
+jobtracker.registerCheckpointer("step");
+// Analysis functions see the program's own names (an import's binding is renamed when compiled).
+const viaModule = (n: number) => helper(n);
+function steps(): number {
+  for (step = 1; step <= 2; step++) jobtracker.checkpoint();
+  return step;
+}
+### code analyze
+const third = await db.createJob(rc.view(1), ["steps()"], scA);
+await third.result;
+function scaled() {
+  return { v: viaModule(step) };
+}
+const analyzer = await db.createAnalyzer(rc.view(1), third, [scaled]);
+const rows = await analyzer.result;
+console.log("rows", JSON.stringify(rows.map((row) => row.v)), JSON.stringify(rows.map((row) => row.errors)));
 `);
     assert.equal(run.code, 0, run.stderr);
     assert.match(cellText(run.cells.get("local")), /^11$/m);
@@ -76,6 +100,8 @@ console.log(await first.diff(second));
     assert.match(cellText(run.cells.get("source")), /files: \{\\?"config\.json\\?":\\?"[0-9a-f]{64}\\?",\\?"lib\/other\.ts\\?":\\?"[0-9a-f]{64}\\?",\\?"localmod\.ts\\?":\\?"[0-9a-f]{64}\\?"\}/);
     assert.match(cellText(run.cells.get("second")), /^second 16$/m, cellText(run.cells.get("second")));
     assert.match(cellText(run.cells.get("diff")), /-  return 2 \* x;\n\+  return 3 \* x;/);
+    // An analyzer runs the job's program on a worker's analysis thread: its imports resolve there too.
+    assert.match(cellText(run.cells.get("analyze")), /^rows \[4,7\] \[null,null\]$/m, cellText(run.cells.get("analyze")));
 
     const [first, second] = [await requireJob(env.store, 1), await requireJob(env.store, 2)];
     assert.equal(first.status, "done");

@@ -80,7 +80,7 @@ export class WorkerKernel {
     // Local modules of bundles are read from the store and laid out under $NBJOB_HOME/cache/modules.
     const modules = store ? new ModuleLayout(join(nbjobHome(), "cache", "modules"), (hashes) => getFiles(store, hashes)) : undefined;
     this.runner = new JobRunner({ log: this.log, onIdle: () => this.link?.claimSoon(), modules });
-    this.analysis = new AnalysisRunner({ store: options.store, workerId: this.identity.worker_id, log: this.log });
+    this.analysis = new AnalysisRunner({ store: options.store, workerId: this.identity.worker_id, log: this.log, modules });
     if (options.store) this.link = new WorkerStoreLink(options.store, this.identity, this.runner, { ...options.storeTiming, log: this.log });
     this.finished = new Promise((resolve) => (this.markFinished = resolve));
   }
