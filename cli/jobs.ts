@@ -223,8 +223,9 @@ export async function cmdDiff(argv: string[]): Promise<number> {
 
 const LOG_USAGE = `usage: nbjob log [--name DECL] [--limit N]
 
-Jobs, newest first, with the declarations added, changed or removed since the job before each.
-  --name DECL   only the jobs where the declaration DECL changed
+Jobs, newest first, with the declarations and local modules (./lib/other.ts) added, changed or
+removed since the job before each.
+  --name DECL   only the jobs where the declaration (or local module) DECL changed
   --limit N     how many jobs to show (default 20)
 ${STORE_FLAGS_USAGE}`;
 
@@ -259,7 +260,8 @@ export async function cmdLog(argv: string[]): Promise<number> {
 const HISTORY_USAGE = `usage: nbjob history DECL
 
 Every distinct version of the declaration DECL (a function, class, variable, type ... name),
-oldest first, with the jobs that used it and its source.
+oldest first, with the jobs that used it and its source. DECL may also be a local module the
+jobs imported, by its path from the notebook's folder: "nbjob history ./lib/other.ts".
 ${STORE_FLAGS_USAGE}`;
 
 /** "1-3, 5, 8-9" */

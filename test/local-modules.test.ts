@@ -68,6 +68,8 @@ const second = await db.createJob(rc.loadBalanced(), ["compute(5)"], sc);
 console.log("second", await second.result);
 ### code diff
 console.log(await first.diff(second));
+### code history
+%nbjob history ./lib/other.ts
 ### code ckpt
 const scA = new SnippetCollector();
 ### code ckptimp
@@ -100,6 +102,7 @@ console.log("rows", JSON.stringify(rows.map((row) => row.v)), JSON.stringify(row
     assert.match(cellText(run.cells.get("source")), /files: \{\\?"config\.json\\?":\\?"[0-9a-f]{64}\\?",\\?"lib\/other\.ts\\?":\\?"[0-9a-f]{64}\\?",\\?"localmod\.ts\\?":\\?"[0-9a-f]{64}\\?"\}/);
     assert.match(cellText(run.cells.get("second")), /^second 16$/m, cellText(run.cells.get("second")));
     assert.match(cellText(run.cells.get("diff")), /-  return 2 \* x;\n\+  return 3 \* x;/);
+    assert.match(cellText(run.cells.get("history")), /^\.\/lib\/other\.ts: 2 versions\n\nversion 1 {2}[0-9a-f]{12} {2}file {2}used by job 1\n/, cellText(run.cells.get("history")));
     // An analyzer runs the job's program on a worker's analysis thread: its imports resolve there too.
     assert.match(cellText(run.cells.get("analyze")), /^rows \[4,7\] \[null,null\]$/m, cellText(run.cells.get("analyze")));
 
@@ -118,6 +121,10 @@ console.log("rows", JSON.stringify(rows.map((row) => row.v)), JSON.stringify(row
     assert.match(show.stdout, /local modules\n {2}config\.json {2}[0-9a-f]{12} {2}2 lines\n {2}lib\/other\.ts {2}[0-9a-f]{12} {2}4 lines\n {2}localmod\.ts/);
     const log = await env.nbjob("log");
     assert.match(log.stdout, /changed +\.\/lib\/other\.ts/);
+    const history = await env.nbjob("history", "./lib/other.ts");
+    assert.equal(history.code, 0, history.stderr);
+    assert.match(history.stdout, /^\.\/lib\/other\.ts: 2 versions\n\nversion 1 {2}[0-9a-f]{12} {2}file {2}used by job 1\n {2}export function double[\s\S]*return 2 \* x;[\s\S]*version 2 {2}[0-9a-f]{12} {2}file {2}used by jobs 2-3\n[\s\S]*return 3 \* x;/);
+    assert.match(history.stdout, /changed in \(newest first\)\n {2}job 2 {2}version 1 -> version 2 since job 1/);
 
     // The worker laid the files out once per set of files, under its NBJOB_HOME.
     assert.equal(readdirSync(join(env.work, "home", "cache", "modules")).filter((name) => !name.endsWith(".tmp")).length, 2);
