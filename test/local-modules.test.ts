@@ -26,6 +26,8 @@ before(async () => {
   ].join("\n"));
   writeFileSync(join(project, "lib", "other.ts"), "export function double(x: number): number {\n  return 2 * x;\n}\n");
   writeFileSync(join(project, "config.json"), '{ "offset": 1 }\n');
+  // Types only on the first lines: the JavaScript that runs has fewer lines than this file.
+  writeFileSync(join(project, "thrower.ts"), 'interface Unused {\n  a: number;\n}\ntype Alias = string;\nexport function boom(): never {\n  throw new RangeError("from the local module");\n}\n');
   // A package without type declarations (like lodash-es), in a node_modules above the project.
   cpSync(join(ROOT, "test", "fixtures", "local-modules", "untyped-chunk"), join(env.work, "node_modules", "untyped-chunk"), { recursive: true });
   await env.start();
@@ -140,7 +142,7 @@ console.log("rows", JSON.stringify(rows.map((row) => row.v)), JSON.stringify(row
     assert.equal(readFileSync(join(dir, "config.json"), "utf8"), '{ "offset": 1 }\n');
   });
 
-  test("a package without type declarations runs in a cell and passes createJob (the bundle check uses the cell check's options)", async () => {
+  test("a package without type declarations runs in a cell and passes createJob (the bundle check uses the cell check's options); an error in a local module names its file and line", async () => {
     const run = await runInProject(`
 ### code setup
 const sc = new SnippetCollector();
@@ -159,10 +161,24 @@ pairs()
 ### code job
 const job = await db.createJob(rc.view(1), ["pairs()"], sc);
 console.log("created", job.id);
+### code boomimp
+const scB = new SnippetCollector();
+### code boomsnip
+%%snip scB
+import { boom } from "./thrower";
+### code boomjob
+const failing = await db.createJob(rc.view(1), ["boom()"], scB);
+try {
+  await failing.result;
+} catch (err) {
+  console.log((err as { traceback: string[] }).traceback.join("\\n"));
+}
 `);
     assert.equal(run.code, 0, run.stderr);
     assert.match(cellText(run.cells.get("local")), /^3$/m);
     // On main: BundleError ... Could not find a declaration file for module 'untyped-chunk'.
     assert.match(cellText(run.cells.get("job")), /^created \d+$/m, cellText(run.cells.get("job")));
+    // An error thrown in a local module: its frame names the module by its path, at its TypeScript line.
+    assert.match(cellText(run.cells.get("boomjob")), /RangeError: from the local module\n\s+at boom \(\.\/thrower\.ts:6:9\)/, cellText(run.cells.get("boomjob")));
   });
 });

@@ -90,9 +90,11 @@ function registerTypeScriptExtension(): void {
         // eslint-disable-next-line @typescript-eslint/no-require-imports
         const { loadTypeScript } = require("../runtime/typescript-loader") as typeof import("../runtime/typescript-loader");
         const { ts } = loadTypeScript("transpile");
+        // An inline source map, and Node told to read them, so stack frames in the module show its TypeScript lines.
+        process.setSourceMapsEnabled(true);
         transpile = (source, fileName) => ts.transpileModule(source, {
           fileName,
-          compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true },
+          compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true, inlineSourceMap: true },
         }).outputText;
       }
       module._compile(transpile(readFileSync(filename, "utf8"), filename), filename);
