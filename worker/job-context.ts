@@ -87,7 +87,6 @@ function registerTypeScriptExtension(): void {
     if (extensions[extension]) continue;
     extensions[extension] = (module, filename) => {
       if (!transpile) {
-        // eslint-disable-next-line @typescript-eslint/no-require-imports
         const { loadTypeScript } = require("../runtime/typescript-loader") as typeof import("../runtime/typescript-loader");
         const { ts } = loadTypeScript("transpile");
         // An inline source map, and Node told to read them, so stack frames in the module show its TypeScript lines.
