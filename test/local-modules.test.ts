@@ -129,7 +129,11 @@ console.log("rows", JSON.stringify(rows.map((row) => row.v)), JSON.stringify(row
     assert.match(history.stdout, /changed in \(newest first\)\n {2}job 2 {2}version 1 -> version 2 since job 1/);
 
     // The worker laid the files out once per set of files, under its NBJOB_HOME.
-    assert.equal(readdirSync(join(env.work, "home", "cache", "modules")).filter((name) => !name.endsWith(".tmp")).length, 2);
+    const modules = join(env.work, "home", "cache", "modules");
+    const laidOut = readdirSync(modules).filter((name) => !name.endsWith(".tmp"));
+    assert.equal(laidOut.length, 2);
+    // Their .ts files were compiled there by the compiler thread (the job thread only reads them).
+    for (const key of laidOut) assert.match(readFileSync(join(modules, key, ".nbjob-js", "lib", "other.ts.js"), "utf8"), /exports\.double = double;[\s\S]*sourceMappingURL=data:/);
 
     const dir = join(env.work, "exported");
     const exported = await env.nbjob("export", "1", dir);

@@ -12,6 +12,7 @@ import type { ParamValues } from "../runtime/params";
 import { WorkerJobTracker } from "../runtime/shared/jobtracker";
 import type { CheckpointSink } from "../runtime/shared/jobtracker";
 import type { ClassLookup } from "../runtime/shared/value-codec";
+import { COMPILED_DIR } from "./module-layout";
 
 const IDENTIFIER = /^[A-Za-z_$][\w$]*$/;
 
@@ -77,8 +78,23 @@ function requireFor(moduleDir: string | undefined): NodeJS.Require {
 type LoaderFunction = (module: { _compile(code: string, filename: string): void }, filename: string) => void;
 
 /**
- * Lets require() load a job's local .ts modules, as the notebook's engine does for cells. The
- * compiler loads only when a job first imports one (the job thread stays small otherwise).
+ * The JavaScript the worker's compiler thread made for a laid-out local module
+ * (worker/module-layout.ts: `<key>/.nbjob-js/<path under key>.js`); undefined if there is none.
+ */
+function compiledModule(filename: string): string | undefined {
+  const match = /^(.*\/[0-9a-f]{64})\/(.+)$/.exec(filename);
+  if (!match) return undefined;
+  try {
+    return readFileSync(join(match[1], COMPILED_DIR, `${match[2]}.js`), "utf8");
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Lets require() load a job's local .ts modules, as the notebook's engine does for cells: the
+ * JavaScript compiled when they were laid out, else compiled here (the compiler then loads in
+ * this thread, once).
  */
 function registerTypeScriptExtension(): void {
   const extensions = (Module as unknown as { _extensions: Record<string, LoaderFunction> })._extensions;
@@ -86,11 +102,16 @@ function registerTypeScriptExtension(): void {
   for (const extension of [".ts", ".mts", ".cts"]) {
     if (extensions[extension]) continue;
     extensions[extension] = (module, filename) => {
+      // Frames in the module show its TypeScript lines (its JavaScript carries an inline source map).
+      process.setSourceMapsEnabled(true);
+      const laidOut = compiledModule(filename);
+      if (laidOut !== undefined) {
+        module._compile(laidOut, filename);
+        return;
+      }
       if (!transpile) {
         const { loadTypeScript } = require("../runtime/typescript-loader") as typeof import("../runtime/typescript-loader");
         const { ts } = loadTypeScript("transpile");
-        // An inline source map, and Node told to read them, so stack frames in the module show its TypeScript lines.
-        process.setSourceMapsEnabled(true);
         transpile = (source, fileName) => ts.transpileModule(source, {
           fileName,
           compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true, inlineSourceMap: true },

@@ -15,6 +15,7 @@ import type { ConnectionInfo } from "../wire/connection";
 import type { Store } from "../store";
 import { getFiles, nbjobHome } from "../store";
 import { ModuleLayout } from "./module-layout";
+import { BundleCompiler } from "./compiler";
 import { isComplete } from "./is-complete";
 import { WorkerStoreLink } from "./store-link";
 import { DuplicateJobError, fanOut, JobRunner } from "./job-runner";
@@ -78,8 +79,10 @@ export class WorkerKernel {
     };
     const store = options.store;
     // Local modules of bundles are read from the store and laid out under $NBJOB_HOME/cache/modules.
-    const modules = store ? new ModuleLayout(join(nbjobHome(), "cache", "modules"), (hashes) => getFiles(store, hashes)) : undefined;
-    this.runner = new JobRunner({ log: this.log, onIdle: () => this.link?.claimSoon(), modules });
+    // Their .ts files are compiled on the compiler thread the runner's bundles use.
+    const compiler = new BundleCompiler();
+    const modules = store ? new ModuleLayout(join(nbjobHome(), "cache", "modules"), (hashes) => getFiles(store, hashes), (files) => compiler.transpileModules(files)) : undefined;
+    this.runner = new JobRunner({ log: this.log, onIdle: () => this.link?.claimSoon(), modules, compiler });
     this.analysis = new AnalysisRunner({ store: options.store, workerId: this.identity.worker_id, log: this.log, modules });
     if (options.store) this.link = new WorkerStoreLink(options.store, this.identity, this.runner, { ...options.storeTiming, log: this.log });
     this.finished = new Promise((resolve) => (this.markFinished = resolve));

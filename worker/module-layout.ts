@@ -7,16 +7,25 @@
 // standing for the notebook's own (`jobDir`), so `./localmod` is found whatever the worker's cwd.
 import { createHash, randomBytes } from "node:crypto";
 import { mkdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { dirname, join, posix } from "node:path";
+import { dirname, join, posix, relative } from "node:path";
 
 /** Reads stored file texts by hash. */
 export type FileFetcher = (hashes: string[]) => Promise<Map<string, string>>;
+/** TypeScript modules (path → text) as CommonJS (path → JavaScript): the worker's compiler thread. */
+export type ModuleTranspiler = (modules: Record<string, string>) => Promise<Record<string, string>>;
+
+/** Where the JavaScript of a laid-out .ts file is: `<key>/.nbjob-js/<its path under key>.js`. */
+export const COMPILED_DIR = ".nbjob-js";
 
 export class ModuleLayout {
   private readonly ready = new Map<string, string>();
   private readonly inFlight = new Map<string, Promise<string>>();
 
-  constructor(private readonly root: string, private readonly fetch: FileFetcher) {}
+  /**
+   * `transpile`: local .ts files are compiled once here, when laid out, so the job thread's
+   * require reads JavaScript and never loads the compiler (without it, it compiles them itself).
+   */
+  constructor(private readonly root: string, private readonly fetch: FileFetcher, private readonly transpile?: ModuleTranspiler) {}
 
   /** The job folder for `files` (path → sha256) when it is already laid out here, without waiting. */
   known(files: Record<string, string>): string | undefined {
@@ -49,6 +58,7 @@ export class ModuleLayout {
     if (isDirectory(target)) return jobDir(target);
     const texts = await this.fetch([...new Set(Object.values(files))]);
     const temporary = `${target}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
+    const typescriptFiles: Record<string, string> = {};
     try {
       for (const [path, hash] of Object.entries(files)) {
         const text = texts.get(hash);
@@ -58,6 +68,16 @@ export class ModuleLayout {
         if (!file.startsWith(`${temporary}/`) || path.startsWith("/")) throw new Error(`the local module path ${JSON.stringify(path)} leaves the job's folder; refused`);
         mkdirSync(dirname(file), { recursive: true });
         writeFileSync(file, text);
+        if (/\.[cm]?ts$/.test(path)) typescriptFiles[relative(temporary, file)] = text;
+      }
+      if (this.transpile && Object.keys(typescriptFiles).length > 0) {
+        // Best effort: a file left uncompiled is compiled by the job thread when required.
+        const compiled = await this.transpile(typescriptFiles).catch(() => ({} as Record<string, string>));
+        for (const [path, js] of Object.entries(compiled)) {
+          const file = join(temporary, COMPILED_DIR, `${path}.js`);
+          mkdirSync(dirname(file), { recursive: true });
+          writeFileSync(file, js);
+        }
       }
       mkdirSync(jobDir(temporary), { recursive: true });
       try {
