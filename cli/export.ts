@@ -24,7 +24,7 @@ async function run(argv: string[]): Promise<number> {
   const project = await withCliStore(values, (store) => exportJob(store, Number(jobText), dir));
   const lines = [`job ${jobText} exported to ${shellQuote(project.dir)}: ${project.files.join(", ")}`];
   if (project.unpinned.length) lines.push(`not pinned (no recorded version): ${project.unpinned.join(", ")}`);
-  if (project.localImports.length) lines.push(`imports local files, copy them next to job.ts: ${project.localImports.join(", ")}`);
+  if (project.localImports.length) lines.push(`imports local files that are not in the export, copy them where job.ts expects them: ${project.localImports.join(", ")}`);
   lines.push(`run it: cd ${shellQuote(project.dir)} && npm install && npx tsx job.ts`);
   console.log(lines.join("\n"));
   return 0;

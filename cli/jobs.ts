@@ -132,6 +132,10 @@ export async function cmdShow(argv: string[]): Promise<number> {
       out.push("", "parameters");
       out.push(names.length ? names.map((name) => `  ${name} = ${JSON.stringify(bundle.params[name])}`).join("\n") : "  (none)");
       out.push("", "entries", ...bundle.entries.map((entry) => `  ${entry}`));
+      if (bundle.files.length > 0) {
+        out.push("", "local modules");
+        for (const file of bundle.files) out.push(`  ${file.path}  ${file.hash.slice(0, 12)}  ${file.content.split("\n").length} lines`);
+      }
     }
     if (job.status === "done") {
       out.push("", "result", indent(job.result_text ?? formatJson(job.result)));
@@ -227,9 +231,10 @@ export async function cmdDiff(argv: string[]): Promise<number> {
 
 const LOG_USAGE = `usage: nbjob log [--name DECL] [--limit N]
 
-Jobs, newest first, with the declarations added, changed or removed since the previous job of
-the same notebook (the notebook that created it; for jobs without one, of the same collectors).
-  --name DECL   only the jobs where the declaration DECL changed
+Jobs, newest first, with the declarations and local modules (./lib/other.ts) added, changed or
+removed since the previous job of the same notebook (the notebook that created it; for jobs
+without one, of the same collectors).
+  --name DECL   only the jobs where the declaration (or local module) DECL changed
   --limit N     how many jobs to show (default 20)
 ${STORE_FLAGS_USAGE}`;
 
@@ -267,7 +272,8 @@ export async function cmdLog(argv: string[]): Promise<number> {
 const HISTORY_USAGE = `usage: nbjob history DECL
 
 Every distinct version of the declaration DECL (a function, class, variable, type ... name),
-oldest first, with the jobs that used it and its source.
+oldest first, with the jobs that used it and its source. DECL may also be a local module the
+jobs imported, by its path from the notebook's folder: "nbjob history ./lib/other.ts".
 ${STORE_FLAGS_USAGE}`;
 
 /** "1-3, 5, 8-9" */

@@ -19,7 +19,7 @@ import { usageError } from "./errors";
 import { CellError } from "./types";
 
 const RESTORE_USAGE = "%nbjob restore JOB [NAME]  (e.g. %nbjob restore 12 train)";
-const HISTORY_USAGE = "%nbjob history NAME  (e.g. %nbjob history train)";
+const HISTORY_USAGE = "%nbjob history NAME  (e.g. %nbjob history train, or a local module: %nbjob history ./lib/other.ts)";
 const IDENTIFIER = /^[A-Za-z_$][\w$]*$/;
 
 /** The set_next_input payload: Jupyter frontends open a new cell below holding `text`. */
@@ -59,7 +59,8 @@ function parseJob(text: string | undefined, usage: string, line: number): number
 
 function parseName(text: string | undefined, usage: string, line: number): string {
   if (text === undefined) throw usageError(`missing NAME: ${usage}`, line);
-  if (!IDENTIFIER.test(text)) throw usageError(`NAME must be the name of a declaration (function, class, variable, type ...), got "${text}"; ${usage}`, line);
+  // `./lib/other.ts`: a local module's versions (history only; restore takes declarations).
+  if (!IDENTIFIER.test(text) && !(usage === HISTORY_USAGE && /^\.\.?\/\S+$/.test(text))) throw usageError(`NAME must be the name of a declaration (function, class, variable, type ...), got "${text}"; ${usage}`, line);
   return text;
 }
 
@@ -90,7 +91,8 @@ export async function historyText(store: Store, name: string): Promise<string> {
   versions.forEach((version, i) => {
     const ids = version.jobIds;
     const used = ids.length ? `used by job${ids.length === 1 ? "" : "s"} ${ids.join(", ")}` : "used by no job";
-    out.push("", `version ${i + 1}  ${version.snippet.hash.slice(0, 12)}  ${version.snippet.kind}  ${used}${ids.length ? `  (%nbjob restore ${ids[ids.length - 1]} ${name})` : ""}`);
+    const restore = ids.length && version.snippet.kind !== "file" ? `  (%nbjob restore ${ids[ids.length - 1]} ${name})` : "";
+    out.push("", `version ${i + 1}  ${version.snippet.hash.slice(0, 12)}  ${version.snippet.kind}  ${used}${restore}`);
     out.push(...version.snippet.source.replace(/\n+$/, "").split("\n").map((l) => (l ? `  ${l}` : l)));
   });
   return out.join("\n");

@@ -2,6 +2,7 @@
 import * as path from "node:path";
 import type { Project, ts } from "ts-morph";
 import { tsMorph, typescript } from "./bundle-ts";
+import { IGNORED_DIAGNOSTICS, sharedCheckOptions } from "./check-options";
 import type { JsonValue, ParamValues } from "./params";
 
 /** One type error, as the compiler reports it, at an offset of the checked text. */
@@ -26,15 +27,11 @@ function sharedProject(): Project {
   project = new (tsMorph().Project)({
     skipAddingFilesFromTsConfig: true,
     compilerOptions: {
-      target: ts.ScriptTarget.ES2022,
-      // A module, so that entries may use top-level await (the worker's engine allows it).
-      module: ts.ModuleKind.Preserve,
-      moduleResolution: ts.ModuleResolutionKind.Bundler,
+      // The cell check's options (one module, so the two cannot drift apart): what runs in a
+      // cell type-checks here too, an untyped package included.
+      ...sharedCheckOptions(ts),
       lib: ["lib.es2023.d.ts"],
-      strict: true,
       noEmit: true,
-      skipLibCheck: true,
-      esModuleInterop: true,
       ...(typeRoots ? { types: ["node"], typeRoots } : { types: [] }),
     },
   });
@@ -81,6 +78,11 @@ export function workerGlobals(params: ParamValues): string {
 export function typeCheckProgram(program: string, params: ParamValues, baseDir: string = process.cwd()): CheckDiagnostic[] {
   const ts = typescript();
   const p = sharedProject();
+  // The notebook's own modules may have been edited since the last check (the project keeps what
+  // it read): read them again when changed, so the check sees what the bundle captures now.
+  for (const file of p.getSourceFiles()) {
+    if (!file.getFilePath().includes("/node_modules/")) file.refreshFromFileSystemSync();
+  }
   const globals = p.createSourceFile(path.join(baseDir, "__nbjob_worker_globals__.d.ts"), workerGlobals(params), { overwrite: true });
   // `export {}` makes the file a module (top-level await) without changing the bundle's text.
   const bundle = p.createSourceFile(path.join(baseDir, "__nbjob_bundle__.ts"), `${program}\nexport {};\n`, { overwrite: true });
@@ -91,6 +93,7 @@ export function typeCheckProgram(program: string, params: ParamValues, baseDir: 
     const seen = new Set<string>();
     const out: CheckDiagnostic[] = [];
     for (const d of found) {
+      if (IGNORED_DIAGNOSTICS.has(d.code)) continue;
       const message = ts.flattenDiagnosticMessageText(d.messageText, "\n");
       const start = d.file === bundle.compilerNode ? d.start ?? 0 : -1;
       const key = `${start}:${d.code}:${message}`;

@@ -18,6 +18,8 @@ import type { SnippetKind } from "./bundle-analysis";
 import { hasStatements, parseSource, removeDeclarations, sha256, syntaxErrors, topLevelAwait } from "./bundle-analysis";
 import { dependencyOrder, orderItemFromSource } from "./bundle-order";
 import { typeCheckProgram } from "./bundle-check";
+import type { BundleFile } from "./local-files";
+import { collectLocalFiles, filesLine } from "./local-files";
 import type { JsonValue, ParamValues } from "./params";
 import { ParamLogger, toJsonValue } from "./params";
 import { SnippetCollector } from "./snippets";
@@ -53,6 +55,11 @@ export interface Bundle {
   /** sha256 (hex) of `source`. */
   hash: string;
   parts: BundlePart[];
+  /**
+   * Local modules the snippets import (relative paths, transitively), by path. `source` names
+   * each with its sha256 on its third line (`// files: {...}`), so `hash` covers them.
+   */
+  files: BundleFile[];
 }
 
 export interface BundleOptions {
@@ -185,11 +192,13 @@ export function mergeCollectors(collectors: readonly unknown[]): BundleSnippet[]
 }
 
 /** Lays out the program text and records which lines belong to which part (snippets in the order given). */
-export function layoutBundle(snippets: readonly BundleSnippet[], params: ParamValues, entries: readonly string[]): { source: string; parts: BundlePart[] } {
+export function layoutBundle(snippets: readonly BundleSnippet[], params: ParamValues, entries: readonly string[], files: readonly BundleFile[]): { source: string; parts: BundlePart[] } {
   const lines: string[] = [
     `// nbjob bundle: ${snippets.length} snippet${snippets.length === 1 ? "" : "s"}, ${entries.length} entr${entries.length === 1 ? "y" : "ies"}; the last entry's value is the result.`,
     paramsLine(params),
   ];
+  // Only a bundle with local modules has this line: the others keep the text (and hash) they had.
+  if (files.length > 0) lines.push(filesLine(files));
   const parts: BundlePart[] = [];
   const add = (kind: BundlePart["kind"], index: number, label: string, text: string): void => {
     lines.push("", `// ${label}`);
@@ -230,12 +239,14 @@ export function buildBundle(entries: readonly string[], collectors: readonly Sni
  * review dropped some): ordered, laid out and type-checked like `buildBundle`.
  */
 export function assembleBundle(snippets: readonly BundleSnippet[], entries: readonly string[], params: ParamValues,
-  options: { baseDir?: string; typeCheck?: boolean; paramsGiven?: boolean } = {}): Bundle {
+  options: { baseDir?: string; typeCheck?: boolean; paramsGiven?: boolean; files?: readonly BundleFile[] } = {}): Bundle {
   const checkedEntries = checkEntries(entries);
   const order = dependencyOrder(snippets.map((s) => orderItemFromSource(s.source)));
   const ordered = order.map((i) => ({ ...snippets[i], names: [...snippets[i].names] }));
-  const { source, parts } = layoutBundle(ordered, params, checkedEntries);
-  const bundle: Bundle = { snippets: ordered, params, entries: checkedEntries, source, hash: sha256(source), parts };
+  // A stored bundle brings its own files; a new one takes them from the notebook's folder now.
+  const files = options.files ? options.files.map((f) => ({ ...f })) : collectLocalFiles(ordered.map((s) => s.source), options.baseDir ?? process.cwd());
+  const { source, parts } = layoutBundle(ordered, params, checkedEntries, files);
+  const bundle: Bundle = { snippets: ordered, params, entries: checkedEntries, source, hash: sha256(source), parts, files };
   if (options.typeCheck !== false) {
     const problems = [...awaitProblems(ordered), ...typeProblems(bundle, options.baseDir, options.paramsGiven ?? true)];
     if (problems.length > 0) throw new BundleError(problems);
@@ -274,6 +285,7 @@ export function withParams(bundle: Bundle, params: ParamValues, options: { baseD
     source,
     hash: sha256(source),
     parts: bundle.parts.map((p) => ({ ...p })),
+    files: bundle.files.map((f) => ({ ...f })),
   };
   if (options.typeCheck !== false) {
     const problems = [...awaitProblems(out.snippets), ...typeProblems(out, options.baseDir)];
@@ -330,4 +342,4 @@ export function typeProblems(bundle: Bundle, baseDir?: string, paramsGiven = tru
   });
 }
 
-export type { JsonValue, ParamValues };
+export type { BundleFile, JsonValue, ParamValues };

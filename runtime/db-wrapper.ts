@@ -135,6 +135,7 @@ function storedBundle(bundle: Bundle, collectors: SnippetCollector[]): BundleInp
     snippets: bundle.snippets.map((s) => ({ kind: s.kind, names: [...s.names], source: s.source, collector: collectorOf.get(s.hash) ?? null })),
     params: bundle.params as { [name: string]: Json },
     entries: bundle.entries,
+    files: bundle.files.map((f) => ({ path: f.path, text: f.text })),
   };
 }
 

@@ -4,8 +4,9 @@
 //   nbjob-runtime.ts  `params` (read-only, the job's values) and `jobtracker` (checkpoints to files)
 //   package.json      the packages the bundle imports, at the versions its worker had, plus tsx
 //   README.md         how to run it and where it came from
+//   lib/x.ts, ...     the job's local modules, at their paths from the notebook's folder
 import { mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
+import { dirname, join, posix, resolve } from "node:path";
 import { getBundle, getEnvironment, requireJob, sha256 } from "../store";
 import type { BundleWithSnippets, Db, DbEnvironment, DbJob } from "../store";
 import { typescript } from "./bundle-ts";
@@ -20,8 +21,10 @@ export interface ExportedProject {
   dependencies: Record<string, string>;
   /** Imports whose version the job's environment did not record ("*" in package.json). */
   unpinned: string[];
-  /** Relative imports: files the project needs but nbjob does not have. */
+  /** Relative imports: files the project needs but nbjob does not have (or that lie outside the notebook's folder). */
   localImports: string[];
+  /** The job's local modules written into the project, by path. */
+  localFiles: string[];
 }
 
 /** An export that cannot be made; the message names the problem and what to do. */
@@ -37,15 +40,22 @@ function packageOf(specifier: string): string | undefined {
   return require("node:module").builtinModules.includes(name) ? undefined : name;
 }
 
-/** Module specifiers the snippets import or require. */
-function importsOf(bundle: BundleWithSnippets): string[] {
+/** Module specifiers the snippets import or require (with `ofFiles`: the local modules' too). */
+function importsOf(bundle: BundleWithSnippets, ofFiles = false): string[] {
   const ts = typescript();
   const found = new Set<string>();
-  for (const snippet of bundle.snippets) {
-    if (!/\b(import|require)\b/.test(snippet.source)) continue;
-    for (const file of ts.preProcessFile(snippet.source, true, true).importedFiles) found.add(file.fileName);
+  const texts = [...bundle.snippets.map((s) => s.source), ...(ofFiles ? bundle.files.filter((f) => /\.[cm]?[jt]s$/.test(f.path)).map((f) => f.content) : [])];
+  for (const text of texts) {
+    if (!/\b(import|require)\b/.test(text)) continue;
+    for (const file of ts.preProcessFile(text, true, true).importedFiles) found.add(file.fileName);
   }
   return [...found].sort();
+}
+
+/** Whether a snippet's relative import names one of the stored local modules (as require would find it). */
+function storedModule(specifier: string, paths: ReadonlySet<string>): boolean {
+  const base = posix.normalize(specifier).replace(/\/$/, "");
+  return [base, ...["", "/index"].flatMap((suffix) => [".js", ".json", ".ts", ".mts", ".cts"].map((ext) => `${base}${suffix}${ext}`))].some((p) => paths.has(p));
 }
 
 /** `// entries` ... as entry functions; a trailing `// comment` in an entry needs the newline. */
@@ -161,6 +171,7 @@ function readme(job: DbJob, bundle: BundleWithSnippets, environment: DbEnvironme
     "  `jobtracker.checkpoint()` writes each registered variable to",
     "  `checkpoints/<index>/<name>.bin` (`v8.serialize`; read back with `v8.deserialize`).",
     "- `package.json`: the packages the code imports, at the versions its worker had.",
+    ...(project.localFiles.length ? [`- local modules the code imports, as they were when the job was made: ${project.localFiles.map((p) => `\`${p}\``).join(", ")}.`] : []),
     "",
     "## Where it came from",
     "",
@@ -175,7 +186,7 @@ function readme(job: DbJob, bundle: BundleWithSnippets, environment: DbEnvironme
   if (job.status === "done" && job.result_text !== null) lines.push("", "Its result was:", "", "```", job.result_text, "```");
   if (project.unpinned.length) lines.push("", `Not pinned (no recorded version): ${project.unpinned.join(", ")}.`);
   if (project.localImports.length) {
-    lines.push("", `The code imports local files (${project.localImports.join(", ")}), resolved from the worker's directory: copy them next to job.ts.`);
+    lines.push("", `The code imports local files that are not in this project (${project.localImports.join(", ")}): copy them to where job.ts expects them.`);
   }
   return lines.join("\n") + "\n";
 }
@@ -266,7 +277,7 @@ export async function exportJob(db: Db, jobId: number, dir: string): Promise<Exp
     throw new ExportError(`job ${jobId}'s ${what} was altered in the store (its source no longer matches its hash), so it cannot be exported; nothing was written`);
   }
   const environment = job.environment_hash ? await getEnvironment(db, job.environment_hash) : undefined;
-  const specifiers = importsOf(bundle);
+  const specifiers = importsOf(bundle, true);
   const dependencies: Record<string, string> = {};
   const unpinned: string[] = [];
   for (const name of new Set(specifiers.map(packageOf).filter((n): n is string => n !== undefined))) {
@@ -277,7 +288,14 @@ export async function exportJob(db: Db, jobId: number, dir: string): Promise<Exp
       unpinned.push(name);
     }
   }
-  const localImports = specifiers.filter((s) => s.startsWith(".") || s.startsWith("/"));
+  // Local modules are written at their paths from the notebook's folder, which job.ts stands for;
+  // one outside that folder (`../x.ts`) would land outside the project, and one named like a file
+  // of the project (`./package.json`) would replace it: those are listed instead.
+  const generated = new Set(["job.ts", "nbjob-runtime.ts", "package.json", "README.md"]);
+  const localFiles = bundle.files.filter((f) => !posix.normalize(f.path).startsWith("../") && !generated.has(posix.normalize(f.path))).map((f) => f.path);
+  const paths = new Set(localFiles);
+  const outside = bundle.files.filter((f) => !paths.has(f.path)).map((f) => f.path);
+  const localImports = [...new Set([...importsOf(bundle).filter((s) => (s.startsWith(".") || s.startsWith("/")) && !storedModule(s, paths)), ...outside])];
   const packageJson = {
     name: `nbjob-job-${job.id}`,
     version: "1.0.0",
@@ -295,10 +313,17 @@ export async function exportJob(db: Db, jobId: number, dir: string): Promise<Exp
     "job.ts": jobProgram(job, bundle),
     "nbjob-runtime.ts": RUNTIME_FILE,
     "package.json": JSON.stringify(packageJson, null, 2) + "\n",
-    "README.md": readme(job, bundle, environment, { dependencies, unpinned, localImports }),
+    "README.md": readme(job, bundle, environment, { dependencies, unpinned, localImports, localFiles }),
   };
+  for (const file of bundle.files) {
+    if (!paths.has(file.path)) continue;
+    files[posix.normalize(file.path)] = file.content;
+  }
   makeDirectory(target);
   // "wx": fails rather than overwrite, should a file appear meanwhile.
-  for (const [name, text] of Object.entries(files)) writeFileSync(join(target, name), text, { flag: "wx" });
-  return { dir: target, files: Object.keys(files), dependencies, unpinned, localImports };
+  for (const [name, text] of Object.entries(files)) {
+    mkdirSync(dirname(join(target, name)), { recursive: true });
+    writeFileSync(join(target, name), text, { flag: "wx" });
+  }
+  return { dir: target, files: Object.keys(files), dependencies, unpinned, localImports, localFiles };
 }

@@ -12,6 +12,8 @@ export interface StoredBundleLayout {
   entries: string[];
   /** In program order (the store keeps `position`). */
   snippets: readonly { hash: string; names: string[]; kind: string; source: string }[];
+  /** Its local modules (their hashes are part of the bundle's text). */
+  files: readonly { path: string; hash: string; content: string }[];
 }
 
 /**
@@ -21,12 +23,13 @@ export interface StoredBundleLayout {
 export function storedBundleParts(stored: StoredBundleLayout): BundlePart[] | undefined {
   const snippets: BundleSnippet[] = stored.snippets.map((s) => ({ hash: s.hash, names: [...s.names], kind: s.kind as BundleSnippet["kind"], source: s.source }));
   const params = stored.params as ParamValues;
+  const files = stored.files.map((f) => ({ path: f.path, hash: f.hash, text: f.content }));
   // The store keeps the snippets in program order, so laying them out again gives the same text
   // without parsing anything (no compiler to load for `nbjob show`).
-  const laid = layoutBundle(snippets, params, stored.entries);
+  const laid = layoutBundle(snippets, params, stored.entries, files);
   if (sha256(laid.source) === stored.hash) return laid.parts;
   try {
-    const rebuilt = assembleBundle(snippets, stored.entries, params, { typeCheck: false });
+    const rebuilt = assembleBundle(snippets, stored.entries, params, { typeCheck: false, files });
     if (rebuilt.hash === stored.hash) return rebuilt.parts;
   } catch {
     // An old layout: no parts.

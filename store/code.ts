@@ -21,11 +21,21 @@ export interface BundleInput {
   snippets: (SnippetInput & { collector?: string | null })[];
   params: { [name: string]: Json };
   entries: string[];
+  /** Local modules the snippets import (paths relative to the notebook's folder); `source` names each with its hash. */
+  files?: { path: string; text: string }[];
 }
 
-/** A bundle with its snippets in program order. */
+/** A local module of a bundle: its path relative to the notebook's folder, the sha256 and text. */
+export interface BundleFileRow {
+  path: string;
+  hash: string;
+  content: string;
+}
+
+/** A bundle with its snippets in program order and its local modules by path. */
 export interface BundleWithSnippets extends DbBundle {
   snippets: (DbSnippet & { position: number; collector: string | null })[];
+  files: BundleFileRow[];
 }
 
 export interface EnvironmentInput {
@@ -75,6 +85,7 @@ export async function putBundle(db: Db, bundle: BundleInput): Promise<string> {
   const hash = sha256(bundle.source);
   const signature = signBundle({ hash, params: bundle.params ?? {}, entries: bundle.entries });
   const snippetHashes = bundle.snippets.map((snippet) => snippetHash(snippet.source));
+  const files = bundle.files ?? [];
   // One statement (so one round trip and atomic without a transaction): new snippets, the
   // bundle if new (or put back, see BUNDLE_ON_CONFLICT), and its snippet list if missing.
   await db.query(
@@ -86,6 +97,14 @@ export async function putBundle(db: Db, bundle: BundleInput): Promise<string> {
      ), new_bundle AS (
        INSERT INTO nbjob.bundles (hash, source, params, entries, signature) VALUES ($5, $6, $7, $8, $10)
        ${BUNDLE_ON_CONFLICT} RETURNING hash
+     ), new_files AS (
+       INSERT INTO nbjob.files (hash, content)
+       SELECT DISTINCT f.hash, f.content FROM unnest($12::text[], $13::text[]) AS f(hash, content)
+       ON CONFLICT (hash) DO NOTHING
+     ), new_bundle_files AS (
+       INSERT INTO nbjob.bundle_files (bundle_hash, path, file_hash)
+       SELECT b.hash, f.path, f.hash FROM new_bundle b, unnest($11::text[], $12::text[]) AS f(path, hash)
+       ON CONFLICT DO NOTHING
      )
      INSERT INTO nbjob.bundle_snippets (bundle_hash, position, snippet_hash, collector)
      SELECT b.hash, u.position - 1, u.snippet_hash, u.collector
@@ -94,6 +113,7 @@ export async function putBundle(db: Db, bundle: BundleInput): Promise<string> {
     [
       snippetHashes, bundle.snippets.map((s) => s.kind), bundle.snippets.map((s) => JSON.stringify(s.names)), bundle.snippets.map((s) => s.source),
       hash, bundle.source, JSON.stringify(bundle.params ?? {}), bundle.entries, bundle.snippets.map((s) => s.collector ?? null), signature,
+      files.map((f) => f.path), files.map((f) => sha256(f.text)), files.map((f) => f.text),
     ],
   );
   return hash;
@@ -130,7 +150,12 @@ export async function getBundle(db: Db, hash: string): Promise<BundleWithSnippet
       WHERE bs.bundle_hash = $1 ORDER BY bs.position`,
     [hash],
   );
-  return { ...rows[0], snippets: snippets.rows };
+  const files = await db.query<BundleFileRow>(
+    `SELECT bf.path, f.hash, f.content FROM nbjob.bundle_files bf JOIN nbjob.files f ON f.hash = bf.file_hash
+      WHERE bf.bundle_hash = $1 ORDER BY bf.path`,
+    [hash],
+  );
+  return { ...rows[0], snippets: snippets.rows, files: files.rows };
 }
 
 /**
@@ -176,4 +201,10 @@ export async function putEnvironment(db: Db, env: EnvironmentInput): Promise<str
 export async function getEnvironment(db: Db, hash: string): Promise<DbEnvironment | undefined> {
   const { rows } = await db.query<DbEnvironment>("SELECT * FROM nbjob.environments WHERE hash = $1", [hash]);
   return rows[0];
+}
+
+/** The texts of stored local-module files by hash (hashes not stored are absent from the map). */
+export async function getFiles(db: Db, hashes: string[]): Promise<Map<string, string>> {
+  const { rows } = await db.query<{ hash: string; content: string }>("SELECT hash, content FROM nbjob.files WHERE hash = ANY($1::text[])", [[...new Set(hashes)]]);
+  return new Map(rows.map((row) => [row.hash, row.content]));
 }

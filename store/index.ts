@@ -10,8 +10,8 @@ export type { Migration, SchemaStatus } from "./migrate";
 export { sha256, canonicalJson } from "./hash";
 export { clusterKey, clusterKeyPath, signBundle, verifyBundleSignature, CLUSTER_KEY_ENV, GATEWAY_CLUSTER_KEY_ENV } from "./signing";
 export type { ClusterKey, SignedBundle } from "./signing";
-export { snippetHash, putSnippets, putBundle, getSnippet, getBundle, signStoredBundle, putEnvironment, getEnvironment } from "./code";
-export type { SnippetInput, BundleInput, BundleWithSnippets, EnvironmentInput } from "./code";
+export { snippetHash, putSnippets, putBundle, getSnippet, getBundle, getFiles, signStoredBundle, putEnvironment, getEnvironment } from "./code";
+export type { SnippetInput, BundleInput, BundleFileRow, BundleWithSnippets, EnvironmentInput } from "./code";
 export {
   createJob, createJobGroup, transitionJob, getJob, requireJob, listJobs, listJobsByIds, listGroupJobs, isJobStatus,
   LEGAL_TRANSITIONS, IllegalTransitionError, UnknownJobError,

@@ -1,5 +1,5 @@
 // Reading the versioned record of code back: which declarations each bundle holds, what changed
-// between a job and the previous job of its lineage (`nbjob log`), every version of one declaration (`nbjob history`), and
+// between a job and the previous job of its lineage (`nbjob log`, local modules included by path), every version of one declaration (`nbjob history`), and
 // the unified diff of two jobs' code and parameters (`nbjob diff`, `job.diff`).
 import { createTwoFilesPatch } from "diff";
 import type { Db } from "./db";
@@ -75,6 +75,16 @@ export async function bundleDeclarations(db: Db, bundleHashes: string[]): Promis
   return result;
 }
 
+/**
+ * The stored path a name stands for when it names a local module (`./lib/other.ts`,
+ * `../shared/x.ts`, as `nbjob log` shows them); undefined for a declaration's name.
+ */
+export function localModulePath(name: string): string | undefined {
+  if (name.startsWith("./")) return name.slice(2);
+  if (name.startsWith("../")) return name;
+  return undefined;
+}
+
 /** What changed from `before` to `after` (name -> snippet hash maps), sorted by name. */
 export function compareDeclarations(before: Map<string, string>, after: Map<string, string>): DeclarationChange[] {
   const changes: DeclarationChange[] = [];
@@ -107,6 +117,12 @@ export async function jobLog(db: Db, options: { name?: string; limit?: number; b
     [limit, options.beforeId ?? null],
   );
   const declarations = await bundleDeclarations(db, jobs.flatMap((job) => (job.previous_bundle ? [job.bundle_hash, job.previous_bundle] : [job.bundle_hash])));
+  // Local modules count as changes too, named by their path (`./lib/other.ts`).
+  const { rows: files } = await db.query<{ bundle_hash: string; path: string; file_hash: string }>(
+    "SELECT bundle_hash, path, file_hash FROM nbjob.bundle_files WHERE bundle_hash = ANY($1::text[])",
+    [[...declarations.keys()]],
+  );
+  for (const file of files) declarations.get(file.bundle_hash)!.set(file.path.startsWith("../") ? file.path : `./${file.path}`, file.file_hash);
   return jobs.map(({ lineage, previous_id, previous_bundle, ...job }) => ({
     job,
     previousId: previous_id,
@@ -116,12 +132,16 @@ export async function jobLog(db: Db, options: { name?: string; limit?: number; b
 }
 
 async function declarationLog(db: Db, name: string, limit: number, beforeId?: number): Promise<JobLogEntry[]> {
+  const path = localModulePath(name);
+  // A local module's versions are its file hashes; a declaration's, the snippet that declares it.
+  const version = path !== undefined
+    ? "(SELECT bf.file_hash FROM nbjob.bundle_files bf WHERE bf.bundle_hash = j.bundle_hash AND bf.path = $1)"
+    : `(SELECT bs.snippet_hash FROM nbjob.bundle_snippets bs JOIN nbjob.snippets s ON s.hash = bs.snippet_hash
+                WHERE bs.bundle_hash = j.bundle_hash AND s.names @> ARRAY[$1::text]
+                ORDER BY bs.position DESC LIMIT 1)`;
   const { rows } = await db.query<{ id: number; lineage: string; decl: string | null; prev: string | null; prev_id: number | null }>(
     `WITH per_job AS (
-       SELECT j.id, ${lineageSql("j")} AS lineage,
-              (SELECT bs.snippet_hash FROM nbjob.bundle_snippets bs JOIN nbjob.snippets s ON s.hash = bs.snippet_hash
-                WHERE bs.bundle_hash = j.bundle_hash AND s.names @> ARRAY[$1::text]
-                ORDER BY bs.position DESC LIMIT 1) AS decl
+       SELECT j.id, ${lineageSql("j")} AS lineage, ${version} AS decl
          FROM nbjob.jobs j
      ), compared AS (
        SELECT id, lineage, decl, lag(decl) OVER lineage_order AS prev, lag(id) OVER lineage_order AS prev_id
@@ -130,7 +150,7 @@ async function declarationLog(db: Db, name: string, limit: number, beforeId?: nu
      SELECT id, lineage, decl, prev, prev_id FROM compared
       WHERE decl IS DISTINCT FROM prev AND ($3::bigint IS NULL OR id < $3)
       ORDER BY id DESC LIMIT $2`,
-    [name, limit, beforeId ?? null],
+    [path ?? name, limit, beforeId ?? null],
   );
   const jobs = new Map((await listJobsByIds(db, rows.map((row) => row.id))).map((job) => [job.id, job]));
   return rows.map((row) => ({
@@ -149,6 +169,8 @@ async function declarationLog(db: Db, name: string, limit: number, beforeId?: nu
 
 /** Every distinct version of a declaration (snippets that declare `name`), oldest use first, with the jobs that used each. */
 export async function declarationHistory(db: Db, name: string): Promise<DeclarationVersion[]> {
+  const path = localModulePath(name);
+  if (path !== undefined) return fileHistory(db, name, path);
   const { rows } = await db.query<DbSnippet & { job_ids: number[] | null }>(
     `SELECT s.hash, s.kind, s.names, s.source, s.created_at,
             array_agg(DISTINCT j.id ORDER BY j.id) FILTER (WHERE j.id IS NOT NULL) AS job_ids
@@ -163,6 +185,22 @@ export async function declarationHistory(db: Db, name: string): Promise<Declarat
   return rows.map(({ job_ids, ...snippet }) => ({ snippet, jobIds: job_ids ?? [] }));
 }
 
+/** Every distinct version of a local module (by its path from the notebook's folder), as snippet-like versions of kind "file". */
+async function fileHistory(db: Db, name: string, path: string): Promise<DeclarationVersion[]> {
+  const { rows } = await db.query<{ hash: string; source: string; created_at: Date; job_ids: number[] | null }>(
+    `SELECT f.hash, f.content AS source, f.created_at,
+            array_agg(DISTINCT j.id ORDER BY j.id) FILTER (WHERE j.id IS NOT NULL) AS job_ids
+       FROM nbjob.bundle_files bf
+       JOIN nbjob.files f ON f.hash = bf.file_hash
+       LEFT JOIN nbjob.jobs j ON j.bundle_hash = bf.bundle_hash
+      WHERE bf.path = $1
+      GROUP BY f.hash
+      ORDER BY min(j.id) NULLS LAST, f.created_at`,
+    [path],
+  );
+  return rows.map(({ job_ids, ...file }) => ({ snippet: { ...file, kind: "file", names: [name] }, jobIds: job_ids ?? [] }));
+}
+
 /** A job's code and parameters as plain text, the form `diffJobs` compares. */
 export async function jobCodeText(db: Db, job: DbJob): Promise<string> {
   const bundle = await getBundle(db, job.bundle_hash);
@@ -172,6 +210,10 @@ export async function jobCodeText(db: Db, job: DbJob): Promise<string> {
   lines.push("", "// entries", ...bundle.entries, "");
   for (const snippet of bundle.snippets) {
     lines.push(`// ${snippet.kind} ${snippet.names.join(", ")}`.trimEnd(), snippet.source.replace(/\n+$/, ""), "");
+  }
+  // Local modules the snippets import, by path: a change in one shows in the diff like a snippet's.
+  for (const file of bundle.files) {
+    lines.push(`// file ${file.path}`, file.content.replace(/\n+$/, ""), "");
   }
   return `${lines.join("\n")}`;
 }

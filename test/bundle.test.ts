@@ -249,3 +249,61 @@ describe("withParams (a sweep's bundles)", () => {
     assert.throws(() => withParams({ ...common, params: { side: 1 } }, common.params), /its second line is not its params/);
   });
 });
+
+describe("local modules (issue 14)", () => {
+  test("relative imports are captured transitively, named with their hashes on the third line; an edit changes the hash", () => {
+    const { mkdtempSync, mkdirSync, rmSync, writeFileSync } = require("node:fs") as typeof import("node:fs");
+    const { join } = require("node:path") as typeof import("node:path");
+    const { tmpdir } = require("node:os") as typeof import("node:os");
+    const dir = mkdtempSync(join(tmpdir(), "nbjob-bundle-files-"));
+    try {
+      mkdirSync(join(dir, "lib", "deep"), { recursive: true });
+      mkdirSync(join(dir, "shared"));
+      writeFileSync(join(dir, "localmod.ts"), 'import { double } from "./lib/other";\nimport data from "./data.json";\nexport const helper = (x: number): number => double(x) + data.offset;\n');
+      writeFileSync(join(dir, "lib", "other.ts"), 'import { three } from "./deep";\nexport const double = (x: number): number => 2 * x + three() * 0;\n');
+      writeFileSync(join(dir, "lib", "deep", "index.ts"), 'const plain = require("./plain.js");\nexport const three = (): number => plain.three;\n');
+      writeFileSync(join(dir, "lib", "deep", "plain.js"), 'const more = require("./more.cjs");\nexports.three = more.three;\n');
+      writeFileSync(join(dir, "lib", "deep", "more.cjs"), "exports.three = 3;\n");
+      writeFileSync(join(dir, "data.json"), '{ "offset": 1 }\n');
+      writeFileSync(join(dir, "unused.ts"), "export const never = 1;\n");
+      const sc = collector(['import { helper } from "./localmod";', "import"], "function compute(n: number): number {\n  return helper(n);\n}");
+      const bundle = buildBundle(["compute(2)"], [sc], { baseDir: dir });
+      assert.deepEqual(bundle.files.map((f) => f.path), ["data.json", "lib/deep/index.ts", "lib/deep/more.cjs", "lib/deep/plain.js", "lib/other.ts", "localmod.ts"]);
+      const third = bundle.source.split("\n")[2];
+      const manifest = JSON.parse(third.replace(/^\/\/ files: /, "")) as Record<string, string>;
+      for (const file of bundle.files) assert.equal(manifest[file.path], createHash("sha256").update(file.text).digest("hex"));
+      assert.equal(bundle.hash, createHash("sha256").update(bundle.source).digest("hex"));
+      // parts still map lines to their snippets; a sweep's bundles keep the files.
+      const located = locateBundleLine(bundle, bundle.source.split("\n").indexOf("function compute(n: number): number {") + 1);
+      assert.equal(located?.part.kind, "snippet");
+      assert.equal(withParams(bundle, {}, { baseDir: dir }).source.split("\n")[2], third);
+      // Rebuilt from what the store keeps: byte-identical.
+      assert.equal(assembleBundle(bundle.snippets, bundle.entries, bundle.params, { typeCheck: false, files: bundle.files }).hash, bundle.hash);
+
+      writeFileSync(join(dir, "lib", "deep", "more.cjs"), "exports.three = 4;\n");
+      const edited = buildBundle(["compute(2)"], [sc], { baseDir: dir });
+      assert.notEqual(edited.hash, bundle.hash);
+      // A bundle without local modules has no files line (its text and hash are as before).
+      assert.equal(buildBundle(["1 + 1"], [], { baseDir: dir }).source.split("\n")[2], "");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("an untyped package type-checks as in a cell (any), a local module's type is checked", () => {
+    const { cpSync, mkdtempSync, rmSync, writeFileSync } = require("node:fs") as typeof import("node:fs");
+    const { join } = require("node:path") as typeof import("node:path");
+    const { tmpdir } = require("node:os") as typeof import("node:os");
+    const dir = mkdtempSync(join(tmpdir(), "nbjob-bundle-untyped-"));
+    try {
+      cpSync(join(__dirname, "..", "..", "test", "fixtures", "local-modules", "untyped-chunk"), join(dir, "node_modules", "untyped-chunk"), { recursive: true });
+      writeFileSync(join(dir, "typed.ts"), "export const label: string = \"a\";\n");
+      const sc = collector(['import { chunk } from "untyped-chunk";', "import"], ['import { label } from "./typed";', "import"], "function pairs(): number {\n  return chunk([1, 2, 3], 2).length;\n}");
+      const bundle = buildBundle(["pairs()"], [sc], { baseDir: dir });
+      assert.deepEqual(bundle.files.map((f) => f.path), ["typed.ts"]);
+      bundleError(() => buildBundle(["label * 2"], [sc], { baseDir: dir }), /The left-hand side of an arithmetic operation/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -15,6 +15,10 @@ const env = new JobsEnv("export");
 before(async () => {
   // The notebook imports "diff" (a dependency of nbjob): resolvable from the notebook's directory.
   symlinkSync(join(ROOT, "node_modules"), join(env.work, "node_modules"));
+  // A local module the job imports (with one of its own): the export writes both and runs them.
+  mkdirSync(join(env.work, "lib"));
+  writeFileSync(join(env.work, "lib", "label.ts"), 'import { suffix } from "./suffix";\nexport function labelled(label: string): string {\n  return label + suffix;\n}\n');
+  writeFileSync(join(env.work, "lib", "suffix.ts"), 'export const suffix = "";\n');
   await env.start();
 });
 after(() => env.cleanup());
@@ -30,6 +34,7 @@ const rc = await Client.connect();
 ### code imp
 %%snip sc
 import { diffWords } from "diff";
+import { labelled } from "./lib/label";
 ### code train
 %%snip sc
 let iteration = 0;
@@ -48,7 +53,7 @@ function train(): Summary {
     jobtracker.checkpoint();
   }
   console.log("trained");
-  return new Summary(params.label, iteration, diffWords("a b", "a c").length);
+  return new Summary(labelled(params.label), iteration, diffWords("a b", "a c").length);
 }
 ### code run
 const job = await db.createJob(rc.loadBalanced(), ["train()", "iteration", "[train(), new Map([['x', iteration]]), await Promise.resolve(param_values[0])]"], sc, { params, review: false });
@@ -80,7 +85,7 @@ describe("nbjob export", () => {
     const dir = join(env.work, "exported");
     const exported = await env.nbjob("export", "1", dir);
     assert.equal(exported.code, 0, exported.stderr);
-    assert.match(exported.stdout, /job 1 exported to .*: job\.ts, nbjob-runtime\.ts, package\.json, README\.md/);
+    assert.match(exported.stdout, /job 1 exported to .*: job\.ts, nbjob-runtime\.ts, package\.json, README\.md, lib\/label\.ts, lib\/suffix\.ts\n/);
     const pkg = JSON.parse(readFileSync(join(dir, "package.json"), "utf8"));
     const diffVersion = JSON.parse(readFileSync(join(ROOT, "node_modules", "diff", "package.json"), "utf8")).version;
     assert.deepEqual(pkg.dependencies, { diff: diffVersion });

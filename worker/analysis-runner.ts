@@ -15,6 +15,8 @@ import type { AnalysisThreadEvent, AnalyzeCheckpointCommand, FunctionOutcome } f
 import { BundleCompiler } from "./compiler";
 import type { CompiledBundle } from "./compiler";
 import { jobTraceback } from "./traceback";
+import { filesOfSource } from "../runtime/shared/bundle-files";
+import type { ModuleLayout } from "./module-layout";
 
 const ANALYSIS_THREAD_FILE = join(__dirname, "analysis-thread.js");
 /** The thread (a V8 isolate and the contexts it made) is given back after this long without work. */
@@ -26,6 +28,8 @@ export interface AnalysisRunnerOptions {
   store?: Store;
   workerId: string;
   log: (line: string) => void;
+  /** Lays out a job's local modules, so its program's imports resolve as they did when it ran. */
+  modules?: ModuleLayout;
 }
 
 interface QueuedRequest {
@@ -146,6 +150,8 @@ export class AnalysisRunner {
     try {
       const bundle = await this.bundleOf(store, jobId);
       const program = await this.compiler.compile(bundle.source, bundle.entries);
+      const files = filesOfSource(bundle.source);
+      const moduleDir = Object.keys(files).length > 0 && this.options.modules ? await this.options.modules.jobDir(files) : undefined;
       const layout = functionsProgram(functions);
       let compiled: CompiledBundle;
       try {
@@ -186,7 +192,7 @@ export class AnalysisRunner {
           const answer = await this.runOnThread(
             {
               type: "analyze", id: 0, program: { key: program.key, js: program.js, declaredNames: program.declaredNames }, functions: { key: compiled.key, js: compiled.js, declaredNames: compiled.declaredNames },
-              call: todo.map((f) => functions.indexOf(f)), params: bundle.params, checkpoint: idx, values: await values,
+              call: todo.map((f) => functions.indexOf(f)), params: bundle.params, checkpoint: idx, values: await values, moduleDir,
             },
             (stream) => send({ action: "analysis_stream", request_id, job_id: jobId, name: stream.name, text: stream.text }),
           );

@@ -34,6 +34,8 @@ export interface AnalyzeCheckpointCommand {
   checkpoint: number;
   /** The checkpoint's encoded values by variable name. */
   values: Record<string, Uint8Array>;
+  /** Where the job's local modules are laid out (see worker/module-layout.ts); absent: none. */
+  moduleDir?: string;
 }
 
 /** What one function gave at one checkpoint: the row's fields (JSON), or what it threw. */
@@ -110,7 +112,7 @@ async function analyzeCheckpoint(command: AnalyzeCheckpointCommand, post: (event
       if (forward) post({ type: "stream", id, name, text });
     },
     checkpoint: () => undefined,
-  });
+  }, command.moduleDir);
   const failure = new Promise<never>((_, reject) => (current = { id, fail: reject }));
   failure.catch(() => undefined);
   try {

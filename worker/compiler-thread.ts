@@ -1,17 +1,20 @@
 // The compiler thread: transpiles bundles on request. It holds the TypeScript compiler (tens of
 // MiB), so the worker starts it only when a bundle is not in its cache and ends it when idle.
 import { parentPort } from "node:worker_threads";
-import { transpileProgram } from "./transpile";
+import { transpileLocalModule, transpileProgram } from "./transpile";
 import type { CompiledProgram } from "./transpile";
 
 export interface CompileRequest {
   id: number;
   source: string;
   entries: string[];
+  /** Instead of a bundle: a job's local .ts modules (path → TypeScript), for worker/module-layout.ts. */
+  modules?: Record<string, string>;
 }
 
 export type CompileResponse =
   | ({ id: number; ok: true } & CompiledProgram)
+  | { id: number; ok: true; modules: Record<string, string> }
   | { id: number; ok: false; name: string; message: string };
 
 if (parentPort) {
@@ -19,7 +22,9 @@ if (parentPort) {
   port.on("message", (request: CompileRequest) => {
     let response: CompileResponse;
     try {
-      response = { id: request.id, ok: true, ...transpileProgram(request.source, request.entries) };
+      response = request.modules
+        ? { id: request.id, ok: true, modules: Object.fromEntries(Object.entries(request.modules).map(([path, text]) => [path, transpileLocalModule(text, path)])) }
+        : { id: request.id, ok: true, ...transpileProgram(request.source, request.entries) };
     } catch (err) {
       response = { id: request.id, ok: false, name: (err as Error).name, message: (err as Error).message };
     }

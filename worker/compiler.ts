@@ -29,6 +29,8 @@ interface PendingCompile {
   resolve(program: CompiledBundle): void;
   reject(err: Error): void;
   key: string;
+  /** A request for local modules (transpileModules): resolved with path → JavaScript. */
+  modules?: (js: Record<string, string>) => void;
 }
 
 export class BundleCompiler {
@@ -74,6 +76,17 @@ export class BundleCompiler {
     return compiled;
   }
 
+  /** A job's local .ts modules (path → TypeScript) as CommonJS (path → JavaScript), on the compiler thread. */
+  transpileModules(modules: Record<string, string>): Promise<Record<string, string>> {
+    return new Promise<Record<string, string>>((resolve, reject) => {
+      const id = this.nextId++;
+      this.pending.set(id, { resolve: () => undefined, reject, key: "", modules: resolve });
+      clearTimeout(this.idleTimer);
+      const request: CompileRequest = { id, source: "", entries: [], modules };
+      this.ensureThread().postMessage(request);
+    });
+  }
+
   async close(): Promise<void> {
     clearTimeout(this.idleTimer);
     const thread = this.thread;
@@ -95,7 +108,9 @@ export class BundleCompiler {
     const request = this.pending.get(response.id);
     if (!request) return;
     this.pending.delete(response.id);
-    if (response.ok) {
+    if (response.ok && "modules" in response) {
+      request.modules?.(response.modules);
+    } else if (response.ok) {
       const { id: _id, ok: _ok, ...program } = response;
       const compiled: CompiledBundle = { key: request.key, ...program };
       this.cache.set(request.key, compiled);

@@ -1,8 +1,9 @@
 // The fresh global scope each job runs in: Node's usual globals, `require` resolved from the
-// worker's directory, a console whose output goes back to the worker, timers that end with the
+// job's local modules (laid out by worker/module-layout.ts) or else the worker's directory, a console whose output goes back to the worker, timers that end with the
 // job, and the job's `params` and `jobtracker`.
 import { Console } from "node:console";
-import { createRequire } from "node:module";
+import { readFileSync } from "node:fs";
+import Module, { createRequire } from "node:module";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import * as vm from "node:vm";
@@ -11,6 +12,7 @@ import type { ParamValues } from "../runtime/params";
 import { WorkerJobTracker } from "../runtime/shared/jobtracker";
 import type { CheckpointSink } from "../runtime/shared/jobtracker";
 import type { ClassLookup } from "../runtime/shared/value-codec";
+import { COMPILED_DIR } from "./module-layout";
 
 const IDENTIFIER = /^[A-Za-z_$][\w$]*$/;
 
@@ -59,6 +61,67 @@ function preludeScript(names: readonly string[]): vm.Script {
 
 // One require for every job: the module cache is shared, so a package loads once per worker.
 const requireFromCwd = createRequire(join(process.cwd(), "[nbjob job]"));
+/** A require per folder of local modules (one per set of files), so a module loads once per worker too. */
+const requireFromModules = new Map<string, NodeJS.Require>();
+
+/** The require a job sees: from its local modules' folder when it has one (they stand where the notebook was). */
+function requireFor(moduleDir: string | undefined): NodeJS.Require {
+  if (moduleDir === undefined) return requireFromCwd;
+  let found = requireFromModules.get(moduleDir);
+  if (!found) {
+    found = createRequire(join(moduleDir, "[nbjob job]"));
+    requireFromModules.set(moduleDir, found);
+  }
+  return found;
+}
+
+type LoaderFunction = (module: { _compile(code: string, filename: string): void }, filename: string) => void;
+
+/**
+ * The JavaScript the worker's compiler thread made for a laid-out local module
+ * (worker/module-layout.ts: `<key>/.nbjob-js/<path under key>.js`); undefined if there is none.
+ */
+function compiledModule(filename: string): string | undefined {
+  const match = /^(.*\/[0-9a-f]{64})\/(.+)$/.exec(filename);
+  if (!match) return undefined;
+  try {
+    return readFileSync(join(match[1], COMPILED_DIR, `${match[2]}.js`), "utf8");
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Lets require() load a job's local .ts modules, as the notebook's engine does for cells: the
+ * JavaScript compiled when they were laid out, else compiled here (the compiler then loads in
+ * this thread, once).
+ */
+function registerTypeScriptExtension(): void {
+  const extensions = (Module as unknown as { _extensions: Record<string, LoaderFunction> })._extensions;
+  let transpile: ((source: string, fileName: string) => string) | undefined;
+  for (const extension of [".ts", ".mts", ".cts"]) {
+    if (extensions[extension]) continue;
+    extensions[extension] = (module, filename) => {
+      // Frames in the module show its TypeScript lines (its JavaScript carries an inline source map).
+      process.setSourceMapsEnabled(true);
+      const laidOut = compiledModule(filename);
+      if (laidOut !== undefined) {
+        module._compile(laidOut, filename);
+        return;
+      }
+      if (!transpile) {
+        const { loadTypeScript } = require("../runtime/typescript-loader") as typeof import("../runtime/typescript-loader");
+        const { ts } = loadTypeScript("transpile");
+        transpile = (source, fileName) => ts.transpileModule(source, {
+          fileName,
+          compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true, inlineSourceMap: true },
+        }).outputText;
+      }
+      module._compile(transpile(readFileSync(filename, "utf8"), filename), filename);
+    };
+  }
+}
+registerTypeScriptExtension();
 
 /** The context whose job runs now; the shared console writes to it. */
 let activeContext: JobContext | undefined;
@@ -110,8 +173,9 @@ export class JobContext {
   }
 
   /** Makes the context the given job's: its parameters, its output and checkpoint hooks. */
-  begin(params: ParamValues, hooks: JobHooks): void {
+  begin(params: ParamValues, hooks: JobHooks, moduleDir?: string): void {
     this.hooks = hooks;
+    this.sandbox.require = requireFor(moduleDir);
     activeContext = this;
     this.sandbox.params = ParamLogger.forJob(params);
     this.sandbox.jobtracker = new WorkerJobTracker((name) => this.variableAccess(name), (index, values) => hooks.checkpoint(index, values), hooks.flush);

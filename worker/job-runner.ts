@@ -4,7 +4,9 @@
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
 import type { ParamValues } from "../runtime/params";
+import { filesOfSource } from "../runtime/shared/bundle-files";
 import { BundleCompiler } from "./compiler";
+import type { ModuleLayout } from "./module-layout";
 import type { CompiledBundle } from "./compiler";
 import type { StreamName } from "./job-context";
 import type { JobThreadEvent, RunCommand } from "./job-thread";
@@ -78,6 +80,8 @@ export interface JobRunnerOptions {
   log?: (line: string) => void;
   /** Called whenever the runner has nothing to run (a worker then looks for queued jobs). */
   onIdle?: () => void;
+  /** Lays out bundles' local modules (needs the store); without it such a bundle fails, saying why. */
+  modules?: ModuleLayout;
 }
 
 /** A job id that is already queued or running here. */
@@ -93,6 +97,7 @@ export class JobRunner {
   private readonly streamFlushMs: number;
   private readonly log: (line: string) => void;
   private readonly onIdle?: () => void;
+  private readonly modules?: ModuleLayout;
   private active?: ActiveJob;
   private thread?: Worker;
   private closed = false;
@@ -102,6 +107,7 @@ export class JobRunner {
     this.streamFlushMs = options.streamFlushMs ?? 20;
     this.log = options.log ?? ((line) => process.stderr.write(`nbjob worker: ${line}\n`));
     this.onIdle = options.onIdle;
+    this.modules = options.modules;
     // Started now so the first job does not wait for a thread to boot.
     this.ensureThread();
   }
@@ -198,22 +204,28 @@ export class JobRunner {
     job.startedAt = Date.now();
     this.safely(() => job.listener.started());
     const entries = job.bundle.entries ?? [];
+    const files = filesOfSource(job.bundle.source);
+    const hasFiles = Object.keys(files).length > 0;
+    const knownDir = hasFiles ? this.modules?.known(files) : undefined;
     // A cached program starts without waiting a turn of the event loop.
     const cached = this.compiler.cached(job.bundle.source, entries);
-    if (cached && !job.restore) {
-      this.startOnThread(job, cached);
+    if (cached && !job.restore && hasFiles === (knownDir !== undefined)) {
+      this.startOnThread(job, cached, undefined, knownDir);
       return;
     }
+    const laidOut: Promise<string | undefined> = !hasFiles ? Promise.resolve(undefined)
+      : this.modules ? this.modules.jobDir(files)
+        : Promise.reject(new Error(`the job imports local modules (${Object.keys(files).join(", ")}) and this worker has no store to read them from; start it with a store (NBJOB_DATABASE_URL)`));
     const restoring = job.restore ? job.restore().catch((err: Error) => {
       throw new Error(`job ${job.jobId} resumes from a checkpoint that could not be read: ${err.message}`, { cause: err });
     }) : Promise.resolve(undefined);
-    Promise.all([cached ?? this.compiler.compile(job.bundle.source, entries), restoring]).then(
-      ([program, restore]) => this.startOnThread(job, program, restore),
+    Promise.all([cached ?? this.compiler.compile(job.bundle.source, entries), restoring, laidOut]).then(
+      ([program, restore, moduleDir]) => this.startOnThread(job, program, restore, moduleDir),
       (err: Error) => this.finish(job, (listener, durationMs) => listener.failed({ ename: err.name, evalue: err.message, traceback: [`${err.name}: ${err.message}`], durationMs })),
     );
   }
 
-  private startOnThread(job: ActiveJob, program: CompiledBundle, restore?: RestorePoint): void {
+  private startOnThread(job: ActiveJob, program: CompiledBundle, restore?: RestorePoint, moduleDir?: string): void {
     if (job.finished) return;
     job.program = program;
     const command: RunCommand = {
@@ -226,6 +238,7 @@ export class JobRunner {
       declaredNames: program.declaredNames,
       acks: job.acks.buffer as SharedArrayBuffer,
       restore,
+      moduleDir,
     };
     try {
       this.ensureThread().postMessage(command);

@@ -34,6 +34,8 @@ export interface RunCommand {
   acks: SharedArrayBuffer;
   /** A resumed job: the checkpoint restored after the program's top level ran, before its entries. */
   restore?: { index: number; values: Record<string, Uint8Array> };
+  /** Where the job's local modules are laid out (its require resolves from there); absent: none. */
+  moduleDir?: string;
 }
 
 /** Snapshots not yet stored may hold this many bytes (or this many snapshots) before checkpoint() waits. */
@@ -118,7 +120,7 @@ async function runJob(command: RunCommand, post: (event: JobThreadEvent, transfe
     },
     checkpoint: (index, values) => pipe.send(index, values),
     flush: () => pipe.flush(),
-  });
+  }, command.moduleDir);
   try {
     const entries: Array<() => unknown> = [];
     job.define(ENTRY_HOOK, (entry: () => unknown) => entries.push(entry));

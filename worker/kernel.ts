@@ -5,6 +5,7 @@
 import { randomUUID } from "node:crypto";
 import { renameSync, rmSync } from "node:fs";
 import { hostname } from "node:os";
+import { join } from "node:path";
 import { PROTOCOL_VERSION, replyTo } from "../wire/message";
 import type { JupyterMessage } from "../wire/message";
 import { KernelSockets } from "../wire/server";
@@ -12,7 +13,10 @@ import type { RequestChannel } from "../wire/server";
 import { writeConnectionFile } from "../wire/connection";
 import type { ConnectionInfo } from "../wire/connection";
 import type { Store } from "../store";
+import { getFiles, nbjobHome } from "../store";
 import { BundleRefusedError, checkLoadedBundle } from "./bundle-integrity";
+import { ModuleLayout } from "./module-layout";
+import { BundleCompiler } from "./compiler";
 import { isComplete } from "./is-complete";
 import { WorkerStoreLink } from "./store-link";
 import { DuplicateJobError, fanOut, JobRunner } from "./job-runner";
@@ -75,8 +79,13 @@ export class WorkerKernel {
       host: hostname(),
       profile: options.profile ?? null,
     };
-    this.runner = new JobRunner({ log: this.log, onIdle: () => this.link?.claimSoon() });
-    this.analysis = new AnalysisRunner({ store: options.store, workerId: this.identity.worker_id, log: this.log });
+    const store = options.store;
+    // Local modules of bundles are read from the store and laid out under $NBJOB_HOME/cache/modules.
+    // Their .ts files are compiled on the compiler thread the runner's bundles use.
+    const compiler = new BundleCompiler();
+    const modules = store ? new ModuleLayout(join(nbjobHome(), "cache", "modules"), (hashes) => getFiles(store, hashes), (files) => compiler.transpileModules(files)) : undefined;
+    this.runner = new JobRunner({ log: this.log, onIdle: () => this.link?.claimSoon(), modules, compiler });
+    this.analysis = new AnalysisRunner({ store: options.store, workerId: this.identity.worker_id, log: this.log, modules });
     if (options.store) this.link = new WorkerStoreLink(options.store, this.identity, this.runner, { ...options.storeTiming, log: this.log });
     this.finished = new Promise((resolve) => (this.markFinished = resolve));
   }

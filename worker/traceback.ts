@@ -10,6 +10,9 @@ export interface ProgramLocations extends ProgramLayout {
 }
 
 const FRAME = /^\s+at /;
+// A job's local modules sit in $NBJOB_HOME/cache/modules/<key>/ (worker/module-layout.ts, with a
+// `_/` per level a path climbs above the notebook's folder): frames name them by their own path.
+const LOCAL_MODULE_DIR = /(?<=\(|at )[^\s()]*\/cache\/modules\/[0-9a-f]{64}\/(?:_\/)*/g;
 const PROGRAM_POSITION = new RegExp(`${PROGRAM_FILE.replace(".", "\\.")}:(\\d+):(\\d+)`, "g");
 // The worker's own compiled files: this folder's and those it shares with the notebook side.
 const WORKER_DIRS = [__dirname, join(__dirname, "..", "runtime", "shared")].map((dir) => dir + sep);
@@ -45,7 +48,8 @@ export function jobTraceback(ename: string, evalue: string, stack: string, progr
   const lines = [`${ename}: ${evalue}`];
   for (const frame of frames) {
     if (!frame.includes(PROGRAM_FILE) && isWorkerInternal(frame)) continue;
-    lines.push(program ? mapFrame(frame, program) : frame);
+    const local = frame.replace(LOCAL_MODULE_DIR, "./");
+    lines.push(program ? mapFrame(local, program) : local);
   }
   return lines;
 }

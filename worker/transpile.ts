@@ -93,6 +93,17 @@ export function transpileProgram(source: string, entries: readonly string[]): Co
 }
 
 /**
+ * A job's local TypeScript module as the CommonJS its require loads, with an inline source map
+ * (the job thread has Node read them, so frames show the module's own lines).
+ */
+export function transpileLocalModule(source: string, fileName: string): string {
+  return ts.transpileModule(source, {
+    fileName,
+    compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true, inlineSourceMap: true },
+  }).outputText;
+}
+
+/**
  * The names a script declares in the global scope, read from the JavaScript that runs (so
  * import helpers and enums count, type-only declarations do not). Looks into top-level blocks and
  * loops (their vars, and sloppy-mode block functions, land in the global scope too), never into

@@ -9,6 +9,7 @@ import type { CellAnalysis } from "./cell-analysis";
 import { NODE_TYPES_FILE, nodeTypesText } from "./node-types";
 import { INTERNAL_PREFIX, Prelude } from "./prelude";
 import { PACKAGE_NAME, RUNTIME_ENTRY } from "./runtime-globals";
+import { IGNORED_DIAGNOSTICS, sharedCheckOptions } from "../../runtime/check-options";
 import { combinedLibFile, LIB_FOLDER, libClosure, libFileText, ts } from "./typescript";
 
 export interface CellDiagnostic {
@@ -28,8 +29,6 @@ export interface CheckResult {
   emitted?: { js: string; map: string };
 }
 
-// "Could not find a declaration file for module": an untyped package is still usable (as any).
-const IGNORED_DIAGNOSTICS = new Set([7016]);
 // The compiled package (dist/): its .d.ts files, e.g. the runtime's, are read once.
 const PACKAGE_DIST = join(__dirname, "..", "..") + "/";
 // nbjob's own declaration files (the runtime's) mention other packages' types in signatures no
@@ -355,22 +354,12 @@ export class CellChecker {
   private setUp(): ts.CompilerHost {
     if (this.compilerHost) return this.compilerHost;
     this.options = {
-      target: ts.ScriptTarget.ES2022,
-      // "preserve": ES imports, top-level await and `import x = require("m")` all allowed, as in
-      // the engine, which runs each form; resolution as bundlers do (package exports, no extensions).
-      module: ts.ModuleKind.Preserve,
-      moduleResolution: ts.ModuleResolutionKind.Bundler,
+      // The same as the bundle check's (runtime/check-options.ts), plus what a cell's emit needs.
+      ...sharedCheckOptions(ts),
       // The libs are a root file instead (see combinedLibFile).
       noLib: true,
-      strict: true,
-      esModuleInterop: true,
-      skipLibCheck: true,
       declaration: true,
       sourceMap: true,
-      // A const enum stays an object at run time, as a cell's other declarations do.
-      preserveConstEnums: true,
-      allowImportingTsExtensions: true,
-      resolveJsonModule: true,
       // Node's types are a root file instead (see node-types.ts); typeRoots still serve a
       // package's `/// <reference types="...">`.
       types: [],
