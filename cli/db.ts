@@ -88,6 +88,7 @@ async function status(flags: { "database-url"?: string; home?: string }): Promis
       const counts = new Map(rows.map((row) => [row.status, row.count]));
       const total = rows.reduce((sum, row) => sum + row.count, 0);
       console.log(`jobs:      ${total}${total ? ` (${JOB_STATUSES.filter((s) => counts.has(s)).map((s) => `${counts.get(s)} ${s}`).join(", ")})` : ""}`);
+      console.log(await require("./db-size").storeSizeReport(store));
     }
     return 0;
   }, { skipSchemaCheck: true });

@@ -33,6 +33,15 @@ export interface EnvironmentInput {
   packages?: { [name: string]: string };
 }
 
+/**
+ * For rows stored by content: a row already there is not written again but locked until the
+ * caller's transaction ends ("all rows will be locked when the ON CONFLICT DO UPDATE action is
+ * taken", even when its WHERE is false), so garbage collection (cleanup.ts), which skips locked
+ * rows, cannot remove a snippet or bundle between this write and the job or analysis that refers
+ * to it. Its inputs must be distinct: one statement cannot lock a row it inserted itself.
+ */
+const LOCK_IF_STORED = "ON CONFLICT (hash) DO UPDATE SET hash = EXCLUDED.hash WHERE false";
+
 export function snippetHash(source: string): string {
   return sha256(source);
 }
@@ -44,9 +53,9 @@ export async function putSnippets(db: Db, snippets: SnippetInput[]): Promise<str
   // Names go in as JSON because unnest() cannot take an array of arrays of different lengths.
   await db.query(
     `INSERT INTO nbjob.snippets (hash, kind, names, source)
-     SELECT s.hash, s.kind, ARRAY(SELECT jsonb_array_elements_text(s.names)), s.source
+     SELECT DISTINCT ON (s.hash) s.hash, s.kind, ARRAY(SELECT jsonb_array_elements_text(s.names)), s.source
        FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[]) AS s(hash, kind, names, source)
-     ON CONFLICT (hash) DO NOTHING`,
+     ${LOCK_IF_STORED}`,
     [hashes, snippets.map((s) => s.kind), snippets.map((s) => JSON.stringify(s.names)), snippets.map((s) => s.source)],
   );
   return hashes;
@@ -64,12 +73,12 @@ export async function putBundle(db: Db, bundle: BundleInput): Promise<string> {
   await db.query(
     `WITH new_snippets AS (
        INSERT INTO nbjob.snippets (hash, kind, names, source)
-       SELECT s.hash, s.kind, ARRAY(SELECT jsonb_array_elements_text(s.names)), s.source
+       SELECT DISTINCT ON (s.hash) s.hash, s.kind, ARRAY(SELECT jsonb_array_elements_text(s.names)), s.source
          FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[]) AS s(hash, kind, names, source)
-       ON CONFLICT (hash) DO NOTHING
+       ${LOCK_IF_STORED}
      ), new_bundle AS (
        INSERT INTO nbjob.bundles (hash, source, params, entries) VALUES ($5, $6, $7, $8)
-       ON CONFLICT (hash) DO NOTHING RETURNING hash
+       ${LOCK_IF_STORED} RETURNING hash
      )
      INSERT INTO nbjob.bundle_snippets (bundle_hash, position, snippet_hash, collector)
      SELECT b.hash, u.position - 1, u.snippet_hash, u.collector
