@@ -32,12 +32,15 @@ export async function withCliStore<T>(flags: { "database-url"?: string; home?: s
   }
 }
 
-const USAGE = `usage: nbjob db migrate | status | start | stop [options]
+const USAGE = `usage: nbjob db migrate | status | start | stop | dump FILE | restore FILE [options]
 
   migrate   apply the schema migrations this nbjob ships (also done on first use)
   status    where the database is, whether the embedded server runs, the schema version
   start     initialise and start the embedded PostgreSQL (detached; it keeps running)
   stop      stop the embedded PostgreSQL
+  dump FILE     every job (logs, checkpoints, results, analyses) and the code and values they
+                use, to FILE (JSON lines, one consistent snapshot; jobs may keep running)
+  restore FILE  load such a FILE into an empty store of the same schema version
 
 options:
 ${STORE_FLAGS_USAGE}`;
@@ -117,6 +120,7 @@ export const command: Command = {
   usage: USAGE,
   async run(argv) {
     const { values, positionals } = parseCommandArgs({ args: argv, options: STORE_FLAGS, allowPositionals: true, strict: true }, USAGE);
+    if (positionals[0] === "dump" || positionals[0] === "restore") return require("./db-dump").runDumpOrRestore(positionals[0], positionals, values);
     if (positionals.length !== 1) throw new UsageError(`nbjob db takes one action (migrate, status, start or stop)${positionals.length ? `, got "${positionals.join(" ")}"` : ""}\n${USAGE}`);
     switch (positionals[0]) {
       case "migrate":

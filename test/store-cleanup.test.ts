@@ -6,6 +6,8 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Client } from "pg";
 import {
@@ -340,6 +342,64 @@ describe("db.deleteJobs and job.delete()", () => {
     } finally {
       await db.close();
       await store.close();
+    }
+  });
+});
+
+describe("nbjob db dump / restore", () => {
+  test("a store with jobs, checkpoints (a multi-chunk value), logs, analyses dumps and restores into an empty store whole; rerun works from it", async () => {
+    const fromUrl = await freshDatabase("dumpfrom");
+    const toUrl = await freshDatabase("dumpto");
+    const from = openStore({ url: fromUrl });
+    const to = openStore({ url: toUrl });
+    const file = join(mkdtempSync(join(tmpdir(), "nbjob-dump-")), "backup.jsonl");
+    try {
+      const big = randomBytes(CHUNK_SIZE + 12345);
+      const a = await doneJob(from, [{ x: big, y: randomBytes(100) }, { x: big }], { tags: ["keep"], label: "dumped" });
+      const b = await doneJob(from, [{ z: randomBytes(10) }], { rerunOf: a.id, label: "dumped" });
+      const analysis = await createAnalysis(from, a.id, [{ name: "len", source: "function len(x: Uint8Array) { return x.length; }" }]);
+      await putAnalysisRow(from, { functionHash: analysis.function_hashes[0], jobId: a.id, checkpointIdx: 1, value: [["len", big.length]] });
+      const failed = await createJob(from, { bundleHash: a.bundle_hash });
+      await transitionJob(from, failed.id, "running", { workerId: "w", host: "h", pid: 2 });
+      await transitionJob(from, failed.id, "failed", { error: { name: "RangeError", message: "boom", traceback: ["RangeError: boom", "    at f (bundle.ts:1:1)"] } });
+
+      const dump = await nbjob(["db", "dump", file], fromUrl);
+      assert.equal(dump.code, 0, dump.stderr);
+      assert.match(dump.stdout, /^dumped \d+ rows of \d+ tables to .*backup\.jsonl \(\d+(\.\d)? MiB\)/);
+      assertOneLineError(await nbjob(["db", "dump", file], fromUrl), /exists; nbjob does not overwrite a file/);
+
+      await to.ready();
+      const restore = await nbjob(["db", "restore", file], toUrl);
+      assert.equal(restore.code, 0, restore.stderr);
+      assert.match(restore.stdout, /^restored \d+ rows \(3 jobs\)/);
+      const rows = async (store: Store, sql: string) => (await store.query(sql)).rows;
+      for (const sql of [
+        "SELECT * FROM nbjob.jobs ORDER BY id", "SELECT * FROM nbjob.logs ORDER BY id", "SELECT * FROM nbjob.checkpoint_values ORDER BY job_id, idx, name",
+        "SELECT * FROM nbjob.analysis_rows ORDER BY job_id", "SELECT * FROM nbjob.analyses ORDER BY id", "SELECT hash, source, params, entries FROM nbjob.bundles ORDER BY hash",
+        "SELECT * FROM nbjob.bundle_snippets ORDER BY bundle_hash, position", "SELECT hash, md5(data) FROM nbjob.chunks ORDER BY hash",
+      ]) assert.deepEqual(await rows(to, sql), await rows(from, sql), sql);
+      const back = await readCheckpoint(to, a.id, 0);
+      assert.ok(back.x.equals(big), "the multi-chunk value is byte-exact");
+      assert.deepEqual(await readCheckpoint(to, b.id, 0), await readCheckpoint(from, b.id, 0));
+      await assertStoreWhole(to);
+      assertOneLineError(await nbjob(["db", "restore", file], toUrl), /this store is not empty; restore into a new one/);
+      const notADump = join(mkdtempSync(join(tmpdir(), "nbjob-dump-")), "notes.txt");
+      writeFileSync(notADump, "hello\n");
+      assertOneLineError(await nbjob(["db", "restore", notADump], toUrl), /notes\.txt is not an nbjob dump \(a line is not JSON\)/);
+      assertOneLineError(await nbjob(["db", "dump"], toUrl), /nbjob db dump takes one FILE/);
+
+      // The restored store goes on: rerun makes a new job with a new number, from the restored bundle.
+      const rerun = await nbjob(["rerun", String(a.id)], toUrl);
+      assert.equal(rerun.code, 0, rerun.stderr);
+      const { rows: [newest] } = await to.query<{ id: number; rerun_of: number; bundle_hash: string }>("SELECT id, rerun_of, bundle_hash FROM nbjob.jobs ORDER BY id DESC LIMIT 1");
+      assert.equal(newest.id, failed.id + 1);
+      assert.equal(newest.rerun_of, a.id);
+      assert.equal(newest.bundle_hash, a.bundle_hash);
+      const show = await nbjob(["show", String(failed.id)], toUrl);
+      assert.match(show.stdout, /RangeError: boom/);
+    } finally {
+      await from.close();
+      await to.close();
     }
   });
 });
