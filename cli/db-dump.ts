@@ -1,23 +1,20 @@
 // `nbjob db dump FILE` and `nbjob db restore FILE` (store/dump.ts): every job, its logs,
 // checkpoints, results and analyses, and the code and values they use, to a file and back.
-import { UsageError } from "./args";
-import { withCliStore } from "./db";
+// db.ts parses the arguments and opens the store (this file imports nothing from it: no cycle).
+import { statSync } from "node:fs";
+import type { Db } from "../store";
 import { formatBytes } from "../store/cleanup";
 import { dumpStore, restoreStore } from "../store/dump";
-import { statSync } from "node:fs";
 
-export async function runDumpOrRestore(action: "dump" | "restore", positionals: string[], flags: { "database-url"?: string; home?: string }): Promise<number> {
-  if (positionals.length !== 2) throw new UsageError(`nbjob db ${action} takes one FILE, e.g. nbjob db ${action} nbjob-backup.jsonl`);
-  const file = positionals[1];
-  return withCliStore(flags, async (store) => {
-    const started = performance.now();
-    if (action === "dump") {
-      const { rows, tables } = await dumpStore(store, file);
-      console.log(`dumped ${rows} rows of ${tables} tables to ${file} (${formatBytes(statSync(file).size)}) in ${((performance.now() - started) / 1000).toFixed(1)} s`);
-    } else {
-      const { rows, jobs } = await restoreStore(store, file);
-      console.log(`restored ${rows} rows (${jobs} jobs) from ${file} in ${((performance.now() - started) / 1000).toFixed(1)} s`);
-    }
-    return 0;
-  });
+export async function dumpOrRestore(action: "dump" | "restore", file: string, store: Db): Promise<number> {
+  const started = performance.now();
+  const took = () => `${((performance.now() - started) / 1000).toFixed(1)} s`;
+  if (action === "dump") {
+    const { rows, tables } = await dumpStore(store, file);
+    console.log(`dumped ${rows} rows of ${tables} tables to ${file} (${formatBytes(statSync(file).size)}) in ${took()}`);
+  } else {
+    const { rows, jobs } = await restoreStore(store, file);
+    console.log(`restored ${rows} rows (${jobs} jobs) from ${file} in ${took()}`);
+  }
+  return 0;
 }

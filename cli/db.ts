@@ -120,7 +120,11 @@ export const command: Command = {
   usage: USAGE,
   async run(argv) {
     const { values, positionals } = parseCommandArgs({ args: argv, options: STORE_FLAGS, allowPositionals: true, strict: true }, USAGE);
-    if (positionals[0] === "dump" || positionals[0] === "restore") return require("./db-dump").runDumpOrRestore(positionals[0], positionals, values);
+    if (positionals[0] === "dump" || positionals[0] === "restore") {
+      const action = positionals[0];
+      if (positionals.length !== 2) throw new UsageError(`nbjob db ${action} takes one FILE, e.g. nbjob db ${action} nbjob-backup.jsonl`);
+      return withCliStore(values, (store) => require("./db-dump").dumpOrRestore(action, positionals[1], store));
+    }
     if (positionals.length !== 1) throw new UsageError(`nbjob db takes one action (migrate, status, start or stop)${positionals.length ? `, got "${positionals.join(" ")}"` : ""}\n${USAGE}`);
     switch (positionals[0]) {
       case "migrate":
