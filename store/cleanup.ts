@@ -19,8 +19,8 @@
 //    row) or gets a foreign-key error.
 // 3. The writers that find a value already stored and refer to it later (putCheckpoints, putBlob)
 //    redo the whole write once more on exactly that foreign-key error (checkpoints.ts), which
-//    uploads the value again; putBundle and putSnippets lock rows they reuse (code.ts) for the
-//    rest of the writer's transaction.
+//    uploads the value again; putBundle and putSnippets lock FOR KEY SHARE the rows they are
+//    about to re-use (code.ts), for the rest of the writer's transaction.
 // 4. Rows younger than the grace period are not collected at all: a large value's chunks are
 //    committed before the blob row that lists them (blobs.ts), so a young unreferenced chunk is
 //    normally one being written. The grace period only spares writers a retry; 1-3 are what make

@@ -34,13 +34,19 @@ export interface EnvironmentInput {
 }
 
 /**
- * For rows stored by content: a row already there is not written again but locked until the
- * caller's transaction ends ("all rows will be locked when the ON CONFLICT DO UPDATE action is
- * taken", even when its WHERE is false), so garbage collection (cleanup.ts), which skips locked
- * rows, cannot remove a snippet or bundle between this write and the job or analysis that refers
- * to it. Its inputs must be distinct: one statement cannot lock a row it inserted itself.
+ * Locks (FOR KEY SHARE, until the caller's transaction ends) the stored rows a write is about to
+ * re-use instead of inserting, so garbage collection (cleanup.ts), which skips locked rows, cannot
+ * remove one between this write and the job or analysis that refers to it. Taken before the
+ * insert: a row being deleted by a collection is waited for and then inserted anew. Key-share
+ * locks do not conflict with each other, so writers of the same code never wait for each other.
  */
-const LOCK_IF_STORED = "ON CONFLICT (hash) DO UPDATE SET hash = EXCLUDED.hash WHERE false";
+async function lockStored(db: Db, bundleHash: string | null, snippetHashes: string[]): Promise<void> {
+  await db.query(
+    `SELECT (SELECT count(*) FROM (SELECT 1 FROM nbjob.bundles WHERE hash = $1 FOR KEY SHARE) b),
+            (SELECT count(*) FROM (SELECT 1 FROM nbjob.snippets WHERE hash = ANY($2::text[]) FOR KEY SHARE) s)`,
+    [bundleHash, snippetHashes],
+  );
+}
 
 export function snippetHash(source: string): string {
   return sha256(source);
@@ -50,12 +56,13 @@ export function snippetHash(source: string): string {
 export async function putSnippets(db: Db, snippets: SnippetInput[]): Promise<string[]> {
   const hashes = snippets.map((snippet) => snippetHash(snippet.source));
   if (snippets.length === 0) return hashes;
+  await lockStored(db, null, hashes);
   // Names go in as JSON because unnest() cannot take an array of arrays of different lengths.
   await db.query(
     `INSERT INTO nbjob.snippets (hash, kind, names, source)
-     SELECT DISTINCT ON (s.hash) s.hash, s.kind, ARRAY(SELECT jsonb_array_elements_text(s.names)), s.source
+     SELECT s.hash, s.kind, ARRAY(SELECT jsonb_array_elements_text(s.names)), s.source
        FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[]) AS s(hash, kind, names, source)
-     ${LOCK_IF_STORED}`,
+     ON CONFLICT (hash) DO NOTHING`,
     [hashes, snippets.map((s) => s.kind), snippets.map((s) => JSON.stringify(s.names)), snippets.map((s) => s.source)],
   );
   return hashes;
@@ -68,17 +75,18 @@ export async function putSnippets(db: Db, snippets: SnippetInput[]): Promise<str
 export async function putBundle(db: Db, bundle: BundleInput): Promise<string> {
   const hash = sha256(bundle.source);
   const snippetHashes = bundle.snippets.map((snippet) => snippetHash(snippet.source));
+  await lockStored(db, hash, snippetHashes);
   // One statement (so one round trip and atomic without a transaction): new snippets, the
   // bundle if new, and its snippet list only when the bundle row was inserted by us.
   await db.query(
     `WITH new_snippets AS (
        INSERT INTO nbjob.snippets (hash, kind, names, source)
-       SELECT DISTINCT ON (s.hash) s.hash, s.kind, ARRAY(SELECT jsonb_array_elements_text(s.names)), s.source
+       SELECT s.hash, s.kind, ARRAY(SELECT jsonb_array_elements_text(s.names)), s.source
          FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[]) AS s(hash, kind, names, source)
-       ${LOCK_IF_STORED}
+       ON CONFLICT (hash) DO NOTHING
      ), new_bundle AS (
        INSERT INTO nbjob.bundles (hash, source, params, entries) VALUES ($5, $6, $7, $8)
-       ${LOCK_IF_STORED} RETURNING hash
+       ON CONFLICT (hash) DO NOTHING RETURNING hash
      )
      INSERT INTO nbjob.bundle_snippets (bundle_hash, position, snippet_hash, collector)
      SELECT b.hash, u.position - 1, u.snippet_hash, u.collector
