@@ -32,7 +32,7 @@ export async function withCliStore<T>(flags: { "database-url"?: string; home?: s
   }
 }
 
-const USAGE = `usage: nbjob db migrate | status | start | stop | dump FILE | restore FILE [options]
+const USAGE = `usage: nbjob db migrate | status | start | stop | dump FILE | restore FILE | retention [options]
 
   migrate   apply the schema migrations this nbjob ships (also done on first use)
   status    where the database is, whether the embedded server runs, the schema version
@@ -41,6 +41,10 @@ const USAGE = `usage: nbjob db migrate | status | start | stop | dump FILE | res
   dump FILE     every job (logs, checkpoints, results, analyses) and the code and values they
                 use, to FILE (JSON lines, one consistent snapshot; jobs may keep running)
   restore FILE  load such a FILE into an empty store of the same schema version
+  retention [--checkpoints keep-last N --older-than AGE | --off]
+                show or set the checkpoint retention policy "nbjob gc" applies: of jobs that
+                ended more than AGE ago (14d) and are not tagged keep, all but the last N
+                checkpoints go
 
 options:
 ${STORE_FLAGS_USAGE}`;
@@ -119,6 +123,7 @@ export const command: Command = {
   summary: "database schema and the embedded PostgreSQL server (migrate, status, start, stop)",
   usage: USAGE,
   async run(argv) {
+    if (argv[0] === "retention") return require("./db-retention").retentionCommand(argv.slice(1), STORE_FLAGS, withCliStore);
     const { values, positionals } = parseCommandArgs({ args: argv, options: STORE_FLAGS, allowPositionals: true, strict: true }, USAGE);
     if (positionals[0] === "dump" || positionals[0] === "restore") {
       const action = positionals[0];

@@ -24,7 +24,7 @@ function listIds(ids: number[]): string {
 }
 
 function gcLine(result: GcResult, before: number, after: number): string {
-  return `collected ${plural(result.blobs, "value")} (${plural(result.chunks, "chunk")}, ${formatBytes(result.chunkBytes)}), ${plural(result.bundles, "bundle")}, ${plural(result.snippets, "snippet")} in ${(result.ms / 1000).toFixed(1)} s; database ${formatBytes(before)} -> ${formatBytes(after)}`;
+  return `${result.thinned ? `retention thinned ${plural(result.thinned, "checkpoint")}; ` : ""}collected ${plural(result.blobs, "value")} (${plural(result.chunks, "chunk")}, ${formatBytes(result.chunkBytes)}), ${plural(result.bundles, "bundle")}, ${plural(result.snippets, "snippet")} in ${(result.ms / 1000).toFixed(1)} s; database ${formatBytes(before)} -> ${formatBytes(after)}`;
 }
 
 /** gc, then a plain VACUUM so the space is reusable (and trailing pages go back to the OS). */

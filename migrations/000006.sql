@@ -16,3 +16,11 @@ ALTER TABLE nbjob.chunks ADD COLUMN created_at timestamptz NOT NULL DEFAULT now(
 CREATE INDEX checkpoint_values_blob_idx ON nbjob.checkpoint_values (blob_hash);
 CREATE INDEX blob_chunks_chunk_idx ON nbjob.blob_chunks (chunk_hash);
 CREATE INDEX analysis_rows_function_idx ON nbjob.analysis_rows (function_hash);
+
+-- Store-wide settings, one JSON value per key; "retention": the checkpoint retention policy that
+-- garbage collection applies ({ "keepLast": 5, "olderThanMs": 1209600000 }).
+CREATE TABLE nbjob.settings (
+  key         text PRIMARY KEY,
+  value       jsonb NOT NULL,
+  updated_at  timestamptz NOT NULL DEFAULT now()
+);

@@ -179,6 +179,8 @@ export interface GcOptions {
   graceMs?: number;
   /** Rows per transaction (default 500): locks are held briefly, writers wait for at most one batch. */
   batchSize?: number;
+  /** Apply the store's checkpoint retention policy first (default true). */
+  retention?: boolean;
 }
 
 export interface GcResult {
@@ -188,6 +190,8 @@ export interface GcResult {
   chunkBytes: number;
   bundles: number;
   snippets: number;
+  /** Checkpoints thinned by the retention policy. */
+  thinned: number;
   /** Batches that lost a race with a writer (a foreign-key error; retried with fresh candidates). */
   conflicts: number;
   ms: number;
@@ -271,6 +275,52 @@ async function collect(db: Db, kind: Collectable, graceMs: number, batchSize: nu
   return { rows: total, measure, conflicts };
 }
 
+/** The checkpoint retention policy: of jobs that ended more than olderThanMs ago, keep the last keepLast checkpoints. */
+export interface RetentionPolicy {
+  keepLast: number;
+  olderThanMs: number;
+}
+
+/** Stores the policy (undefined: none, checkpoints are kept for ever). */
+export async function setRetention(db: Db, policy: RetentionPolicy | undefined): Promise<void> {
+  if (policy === undefined) {
+    await db.query("DELETE FROM nbjob.settings WHERE key = 'retention'");
+    return;
+  }
+  if (!Number.isSafeInteger(policy.keepLast) || policy.keepLast < 1) throw new StoreError(`keep-last must be a positive integer (the last checkpoint is always kept), got ${policy.keepLast}`);
+  if (!(Number.isFinite(policy.olderThanMs) && policy.olderThanMs >= 0)) throw new StoreError(`older-than must be a non-negative duration, got ${policy.olderThanMs}`);
+  await db.query(
+    `INSERT INTO nbjob.settings (key, value) VALUES ('retention', $1)
+     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()`,
+    [JSON.stringify({ keepLast: policy.keepLast, olderThanMs: policy.olderThanMs })],
+  );
+}
+
+export async function getRetention(db: Db): Promise<RetentionPolicy | undefined> {
+  const { rows } = await db.query<{ value: RetentionPolicy }>("SELECT value FROM nbjob.settings WHERE key = 'retention'");
+  return rows[0]?.value;
+}
+
+/**
+ * Applies the retention policy: of final jobs that ended more than olderThanMs ago and are not
+ * tagged keep, deletes every checkpoint but the last keepLast (by index), with their analysis
+ * rows. Their values go at the next collection. Returns how many checkpoints were deleted.
+ */
+export async function applyRetention(db: Db, policy?: RetentionPolicy): Promise<number> {
+  const rule = policy ?? (await getRetention(db));
+  if (!rule) return 0;
+  const { rowCount } = await db.query(
+    `DELETE FROM nbjob.checkpoints c
+      USING (SELECT j.id FROM nbjob.jobs j
+              WHERE j.finished_at < now() - make_interval(secs => $2::double precision / 1000)
+                AND NOT j.tags @> ARRAY[$3::text]) old
+      WHERE c.job_id = old.id
+        AND c.idx < (SELECT min(k.idx) FROM (SELECT idx FROM nbjob.checkpoints WHERE job_id = old.id ORDER BY idx DESC LIMIT $1) k)`,
+    [rule.keepLast, rule.olderThanMs, KEEP_TAG],
+  );
+  return rowCount ?? 0;
+}
+
 /**
  * Removes values (blobs and their chunks), bundles and snippets that no job, checkpoint or
  * analysis refers to any more and that are older than the grace period. Safe while jobs run
@@ -281,13 +331,14 @@ export async function collectGarbage(db: Db, options: GcOptions = {}): Promise<G
   const batchSize = options.batchSize ?? 500;
   if (!(Number.isFinite(graceMs) && graceMs >= 0)) throw new StoreError(`grace period must be a non-negative number of milliseconds, got ${graceMs}`);
   const started = performance.now();
+  const thinned = options.retention === false ? 0 : await applyRetention(db);
   // Order matters: blobs first frees chunks, bundles first frees snippets.
   const blobs = await collect(db, BLOBS, graceMs, batchSize);
   const chunks = await collect(db, CHUNKS, graceMs, batchSize);
   const bundles = await collect(db, BUNDLES, graceMs, batchSize);
   const snippets = await collect(db, SNIPPETS, graceMs, batchSize);
   return {
-    blobs: blobs.rows, chunks: chunks.rows, chunkBytes: chunks.measure, bundles: bundles.rows, snippets: snippets.rows,
+    thinned, blobs: blobs.rows, chunks: chunks.rows, chunkBytes: chunks.measure, bundles: bundles.rows, snippets: snippets.rows,
     conflicts: blobs.conflicts + chunks.conflicts + bundles.conflicts + snippets.conflicts,
     ms: performance.now() - started,
   };

@@ -403,3 +403,34 @@ describe("nbjob db dump / restore", () => {
     }
   });
 });
+
+describe("checkpoint retention", () => {
+  test("nbjob db retention --checkpoints keep-last 2 --older-than AGE: gc thins old jobs' checkpoints, keeps the last 2, recent and kept jobs whole", async () => {
+    const url = await freshDatabase("retention");
+    const store = openStore({ url });
+    try {
+      const values = Array.from({ length: 5 }, () => ({ x: randomBytes(3000) }));
+      const old = await doneJob(store, values, { label: "ret" });
+      const kept = await doneJob(store, values.map(() => ({ x: randomBytes(3000) })), { tags: ["keep"], label: "ret" });
+      const recent = await doneJob(store, values.map(() => ({ x: randomBytes(3000) })), { label: "ret" });
+      await store.query("UPDATE nbjob.jobs SET finished_at = now() - interval '20 days', started_at = now() - interval '21 days', queued_at = now() - interval '21 days' WHERE id = ANY($1::bigint[])", [[old.id, kept.id]]);
+      const none = await nbjob(["db", "retention"], url);
+      assert.equal(none.stdout.trim(), "retention: none (every checkpoint is kept)");
+      const set = await nbjob(["db", "retention", "--checkpoints", "keep-last", "2", "--older-than", "14d"], url);
+      assert.equal(set.code, 0, set.stderr);
+      assert.equal(set.stdout.trim(), "retention: jobs that ended more than 14d ago keep their last 2 checkpoints (applied by nbjob gc)");
+      assertOneLineError(await nbjob(["db", "retention", "--checkpoints", "keep-first", "2", "--older-than", "14d"], url), /--checkpoints keep-last N --older-than AGE/);
+      const gc = await nbjob(["gc", "--grace", "0s"], url);
+      assert.equal(gc.code, 0, gc.stderr);
+      assert.match(gc.stdout, /^retention thinned 3 checkpoints; collected 3 values/);
+      assert.deepEqual((await listCheckpoints(store, old.id)).map((c) => c.idx), [3, 4]);
+      assert.ok((await readCheckpoint(store, old.id, 4)).x.equals(values[4].x), "the last checkpoint is whole");
+      assert.equal((await listCheckpoints(store, kept.id)).length, 5);
+      assert.equal((await listCheckpoints(store, recent.id)).length, 5);
+      assert.equal((await nbjob(["db", "retention", "--off"], url)).stdout.trim(), "retention: none (every checkpoint is kept)");
+      await assertStoreWhole(store);
+    } finally {
+      await store.close();
+    }
+  });
+});
