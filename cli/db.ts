@@ -32,9 +32,9 @@ export async function withCliStore<T>(flags: { "database-url"?: string; home?: s
   }
 }
 
-const DB_ACTIONS = ["migrate", "status", "start", "stop", "destroy"] as const;
+const DB_ACTIONS = ["migrate", "status", "start", "stop", "destroy", "dump", "restore", "retention"] as const;
 
-const USAGE = `usage: nbjob db migrate | status | start | stop | destroy --yes [options]
+const USAGE = `usage: nbjob db migrate | status | start | stop | destroy --yes | dump FILE | restore FILE | retention [options]
 
   migrate   apply the schema migrations this nbjob ships (also done on first use)
   status    where the database is, whether the embedded server runs, the schema version
@@ -44,6 +44,13 @@ const USAGE = `usage: nbjob db migrate | status | start | stop | destroy --yes [
             checkpoint), wherever it is: $NBJOB_HOME/postgres, and the directory outside
             NBJOB_HOME that holds the data when the postgres user cannot reach NBJOB_HOME (as root
             with a private parent directory: /var/lib/nbjob/<hash>). Only with --yes.
+  dump FILE     every job (logs, checkpoints, results, analyses) and the code and values they
+                use, to FILE (JSON lines, one consistent snapshot; jobs may keep running)
+  restore FILE  load such a FILE into an empty store of the same schema version
+  retention [--checkpoints keep-last N --older-than AGE | --off]
+                show or set the checkpoint retention policy "nbjob gc" applies: of jobs that
+                ended more than AGE ago (14d) and are not tagged keep, all but the last N
+                checkpoints go
 
 options:
   --yes               (destroy) really delete
@@ -99,6 +106,7 @@ async function status(flags: { "database-url"?: string; home?: string }): Promis
       const counts = new Map(rows.map((row) => [row.status, row.count]));
       const total = rows.reduce((sum, row) => sum + row.count, 0);
       console.log(`jobs:      ${total}${total ? ` (${JOB_STATUSES.filter((s) => counts.has(s)).map((s) => `${counts.get(s)} ${s}`).join(", ")})` : ""}`);
+      console.log(await require("./db-size").storeSizeReport(store));
     }
     return 0;
   }, { skipSchemaCheck: true });
@@ -140,12 +148,18 @@ async function destroy(flags: { "database-url"?: string; home?: string; yes?: bo
 }
 
 export const command: Command = {
-  summary: "database schema and the embedded PostgreSQL server (migrate, status, start, stop, destroy)",
+  summary: "database schema and the embedded PostgreSQL server (migrate, status, start, stop, destroy, dump, restore, retention)",
   usage: USAGE,
   async run(argv) {
+    if (argv[0] === "retention") return require("./db-retention").retentionCommand(argv.slice(1), STORE_FLAGS, withCliStore);
     const { values, positionals } = parseCommandArgs({ args: argv, options: { ...STORE_FLAGS, yes: { type: "boolean" } }, allowPositionals: true, strict: true }, USAGE);
     if (values.yes && positionals[0] !== "destroy") throw oneLineUsageError("db", `--yes is an option of "nbjob db destroy"`);
     if (positionals.length === 0) throw actionError("db", DB_ACTIONS);
+    if (positionals[0] === "dump" || positionals[0] === "restore") {
+      const action = positionals[0];
+      if (positionals.length !== 2) throw oneLineUsageError("db", `nbjob db ${action} takes one FILE, e.g. nbjob db ${action} nbjob-backup.jsonl`);
+      return withCliStore(values, (store) => require("./db-dump").dumpOrRestore(action, positionals[1], store));
+    }
     if (positionals.length > 1) throw oneLineUsageError("db", `nbjob db takes one action, got "${positionals.join(" ")}"`);
     switch (positionals[0]) {
       case "migrate":

@@ -8,6 +8,8 @@ import {
   StoreError, createJob, transitionJob, IllegalTransitionError, notifyJobQueued, notifyJobCancelled,
 } from "../store";
 import type { DbJob, DbJobListed, DbLog, Json } from "../store";
+import { getJob } from "../store";
+import { formatBytes, jobSizes } from "../store/cleanup";
 
 // ---------------------------------------------------------------- formatting helpers
 
@@ -59,33 +61,40 @@ function exactlyPositionals(positionals: string[], count: number, usage: string)
 
 // ---------------------------------------------------------------- nbjob jobs
 
-const JOBS_USAGE = `usage: nbjob jobs [--status S] [--tag T] [--name N] [--limit N]
+const JOBS_USAGE = `usage: nbjob jobs [--status S] [--tag T] [--name N] [--limit N] [--size]
 
   --status S   only jobs with this status (${JOB_STATUSES.join(", ")})
   --tag T      only jobs with this tag
   --name N     only jobs with this name
   --limit N    how many of the newest jobs to list (default 50)
+  --size       add a SIZE column: bytes of the job's checkpoint values, logs and result
 ${STORE_FLAGS_USAGE}`;
 
 export async function cmdJobs(argv: string[]): Promise<number> {
   const { values, positionals } = parseCommandArgs({
     args: argv, allowPositionals: true, strict: true,
-    options: { ...STORE_FLAGS, status: { type: "string" }, tag: { type: "string" }, name: { type: "string" }, limit: { type: "string" } },
+    options: { ...STORE_FLAGS, status: { type: "string" }, tag: { type: "string" }, name: { type: "string" }, limit: { type: "string" }, size: { type: "boolean" } },
   }, JOBS_USAGE);
   exactlyPositionals(positionals, 0, JOBS_USAGE);
   if (values.status !== undefined && !isJobStatus(values.status)) {
     throw new UsageError(`--status must be one of ${JOB_STATUSES.join(", ")}, got "${values.status}"`);
   }
   const limit = parseLimit(values.limit, 50);
-  const jobs = await withCliStore(values, (store) => listJobs(store, { status: values.status as DbJob["status"] | undefined, tag: values.tag, name: values.name, limit }));
+  const sizes = new Map<number, number>();
+  const jobs = await withCliStore(values, async (store) => {
+    const listed = await listJobs(store, { status: values.status as DbJob["status"] | undefined, tag: values.tag, name: values.name, limit });
+    if (values.size && listed.length > 0) for (const size of await jobSizes(store, { ids: listed.map((job) => job.id) })) sizes.set(size.id, size.total);
+    return listed;
+  });
   if (jobs.length === 0) {
     const filtered = values.status !== undefined || values.tag !== undefined || values.name !== undefined;
     console.log(filtered ? "no jobs match" : "no jobs yet");
     return 0;
   }
+  const rows = jobs.map((job: DbJobListed) => [String(job.id), job.status, job.name ?? "", job.tags.join(","), formatTime(job.queued_at), formatDuration(job), job.worker_id ?? ""]);
   console.log(table(
-    ["ID", "STATUS", "NAME", "TAGS", "QUEUED", "TIME", "WORKER"],
-    jobs.map((job: DbJobListed) => [String(job.id), job.status, job.name ?? "", job.tags.join(","), formatTime(job.queued_at), formatDuration(job), job.worker_id ?? ""]),
+    ["ID", "STATUS", "NAME", "TAGS", "QUEUED", "TIME", "WORKER", ...(values.size ? ["SIZE"] : [])],
+    values.size ? rows.map((row, i) => [...row, formatBytes(sizes.get(jobs[i].id) ?? 0)]) : rows,
   ));
   return 0;
 }
@@ -119,8 +128,10 @@ export async function cmdShow(argv: string[]): Promise<number> {
     if (job.worker_id || job.host) field("worker", `${job.worker_id ?? "?"}${job.host ? ` on ${job.host}` : ""}${job.pid ? ` (pid ${job.pid})` : ""}`);
     if (job.target_worker) field("for worker", job.target_worker);
     if (job.group_id !== null) field("group", String(job.group_id));
-    if (job.rerun_of !== null) field("rerun of", `job ${job.rerun_of}`);
-    if (job.resumed_from !== null) field("resumed", `from job ${job.resumed_from}${job.resumed_from_checkpoint !== null ? ` at checkpoint ${job.resumed_from_checkpoint}` : ""}`);
+    // The parent may have been deleted (nbjob rm): the number stays, marked.
+    const parent = async (id: number) => `job ${id}${(await getJob(store, id)) ? "" : " (deleted)"}`;
+    if (job.rerun_of !== null) field("rerun of", await parent(job.rerun_of));
+    if (job.resumed_from !== null) field("resumed", `from ${await parent(job.resumed_from)}${job.resumed_from_checkpoint !== null ? ` at checkpoint ${job.resumed_from_checkpoint}` : ""}`);
     if (environment) {
       field("environment", `node ${environment.node_version}, nbjob ${environment.nbjob_version}${environment.lockfile_hash ? `, lock files ${environment.lockfile_hash.slice(0, 12)}` : ""}${job.host ? `, on ${job.host}` : ""}`);
       const packages = Object.entries(environment.packages).sort(([a], [b]) => (a < b ? -1 : 1));

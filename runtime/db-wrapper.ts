@@ -5,6 +5,8 @@ import {
   checkStorableJson, checkStorableText, createJob as storeCreateJob, createJobGroup, getJob, isJobStatus, JOB_STATUSES, listJobs, listWorkers, notifyJobQueued, openStore, putBundle, requireJob, signBundle, transitionJob,
 } from "../store";
 import type { BundleInput, DbJob, DbJobListed, JobStatus, Json, Store, StoreLocation } from "../store";
+import { collectGarbage, deleteJobs, parseDuration } from "../store/cleanup";
+import type { DeletionPlan } from "../store/cleanup";
 import { enqueueJobs } from "../store/queue";
 import { buildBundle, jobParams, withParams } from "./bundle";
 import { jsonType } from "./bundle-check";
@@ -19,6 +21,18 @@ import type { AnalysisFunctionValue, AnalysisRowOf, Analyzer, AnalyzerOptions } 
 import { FINAL_STATUSES, Job, JobGroup, loadProgram } from "./job";
 import { frontendCanAnswer, reviewBundle } from "./review";
 import { SnippetCollector } from "./snippets";
+
+/** What db.deleteJobs deletes: ids, or jobs matching all the given conditions. */
+export interface DeleteJobsOptions {
+  ids?: number[];
+  tag?: string;
+  status?: JobStatus;
+  /** Queued longer ago than this: "30d", "12h", or milliseconds. */
+  olderThan?: string | number;
+  dryRun?: boolean;
+  /** Collect the values nothing refers to afterwards (default true). */
+  collect?: boolean;
+}
 
 /** Options of createJob (the last argument, after the collectors). */
 export interface CreateJobOptions {
@@ -262,6 +276,23 @@ export class DBWrapper {
     }
     const rows = await listJobs(this.store, { status: filter.status, tag: filter.tag, name: filter.name, limit: filter.limit });
     return rows.map(summarize);
+  }
+
+  /**
+   * Deletes jobs by id (`{ ids: [3, 4] }`) or by filter (`{ tag, status, olderThan: "30d" }`): their
+   * rows, logs, checkpoints, results and analysis rows, in one transaction, then the stored values
+   * nothing else refers to (`collect: false` skips that). By id, a queued or running job or one
+   * tagged "keep" is an error and nothing is deleted; by filter, those are left alone and listed
+   * in `kept` / `active`. `dryRun: true` only says what would go and the bytes it frees.
+   */
+  async deleteJobs(filter: DeleteJobsOptions): Promise<DeletionPlan> {
+    if (filter === null || typeof filter !== "object") throw new TypeError(`db.deleteJobs(filter): filter is an object such as { ids: [3] } or { tag: "draft", olderThan: "30d" }; got ${inspect(filter)}`);
+    const plan = await deleteJobs(this.store, {
+      ids: filter.ids, tag: filter.tag, status: filter.status, dryRun: filter.dryRun,
+      olderThanMs: filter.olderThan === undefined ? undefined : parseDuration(filter.olderThan),
+    });
+    if (!plan.dryRun && plan.ids.length > 0 && filter.collect !== false) await collectGarbage(this.store);
+    return plan;
   }
 
   /**

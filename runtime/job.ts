@@ -7,6 +7,7 @@ import {
   diffJobs, getBundle, getEnvironment, getWorker, WORKER_STALE_MS, IllegalTransitionError, listCheckpoints, listWorkers, markLostJobs, notifyJobCancelled, readLogs, requireJob, transitionJob, UnknownJobError,
 } from "../store";
 import type { CheckpointSummary, DbJob, JobStatus, Store } from "../store";
+import { collectGarbage, deleteJobs } from "../store/cleanup";
 import type { BundlePart, ParamValues } from "./bundle";
 import { mapTraceback, storedBundleParts } from "./traceback";
 import type { View, WorkerConnection } from "./client";
@@ -307,6 +308,16 @@ export class Job<T = unknown> {
   /** The job's checkpoints in order: index, time, and per variable its value's hash and size in bytes. */
   async checkpoints(): Promise<CheckpointSummary[]> {
     return listCheckpoints(this.#store, this.id);
+  }
+
+  /**
+   * Deletes the job from the store: its row, logs, checkpoints, result and analysis rows, then
+   * the stored values nothing else refers to. A queued or running job must be cancelled first;
+   * a job tagged "keep" must lose the tag first. Jobs rerun or resumed from it stay.
+   */
+  async delete(): Promise<void> {
+    await deleteJobs(this.#store, { ids: [this.id] });
+    await collectGarbage(this.#store);
   }
 
   /**

@@ -51,6 +51,28 @@ export async function putCheckpoint(db: Db, jobId: number, idx: number, values: 
  * store holds already are not sent again. All or none are stored.
  */
 export async function putCheckpoints(db: Db, jobId: number, checkpoints: readonly CheckpointInput[]): Promise<{ hashes: Array<{ [name: string]: string }>; uploaded: number }> {
+  // A value found stored and referred to a moment later can have been removed in between by
+  // garbage collection (store/cleanup.ts): the foreign key refuses the reference and nothing is
+  // stored. Writing again uploads it anew. Collection skips rows a writer has locked, so a second
+  // loss needs another collector racing the same value; a few tries are plenty.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await putCheckpointsOnce(db, jobId, checkpoints);
+    } catch (err) {
+      if (attempt >= 5 || !valueWasCollected(err)) throw err;
+    }
+  }
+}
+
+/** A foreign-key error on a value or chunk reference (not on the job): see putCheckpoints. */
+function valueWasCollected(err: unknown): boolean {
+  for (let e = err as { code?: unknown; constraint?: unknown; cause?: unknown } | null | undefined, depth = 0; e && depth < 4; e = e.cause as typeof e, depth++) {
+    if (pgCode(e) === PgCode.foreignKeyViolation) return e.constraint === "checkpoint_values_blob_hash_fkey" || e.constraint === "blob_chunks_chunk_hash_fkey";
+  }
+  return false;
+}
+
+async function putCheckpointsOnce(db: Db, jobId: number, checkpoints: readonly CheckpointInput[]): Promise<{ hashes: Array<{ [name: string]: string }>; uploaded: number }> {
   for (const { idx } of checkpoints) {
     if (!Number.isInteger(idx) || idx < 0) throw new StoreError(`checkpoint index must be a non-negative integer, got ${idx}`);
   }
@@ -91,7 +113,7 @@ export async function putCheckpoints(db: Db, jobId: number, checkpoints: readonl
     const code = pgCode(err) ?? pgCode((err as { cause?: unknown } | null)?.cause);
     const which = checkpoints.length === 1 ? `checkpoint ${checkpoints[0].idx}` : `checkpoints ${checkpoints[0].idx}..${checkpoints[checkpoints.length - 1].idx}`;
     if (code === PgCode.uniqueViolation) throw new CheckpointConflictError(`job ${jobId} already has ${which}; checkpoint indexes are written once`, "duplicate", { cause: err });
-    if (code === PgCode.foreignKeyViolation) throw new CheckpointConflictError(`there is no job ${jobId} to store ${which} for`, "noJob", { cause: err });
+    if (code === PgCode.foreignKeyViolation && !valueWasCollected(err)) throw new CheckpointConflictError(`there is no job ${jobId} to store ${which} for`, "noJob", { cause: err });
     throw err;
   }
 }

@@ -45,6 +45,22 @@ export interface EnvironmentInput {
   packages?: { [name: string]: string };
 }
 
+/**
+ * Locks (FOR KEY SHARE, until the caller's transaction ends) the stored rows a write is about to
+ * re-use instead of inserting, so garbage collection (cleanup.ts), which skips locked rows, cannot
+ * remove one between this write and the job or analysis that refers to it. Taken before the
+ * insert: a row being deleted by a collection is waited for and then inserted anew. Key-share
+ * locks do not conflict with each other, so writers of the same code never wait for each other.
+ */
+async function lockStored(db: Db, bundleHash: string | null, snippetHashes: string[], fileHashes: string[] = []): Promise<void> {
+  await db.query(
+    `SELECT (SELECT count(*) FROM (SELECT 1 FROM nbjob.bundles WHERE hash = $1 FOR KEY SHARE) b),
+            (SELECT count(*) FROM (SELECT 1 FROM nbjob.snippets WHERE hash = ANY($2::text[]) FOR KEY SHARE) s),
+            (SELECT count(*) FROM (SELECT 1 FROM nbjob.files WHERE hash = ANY($3::text[]) FOR KEY SHARE) f)`,
+    [bundleHash, snippetHashes, fileHashes],
+  );
+}
+
 export function snippetHash(source: string): string {
   return sha256(source);
 }
@@ -54,6 +70,7 @@ export async function putSnippets(db: Db, snippets: SnippetInput[]): Promise<str
   snippets.forEach(checkSnippetText);
   const hashes = snippets.map((snippet) => snippetHash(snippet.source));
   if (snippets.length === 0) return hashes;
+  await lockStored(db, null, hashes);
   // Names go in as JSON because unnest() cannot take an array of arrays of different lengths.
   await db.query(
     `INSERT INTO nbjob.snippets (hash, kind, names, source)
@@ -86,6 +103,7 @@ export async function putBundle(db: Db, bundle: BundleInput): Promise<string> {
   const signature = signBundle({ hash, params: bundle.params ?? {}, entries: bundle.entries });
   const snippetHashes = bundle.snippets.map((snippet) => snippetHash(snippet.source));
   const files = bundle.files ?? [];
+  await lockStored(db, hash, snippetHashes, files.map((f) => sha256(f.text)));
   // One statement (so one round trip and atomic without a transaction): new snippets, the
   // bundle if new (or put back, see BUNDLE_ON_CONFLICT), and its snippet list if missing.
   await db.query(

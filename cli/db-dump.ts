@@ -1,0 +1,20 @@
+// `nbjob db dump FILE` and `nbjob db restore FILE` (store/dump.ts): every job, its logs,
+// checkpoints, results and analyses, and the code and values they use, to a file and back.
+// db.ts parses the arguments and opens the store (this file imports nothing from it: no cycle).
+import { statSync } from "node:fs";
+import type { Db } from "../store";
+import { formatBytes } from "../store/cleanup";
+import { dumpStore, restoreStore } from "../store/dump";
+
+export async function dumpOrRestore(action: "dump" | "restore", file: string, store: Db): Promise<number> {
+  const started = performance.now();
+  const took = () => `${((performance.now() - started) / 1000).toFixed(1)} s`;
+  if (action === "dump") {
+    const { rows, tables } = await dumpStore(store, file);
+    console.log(`dumped ${rows} rows of ${tables} tables to ${file} (${formatBytes(statSync(file).size)}) in ${took()}`);
+  } else {
+    const { rows, jobs } = await restoreStore(store, file);
+    console.log(`restored ${rows} rows (${jobs} jobs) from ${file} in ${took()}`);
+  }
+  return 0;
+}
