@@ -240,6 +240,24 @@ describe("shared values and garbage collection", () => {
     await assertStoreWhole(store);
   });
 
+  test("local modules: deleting a job collects the files only its bundle listed; a file another bundle lists stays", async () => {
+    const shared = { path: "lib/shared.ts", text: "export const shared = 1;\n" };
+    const withFiles = (label: string, own: string): BundleInput => ({ ...bundle(label), files: [shared, { path: "lib/own.ts", text: own }] });
+    const hashA = await putBundle(store, withFiles("files-a", "export const own = 'a';\n"));
+    const hashB = await putBundle(store, withFiles("files-b", "export const own = 'b';\n"));
+    const a = await createJob(store, { bundleHash: hashA });
+    await createJob(store, { bundleHash: hashB });
+    await transitionJob(store, a.id, "running", { workerId: "w-0", host: "lab", pid: 1 });
+    await transitionJob(store, a.id, "done", { result: 2, resultText: "2" });
+    await deleteJobs(store, { ids: [a.id] });
+    const gc = await collectGarbage(store, { graceMs: 0 });
+    assert.equal(gc.files, 1, "A's own file");
+    assert.equal(await count(store, "SELECT count(*) AS n FROM nbjob.bundle_files WHERE bundle_hash = $1", [hashA]), 0);
+    assert.equal(await count(store, "SELECT count(*) AS n FROM nbjob.files WHERE hash = $1", [sha256("export const own = 'a';\n")]), 0);
+    assert.equal(await count(store, "SELECT count(*) AS n FROM nbjob.files WHERE hash = ANY($1::text[])", [[sha256(shared.text), sha256("export const own = 'b';\n")]]), 2);
+    assert.equal(await count(store, "SELECT count(*) AS n FROM nbjob.bundle_files WHERE bundle_hash = $1", [hashB]), 2);
+  });
+
   test("the grace period leaves young unreferenced rows alone", async () => {
     // A chunk committed before its blob row (how a large value is written): not referenced yet.
     const young = randomBytes(64);
