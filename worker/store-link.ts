@@ -100,8 +100,18 @@ export class WorkerStoreLink {
 
   /** Records a job sent over the comm with `record: true`; its row must be queued (or running here). */
   recorder(jobId: number) {
-    return recordJob(this.store, jobId, this.identity, { claimed: false, log: this.log, inFlight: this.writesInFlight, availability: this.availability });
+    return recordJob(this.store, jobId, this.identity, { claimed: false, log: this.log, inFlight: this.writesInFlight, availability: this.availability, onClaimLost: this.stopLostJob });
   }
+
+  /**
+   * A fenced write for a job was refused (its claim is gone): the job is stopped as a cancel
+   * would stop it, so it neither runs on nor blocks the next job. Its final write is refused too.
+   */
+  private readonly stopLostJob = (jobId: number, reason: string): void => {
+    const where = this.runner.cancel(jobId, reason);
+    this.log(`job ${jobId}: ${where === "unknown" ? "already ended here" : `stopped (it was ${where} here)`}: ${reason}`);
+    this.claimSoon();
+  };
 
   /** Looks for a queued job now, if the runner is idle. */
   claimSoon(): void {
@@ -177,14 +187,16 @@ export class WorkerStoreLink {
             ? this.remember({ source: job.bundle_source, hash: job.bundle_hash, params: job.bundle_params ?? {}, entries: job.bundle_entries ?? [], signature: job.bundle_signature }, job.id)
             : await this.bundleOf(job.bundle_hash, job.id);
         } catch (err) {
-          const recorder = recordJob(this.store, job.id, this.identity, { claimed: true, log: this.log, inFlight: this.writesInFlight, availability: this.availability });
+          const recorder = recordJob(this.store, job.id, this.identity, { claimed: true, claim: job.claim, log: this.log, inFlight: this.writesInFlight, availability: this.availability, onClaimLost: this.stopLostJob });
           const ename = err instanceof BundleRefusedError ? err.name : "BundleMissing";
           if (err instanceof BundleRefusedError) this.log(`job ${job.id}: refused: ${err.message}`);
           recorder.listener.failed({ ename, evalue: (err as Error).message, traceback: [], durationMs: 0 });
           this.claimAgain = true;
           continue;
         }
-        const recorder = recordJob(this.store, job.id, this.identity, { claimed: true, log: this.log, inFlight: this.writesInFlight, bundleSource: bundle.source, availability: this.availability });
+        const recorder = recordJob(this.store, job.id, this.identity, {
+          claimed: true, claim: job.claim, log: this.log, inFlight: this.writesInFlight, bundleSource: bundle.source, availability: this.availability, onClaimLost: this.stopLostJob,
+        });
         try {
           this.runner.submit(job.id, bundle, recorder.listener, { restore: this.restorePoint(job) });
         } catch (err) {
