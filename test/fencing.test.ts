@@ -208,4 +208,21 @@ async function tick(n: number) {
     assert.ok(indexes.length > resumed.fromCheckpoint! + 1, "the resumed job stored checkpoints of its own");
     console.log(`# marked lost ${lostAfterMs} ms after SIGSTOP; the old run stopped ${stoppedAfterMs} ms after SIGCONT; resumed from checkpoint ${resumed.fromCheckpoint}`);
   });
+
+  test("a job that writes nothing is stopped at the worker's first heartbeat after SIGCONT, and the next job runs", { timeout: 60_000 }, async () => {
+    const pid = worker.process.pid!;
+    const id = await queueJob("async function quiet(): Promise<number> {\n  await new Promise((resolve) => setTimeout(resolve, 60_000));\n  return 1;\n}", ["quiet()"]);
+    await waitFor(`job ${id} running`, async () => (await job(id)).status === "running");
+    process.kill(pid, "SIGSTOP");
+    await waitFor(`job ${id} marked lost`, async () => (await markLostJobs(store, { staleAfterMs: STALE_MS })).includes(id), 30_000);
+    const next = await queueJob("const next = 2;", ["next"]);
+    process.kill(pid, "SIGCONT");
+    const continuedAt = Date.now();
+    // Without the check the worker would be busy with the lost job for a minute.
+    await waitFor(`next job ${next} done`, async () => (await job(next)).status === "done", 15_000);
+    assert.match(worker.log, new RegExp(`job ${id}: stopped \\(it was running here\\): job ${id} is lost in the store`));
+    assert.deepEqual(await stored(id), { logs: 0, checkpoints: 0 });
+    assert.equal((await job(id)).status, "lost");
+    console.log(`# a silent lost job stopped and the next job done ${Date.now() - continuedAt} ms after SIGCONT`);
+  });
 });
