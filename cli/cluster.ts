@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { KernelClient } from "../wire/client";
 import { readConnectionFile } from "../wire/connection";
 import {
-  clusterDir, DEFAULT_PROFILE, listClusterWorkers, processAlive, readRestartState, readWorkerPid, supervisorFiles, workerFiles,
+  clusterDir, DEFAULT_PROFILE, ensureWorkerId, listClusterWorkers, processAlive, readRestartState, readWorkerPid, supervisorFiles, workerFiles,
 } from "../runtime/shared/cluster-files";
 import type { ClusterWorkerFiles } from "../runtime/shared/cluster-files";
 import { probeWorker } from "../worker/probe";
@@ -100,6 +100,7 @@ function removeWorkerFiles(files: ClusterWorkerFiles): void {
   rmSync(files.connectionFile, { force: true });
   rmSync(files.pidFile, { force: true });
   rmSync(files.restartsFile, { force: true });
+  rmSync(files.idFile, { force: true });
 }
 
 /** The supervisor's pid while it runs. */
@@ -162,7 +163,7 @@ async function start(profile: string, dir: string, count: number, ip: string): P
   const started: Array<ClusterWorkerFiles & { pid: number }> = [];
   try {
     for (const i of indices) {
-      const files = workerFiles(dir, profile, i);
+      const files = ensureWorkerId(workerFiles(dir, profile, i), profile);
       rmSync(files.restartsFile, { force: true });
       started.push({ ...files, pid: spawnWorker(files, profile, ip) });
     }

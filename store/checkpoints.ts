@@ -5,6 +5,8 @@ import type { Db } from "./db";
 import { putBlob, putSmallBlobs, readBlob, CHUNK_SIZE } from "./blobs";
 import type { PutBlobResult } from "./blobs";
 import { PgCode, pgCode, StoreError } from "./errors";
+import { ClaimLostError } from "./jobs";
+import { FENCE_IDLE_LIMIT } from "./logs";
 import { checkStorableText } from "./text";
 import type { DbCheckpoint } from "./types";
 
@@ -40,24 +42,26 @@ export interface CheckpointInput {
  * Stores checkpoint `idx` of a job with its values (serialized bytes per variable name), in one
  * transaction. Storing an index twice is an error naming it.
  */
-export async function putCheckpoint(db: Db, jobId: number, idx: number, values: { [name: string]: Uint8Array }): Promise<PutCheckpointResult> {
-  const { hashes, uploaded } = await putCheckpoints(db, jobId, [{ idx, values }]);
+export async function putCheckpoint(db: Db, jobId: number, idx: number, values: { [name: string]: Uint8Array }, claim?: string): Promise<PutCheckpointResult> {
+  const { hashes, uploaded } = await putCheckpoints(db, jobId, [{ idx, values }], claim);
   return { idx, hashes: hashes[0], uploaded };
 }
 
 /**
  * Stores several checkpoints of one job in one transaction (a worker catching up after a burst
  * of small checkpoints writes them in a few statements, not a few per checkpoint). Values the
- * store holds already are not sent again. All or none are stored.
+ * store holds already are not sent again. All or none are stored. With `claim` (a worker writing
+ * for the run it claimed) they are stored only if the job is still running under that claim
+ * (checked and held in the transaction's first statement); otherwise ClaimLostError.
  */
-export async function putCheckpoints(db: Db, jobId: number, checkpoints: readonly CheckpointInput[]): Promise<{ hashes: Array<{ [name: string]: string }>; uploaded: number }> {
+export async function putCheckpoints(db: Db, jobId: number, checkpoints: readonly CheckpointInput[], claim?: string): Promise<{ hashes: Array<{ [name: string]: string }>; uploaded: number }> {
   // A value found stored and referred to a moment later can have been removed in between by
   // garbage collection (store/cleanup.ts): the foreign key refuses the reference and nothing is
   // stored. Writing again uploads it anew. Collection skips rows a writer has locked, so a second
   // loss needs another collector racing the same value; a few tries are plenty.
   for (let attempt = 1; ; attempt++) {
     try {
-      return await putCheckpointsOnce(db, jobId, checkpoints);
+      return await putCheckpointsOnce(db, jobId, checkpoints, claim);
     } catch (err) {
       if (attempt >= 5 || !valueWasCollected(err)) throw err;
     }
@@ -72,7 +76,7 @@ function valueWasCollected(err: unknown): boolean {
   return false;
 }
 
-async function putCheckpointsOnce(db: Db, jobId: number, checkpoints: readonly CheckpointInput[]): Promise<{ hashes: Array<{ [name: string]: string }>; uploaded: number }> {
+async function putCheckpointsOnce(db: Db, jobId: number, checkpoints: readonly CheckpointInput[], claim?: string): Promise<{ hashes: Array<{ [name: string]: string }>; uploaded: number }> {
   for (const { idx } of checkpoints) {
     if (!Number.isInteger(idx) || idx < 0) throw new StoreError(`checkpoint index must be a non-negative integer, got ${idx}`);
   }
@@ -85,8 +89,14 @@ async function putCheckpointsOnce(db: Db, jobId: number, checkpoints: readonly C
   for (const { values } of checkpoints) {
     for (const bytes of Object.values(values)) if (bytes.byteLength > CHUNK_SIZE && !large.has(bytes)) large.set(bytes, await putBlob(db, bytes));
   }
+  const which = checkpoints.length === 1 ? `checkpoint ${checkpoints[0].idx}` : `checkpoints ${checkpoints[0].idx}..${checkpoints[checkpoints.length - 1].idx}`;
   try {
     return await db.transaction(async (tx) => {
+      if (claim !== undefined) {
+        const fence = await tx.query(`SELECT ${FENCE_IDLE_LIMIT} FROM nbjob.jobs WHERE id = $1 AND status = 'running' AND claim = $2::bigint FOR SHARE`, [jobId, claim]);
+        // Checked first and held to the commit (logs.ts FENCE_CTE says why).
+        if (fence.rowCount === 0) throw new ClaimLostError(jobId, claim, which);
+      }
       await tx.query("INSERT INTO nbjob.checkpoints (job_id, idx) SELECT $1, i FROM unnest($2::int[]) AS i", [jobId, checkpoints.map((c) => c.idx)]);
       const hashes = checkpoints.map(() => ({}) as { [name: string]: string });
       const small: Array<{ at: number; name: string; bytes: Uint8Array }> = [];
@@ -111,7 +121,6 @@ async function putCheckpointsOnce(db: Db, jobId: number, checkpoints: readonly C
     });
   } catch (err) {
     const code = pgCode(err) ?? pgCode((err as { cause?: unknown } | null)?.cause);
-    const which = checkpoints.length === 1 ? `checkpoint ${checkpoints[0].idx}` : `checkpoints ${checkpoints[0].idx}..${checkpoints[checkpoints.length - 1].idx}`;
     if (code === PgCode.uniqueViolation) throw new CheckpointConflictError(`job ${jobId} already has ${which}; checkpoint indexes are written once`, "duplicate", { cause: err });
     if (code === PgCode.foreignKeyViolation && !valueWasCollected(err)) throw new CheckpointConflictError(`there is no job ${jobId} to store ${which} for`, "noJob", { cause: err });
     throw err;

@@ -153,6 +153,9 @@ export async function restoreStore(db: Db, file: string): Promise<{ rows: number
           [`nbjob.${table}`, column],
         );
       }
+      // The fencing claims' sequence belongs to no column: continue it past every stored claim, so
+      // a new run never gets a claim a restored job already holds.
+      await tx.query("SELECT setval('nbjob.job_claims', coalesce((SELECT max(claim) FROM nbjob.jobs), 0) + 1, false)");
       const { rows: [{ jobs }] } = await tx.query<{ jobs: number }>("SELECT count(*)::int AS jobs FROM nbjob.jobs");
       return { rows, jobs };
     });

@@ -14,7 +14,7 @@ export { snippetHash, putSnippets, putBundle, getSnippet, getBundle, getFiles, s
 export type { SnippetInput, BundleInput, BundleFileRow, BundleWithSnippets, EnvironmentInput } from "./code";
 export {
   createJob, createJobGroup, transitionJob, getJob, requireJob, listJobs, listJobsByIds, listGroupJobs, isJobStatus,
-  LEGAL_TRANSITIONS, IllegalTransitionError, UnknownJobError,
+  LEGAL_TRANSITIONS, IllegalTransitionError, UnknownJobError, ClaimLostError,
 } from "./jobs";
 export type { CreateJobInput, TransitionDetails, JobErrorInput, ListJobsFilter, DbJobListed } from "./jobs";
 export { appendLogs, readLogs } from "./logs";

@@ -32,6 +32,11 @@ export interface TransitionDetails {
   host?: string;
   pid?: number;
   environmentHash?: string;
+  /**
+   * Fencing: for a move out of `running`, the claim the writer got when the job started; the
+   * write is refused (ClaimLostError) unless the job is still running under it.
+   */
+  claim?: string;
   /** When becoming `done`: the serialized value and how it prints. */
   result?: Json;
   resultText?: string;
@@ -71,6 +76,17 @@ export class IllegalTransitionError extends StoreError {
   }
 }
 
+/**
+ * A write made under a claim the job no longer holds: it was marked lost, cancelled, or ended
+ * since the writer's run started. Never worth retrying: the run that made it must stop.
+ */
+export class ClaimLostError extends StoreError {
+  override name = "ClaimLostError";
+  constructor(readonly jobId: number, readonly claim: string, readonly what: string) {
+    super(`job ${jobId} is no longer running under claim ${claim} (it was marked lost, cancelled or ended since); ${what} refused`);
+  }
+}
+
 /** No job with this id. */
 export class UnknownJobError extends StoreError {
   override name = "UnknownJobError";
@@ -84,7 +100,7 @@ export function isJobStatus(value: string): value is JobStatus {
 }
 
 export const LISTED_COLUMNS = `id, bundle_hash, name, tags, status, queued_at, started_at, finished_at, target_worker,
-  worker_id, host, pid, group_id, resumed_from, resumed_from_checkpoint, rerun_of, notebook, environment_hash,
+  worker_id, host, pid, claim, group_id, resumed_from, resumed_from_checkpoint, rerun_of, notebook, environment_hash,
   result_text, error_name, error_message`;
 
 /** Stores a sweep's group; its jobs point at it with `groupId`. */
@@ -133,6 +149,7 @@ export async function transitionJob(db: Db, jobId: number, to: JobStatus, detail
     `UPDATE nbjob.jobs SET
         status = $2,
         started_at = CASE WHEN $2 = 'running' THEN now() ELSE started_at END,
+        claim = CASE WHEN $2 = 'running' THEN nextval('nbjob.job_claims') ELSE claim END,
         finished_at = CASE WHEN $2 IN ('done', 'failed', 'cancelled', 'lost') THEN now() ELSE finished_at END,
         worker_id = COALESCE($4, worker_id),
         host = COALESCE($5, host),
@@ -143,7 +160,7 @@ export async function transitionJob(db: Db, jobId: number, to: JobStatus, detail
         error_name = COALESCE($11, error_name),
         error_message = COALESCE($12, error_message),
         error_traceback = COALESCE($13, error_traceback)
-      WHERE id = $1 AND status = ANY($3::text[])
+      WHERE id = $1 AND status = ANY($3::text[]) AND ($14::bigint IS NULL OR (status = 'running' AND claim = $14::bigint))
       RETURNING *`,
     [
       jobId, to, from,
@@ -151,11 +168,13 @@ export async function transitionJob(db: Db, jobId: number, to: JobStatus, detail
       details.result !== undefined, details.result === undefined ? null : JSON.stringify(details.result), visibleText(details.resultText) ?? null,
       // What a job threw is recorded whatever it holds: a NUL in it shows as \u0000.
       visibleText(details.error?.name) ?? null, visibleText(details.error?.message) ?? null, details.error ? (details.error.traceback ?? []).map((l) => visibleText(l)) : null,
+      details.claim ?? null,
     ],
   );
   if (rows.length === 1) return rows[0];
   const current = await getJob(db, jobId);
   if (!current) throw new UnknownJobError(jobId);
+  if (details.claim !== undefined && current.status === "running" && String(current.claim) !== details.claim) throw new ClaimLostError(jobId, details.claim, `its ${to} status is`);
   throw new IllegalTransitionError(jobId, current.status, to);
 }
 

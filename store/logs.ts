@@ -2,6 +2,7 @@
 // worker/log-writer.ts does the batching for a running job. A line PostgreSQL's text type cannot
 // hold as printed (NUL, a lone surrogate) is stored escaped and read back as printed (text.ts).
 import type { Db } from "./db";
+import { ClaimLostError } from "./jobs";
 import { decodeLogLine, encodeLogLine } from "./text";
 import type { DbLog } from "./types";
 
@@ -12,18 +13,41 @@ export interface LogLine {
   at?: Date;
 }
 
-/** Appends lines in order, in one statement. */
-export async function appendLogs(db: Db, jobId: number, lines: LogLine[]): Promise<void> {
+/**
+ * The check a fenced write makes in its own statement: the job is running under this claim. FOR
+ * SHARE holds the row until the write commits, so marking the job lost or cancelled (an UPDATE)
+ * waits for the write, and a write that began after it sees the new status: a line or
+ * checkpoint is either stored while the claim held, or refused. markLostJobs skips a row held
+ * so (it never waits on a worker), and a held row is not held long: see FENCE_IDLE_LIMIT.
+ */
+/**
+ * A fenced write's transaction ends this long after its worker stops talking (SIGSTOP, a cut
+ * link): PostgreSQL ends the session, which releases the row, so the job can be marked lost.
+ * Set as the transaction's own setting (set_config(..., true)), nothing else changes.
+ */
+export const FENCE_IDLE_LIMIT = "set_config('idle_in_transaction_session_timeout', '10000', true)";
+
+export const FENCE_CTE = `fence AS (SELECT id, ${FENCE_IDLE_LIMIT} FROM nbjob.jobs WHERE id = $1 AND status = 'running' AND claim = $6::bigint FOR SHARE)`;
+
+/**
+ * Appends lines in order, in one statement. With `claim` (a worker writing for the run it
+ * claimed) the lines are stored only if the job is still running under that claim; otherwise
+ * nothing is stored and ClaimLostError is thrown.
+ */
+export async function appendLogs(db: Db, jobId: number, lines: LogLine[], claim?: string): Promise<void> {
   if (lines.length === 0) return;
   const now = new Date();
   const encoded = lines.map((l) => encodeLogLine(l.line));
-  await db.query(
-    `INSERT INTO nbjob.logs (job_id, stream, at, line, escaped)
+  const result = await db.query(
+    `WITH ${claim === undefined ? "fence AS (SELECT $6::bigint)" : FENCE_CTE}
+     INSERT INTO nbjob.logs (job_id, stream, at, line, escaped)
      SELECT $1, l.stream, l.at, l.line, l.escaped
        FROM unnest($2::text[], $3::timestamptz[], $4::text[], $5::boolean[]) WITH ORDINALITY AS l(stream, at, line, escaped, n)
+      WHERE EXISTS (SELECT 1 FROM fence)
      ORDER BY l.n`,
-    [jobId, lines.map((l) => l.stream), lines.map((l) => l.at ?? now), encoded.map((e) => e.line), encoded.map((e) => e.escaped)],
+    [jobId, lines.map((l) => l.stream), lines.map((l) => l.at ?? now), encoded.map((e) => e.line), encoded.map((e) => e.escaped), claim ?? null],
   );
+  if (claim !== undefined && result.rowCount === 0) throw new ClaimLostError(jobId, claim ?? "?", `${lines.length} log line${lines.length === 1 ? "" : "s"}`);
 }
 
 /** Lines in the order they were written; `afterId` continues from a previous read (for following). */

@@ -58,9 +58,9 @@ export async function claimNextJob(db: Db, worker: ClaimInput, targetedGraceMs =
   // once per job.
   const { rows } = await db.withClient((client) =>
     client.query<ClaimedJob>({
-      name: "nbjob_claim_next_job_with_signed_bundle",
+      name: "nbjob_claim_next_job_fenced",
       text: `WITH claimed AS (
-               UPDATE nbjob.jobs SET status = 'running', started_at = now(), worker_id = $1, host = $2, pid = $3
+               UPDATE nbjob.jobs SET status = 'running', started_at = now(), worker_id = $1, host = $2, pid = $3, claim = nextval('nbjob.job_claims')
                 WHERE id = (
                   SELECT id FROM nbjob.jobs
                    WHERE status = 'queued'
@@ -201,7 +201,10 @@ export async function markLostJobs(db: Db, input: LostJobsInput): Promise<number
               WHEN $2::text IS NOT NULL AND j.worker_id = $2 THEN 'worker ' || j.worker_id || ' restarted while running this job'
               ELSE 'worker ' || COALESCE(j.worker_id, '?') || ' stopped answering (no heartbeat for ' || ($1 / 1000)::int || ' s) while running this job'
             END
-      WHERE (j.status = 'running'
+      WHERE j.id IN (
+        -- SKIP LOCKED: a job whose worker is writing for it right now (a fenced write holds its
+        -- row, store/logs.ts) is alive; the check never waits on a worker.
+        SELECT j.id FROM nbjob.jobs j WHERE (j.status = 'running'
         AND (
           ($2::text IS NOT NULL AND j.worker_id = $2 AND j.pid IS DISTINCT FROM $3::int)
           OR (
@@ -221,6 +224,7 @@ export async function markLostJobs(db: Db, input: LostJobsInput): Promise<number
           AND NOT EXISTS (
             SELECT 1 FROM nbjob.workers w
              WHERE w.id = j.target_worker AND w.last_heartbeat_at > now() - make_interval(secs => $1 / 1000.0)))
+        FOR UPDATE SKIP LOCKED)
       RETURNING j.id`,
     [input.staleAfterMs, input.restartedWorker?.workerId ?? null, input.restartedWorker?.pid ?? null, input.skipSilent === true],
   );

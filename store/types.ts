@@ -74,6 +74,8 @@ export interface DbJob {
   worker_id: string | null;
   host: string | null;
   pid: number | null;
+  /** Set each time the job is marked running (a bigint, as text); the worker's writes must name it (migration 000007). */
+  claim: string | null;
   group_id: number | null;
   resumed_from: number | null;
   resumed_from_checkpoint: number | null;

@@ -124,7 +124,7 @@ await db.createAnalyzer(rc.view(0), "3" as any, [testPerformance])
     assert.equal(run.code, 0, run.stderr);
 
     const analyze = cellText(run.cells.get("analyze"));
-    assert.match(analyze, /^19 \[\{"checkpoint":0,"iteration":1,"error":2\.5\},\{"checkpoint":1,"iteration":2,"error":1\.25\}\] \{"default\/0":19\}$/m);
+    assert.match(analyze, /^19 \[\{"checkpoint":0,"iteration":1,"error":2\.5\},\{"checkpoint":1,"iteration":2,"error":1\.25\}\] \{"default\/0@[^"]+":19\}$/m);
     // The progress bar was updated in place to its final state (text and HTML).
     assert.match(display(run.cells.get("analyze")?.outputs, "text/plain") ?? "", /^analysed 19\/19 checkpoints of job \d+ \(testPerformance\); done: 19 rows computed$/);
     assert.match(display(run.cells.get("analyze")?.outputs, "text/html") ?? "", /<progress value="19" max="19"/);
@@ -215,7 +215,7 @@ console.log("stopped with", (await stopped.result).length, "rows");
 `, ["-p", `jobId=${jobId}`, "-p", `file=${file}`, "-p", `clusterFile=${clusterFile}`]);
     assert.equal(run.code, 0, run.stderr);
     assert.match(cellText(run.cells.get("alone")), new RegExp(`no worker could analyse job ${jobId} \\(19 checkpoints left; the rows stored so far are kept\\):\\nworker lonely: worker lonely has no store \\(it was started with --no-store\\)`));
-    assert.match(cellText(run.cells.get("mixed")), /^19 \{"checkpoint":0,"probed":1\} \{"default\/0":19\}$/m);
+    assert.match(cellText(run.cells.get("mixed")), /^19 \{"checkpoint":0,"probed":1\} \{"default\/0@[^"]+":19\}$/m);
     assert.match(cellText(run.cells.get("stop")), /^stopped with 0 rows$/m, "stopped before any checkpoint was handed out");
   });
 

@@ -83,6 +83,14 @@ async function killAndWait(pid: number): Promise<void> {
 
 /** A job as a direct view stores it: queued, for worker `target`. */
 /** A stored job of `source` for worker `target`, and the bundle to send it with (`view.worker.run`). */
+/** The worker's id in the store (`default/0@host.1a2b3c`), made by `cluster start` and kept across its restarts. */
+function idOf(index: number): string {
+  return readFileSync(join(clusterDir, `worker-${index}.id`), "utf8").trim();
+}
+
+/** An id as a regular expression's text. */
+const re = (text: string) => text.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
+
 async function storedJob(source: string, target: string): Promise<{ id: number; bundle: DispatchBundle }> {
   const hash = await putBundle(store, { source, snippets: [], params: {}, entries: [] });
   const bundle = { source, hash, params: {}, entries: [], signature: signBundle({ hash, params: {}, entries: [] }) };
@@ -185,7 +193,8 @@ describe("nbjob cluster", () => {
 
     const client = await KernelClient.connect(readConnectionFile(join(clusterDir, "worker-1.json")), { readyTimeoutMs: 20_000 });
     try {
-      assert.equal((client.kernelInfo?.nbjob as { worker_id: string }).worker_id, "default/1");
+      assert.equal((client.kernelInfo?.nbjob as { worker_id: string }).worker_id, idOf(1));
+      assert.match(idOf(1), /^default\/1@[^.]+.*\.[0-9a-f]{6}$/);
       const comm = await client.openComm("nbjob.worker");
       const events: WorkerEvent[] = [];
       comm.onMsg((data) => events.push(data as WorkerEvent));
@@ -211,9 +220,9 @@ describe("nbjob cluster", () => {
     const rc = await Client.connect({ connectionFiles: [join(clusterDir, "worker-0.json"), join(clusterDir, "worker-1.json")], timeoutMs: 20_000 });
     try {
       const view = rc.view(0);
-      assert.equal(view.workerId, "default/0");
+      assert.equal(view.workerId, idOf(0));
       const kill = 'process.kill(process.pid, "SIGKILL");';
-      const killer = await storedJob(kill, "default/0");
+      const killer = await storedJob(kill, idOf(0));
       await view.worker.run(killer.id, killer.bundle, () => {});
       await waitUntil("the worker dies", () => (alive(killedPid) ? undefined : true), 20_000);
       const newPid = await waitUntil("worker 0 is restarted", () => {
@@ -224,16 +233,16 @@ describe("nbjob cluster", () => {
       const lost = await jobEnds(killer.id);
       assert.equal(lost.status, "lost");
       // Said by the new process's first heartbeat, or by worker 1 if worker 0 was silent for 4 s first.
-      assert.match(lost.error_message ?? "", /worker default\/0 (restarted while running this job|stopped answering)/);
+      assert.match(lost.error_message ?? "", new RegExp(`worker ${re(idOf(0))} (restarted while running this job|stopped answering)`));
 
       // The same view (connection, comm) reaches the new process: its name, ports and key are the old ones.
-      const next = await storedJob("6 * 7", "default/0");
+      const next = await storedJob("6 * 7", idOf(0));
       const events: WorkerEvent[] = [];
       await view.worker.run(next.id, next.bundle, (event) => events.push(event));
       const done = await jobEnds(next.id);
       assert.equal(done.status, "done", done.error_message ?? "");
       assert.equal(done.result_text, "42");
-      assert.equal(done.worker_id, "default/0");
+      assert.equal(done.worker_id, idOf(0), "the restarted worker kept its id");
       assert.equal(done.pid, newPid);
       await waitUntil("the done event over the comm", () => (events.some((e) => e.action === "done") ? true : undefined), 10_000);
 
@@ -275,19 +284,20 @@ describe("nbjob cluster", () => {
   test("a job queued for a worker that is gone fails naming it; job.wait({ timeout }) says whom it waits for", async () => {
     await killSupervisor();
     await killAndWait(pidOf(1));
-    const { id } = await storedJob("1 + 1", "default/1");
+    const { id } = await storedJob("1 + 1", idOf(1));
     const db = new DBWrapper(DATABASE_URL);
     try {
       const job = await db.job(id);
       await assert.rejects(job.wait({ timeout: 300 }), (err: Error) => {
-        assert.match(err.message, new RegExp(`^job ${id} is still queued after 300 ms; it goes on \\(wait again, or job\\.cancel\\(\\)\\); it is queued for worker default/1, whose last heartbeat was \\d+ s ago$`));
+        assert.match(err.message, new RegExp(`^job ${id} is still queued after 300 ms; it goes on \\(wait again, or job\\.cancel\\(\\)\\); it is queued for worker ${re(idOf(1))}, whose last heartbeat was \\d+ s ago$`));
         return true;
       });
       // Worker 0 (alive) finds within its lost threshold (4 s here) that worker 1 is gone.
       const row = await jobEnds(id);
       assert.equal(row.status, "lost");
-      assert.match(row.error_message ?? "", /^worker default\/1, which this job was queued for \(a direct view\), is gone: its last heartbeat was \d+ s ago and no supervisor restarted it/);
-      await assert.rejects(job.result, /job \d+ was lost: WorkerLost: worker default\/1, which this job was queued for/);
+      assert.match(row.error_message ?? "", new RegExp(`^worker ${re(idOf(1))}, which`));
+      assert.match(row.error_message ?? "", /, which this job was queued for \(a direct view\), is gone: its last heartbeat was \d+ s ago and no supervisor restarted it/);
+      await assert.rejects(job.result, new RegExp(`job \\d+ was lost: WorkerLost: worker ${re(idOf(1))}, which this job was queued for`));
     } finally {
       await db.store.close();
     }

@@ -114,11 +114,11 @@ await f.result
     const failing = run.cells.get("failing")!.outputs.find((o) => o.output_type === "error");
     assert.ok(failing, cellText(run.cells.get("failing")));
     assert.equal(failing.ename, "JobError");
-    assert.match(failing.evalue!, /^job \d+ failed on worker default\/0: RangeError: boom 3/);
+    assert.match(failing.evalue!, /^job \d+ failed on worker default\/0@[^:\s]+: RangeError: boom 3/);
     assert.match(failing.evalue!, /at explode \(bundle\.ts:\d+:\d+ \[snippet explode, line 2\]\)/);
     assert.match(failing.evalue!, /\[entry 1 "explode\(3\)", line 1\]/);
     assert.match(cellText(run.cells.get("caught")), /JobError RangeError boom 3 failed/);
-    assert.match(cellText(run.cells.get("fn")), /JobError: job \d+ failed on worker default\/1: TypeError: the job's result cannot be sent back: result is a function/);
+    assert.match(cellText(run.cells.get("fn")), /JobError: job \d+ failed on worker default\/1@[^:\s]+: TypeError: the job's result cannot be sent back: result is a function/);
   });
 
   test("cancel: a queued job never starts, a running one is stopped and its worker is free again", async () => {

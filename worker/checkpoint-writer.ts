@@ -7,6 +7,7 @@
 import { CheckpointConflictError, putCheckpoints } from "../store/checkpoints";
 import type { CheckpointInput } from "../store/checkpoints";
 import type { Db } from "../store";
+import { ClaimLostError } from "../store/jobs";
 import { retryWhileAway, StoreAvailability } from "./store-retry";
 
 export interface CheckpointWriterOptions {
@@ -18,6 +19,10 @@ export interface CheckpointWriterOptions {
   /** Most bytes / checkpoints written in one transaction. Defaults 64 MiB / 500. */
   batchBytes?: number;
   batchCount?: number;
+  /** The claim the job's run holds (fencing); checkpoints are stored only while the job is running under it. */
+  claim?: () => string | undefined;
+  /** A checkpoint was refused because the claim is gone (told once; it and every later one fail). */
+  onClaimLost?: (err: ClaimLostError) => void;
 }
 
 interface Pending extends CheckpointInput {
@@ -69,6 +74,11 @@ export class CheckpointWriter {
           await this.store(batch);
           for (const item of batch) item.resolve();
         } catch (err) {
+          const fenced = (err as Error).cause instanceof ClaimLostError ? ((err as Error).cause as ClaimLostError) : undefined;
+          if (fenced && !this.failure) {
+            this.options.log(`job ${this.jobId}: ${fenced.message}; no later checkpoint is stored`);
+            this.options.onClaimLost?.(fenced);
+          }
           this.failure = err as Error;
           for (const item of [...batch, ...this.queue.splice(0)]) item.reject(this.failure);
         }
@@ -86,7 +96,7 @@ export class CheckpointWriter {
       await retryWhileAway(this.availability, async () => {
         attempts++;
         try {
-          const { uploaded } = await putCheckpoints(this.db, this.jobId, batch);
+          const { uploaded } = await putCheckpoints(this.db, this.jobId, batch, this.options.claim?.());
           this.uploaded += uploaded;
         } catch (err) {
           // An earlier attempt committed but its answer was lost with the connection.

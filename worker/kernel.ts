@@ -2,7 +2,7 @@
 // on a job thread, so heartbeats, status and cancel are answered while a job computes. Jobs
 // arrive over the `nbjob.worker` comm (see protocol.ts); execute_request runs plain code, which
 // is handy for poking at a worker from any Jupyter client.
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import { renameSync, rmSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
@@ -74,7 +74,8 @@ export class WorkerKernel {
   private constructor(private readonly options: WorkerKernelOptions) {
     this.log = options.log ?? ((line) => process.stderr.write(`nbjob worker: ${line}\n`));
     this.identity = {
-      worker_id: options.workerId ?? `${hostname()}:${process.pid}`,
+      // host:pid alone can repeat across containers or network namespaces: a random part keeps it unique.
+      worker_id: options.workerId ?? `${hostname()}:${process.pid}.${randomBytes(3).toString("hex")}`,
       pid: process.pid,
       host: hostname(),
       profile: options.profile ?? null,

@@ -6,7 +6,7 @@
 // escaped by appendLogs and read back as printed (store/text.ts). A line the store still refuses
 // (not an outage: some other refused data) is replaced by a note naming the problem and showing
 // the line as JSON. Nothing here throws: a job's output never fails the job or the worker.
-import { appendLogs, pgCode } from "../store";
+import { appendLogs, ClaimLostError, pgCode } from "../store";
 import type { Db, LogLine } from "../store";
 import { retryWhileAway, StoreAvailability } from "./store-retry";
 
@@ -26,6 +26,10 @@ export interface JobLogWriterOptions {
    * again (false), so the job can be made to wait rather than have its lines dropped.
    */
   onBehind?: (behind: boolean) => void;
+  /** The claim the job's run holds (fencing); lines are stored only while the job is running under it. */
+  claim?: () => string | undefined;
+  /** A batch was refused because the claim is gone: told once; every line after it is discarded. */
+  onClaimLost?: (err: ClaimLostError) => void;
 }
 
 /** What a note about the output itself looks like in the job's log. */
@@ -49,6 +53,8 @@ export class JobLogWriter {
   private readonly availability: StoreAvailability;
   private readonly maxLines: number;
   private readonly maxBytes: number;
+  /** The job lost its claim: nothing more is stored for it. */
+  private fenced?: ClaimLostError;
 
   constructor(private readonly db: Db, private readonly jobId: number, private readonly options: JobLogWriterOptions) {
     this.availability = options.availability ?? new StoreAvailability(options.log);
@@ -90,6 +96,7 @@ export class JobLogWriter {
   }
 
   private add(line: LogLine, always = false): void {
+    if (this.fenced) return;
     const bytes = Buffer.byteLength(line.line);
     if (!always && (this.pending.length >= this.maxLines || this.pendingBytes + bytes > this.maxBytes)) {
       if (this.dropped.lines === 0) {
@@ -131,6 +138,12 @@ export class JobLogWriter {
   private async drain(): Promise<void> {
     const batchLines = this.options.batchLines ?? 1_000;
     while (this.pending.length > 0) {
+      if (this.fenced) {
+        this.pending.splice(0);
+        this.pendingBytes = 0;
+        this.checkBehind();
+        return;
+      }
       // Written lines leave the queue only once stored, so they count against the bound meanwhile.
       const batch = this.pending.slice(0, batchLines);
       await this.store(batch);
@@ -146,6 +159,16 @@ export class JobLogWriter {
       await this.insert(batch);
       return;
     } catch (err) {
+      if (err instanceof ClaimLostError) {
+        // Not an outage and not bad data: the run this writer belongs to no longer owns the job.
+        if (!this.fenced) {
+          this.fenced = err;
+          const discarded = this.pending.length;
+          this.options.log(`job ${this.jobId}: ${err.message}; ${discarded} line${discarded === 1 ? "" : "s"} not stored, and none after`);
+          this.options.onClaimLost?.(err);
+        }
+        return;
+      }
       const refusedData = sqlState(err)?.startsWith("22") === true;
       if (refusedData && batch.length > 1) {
         const half = Math.ceil(batch.length / 2);
@@ -181,7 +204,7 @@ export class JobLogWriter {
       }
       await this.db.transaction(async (tx) => {
         xid = (await tx.query<{ xid: string }>("SELECT pg_current_xact_id()::text AS xid")).rows[0].xid;
-        await appendLogs(tx, this.jobId, batch.map(({ stream, line, at }) => ({ stream, line, at })));
+        await appendLogs(tx, this.jobId, batch.map(({ stream, line, at }) => ({ stream, line, at })), this.options.claim?.());
       });
     });
   }

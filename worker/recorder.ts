@@ -3,7 +3,7 @@
 // so the worker writes it itself and nothing depends on the notebook staying open. Every write
 // is retried while the store is away (store-retry.ts); a store away past its wait limit makes the
 // job wait at its next output or checkpoint, and the job's log says so once the store is back.
-import { getJob, IllegalTransitionError, transitionJob } from "../store";
+import { ClaimLostError, getJob, IllegalTransitionError, transitionJob } from "../store";
 import type { Db, Json } from "../store";
 import { CheckpointWriter } from "./checkpoint-writer";
 import type { JobListener } from "./job-runner";
@@ -42,6 +42,13 @@ export interface RecordOptions {
   bundleSource?: string;
   /** The worker's view of the store, shared by all its writers. Default: one of the recorder's own. */
   availability?: StoreAvailability;
+  /** The claim the row got when this worker claimed it from the queue (claimed: true). */
+  claim?: string | null;
+  /**
+   * A write for the job was refused because its claim is gone (marked lost, cancelled or resumed
+   * while this worker could not write): the worker stops the job. Told once.
+   */
+  onClaimLost?: (jobId: number, reason: string) => void;
 }
 
 export function recordJob(db: Db, jobId: number, identity: WorkerIdentity, options: RecordOptions): JobRecorder {
@@ -50,11 +57,22 @@ export function recordJob(db: Db, jobId: number, identity: WorkerIdentity, optio
   const retried = <T>(write: () => Promise<T>) => retryWhileAway(availability, write);
   let writes: Promise<unknown> = Promise.resolve();
   let skipped = false;
+  // Fencing: every write names the claim this run holds (from the queue's claim, or the gate's
+  // own move to running); once one is refused the job is stopped and nothing more is written.
+  let claim: string | undefined = options.claim === null || options.claim === undefined ? undefined : String(options.claim);
+  let claimLost = false;
+  const onClaimLost = (err: ClaimLostError) => {
+    if (claimLost) return;
+    claimLost = true;
+    log(`job ${jobId}: stopping it: a write for it was refused because this worker's claim on it is gone (${err.message})`);
+    options.onClaimLost?.(jobId, `this worker's claim on job ${jobId} is gone (marked lost, cancelled or resumed in the store); its writes are refused`);
+  };
+  const fence = { claim: () => claim, onClaimLost };
   // Lines pile up faster than the store takes them: the job waits rather than have them dropped.
   let setWaiting: ((reason: string, waiting: boolean) => void) | undefined;
-  const logs = new JobLogWriter(db, jobId, { log, availability, onBehind: (behind) => setWaiting?.("output", behind && !availability.away) });
+  const logs = new JobLogWriter(db, jobId, { log, availability, ...fence, onBehind: (behind) => setWaiting?.("output", behind && !availability.away) });
   // Checkpoints are stored in index order while the job runs; the job's final write waits for them.
-  const checkpoints = new CheckpointWriter(db, jobId, { log, availability });
+  const checkpoints = new CheckpointWriter(db, jobId, { log, availability, ...fence });
   let checkpointsStored: Promise<unknown> = Promise.resolve();
   // A store away past its limit holds the job until it is back; its log then says for how long.
   let waitingSince: number | undefined;
@@ -82,8 +100,10 @@ export function recordJob(db: Db, jobId: number, identity: WorkerIdentity, optio
       .catch((err: Error) => {
         // Cancelled in the meantime: the row already tells the story. Marked lost (by another
         // worker or a notebook, while this worker could not heartbeat): the outcome is not kept.
-        if (!(err instanceof IllegalTransitionError)) log(`could not record the end of job ${jobId}: ${err.message}`);
+        if (err instanceof ClaimLostError) onClaimLost(err);
+        else if (!(err instanceof IllegalTransitionError)) log(`could not record the end of job ${jobId}: ${err.message}`);
         else if (err.from === "lost") log(`job ${jobId} was marked lost in the store while it ran here; its outcome is not recorded (${err.message})`);
+        else if (claim !== undefined && err.from !== "cancelled") log(`job ${jobId}: its outcome is not recorded (${err.message})`);
       });
     const tracked = writes;
     inFlight.add(tracked);
@@ -109,14 +129,15 @@ export function recordJob(db: Db, jobId: number, identity: WorkerIdentity, optio
       checkpointsStored = stored.catch(() => undefined);
       return stored;
     },
-    done: ({ result, resultText }) => finalWrite(() => retried(() => transitionJob(db, jobId, "done", { result: storedResult(result) as unknown as Json, resultText })).then(linkEnvironment)),
-    failed: ({ ename, evalue, traceback }) => finalWrite(() => retried(() => transitionJob(db, jobId, "failed", { error: { name: ename, message: evalue, traceback } })).then(linkEnvironment)),
-    cancelled: (reason) => finalWrite(() => retried(() => transitionJob(db, jobId, "cancelled", { error: { name: "Cancelled", message: reason } }))),
+    done: ({ result, resultText }) => finalWrite(() => retried(() => transitionJob(db, jobId, "done", { result: storedResult(result) as unknown as Json, resultText, claim })).then(linkEnvironment)),
+    failed: ({ ename, evalue, traceback }) => finalWrite(() => retried(() => transitionJob(db, jobId, "failed", { error: { name: ename, message: evalue, traceback }, claim })).then(linkEnvironment)),
+    cancelled: (reason) => finalWrite(() => retried(() => transitionJob(db, jobId, "cancelled", { error: { name: "Cancelled", message: reason }, claim }))),
   };
   const markRunning = async (): Promise<true | { skip: string }> => {
     if (claimed) return true;
     try {
-      await retried(() => transitionJob(db, jobId, "running", { workerId: identity.worker_id, host: identity.host, pid: identity.pid }));
+      const row = await retried(() => transitionJob(db, jobId, "running", { workerId: identity.worker_id, host: identity.host, pid: identity.pid }));
+      claim = row.claim === null ? undefined : String(row.claim);
       return true;
     } catch (err) {
       if (!(err instanceof IllegalTransitionError)) {
@@ -125,7 +146,10 @@ export function recordJob(db: Db, jobId: number, identity: WorkerIdentity, optio
       }
       // Already running here (this worker claimed it from the queue a moment before) is fine.
       const row = await retried(() => getJob(db, jobId));
-      if (row?.status === "running" && row.worker_id === identity.worker_id && row.pid === identity.pid) return true;
+      if (row?.status === "running" && row.worker_id === identity.worker_id && row.pid === identity.pid) {
+        claim = row.claim === null ? undefined : String(row.claim);
+        return true;
+      }
       skipped = true;
       return { skip: `job ${jobId} is ${row?.status ?? "gone"} in the store${row?.worker_id ? ` (worker ${row.worker_id})` : ""}; it was not run again` };
     }

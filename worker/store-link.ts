@@ -6,11 +6,11 @@
 // had time to heartbeat since.
 import type { PoolClient } from "pg";
 import {
-  claimNextJob, getBundle, heartbeatWorker, isStoreUnreachable, JOB_CANCELLED_CHANNEL, JOB_QUEUED_CHANNEL, markLostJobs, readCheckpoint, WORKER_HEARTBEAT_MS, WORKER_STALE_MS,
+  claimNextJob, getBundle, getJob, heartbeatWorker, isStoreUnreachable, JOB_CANCELLED_CHANNEL, JOB_QUEUED_CHANNEL, markLostJobs, readCheckpoint, WORKER_HEARTBEAT_MS, WORKER_STALE_MS,
 } from "../store";
 import type { DbJob, Store } from "../store";
 import type { JobRunner, RestorePoint } from "./job-runner";
-import type { JobBundle, WorkerIdentity } from "../runtime/shared/protocol";
+import type { JobBundle, JobId, WorkerIdentity } from "../runtime/shared/protocol";
 import { BundleRefusedError, checkLoadedBundle } from "./bundle-integrity";
 import type { LoadedBundle } from "./bundle-integrity";
 import { recordJob } from "./recorder";
@@ -69,6 +69,8 @@ export class WorkerStoreLink {
   private registered = false;
   private beating = false;
   private unwatch?: () => void;
+  /** Jobs this worker records in the store (claimed, or sent over the comm with record), while here. */
+  private readonly recorded = new Set<number>();
   /** The worker's view of the store, shared by every write it makes. */
   readonly availability: StoreAvailability;
 
@@ -100,8 +102,19 @@ export class WorkerStoreLink {
 
   /** Records a job sent over the comm with `record: true`; its row must be queued (or running here). */
   recorder(jobId: number) {
-    return recordJob(this.store, jobId, this.identity, { claimed: false, log: this.log, inFlight: this.writesInFlight, availability: this.availability });
+    this.recorded.add(jobId);
+    return recordJob(this.store, jobId, this.identity, { claimed: false, log: this.log, inFlight: this.writesInFlight, availability: this.availability, onClaimLost: this.stopLostJob });
   }
+
+  /**
+   * A fenced write for a job was refused (its claim is gone): the job is stopped as a cancel
+   * would stop it, so it neither runs on nor blocks the next job. Its final write is refused too.
+   */
+  private readonly stopLostJob = (jobId: JobId, reason: string): void => {
+    const where = this.runner.cancel(jobId, reason);
+    this.log(`job ${jobId}: ${where === "unknown" ? "already ended here" : `stopped (it was ${where} here)`}: ${reason}`);
+    this.claimSoon();
+  };
 
   /** Looks for a queued job now, if the runner is idle. */
   claimSoon(): void {
@@ -144,6 +157,7 @@ export class WorkerStoreLink {
         this.registered = true;
         if (lost.length > 0) this.log(`marked lost: job${lost.length === 1 ? "" : "s"} ${lost.join(", ")} (their worker stopped heartbeating)`);
       }
+      await this.checkRunningJob();
       if (!this.connected) {
         this.connected = true;
         const where = await this.store.where();
@@ -157,6 +171,24 @@ export class WorkerStoreLink {
       this.connectedSince = undefined;
     } finally {
       this.beating = false;
+    }
+  }
+
+  /**
+   * The job running here, if the store no longer has it running on this worker (marked lost or
+   * cancelled while this worker could not heartbeat, or claimed by another run), is stopped now:
+   * its writes would be refused anyway, but a job that writes nothing would otherwise run on.
+   */
+  private async checkRunningJob(): Promise<void> {
+    const running = this.runner.running;
+    const waiting = new Set(this.runner.queued.map(String));
+    for (const id of this.recorded) if (String(id) !== String(running) && !waiting.has(String(id))) this.recorded.delete(id);
+    if (running === null || !this.recorded.has(Number(running))) return;
+    const row = await getJob(this.store, Number(running));
+    if (!row) return;
+    const elsewhere = row.status === "running" && (row.worker_id !== this.identity.worker_id || row.pid !== this.identity.pid);
+    if (row.status === "lost" || row.status === "cancelled" || elsewhere) {
+      this.stopLostJob(running, `job ${row.id} is ${row.status}${elsewhere ? ` on ${row.worker_id} (pid ${row.pid})` : ""} in the store, no longer running here: this worker's claim on it is gone`);
     }
   }
 
@@ -177,14 +209,17 @@ export class WorkerStoreLink {
             ? this.remember({ source: job.bundle_source, hash: job.bundle_hash, params: job.bundle_params ?? {}, entries: job.bundle_entries ?? [], signature: job.bundle_signature }, job.id)
             : await this.bundleOf(job.bundle_hash, job.id);
         } catch (err) {
-          const recorder = recordJob(this.store, job.id, this.identity, { claimed: true, log: this.log, inFlight: this.writesInFlight, availability: this.availability });
+          const recorder = recordJob(this.store, job.id, this.identity, { claimed: true, claim: job.claim, log: this.log, inFlight: this.writesInFlight, availability: this.availability, onClaimLost: this.stopLostJob });
           const ename = err instanceof BundleRefusedError ? err.name : "BundleMissing";
           if (err instanceof BundleRefusedError) this.log(`job ${job.id}: refused: ${err.message}`);
           recorder.listener.failed({ ename, evalue: (err as Error).message, traceback: [], durationMs: 0 });
           this.claimAgain = true;
           continue;
         }
-        const recorder = recordJob(this.store, job.id, this.identity, { claimed: true, log: this.log, inFlight: this.writesInFlight, bundleSource: bundle.source, availability: this.availability });
+        this.recorded.add(Number(job.id));
+        const recorder = recordJob(this.store, job.id, this.identity, {
+          claimed: true, claim: job.claim, log: this.log, inFlight: this.writesInFlight, bundleSource: bundle.source, availability: this.availability, onClaimLost: this.stopLostJob,
+        });
         try {
           this.runner.submit(job.id, bundle, recorder.listener, { restore: this.restorePoint(job) });
         } catch (err) {

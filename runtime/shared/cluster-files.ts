@@ -1,9 +1,12 @@
 // Where a local cluster keeps its workers: $NBJOB_HOME/cluster/<profile>/worker-<i>.json (the
 // connection file each worker writes once bound), worker-<i>.pid, worker-<i>.log and
-// worker-<i>.restarts (how often its supervisor restarted it), plus the cluster's supervisor
+// worker-<i>.restarts (how often its supervisor restarted it), worker-<i>.id (its id in the
+// store, made once and kept across restarts in place), plus the cluster's supervisor
 // (supervisor.pid, supervisor.log). Read by `nbjob cluster` and by clients looking for the
 // workers of a profile.
+import { randomBytes } from "node:crypto";
 import { readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { hostname } from "node:os";
 import { join } from "node:path";
 import { nbjobHome } from "../../store";
 
@@ -11,8 +14,14 @@ export const DEFAULT_PROFILE = "default";
 
 export interface ClusterWorkerFiles {
   index: number;
-  /** The worker's name in job records: `<profile>/<index>`. */
+  /**
+   * The worker's id in job records: `<profile>/<index>@<host>.<6 hex>` from its id file once
+   * `cluster start` made it (unique across hosts and homes: two hosts' `default/0` no longer
+   * share a row or keep each other's jobs alive); `<profile>/<index>` before that.
+   */
   workerId: string;
+  /** Holds the id; kept when the worker is restarted under the same index, so direct views keep working. */
+  idFile: string;
   connectionFile: string;
   pidFile: string;
   logFile: string;
@@ -42,14 +51,38 @@ export function clusterDir(profile: string = DEFAULT_PROFILE, home: string = nbj
 }
 
 export function workerFiles(dir: string, profile: string, index: number): ClusterWorkerFiles {
+  const idFile = join(dir, `worker-${index}.id`);
+  let workerId = `${profile}/${index}`;
+  try {
+    workerId = readFileSync(idFile, "utf8").trim() || workerId;
+  } catch {
+    // no id made yet
+  }
   return {
     index,
-    workerId: `${profile}/${index}`,
+    workerId,
+    idFile,
     connectionFile: join(dir, `worker-${index}.json`),
     pidFile: join(dir, `worker-${index}.pid`),
     logFile: join(dir, `worker-${index}.log`),
     restartsFile: join(dir, `worker-${index}.restarts`),
   };
+}
+
+/**
+ * Makes the worker's id unless it has one: readable (`default/0@host`) and made unique by a
+ * random part, since a host name and a pid can both repeat (containers, network namespaces).
+ */
+export function ensureWorkerId(files: ClusterWorkerFiles, profile: string): ClusterWorkerFiles {
+  try {
+    const kept = readFileSync(files.idFile, "utf8").trim();
+    if (kept) return { ...files, workerId: kept };
+  } catch {
+    // made below
+  }
+  const workerId = `${profile}/${files.index}@${hostname()}.${randomBytes(3).toString("hex")}`;
+  writeFileSync(files.idFile, `${workerId}\n`);
+  return { ...files, workerId };
 }
 
 export function supervisorFiles(dir: string): { pidFile: string; logFile: string } {
