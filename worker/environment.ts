@@ -125,15 +125,17 @@ export async function bundleEnvironment(source: string, cwd = process.cwd()): Pr
   const names = (await importedSpecifiers(source)).map(packageName).filter((name): name is string => name !== undefined);
   const pins = packagesOfSource(source);
   const packages: { [name: string]: string } = {};
+  const sources: { [name: string]: string } = {};
   if (Object.keys(pins).length > 0) {
-    const where = `$NBJOB_HOME/cache/packages/${packageSetKey(pins).slice(0, 12)}`;
+    const where = `npm registry → $NBJOB_HOME/cache/packages/${packageSetKey(pins).slice(0, 12)} (pinned by the notebook's project)`;
     for (const [place, pin] of Object.entries(pins)) {
-      const chain = place.split("node_modules/").slice(1).map((part) => part.replace(/\/$/, ""));
-      packages[chain.join(" > ")] = `${pin.version} (pinned by the notebook's project; npm registry → ${where})`;
+      const name = place.split("node_modules/").slice(1).map((part) => part.replace(/\/$/, "")).join(" > ");
+      packages[name] = pin.version;
+      sources[name] = where;
     }
   }
   const unpinned = names.filter((name) => !pins[`node_modules/${name}`]);
-  return { ...processEnvironment(cwd), packages: { ...packageVersions(unpinned, cwd), ...packages } };
+  return { ...processEnvironment(cwd), packages: { ...packageVersions(unpinned, cwd), ...packages }, package_sources: sources };
 }
 
 /** import lines → stored environment hash; bundle hash → import lines. Small: a worker sees few. */
