@@ -8,10 +8,12 @@
 // tests are skipped, saying so).
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { cpSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, cpSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { getBundle, getEnvironment, readLogs, requireJob } from "../store";
+import { packagesOfSource } from "../runtime/shared/bundle-packages";
+import { PackageCache } from "../worker/package-cache";
 import { cellText, JobsEnv, notebookFrom } from "./jobs-env";
 
 const env = new JobsEnv("npmpkgs");
@@ -188,5 +190,33 @@ try {
     assert.equal(run.code, 0, run.stderr);
     const text = cellText(run.cells.get("job"));
     assert.match(text, /failed:.*installing is-number@99\.99\.0 failed: .*(?:notarget|No matching version)/s, text);
+  });
+});
+
+describe("the package cache", { skip: online ? false : "the npm registry is not reachable" }, () => {
+  const set = packagesOfSource('// nbjob bundle: x\n// params: {}\n// packages: {"node_modules/is-number":{"version":"6.0.0","integrity":"sha512-Wu1VHeILBK8KAWJUAiSZQX94GmOE45Rg6/538fKwiloUu21KncEkYGPqob2oSZ5mUT73vLGrHQjKw3KMPwfDzg==","resolved":"https://registry.npmjs.org/is-number/-/is-number-6.0.0.tgz"}}\n');
+
+  test("two workers (two caches on one host) asking for the same set at once: one install, both get the folder", { skip: !online }, async () => {
+    const root = join(env.work, "shared-cache");
+    const a = new PackageCache(root);
+    const b = new PackageCache(root);
+    const out: string[] = [];
+    const [dirA, dirB] = await Promise.all([a.dir(set, (t) => out.push(`a: ${t}`)), b.dir(set, (t) => out.push(`b: ${t}`))]);
+    assert.equal(dirA, dirB);
+    assert.equal(a.installs + b.installs, 1, out.join(""));
+    assert.equal(JSON.parse(readFileSync(join(dirA, "node_modules", "is-number", "package.json"), "utf8")).version, "6.0.0");
+    // A third worker finds it at once.
+    assert.equal(new PackageCache(root).known(set), dirA);
+  });
+
+  test("npm that never finishes: the install fails at the time limit, naming the packages", { skip: !online }, async () => {
+    const hung = join(env.work, "hung-npm");
+    writeFileSync(hung, "#!/bin/sh\nexec sleep 60\n");
+    chmodSync(hung, 0o755);
+    const cache = new PackageCache(join(env.work, "hung-cache"), { npm: hung, timeoutMs: 300 });
+    const started = Date.now();
+    await assert.rejects(cache.dir(set, () => undefined), /installing is-number@6\.0\.0 failed: npm did not finish within 300 ms/);
+    assert.ok(Date.now() - started < 5000);
+    assert.equal(cache.known(set), undefined);
   });
 });

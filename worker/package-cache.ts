@@ -144,7 +144,7 @@ export class PackageCache {
       child.on("close", (code) => {
         clearTimeout(timer);
         if (code === 0 && !timedOut) return resolve();
-        const reason = timedOut ? `npm did not finish within ${Math.round(this.timeoutMs / 1000)} s` : npmReason(text) || `npm ci exited with code ${code}`;
+        const reason = timedOut ? `npm did not finish within ${this.timeoutMs >= 1000 ? `${Math.round(this.timeoutMs / 1000)} s` : `${this.timeoutMs} ms`} (NBJOB_NPM_TIMEOUT_MS)` : npmReason(text) || `npm ci exited with code ${code}`;
         // The package npm complains about, else every pin.
         const named = pins.filter((pin) => text.includes(pin) || text.includes(pin.replace(/@([^@]*)$/, "/-/")));
         const which = named.length > 0 ? named : pins;
