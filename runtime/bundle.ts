@@ -21,7 +21,7 @@ import { typeCheckProgram } from "./bundle-check";
 import type { BundleFile } from "./local-files";
 import { collectLocalFiles, filesLine } from "./local-files";
 import type { PackageSet } from "./packages";
-import { collectPackages, MissingPackageError, packagesLine } from "./packages";
+import { collectPackages, PackagePinError, packagesLine } from "./packages";
 import type { JsonValue, ParamValues } from "./params";
 import { ParamLogger, toJsonValue } from "./params";
 import { SnippetCollector } from "./snippets";
@@ -263,7 +263,7 @@ export function assembleBundle(snippets: readonly BundleSnippet[], entries: read
       const code = [...ordered.map((s) => s.source), ...files.filter((f) => /\.[cm]?[jt]s$/.test(f.path)).map((f) => f.text)];
       packages = collectPackages(code, options.baseDir ?? process.cwd());
     } catch (err) {
-      if (err instanceof MissingPackageError) throw new BundleError([{ part: "bundle", message: err.message }]);
+      if (err instanceof PackagePinError) throw new BundleError([{ part: "bundle", message: err.message }]);
       throw err;
     }
   }

@@ -76,11 +76,16 @@ function registryUrl(resolved: unknown): string | undefined {
   return typeof resolved === "string" && /^https?:\/\//.test(resolved) ? resolved : undefined;
 }
 
+/** A package that cannot be pinned: createJob refuses the bundle with this message. */
+export class PackagePinError extends Error {
+  override name = "PackagePinError";
+}
+
 /** The problem of a package the project does not have: it names it and the `npm install` to run. */
-export class MissingPackageError extends Error {
+export class MissingPackageError extends PackagePinError {
+  override name = "MissingPackageError";
   constructor(readonly packageName: string, readonly root: string | undefined, detail?: string) {
     super(`the job imports the npm package '${packageName}', but the notebook's project ${root ? `(${root}) ` : ""}does not have it installed${detail ? ` (${detail})` : ""}: run \`npm install ${packageName}\` in ${root ?? "the notebook's folder"}, so its version is recorded with the job`);
-    this.name = "MissingPackageError";
   }
 }
 
@@ -123,7 +128,10 @@ export function collectPackages(sources: readonly string[], baseDir: string): Pa
     }
     if (set[place]) continue;
     const entry = entryAt(place)!;
-    if (entry.link || typeof entry.version !== "string") throw new MissingPackageError(name, root, "it is a link or has no version; only registry packages travel with a job");
+    if (entry.link || typeof entry.version !== "string" || (typeof entry.resolved === "string" && !registryUrl(entry.resolved))) {
+      // A worker installs from the npm registry: a linked folder, a file: tarball or a git checkout cannot travel.
+      throw new PackagePinError(`the job imports the npm package '${name}' (${place}), which the notebook's project has from ${entry.link ? "a linked folder" : typeof entry.resolved === "string" ? entry.resolved : "no recorded version"}; a worker installs packages from the npm registry only: install a published version (\`npm install ${name}@<version>\`) in ${root}`);
+    }
     const pin: PinnedPackage = { version: entry.version };
     if (entry.integrity) pin.integrity = entry.integrity;
     const url = registryUrl(entry.resolved);

@@ -13,6 +13,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { getBundle, getEnvironment, readLogs, requireJob } from "../store";
 import { packagesOfSource } from "../runtime/shared/bundle-packages";
+import { collectPackages, MissingPackageError, PackagePinError } from "../runtime/packages";
 import { PackageCache } from "../worker/package-cache";
 import { cellText, JobsEnv, notebookFrom } from "./jobs-env";
 
@@ -218,5 +219,32 @@ describe("the package cache", { skip: online ? false : "the npm registry is not 
     await assert.rejects(cache.dir(set, () => undefined), /installing is-number@6\.0\.0 failed: npm did not finish within 300 ms/);
     assert.ok(Date.now() - started < 5000);
     assert.equal(cache.known(set), undefined);
+  });
+});
+
+describe("pins from the notebook's project (no registry needed)", () => {
+  test("from the lock file: the imported package and its nested dependency; a file: package and a missing one are refused", () => {
+    const dir = join(env.work, "pins", "notebooks");
+    mkdirSync(dir, { recursive: true });
+    const tgz = (name: string, v: string) => `https://registry.npmjs.org/${name}/-/${name}-${v}.tgz`;
+    writeFileSync(join(env.work, "pins", "package-lock.json"), JSON.stringify({
+      lockfileVersion: 3,
+      packages: {
+        "": { dependencies: { a: "^1", b: "^3", c: "file:../c-1.0.0.tgz" } },
+        "node_modules/a": { version: "1.0.0", resolved: tgz("a", "1.0.0"), integrity: "sha512-a", dependencies: { b: "^2" } },
+        "node_modules/a/node_modules/b": { version: "2.1.0", resolved: tgz("b", "2.1.0"), integrity: "sha512-b2" },
+        "node_modules/b": { version: "3.0.0", resolved: tgz("b", "3.0.0"), integrity: "sha512-b3" },
+        "node_modules/c": { version: "1.0.0", resolved: "file:../c-1.0.0.tgz", integrity: "sha512-c" },
+      },
+    }));
+    // The notebook sits below the project's root: the lock file is found above it.
+    assert.deepEqual(collectPackages(['import a from "a";\nimport { x } from "nbjob";\nimport { y } from "./local";'], dir), {
+      "node_modules/a": { version: "1.0.0", resolved: tgz("a", "1.0.0"), integrity: "sha512-a", dependencies: { b: "^2" } },
+      "node_modules/a/node_modules/b": { version: "2.1.0", resolved: tgz("b", "2.1.0"), integrity: "sha512-b2" },
+    });
+    assert.deepEqual(Object.keys(collectPackages(['const b = require("b/sub");'], dir)), ["node_modules/b"]);
+    assert.deepEqual(collectPackages(['import { readFileSync } from "node:fs";\nimport path from "path";'], dir), {});
+    assert.throws(() => collectPackages(['import c from "c";'], dir), (err: Error) => err instanceof PackagePinError && /'c'.*file:\.\.\/c-1\.0\.0\.tgz.*npm registry only/.test(err.message));
+    assert.throws(() => collectPackages(['import d from "d";'], dir), (err: Error) => err instanceof MissingPackageError && /'d'.*run `npm install d`/.test(err.message));
   });
 });
