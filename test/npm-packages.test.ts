@@ -208,6 +208,16 @@ describe("the package cache", { skip: online ? false : "the npm registry is not 
     assert.equal(JSON.parse(readFileSync(join(dirA, "node_modules", "is-number", "package.json"), "utf8")).version, "6.0.0");
     // A third worker finds it at once.
     assert.equal(new PackageCache(root).known(set), dirA);
+    // A damaged entry (a package's files replaced) is not taken: it is installed again.
+    const manifest = join(dirA, "node_modules", "is-number", "package.json");
+    writeFileSync(manifest, '{ "name": "is-number", "version": "0.0.1" }\n');
+    const c = new PackageCache(root);
+    assert.equal(c.known(set), undefined);
+    const said: string[] = [];
+    assert.equal(await c.dir(set, (t) => said.push(t)), dirA);
+    assert.equal(c.installs, 1);
+    assert.match(said.join(""), /incomplete or damaged; installing them again/);
+    assert.equal(JSON.parse(readFileSync(manifest, "utf8")).version, "6.0.0");
   });
 
   test("npm that never finishes: the install fails at the time limit, naming the packages", { skip: !online }, async () => {

@@ -9,7 +9,7 @@
 // and npm's reason.
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { PackageSet } from "../runtime/shared/bundle-packages";
 import { nameAt, packageSetKey } from "../runtime/shared/bundle-packages";
@@ -47,7 +47,7 @@ export class PackageCache {
     const dir = this.ready.get(key);
     if (dir) return dir;
     const target = join(this.root, key);
-    if (!isFile(join(target, MARKER))) return undefined;
+    if (!complete(target, set)) return undefined;
     this.ready.set(key, target);
     return target;
   }
@@ -75,7 +75,7 @@ export class PackageCache {
     const deadline = Date.now() + this.timeoutMs + 30_000;
     let told = false;
     for (;;) {
-      if (isFile(join(target, MARKER))) return target;
+      if (complete(target, set)) return target;
       try {
         mkdirSync(lock);
         break;
@@ -89,8 +89,10 @@ export class PackageCache {
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     try {
-      if (isFile(join(target, MARKER))) return target;
-      rmSync(target, { recursive: true, force: true }); // an incomplete folder (no marker)
+      if (complete(target, set)) return target;
+      // An incomplete or damaged folder: installed again.
+      if (isDirectory(target)) output(`nbjob: the cached npm packages in ${target} are incomplete or damaged; installing them again\n`);
+      rmSync(target, { recursive: true, force: true });
       const temporary = `${target}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
       try {
         await this.install(temporary, set, output);
@@ -161,6 +163,32 @@ function npmReason(text: string): string {
     .map((line) => line.replace(/^npm (?:error|ERR!)\s*/, ""))
     .slice(0, 6)
     .join("; ");
+}
+
+/**
+ * Whether a cache folder holds the set: its marker, and every pinned package at its place with
+ * its version (a damaged or half-deleted folder is installed again). It checks manifests, not
+ * every file's bytes: npm checked the tarballs' integrity when it installed them.
+ */
+function complete(target: string, set: PackageSet): boolean {
+  if (!isFile(join(target, MARKER))) return false;
+  for (const [place, pin] of Object.entries(set)) {
+    try {
+      const manifest = JSON.parse(readFileSync(join(target, place, "package.json"), "utf8")) as { version?: string };
+      if (manifest.version !== pin.version) return false;
+    } catch {
+      return false;
+    }
+  }
+  return true;
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
 }
 
 function isFile(path: string): boolean {
