@@ -95,21 +95,38 @@ function facts(): string {
 ### code local
 facts()
 ### code job1
+// The entry's Date.now() is when the job's code runs: submit→run includes the install.
 const t1 = Date.now();
-const job1 = await db.createJob(rc.view(0), ["facts()"], sc);
-const r1 = await job1.result;
-console.log("job1", job1.id, r1, Date.now() - t1);
+const job1 = await db.createJob(rc.view(0), ["[facts(), Date.now()]"], sc);
+const [r1, ran1] = await job1.result as [string, number];
+console.log("job1", job1.id, r1, ran1 - t1, ran1);
 ### code job2
+await new Promise((r) => setTimeout(r, 1500)); // not measured while job 1's environment record is computed
 const t2 = Date.now();
-const job2 = await db.createJob(rc.view(0), ["facts()", "facts() + '!'"], sc);
-const r2 = await job2.result;
-console.log("job2", job2.id, r2, Date.now() - t2);
+const job2 = await db.createJob(rc.view(0), ["[facts() + '!', Date.now()]"], sc);
+const [r2, ran2] = await job2.result as [string, number];
+console.log("job2", job2.id, r2, ran2 - t2, ran2);
+### code plain
+// A job that imports nothing, run twice (the second is warm), for comparison.
+const sc0 = new SnippetCollector();
+### code plainsnip
+%%snip sc0
+function one(): number {
+  return 1;
+}
+### code plainjobs
+for (const k of [1, 2]) {
+  const t0 = Date.now();
+  const job0 = await db.createJob(rc.view(0), ["[one() + " + k + ", Date.now()]"], sc0);
+  const [, ran0] = await job0.result as [number, number];
+  console.log("plain", k, ran0 - t0, job0.id, ran0);
+}
 `);
     assert.equal(run.code, 0, run.stderr);
     const local = cellText(run.cells.get("local")).trim();
     assert.match(local, /^'?true,false,odd,even,6\.0\.0'?$/m, local);
-    const one = /^job1 (\d+) (\S+) (\d+)$/m.exec(cellText(run.cells.get("job1")));
-    const two = /^job2 (\d+) (\S+) (\d+)$/m.exec(cellText(run.cells.get("job2")));
+    const one = /^job1 (\d+) (\S+) (\d+) (\d+)$/m.exec(cellText(run.cells.get("job1")));
+    const two = /^job2 (\d+) (\S+) (\d+) (\d+)$/m.exec(cellText(run.cells.get("job2")));
     assert.ok(one, cellText(run.cells.get("job1")));
     assert.ok(two, cellText(run.cells.get("job2")));
     assert.equal(one[2], local.replace(/'/g, ""));
@@ -142,7 +159,12 @@ console.log("job2", job2.id, r2, Date.now() - t2);
     // Figures: submit to start (row) and submit to result (notebook) for the first and second job.
     const row2 = await requireJob(env.store, Number(two[1]));
     const start = (row: typeof row1) => row.started_at!.getTime() - row.queued_at.getTime();
-    console.log(`# first job (installs the set): submit→start ${start(row1)} ms, submit→result ${one[3]} ms; second job: submit→start ${start(row2)} ms, submit→result ${two[3]} ms`);
+    const plain = [...cellText(run.cells.get("plainjobs")).matchAll(/^plain (\d) (-?\d+) (\d+) (\d+)$/gm)];
+    // Stored (row queued) → the job's code runs: the worker's part, without createJob's bundle check.
+    const stored = async (id: number, ran: number) => ran - (await requireJob(env.store, id)).queued_at.getTime();
+    const plainStored = await Promise.all(plain.map((m) => stored(Number(m[3]), Number(m[4]))));
+    console.log(`# submit→run (the job's code starts): first job (installs the set) ${one[3]} ms, second job ${two[3]} ms, a job importing nothing ${plain.map((m) => m[2]).join(" then ")} ms`);
+    console.log(`# stored→run: first ${await stored(row1.id, Number(one[4]))} ms, second ${await stored(row2.id, Number(two[4]))} ms, importing nothing ${plainStored.join(" then ")} ms; claim (queued→running) ${start(row1)} / ${start(row2)} ms`);
   });
 
   test("a package the notebook's project does not have: createJob names it and the npm install to run; nothing stored", async () => {
