@@ -136,6 +136,8 @@ export async function cmdShow(argv: string[]): Promise<number> {
       field("environment", `node ${environment.node_version}, nbjob ${environment.nbjob_version}${environment.lockfile_hash ? `, lock files ${environment.lockfile_hash.slice(0, 12)}` : ""}${job.host ? `, on ${job.host}` : ""}`);
       const packages = Object.entries(environment.packages).sort(([a], [b]) => (a < b ? -1 : 1));
       field("packages", packages.length ? packages.map(([name, version]) => `${name}@${version}`).join(", ") : "(imports none)");
+      const origins = [...new Set(Object.values(environment.package_sources ?? {}))];
+      if (origins.length > 0) field("from", origins.join("; "));
     }
     field("bundle", job.bundle_hash);
     if (bundle) {

@@ -20,6 +20,8 @@ import { dependencyOrder, orderItemFromSource } from "./bundle-order";
 import { typeCheckProgram } from "./bundle-check";
 import type { BundleFile } from "./local-files";
 import { collectLocalFiles, filesLine } from "./local-files";
+import type { PackageSet } from "./packages";
+import { collectPackages, PackagePinError, packagesLine } from "./packages";
 import type { JsonValue, ParamValues } from "./params";
 import { ParamLogger, toJsonValue } from "./params";
 import { SnippetCollector } from "./snippets";
@@ -60,6 +62,12 @@ export interface Bundle {
    * each with its sha256 on its third line (`// files: {...}`), so `hash` covers them.
    */
   files: BundleFile[];
+  /**
+   * npm packages the snippets and local modules import, with their dependencies, pinned as the
+   * notebook's project resolved them (runtime/packages.ts). `source` holds them on its
+   * `// packages:` line (after the files line), so `hash` covers them.
+   */
+  packages: PackageSet;
 }
 
 export interface BundleOptions {
@@ -192,13 +200,15 @@ export function mergeCollectors(collectors: readonly unknown[]): BundleSnippet[]
 }
 
 /** Lays out the program text and records which lines belong to which part (snippets in the order given). */
-export function layoutBundle(snippets: readonly BundleSnippet[], params: ParamValues, entries: readonly string[], files: readonly BundleFile[]): { source: string; parts: BundlePart[] } {
+export function layoutBundle(snippets: readonly BundleSnippet[], params: ParamValues, entries: readonly string[], files: readonly BundleFile[], packages: PackageSet = {}): { source: string; parts: BundlePart[] } {
   const lines: string[] = [
     `// nbjob bundle: ${snippets.length} snippet${snippets.length === 1 ? "" : "s"}, ${entries.length} entr${entries.length === 1 ? "y" : "ies"}; the last entry's value is the result.`,
     paramsLine(params),
   ];
   // Only a bundle with local modules has this line: the others keep the text (and hash) they had.
   if (files.length > 0) lines.push(filesLine(files));
+  // Likewise only a bundle that imports npm packages has this one.
+  if (Object.keys(packages).length > 0) lines.push(packagesLine(packages));
   const parts: BundlePart[] = [];
   const add = (kind: BundlePart["kind"], index: number, label: string, text: string): void => {
     lines.push("", `// ${label}`);
@@ -239,14 +249,26 @@ export function buildBundle(entries: readonly string[], collectors: readonly Sni
  * review dropped some): ordered, laid out and type-checked like `buildBundle`.
  */
 export function assembleBundle(snippets: readonly BundleSnippet[], entries: readonly string[], params: ParamValues,
-  options: { baseDir?: string; typeCheck?: boolean; paramsGiven?: boolean; files?: readonly BundleFile[] } = {}): Bundle {
+  options: { baseDir?: string; typeCheck?: boolean; paramsGiven?: boolean; files?: readonly BundleFile[]; packages?: PackageSet } = {}): Bundle {
   const checkedEntries = checkEntries(entries);
   const order = dependencyOrder(snippets.map((s) => orderItemFromSource(s.source)));
   const ordered = order.map((i) => ({ ...snippets[i], names: [...snippets[i].names] }));
   // A stored bundle brings its own files; a new one takes them from the notebook's folder now.
   const files = options.files ? options.files.map((f) => ({ ...f })) : collectLocalFiles(ordered.map((s) => s.source), options.baseDir ?? process.cwd());
-  const { source, parts } = layoutBundle(ordered, params, checkedEntries, files);
-  const bundle: Bundle = { snippets: ordered, params, entries: checkedEntries, source, hash: sha256(source), parts, files };
+  // Likewise the package pins: a stored bundle's own, else what the notebook's project has now.
+  let packages: PackageSet;
+  if (options.files || options.packages) packages = { ...options.packages };
+  else {
+    try {
+      const code = [...ordered.map((s) => s.source), ...files.filter((f) => /\.[cm]?[jt]s$/.test(f.path)).map((f) => f.text)];
+      packages = collectPackages(code, options.baseDir ?? process.cwd());
+    } catch (err) {
+      if (err instanceof PackagePinError) throw new BundleError([{ part: "bundle", message: err.message }]);
+      throw err;
+    }
+  }
+  const { source, parts } = layoutBundle(ordered, params, checkedEntries, files, packages);
+  const bundle: Bundle = { snippets: ordered, params, entries: checkedEntries, source, hash: sha256(source), parts, files, packages };
   if (options.typeCheck !== false) {
     const problems = [...awaitProblems(ordered), ...typeProblems(bundle, options.baseDir, options.paramsGiven ?? true)];
     if (problems.length > 0) throw new BundleError(problems);
@@ -286,6 +308,7 @@ export function withParams(bundle: Bundle, params: ParamValues, options: { baseD
     hash: sha256(source),
     parts: bundle.parts.map((p) => ({ ...p })),
     files: bundle.files.map((f) => ({ ...f })),
+    packages: { ...bundle.packages },
   };
   if (options.typeCheck !== false) {
     const problems = [...awaitProblems(out.snippets), ...typeProblems(out, options.baseDir)];
@@ -342,4 +365,4 @@ export function typeProblems(bundle: Bundle, baseDir?: string, paramsGiven = tru
   });
 }
 
-export type { BundleFile, JsonValue, ParamValues };
+export type { BundleFile, JsonValue, PackageSet, ParamValues };

@@ -10,6 +10,7 @@ import { dirname, join, posix, resolve } from "node:path";
 import { getBundle, getEnvironment, requireJob, sha256 } from "../store";
 import type { BundleWithSnippets, Db, DbEnvironment, DbJob } from "../store";
 import { typescript } from "./bundle-ts";
+import { packagesOfSource } from "./shared/bundle-packages";
 
 /** The tsx the exported project runs with (a devDependency of the project, not of nbjob). */
 export const TSX_VERSION = "^4.20.0";
@@ -280,8 +281,10 @@ export async function exportJob(db: Db, jobId: number, dir: string): Promise<Exp
   const specifiers = importsOf(bundle, true);
   const dependencies: Record<string, string> = {};
   const unpinned: string[] = [];
+  const pins = packagesOfSource(bundle.source);
   for (const name of new Set(specifiers.map(packageOf).filter((n): n is string => n !== undefined))) {
-    const version = environment?.packages[name];
+    // The version the bundle pins (the notebook's project's), else what the worker recorded.
+    const version = pins[`node_modules/${name}`]?.version ?? environment?.packages[name];
     if (version && /^\d/.test(version)) dependencies[name] = version;
     else {
       dependencies[name] = "*";

@@ -45,6 +45,8 @@ export interface JobEnvironment {
   lockfileHash: string | null;
   /** Package name -> installed version, for each package the job's code imports. */
   packages: Record<string, string>;
+  /** Where packages came from (name → origin): the npm registry into the worker's cache for pinned ones. */
+  packageSources: Record<string, string>;
   host: string | null;
   worker: string | null;
   /** The stored environment's hash (jobs with the same environment share it). */
@@ -360,7 +362,7 @@ export class Job<T = unknown> {
     this.#row = row;
     const env = row.environment_hash ? await getEnvironment(this.#store, row.environment_hash) : undefined;
     if (!env) return undefined;
-    return { node: env.node_version, nbjob: env.nbjob_version, lockfileHash: env.lockfile_hash, packages: { ...env.packages }, host: row.host, worker: row.worker_id, hash: env.hash };
+    return { node: env.node_version, nbjob: env.nbjob_version, lockfileHash: env.lockfile_hash, packages: { ...env.packages }, packageSources: { ...(env.package_sources ?? {}) }, host: row.host, worker: row.worker_id, hash: env.hash };
   }
 
   /** The unified diff of this job's code and parameters against `other`'s ("" when identical). */

@@ -4,6 +4,7 @@
 import { assembleBundle, layoutBundle, locateBundleLine } from "./bundle";
 import type { BundlePart, BundleSnippet, ParamValues } from "./bundle";
 import { sha256 } from "./bundle-analysis";
+import { packagesOfSource } from "./shared/bundle-packages";
 
 /** What a stored bundle gives to recover its layout (the store's `getBundle` row fits). */
 export interface StoredBundleLayout {
@@ -14,6 +15,8 @@ export interface StoredBundleLayout {
   snippets: readonly { hash: string; names: string[]; kind: string; source: string }[];
   /** Its local modules (their hashes are part of the bundle's text). */
   files: readonly { path: string; hash: string; content: string }[];
+  /** Its text, when the caller has it: its `// packages:` line is laid out again too. */
+  source?: string;
 }
 
 /**
@@ -26,10 +29,11 @@ export function storedBundleParts(stored: StoredBundleLayout): BundlePart[] | un
   const files = stored.files.map((f) => ({ path: f.path, hash: f.hash, text: f.content }));
   // The store keeps the snippets in program order, so laying them out again gives the same text
   // without parsing anything (no compiler to load for `nbjob show`).
-  const laid = layoutBundle(snippets, params, stored.entries, files);
+  const packages = packagesOfSource(stored.source ?? "");
+  const laid = layoutBundle(snippets, params, stored.entries, files, packages);
   if (sha256(laid.source) === stored.hash) return laid.parts;
   try {
-    const rebuilt = assembleBundle(snippets, stored.entries, params, { typeCheck: false, files });
+    const rebuilt = assembleBundle(snippets, stored.entries, params, { typeCheck: false, files, packages });
     if (rebuilt.hash === stored.hash) return rebuilt.parts;
   } catch {
     // An old layout: no parts.

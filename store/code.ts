@@ -43,6 +43,8 @@ export interface EnvironmentInput {
   nbjob_version: string;
   lockfile_hash?: string | null;
   packages?: { [name: string]: string };
+  /** Where packages came from (name → origin), when the worker knows: the packages a bundle pins. */
+  package_sources?: { [name: string]: string };
 }
 
 /**
@@ -203,15 +205,17 @@ export async function putEnvironment(db: Db, env: EnvironmentInput): Promise<str
     nbjob_version: env.nbjob_version,
     lockfile_hash: env.lockfile_hash ?? null,
     packages: env.packages ?? {},
+    // Only when there are some: the environments of bundles that pin no package keep their hash.
+    ...(env.package_sources && Object.keys(env.package_sources).length > 0 ? { package_sources: env.package_sources } : {}),
   };
   if (!normalized.node_version || !normalized.nbjob_version) {
     throw new StoreError("an environment needs node_version and nbjob_version (e.g. process.version and the package version)");
   }
   const hash = sha256(canonicalJson(normalized));
   await db.query(
-    `INSERT INTO nbjob.environments (hash, node_version, nbjob_version, lockfile_hash, packages)
-     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (hash) DO NOTHING`,
-    [hash, normalized.node_version, normalized.nbjob_version, normalized.lockfile_hash, JSON.stringify(normalized.packages)],
+    `INSERT INTO nbjob.environments (hash, node_version, nbjob_version, lockfile_hash, packages, package_sources)
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (hash) DO NOTHING`,
+    [hash, normalized.node_version, normalized.nbjob_version, normalized.lockfile_hash, JSON.stringify(normalized.packages), JSON.stringify(normalized.package_sources ?? {})],
   );
   return hash;
 }

@@ -51,6 +51,8 @@ export interface DbEnvironment {
   nbjob_version: string;
   lockfile_hash: string | null;
   packages: { [name: string]: string };
+  /** name → where it came from (migration 000008); {} when the worker recorded none. */
+  package_sources: { [name: string]: string };
   created_at: Date;
 }
 

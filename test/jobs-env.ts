@@ -100,12 +100,15 @@ export class JobsEnv {
     }
   }
 
-  /** Creates the database and starts the local cluster of 2 workers. */
-  async start(): Promise<void> {
+  /**
+   * Creates the database and starts the local cluster of 2 workers (`workers`), in the
+   * repository or in `cwd` (the workers' current directory: jobs see its node_modules).
+   */
+  async start(options: { cwd?: string; workers?: number } = {}): Promise<void> {
     await this.admin(`DROP DATABASE IF EXISTS ${this.database} WITH (FORCE)`);
     await this.admin(`CREATE DATABASE ${this.database}`);
     await this.store.ready();
-    const started = await this.nbjob("cluster", "start", "-n", "2");
+    const started = await this.exec(process.execPath, [NBJOB, "cluster", "start", "-n", String(options.workers ?? 2)], { cwd: options.cwd });
     if (started.code !== 0) throw new Error(`nbjob cluster start failed: ${started.stderr}`);
   }
 

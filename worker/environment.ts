@@ -11,6 +11,7 @@ import { createRequire } from "node:module";
 import { join, resolve } from "node:path";
 import { Worker } from "node:worker_threads";
 import { builtinModules } from "node:module";
+import { packagesOfSource, packageSetKey } from "../runtime/shared/bundle-packages";
 import { getBundle, putEnvironment } from "../store";
 import type { Db, EnvironmentInput } from "../store";
 
@@ -83,7 +84,7 @@ export function packageVersions(names: Iterable<string>, cwd = process.cwd()): {
 
 /** Lines that can hold an import: the cache key (bundles differing only in other lines import the same). */
 function importLines(source: string): string {
-  return source.split("\n").filter((line) => /\b(import|require|from)\b/.test(line)).join("\n");
+  return source.split("\n").filter((line) => /\b(import|require|from)\b/.test(line) || line.startsWith("// packages: ")).join("\n");
 }
 
 // The scanner runs in a short-lived thread: the TypeScript compiler is tens of MiB that a worker
@@ -114,10 +115,27 @@ export function importedSpecifiers(source: string): Promise<string[]> {
   });
 }
 
-/** The environment of a bundle's job on this worker. */
+/**
+ * The environment of a bundle's job on this worker. Packages the bundle pins (its `// packages:`
+ * line) came from the npm registry into the worker's package cache (worker/package-cache.ts):
+ * they say so, with the cache folder; a dependency nested under another package is named
+ * `parent > name`. Any other imported package resolved from the worker's directory.
+ */
 export async function bundleEnvironment(source: string, cwd = process.cwd()): Promise<EnvironmentInput> {
   const names = (await importedSpecifiers(source)).map(packageName).filter((name): name is string => name !== undefined);
-  return { ...processEnvironment(cwd), packages: packageVersions(names, cwd) };
+  const pins = packagesOfSource(source);
+  const packages: { [name: string]: string } = {};
+  const sources: { [name: string]: string } = {};
+  if (Object.keys(pins).length > 0) {
+    const where = `npm registry → $NBJOB_HOME/cache/packages/${packageSetKey(pins).slice(0, 12)} (pinned by the notebook's project)`;
+    for (const [place, pin] of Object.entries(pins)) {
+      const name = place.split("node_modules/").slice(1).map((part) => part.replace(/\/$/, "")).join(" > ");
+      packages[name] = pin.version;
+      sources[name] = where;
+    }
+  }
+  const unpinned = names.filter((name) => !pins[`node_modules/${name}`]);
+  return { ...processEnvironment(cwd), packages: { ...packageVersions(unpinned, cwd), ...packages }, package_sources: sources };
 }
 
 /** import lines → stored environment hash; bundle hash → import lines. Small: a worker sees few. */

@@ -7,6 +7,8 @@ import type { ParamValues } from "../runtime/params";
 import { filesOfSource } from "../runtime/shared/bundle-files";
 import { BundleCompiler } from "./compiler";
 import type { ModuleLayout } from "./module-layout";
+import { packagesOfSource } from "../runtime/shared/bundle-packages";
+import type { PackageCache } from "./package-cache";
 import type { CompiledBundle } from "./compiler";
 import type { StreamName } from "./job-context";
 import type { JobThreadEvent, RunCommand } from "./job-thread";
@@ -82,6 +84,8 @@ export interface JobRunnerOptions {
   onIdle?: () => void;
   /** Lays out bundles' local modules (needs the store); without it such a bundle fails, saying why. */
   modules?: ModuleLayout;
+  /** Installs bundles' npm packages; without it a bundle that pins packages fails, saying why. */
+  packages?: PackageCache;
 }
 
 /** A job id that is already queued or running here. */
@@ -98,6 +102,7 @@ export class JobRunner {
   private readonly log: (line: string) => void;
   private readonly onIdle?: () => void;
   private readonly modules?: ModuleLayout;
+  private readonly packages?: PackageCache;
   private active?: ActiveJob;
   private thread?: Worker;
   private closed = false;
@@ -108,6 +113,7 @@ export class JobRunner {
     this.log = options.log ?? ((line) => process.stderr.write(`nbjob worker: ${line}\n`));
     this.onIdle = options.onIdle;
     this.modules = options.modules;
+    this.packages = options.packages;
     // Started now so the first job does not wait for a thread to boot.
     this.ensureThread();
   }
@@ -206,16 +212,27 @@ export class JobRunner {
     const entries = job.bundle.entries ?? [];
     const files = filesOfSource(job.bundle.source);
     const hasFiles = Object.keys(files).length > 0;
-    const knownDir = hasFiles ? this.modules?.known(files) : undefined;
+    const pins = packagesOfSource(job.bundle.source);
+    const hasPackages = Object.keys(pins).length > 0;
+    // With npm packages, the job's folder sits in their install folder (local modules laid out
+    // under it), so require finds their node_modules from the job and from every local module.
+    const packageDir = hasPackages ? this.packages?.known(pins) : undefined;
+    const modulesUnder = packageDir !== undefined ? join(packageDir, "modules") : undefined;
+    const knownDir = hasFiles ? (hasPackages ? (modulesUnder && this.modules?.known(files, modulesUnder)) : this.modules?.known(files)) : packageDir;
     // A cached program starts without waiting a turn of the event loop.
     const cached = this.compiler.cached(job.bundle.source, entries);
-    if (cached && !job.restore && hasFiles === (knownDir !== undefined)) {
+    if (cached && !job.restore && (hasFiles || hasPackages) === (knownDir !== undefined)) {
       this.startOnThread(job, cached, undefined, knownDir);
       return;
     }
-    const laidOut: Promise<string | undefined> = !hasFiles ? Promise.resolve(undefined)
-      : this.modules ? this.modules.jobDir(files)
-        : Promise.reject(new Error(`the job imports local modules (${Object.keys(files).join(", ")}) and this worker has no store to read them from; start it with a store (NBJOB_DATABASE_URL)`));
+    const installed: Promise<string | undefined> = !hasPackages ? Promise.resolve(undefined)
+      : this.packages ? this.packages.dir(pins, (text) => this.bufferStream(job, "stderr", text))
+        : Promise.reject(new Error("the job pins npm packages and this worker has no package cache; start it as a worker kernel (nbjob worker)"));
+    const laidOut: Promise<string | undefined> = installed.then((pkgDir) => {
+      if (!hasFiles) return pkgDir;
+      if (!this.modules) throw new Error(`the job imports local modules (${Object.keys(files).join(", ")}) and this worker has no store to read them from; start it with a store (NBJOB_DATABASE_URL)`);
+      return pkgDir === undefined ? this.modules.jobDir(files) : this.modules.jobDir(files, join(pkgDir, "modules"));
+    });
     const restoring = job.restore ? job.restore().catch((err: Error) => {
       throw new Error(`job ${job.jobId} resumes from a checkpoint that could not be read: ${err.message}`, { cause: err });
     }) : Promise.resolve(undefined);

@@ -16,6 +16,7 @@ import type { Store } from "../store";
 import { getFiles, nbjobHome } from "../store";
 import { BundleRefusedError, checkLoadedBundle } from "./bundle-integrity";
 import { ModuleLayout } from "./module-layout";
+import { PackageCache } from "./package-cache";
 import { BundleCompiler } from "./compiler";
 import { isComplete } from "./is-complete";
 import { WorkerStoreLink } from "./store-link";
@@ -85,7 +86,9 @@ export class WorkerKernel {
     // Their .ts files are compiled on the compiler thread the runner's bundles use.
     const compiler = new BundleCompiler();
     const modules = store ? new ModuleLayout(join(nbjobHome(), "cache", "modules"), (hashes) => getFiles(store, hashes), (files) => compiler.transpileModules(files)) : undefined;
-    this.runner = new JobRunner({ log: this.log, onIdle: () => this.link?.claimSoon(), modules, compiler });
+    // npm packages a bundle pins are installed once per set under $NBJOB_HOME/cache/packages.
+    const packages = new PackageCache(join(nbjobHome(), "cache", "packages"), { log: this.log });
+    this.runner = new JobRunner({ log: this.log, onIdle: () => this.link?.claimSoon(), modules, compiler, packages });
     this.analysis = new AnalysisRunner({ store: options.store, workerId: this.identity.worker_id, log: this.log, modules });
     if (options.store) this.link = new WorkerStoreLink(options.store, this.identity, this.runner, { ...options.storeTiming, log: this.log });
     this.finished = new Promise((resolve) => (this.markFinished = resolve));

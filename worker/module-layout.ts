@@ -27,14 +27,18 @@ export class ModuleLayout {
    */
   constructor(private readonly root: string, private readonly fetch: FileFetcher, private readonly transpile?: ModuleTranspiler) {}
 
-  /** The job folder for `files` (path → sha256) when it is already laid out here, without waiting. */
-  known(files: Record<string, string>): string | undefined {
-    return this.ready.get(manifestKey(files));
+  /**
+   * The job folder for `files` (path → sha256) when it is already laid out here, without waiting.
+   * `root`: another folder to lay out under (a job's npm packages: their install folder, so
+   * require finds its node_modules from every local module).
+   */
+  known(files: Record<string, string>, root = this.root): string | undefined {
+    return this.ready.get(join(root, manifestKey(files)));
   }
 
   /** Lays the files out (once per set of files) and returns the folder the job's require resolves from. */
-  jobDir(files: Record<string, string>): Promise<string> {
-    const key = manifestKey(files);
+  jobDir(files: Record<string, string>, root = this.root): Promise<string> {
+    const key = join(root, manifestKey(files));
     const done = this.ready.get(key);
     if (done) return Promise.resolve(done);
     let running = this.inFlight.get(key);
@@ -48,8 +52,8 @@ export class ModuleLayout {
     return running;
   }
 
-  private async layOut(key: string, files: Record<string, string>): Promise<string> {
-    const target = join(this.root, key);
+  private async layOut(target: string, files: Record<string, string>): Promise<string> {
+    mkdirSync(dirname(target), { recursive: true });
     const paths = Object.keys(files).map((path) => posix.normalize(path));
     // Paths outside the notebook's folder (`../shared/x.ts`) keep their place relative to it:
     // the notebook's folder is as many `_` levels deep as the furthest one climbs.
