@@ -44,6 +44,11 @@ export interface CreateJobOptions {
   tags?: string[];
   /** Show the job for review before it is submitted (default: when the frontend can answer input()). */
   review?: boolean;
+  /**
+   * Stop the job this many ms after it starts (a synchronous loop too): it fails with
+   * TimeoutError, keeps its checkpoints and can be resumed. For createJobs: per job of the sweep.
+   */
+  timeoutMs?: number;
 }
 
 /** Options of createJobs: createJob's, plus the grid of parameter values to sweep. */
@@ -79,7 +84,7 @@ export interface JobSummary {
   error: string | null;
 }
 
-const OPTION_KEYS = new Set(["params", "overrides", "name", "tags", "review", "grid"]);
+const OPTION_KEYS = new Set(["params", "overrides", "name", "tags", "review", "timeoutMs", "grid"]);
 
 function splitArguments<O extends object>(what: string, rest: readonly unknown[]): { collectors: SnippetCollector[]; options: Partial<O> } {
   const collectors: SnippetCollector[] = [];
@@ -92,7 +97,7 @@ function splitArguments<O extends object>(what: string, rest: readonly unknown[]
     const isLast = i === rest.length - 1;
     if (isLast && typeof arg === "object" && arg !== null && !Array.isArray(arg)) {
       const unknown = Object.keys(arg).filter((k) => !OPTION_KEYS.has(k));
-      if (unknown.length > 0) throw new TypeError(`${what}: unknown option${unknown.length === 1 ? "" : "s"} ${unknown.join(", ")}; the options are params, overrides, name, tags, review${what.startsWith("createJobs") ? ", grid" : ""}`);
+      if (unknown.length > 0) throw new TypeError(`${what}: unknown option${unknown.length === 1 ? "" : "s"} ${unknown.join(", ")}; the options are params, overrides, name, tags, review, timeoutMs${what.startsWith("createJobs") ? ", grid" : ""}`);
       options = arg as Partial<O>;
       return;
     }
@@ -108,10 +113,23 @@ function checkCommonOptions(what: string, options: Partial<CreateJobOptions>): v
     throw new TypeError(`${what}: tags must be an array of non-empty strings, e.g. ["geometry"]`);
   }
   if (options.review !== undefined && typeof options.review !== "boolean") throw new TypeError(`${what}: review must be true or false`);
+  // Node timers take at most 2^31 - 1 ms (a longer delay fires at once), and so does the column.
+  const t = options.timeoutMs;
+  if (t !== undefined && (typeof t !== "number" || !Number.isFinite(t) || t <= 0 || t > MAX_TIMEOUT_MS)) {
+    throw new TypeError(`${what}: timeoutMs must be a positive, finite number of milliseconds (at most ${MAX_TIMEOUT_MS}, about 24.8 days); got ${inspect(t)}`);
+  }
   // Text PostgreSQL cannot store (NUL) is refused here, naming the option, rather than by the server.
   checkStorableText(`${what}: name`, options.name);
   options.tags?.forEach((tag, i) => checkStorableText(`${what}: tags[${i}]`, tag));
   checkStorableJson(`${what}: params`, jobParams(options.params, options.overrides));
+}
+
+/** The longest delay a Node timer takes (and what jobs.timeout_ms, an integer, holds). */
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
+/** Whole milliseconds as stored (a fraction is rounded up, so the limit is never shorter). */
+function timeoutOf(options: Partial<CreateJobOptions>): number | null {
+  return options.timeoutMs === undefined ? null : Math.ceil(options.timeoutMs);
 }
 
 function checkViewArgument(what: string, view: unknown): asserts view is View {
@@ -186,7 +204,7 @@ export class DBWrapper {
       bundle = reviewed;
     }
     await this.checkViewReachable(view);
-    const job = await this.submit<T>(view, bundle, collectors, { name: options.name ?? null, tags: options.tags ?? [] });
+    const job = await this.submit<T>(view, bundle, collectors, { name: options.name ?? null, tags: options.tags ?? [], timeoutMs: timeoutOf(options) });
     // The review ends with the user's answer: say what became of it, and the id to find it by.
     if (review) currentCellSink()?.stream("stdout", `job ${job.id} submitted to ${describeView(view)}\n`);
     jobsChanged();
@@ -243,7 +261,7 @@ export class DBWrapper {
     const { group, rows } = await this.store.transaction(async (tx) => {
       const group = await createJobGroup(tx, { name: options.name ?? null, grid: grid as { [name: string]: Json } });
       const rows = await enqueueJobs(tx, bundles.map((bundle) => ({
-        bundle: storedBundle(bundle, collectors), name: options.name ?? null, tags: options.tags ?? [], targetWorker, groupId: group.id, notebook: notebookPath() ?? null,
+        bundle: storedBundle(bundle, collectors), name: options.name ?? null, tags: options.tags ?? [], targetWorker, groupId: group.id, notebook: notebookPath() ?? null, timeoutMs: timeoutOf(options),
       })));
       return { group, rows };
     });
@@ -323,11 +341,11 @@ export class DBWrapper {
   }
 
   /** Stores the bundle and a queued job row, then dispatches it. */
-  private async submit<T>(view: View, bundle: Bundle, collectors: SnippetCollector[], meta: { name: string | null; tags: string[]; groupId?: number }): Promise<Job<T>> {
+  private async submit<T>(view: View, bundle: Bundle, collectors: SnippetCollector[], meta: { name: string | null; tags: string[]; groupId?: number; timeoutMs?: number | null }): Promise<Job<T>> {
     const targetWorker = view.kind === "direct" ? view.workerId : null;
     const row = await this.store.transaction(async (tx) => {
       await putBundle(tx, storedBundle(bundle, collectors));
-      return storeCreateJob(tx, { bundleHash: bundle.hash, name: meta.name, tags: meta.tags, targetWorker, groupId: meta.groupId ?? null, notebook: notebookPath() ?? null });
+      return storeCreateJob(tx, { bundleHash: bundle.hash, name: meta.name, tags: meta.tags, targetWorker, groupId: meta.groupId ?? null, notebook: notebookPath() ?? null, timeoutMs: meta.timeoutMs ?? null });
     });
     const job = new Job<T>(this.store, row, { source: bundle.source, params: bundle.params, entries: bundle.entries, parts: bundle.parts, signature: signBundle(bundle) });
     await this.dispatch(view, job, bundle.hash);
@@ -375,9 +393,10 @@ export class DBWrapper {
       checkViewArgument("job.rerun", view);
       await this.checkViewReachable(view);
     }
+    const stored = await getJob(this.store, original.id);
     const row = await storeCreateJob(this.store, {
       bundleHash, name: original.name, tags: original.tags, rerunOf: original.id, targetWorker: view?.kind === "direct" ? view.workerId : null,
-      notebook: (await getJob(this.store, original.id))?.notebook ?? notebookPath() ?? null,
+      notebook: stored?.notebook ?? notebookPath() ?? null, timeoutMs: stored?.timeout_ms ?? null,
     });
     const job = new Job<T>(this.store, row, await loadProgram(this.store, bundleHash));
     await this.dispatch(view ?? null, job, bundleHash);

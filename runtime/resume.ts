@@ -34,8 +34,8 @@ export async function resumeJob(store: Store, jobId: number, view: View | undefi
   const targetWorker = view?.kind === "direct" ? view.workerId : null;
   const created = await store.transaction(async (tx) => {
     // Locks the old row, so it cannot start running again while its history is copied.
-    const { rows } = await tx.query<{ status: string; bundle_hash: string; name: string | null; tags: string[]; notebook: string | null }>(
-      "SELECT status, bundle_hash, name, tags, notebook FROM nbjob.jobs WHERE id = $1 FOR UPDATE",
+    const { rows } = await tx.query<{ status: string; bundle_hash: string; name: string | null; tags: string[]; notebook: string | null; timeout_ms: number | null }>(
+      "SELECT status, bundle_hash, name, tags, notebook, timeout_ms FROM nbjob.jobs WHERE id = $1 FOR UPDATE",
       [jobId],
     );
     const old = rows[0];
@@ -49,6 +49,8 @@ export async function resumeJob(store: Store, jobId: number, view: View | undefi
     const last = await lastCheckpointIndex(tx, jobId);
     const row = await createJob(tx, {
       bundleHash: old.bundle_hash, name: old.name, tags: old.tags, targetWorker, resumedFrom: jobId, resumedFromCheckpoint: last ?? null, notebook: old.notebook,
+      // The resumed run keeps the old one's time limit (a fresh one, counted from its own start).
+      timeoutMs: old.timeout_ms,
     });
     if (last !== undefined) await copyCheckpoints(tx, jobId, row.id, last);
     return { id: row.id, fromCheckpoint: last };

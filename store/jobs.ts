@@ -18,6 +18,8 @@ export interface CreateJobInput {
   rerunOf?: number | null;
   /** The notebook creating it (its path), when known; a rerun or resume keeps the original's. */
   notebook?: string | null;
+  /** The job's time limit in ms (see jobs.timeout_ms); null or absent: none. */
+  timeoutMs?: number | null;
 }
 
 export interface JobErrorInput {
@@ -116,9 +118,9 @@ export async function createJob(db: Db, input: CreateJobInput): Promise<DbJob> {
   checkJobText(input);
   try {
     const { rows } = await db.query<DbJob>(
-      `INSERT INTO nbjob.jobs (bundle_hash, name, tags, target_worker, group_id, resumed_from, resumed_from_checkpoint, rerun_of, notebook)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *`,
-      [input.bundleHash, input.name ?? null, input.tags ?? [], input.targetWorker ?? null, input.groupId ?? null, input.resumedFrom ?? null, input.resumedFromCheckpoint ?? null, input.rerunOf ?? null, input.notebook ?? null],
+      `INSERT INTO nbjob.jobs (bundle_hash, name, tags, target_worker, group_id, resumed_from, resumed_from_checkpoint, rerun_of, notebook, timeout_ms)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *`,
+      [input.bundleHash, input.name ?? null, input.tags ?? [], input.targetWorker ?? null, input.groupId ?? null, input.resumedFrom ?? null, input.resumedFromCheckpoint ?? null, input.rerunOf ?? null, input.notebook ?? null, input.timeoutMs ?? null],
     );
     return rows[0];
   } catch (err) {

@@ -86,6 +86,8 @@ export interface EnqueueItem {
   targetWorker?: string | null;
   groupId?: number | null;
   notebook?: string | null;
+  /** The job's time limit in ms (jobs.timeout_ms); null or absent: none. */
+  timeoutMs?: number | null;
 }
 
 /**
@@ -143,14 +145,15 @@ export async function enqueueJobs(db: Db, items: EnqueueItem[]): Promise<DbJob[]
   );
   // Ids follow the input order (rows are inserted in ordinality order).
   const { rows } = await db.query<DbJob>(
-    `INSERT INTO nbjob.jobs (bundle_hash, name, tags, target_worker, group_id, notebook)
-     SELECT j.bundle_hash, j.name, ARRAY(SELECT jsonb_array_elements_text(j.tags)), j.target_worker, j.group_id, j.notebook
-       FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[], $5::bigint[], $6::text[]) WITH ORDINALITY AS j(bundle_hash, name, tags, target_worker, group_id, notebook, n)
+    `INSERT INTO nbjob.jobs (bundle_hash, name, tags, target_worker, group_id, notebook, timeout_ms)
+     SELECT j.bundle_hash, j.name, ARRAY(SELECT jsonb_array_elements_text(j.tags)), j.target_worker, j.group_id, j.notebook, j.timeout_ms
+       FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[], $5::bigint[], $6::text[], $7::int[]) WITH ORDINALITY AS j(bundle_hash, name, tags, target_worker, group_id, notebook, timeout_ms, n)
       ORDER BY j.n
      RETURNING *`,
     [
       items.map((i) => sha256(i.bundle.source)), items.map((i) => i.name ?? null), items.map((i) => JSON.stringify(i.tags ?? [])),
       items.map((i) => i.targetWorker ?? null), items.map((i) => i.groupId ?? null), items.map((i) => i.notebook ?? null),
+      items.map((i) => i.timeoutMs ?? null),
     ],
   );
   return rows.sort((a, b) => Number(a.id) - Number(b.id));

@@ -78,6 +78,8 @@ export interface DbJob {
   pid: number | null;
   /** Set each time the job is marked running (a bigint, as text); the worker's writes must name it (migration 000007). */
   claim: string | null;
+  /** The worker stops the job this many ms after it started (failed, TimeoutError); null: no limit (migration 000010). */
+  timeout_ms: number | null;
   group_id: number | null;
   resumed_from: number | null;
   resumed_from_checkpoint: number | null;

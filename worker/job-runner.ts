@@ -44,6 +44,8 @@ export interface SubmitOptions {
   gate?: () => Promise<true | { skip: string }>;
   /** A resumed job: loads the checkpoint to restore before the entries run (undefined: none). */
   restore?: () => Promise<RestorePoint | undefined>;
+  /** The job's time limit (ms from its start): past it the job is stopped and fails with TimeoutError. */
+  timeoutMs?: number;
 }
 
 export interface RestorePoint {
@@ -57,6 +59,7 @@ interface QueuedJob {
   listener: JobListener;
   gate?: SubmitOptions["gate"];
   restore?: SubmitOptions["restore"];
+  timeoutMs?: number;
 }
 
 interface ActiveJob extends QueuedJob {
@@ -73,6 +76,10 @@ interface ActiveJob extends QueuedJob {
   /** Settles after every checkpoint handed to the listener so far is stored (never rejects). */
   stores: Promise<void>;
   storeError?: Error;
+  /** When the job's program was handed to the job thread: its time limit counts from then. */
+  runningSince?: number;
+  /** Stops the job at its time limit (see limit()). */
+  timeoutTimer?: NodeJS.Timeout;
 }
 
 export interface JobRunnerOptions {
@@ -134,7 +141,7 @@ export class JobRunner {
       throw new DuplicateJobError(`job ${jobId} is already ${this.active?.jobId === jobId ? "running" : "queued"} on this worker; each run needs its own job id`);
     }
     const position = this.queue.length + (this.active ? 1 : 0);
-    this.queue.push({ jobId, bundle, listener, gate: options.gate, restore: options.restore });
+    this.queue.push({ jobId, bundle, listener, gate: options.gate, restore: options.restore, timeoutMs: options.timeoutMs });
     // Deferred a microtask, so the caller can acknowledge the job before it reports `started`.
     queueMicrotask(() => this.pump());
     return position;
@@ -149,6 +156,21 @@ export class JobRunner {
     if (!job) return false;
     job.listener = fanOut(job.listener, listener);
     if (job === this.active && this.active.program) this.safely(() => listener.started());
+    return true;
+  }
+
+  /**
+   * Sets a job's time limit (ms from its start) when it is known only once the job was taken
+   * (a job sent over the comm: its row says, read as it is marked running). A limit already
+   * passed stops the job now. False when the job is neither queued nor running here.
+   */
+  limit(jobId: JobId, timeoutMs: number): boolean {
+    const queued = this.queue.find((job) => job.jobId === jobId);
+    if (queued) queued.timeoutMs = timeoutMs;
+    else if (this.active?.jobId === jobId && !this.active.finished) {
+      this.active.timeoutMs = timeoutMs;
+      if (this.active.runningSince !== undefined) this.armTimeout(this.active, timeoutMs);
+    } else return false;
     return true;
   }
 
@@ -259,6 +281,8 @@ export class JobRunner {
     };
     try {
       this.ensureThread().postMessage(command);
+      job.runningSince = Date.now();
+      if (job.timeoutMs !== undefined) this.armTimeout(job, job.timeoutMs);
     } catch (err) {
       this.finish(job, (listener, durationMs) =>
         listener.failed({ ename: "DataCloneError", evalue: `the job's params could not be sent to the job thread: ${(err as Error).message}`, traceback: [], durationMs }),
@@ -362,6 +386,24 @@ export class JobRunner {
     if (pending) this.safely(() => job.listener.stream(pending.name, pending.text));
   }
 
+  /**
+   * The time limit counts from when the job's program starts on the job thread: compiling it and
+   * installing its npm packages (minutes, the first time) are the worker's time, not the job's.
+   * Reached, the job is stopped like a cancel (the thread is
+   * terminated, so a synchronous loop stops too) but fails, with TimeoutError; the checkpoints it
+   * took are stored first (the recorder's final write waits for them), so it can be resumed.
+   */
+  private armTimeout(job: ActiveJob, timeoutMs: number): void {
+    clearTimeout(job.timeoutTimer);
+    const left = Math.max(0, (job.runningSince ?? Date.now()) + timeoutMs - Date.now());
+    job.timeoutTimer = setTimeout(() => {
+      if (this.active !== job || job.finished) return;
+      const evalue = `job ${job.jobId} ran past its time limit of ${formatMs(timeoutMs)} (timeoutMs: ${timeoutMs}) and was stopped; its checkpoints so far are kept (job.resume() goes on from the last)`;
+      this.log(evalue);
+      this.stopActive("", { ename: "TimeoutError", evalue, traceback: [`TimeoutError: ${evalue}`] });
+    }, left);
+  }
+
   /** Stops the running job: cancelled with `reason`, or failed with `failure`. */
   private stopActive(reason: string, failure?: JobFailure): void {
     const job = this.active;
@@ -381,6 +423,7 @@ export class JobRunner {
   private finish(job: ActiveJob, outcome: (listener: JobListener, durationMs: number) => void): void {
     if (job.finished) return;
     job.finished = true;
+    clearTimeout(job.timeoutTimer);
     this.flushStream(job);
     this.safely(() => outcome(job.listener, Date.now() - job.startedAt));
     if (this.active === job) this.active = undefined;
@@ -410,6 +453,11 @@ export function fanOut(...listeners: JobListener[]): JobListener {
     failed: (outcome) => listeners.forEach((l) => l.failed(outcome)),
     cancelled: (reason) => listeners.forEach((l) => l.cancelled(reason)),
   };
+}
+
+/** 1500 → "1.5 s", 90000 → "90 s", 250 → "250 ms". */
+function formatMs(ms: number): string {
+  return ms < 1000 ? `${ms} ms` : `${Number((ms / 1000).toFixed(3))} s`;
 }
 
 function checkpointFailure(err: Error): JobFailure {

@@ -49,6 +49,11 @@ export interface RecordOptions {
    * while this worker could not write): the worker stops the job. Told once.
    */
   onClaimLost?: (jobId: number, reason: string) => void;
+  /**
+   * A job sent over the comm: its time limit, read from its row as it is marked running (a
+   * claimed job's limit came with the claim). The worker's runner enforces it.
+   */
+  onTimeLimit?: (jobId: number, timeoutMs: number) => void;
 }
 
 export function recordJob(db: Db, jobId: number, identity: WorkerIdentity, options: RecordOptions): JobRecorder {
@@ -138,6 +143,7 @@ export function recordJob(db: Db, jobId: number, identity: WorkerIdentity, optio
     try {
       const row = await retried(() => transitionJob(db, jobId, "running", { workerId: identity.worker_id, host: identity.host, pid: identity.pid }));
       claim = row.claim === null ? undefined : String(row.claim);
+      if (row.timeout_ms !== null && row.timeout_ms !== undefined) options.onTimeLimit?.(jobId, row.timeout_ms);
       return true;
     } catch (err) {
       if (!(err instanceof IllegalTransitionError)) {

@@ -103,7 +103,10 @@ export class WorkerStoreLink {
   /** Records a job sent over the comm with `record: true`; its row must be queued (or running here). */
   recorder(jobId: number) {
     this.recorded.add(jobId);
-    return recordJob(this.store, jobId, this.identity, { claimed: false, log: this.log, inFlight: this.writesInFlight, availability: this.availability, onClaimLost: this.stopLostJob });
+    return recordJob(this.store, jobId, this.identity, {
+      claimed: false, log: this.log, inFlight: this.writesInFlight, availability: this.availability, onClaimLost: this.stopLostJob,
+      onTimeLimit: (id, ms) => this.runner.limit(id, ms),
+    });
   }
 
   /**
@@ -221,7 +224,7 @@ export class WorkerStoreLink {
           claimed: true, claim: job.claim, log: this.log, inFlight: this.writesInFlight, bundleSource: bundle.source, availability: this.availability, onClaimLost: this.stopLostJob,
         });
         try {
-          this.runner.submit(job.id, bundle, recorder.listener, { restore: this.restorePoint(job) });
+          this.runner.submit(job.id, bundle, recorder.listener, { restore: this.restorePoint(job), timeoutMs: job.timeout_ms ?? undefined });
         } catch (err) {
           // Already here (sent over the comm a moment ago): that run goes on and records the row.
           this.log(`job ${job.id}: ${(err as Error).message}`);
