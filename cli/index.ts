@@ -16,6 +16,7 @@ const COMMANDS: Record<string, () => Command> = {
   history: () => require("./jobs").historyCommand,
   cancel: () => require("./jobs").cancelCommand,
   rerun: () => require("./jobs").rerunCommand,
+  group: () => require("./group").groupCommand,
   rm: () => require("./rm").rmCommand,
   gc: () => require("./rm").gcCommand,
   tag: () => require("./rm").tagCommand,

@@ -2,7 +2,7 @@
 // optionally reviewed, stored, then dispatched), sweeps, and reattaches to or lists stored jobs.
 import { inspect } from "node:util";
 import {
-  checkStorableJson, checkStorableText, createJob as storeCreateJob, createJobGroup, getJob, isJobStatus, JOB_STATUSES, listJobs, listWorkers, notifyJobQueued, openStore, putBundle, requireJob, signBundle, transitionJob,
+  checkStorableJson, checkStorableText, createJob as storeCreateJob, createJobGroup, getJob, getJobGroup, listGroupJobs, isJobStatus, JOB_STATUSES, listJobs, listWorkers, notifyJobQueued, openStore, putBundle, requireJob, signBundle, transitionJob,
 } from "../store";
 import type { BundleInput, DbJob, DbJobListed, JobStatus, Json, Store, StoreLocation } from "../store";
 import { collectGarbage, deleteJobs, parseDuration } from "../store/cleanup";
@@ -274,13 +274,27 @@ export class DBWrapper {
     }
     if (review) currentCellSink()?.stream("stdout", `jobs ${jobs.map((j) => j.id).join(", ")} (sweep group ${group.id}) submitted to ${describeView(view)}\n`);
     jobsChanged();
-    return new JobGroup<T>(group.id, jobs, grid);
+    return new JobGroup<T>(group.id, jobs, grid, this.store);
+  }
+
+  /** Reattaches to a stored sweep (from any notebook, at any time): its jobs in order, its grid; `T` as in createJob. */
+  async group<T = unknown>(id: number): Promise<JobGroup<T>> {
+    if (!Number.isSafeInteger(id) || id < 1) throw new TypeError(`db.group(id): id must be a group number such as 3; got ${inspect(id, { depth: 0 })}`);
+    const group = await getJobGroup(this.store, id);
+    if (!group) throw new Error(`db.group(${id}): there is no group ${id} in the store (see the group column of nbjob jobs, or "nbjob group ID")`);
+    const rows = await listGroupJobs(this.store, id);
+    const jobs = await Promise.all(rows.map((row) => this.attach<T>(row)));
+    return new JobGroup<T>(group.id, jobs, group.grid as Record<string, unknown[]>, this.store);
   }
 
   /** Reattaches to a stored job (from any notebook, at any time); `T` as in createJob. */
   async job<T = unknown>(id: number): Promise<Job<T>> {
     if (!Number.isSafeInteger(id) || id < 1) throw new TypeError(`db.job(id): id must be a job number such as 3; got ${inspect(id, { depth: 0 })}`);
-    const row = await requireJob(this.store, id);
+    return this.attach<T>(await requireJob(this.store, id));
+  }
+
+  /** A handle on a stored job's row (db.job, db.group). */
+  private async attach<T>(row: DbJob): Promise<Job<T>> {
     const job = new Job<T>(this.store, row, await loadProgram(this.store, row.bundle_hash));
     if (FINAL_STATUSES.includes(row.status)) job.skipStoredOutput();
     job.setRerun((view) => this.rerun(job, row.bundle_hash, view));

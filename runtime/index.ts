@@ -15,6 +15,7 @@ export { Client, DirectView, LoadBalancedView } from "./client";
 export type { ConnectOptions, View } from "./client";
 export { Job, JobError, JobGroup } from "./job";
 export type { JobGroupRow, WaitOptions } from "./job";
+export { GroupProgress } from "./group-progress";
 export type { CheckpointAccessors } from "./shared/jobtracker";
 export { nbjob } from "./nbjob";
 export type { Dashboard, DashboardOptions } from "./dashboard";

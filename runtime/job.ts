@@ -15,6 +15,8 @@ import { display } from "./display";
 import type { DisplayHandle } from "./display";
 import { currentCellSink } from "./notebook";
 import { resumeJob } from "./resume";
+import { GroupProgress, readProgress } from "./group-progress";
+import { cancelGroupJobs } from "../store";
 import type { WorkerEvent } from "./shared/protocol";
 
 // Where it always was, for code that imports it from here.
@@ -490,8 +492,53 @@ export interface JobGroupRow<T = unknown> {
 
 /** The jobs of a sweep (db.createJobs): one per combination of the grid's values. */
 export class JobGroup<T = unknown> {
-  /** @internal */
-  constructor(readonly id: number, readonly jobs: Job<T>[], readonly grid: Record<string, unknown[]>) {}
+  readonly #store: Store;
+
+  /** @internal made by DBWrapper (createJobs, group(id)). */
+  constructor(readonly id: number, readonly jobs: Job<T>[], readonly grid: Record<string, unknown[]>, store: Store) {
+    this.#store = store;
+  }
+
+  /**
+   * The jobs' counts by status, read from the store (`(await group.progress).running`). As a
+   * cell's result it shows a progress line that updates in place until every job has ended.
+   */
+  get progress(): Promise<GroupProgress> {
+    return readProgress(this.#store, this.id);
+  }
+
+  /**
+   * Cancels every job of the sweep that is queued or running, at once (none is claimed in
+   * between): queued ones never start, running ones are stopped by their workers. Jobs that
+   * already ended keep their status. Returns the progress after it.
+   */
+  async cancel(): Promise<GroupProgress> {
+    await cancelGroupJobs(this.#store, this.id, `cancelled with its group ${this.id} (group.cancel())`);
+    await Promise.all(this.jobs.map((job) => job.refresh().catch(() => undefined)));
+    return this.progress;
+  }
+
+  /**
+   * Resolves with the progress once every job has ended (whatever its status). With `timeout`
+   * (ms), rejects after that long if some are still queued or running, saying how many; they go on.
+   */
+  async wait(options: WaitOptions = {}): Promise<GroupProgress> {
+    const timeout = options.timeout;
+    if (timeout !== undefined && (typeof timeout !== "number" || !(timeout >= 0))) {
+      throw new TypeError(`group.wait({ timeout }): timeout must be a number of milliseconds; got ${inspect(timeout)}`);
+    }
+    const deadline = timeout === undefined ? Infinity : Date.now() + timeout;
+    // One count query per look, however many jobs the sweep has.
+    for (let pause = 100; ; pause = Math.min(pause * 2, 1_000)) {
+      const now = await this.progress;
+      if (now.finished) return now;
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new Error(`group ${this.id}: ${now.pending} of ${now.total} job${now.total === 1 ? " is" : "s are"} still pending after ${timeout} ms (${now.running} running, ${now.queued} queued); they go on (wait again, or group.cancel())`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, Math.min(pause, left)));
+    }
+  }
 
   /** Resolves when every job has ended: one row per job, in the grid's order. */
   get results(): Promise<JobGroupRow<T>[]> {

@@ -17,6 +17,8 @@ export {
   LEGAL_TRANSITIONS, IllegalTransitionError, UnknownJobError, ClaimLostError,
 } from "./jobs";
 export type { CreateJobInput, TransitionDetails, JobErrorInput, ListJobsFilter, DbJobListed } from "./jobs";
+export { getJobGroup, groupCounts, cancelGroupJobs } from "./job-groups";
+export type { GroupCounts } from "./job-groups";
 export { appendLogs, readLogs } from "./logs";
 export { checkStorableText, checkStorableJson, visibleText, isUnstorableText, encodeLogLine, decodeLogLine } from "./text";
 export type { LogLine } from "./logs";
