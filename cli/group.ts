@@ -23,7 +23,7 @@ function clip(text: string): string {
 
 export async function cmdGroup(argv: string[]): Promise<number> {
   const { values, positionals } = parseCommandArgs({ args: argv, allowPositionals: true, strict: true, options: STORE_FLAGS }, USAGE);
-  if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? `missing GROUP: give a group id\n${USAGE}` : `unexpected argument "${positionals[1]}"\n${USAGE}`);
+  if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? `missing GROUP: give a group id (see "nbjob group --help")` : `unexpected argument "${positionals[1]}" (nbjob group takes one GROUP)`);
   const text = positionals[0];
   if (!/^\d+$/.test(text) || Number(text) < 1 || !Number.isSafeInteger(Number(text))) {
     throw new UsageError(`GROUP must be a group id (a positive integer, see the group line of "nbjob show JOB"), got "${text}"`);
