@@ -128,6 +128,7 @@ export async function cmdShow(argv: string[]): Promise<number> {
     if (job.worker_id || job.host) field("worker", `${job.worker_id ?? "?"}${job.host ? ` on ${job.host}` : ""}${job.pid ? ` (pid ${job.pid})` : ""}`);
     if (job.target_worker) field("for worker", job.target_worker);
     if (job.group_id !== null) field("group", String(job.group_id));
+    if (job.timeout_ms !== null) field("time limit", `${job.timeout_ms} ms (timeoutMs)`);
     // The parent may have been deleted (nbjob rm): the number stays, marked.
     const parent = async (id: number) => `job ${id}${(await getJob(store, id)) ? "" : " (deleted)"}`;
     if (job.rerun_of !== null) field("rerun of", await parent(job.rerun_of));

@@ -101,7 +101,7 @@ function splitArguments<O extends object>(what: string, rest: readonly unknown[]
       options = arg as Partial<O>;
       return;
     }
-    throw new TypeError(`${what}: argument ${i + 3} is ${arg === null ? "null" : typeof arg}; after the view and the entries come SnippetCollectors, then optionally the options object ({ params, overrides, name, tags, review })`);
+    throw new TypeError(`${what}: argument ${i + 3} is ${arg === null ? "null" : typeof arg}; after the view and the entries come SnippetCollectors, then optionally the options object ({ params, overrides, name, tags, review, timeoutMs })`);
   });
   if (collectors.length === 0) throw new TypeError(`${what}: pass at least one SnippetCollector after the entries, e.g. db.createJob(view, ["norm(origin)"], sc)`);
   return { collectors, options };

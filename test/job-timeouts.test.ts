@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { getJob } from "../store";
 import { listCheckpoints } from "../store/checkpoints";
-import { cellText, JobsEnv } from "./jobs-env";
+import { cellText, JobsEnv, NBJOB } from "./jobs-env";
 
 const env = new JobsEnv("job_timeouts");
 before(() => env.start());
@@ -72,6 +72,8 @@ for (const bad of [-5, 0, NaN, Infinity, "100"]) {
     console.log(`running → failed in the store: ${ranMs} ms (limit 1500 ms, counted from the program's start on the job thread)`);
     assert.ok(ranMs >= 1500 && ranMs < 8_000, String(ranMs));
     assert.deepEqual((await listCheckpoints(env.store, stuckId)).map((c) => c.idx), [0, 1, 2]);
+    const show = await env.exec(process.execPath, [NBJOB, "show", String(stuckId)]);
+    assert.match(show.stdout, /time limit +1500 ms \(timeoutMs\)/, show.stdout);
 
     const resumed = cellText(run.cells.get("resume"));
     const res = /resumed 5 (\d+) done/.exec(resumed);
