@@ -163,7 +163,7 @@ test("a job checkpointing onto a full disk waits and says so, loses nothing, and
 
   // This process stores the bundles and the worker runs them: one cluster key for both.
   process.env.NBJOB_CLUSTER_KEY ??= randomBytes(32).toString("hex");
-  const env = { ...process.env, NBJOB_DATABASE_URL: url.toString(), NBJOB_HOME: home, NBJOB_STORE_WAIT_MS: "60000", NBJOB_DEBUG: "" };
+  const env = { ...process.env, NBJOB_DATABASE_URL: url.toString(), NBJOB_HOME: home, NBJOB_STORE_WAIT_MS: "20000", NBJOB_DEBUG: "" };
   const file = join(home, "worker.json");
   worker = spawn(process.execPath, [NBJOB, "worker", "--connection-file", file, "--id", "full/0", "--profile", "full"], { stdio: ["ignore", "pipe", "pipe"], env });
   worker.stdout?.on("data", (d: Buffer) => (workerLog += d.toString()));
@@ -213,9 +213,9 @@ test("a job checkpointing onto a full disk waits and says so, loses nothing, and
   const growing = await queue("growing", `grow(1, [${GROWING.join(", ")}])`);
   const full = Date.now();
   for (;;) {
-    const said = (await notes(growing)).find((line) => /store's disk is full/.test(line));
+    const said = (await notes(growing)).find((line) => /store's disk .*is full/.test(line));
     if (said) {
-      assert.match(said, /checkpoint \d+ \(\d+\.\d MiB\) could not be stored \(.*No space left on device.*\); the job waits and retries for up to 60 s \(NBJOB_STORE_WAIT_MS\)/);
+      assert.match(said, /store's disk on \/tmp\/nbjob-full-\w+ \(tablespace nbjob_test_full_\w+_w\) is full: checkpoint \d+ \(\d+\.\d MiB\) could not be stored \(.*No space left on device.*\); the job waits and retries for up to 20 s \(NBJOB_STORE_WAIT_MS\)/);
       assert.match(said, /nbjob rm old jobs, then nbjob gc/);
       break;
     }
@@ -253,5 +253,21 @@ test("a job checkpointing onto a full disk waits and says so, loses nothing, and
   const next = await queue("next", `grow(7, [${64 * KiB}])`);
   assert.equal((await waitFor(next, ["done", "failed"], 60_000)).status, "done", workerLog);
   await assertWhole(next, 0, pattern(7, 64 * KiB));
+
+  // A checkpoint that cannot fit, and nobody frees space: after NBJOB_STORE_WAIT_MS the job fails
+  // with a message naming the disk and the bytes it needed; the worker lives on.
+  const tooBig = await queue("too-big", `grow(9, [${4 * MiB}])`);
+  const refused = await waitFor(tooBig, ["done", "failed", "lost", "cancelled"], 90_000);
+  assert.equal(refused.status, "failed", workerLog);
+  assert.equal(refused.error_name, "CheckpointError");
+  assert.match(refused.error_message ?? "", /^checkpoint 0 of job \d+ could not be stored: the store's disk on \/tmp\/nbjob-full-\w+ \(tablespace nbjob_test_full_\w+_w\) is full \(PostgreSQL at postgres:\/\/postgres@127\.0\.0\.1:5432\/nbjob_test_diskfull_\w+_w: could not extend file .*No space left on device\); it needed 4\.0 MiB and no room came in 2\d s \(NBJOB_STORE_WAIT_MS=20000\); free space on the PostgreSQL server's disk \(nbjob rm old jobs, then nbjob gc\) and resume the job from its last checkpoint$/);
+  assert.deepEqual(await listCheckpoints(store, tooBig), [], "nothing of the refused checkpoint is stored");
+  for (const c of stored) await assertWhole(growing, c.idx, pattern(1 + c.idx, GROWING[c.idx]));
+  // The refused attempts' pages are reusable after gc's VACUUM; the same worker runs the next job.
+  const again = await nbjob("gc", "--grace", "0s");
+  assert.equal(again.code, 0, again.out);
+  const last = await queue("last", `grow(11, [${256 * KiB}])`);
+  assert.equal((await waitFor(last, ["done", "failed"], 60_000)).status, "done", workerLog);
+  await assertWhole(last, 0, pattern(11, 256 * KiB));
   assert.equal(worker.exitCode, null, `the worker is still alive:\n${workerLog}`);
 });

@@ -12,6 +12,7 @@ import type { CheckpointInput } from "../store/checkpoints";
 import type { Db } from "../store";
 import { ClaimLostError } from "../store/jobs";
 import { isDiskFull } from "../store/errors";
+import { diskFullMessage, fullDiskLocation } from "../store/disk";
 import { retryWhileAway, StoreAvailability } from "./store-retry";
 
 export interface CheckpointWriterOptions {
@@ -100,6 +101,7 @@ export class CheckpointWriter {
     const bytes = batch.reduce((sum, item) => sum + item.bytes, 0);
     let attempts = 0;
     let diskFullAt: number | undefined;
+    let disk: Promise<string> = Promise.resolve("");
     try {
       await retryWhileAway(this.availability, async () => {
         attempts++;
@@ -118,15 +120,18 @@ export class CheckpointWriter {
         },
         diskFull: (err) => {
           diskFullAt = Date.now();
-          const message = `the store's disk is full: ${which} (${formatBytes(bytes)}) could not be stored (${oneLine(err.message)}); the job waits and retries for up to ${Math.round(this.availability.waitLimitMs / 1000)} s (NBJOB_STORE_WAIT_MS) while space is freed on the PostgreSQL server's disk (nbjob rm old jobs, then nbjob gc)`;
-          this.options.log(`job ${this.jobId}: ${message}`);
-          this.options.onDiskFull?.(true, message);
+          disk = fullDiskLocation(this.db, err).then((where) => (where ? ` on ${where}` : ""));
+          void disk.then((on) => {
+            const message = `the store's disk${on} is full: ${which} (${formatBytes(bytes)}) could not be stored (${oneLine(diskFullMessage(err))}); the job waits and retries for up to ${Math.round(this.availability.waitLimitMs / 1000)} s (NBJOB_STORE_WAIT_MS) while space is freed on the PostgreSQL server's disk (nbjob rm old jobs, then nbjob gc)`;
+            this.options.log(`job ${this.jobId}: ${message}`);
+            this.options.onDiskFull?.(true, message);
+          });
         },
       });
     } catch (err) {
       const waited = Date.now() - started;
       if (diskFullAt !== undefined && isDiskFull(err)) {
-        const message = `${which} of job ${this.jobId} could not be stored: the store's disk is full (${oneLine((err as Error).message)}); it needed ${formatBytes(bytes)} and no room came in ${Math.round(waited / 1000)} s (NBJOB_STORE_WAIT_MS=${this.availability.waitLimitMs}); free space on the PostgreSQL server's disk (nbjob rm old jobs, then nbjob gc) and resume the job from its last checkpoint`;
+        const message = `${which} of job ${this.jobId} could not be stored: the store's disk${await disk} is full (${oneLine(diskFullMessage(err))}); it needed ${formatBytes(bytes)} and no room came in ${Math.round(waited / 1000)} s (NBJOB_STORE_WAIT_MS=${this.availability.waitLimitMs}); free space on the PostgreSQL server's disk (nbjob rm old jobs, then nbjob gc) and resume the job from its last checkpoint`;
         this.options.onDiskFull?.(false, message);
         throw new Error(message, { cause: err });
       }
@@ -134,6 +139,8 @@ export class CheckpointWriter {
       throw new Error(`${which} of job ${this.jobId} could not be stored${tried}: ${(err as Error).message}`, { cause: err });
     }
     if (diskFullAt !== undefined) {
+      // After the waiting note (told once the disk's location is known).
+      await disk;
       const message = `${which} (${formatBytes(bytes)}) stored after waiting ${Math.round((Date.now() - diskFullAt) / 1000)} s for room on the store's disk`;
       this.options.log(`job ${this.jobId}: ${message}`);
       this.options.onDiskFull?.(false, message);
