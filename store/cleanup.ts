@@ -31,6 +31,7 @@
 import type { Db } from "./db";
 import { StoreError, pgCode, PgCode, isDiskFull } from "./errors";
 import { isJobStatus, UnknownJobError } from "./jobs";
+import { diskFullMessage } from "./disk";
 import type { JobStatus } from "./types";
 
 /** The tag that keeps a job from deletion by filter (`nbjob tag JOB +keep`). */
@@ -377,7 +378,7 @@ export async function vacuumStore(db: Db, options: { full?: boolean } = {}): Pro
         await db.query(`VACUUM (INDEX_CLEANUP OFF) nbjob.${table}`);
       } catch (again) {
         if (!isDiskFull(again)) throw again;
-        throw new StoreError(`the deleted rows are gone, but VACUUM of nbjob.${table}, which makes their space reusable, needs a little room on the disk itself and found none (${(again as Error).message}); free a few MB on the server's disk by other means and run nbjob gc again`, { cause: again });
+        throw new StoreError(`the deleted rows are gone, but VACUUM of nbjob.${table}, which makes their space reusable, needs a little room on the disk itself and found none (${diskFullMessage(again)}); free a few MB on the server's disk by other means and run nbjob gc again`, { cause: again });
       }
     }
   }
