@@ -6,9 +6,10 @@
 // and since when: the worker's log says so once, a success by any writer wakes the others at
 // once, and a store away longer than `waitLimitMs` makes running jobs wait for it.
 // A server whose disk is full answers, but refuses what needs room (53100): such a write is
-// retried too (nothing of it was kept, and space may be freed: `nbjob rm`, `nbjob gc`), but only
-// for `waitLimitMs`; then it fails with the disk error, so a job does not hang on a disk nobody
-// frees. It does not count as the store being away (other writes, heartbeats, still work).
+// retried too (nothing of it was kept, and space may be freed: `nbjob rm`, `nbjob gc`). A writer
+// that asks (checkpoints) retries it only for `waitLimitMs`, then fails with the disk error, so a
+// job does not hang on a disk nobody frees; that does not count as the store being away (other
+// writes, heartbeats, still work). Other writes wait for room as for an unreachable store.
 import { isStoreUnreachable } from "../store";
 import { isDiskFull } from "../store/errors";
 
@@ -112,7 +113,11 @@ export interface RetryOptions {
   giveUpAfterMs?: number;
   /** Told of each failed attempt that will be retried. */
   retrying?: (err: Error, attempt: number) => void;
-  /** Told once, when the store first refuses this write for want of disk space (it is retried). */
+  /**
+   * Told once, when the store first refuses this write for want of disk space; given, such a
+   * write is retried for `diskFullForMs` only (a checkpoint: the job waits, then fails clearly).
+   * Without it a full disk is waited out like an unreachable store (output lines, job rows).
+   */
   diskFull?: (err: Error) => void;
   /** How long a write refused for want of disk space is retried. Default: the availability's waitLimitMs. */
   diskFullForMs?: number;
@@ -133,7 +138,7 @@ export async function retryWhileAway<T>(availability: StoreAvailability, write: 
       availability.succeeded();
       return result;
     } catch (err) {
-      if (isDiskFull(err)) {
+      if (options.diskFull && isDiskFull(err)) {
         diskFullSince ??= Date.now();
         if (availability.closed || Date.now() - diskFullSince >= (options.diskFullForMs ?? availability.waitLimitMs)) throw err;
         if (diskFullAttempt === 0) options.diskFull?.(err as Error);
