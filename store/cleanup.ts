@@ -29,8 +29,9 @@
 // Environments are not collected: a worker remembers an environment's hash for its lifetime and
 // links later jobs to it without writing the row again, and each is a few hundred bytes.
 import type { Db } from "./db";
-import { StoreError, pgCode, PgCode } from "./errors";
+import { StoreError, pgCode, PgCode, isDiskFull } from "./errors";
 import { isJobStatus, UnknownJobError } from "./jobs";
+import { diskFullMessage } from "./disk";
 import type { JobStatus } from "./types";
 
 /** The tag that keeps a job from deletion by filter (`nbjob tag JOB +keep`). */
@@ -364,7 +365,23 @@ export async function collectGarbage(db: Db, options: GcOptions = {}): Promise<G
  */
 export async function vacuumStore(db: Db, options: { full?: boolean } = {}): Promise<void> {
   const tables = ["chunks", "blob_chunks", "blobs", "checkpoint_values", "checkpoints", "logs", "analysis_rows", "analyses", "jobs", "bundle_snippets", "bundle_files", "bundles", "snippets", "files"];
-  for (const table of tables) await db.query(`VACUUM ${options.full ? "FULL " : ""}nbjob.${table}`);
+  for (const table of tables) {
+    try {
+      await db.query(`VACUUM ${options.full ? "FULL " : ""}nbjob.${table}`);
+    } catch (err) {
+      if (options.full || !isDiskFull(err)) throw err;
+      // On a full disk VACUUM itself can need a page: a free-space map for an index whose
+      // entries it removes (a refused checkpoint's value left thousands in the TOAST index).
+      // Without index cleanup it only records the table's freed space in the map it has,
+      // which is what lets new rows reuse it; the indexes are cleaned by a later VACUUM.
+      try {
+        await db.query(`VACUUM (INDEX_CLEANUP OFF) nbjob.${table}`);
+      } catch (again) {
+        if (!isDiskFull(again)) throw again;
+        throw new StoreError(`the deleted rows are gone, but VACUUM of nbjob.${table}, which makes their space reusable, needs a little room on the disk itself and found none (${diskFullMessage(again)}); free a few MB on the server's disk by other means and run nbjob gc again`, { cause: again });
+      }
+    }
+  }
 }
 
 /** The database's size on disk and each nbjob table's (with its TOAST and indexes), largest first. */

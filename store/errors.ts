@@ -25,6 +25,8 @@ export const PgCode = {
   /** 53100 / 53200: the server's disk or memory is full. */
   diskFull: "53100",
   outOfMemory: "53200",
+  /** 58030: an I/O error on the server (ENOSPC on some paths). */
+  ioError: "58030",
   /** 57P01-57P03: the server is shutting down or starting. */
   adminShutdown: "57P01",
   crashShutdown: "57P02",
@@ -119,6 +121,21 @@ export function isStoreUnreachable(err: unknown): boolean {
     const sysCode = (e as NodeJS.ErrnoException).code;
     if (typeof sysCode === "string" && UNREACHABLE_SYSCODES.has(sysCode)) return true;
     if (/Connection terminated|connection error|not queryable|timeout exceeded when trying to connect|Client has encountered a connection error/i.test((e as Error).message ?? "")) return true;
+  }
+  return false;
+}
+
+/**
+ * True when `err` says the server's disk has no room: 53100 disk_full, or an I/O error (58030,
+ * class 53) whose message is the operating system's "No space left on device" (PostgreSQL
+ * reports a failed file extension that way). A write that failed so changed nothing and may
+ * succeed once space is freed. Looks through `cause` as isStoreUnreachable does.
+ */
+export function isDiskFull(err: unknown): boolean {
+  for (let e = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = pgCode(e);
+    if (code === PgCode.diskFull) return true;
+    if (code !== undefined) return (code === PgCode.ioError || code.startsWith("53")) && /no space left on device/i.test((e as Error).message ?? "");
   }
   return false;
 }

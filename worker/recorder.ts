@@ -77,7 +77,13 @@ export function recordJob(db: Db, jobId: number, identity: WorkerIdentity, optio
   let setWaiting: ((reason: string, waiting: boolean) => void) | undefined;
   const logs = new JobLogWriter(db, jobId, { log, availability, ...fence, onBehind: (behind) => setWaiting?.("output", behind && !availability.away) });
   // Checkpoints are stored in index order while the job runs; the job's final write waits for them.
-  const checkpoints = new CheckpointWriter(db, jobId, { log, availability, ...fence });
+  // A full disk on the store's server: the job is told in its log, and held at its next output
+  // or checkpoint while the checkpoint waits for room (checkpoint-writer.ts bounds the wait).
+  const onDiskFull = (waiting: boolean, message: string) => {
+    setWaiting?.("disk", waiting);
+    logs.note(message);
+  };
+  const checkpoints = new CheckpointWriter(db, jobId, { log, availability, ...fence, onDiskFull });
   let checkpointsStored: Promise<unknown> = Promise.resolve();
   // A store away past its limit holds the job until it is back; its log then says for how long.
   let waitingSince: number | undefined;

@@ -5,7 +5,13 @@
 // would fail the same way. One `StoreAvailability` per worker knows whether the store is away
 // and since when: the worker's log says so once, a success by any writer wakes the others at
 // once, and a store away longer than `waitLimitMs` makes running jobs wait for it.
+// A server whose disk is full answers, but refuses what needs room (53100): such a write is
+// retried too (nothing of it was kept, and space may be freed: `nbjob rm`, `nbjob gc`). A writer
+// that asks (checkpoints) retries it only for `waitLimitMs`, then fails with the disk error, so a
+// job does not hang on a disk nobody frees; that does not count as the store being away (other
+// writes, heartbeats, still work). Other writes wait for room as for an unreachable store.
 import { isStoreUnreachable } from "../store";
+import { isDiskFull } from "../store/errors";
 
 /** Retries start 250 ms apart and double up to this; a success elsewhere wakes them sooner. */
 const MAX_BACKOFF_MS = 2_000;
@@ -107,6 +113,14 @@ export interface RetryOptions {
   giveUpAfterMs?: number;
   /** Told of each failed attempt that will be retried. */
   retrying?: (err: Error, attempt: number) => void;
+  /**
+   * Told once, when the store first refuses this write for want of disk space; given, such a
+   * write is retried for `diskFullForMs` only (a checkpoint: the job waits, then fails clearly).
+   * Without it a full disk is waited out like an unreachable store (output lines, job rows).
+   */
+  diskFull?: (err: Error) => void;
+  /** How long a write refused for want of disk space is retried. Default: the availability's waitLimitMs. */
+  diskFullForMs?: number;
 }
 
 /**
@@ -116,12 +130,21 @@ export interface RetryOptions {
  */
 export async function retryWhileAway<T>(availability: StoreAvailability, write: () => Promise<T>, options: RetryOptions = {}): Promise<T> {
   const started = Date.now();
+  let diskFullSince: number | undefined;
+  let diskFullAttempt = 0;
   for (let attempt = 0; ; attempt++) {
     try {
       const result = await write();
       availability.succeeded();
       return result;
     } catch (err) {
+      if (options.diskFull && isDiskFull(err)) {
+        diskFullSince ??= Date.now();
+        if (availability.closed || Date.now() - diskFullSince >= (options.diskFullForMs ?? availability.waitLimitMs)) throw err;
+        if (diskFullAttempt === 0) options.diskFull?.(err as Error);
+        await availability.pause(Math.min(250 * 2 ** diskFullAttempt++, MAX_BACKOFF_MS));
+        continue;
+      }
       if (!isStoreUnreachable(err)) throw err;
       availability.failed(err as Error);
       if (availability.closed || Date.now() - started >= (options.giveUpAfterMs ?? Infinity)) throw err;
