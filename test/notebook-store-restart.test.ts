@@ -11,7 +11,7 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { openStore, readLogs, stopEmbeddedServer } from "../store";
+import { openStore, readLogs, stopEmbeddedServer, transitionJob } from "../store";
 import type { Store } from "../store";
 import { listCheckpoints } from "../store/checkpoints";
 import { DBWrapper } from "../runtime";
@@ -216,5 +216,49 @@ describe("PostgreSQL restarted while a notebook awaits its jobs", () => {
       delete process.env.NBJOB_STORE_GIVE_UP_MS;
       await db.close();
     }
+  });
+
+  test("a read of the job's output whose connection is ended mid-wait is retried, not the wait's end: the handle gets the result", { timeout: 60_000 }, async () => {
+    process.env.NBJOB_HOME = home;
+    delete process.env.NBJOB_DATABASE_URL;
+    const db = new DBWrapper();
+    try {
+      const [row] = (await restartJobs()).filter((j) => j.name === "restart-b");
+      const job = await db.job<string>(row.id);
+      await store.query("UPDATE nbjob.jobs SET status = 'running', result = NULL, finished_at = NULL WHERE id = $1", [row.id]);
+      await store.withClient(async (admin) => {
+        // The handle's read of the logs waits on this lock; its connection is then ended, as a
+        // server going down ends it in the middle of a query.
+        await admin.query("BEGIN");
+        await admin.query("LOCK TABLE nbjob.logs IN ACCESS EXCLUSIVE MODE");
+        const result = job.result;
+        let terminated = 0;
+        for (let waited = 0; terminated === 0; waited += 50) {
+          assert.ok(waited < 20_000, "the handle's read of the logs never waited on the lock");
+          const { rows } = await store.query<{ n: number }>(
+            "SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE application_name = 'nbjob notebook' AND wait_event_type = 'Lock' AND query LIKE '%nbjob.logs%'",
+          );
+          terminated = rows[0].n;
+          if (terminated === 0) await sleep(50);
+        }
+        await admin.query("COMMIT");
+        await sleep(500);
+        await store.query("UPDATE nbjob.jobs SET status = 'done', result = '\"cut\"'::jsonb, finished_at = now() WHERE id = $1", [row.id]);
+        assert.equal(await result, "cut");
+      });
+    } finally {
+      await db.close();
+    }
+  });
+
+  test("a worker's final write retried after its answer was lost (the same status under the same claim) is taken as written, not refused", async () => {
+    const [row] = (await restartJobs()).filter((j) => j.name === "restart-c");
+    const { rows } = await store.query<{ claim: string }>("UPDATE nbjob.jobs SET status = 'running', finished_at = NULL WHERE id = $1 RETURNING claim::text", [row.id]);
+    const claim = rows[0].claim;
+    const first = await transitionJob(store, row.id, "done", { result: "c:again", resultText: "'c:again'", claim });
+    const again = await transitionJob(store, row.id, "done", { result: "c:again", resultText: "'c:again'", claim });
+    assert.equal(again.status, "done");
+    assert.deepEqual(again.finished_at, first.finished_at, "the retry changed nothing");
+    await assert.rejects(transitionJob(store, row.id, "failed", { error: { name: "E", message: "m" }, claim }), /IllegalTransition|cannot|done/);
   });
 });
