@@ -449,7 +449,7 @@ export class Job<T = unknown> {
             const now = Date.now();
             if (awaySince === undefined) {
               awaySince = now;
-              this.#note(`the store is unreachable (${(err as Error).message}); still waiting for job ${this.id}, which goes on on its worker`);
+              this.#note(`the store is unreachable (${(err as Error).message}); still waiting for job ${this.id} (workers go on meanwhile)`);
             }
             const giveUpMs = storeGiveUpMs();
             if (now - awaySince >= giveUpMs) throw await this.#storeUnreachable(err as Error, now - awaySince, giveUpMs);

@@ -214,6 +214,8 @@ describe("PostgreSQL restarted while a notebook awaits its jobs", () => {
       assert.equal(await job.result, "again");
     } finally {
       delete process.env.NBJOB_STORE_GIVE_UP_MS;
+      // Up again for the next tests even when this one failed.
+      await nbjob("db", "start");
       await db.close();
     }
   });
