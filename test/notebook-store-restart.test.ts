@@ -154,8 +154,10 @@ describe("PostgreSQL restarted while a notebook awaits its jobs", () => {
     await sleep(10_000);
     const start = await nbjob("db", "start");
     assert.equal(start.code, 0, start.stderr);
+    const back = Date.now();
 
     const finished = await run;
+    const ranFor = Date.now() - back;
     assert.equal(finished.code, 0, finished.stderr);
     const cells = new Map<string, RanCell>();
     const executed = JSON.parse(readFileSync(out, "utf8")) as { cells: { cell_type: string; id: string; source: string | string[]; outputs?: RanCell["outputs"] }[] };
@@ -177,16 +179,19 @@ describe("PostgreSQL restarted while a notebook awaits its jobs", () => {
     assert.match(cellText(cells.get("after")), /next e:3/, cellText(cells.get("after")));
 
     // The stored rows: every checkpoint 0..99 and every line once, and the running jobs' logs say they waited.
+    let firstWriteAfter = Infinity;
     for (const job of await restartJobs()) {
       assert.equal(job.status, "done");
       const stored = await listCheckpoints(store, job.id);
       assert.deepEqual(stored.map((c) => c.idx), Array.from({ length: CHECKPOINTS }, (_, i) => i), `job ${job.id}: every checkpoint once`);
+      for (const c of stored) if (c.created_at.getTime() >= back) firstWriteAfter = Math.min(firstWriteAfter, c.created_at.getTime() - back);
       const name = job.name.slice("restart-".length);
       const lines = (await readLogs(store, job.id)).map((l) => l.line);
       assert.deepEqual(lines.filter((l) => !l.startsWith("[nbjob:")), Array.from({ length: CHECKPOINTS / EVERY }, (_, i) => `${name} line ${i}`), `job ${job.id}: every line once`);
       if (running.includes(job.id)) assert.ok(lines.some((l) => /store was unreachable/.test(l) && /waited/.test(l)), `job ${job.id} says it waited: ${JSON.stringify(lines)}`);
     }
     for (const i of [0, 1]) assert.ok(alive(pids[i]), `worker ${i} (pid ${pids[i]}) died:\n${workerLog(i)}`);
+    console.log(`checkpoints ${4 * CHECKPOINTS}/${4 * CHECKPOINTS}, lines ${4 * CHECKPOINTS / EVERY}/${4 * CHECKPOINTS / EVERY}; first checkpoint written ${firstWriteAfter} ms after the server was back; the notebook finished ${(ranFor / 1000).toFixed(1)} s after`);
   });
 
   test("a notebook's wait gives up on a store away past NBJOB_STORE_GIVE_UP_MS, saying the store is unreachable; waiting again once it is back gets the result", { timeout: 120_000 }, async () => {
