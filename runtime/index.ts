@@ -13,7 +13,7 @@ export { DBWrapper } from "./db-wrapper";
 export type { CreateJobOptions, CreateJobsOptions, JobsFilter, JobSummary } from "./db-wrapper";
 export { Client, DirectView, LoadBalancedView } from "./client";
 export type { ConnectOptions, View } from "./client";
-export { Job, JobError, JobGroup } from "./job";
+export { Job, JobError, JobGroup, StoreUnreachableError } from "./job";
 export type { JobGroupRow, WaitOptions } from "./job";
 export { GroupProgress } from "./group-progress";
 export type { CheckpointAccessors } from "./shared/jobtracker";

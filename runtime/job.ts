@@ -4,7 +4,7 @@ import { inspect } from "node:util";
 import { deserialize } from "node:v8";
 import type { CellSink } from "./cell-types";
 import {
-  diffJobs, getBundle, getEnvironment, getWorker, WORKER_STALE_MS, IllegalTransitionError, listCheckpoints, listWorkers, markLostJobs, notifyJobCancelled, readLogs, requireJob, transitionJob, UnknownJobError,
+  diffJobs, getBundle, getEnvironment, getWorker, WORKER_STALE_MS, IllegalTransitionError, isStoreUnreachable, listCheckpoints, listWorkers, markLostJobs, notifyJobCancelled, readLogs, requireJob, transitionJob, UnknownJobError,
 } from "../store";
 import type { CheckpointSummary, DbJob, JobStatus, Store } from "../store";
 import { collectGarbage, deleteJobs } from "../store/cleanup";
@@ -27,6 +27,18 @@ const POLL_MS = 250;
 const MAX_POLL_FAILURES = 20;
 const LIVE_TAIL_MS = 1_000;
 const LOST_CHECK_MS = 4_000;
+/** How long a wait for a job goes on while the store cannot be reached (NBJOB_STORE_GIVE_UP_MS). */
+export const DEFAULT_STORE_GIVE_UP_MS = 600_000;
+
+function storeGiveUpMs(): number {
+  const value = Number(process.env.NBJOB_STORE_GIVE_UP_MS);
+  return process.env.NBJOB_STORE_GIVE_UP_MS && Number.isFinite(value) && value > 0 ? value : DEFAULT_STORE_GIVE_UP_MS;
+}
+
+/** A wait for a job ended because the store stayed unreachable; the job itself goes on. */
+export class StoreUnreachableError extends Error {
+  override name = "StoreUnreachableError";
+}
 
 /** What a Job knows of its program (from the bundle it was created with, or the stored one). */
 export interface JobProgram {
@@ -417,25 +429,45 @@ export class Job<T = unknown> {
   #followToEnd(): Promise<DbJob> {
     this.#finished ??= (async () => {
       let failures = 0;
+      // While the store cannot be reached (a restart, a dropped link) the wait goes on: the job
+      // runs on its worker, which keeps its output and outcome until the store is back.
+      let awaySince: number | undefined;
       for (;;) {
+        let final: boolean;
         try {
           this.#row = await requireJob(this.#store, this.id);
-          failures = 0;
+          final = FINAL_STATUSES.includes(this.#row.status);
+          // A job's logs are all stored before its final status, so one more read catches the tail.
+          if (!this.#live) await this.#pumpLogs();
+          else if (final && !this.#sawEnd) {
+            await this.#nap(LIVE_TAIL_MS); // its last output is on the way over the comm
+            // Nothing came over the comm: another process ran it (e.g. its worker restarted and took
+            // it from the queue), and the store's logs are its output.
+            if (!this.#sawEnd && !this.#streamedLive) await this.#pumpLogs();
+          }
         } catch (err) {
-          // A store that is briefly unreachable (restart, dropped connection) is waited out; one
-          // that keeps failing, or a job that is gone, ends the wait.
-          if (err instanceof UnknownJobError || ++failures > MAX_POLL_FAILURES) throw err;
+          if (err instanceof UnknownJobError) throw err;
+          if (isStoreUnreachable(err)) {
+            const now = Date.now();
+            if (awaySince === undefined) {
+              awaySince = now;
+              this.#note(`the store is unreachable (${(err as Error).message}); still waiting for job ${this.id} (workers go on meanwhile)`);
+            }
+            const giveUpMs = storeGiveUpMs();
+            if (now - awaySince >= giveUpMs) throw await this.#storeUnreachable(err as Error, now - awaySince, giveUpMs);
+            // Reads are cheap and the store may be back any moment: try again every second or so.
+            await this.#nap(Math.min(POLL_MS * 2 ** Math.min(failures++, 4), 2_000));
+            continue;
+          }
+          // Anything else may be passing too (a lost race), but not forever.
+          if (++failures > MAX_POLL_FAILURES) throw err;
           await this.#nap(POLL_MS * failures);
           continue;
         }
-        const final = FINAL_STATUSES.includes(this.#row.status);
-        // A job's logs are all stored before its final status, so one more read catches the tail.
-        if (!this.#live) await this.#pumpLogs();
-        else if (final && !this.#sawEnd) {
-          await this.#nap(LIVE_TAIL_MS); // its last output is on the way over the comm
-          // Nothing came over the comm: another process ran it (e.g. its worker restarted and took
-          // it from the queue), and the store's logs are its output.
-          if (!this.#sawEnd && !this.#streamedLive) await this.#pumpLogs();
+        failures = 0;
+        if (awaySince !== undefined) {
+          this.#note(`the store is back after ${((Date.now() - awaySince) / 1000).toFixed(1)} s; following job ${this.id} again`);
+          awaySince = undefined;
         }
         if (final) {
           this.#worker?.forget(this.id);
@@ -451,6 +483,26 @@ export class Job<T = unknown> {
       this.#result = undefined;
     });
     return this.#finished;
+  }
+
+  /** A line of nbjob's own in the cell that awaits this job (none when no cell does). */
+  #note(text: string): void {
+    if (!this.#target || this.#target !== currentCellSink()) return;
+    try {
+      this.#target.stream("stderr", `[nbjob: ${text}]\n`);
+    } catch {
+      // The cell's request is gone.
+    }
+  }
+
+  async #storeUnreachable(err: Error, awayMs: number, giveUpMs: number): Promise<StoreUnreachableError> {
+    const url = await this.#store.where().then((where) => where.url, () => "(its URL is unknown)");
+    return new StoreUnreachableError(
+      `job ${this.id}: stopped waiting: the store at ${url} has been unreachable for ${Math.round(awayMs / 1000)} s (${err.message}); `
+        + `the job goes on on its worker, which writes its output and outcome once the store is back: await job.result (or job.wait()) again then `
+        + `(NBJOB_STORE_GIVE_UP_MS=${giveUpMs})`,
+      { cause: err },
+    );
   }
 
   /**

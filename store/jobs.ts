@@ -177,6 +177,9 @@ export async function transitionJob(db: Db, jobId: number, to: JobStatus, detail
   const current = await getJob(db, jobId);
   if (!current) throw new UnknownJobError(jobId);
   if (details.claim !== undefined && current.status === "running" && String(current.claim) !== details.claim) throw new ClaimLostError(jobId, details.claim, `its ${to} status is`);
+  // The same final write under the same claim already committed: an earlier attempt whose answer
+  // was lost with its connection (a server restart at COMMIT) and that the writer retried.
+  if (details.claim !== undefined && current.status === to && to !== "running" && String(current.claim) === details.claim) return current;
   throw new IllegalTransitionError(jobId, current.status, to);
 }
 
