@@ -4,12 +4,13 @@ import { randomUUID } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { basename, dirname, extname, join, resolve } from "node:path";
 import { parseCommandArgs, UsageError, type Command } from "./args";
+import { IDENTIFIER, readParametersFile } from "./params-file";
 import { launchKernel, type LaunchedKernel } from "../kernel/launcher";
 import { KernelLostError, KernelTimeoutError } from "../wire/client";
 import { DisplayRegistry, type NotebookOutput } from "../wire/iopub-outputs";
 import { KERNEL_NAME } from "../kernel/kernelspec";
 
-const usage = `usage: nbjob run NOTEBOOK.ipynb [-o OUT.ipynb] [-p name=value ...] [--kernel NAME] [--timeout SECONDS] [--allow-errors]
+const usage = `usage: nbjob run NOTEBOOK.ipynb [-o OUT.ipynb] [-f PARAMS.yaml|json] [-p name=value ...] [--kernel NAME] [--timeout SECONDS] [--allow-errors]
 
 Runs every code cell of NOTEBOOK in a fresh kernel, in order, without a frontend (input() is
 not available), and writes the executed notebook to NOTEBOOK.nbconvert.ipynb beside it, or to
@@ -17,7 +18,10 @@ OUT.ipynb. The kernel starts in the notebook's directory and is shut down at the
 A failing cell stops the run: the notebook is written up to that cell and the exit code is 1.
 
   -o, --output FILE    where to write the executed notebook (may be NOTEBOOK itself)
-  -p, --param N=V      set parameter N to V (repeatable). V is read as JSON when it parses
+  -f, --parameters-file FILE
+                       read parameters from a YAML or JSON mapping of name: value (by extension
+                       .yaml/.yml/.json, else by content: "{" first means JSON); -p wins over it
+  -p, --param N=V      set parameter N to V (repeatable; the last one for a name wins). V is read as JSON when it parses
                        (5, 0.1, true, null, "text", [1,2], {"a":1}); otherwise it is the string V.
                        A cell tagged "injected-parameters" is added with the assignments:
                        - after the cell tagged "parameters" if there is one, else after the
@@ -82,7 +86,7 @@ export function parseParameter(text: string): Parameter {
   const at = text.indexOf("=");
   if (at <= 0) throw new UsageError(`-p ${text}: expected name=value, e.g. -p lr=0.01`);
   const name = text.slice(0, at);
-  if (!/^[A-Za-z_$][\w$]*$/.test(name)) throw new UsageError(`-p ${text}: "${name}" is not a valid TypeScript identifier; use letters, digits, _ and $`);
+  if (!IDENTIFIER.test(name)) throw new UsageError(`-p ${text}: "${name}" is not a valid TypeScript identifier; use letters, digits, _ and $`);
   const raw = text.slice(at + 1);
   let value: unknown = raw;
   try {
@@ -91,6 +95,13 @@ export function parseParameter(text: string): Parameter {
     // Not JSON: the value is the text itself, so -p name=Ada needs no quotes.
   }
   return { name, value };
+}
+
+/** The file's parameters with -p laid over them, as papermill does: one entry per name, file order first. */
+export function mergeParameters(fromFile: Parameter[], fromFlags: Parameter[]): Parameter[] {
+  const merged = new Map<string, unknown>();
+  for (const { name, value } of [...fromFile, ...fromFlags]) merged.set(name, value);
+  return [...merged].map(([name, value]) => ({ name, value }));
 }
 
 const declaresParams = (cell: NotebookCell) => cell.cell_type === "code" && /\b(?:const|let|var)\s+params\b/.test(sourceText(cell));
@@ -114,7 +125,7 @@ export function injectParameters(notebook: Notebook, parameters: Parameter[]): n
     execution_count: null,
     metadata: { tags: ["injected-parameters"] },
     outputs: [],
-    source: `// Parameters injected by nbjob run -p\n${source}`,
+    source: `// Parameters injected by nbjob run -f/-p\n${source}`,
   };
   // Cell ids exist from nbformat 4.5 on; older notebooks must not get one.
   if (notebook.nbformat_minor >= 5) cell.id = randomUUID().slice(0, 8);
@@ -155,6 +166,7 @@ export const command: Command = {
       args: argv,
       options: {
         output: { type: "string", short: "o" },
+        "parameters-file": { type: "string", short: "f" },
         param: { type: "string", short: "p", multiple: true },
         kernel: { type: "string" },
         timeout: { type: "string" },
@@ -172,11 +184,14 @@ export const command: Command = {
       if (!(secondsValue > 0)) throw new UsageError(`--timeout ${values.timeout}: expected a number of seconds greater than 0`);
       timeoutMs = secondsValue * 1000;
     }
-    const parameters = (values.param ?? []).map(parseParameter);
+    const parameters = mergeParameters(
+      values["parameters-file"] !== undefined ? readParametersFile(values["parameters-file"]) : [],
+      (values.param ?? []).map(parseParameter),
+    );
     const notebook = readNotebook(notebookPath);
     let injectedAt = -1;
     if (parameters.length > 0) {
-      if (kernelName !== KERNEL_NAME) throw new UsageError(`-p writes TypeScript assignments, so it needs the "${KERNEL_NAME}" kernel, not "${kernelName}"`);
+      if (kernelName !== KERNEL_NAME) throw new UsageError(`-p and -f write TypeScript assignments, so it needs the "${KERNEL_NAME}" kernel, not "${kernelName}"`);
       injectedAt = injectParameters(notebook, parameters);
     }
 

@@ -144,6 +144,32 @@ describe("nbjob run with the nbjob kernel", () => {
     assert.equal(plain(cellById(notebook, "show")), "[ 0.01, 'Ada', [ 1, 2 ] ]");
   });
 
+  test("-f params.json sets parameters and -p wins over it", async () => {
+    const path = join(work, "file-params.ipynb");
+    const cells = [{ cell_type: "code", id: "show", metadata: {}, source: "[params.lr, params.name, params.grid]", outputs: [], execution_count: null }];
+    writeFileSync(path, JSON.stringify({ nbformat: 4, nbformat_minor: 5, metadata: {}, cells }));
+    const file = join(work, "params.json");
+    writeFileSync(file, JSON.stringify({ lr: 0.5, name: "Ada", grid: [1, 2] }));
+    const result = await nbjob("run", path, "-f", file, "-p", "lr=0.01");
+    assert.equal(result.code, 0, result.stderr);
+    const notebook = readNotebook(join(work, "file-params.nbconvert.ipynb"));
+    assert.match(String(notebook.cells[0].source), /new ParamLogger\(\{ "lr": 0\.01, "name": "Ada", "grid": \[1,2\] \}\)/, "one entry per name, -p's value");
+    assert.equal(plain(cellById(notebook, "show")), "[ 0.01, 'Ada', [ 1, 2 ] ]");
+  });
+
+  test("-f params.yaml fills the cell tagged parameters", async () => {
+    const file = join(work, "params.yaml");
+    writeFileSync(file, "# papermill-style parameters\nsteps: 4\n");
+    const out = join(work, "basics-yaml.ipynb");
+    const result = await nbjob("run", BASICS, "-o", out, "--parameters-file", file);
+    assert.equal(result.code, 0, result.stderr);
+    const notebook = readNotebook(out);
+    const at = notebook.cells.findIndex((c) => c.metadata.tags?.includes("injected-parameters"));
+    assert.equal(notebook.cells[at - 1].id, "params");
+    assert.match(String(notebook.cells[at].source), /let steps = 4;/);
+    assertBasicsOutputs({ ...notebook, cells: notebook.cells.filter((_, i) => i !== at) }, 4);
+  });
+
   test("a failing cell exits 1 naming the cell and its error", async () => {
     const path = join(work, "fails.ipynb");
     const sources = ["const ok = 1;", "// the second cell\nthrow new RangeError(\"steps must be positive\");", "ok"];
@@ -177,6 +203,7 @@ describe("nbjob run, independent of the kernel (Debian's ipykernel)", () => {
     assert.equal(result.code, 0);
     assert.match(result.stdout, /-p, --param N=V/);
     assert.match(result.stdout, /read as JSON when it parses/);
+    assert.match(result.stdout, /-f, --parameters-file FILE/);
     assert.match(result.stdout, /NOTEBOOK\.nbconvert\.ipynb/);
   });
 
@@ -189,6 +216,27 @@ describe("nbjob run, independent of the kernel (Debian's ipykernel)", () => {
     ] as const) {
       const result = await nbjob(...args);
       assert.equal(result.code, 2, `${args.join(" ")}: ${result.stderr}`);
+      assert.match(result.stderr, message);
+    }
+  });
+
+  test("bad parameters files are one line and exit 2, before any kernel starts", async () => {
+    const file = (name: string, text: string) => {
+      writeFileSync(join(work, name), text);
+      return join(work, name);
+    };
+    for (const [path, message] of [
+      [join(work, "no-such-params.yaml"), /^nbjob: -f .*no-such-params\.yaml: cannot read it \(ENOENT\); pass the path of a \.yaml or \.json parameters file\n$/],
+      [file("bad.json", '{\n  "lr": 0.1,\n}\n'), /^nbjob: -f .*bad\.json: not valid JSON at line 3, column 1 \(.*\); fix the file or use a \.yaml file\n$/],
+      [file("bad.yaml", "lr: [0.1,\nsteps: 2\n"), /^nbjob: -f .*bad\.yaml: not valid YAML at line 2, column 1 \(.*\); fix the file\n$/],
+      [file("twice.yml", "lr: 0.1\nlr: 0.2\n"), /^nbjob: -f .*twice\.yml: not valid YAML at line 2, column 1 \(Map keys must be unique\); fix the file\n$/],
+      [file("list.yaml", "- 0.1\n- 0.2\n"), /^nbjob: -f .*list\.yaml: expected a mapping of parameter names to values at the top level, got a list; write e\.g\. lr: 0\.01\n$/],
+      [file("scalar.json", "5"), /^nbjob: -f .*scalar\.json: expected a mapping .* got a number; write e\.g\. \{"lr": 0\.01\}\n$/],
+      [file("name.json", '{"learning-rate": 0.1}'), /^nbjob: -f .*name\.json: "learning-rate" is not a valid TypeScript identifier; use letters, digits, _ and \$\n$/],
+      [file("inf.yaml", "limits:\n  top: .inf\n"), /^nbjob: -f .*inf\.yaml: limits\.top is Infinity, which JSON cannot hold; use a finite number or a string\n$/],
+    ] as const) {
+      const result = await nbjob("run", BASICS, "-f", path);
+      assert.equal(result.code, 2, `${path}: ${result.stderr}`);
       assert.match(result.stderr, message);
     }
   });
