@@ -6,7 +6,7 @@ import { parseCommandArgs, UsageError } from "./args";
 import { STORE_FLAGS, STORE_FLAGS_USAGE, withCliStore } from "./db";
 import { getJobGroup, groupCounts, listGroupJobs } from "../store";
 import { GroupProgress } from "../runtime/group-progress";
-import { describeSample } from "../runtime/random-search";
+import { describeSample, sampleKeys } from "../runtime/random-search";
 import type { SampleSettings } from "../runtime/random-search";
 
 const USAGE = `usage: nbjob group GROUP
@@ -38,7 +38,7 @@ export async function cmdGroup(argv: string[]): Promise<number> {
     const [counts, jobs] = await Promise.all([groupCounts(store, id), listGroupJobs(store, id)]);
     const gridKeys = Object.keys(group.grid);
     const sample = group.sample as SampleSettings | null;
-    const keys = [...gridKeys, ...Object.keys(sample?.spec ?? {})];
+    const keys = [...gridKeys, ...(sample ? sampleKeys(sample) : [])];
     const lines = [`group ${id}${group.name ? `  ${group.name}` : ""}`];
     if (gridKeys.length > 0 || !sample) lines.push(`grid        ${gridKeys.map((k) => `${k}: ${JSON.stringify(group.grid[k])}`).join(", ") || "(none)"}`);
     if (sample) lines.push(`sample      ${describeSample(sample)}${gridKeys.length > 0 ? " (for each grid combination)" : ""}`);

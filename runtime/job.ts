@@ -16,6 +16,7 @@ import type { DisplayHandle } from "./display";
 import { currentCellSink } from "./notebook";
 import { resumeJob } from "./resume";
 import { GroupProgress, readProgress } from "./group-progress";
+import { sampleKeys } from "./random-search";
 import type { SampleSettings } from "./random-search";
 import { cancelGroupJobs } from "../store";
 import type { WorkerEvent } from "./shared/protocol";
@@ -609,7 +610,7 @@ export class JobGroup<T = unknown> {
 
   /** Shows the sweep as a table (job, the swept parameters, status, result) in the cell; updates it as jobs end. */
   table(): DisplayHandle {
-    const keys = [...Object.keys(this.grid), ...Object.keys(this.sample?.spec ?? {})];
+    const keys = [...Object.keys(this.grid), ...(this.sample ? sampleKeys(this.sample) : [])];
     const render = (rows: { job: Job; status: JobStatus; text: string }[]) => {
       const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
       const head = ["job", ...keys, "status", "result"];

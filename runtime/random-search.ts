@@ -1,6 +1,8 @@
 // Random search (issue 19 point 4): a sweep's parameter values drawn from ranges and choices,
 // reproducible from a seed. Pure: the same spec, count and seed give the same values, so a
 // sweep's group stores only { spec, count, seed } and the draws can be made again from it.
+// Parameters are drawn in sorted name order, not the order the spec was written in: jsonb does
+// not keep key order, and the spec read back from the group must draw the same values.
 //
 // The generator is our own sfc32 (Chris Doty-Humphrey's "small fast counting" generator, from
 // PractRand): a few lines, no dependency, 128 bits of state, passes PractRand far beyond the
@@ -48,7 +50,7 @@ export function checkSample(spec: unknown, count: unknown, seed: unknown): Sampl
     throw new TypeError(`sample must name parameters and how to draw each, e.g. { sample: { lr: { logUniform: [1e-4, 1e-1] }, layers: [1, 2, 3] }, count: 20, seed: 7 }; got ${inspect(spec, { depth: 0 })}`);
   }
   const checked: SampleSettings["spec"] = {};
-  for (const [key, dist] of Object.entries(spec)) checked[key] = checkDistribution(`sample.${key}`, dist);
+  for (const key of Object.keys(spec).sort()) checked[key] = checkDistribution(`sample.${key}`, (spec as Record<string, unknown>)[key]);
   if (count === undefined) throw new TypeError("count is required with sample: how many jobs to draw, e.g. { sample: {...}, count: 20 }");
   if (typeof count !== "number" || !Number.isSafeInteger(count) || count < 1) {
     throw new TypeError(`count must be a positive integer (how many jobs to draw); got ${inspect(count)}`);
@@ -116,17 +118,23 @@ function unitFloat(next: () => number): number {
   return ((next() >>> 5) * 2 ** 26 + (next() >>> 6)) / 2 ** 53;
 }
 
+/** The spec's parameters in the order they are drawn (and shown): sorted by name. */
+export function sampleKeys(settings: SampleSettings): string[] {
+  return Object.keys(settings.spec).sort();
+}
+
 /**
- * The `count` draws of a random search: for each job in turn, one value per parameter in the
- * spec's key order. The same settings give the same values; a larger count gives the same first
+ * The `count` draws of a random search: for each job in turn, one value per parameter in
+ * sampleKeys' order. The same settings give the same values; a larger count gives the same first
  * values followed by more (the sweep is extended, not redrawn).
  */
 export function sampleParams(settings: SampleSettings): Record<string, JsonValue>[] {
   const next = sfc32(settings.seed);
+  const keys = sampleKeys(settings);
   const draws: Record<string, JsonValue>[] = [];
   for (let i = 0; i < settings.count; i++) {
     const values: Record<string, JsonValue> = {};
-    for (const [key, dist] of Object.entries(settings.spec)) values[key] = draw(dist, next);
+    for (const key of keys) values[key] = draw(settings.spec[key], next);
     draws.push(values);
   }
   return draws;
@@ -151,9 +159,10 @@ function draw(dist: SettingsValue, next: () => number): JsonValue {
   return a + Math.floor(u * (b - a + 1));
 }
 
-/** The spec as one line: `lr ~ logUniform(0.0001, 0.1), layers in [1,2,3]`. */
+/** The spec as one line: `layers in [1,2,3], lr ~ logUniform(0.0001, 0.1); 20 draws, seed 7`. */
 export function describeSample(settings: SampleSettings): string {
-  const parts = Object.entries(settings.spec).map(([key, dist]) => {
+  const parts = sampleKeys(settings).map((key) => {
+    const dist = settings.spec[key];
     if (Array.isArray(dist)) return `${key} in ${JSON.stringify(dist)}`;
     const [kind, [a, b]] = Object.entries(dist)[0] as [RangeKind, [number, number]];
     return `${key} ~ ${kind}(${a}, ${b})`;
