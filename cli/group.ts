@@ -1,14 +1,17 @@
-// `nbjob group ID`: a sweep at a glance: its grid, its jobs' counts by status (the same line as
-// group.progress in a notebook) and each job with its parameters and result or error.
+// `nbjob group ID`: a sweep at a glance: its grid or random search, its jobs' counts by status
+// (the same line as group.progress in a notebook) and each job with its parameters and result or
+// error.
 import type { Command } from "./args";
 import { parseCommandArgs, UsageError } from "./args";
 import { STORE_FLAGS, STORE_FLAGS_USAGE, withCliStore } from "./db";
 import { getJobGroup, groupCounts, listGroupJobs } from "../store";
 import { GroupProgress } from "../runtime/group-progress";
+import { describeSample, sampleKeys } from "../runtime/random-search";
+import type { SampleSettings } from "../runtime/random-search";
 
 const USAGE = `usage: nbjob group GROUP
 
-Shows a sweep (db.createJobs): its grid, how many of its jobs are in each status, and every job
+Shows a sweep (db.createJobs): its grid or random search (sample), how many of its jobs are in each status, and every job
 with its parameters and its result or error. GROUP is the sweep's group id (the "group" line
 of "nbjob show JOB").
 ${STORE_FLAGS_USAGE}`;
@@ -33,9 +36,12 @@ export async function cmdGroup(argv: string[]): Promise<number> {
     const group = await getJobGroup(store, id);
     if (!group) throw new UsageError(`there is no group ${id} in the store`);
     const [counts, jobs] = await Promise.all([groupCounts(store, id), listGroupJobs(store, id)]);
-    const keys = Object.keys(group.grid);
+    const gridKeys = Object.keys(group.grid);
+    const sample = group.sample as SampleSettings | null;
+    const keys = [...gridKeys, ...(sample ? sampleKeys(sample) : [])];
     const lines = [`group ${id}${group.name ? `  ${group.name}` : ""}`];
-    lines.push(`grid        ${keys.map((k) => `${k}: ${JSON.stringify(group.grid[k])}`).join(", ") || "(none)"}`);
+    if (gridKeys.length > 0 || !sample) lines.push(`grid        ${gridKeys.map((k) => `${k}: ${JSON.stringify(group.grid[k])}`).join(", ") || "(none)"}`);
+    if (sample) lines.push(`sample      ${describeSample(sample)}${gridKeys.length > 0 ? " (for each grid combination)" : ""}`);
     lines.push(`progress    ${new GroupProgress(id, counts).toString().replace(/^group \d+ /, "")}`);
     lines.push("");
     const header = ["job", "status", ...keys, "result / error"];

@@ -11,6 +11,9 @@ import { enqueueJobs } from "../store/queue";
 import { buildBundle, jobParams, withParams } from "./bundle";
 import { jsonType } from "./bundle-check";
 import { toJsonValue } from "./params";
+import { checkSample, describeSample, sampleParams } from "./random-search";
+import type { SampleSettings, SampleSpec } from "./random-search";
+import type { JsonValue } from "./params";
 import type { Bundle, ParamValues } from "./bundle";
 import { isView } from "./client";
 import { currentCellSink, notebookPath } from "./notebook";
@@ -51,10 +54,19 @@ export interface CreateJobOptions {
   timeoutMs?: number;
 }
 
-/** Options of createJobs: createJob's, plus the grid of parameter values to sweep. */
+/**
+ * Options of createJobs: createJob's, plus what to sweep: a grid of values, a random search
+ * (`sample`, `count`, `seed`), or both (each grid combination with the same `count` draws).
+ */
 export interface CreateJobsOptions extends CreateJobOptions {
   /** Parameter name -> the values to try; one job per combination. */
-  grid: Record<string, unknown[]>;
+  grid?: Record<string, unknown[]>;
+  /** Parameter name -> how to draw its value: { uniform: [a, b] }, { logUniform: [a, b] }, { int: [a, b] }, or an array to choose from. */
+  sample?: SampleSpec;
+  /** How many jobs to draw from `sample` (per grid combination when there is a grid too). */
+  count?: number;
+  /** The random search's seed: the same seed draws the same values. Default: a random one, stored with the group. */
+  seed?: number;
 }
 
 /** Collectors, optionally followed by the options object. */
@@ -84,7 +96,8 @@ export interface JobSummary {
   error: string | null;
 }
 
-const OPTION_KEYS = new Set(["params", "overrides", "name", "tags", "review", "timeoutMs", "grid"]);
+const JOB_OPTION_KEYS = ["params", "overrides", "name", "tags", "review", "timeoutMs"];
+const SWEEP_OPTION_KEYS = [...JOB_OPTION_KEYS, "grid", "sample", "count", "seed"];
 
 function splitArguments<O extends object>(what: string, rest: readonly unknown[]): { collectors: SnippetCollector[]; options: Partial<O> } {
   const collectors: SnippetCollector[] = [];
@@ -96,8 +109,9 @@ function splitArguments<O extends object>(what: string, rest: readonly unknown[]
     }
     const isLast = i === rest.length - 1;
     if (isLast && typeof arg === "object" && arg !== null && !Array.isArray(arg)) {
-      const unknown = Object.keys(arg).filter((k) => !OPTION_KEYS.has(k));
-      if (unknown.length > 0) throw new TypeError(`${what}: unknown option${unknown.length === 1 ? "" : "s"} ${unknown.join(", ")}; the options are params, overrides, name, tags, review, timeoutMs${what.startsWith("createJobs") ? ", grid" : ""}`);
+      const known = what.startsWith("createJobs") ? SWEEP_OPTION_KEYS : JOB_OPTION_KEYS;
+      const unknown = Object.keys(arg).filter((k) => !known.includes(k));
+      if (unknown.length > 0) throw new TypeError(`${what}: unknown option${unknown.length === 1 ? "" : "s"} ${unknown.join(", ")}; the options are ${known.join(", ")}`);
       options = arg as Partial<O>;
       return;
     }
@@ -149,6 +163,41 @@ function summarize(row: DbJobListed): JobSummary {
     queued_at: row.queued_at, started_at: row.started_at, finished_at: row.finished_at,
     result: row.result_text, error: row.error_name ? `${row.error_name}: ${row.error_message ?? ""}` : null,
   };
+}
+
+/**
+ * What a sweep sweeps, checked before anything else (and before the review), every problem named
+ * as the user wrote it (`grid.lr[1]`, `sample.lr`, `count`, `seed`). A grid, a random search, or
+ * both: then each grid combination runs with the same draws (the grid's parameter is compared on
+ * equal terms), so the sweep has (grid combinations) x count jobs. A parameter is in one or the other.
+ */
+function checkSweep(options: Partial<CreateJobsOptions>): { grid: Record<string, JsonValue[]>; sample: SampleSettings | null } {
+  const { grid, sample } = options;
+  if (grid === undefined && sample === undefined) {
+    if (options.count !== undefined || options.seed !== undefined) throw new TypeError("createJobs: count and seed go with sample, e.g. { sample: { lr: { logUniform: [1e-4, 1e-1] } }, count: 20, seed: 7 }");
+    throw new TypeError("createJobs: say what to sweep: options.grid (the values to try, e.g. { grid: { lr: [0.1, 0.01] } }) or options.sample (a random search, e.g. { sample: { lr: { logUniform: [1e-4, 1e-1] } }, count: 20, seed: 7 })");
+  }
+  const checkedGrid: Record<string, JsonValue[]> = {};
+  if (grid !== undefined) {
+    if (typeof grid !== "object" || grid === null || Array.isArray(grid) || Object.keys(grid).length === 0) {
+      throw new TypeError("createJobs: options.grid must name parameters and the values to try, e.g. { grid: { lr: [0.1, 0.01], steps: [100, 200] } }");
+    }
+    for (const [key, values] of Object.entries(grid)) {
+      if (!Array.isArray(values) || values.length === 0) throw new TypeError(`grid.${key} must be a non-empty array of values to try; got ${inspect(values, { depth: 0 })}`);
+      // Checked here, before the review, and named as the user wrote them (grid.lr[1]).
+      checkedGrid[key] = values.map((value, i) => toJsonValue(value, `grid.${key}[${i}]`));
+    }
+    checkStorableJson("createJobs: grid", checkedGrid);
+  }
+  if (sample === undefined) {
+    if (options.count !== undefined || options.seed !== undefined) throw new TypeError("createJobs: count and seed go with sample (a random search); a grid runs every combination once");
+    return { grid: checkedGrid, sample: null };
+  }
+  const settings = checkSample(sample, options.count, options.seed);
+  const both = Object.keys(settings.spec).filter((key) => key in checkedGrid);
+  if (both.length > 0) throw new TypeError(`sample.${both[0]} is also in grid: a parameter is either tried at each grid value or drawn, not both`);
+  checkStorableJson("createJobs: sample", settings.spec);
+  return { grid: checkedGrid, sample: settings };
 }
 
 /** Every combination of the grid's values, in key order (the last key varies fastest). */
@@ -219,27 +268,26 @@ export class DBWrapper {
     checkViewArgument("createJobs", view);
     const { collectors, options } = splitArguments<CreateJobsOptions>("createJobs", collectorsAndOptions);
     checkCommonOptions("createJobs", options);
-    const grid = options.grid;
-    if (typeof grid !== "object" || grid === null || Array.isArray(grid) || Object.keys(grid).length === 0) {
-      throw new TypeError("createJobs: options.grid must name parameters and the values to try, e.g. { grid: { lr: [0.1, 0.01], steps: [100, 200] } }");
-    }
+    const { grid, sample } = checkSweep(options);
     const base = jobParams(options.params, options.overrides);
-    for (const [key, values] of Object.entries(grid)) {
-      if (!(key in base)) {
-        const known = Object.keys(base);
-        throw new Error(`grid.${key} is not a parameter; the parameters are ${known.length === 0 ? "none (pass { params })" : known.join(", ")}. Set params.${key} in the notebook first, or fix the name`);
+    const known = Object.keys(base);
+    for (const key of [...Object.keys(grid).map((k) => `grid.${k}`), ...Object.keys(sample?.spec ?? {}).map((k) => `sample.${k}`)]) {
+      const name = key.slice(key.indexOf(".") + 1);
+      if (!(name in base)) {
+        throw new Error(`${key} is not a parameter; the parameters are ${known.length === 0 ? "none (pass { params })" : known.join(", ")}. Set params.${name} in the notebook first, or fix the name`);
       }
-      if (!Array.isArray(values) || values.length === 0) throw new TypeError(`grid.${key} must be a non-empty array of values to try; got ${inspect(values, { depth: 0 })}`);
-      // Checked here, before the review, and named as the user wrote them (grid.lr[1]).
-      values.forEach((value, i) => toJsonValue(value, `grid.${key}[${i}]`));
     }
-    checkStorableJson("createJobs: grid", grid);
-    const combos = gridCombinations(grid);
+    // Without a grid, the one empty combination: every job is a draw.
+    const draws = sample ? sampleParams(sample) : [{}];
+    const combos = gridCombinations(grid).flatMap((combo) => draws.map((drawn) => ({ ...combo, ...drawn })));
     let common = buildBundle(entries, collectors, { params: options.params, overrides: options.overrides, baseDir: process.cwd() });
     const review = options.review ?? frontendCanAnswer();
     if (review) {
-      const sweep = Object.entries(grid).map(([k, v]) => `${k} in ${JSON.stringify(v)}`).join(", ");
-      const reviewed = await reviewBundle(common, { baseDir: process.cwd(), sweep: `Sweep: ${combos.length} jobs, ${sweep} (the grid's values replace these parameters)` });
+      const sweep = [
+        ...Object.entries(grid).map(([k, v]) => `${k} in ${JSON.stringify(v)}`),
+        ...(sample ? [`drawn: ${describeSample(sample)}`] : []),
+      ].join(", ");
+      const reviewed = await reviewBundle(common, { baseDir: process.cwd(), sweep: `Sweep: ${combos.length} jobs, ${sweep} (the sweep's values replace these parameters)` });
       if (!reviewed) throw new Error("the sweep was cancelled in review; nothing was stored or sent");
       common = reviewed;
     }
@@ -259,7 +307,7 @@ export class DBWrapper {
     // and a failure stores none of it.
     const targetWorker = view.kind === "direct" ? view.workerId : null;
     const { group, rows } = await this.store.transaction(async (tx) => {
-      const group = await createJobGroup(tx, { name: options.name ?? null, grid: grid as { [name: string]: Json } });
+      const group = await createJobGroup(tx, { name: options.name ?? null, grid: grid as { [name: string]: Json }, sample });
       const rows = await enqueueJobs(tx, bundles.map((bundle) => ({
         bundle: storedBundle(bundle, collectors), name: options.name ?? null, tags: options.tags ?? [], targetWorker, groupId: group.id, notebook: notebookPath() ?? null, timeoutMs: timeoutOf(options),
       })));
@@ -274,7 +322,7 @@ export class DBWrapper {
     }
     if (review) currentCellSink()?.stream("stdout", `jobs ${jobs.map((j) => j.id).join(", ")} (sweep group ${group.id}) submitted to ${describeView(view)}\n`);
     jobsChanged();
-    return new JobGroup<T>(group.id, jobs, grid, this.store);
+    return new JobGroup<T>(group.id, jobs, grid, this.store, sample);
   }
 
   /** Reattaches to a stored sweep (from any notebook, at any time): its jobs in order, its grid; `T` as in createJob. */
@@ -284,7 +332,7 @@ export class DBWrapper {
     if (!group) throw new Error(`db.group(${id}): there is no group ${id} in the store (see the group column of nbjob jobs, or "nbjob group ID")`);
     const rows = await listGroupJobs(this.store, id);
     const jobs = await Promise.all(rows.map((row) => this.attach<T>(row)));
-    return new JobGroup<T>(group.id, jobs, group.grid as Record<string, unknown[]>, this.store);
+    return new JobGroup<T>(group.id, jobs, group.grid as Record<string, unknown[]>, this.store, group.sample as unknown as SampleSettings | null);
   }
 
   /** Reattaches to a stored job (from any notebook, at any time); `T` as in createJob. */

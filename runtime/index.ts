@@ -11,6 +11,7 @@ export { ParamLogger } from "./params";
 export type { JsonValue, ParamValues } from "./params";
 export { DBWrapper } from "./db-wrapper";
 export type { CreateJobOptions, CreateJobsOptions, JobsFilter, JobSummary } from "./db-wrapper";
+export type { SampleDistribution, SampleSettings, SampleSpec } from "./random-search";
 export { Client, DirectView, LoadBalancedView } from "./client";
 export type { ConnectOptions, View } from "./client";
 export { Job, JobError, JobGroup, StoreUnreachableError } from "./job";

@@ -16,6 +16,8 @@ import type { DisplayHandle } from "./display";
 import { currentCellSink } from "./notebook";
 import { resumeJob } from "./resume";
 import { GroupProgress, readProgress } from "./group-progress";
+import { sampleKeys } from "./random-search";
+import type { SampleSettings } from "./random-search";
 import { cancelGroupJobs } from "../store";
 import type { WorkerEvent } from "./shared/protocol";
 
@@ -542,12 +544,15 @@ export interface JobGroupRow<T = unknown> {
   error?: string;
 }
 
-/** The jobs of a sweep (db.createJobs): one per combination of the grid's values. */
+/**
+ * The jobs of a sweep (db.createJobs): one per combination of the grid's values, times the
+ * random search's draws when there is one (`sample`: its spec, count and seed).
+ */
 export class JobGroup<T = unknown> {
   readonly #store: Store;
 
   /** @internal made by DBWrapper (createJobs, group(id)). */
-  constructor(readonly id: number, readonly jobs: Job<T>[], readonly grid: Record<string, unknown[]>, store: Store) {
+  constructor(readonly id: number, readonly jobs: Job<T>[], readonly grid: Record<string, unknown[]>, store: Store, readonly sample: SampleSettings | null = null) {
     this.#store = store;
   }
 
@@ -603,9 +608,9 @@ export class JobGroup<T = unknown> {
     }));
   }
 
-  /** Shows the sweep as a table (job, the grid's parameters, status, result) in the cell; updates it as jobs end. */
+  /** Shows the sweep as a table (job, the swept parameters, status, result) in the cell; updates it as jobs end. */
   table(): DisplayHandle {
-    const keys = Object.keys(this.grid);
+    const keys = [...Object.keys(this.grid), ...(this.sample ? sampleKeys(this.sample) : [])];
     const render = (rows: { job: Job; status: JobStatus; text: string }[]) => {
       const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
       const head = ["job", ...keys, "status", "result"];

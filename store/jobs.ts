@@ -3,7 +3,7 @@
 import type { Db } from "./db";
 import { PgCode, pgCode, StoreError } from "./errors";
 import { checkStorableJson, checkStorableText, visibleText } from "./text";
-import type { DbJob, DbJobGroup, Json, JobStatus } from "./types";
+import type { DbGroupSample, DbJob, DbJobGroup, Json, JobStatus } from "./types";
 import { JOB_STATUSES } from "./types";
 
 export interface CreateJobInput {
@@ -106,10 +106,14 @@ export const LISTED_COLUMNS = `id, bundle_hash, name, tags, status, queued_at, s
   result_text, error_name, error_message`;
 
 /** Stores a sweep's group; its jobs point at it with `groupId`. */
-export async function createJobGroup(db: Db, input: { name?: string | null; grid: { [name: string]: Json } }): Promise<DbJobGroup> {
+export async function createJobGroup(db: Db, input: { name?: string | null; grid: { [name: string]: Json }; sample?: DbGroupSample | null }): Promise<DbJobGroup> {
   checkStorableText("the sweep's name", input.name);
   checkStorableJson("grid", input.grid);
-  const { rows } = await db.query<DbJobGroup>("INSERT INTO nbjob.job_groups (name, grid) VALUES ($1, $2) RETURNING *", [input.name ?? null, JSON.stringify(input.grid)]);
+  if (input.sample) checkStorableJson("sample", input.sample.spec);
+  const { rows } = await db.query<DbJobGroup>(
+    "INSERT INTO nbjob.job_groups (name, grid, sample) VALUES ($1, $2, $3) RETURNING *",
+    [input.name ?? null, JSON.stringify(input.grid), input.sample ? JSON.stringify(input.sample) : null],
+  );
   return rows[0];
 }
 

@@ -56,10 +56,19 @@ export interface DbEnvironment {
   created_at: Date;
 }
 
+/** A random search as stored with its group (runtime/random-search.ts draws the values from it). */
+export interface DbGroupSample {
+  spec: { [name: string]: Json };
+  count: number;
+  seed: number;
+}
+
 export interface DbJobGroup {
   id: number;
   name: string | null;
   grid: { [name: string]: Json };
+  /** The random search the sweep drew its values from (migration 000011); null for a grid only. */
+  sample: DbGroupSample | null;
   created_at: Date;
 }
 

@@ -4,7 +4,9 @@
 // running, the workers free again), and `nbjob group ID` as a subprocess.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { listGroupJobs } from "../store";
+import { getJobGroup, listGroupJobs } from "../store";
+import { sampleParams } from "../runtime/random-search";
+import type { SampleSettings } from "../runtime/random-search";
 import { cellText, JobsEnv, NBJOB } from "./jobs-env";
 
 const env = new JobsEnv("job_groups");
@@ -90,5 +92,97 @@ await pause(1500);
       assert.equal(refused.stderr.trim().split("\n").length, 1, refused.stderr);
       assert.match(refused.stderr, bad === "abc" ? /^nbjob: GROUP must be a group id/ : /^nbjob: there is no group 999999 in the store/);
     }
+  });
+
+  test("random search: a 12-job sweep (2 grid values x 6 draws) runs with the seed's values, stored with the group and shown", async () => {
+    const run = await env.runNotebook(`
+### code setup
+const sc = new SnippetCollector();
+const db = new DBWrapper();
+const rc = await Client.connect();
+### code decl
+%%snip sc
+function train(lr: number, layers: number, steps: number, opt: string) { return { lr, layers, steps, opt }; }
+### code params
+const params = new ParamLogger();
+params.lr = 0.01;
+params.layers = 1;
+params.steps = 5;
+params.opt = "sgd";
+### code refused
+const ENTRY = "train(params.lr, params.layers, params.steps, params.opt)";
+for (const bad of [
+  { sample: { lr: { logUniform: [0, 0.1] } }, count: 3 },
+  { sample: { lr: { uniform: [0.1, 0.1] } }, count: 3 },
+  { sample: { layers: [] }, count: 3 },
+  { sample: { layers: [1, 2] }, count: 0 },
+  { sample: { layers: [1, 2] }, count: 3, seed: 1.5 },
+  { sample: { nope: [1, 2] }, count: 3 },
+  { grid: { layers: [1, 2] }, sample: { layers: [1, 2] }, count: 3 },
+  { grid: { layers: [1, 2] }, count: 3 },
+]) {
+  try { await db.createJobs(rc.loadBalanced(), [ENTRY], sc, { params, review: false, ...bad } as any); console.log("accepted?!"); }
+  catch (err) { console.log(\`\${(err as Error).name}: \${(err as Error).message}\`); }
+}
+### code sweep
+const group = await db.createJobs(rc.loadBalanced(), [ENTRY], sc, { params, grid: { opt: ["sgd", "adam"] }, sample: { lr: { logUniform: [1e-4, 1e-1] }, layers: [1, 2, 3], steps: { int: [10, 20] } }, count: 6, seed: 7, review: false });
+const final = await group.wait({ timeout: 120_000 });
+console.log("sweep", group.id, group.jobs.length, final.done, JSON.stringify(group.sample));
+console.log("results", JSON.stringify((await group.results).map((r) => r.result)));
+### code reattach
+const again = await db.group(group.id);
+console.log("reattached", JSON.stringify(again.sample), JSON.stringify(again.grid));
+### code table
+group.table()
+`);
+    assert.equal(run.code, 0, run.stderr);
+    const refused = cellText(run.cells.get("refused")).trim().split("\n");
+    assert.equal(refused.length, 8, refused.join("\n"));
+    assert.match(refused[0], /^TypeError: sample\.lr\.logUniform must be \[a, b\] with 0 < a/);
+    assert.match(refused[1], /^TypeError: sample\.lr\.uniform is an empty range \[0\.1, 0\.1\]/);
+    assert.match(refused[2], /^TypeError: sample\.layers is an empty array/);
+    assert.match(refused[3], /^TypeError: count must be a positive integer/);
+    assert.match(refused[4], /^TypeError: seed must be an integer/);
+    assert.match(refused[5], /^Error: sample\.nope is not a parameter; the parameters are layers, lr, opt, steps/);
+    assert.match(refused[6], /^TypeError: sample\.layers is also in grid/);
+    assert.match(refused[7], /^TypeError: createJobs: count and seed go with sample/);
+
+    const sweepText = cellText(run.cells.get("sweep"));
+    const sweep = /sweep (\d+) 12 12 (.*)/.exec(sweepText);
+    assert.ok(sweep, sweepText);
+    const groupId = Number(sweep[1]);
+    const settings: SampleSettings = { spec: { lr: { logUniform: [1e-4, 1e-1] }, layers: [1, 2, 3], steps: { int: [10, 20] } }, count: 6, seed: 7 };
+    assert.deepEqual(JSON.parse(sweep[2]), settings);
+
+    // Stored with the group, and each job ran with the seed's draws: the grid's first value with
+    // the 6 draws in order, then the second with the same 6.
+    const stored = await getJobGroup(env.store, groupId);
+    assert.deepEqual(stored?.sample, settings);
+    assert.deepEqual(stored?.grid, { opt: ["sgd", "adam"] });
+    const draws = sampleParams(settings);
+    const expected = ["sgd", "adam"].flatMap((opt) => draws.map((d) => ({ ...d, opt })));
+    const rows = await listGroupJobs(env.store, groupId);
+    assert.deepEqual(rows.map((r) => r.status), Array(12).fill("done"));
+    assert.deepEqual(rows.map((r) => r.params), expected);
+    const results = JSON.parse(/results (.*)/.exec(sweepText)![1]) as { lr: number; layers: number; steps: number; opt: string }[];
+    assert.deepEqual(results, expected);
+    for (const r of results) {
+      assert.ok(r.lr >= 1e-4 && r.lr <= 1e-1 && [1, 2, 3].includes(r.layers) && Number.isInteger(r.steps) && r.steps >= 10 && r.steps <= 20, JSON.stringify(r));
+    }
+    // Read back from the group (jsonb: key order not kept), the settings draw the same values.
+    const reattached = /reattached (\{.*\}) (\{.*\})/.exec(cellText(run.cells.get("reattach")));
+    assert.ok(reattached, cellText(run.cells.get("reattach")));
+    assert.deepEqual(JSON.parse(reattached[1]), settings);
+    assert.deepEqual(sampleParams(JSON.parse(reattached[1]) as SampleSettings), draws);
+    assert.deepEqual(JSON.parse(reattached[2]), { opt: ["sgd", "adam"] });
+    // The table has a column per swept parameter, the grid's and the drawn ones.
+    assert.match(cellText(run.cells.get("table")), /^job +opt +layers +lr +steps +status +result/);
+
+    const cli = await env.exec(process.execPath, [NBJOB, "group", String(groupId)]);
+    assert.equal(cli.code, 0, cli.stderr);
+    assert.match(cli.stdout, /grid {8}opt: \["sgd","adam"\]/);
+    assert.match(cli.stdout, /sample {6}layers in \[1,2,3\], lr ~ logUniform\(0\.0001, 0\.1\), steps ~ int\(10, 20\); 6 draws, seed 7 \(for each grid combination\)/);
+    assert.match(cli.stdout, /^job +status +opt +layers +lr +steps +result/m);
+    assert.equal(cli.stdout.match(/^\d+ +done +"(sgd|adam)" +[123] +[\d.e-]+ +\d+ +\{/gm)?.length, 12, cli.stdout);
   });
 });
