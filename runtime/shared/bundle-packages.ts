@@ -5,6 +5,7 @@
 // (runtime/packages.ts); the worker installs that set once (worker/package-cache.ts). Being in the
 // source, the bundle hash and signature cover it. Nothing heavy is imported here.
 import { createHash } from "node:crypto";
+import { jsonHeaderLine, parseHeaderObject } from "./bundle-header";
 
 /** One package of the set, as a lock file's `packages` entry holds it. */
 export interface PinnedPackage {
@@ -38,22 +39,16 @@ function ranges<K extends string>(key: K, deps: unknown): { [k in K]?: Record<st
 
 /** The bundle's `// packages:` line, sorted by place (JSON escapes every line break). */
 export function packagesLine(set: PackageSet): string {
-  return `// packages: ${JSON.stringify(canonical(set)).replace(/\u2028/g, "\\u2028").replace(/\u2029/g, "\\u2029")}`;
+  return jsonHeaderLine("packages", canonical(set));
 }
 
 /** The package set a bundle's source names; {} when none. */
 export function packagesOfSource(source: string): PackageSet {
   const match = /^\/\/ nbjob bundle: [^\n]*\n\/\/ params: [^\n]*\n(?:\/\/ files: [^\n]*\n)?\/\/ packages: ([^\n]*)\n/.exec(source);
-  if (!match) return {};
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(match[1]);
-  } catch {
-    return {};
-  }
-  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) return {};
+  const parsed = match ? parseHeaderObject(match[1]) : undefined;
+  if (!parsed) return {};
   const out: PackageSet = {};
-  for (const [place, pin] of Object.entries(parsed as Record<string, unknown>)) {
+  for (const [place, pin] of Object.entries(parsed)) {
     if (!/^node_modules\//.test(place) || typeof pin !== "object" || pin === null) continue;
     const { version, integrity, resolved, dependencies, optionalDependencies } = pin as Record<string, unknown>;
     if (typeof version !== "string") continue;
