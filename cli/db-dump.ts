@@ -14,7 +14,9 @@ export async function dumpOrRestore(action: "dump" | "restore", file: string, st
     console.log(`dumped ${rows} rows of ${tables} tables to ${file} (${formatBytes(statSync(file).size)}) in ${took()}`);
   } else {
     const { rows, jobs } = await restoreStore(store, file);
-    console.log(`restored ${rows} rows (${jobs} jobs) from ${file} in ${took()}`);
+    console.log(`restored ${rows} rows (${jobs} job${jobs === 1 ? "" : "s"}) from ${file} in ${took()}`);
+    // Signatures travel with the bundles, the key does not (it is never stored): say what workers need.
+    if (jobs > 0) console.log(`its bundles are signed with the cluster key they were made with: workers that rerun or resume them need that key (the old NBJOB_HOME's cluster.key, or NBJOB_CLUSTER_KEY); or re-sign one with this one: nbjob rerun JOB --sign`);
   }
   return 0;
 }

@@ -95,7 +95,9 @@ export function withJupyterClient(test: KernelTestEnv, body: string, timeoutMs =
       for (const match of stdout.matchAll(/^KERNEL_PID (\d+)$/gm)) test.kernelPids.add(Number(match[1]));
       const line = stdout.split("\n").find((l) => l.startsWith("RESULT "));
       if (err || !line) {
-        reject(new Error(`jupyter_client script failed (${err?.message ?? "no RESULT line"})\nstdout:\n${stdout}\nstderr:\n${stderr}`));
+        // Python's traceback first: a test report that cuts long messages still shows why.
+        const why = stderr.trim().split("\n").slice(-8).join("\n") || (err ? `exit ${err.code ?? ""} ${err.signal ?? ""}`.trim() : "no RESULT line");
+        reject(new Error(`jupyter_client script failed: ${why}\nstdout:\n${stdout}\n(${err?.message ?? "no RESULT line"})`));
         return;
       }
       resolve(JSON.parse(line.slice("RESULT ".length)) as Record<string, unknown>);

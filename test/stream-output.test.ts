@@ -193,7 +193,7 @@ kc.stop_channels()
 kc = km.client()
 kc.context.setsockopt(zmq.RCVHWM, 2)
 kc.start_channels()
-kc.wait_for_ready(timeout=30)
+kc.wait_for_ready(timeout=120)
 while True:
     try:
         kc.get_iopub_msg(timeout=0.5)

@@ -77,10 +77,15 @@ export class KernelSockets {
     const linger = options.lingerMs ?? 1000;
     this.lingerMs = linger;
     this.iopubBufferBytes = options.iopubBufferBytes ?? DEFAULT_IOPUB_BUFFER_BYTES;
+    // A frontend that reconnects (jupyter_client's stop_channels/start_channels, a page reload)
+    // comes back with the same routing identity (its session id). Without handover a Router
+    // ignores the new connection while it still holds the old one, so every request of the
+    // reconnected client went unanswered whenever its reconnect beat the old socket's close.
+    const router = () => new zmq.Router({ linger, handover: true });
     this.sockets = {
-      shell: new zmq.Router({ linger }),
-      control: new zmq.Router({ linger }),
-      stdin: new zmq.Router({ linger }),
+      shell: router(),
+      control: router(),
+      stdin: router(),
       // A publisher drops what a subscriber's full queue cannot take, silently: output, even the
       // idle status a client waits for. noDrop makes it refuse instead (EAGAIN) and send()
       // tries again once the frontend has read some; the wait is bounded by iopubBufferBytes.
