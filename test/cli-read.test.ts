@@ -3,36 +3,18 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { Client } from "pg";
 import { openStore, putBundle, createJob, transitionJob, appendLogs, knownMigrations, WORKER_HEARTBEAT_MS, WORKER_STALE_MS } from "../store";
 import type { Store, BundleInput, SnippetInput } from "../store";
 import { assembleBundle } from "../runtime/bundle";
+import { TestDatabases } from "./pg-admin";
 import type { BundleSnippet } from "../runtime/bundle";
 
-const ADMIN_URL = process.env.NBJOB_TEST_ADMIN_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const BIN = join(__dirname, "..", "..", "bin", "nbjob.js");
-const databases: string[] = [];
 
-async function admin<T>(cb: (client: Client) => Promise<T>): Promise<T> {
-  const client = new Client({ connectionString: ADMIN_URL });
-  await client.connect();
-  try {
-    return await cb(client);
-  } finally {
-    await client.end();
-  }
-}
-
-async function freshDatabase(label: string): Promise<string> {
-  const name = `nbjob_test_cli_${label}_${process.pid}_${randomBytes(3).toString("hex")}`;
-  await admin((c) => c.query(`CREATE DATABASE ${name}`));
-  databases.push(name);
-  const url = new URL(ADMIN_URL);
-  url.pathname = `/${name}`;
-  return url.toString();
-}
+const databases = new TestDatabases("cli");
+const freshDatabase = (label: string) => databases.fresh(label);
 
 interface Run {
   code: number;
@@ -94,9 +76,7 @@ describe("nbjob read commands", () => {
 
   after(async () => {
     await store.close();
-    await admin(async (c) => {
-      for (const name of databases) await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-    });
+    await databases.dropAll();
   });
 
   test("jobs lists newest first and filters by status and tag", async () => {

@@ -185,3 +185,32 @@ export class JobsEnv {
     else rmSync(this.work, { recursive: true, force: true });
   }
 }
+
+/** The cells both jobs test files start from: two collectors, a Point, params x=3 y=4, and walk(steps). */
+export const POINT_NOTEBOOK_SETUP = `
+### code setup
+const sc = new SnippetCollector();
+const sc2 = new SnippetCollector("walks");
+const db = new DBWrapper();
+const rc = await Client.connect();
+const view = rc.view(0);
+### code decl
+@sc
+class Point {
+  constructor(public x: number, public y: number) {}
+}
+@sc
+function norm(p: Point): number {
+  return Math.sqrt(p.x ** 2 + p.y ** 2);
+}
+### code params
+const params = new ParamLogger();
+params.x = 3;
+params.y = 4;
+### code walk
+@sc2
+function walk(steps: number): Point {
+  for (let i = 1; i <= steps; i++) console.log(\`step \${i}\`);
+  return new Point(params.x * steps, params.y);
+}
+`;

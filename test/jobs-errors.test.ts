@@ -4,39 +4,12 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { listJobs } from "../store";
-import { cellText, JobsEnv } from "./jobs-env";
+import { cellText, JobsEnv, POINT_NOTEBOOK_SETUP as SETUP } from "./jobs-env";
 
 const env = new JobsEnv("jobs_errors");
 before(() => env.start());
 after(() => env.cleanup());
 
-const SETUP = `
-### code setup
-const sc = new SnippetCollector();
-const sc2 = new SnippetCollector("walks");
-const db = new DBWrapper();
-const rc = await Client.connect();
-const view = rc.view(0);
-### code decl
-@sc
-class Point {
-  constructor(public x: number, public y: number) {}
-}
-@sc
-function norm(p: Point): number {
-  return Math.sqrt(p.x ** 2 + p.y ** 2);
-}
-### code params
-const params = new ParamLogger();
-params.x = 3;
-params.y = 4;
-### code walk
-@sc2
-function walk(steps: number): Point {
-  for (let i = 1; i <= steps; i++) console.log(\`step \${i}\`);
-  return new Point(params.x * steps, params.y);
-}
-`;
 
 describe("jobs that go wrong", () => {
   test("a bundle that does not type-check rejects createJob and nothing is stored; bad arguments name what is wrong", async () => {

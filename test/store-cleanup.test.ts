@@ -9,7 +9,6 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Client } from "pg";
 import {
   openStore, putBundle, createJob, transitionJob, appendLogs, putCheckpoint, readCheckpoint, listCheckpoints, createAnalysis, putAnalysisRow,
   CHUNK_SIZE, sha256,
@@ -18,35 +17,16 @@ import type { Store, BundleInput, DbJob } from "../store";
 import { copyCheckpoints } from "../store/checkpoints";
 import { collectGarbage, deleteJobs } from "../store/cleanup";
 import { CheckpointWriter } from "../worker/checkpoint-writer";
+import { TestDatabases } from "./pg-admin";
 import { DBWrapper } from "../runtime/db-wrapper";
 
-const ADMIN_URL = process.env.NBJOB_TEST_ADMIN_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const BIN = join(__dirname, "..", "..", "bin", "nbjob.js");
-const databases: string[] = [];
 
-async function admin<T>(cb: (client: Client) => Promise<T>): Promise<T> {
-  const client = new Client({ connectionString: ADMIN_URL });
-  await client.connect();
-  try {
-    return await cb(client);
-  } finally {
-    await client.end();
-  }
-}
-
-async function freshDatabase(label: string): Promise<string> {
-  const name = `nbjob_test_cleanup_${label}_${process.pid}_${randomBytes(3).toString("hex")}`;
-  await admin((c) => c.query(`CREATE DATABASE ${name}`));
-  databases.push(name);
-  const url = new URL(ADMIN_URL);
-  url.pathname = `/${name}`;
-  return url.toString();
-}
+const databases = new TestDatabases("cleanup");
+const freshDatabase = (label: string) => databases.fresh(label);
 
 after(async () => {
-  await admin(async (c) => {
-    for (const name of databases) await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-  });
+  await databases.dropAll();
 });
 
 interface Run {

@@ -12,30 +12,11 @@ import {
   putEnvironment, createJobGroup, lastCheckpointIndex, listGroupJobs, knownMigrations,
 } from "../store";
 import type { Store, BundleInput } from "../store";
+import { admin, TestDatabases } from "./pg-admin";
 import { JobLogWriter } from "../worker/log-writer";
 
-const ADMIN_URL = process.env.NBJOB_TEST_ADMIN_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
-const created: string[] = [];
-
-async function admin<T>(cb: (client: Client) => Promise<T>): Promise<T> {
-  const client = new Client({ connectionString: ADMIN_URL });
-  await client.connect();
-  try {
-    return await cb(client);
-  } finally {
-    await client.end();
-  }
-}
-
-/** A fresh, empty database; dropped when the file ends. */
-async function freshDatabase(label: string): Promise<string> {
-  const name = `nbjob_test_store_${label}_${process.pid}_${randomBytes(3).toString("hex")}`;
-  await admin((c) => c.query(`CREATE DATABASE ${name}`));
-  created.push(name);
-  const url = new URL(ADMIN_URL);
-  url.pathname = `/${name}`;
-  return url.toString();
-}
+const databases = new TestDatabases("store");
+const freshDatabase = (label: string) => databases.fresh(label);
 
 async function count(store: Store, table: string): Promise<number> {
   const { rows } = await store.query<{ n: number }>(`SELECT count(*)::int AS n FROM nbjob.${table}`);
@@ -52,9 +33,7 @@ function bundle(params: { [k: string]: number }, normSource = "function norm(p: 
 }
 
 after(async () => {
-  await admin(async (c) => {
-    for (const name of created) await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-  });
+  await databases.dropAll();
 });
 
 describe("migrations", () => {
