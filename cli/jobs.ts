@@ -101,9 +101,19 @@ function fieldText(row: DbJobQueried, field: FieldRef & { path: string[] }): str
   return value === undefined ? "-" : typeof value === "string" ? value : JSON.stringify(value);
 }
 
+/** `--order -metrics.loss`: parseArgs takes a value that starts with a dash for a flag; this one is a field. */
+function joinOrderValue(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === "--order" && i + 1 < argv.length && /^-[A-Za-z_$]/.test(argv[i + 1])) out.push(`--order=${argv[++i]}`);
+    else out.push(argv[i]);
+  }
+  return out;
+}
+
 export async function cmdJobs(argv: string[]): Promise<number> {
   const { values, positionals } = parseCommandArgs({
-    args: argv, allowPositionals: true, strict: true,
+    args: joinOrderValue(argv), allowPositionals: true, strict: true,
     options: {
       ...STORE_FLAGS, status: { type: "string" }, tag: { type: "string" }, name: { type: "string" }, limit: { type: "string" }, size: { type: "boolean" },
       where: { type: "string" }, order: { type: "string" },

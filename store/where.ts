@@ -17,8 +17,8 @@ import type { Condition, JobCondition, Operator, ScalarValue } from "./job-query
 /** A --where expression that does not parse: the message names the position (1-based) and what was expected. */
 export class WhereSyntaxError extends Error {
   override name = "WhereSyntaxError";
-  constructor(readonly position: number, readonly problem: string, readonly expression: string) {
-    super(`${problem} at position ${position}: ${JSON.stringify(expression)}`);
+  constructor(readonly position: number, readonly problem: string, readonly expression: string, hint?: string) {
+    super(`${problem} at position ${position}: ${JSON.stringify(expression)}${hint ? ` (${hint})` : ""}`);
   }
 }
 
@@ -101,8 +101,8 @@ export function parseWhere(text: string): JobCondition {
   const tokens = tokenize(text);
   let next = 0;
   const peek = () => tokens[next];
-  const fail = (token: Token, problem: string): never => {
-    throw new WhereSyntaxError(token.at + 1, problem, text);
+  const fail = (token: Token, problem: string, hint?: string): never => {
+    throw new WhereSyntaxError(token.at + 1, problem, text, hint);
   };
   const isWord = (token: Token, word: string) => token.kind === "word" && token.text.toLowerCase() === word;
   const describe = (token: Token) =>
@@ -124,9 +124,9 @@ export function parseWhere(text: string): JobCondition {
         next++;
         return word === "null" ? null : word === "true";
       }
-      return fail(token, `expected a value (${VALUE_HELP}); quote text: "${token.text}"`);
+      return fail(token, "expected a value", `${VALUE_HELP}; quote text: "${token.text}"`);
     }
-    return fail(token, `expected a value (${VALUE_HELP}), found ${describe(token)}`);
+    return fail(token, `expected a value${token.kind === "end" ? "" : `, found ${describe(token)}`}`, VALUE_HELP);
   };
 
   const term = (): JobCondition => {
@@ -140,13 +140,14 @@ export function parseWhere(text: string): JobCondition {
       return inner;
     }
     if (token.kind !== "word" || ["and", "or", "in", "exists"].includes(token.text.toLowerCase())) {
-      return fail(token, `expected a field (${FIELDS_HELP}), found ${describe(token)}`);
+      return fail(token, `expected a field, found ${describe(token)}`, `the fields are ${FIELDS_HELP}`);
     }
     let field;
     try {
       field = fieldRef(token.text);
     } catch (err) {
-      return fail(token, (err as Error).message);
+      const [problem, hint] = (err as Error).message.split("; ");
+      return fail(token, problem, hint);
     }
     next++;
     const opToken = tokens[next];
@@ -169,7 +170,7 @@ export function parseWhere(text: string): JobCondition {
       next++;
       return { field, op: "in", value: values } satisfies Condition;
     }
-    if (opToken.kind !== "op") return fail(opToken, `expected a comparison (=, !=, <, <=, >, >=, in, exists) after ${token.text}, found ${describe(opToken)}`);
+    if (opToken.kind !== "op") return fail(opToken, `expected a comparison after ${token.text}, found ${describe(opToken)}`, "=, !=, <, <=, >, >=, in (...), exists");
     next++;
     return { field, op: OPERATORS[opToken.text], value: value() } satisfies Condition;
   };
@@ -192,7 +193,7 @@ export function parseWhere(text: string): JobCondition {
     return parts.length === 1 ? parts[0] : { or: parts };
   };
 
-  if (peek().kind === "end") fail(peek(), `the expression is empty; expected a condition such as params.lr < 0.01`);
+  if (peek().kind === "end") fail(peek(), "the expression is empty", "write a condition such as params.lr < 0.01");
   const tree = expression();
   const rest = peek();
   if (rest.kind !== "end") fail(rest, `expected "and", "or" or the end, found ${describe(rest)}`);
