@@ -424,7 +424,6 @@ export class DBWrapper {
     return job;
   }
 
-  /** Jobs, newest first. */
   /**
    * Jobs matching every condition given, newest first (see JobsFilter):
    * `await db.jobs({ params: { lr: { lt: 0.01 } }, metrics: { loss: { lt: 0.1 } }, orderBy: "metrics.loss", limit: 10 })`.
