@@ -4,10 +4,11 @@ import type { Command } from "./args";
 import { parseCommandArgs, UsageError } from "./args";
 import { STORE_FLAGS, STORE_FLAGS_USAGE, withCliStore } from "./db";
 import {
-  listJobs, requireJob, getBundle, signStoredBundle, getEnvironment, readLogs, diffJobs, jobLog, declarationHistory, isJobStatus, JOB_STATUSES,
+  requireJob, getBundle, signStoredBundle, getEnvironment, readLogs, diffJobs, jobLog, declarationHistory, isJobStatus, JOB_STATUSES,
   StoreError, createJob, transitionJob, IllegalTransitionError, notifyJobQueued, notifyJobCancelled,
 } from "../store";
-import type { DbJob, DbJobListed, DbLog, Json } from "../store";
+import type { DbJob, DbJobQueried, DbLog, FieldRef, JobCondition, JobQuery, Json } from "../store";
+import { compileJobQuery, fieldRef, JobQueryError, parseWhere, queryJobs, WhereSyntaxError } from "../store";
 import { getJob } from "../store";
 import { formatBytes, jobSizes } from "../store/cleanup";
 
@@ -61,39 +62,116 @@ function exactlyPositionals(positionals: string[], count: number, usage: string)
 
 // ---------------------------------------------------------------- nbjob jobs
 
-const JOBS_USAGE = `usage: nbjob jobs [--status S] [--tag T] [--name N] [--limit N] [--size]
+const JOBS_USAGE = `usage: nbjob jobs [--status S] [--tag T] [--name N] [--where EXPR] [--order FIELD] [--limit N] [--size]
 
-  --status S   only jobs with this status (${JOB_STATUSES.join(", ")})
-  --tag T      only jobs with this tag
-  --name N     only jobs with this name
-  --limit N    how many of the newest jobs to list (default 50)
-  --size       add a SIZE column: bytes of the job's checkpoint values, logs and result
+  --status S     only jobs with this status (${JOB_STATUSES.join(", ")})
+  --tag T        only jobs with this tag
+  --name N       only jobs with this name
+  --where EXPR   only jobs for which EXPR holds: comparisons joined by and / or, with parentheses,
+                 e.g. --where "params.lr < 0.01 and metrics.loss < 0.1"
+                 fields: params.NAME (params.model.layers for nested values), metrics.NAME (the
+                   last logged value), result, result.NAME, status, name, tag, group, created, id
+                 comparisons: = != < <= > >= (< and > compare numbers, and dates for created),
+                   FIELD in (1, 2), FIELD exists
+                 values: numbers, "quoted text", true, false, null
+  --order FIELD  sort by a field, smallest first; -FIELD for largest first (default -created:
+                 newest first), e.g. --order metrics.loss
+  --limit N      how many jobs to list (default 50)
+  --size         add a SIZE column: bytes of the job's checkpoint values, logs and result
+
+The params., metrics. and result fields named in --where and --order get a column each.
 ${STORE_FLAGS_USAGE}`;
+
+/** The params/metrics/result fields an expression names, in order, once each (shown as columns). */
+function namedFields(condition: JobCondition | undefined, out: FieldRef[] = []): FieldRef[] {
+  if (!condition) return out;
+  if ("and" in condition || "or" in condition) {
+    for (const part of "and" in condition ? condition.and : condition.or) namedFields(part, out);
+  } else if ("path" in condition.field) out.push(condition.field);
+  return out;
+}
+
+function fieldLabel(field: FieldRef & { path: string[] }): string {
+  return [field.kind, ...field.path].join(".");
+}
+
+function fieldText(row: DbJobQueried, field: FieldRef & { path: string[] }): string {
+  let value: Json | undefined = field.kind === "params" ? row.params : field.kind === "metrics" ? row.last_metrics : row.result_json ?? undefined;
+  for (const key of field.path) value = value !== null && typeof value === "object" && !Array.isArray(value) ? value[key] : undefined;
+  return value === undefined ? "-" : typeof value === "string" ? value : JSON.stringify(value);
+}
+
+/** `--order -metrics.loss`: parseArgs takes a value that starts with a dash for a flag; this one is a field. */
+function joinOrderValue(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === "--order" && i + 1 < argv.length && /^-[A-Za-z_$]/.test(argv[i + 1])) out.push(`--order=${argv[++i]}`);
+    else out.push(argv[i]);
+  }
+  return out;
+}
 
 export async function cmdJobs(argv: string[]): Promise<number> {
   const { values, positionals } = parseCommandArgs({
-    args: argv, allowPositionals: true, strict: true,
-    options: { ...STORE_FLAGS, status: { type: "string" }, tag: { type: "string" }, name: { type: "string" }, limit: { type: "string" }, size: { type: "boolean" } },
+    args: joinOrderValue(argv), allowPositionals: true, strict: true,
+    options: {
+      ...STORE_FLAGS, status: { type: "string" }, tag: { type: "string" }, name: { type: "string" }, limit: { type: "string" }, size: { type: "boolean" },
+      where: { type: "string" }, order: { type: "string" },
+    },
   }, JOBS_USAGE);
   exactlyPositionals(positionals, 0, JOBS_USAGE);
   if (values.status !== undefined && !isJobStatus(values.status)) {
     throw new UsageError(`--status must be one of ${JOB_STATUSES.join(", ")}, got "${values.status}"`);
   }
   const limit = parseLimit(values.limit, 50);
+  const conditions: JobCondition[] = [];
+  if (values.status !== undefined) conditions.push({ field: { kind: "status" }, op: "eq", value: values.status });
+  if (values.tag !== undefined) conditions.push({ field: { kind: "tag" }, op: "eq", value: values.tag });
+  if (values.name !== undefined) conditions.push({ field: { kind: "name" }, op: "eq", value: values.name });
+  let where: JobCondition | undefined;
+  if (values.where !== undefined) {
+    try {
+      where = parseWhere(values.where);
+    } catch (err) {
+      if (err instanceof WhereSyntaxError) throw new UsageError(`nbjob jobs --where: ${err.message}`);
+      throw err;
+    }
+    conditions.push(where);
+  }
+  const shown = namedFields(where);
+  if (values.order !== undefined) {
+    try {
+      const ordered = fieldRef(values.order.replace(/^-/, ""));
+      if ("path" in ordered) shown.push(ordered);
+    } catch (err) {
+      throw new UsageError(`nbjob jobs --order: ${(err as Error).message}`);
+    }
+  }
+  const columns = [...new Map(shown.map((field) => [fieldLabel(field as FieldRef & { path: string[] }), field as FieldRef & { path: string[] }])).entries()];
+  const query: JobQuery = { where: { and: conditions }, orderBy: values.order, limit };
+  try {
+    compileJobQuery(query);
+  } catch (err) {
+    if (err instanceof JobQueryError) throw new UsageError(`nbjob jobs${values.where !== undefined ? " --where" : ""}: ${err.message}`);
+    throw err;
+  }
   const sizes = new Map<number, number>();
   const jobs = await withCliStore(values, async (store) => {
-    const listed = await listJobs(store, { status: values.status as DbJob["status"] | undefined, tag: values.tag, name: values.name, limit });
+    const listed = await queryJobs(store, query);
     if (values.size && listed.length > 0) for (const size of await jobSizes(store, { ids: listed.map((job) => job.id) })) sizes.set(size.id, size.total);
     return listed;
   });
   if (jobs.length === 0) {
-    const filtered = values.status !== undefined || values.tag !== undefined || values.name !== undefined;
+    const filtered = conditions.length > 0;
     console.log(filtered ? "no jobs match" : "no jobs yet");
     return 0;
   }
-  const rows = jobs.map((job: DbJobListed) => [String(job.id), job.status, job.name ?? "", job.tags.join(","), formatTime(job.queued_at), formatDuration(job), job.worker_id ?? ""]);
+  const rows = jobs.map((job) => [
+    String(job.id), job.status, job.name ?? "", job.tags.join(","), formatTime(job.queued_at), formatDuration(job), job.worker_id ?? "",
+    ...columns.map(([, field]) => fieldText(job, field)),
+  ]);
   console.log(table(
-    ["ID", "STATUS", "NAME", "TAGS", "QUEUED", "TIME", "WORKER", ...(values.size ? ["SIZE"] : [])],
+    ["ID", "STATUS", "NAME", "TAGS", "QUEUED", "TIME", "WORKER", ...columns.map(([label]) => label.toUpperCase()), ...(values.size ? ["SIZE"] : [])],
     values.size ? rows.map((row, i) => [...row, formatBytes(sizes.get(jobs[i].id) ?? 0)]) : rows,
   ));
   return 0;

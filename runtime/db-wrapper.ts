@@ -2,9 +2,10 @@
 // optionally reviewed, stored, then dispatched), sweeps, and reattaches to or lists stored jobs.
 import { inspect } from "node:util";
 import {
-  checkStorableJson, checkStorableText, createJob as storeCreateJob, createJobGroup, getJob, getJobGroup, listGroupJobs, isJobStatus, JOB_STATUSES, listJobs, listWorkers, notifyJobQueued, openStore, putBundle, requireJob, signBundle, transitionJob,
+  checkStorableJson, checkStorableText, createJob as storeCreateJob, createJobGroup, getJob, getJobGroup, listGroupJobs, isJobStatus, JOB_STATUSES, listWorkers,
+  compileJobQuery, JobQueryError, mapConditions, queryJobs, resultConditions, notifyJobQueued, openStore, putBundle, requireJob, signBundle, transitionJob,
 } from "../store";
-import type { BundleInput, DbJob, DbJobListed, JobStatus, Json, Store, StoreLocation } from "../store";
+import type { BundleInput, Condition, DbJob, DbJobQueried, JobQuery, JobStatus, Json, Store, StoreLocation, ValueCondition } from "../store";
 import { collectGarbage, deleteJobs, parseDuration } from "../store/cleanup";
 import type { DeletionPlan } from "../store/cleanup";
 import { enqueueJobs } from "../store/queue";
@@ -72,13 +73,51 @@ export interface CreateJobsOptions extends CreateJobOptions {
 /** Collectors, optionally followed by the options object. */
 export type CollectorsAndOptions<O> = SnippetCollector[] | [...SnippetCollector[], O];
 
+/**
+ * A condition on one field of db.jobs: a plain value (equality) or an object of operators that
+ * must all hold, e.g. `{ gte: 0.001, lt: 0.01 }`.
+ *  - `eq`, `ne`, `in: [...]`: JSON equality (1 equals 1.0, text equals text); `ne` also matches
+ *    jobs that do not have the field.
+ *  - `lt`, `lte`, `gt`, `gte`: numbers only; a job whose field is missing, text or "NaN" does
+ *    not match.
+ *  - `exists: true | false`: the field is there (a JSON null counts) or not.
+ */
+export type FieldCondition = ValueCondition;
+
 export interface JobsFilter {
   status?: JobStatus;
   tag?: string;
   name?: string;
+  /** A sweep: its group id (or the group itself). */
+  group?: number | { id: number };
+  /** Created (queued) at or after / before this moment: a Date or text such as "2026-12-01". */
+  createdAfter?: Date | string;
+  createdBefore?: Date | string;
+  /**
+   * Conditions on parameter values, all of which must hold: `{ lr: { lt: 0.01 }, optimizer: "adam" }`.
+   * A dot goes into a nested object: `{ "model.layers": 2 }` is params.model.layers.
+   */
+  params?: Record<string, FieldCondition>;
+  /** Conditions on each metric's last logged value (jobtracker.log): `{ loss: { lt: 0.1 } }`. */
+  metrics?: Record<string, FieldCondition>;
+  /**
+   * A condition on the result (of jobs that are done and returned JSON data): `{ gt: 3 }` on the
+   * whole result, or `{ acc: { gt: 0.9 } }` on its fields.
+   */
+  result?: FieldCondition | Record<string, FieldCondition>;
+  /**
+   * "-created" (newest first, the default), "created", "metrics.loss" (smallest first),
+   * "-metrics.loss", "params.lr", "result", "result.acc", "id", "name", "status", "group". On params, metrics and
+   * result, numbers come first, then text, then other values, then jobs without the field.
+   */
+  orderBy?: string;
   /** Default 50. */
   limit?: number;
+  /** Skip this many matching jobs first (paging), default 0. */
+  offset?: number;
 }
+
+const JOBS_FILTER_KEYS = ["status", "tag", "name", "group", "createdAfter", "createdBefore", "params", "metrics", "result", "orderBy", "limit", "offset"];
 
 /** A job as listed by db.jobs(). */
 export interface JobSummary {
@@ -94,6 +133,12 @@ export interface JobSummary {
   result: string | null;
   /** `ename: evalue` when it failed, was cancelled or lost. */
   error: string | null;
+  /** The job's parameter values. */
+  params: Record<string, Json>;
+  /** Each metric's last logged value ({} when none; NaN and Infinity as text). */
+  metrics: Record<string, Json>;
+  /** The sweep it belongs to, if any. */
+  group: number | null;
 }
 
 const JOB_OPTION_KEYS = ["params", "overrides", "name", "tags", "review", "timeoutMs"];
@@ -157,12 +202,42 @@ function describeView(view: View): string {
   return view.kind === "direct" ? `rc.view(${view.index}) (worker ${view.workerId})` : "rc.loadBalanced() (any idle worker)";
 }
 
-function summarize(row: DbJobListed): JobSummary {
+function summarize(row: DbJobQueried): JobSummary {
   return {
     id: row.id, name: row.name, tags: row.tags, status: row.status, worker: row.worker_id ?? row.target_worker,
     queued_at: row.queued_at, started_at: row.started_at, finished_at: row.finished_at,
     result: row.result_text, error: row.error_name ? `${row.error_name}: ${row.error_message ?? ""}` : null,
+    params: row.params, metrics: row.last_metrics, group: row.group_id,
   };
+}
+
+/** db.jobs' filter as the store's condition tree; every mistake a TypeError naming the option. */
+function jobQuery(filter: JobsFilter): JobQuery {
+  if (filter === null || typeof filter !== "object" || Array.isArray(filter)) throw new TypeError(`db.jobs(filter): filter is an object such as { params: { lr: { lt: 0.01 } } }; got ${inspect(filter)}`);
+  const unknown = Object.keys(filter).filter((k) => !JOBS_FILTER_KEYS.includes(k));
+  if (unknown.length > 0) throw new TypeError(`db.jobs: unknown option${unknown.length === 1 ? "" : "s"} ${unknown.join(", ")}; the options are ${JOBS_FILTER_KEYS.join(", ")}`);
+  if (filter.status !== undefined && !isJobStatus(filter.status)) {
+    throw new TypeError(`db.jobs({ status }): status must be one of ${JOB_STATUSES.join(", ")}; got ${inspect(filter.status)}`);
+  }
+  const conditions: Condition[] = [];
+  const column = (kind: "status" | "name" | "tag" | "group" | "created", op: Condition["op"], value: Condition["value"]) => conditions.push({ field: { kind }, op, value });
+  if (filter.status !== undefined) column("status", "eq", filter.status);
+  if (filter.tag !== undefined) column("tag", "eq", filter.tag);
+  if (filter.name !== undefined) column("name", "eq", filter.name);
+  if (filter.group !== undefined) column("group", "eq", typeof filter.group === "object" && filter.group !== null ? filter.group.id : filter.group);
+  if (filter.createdAfter !== undefined) column("created", "gte", filter.createdAfter);
+  if (filter.createdBefore !== undefined) column("created", "lt", filter.createdBefore);
+  try {
+    if (filter.params !== undefined) conditions.push(...mapConditions("params", filter.params));
+    if (filter.metrics !== undefined) conditions.push(...mapConditions("metrics", filter.metrics));
+    if (filter.result !== undefined) conditions.push(...resultConditions(filter.result));
+    const query: JobQuery = { where: { and: conditions }, orderBy: filter.orderBy, limit: filter.limit, offset: filter.offset };
+    compileJobQuery(query); // every value and field checked here, so the error names db.jobs
+    return query;
+  } catch (err) {
+    if (err instanceof JobQueryError) throw new TypeError(`db.jobs: ${err.message}`);
+    throw err;
+  }
 }
 
 /**
@@ -349,12 +424,12 @@ export class DBWrapper {
     return job;
   }
 
-  /** Jobs, newest first. */
+  /**
+   * Jobs matching every condition given, newest first (see JobsFilter):
+   * `await db.jobs({ params: { lr: { lt: 0.01 } }, metrics: { loss: { lt: 0.1 } }, orderBy: "metrics.loss", limit: 10 })`.
+   */
   async jobs(filter: JobsFilter = {}): Promise<JobSummary[]> {
-    if (filter.status !== undefined && !isJobStatus(filter.status)) {
-      throw new TypeError(`db.jobs({ status }): status must be one of ${JOB_STATUSES.join(", ")}; got ${inspect(filter.status)}`);
-    }
-    const rows = await listJobs(this.store, { status: filter.status, tag: filter.tag, name: filter.name, limit: filter.limit });
+    const rows = await queryJobs(this.store, jobQuery(filter));
     return rows.map(summarize);
   }
 

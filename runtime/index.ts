@@ -10,7 +10,7 @@ export type { Snippet, SnippetKind } from "./snippets";
 export { ParamLogger } from "./params";
 export type { JsonValue, ParamValues } from "./params";
 export { DBWrapper } from "./db-wrapper";
-export type { CreateJobOptions, CreateJobsOptions, JobsFilter, JobSummary } from "./db-wrapper";
+export type { CreateJobOptions, CreateJobsOptions, FieldCondition, JobsFilter, JobSummary } from "./db-wrapper";
 export type { SampleDistribution, SampleSettings, SampleSpec } from "./random-search";
 export { Client, DirectView, LoadBalancedView } from "./client";
 export type { ConnectOptions, View } from "./client";

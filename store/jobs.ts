@@ -42,6 +42,8 @@ export interface TransitionDetails {
   /** When becoming `done`: the serialized value and how it prints. */
   result?: Json;
   resultText?: string;
+  /** When becoming `done`: the result as JSON when it is JSON data (jobs.result_json, what queries read); absent otherwise. */
+  resultJson?: Json;
   /** When becoming `failed` (or `lost`/`cancelled` with a reason). */
   error?: JobErrorInput;
 }
@@ -165,7 +167,8 @@ export async function transitionJob(db: Db, jobId: number, to: JobStatus, detail
         result_text = COALESCE($10, result_text),
         error_name = COALESCE($11, error_name),
         error_message = COALESCE($12, error_message),
-        error_traceback = COALESCE($13, error_traceback)
+        error_traceback = COALESCE($13, error_traceback),
+        result_json = CASE WHEN $8::boolean THEN $15::jsonb ELSE result_json END
       WHERE id = $1 AND status = ANY($3::text[]) AND ($14::bigint IS NULL OR (status = 'running' AND claim = $14::bigint))
       RETURNING *`,
     [
@@ -175,6 +178,7 @@ export async function transitionJob(db: Db, jobId: number, to: JobStatus, detail
       // What a job threw is recorded whatever it holds: a NUL in it shows as \u0000.
       visibleText(details.error?.name) ?? null, visibleText(details.error?.message) ?? null, details.error ? (details.error.traceback ?? []).map((l) => visibleText(l)) : null,
       details.claim ?? null,
+      details.resultJson === undefined ? null : JSON.stringify(details.resultJson),
     ],
   );
   if (rows.length === 1) return rows[0];

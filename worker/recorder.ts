@@ -10,6 +10,7 @@ import type { JobListener } from "./job-runner";
 import { JobLogWriter } from "./log-writer";
 import type { WorkerIdentity } from "../runtime/shared/protocol";
 import { recordJobEnvironment } from "./environment";
+import { resultAsJson } from "./result-json";
 import { retryWhileAway, StoreAvailability } from "./store-retry";
 import type { AvailabilityEvent } from "./store-retry";
 
@@ -140,7 +141,7 @@ export function recordJob(db: Db, jobId: number, identity: WorkerIdentity, optio
       checkpointsStored = stored.catch(() => undefined);
       return stored;
     },
-    done: ({ result, resultText }) => finalWrite(() => retried(() => transitionJob(db, jobId, "done", { result: storedResult(result) as unknown as Json, resultText, claim })).then(linkEnvironment)),
+    done: ({ result, resultText }) => finalWrite(() => retried(() => transitionJob(db, jobId, "done", { result: storedResult(result) as unknown as Json, resultText, resultJson: resultAsJson(result), claim })).then(linkEnvironment)),
     failed: ({ ename, evalue, traceback }) => finalWrite(() => retried(() => transitionJob(db, jobId, "failed", { error: { name: ename, message: evalue, traceback }, claim })).then(linkEnvironment)),
     cancelled: (reason) => finalWrite(() => retried(() => transitionJob(db, jobId, "cancelled", { error: { name: "Cancelled", message: reason }, claim }))),
   };

@@ -1,0 +1,309 @@
+// Queries by parameter, metric and result (issue 19 point 2), against a real PostgreSQL in a
+// database of this file's own: db.jobs({ params, metrics, result, ... }) through DBWrapper,
+// `nbjob jobs --where ... --order ...` as a subprocess, the --where errors, injection attempts in
+// field names and values, the result's JSON form, and a sweep run by a real worker from a
+// notebook (nbjob run, the real kernel) queried from a cell and from the CLI. Jobs are written through the store API
+// (so the migration's trigger copies their params); metrics are written with SQL as the metrics
+// code would (jobs.last_metrics).
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { serialize } from "node:v8";
+import { Client } from "pg";
+import { createJob, createJobGroup, openStore, parseWhere, putBundle, transitionJob, WhereSyntaxError } from "../store";
+import type { Json, Store } from "../store";
+import { DBWrapper } from "../runtime/db-wrapper";
+import { resultAsJson } from "../worker/result-json";
+import { cmdJobs } from "../cli/jobs";
+import { cellText, JobsEnv } from "./jobs-env";
+
+const ADMIN_URL = process.env.NBJOB_TEST_ADMIN_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
+const BIN = join(__dirname, "..", "..", "bin", "nbjob.js");
+const home = mkdtempSync(join(tmpdir(), "nbjob-queries-"));
+process.env.NBJOB_HOME = home; // the cluster key putBundle signs with lands here, not in ~/.nbjob
+
+async function admin(sql: string): Promise<void> {
+  const client = new Client({ connectionString: ADMIN_URL });
+  await client.connect();
+  try {
+    await client.query(sql);
+  } finally {
+    await client.end();
+  }
+}
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function nbjob(args: string[], url: string): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [BIN, ...args], { env: { ...process.env, NBJOB_DEBUG: "", NBJOB_DATABASE_URL: url }, timeout: 60_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+function assertOneLineError(run: Run, expected: string | RegExp): void {
+  assert.notEqual(run.code, 0, `expected failure, got exit 0 with ${run.stdout}`);
+  const lines = run.stderr.trim().split("\n");
+  assert.equal(lines.length, 1, `one line on stderr, got:\n${run.stderr}`);
+  if (typeof expected === "string") assert.equal(lines[0], expected);
+  else assert.match(lines[0], expected);
+  assert.doesNotMatch(run.stderr, /\n\s+at /, "no stack trace");
+}
+
+/** The ID column of `nbjob jobs` output. */
+function listedIds(run: Run): number[] {
+  assert.equal(run.code, 0, run.stderr);
+  return run.stdout.trim().split("\n").slice(1).map((line) => Number(line.split(/\s+/)[0]));
+}
+
+const INJECTION = `it's "quoted"; DROP TABLE nbjob.jobs; --`;
+
+// name -> params, last_metrics, status, result (its JSON form), tags
+const JOBS: { params: { [k: string]: Json }; metrics: { [k: string]: Json }; status: "done" | "failed" | "queued"; result?: Json; tags?: string[] }[] = [
+  { params: { lr: 0.1, optimizer: "adam", model: { layers: 2 } }, metrics: { loss: 0.5, acc: 0.7 }, status: "done", result: 3, tags: ["sweep"] },
+  { params: { lr: 0.01, optimizer: "sgd", model: { layers: 4 } }, metrics: { loss: 0.08, acc: 0.9 }, status: "done", result: { acc: 0.93 }, tags: ["sweep"] },
+  { params: { lr: 0.001, optimizer: "adam", model: { layers: 4 } }, metrics: { loss: 0.05 }, status: "done", result: { acc: 0.95 } },
+  { params: { lr: 0.005, optimizer: "adam" }, metrics: { loss: "NaN" }, status: "failed" },
+  { params: { lr: "auto", optimizer: "adam" }, metrics: {}, status: "queued" },
+  { params: { lr: 0.002, optimizer: INJECTION }, metrics: { "loss') OR 1=1 --": 0.01 }, status: "done", result: INJECTION },
+];
+
+describe("queries by parameter, metric and result", () => {
+  let url: string;
+  let store: Store;
+  let db: DBWrapper;
+  const ids: number[] = [];
+  let group = 0;
+  const dbName = `nbjob_test_queries_${process.pid}_${randomBytes(3).toString("hex")}`;
+  /** ids of JOBS[i] for the given indexes, as db.jobs returns them by default (newest first). */
+  const newestFirst = (...indexes: number[]) => indexes.map((i) => ids[i]).sort((a, b) => b - a);
+  const idsOf = (rows: { id: number }[]) => rows.map((row) => row.id);
+
+  before(async () => {
+    await admin(`CREATE DATABASE ${dbName}`);
+    const u = new URL(ADMIN_URL);
+    u.pathname = `/${dbName}`;
+    url = u.toString();
+    store = openStore({ url });
+    group = (await createJobGroup(store, { grid: { lr: [0.1, 0.01] } })).id;
+    for (const [i, spec] of JOBS.entries()) {
+      const source = `// job ${i}\n// params: ${JSON.stringify(spec.params)}\nconst x = ${i};\n`;
+      const hash = await putBundle(store, { source, snippets: [], params: spec.params, entries: ["x"] });
+      const job = await createJob(store, { bundleHash: hash, name: `job ${i}`, tags: spec.tags, groupId: spec.tags ? group : null });
+      ids.push(job.id);
+      if (spec.status !== "queued") await transitionJob(store, job.id, "running", { workerId: "w", host: "h", pid: 1 });
+      if (spec.status === "done") await transitionJob(store, job.id, "done", { result: { encoding: "v8", data: "" }, resultText: JSON.stringify(spec.result), resultJson: spec.result });
+      if (spec.status === "failed") await transitionJob(store, job.id, "failed", { error: { name: "Error", message: "diverged" } });
+      // What the metrics code writes as a job logs (the last value of each metric).
+      await store.query("UPDATE nbjob.jobs SET last_metrics = $2::jsonb WHERE id = $1", [job.id, JSON.stringify(spec.metrics)]);
+    }
+    // The first job was made a week ago.
+    await store.query("UPDATE nbjob.jobs SET queued_at = now() - interval '7 days' WHERE id = $1", [ids[0]]);
+    db = new DBWrapper(url);
+  });
+
+  after(async () => {
+    await db?.close();
+    await store?.close();
+    await admin(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+    rmSync(home, { recursive: true, force: true });
+  });
+
+  test("the job row holds its bundle's params (copied by the migration's trigger)", async () => {
+    const { rows } = await store.query<{ id: number; params: Json }>("SELECT id, params FROM nbjob.jobs ORDER BY id");
+    assert.deepEqual(rows.map((r) => r.params), JOBS.map((j) => j.params));
+  });
+
+  test("db.jobs: each kind of filter", async () => {
+    // params: ranges compare numbers only ("auto" is not below 0.01), equality, nested paths, in, ne, exists
+    assert.deepEqual(idsOf(await db.jobs({ params: { lr: { lt: 0.01 } } })), newestFirst(2, 3, 5));
+    assert.deepEqual(idsOf(await db.jobs({ params: { lr: { lte: 0.01 } } })), newestFirst(1, 2, 3, 5));
+    assert.deepEqual(idsOf(await db.jobs({ params: { lr: { gt: 0.001, lt: 0.05 } } })), newestFirst(1, 3, 5));
+    assert.deepEqual(idsOf(await db.jobs({ params: { optimizer: "adam" } })), newestFirst(0, 2, 3, 4));
+    assert.deepEqual(idsOf(await db.jobs({ params: { lr: "auto" } })), newestFirst(4));
+    assert.deepEqual(idsOf(await db.jobs({ params: { lr: 0.01 } })), newestFirst(1), "1 and 1.0 alike: 0.01 equals 0.010");
+    assert.deepEqual(idsOf(await db.jobs({ params: { "model.layers": 4 } })), newestFirst(1, 2));
+    assert.deepEqual(idsOf(await db.jobs({ params: { "model.layers": { exists: false } } })), newestFirst(3, 4, 5));
+    assert.deepEqual(idsOf(await db.jobs({ params: { lr: { in: [0.1, 0.001] } } })), newestFirst(0, 2));
+    assert.deepEqual(idsOf(await db.jobs({ params: { optimizer: { ne: "adam" } } })), newestFirst(1, 5));
+    // metrics: the last value; "NaN" (text) is not below anything
+    assert.deepEqual(idsOf(await db.jobs({ metrics: { loss: { lt: 0.1 } } })), newestFirst(1, 2));
+    assert.deepEqual(idsOf(await db.jobs({ metrics: { loss: "NaN" } })), newestFirst(3));
+    assert.deepEqual(idsOf(await db.jobs({ metrics: { acc: { exists: true } } })), newestFirst(0, 1));
+    // result: the whole value, or its fields
+    assert.deepEqual(idsOf(await db.jobs({ result: { gt: 2 } })), newestFirst(0));
+    assert.deepEqual(idsOf(await db.jobs({ result: { acc: { gte: 0.94 } } })), newestFirst(2));
+    assert.deepEqual(idsOf(await db.jobs({ result: { exists: true } })), newestFirst(0, 1, 2, 5));
+    // the job's own columns
+    assert.deepEqual(idsOf(await db.jobs({ status: "failed" })), newestFirst(3));
+    assert.deepEqual(idsOf(await db.jobs({ tag: "sweep" })), newestFirst(0, 1));
+    assert.deepEqual(idsOf(await db.jobs({ group })), newestFirst(0, 1));
+    assert.deepEqual(idsOf(await db.jobs({ group: { id: group } })), newestFirst(0, 1));
+    assert.deepEqual(idsOf(await db.jobs({ createdBefore: new Date(Date.now() - 86_400_000) })), newestFirst(0));
+    assert.deepEqual(idsOf(await db.jobs({ createdAfter: new Date(Date.now() - 86_400_000).toISOString() })), newestFirst(1, 2, 3, 4, 5));
+    // rows carry params, metrics and group
+    const [row] = await db.jobs({ name: "job 1" });
+    assert.deepEqual({ params: row.params, metrics: row.metrics, group: row.group, result: row.result }, { params: JOBS[1].params, metrics: JOBS[1].metrics, group, result: JSON.stringify({ acc: 0.93 }) });
+  });
+
+  test("db.jobs: conditions combined, orderBy, limit and offset", async () => {
+    assert.deepEqual(idsOf(await db.jobs({ params: { lr: { lt: 0.05 } }, metrics: { loss: { lt: 0.1 } } })), newestFirst(1, 2));
+    assert.deepEqual(idsOf(await db.jobs({ params: { optimizer: "adam", lr: { lt: 0.01 } }, status: "done" })), newestFirst(2));
+    assert.deepEqual(idsOf(await db.jobs({ params: { lr: { lt: 0.05 } }, metrics: { loss: { lt: 0.1 } }, result: { acc: { gt: 0.94 } } })), newestFirst(2));
+    // numbers first (ascending), then text ("NaN"), then jobs without the field (newest first)
+    assert.deepEqual(idsOf(await db.jobs({ orderBy: "metrics.loss" })), [2, 1, 0, 3, 5, 4].map((i) => ids[i]));
+    assert.deepEqual(idsOf(await db.jobs({ orderBy: "-params.lr" })), [0, 1, 3, 5, 2, 4].map((i) => ids[i]));
+    assert.deepEqual(idsOf(await db.jobs({ orderBy: "created" })), ids);
+    assert.deepEqual(idsOf(await db.jobs({ orderBy: "-created", limit: 2 })), newestFirst(4, 5));
+    assert.deepEqual(idsOf(await db.jobs({ orderBy: "metrics.loss", limit: 2, offset: 1 })), [1, 0].map((i) => ids[i]));
+    assert.deepEqual(idsOf(await db.jobs({ orderBy: "-result.acc", result: { exists: true } })), [2, 1, 5, 0].map((i) => ids[i]));
+  });
+
+  test("db.jobs: bad filters are TypeErrors naming the option", async () => {
+    await assert.rejects(db.jobs({ params: { lr: { lt: "0.01" as unknown as number } } }), { name: "TypeError", message: /params\.lr lt: expected a finite number \(lt compares numbers; use eq, ne or in for text\); got "0\.01"/ });
+    await assert.rejects(db.jobs({ params: { lr: { less: 1 } as never } }), { name: "TypeError", message: /params\.lr: expected a value or an object of operators \(eq, ne, lt, lte, gt, gte, in, exists\)/ });
+    await assert.rejects(db.jobs({ metrics: [] as never }), { name: "TypeError", message: /metrics: expected an object of conditions/ });
+    await assert.rejects(db.jobs({ orderBy: "metrix.loss" }), { name: "TypeError", message: /unknown field "metrix\.loss"; the fields are params\.NAME/ });
+    await assert.rejects(db.jobs({ where: "x" } as never), { name: "TypeError", message: /db\.jobs: unknown option where; the options are status, tag, name, group, createdAfter/ });
+    await assert.rejects(db.jobs({ createdAfter: "yesterday" }), { name: "TypeError", message: /created gte: expected a date/ });
+    await assert.rejects(db.jobs({ params: { lr: { in: [] } } }), { name: "TypeError", message: /params\.lr in: expected a non-empty list/ });
+    await assert.rejects(db.jobs({ offset: -1 }), { name: "TypeError", message: /offset must be a non-negative integer/ });
+  });
+
+  test("injection attempts in field names and values are data, never SQL", async () => {
+    // A value full of quotes and SQL is compared as a value; a field name with SQL in it is a path.
+    assert.deepEqual(idsOf(await db.jobs({ params: { optimizer: INJECTION } })), newestFirst(5));
+    assert.deepEqual(idsOf(await db.jobs({ result: INJECTION })), newestFirst(5));
+    assert.deepEqual(idsOf(await db.jobs({ metrics: { "loss') OR 1=1 --": { lt: 1 } } })), newestFirst(5));
+    assert.deepEqual(idsOf(await db.jobs({ params: { "lr' OR '1'='1": { exists: true } } })), []);
+    assert.deepEqual(idsOf(await db.jobs({ orderBy: "params.x", name: "job 1' OR 'a'='a" })), []);
+    const where = await nbjob(["jobs", "--where", `params.optimizer = ${JSON.stringify(INJECTION)}`], url);
+    assert.deepEqual(listedIds(where), newestFirst(5));
+    assert.ok(where.stdout.includes(INJECTION), "the value is shown as stored");
+    // A field name that is not a name does not parse.
+    assertOneLineError(await nbjob(["jobs", "--where", "params.lr; DROP TABLE nbjob.jobs = 1"], url),
+      `nbjob: nbjob jobs --where: unexpected character ";" at position 10: "params.lr; DROP TABLE nbjob.jobs = 1"`);
+    const { rows } = await store.query<{ n: number }>("SELECT count(*)::int AS n FROM nbjob.jobs");
+    assert.equal(rows[0].n, JOBS.length, "the table is still there, whole");
+  });
+
+  test("nbjob jobs --where ... --order ... lists the matching jobs with a column per field", async () => {
+    const run = await nbjob(["jobs", "--where", "params.lr < 0.05 and metrics.loss < 0.1", "--order", "metrics.loss"], url);
+    assert.deepEqual(listedIds(run), [ids[2], ids[1]]);
+    const lines = run.stdout.trim().split("\n");
+    assert.match(lines[0], /^ID\s+STATUS\s+NAME\s+TAGS\s+QUEUED\s+TIME\s+WORKER\s+PARAMS\.LR\s+METRICS\.LOSS$/);
+    assert.match(lines[1], new RegExp(`^${ids[2]}\\s+done\\s+job 2\\s+.*\\s0\\.001\\s+0\\.05$`));
+    assert.match(lines[2], new RegExp(`^${ids[1]}\\s+done\\s+job 1\\s+sweep\\s+.*\\s0\\.01\\s+0\\.08$`));
+    // or, parentheses, in, text, booleans of the language; descending order
+    assert.deepEqual(listedIds(await nbjob(["jobs", "--where", `(params.optimizer = "sgd" or params.lr = 'auto') and status in ("done", "queued")`, "--order", "-id"], url)), newestFirst(1, 4));
+    assert.deepEqual(listedIds(await nbjob(["jobs", "--where", `metrics.acc exists and tag = "sweep" and created < "${new Date(Date.now() - 86_400_000).toISOString()}"`, "--order", "-metrics.acc"], url)), [ids[0]]);
+    assert.deepEqual(listedIds(await nbjob(["jobs", "--where", "(result > 2 or result.acc > 0.94) and params.model.layers exists", "--status", "done"], url)), newestFirst(0, 2));
+  });
+
+  test("nbjob jobs: a bad --where or --order is one line naming the position or the field", async () => {
+    const cases: [string[], string | RegExp][] = [
+      [["--where", "params.lr < "], `nbjob: nbjob jobs --where: expected a value at position 13: "params.lr < " (a number, "quoted text", true, false or null)`],
+      [["--where", "parms.lr < 0.01"], `nbjob: nbjob jobs --where: unknown field "parms.lr" at position 1: "parms.lr < 0.01" (the fields are params.NAME, metrics.NAME, result, result.NAME, status, name, tag, group, created or id)`],
+      [["--where", "status = done"], `nbjob: nbjob jobs --where: expected a value at position 10: "status = done" (a number, "quoted text", true, false or null; quote text: "done")`],
+      [["--where", "params.lr < 0.01 metrics.loss < 1"], /^nbjob: nbjob jobs --where: expected "and", "or" or the end, found "metrics\.loss" at position 18: /],
+      [["--where", "(params.lr < 0.01"], /^nbjob: nbjob jobs --where: expected "\)" to close the "\(" at position 1, found the end at position 18: /],
+      [["--where", "params.lr ~ 1"], /^nbjob: nbjob jobs --where: unexpected character "~" at position 11: /],
+      [["--where", `name = "x`], /^nbjob: nbjob jobs --where: unterminated text \(no closing "\) at position 8: /],
+      [["--where", "params.optimizer < \"adam\""], /^nbjob: nbjob jobs --where: params\.optimizer lt: expected a finite number \(lt compares numbers; use eq, ne or in for text\); got "adam"/],
+      [["--where", "status = \"finished\""], /^nbjob: nbjob jobs --where: status: expected one of queued, running, done, failed, cancelled, lost; got "finished"/],
+      [["--where", ""], `nbjob: nbjob jobs --where: the expression is empty at position 1: "" (write a condition such as params.lr < 0.01)`],
+      [["--order", "loss"], /^nbjob: nbjob jobs --order: unknown field "loss"; the fields are params\.NAME/],
+    ];
+    // Three as a user sees them (one line on stderr, exit code); the rest in-process, where the
+    // same UsageError is raised before the store is opened.
+    for (const [args, expected] of cases.slice(0, 3)) assertOneLineError(await nbjob(["jobs", ...args], url), expected);
+    for (const [args, expected] of cases.slice(3)) {
+      await assert.rejects(cmdJobs([...args, "--database-url", url]), (err: Error) => {
+        assert.equal(err.name, "UsageError");
+        const message = `nbjob: ${err.message}`;
+        if (typeof expected === "string") assert.equal(message, expected);
+        else assert.match(message, expected);
+        return true;
+      });
+    }
+  });
+
+  test("the parser: positions, precedence (and before or), errors as WhereSyntaxError", () => {
+    assert.deepEqual(parseWhere("params.a = 1 or params.b = 2 and metrics.c > -1.5e-3"), {
+      or: [
+        { field: { kind: "params", path: ["a"] }, op: "eq", value: 1 },
+        { and: [{ field: { kind: "params", path: ["b"] }, op: "eq", value: 2 }, { field: { kind: "metrics", path: ["c"] }, op: "gt", value: -1.5e-3 }] },
+      ],
+    });
+    assert.deepEqual(parseWhere("result = null and name != 'it\\'s'"), {
+      and: [{ field: { kind: "result", path: [] }, op: "eq", value: null }, { field: { kind: "name" }, op: "ne", value: "it's" }],
+    });
+    assert.throws(() => parseWhere("params.lr <"), (err: unknown) => err instanceof WhereSyntaxError && err.position === 12);
+  });
+
+  test("a job's result as JSON (what the worker stores in result_json)", () => {
+    class Score {
+      constructor(public acc: number) {}
+    }
+    assert.deepEqual(resultAsJson(serialize({ acc: 0.9, runs: [1, 2], ok: true, none: null })), { acc: 0.9, runs: [1, 2], ok: true, none: null });
+    assert.deepEqual(resultAsJson(serialize(new Score(0.5))), { acc: 0.5 });
+    assert.deepEqual(resultAsJson(serialize([NaN, Infinity, -Infinity])), ["NaN", "Infinity", "-Infinity"]);
+    assert.equal(resultAsJson(serialize(null)), null);
+    assert.equal(resultAsJson(serialize(new Map([["a", 1]]))), undefined);
+    assert.equal(resultAsJson(serialize({ when: new Date() })), undefined);
+    assert.equal(resultAsJson(serialize(undefined)), undefined);
+    assert.equal(resultAsJson(serialize("a\u0000b")), undefined, "text jsonb cannot hold");
+  });
+});
+
+// The whole path once: a sweep made in a notebook (nbjob run, the real kernel) runs on a real
+// worker, whose final write stores each result's JSON form; the same notebook then queries by
+// parameter and result, and so does the CLI.
+describe("queries on jobs a real worker ran", () => {
+  const env = new JobsEnv("queries");
+  before(() => env.start({ workers: 1 }));
+  after(() => env.cleanup());
+
+  test("db.jobs by params and result from a notebook cell; nbjob jobs --where result.acc", async () => {
+    const run = await env.runNotebook(`
+### code setup
+const sc = new SnippetCollector();
+const db = new DBWrapper();
+const rc = await Client.connect();
+const params = new ParamLogger();
+params.lr = 0.1;
+params.model = { layers: 2 };
+### code train
+@sc
+function train(): { acc: number; lr: number } {
+  return { acc: 1 - params.lr, lr: params.lr };
+}
+### code sweep
+const group = await db.createJobs(rc.view(0), ["train()"], sc, { params, grid: { lr: [0.1, 0.003, 0.001] } });
+console.log(JSON.stringify((await group.results).map((r) => r.status)));
+### code query
+const found = await db.jobs({ params: { lr: { lt: 0.01 }, "model.layers": 2 }, result: { acc: { gt: 0.998 } }, orderBy: "params.lr" });
+console.log(JSON.stringify(found.map((j) => [j.params.lr, j.result, j.group === group.id])));
+console.log(JSON.stringify((await db.jobs({ group: group.id, orderBy: "-result.acc" })).map((j) => j.params.lr)));
+`, [], { allowErrors: false });
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(cellText(run.cells.get("sweep")), /^\["done","done","done"\]$/m);
+    const query = cellText(run.cells.get("query")).trim().split("\n");
+    assert.deepEqual(JSON.parse(query[0]), [[0.001, "{ acc: 0.999, lr: 0.001 }", true]]);
+    assert.deepEqual(JSON.parse(query[1]), [0.001, 0.003, 0.1]);
+    const cli = await env.nbjob("jobs", "--where", "result.acc >= 0.997 and params.model.layers = 2", "--order", "params.lr");
+    assert.equal(cli.code, 0, cli.stderr);
+    const lines = cli.stdout.trim().split("\n");
+    assert.match(lines[0], /\sRESULT\.ACC\s+PARAMS\.MODEL\.LAYERS\s+PARAMS\.LR$/);
+    assert.deepEqual(lines.slice(1).map((line) => line.split(/\s+/).slice(-3)), [["0.999", "2", "0.001"], ["0.997", "2", "0.003"]]);
+  });
+});
