@@ -10,6 +10,7 @@ import {
 import type { DbJob, DbJobListed, DbLog, Json } from "../store";
 import { getJob } from "../store";
 import { formatBytes, jobSizes } from "../store/cleanup";
+import { formatLastMetrics, lastMetricsOf } from "../store/metrics";
 
 // ---------------------------------------------------------------- formatting helpers
 
@@ -91,11 +92,13 @@ export async function cmdJobs(argv: string[]): Promise<number> {
     console.log(filtered ? "no jobs match" : "no jobs yet");
     return 0;
   }
-  const rows = jobs.map((job: DbJobListed) => [String(job.id), job.status, job.name ?? "", job.tags.join(","), formatTime(job.queued_at), formatDuration(job), job.worker_id ?? ""]);
-  console.log(table(
-    ["ID", "STATUS", "NAME", "TAGS", "QUEUED", "TIME", "WORKER", ...(values.size ? ["SIZE"] : [])],
-    values.size ? rows.map((row, i) => [...row, formatBytes(sizes.get(jobs[i].id) ?? 0)]) : rows,
-  ));
+  const rows = jobs.map((job: DbJobListed) => [
+    String(job.id), job.status, job.name ?? "", job.tags.join(","), formatTime(job.queued_at), formatDuration(job), job.worker_id ?? "",
+    ...(values.size ? [formatBytes(sizes.get(job.id) ?? 0)] : []),
+    // Last: a job may log many metrics, and the last column is not padded.
+    formatLastMetrics(lastMetricsOf(job)),
+  ]);
+  console.log(table(["ID", "STATUS", "NAME", "TAGS", "QUEUED", "TIME", "WORKER", ...(values.size ? ["SIZE"] : []), "METRICS"], rows));
   return 0;
 }
 
@@ -140,6 +143,8 @@ export async function cmdShow(argv: string[]): Promise<number> {
       const origins = [...new Set(Object.values(environment.package_sources ?? {}))];
       if (origins.length > 0) field("from", origins.join("; "));
     }
+    const metrics = formatLastMetrics(lastMetricsOf(job), 6);
+    if (metrics) field("metrics", `${metrics} (last values; nbjob metrics ${job.id})`);
     field("bundle", job.bundle_hash);
     if (bundle) {
       const names = Object.keys(bundle.params).sort();

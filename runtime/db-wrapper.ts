@@ -5,6 +5,7 @@ import {
   checkStorableJson, checkStorableText, createJob as storeCreateJob, createJobGroup, getJob, getJobGroup, listGroupJobs, isJobStatus, JOB_STATUSES, listJobs, listWorkers, notifyJobQueued, openStore, putBundle, requireJob, signBundle, transitionJob,
 } from "../store";
 import type { BundleInput, DbJob, DbJobListed, JobStatus, Json, Store, StoreLocation } from "../store";
+import { lastMetricsOf } from "../store/metrics";
 import { collectGarbage, deleteJobs, parseDuration } from "../store/cleanup";
 import type { DeletionPlan } from "../store/cleanup";
 import { enqueueJobs } from "../store/queue";
@@ -94,6 +95,8 @@ export interface JobSummary {
   result: string | null;
   /** `ename: evalue` when it failed, was cancelled or lost. */
   error: string | null;
+  /** The last value of each metric it logged (jobtracker.log): `{ loss: 0.12, acc: 0.9 }`; NaN and Infinity as such. */
+  metrics: { [name: string]: number | number[] };
 }
 
 const JOB_OPTION_KEYS = ["params", "overrides", "name", "tags", "review", "timeoutMs"];
@@ -162,6 +165,7 @@ function summarize(row: DbJobListed): JobSummary {
     id: row.id, name: row.name, tags: row.tags, status: row.status, worker: row.worker_id ?? row.target_worker,
     queued_at: row.queued_at, started_at: row.started_at, finished_at: row.finished_at,
     result: row.result_text, error: row.error_name ? `${row.error_name}: ${row.error_message ?? ""}` : null,
+    metrics: lastMetricsOf(row),
   };
 }
 

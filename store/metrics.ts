@@ -142,7 +142,8 @@ export function lastMetricsOf(row: { last_metrics?: Json | null }): { [name: str
   const out: { [name: string]: number | number[] } = {};
   const stored = row.last_metrics;
   if (stored && typeof stored === "object" && !Array.isArray(stored)) {
-    for (const [name, value] of Object.entries(stored)) out[name] = metricFromJson(value);
+    // Alphabetical: jsonb keeps its keys in its own order (shorter first), which reads as random.
+    for (const name of Object.keys(stored).sort()) out[name] = metricFromJson(stored[name]);
   }
   return out;
 }
