@@ -261,6 +261,9 @@ class MetricPipe {
   private nameIds = new Map<string, number>();
   private startedAt = 0;
   private timer?: NodeJS.Timeout;
+  private clockEvery = 1;
+  private untilClockCheck = 1;
+  private lastClockCheck = 0;
 
   constructor(
     private readonly acks: Int32Array,
@@ -302,7 +305,24 @@ class MetricPipe {
     if (backwards) batch.backwards.push(at);
     batch.count = at + 1;
     this.nextSeq++;
-    if (batch.count === METRIC_BATCH_POINTS || ((at & 127) === 127 && Date.now() - this.startedAt >= METRIC_SEND_MS)) this.send();
+    if (batch.count === METRIC_BATCH_POINTS) this.send();
+    else if (--this.untilClockCheck === 0) this.checkClock();
+  }
+
+  /**
+   * Sends the batch once it is METRIC_SEND_MS old. Reading the clock costs as much as a whole
+   * log() call on a busy machine (about 200 ns), so it is read every `clockEvery` calls, adapted
+   * to read it about every 5-20 ms of the job's time: a fast loop rarely, a loop that logs once a
+   * second at every call.
+   */
+  private checkClock(): void {
+    const now = Date.now();
+    const since = now - this.lastClockCheck;
+    this.lastClockCheck = now;
+    if (since < 5 && this.clockEvery < 1024) this.clockEvery *= 2;
+    else if (since > 20 && this.clockEvery > 1) this.clockEvery >>= 1;
+    this.untilClockCheck = this.clockEvery;
+    if (now - this.startedAt >= METRIC_SEND_MS) this.send();
   }
 
   /** Sends what is buffered (waits first while the store is too far behind); throws once storing failed for good. */

@@ -48,10 +48,8 @@ export class WorkerJobTracker {
    * `flusher` resolves once every snapshot handed to `sink` so far is stored (none: nothing to
    * wait for, e.g. a tracker whose snapshots are dropped).
    */
-  /** Names that passed the check once (most jobs log the same few names on every call). */
-  private readonly metricNames = new Set<string>();
-  /** Each metric's last step, to flag a step that goes backwards. */
-  private readonly lastSteps = new Map<string, number>();
+  /** Each metric logged so far (its name passed the check) and its last step, to flag a step that goes backwards. */
+  private readonly metricSteps = new Map<string, { last: number }>();
   /** The step a log() without one gets: one more than the last step logged. */
   private nextStep = 0;
 
@@ -77,25 +75,27 @@ export class WorkerJobTracker {
     else if (typeof step !== "number" || !Number.isSafeInteger(step) || step < 0) {
       throw new TypeError(`jobtracker.log(metrics, step): step must be a non-negative integer (or left out to count on from the last step); got ${typeof step === "number" ? step : typeof step}`);
     }
+    // Checked before any is recorded: a bad call records nothing. Cheap on the usual path (the
+    // same few names each call, plain numbers): one map lookup and a typeof per value.
     const names = Object.keys(metrics);
     if (names.length === 0) throw new TypeError("jobtracker.log(metrics): metrics is empty; give at least one value, e.g. { loss: 0.12 }");
-    // Every value is checked before any is recorded: a bad call records nothing.
-    const values: Array<number | number[]> = new Array(names.length);
     for (let i = 0; i < names.length; i++) {
       const name = names[i];
-      if (!this.metricNames.has(name)) {
+      if (!this.metricSteps.has(name)) {
         const problem = metricNameProblem(name);
         if (problem) throw new TypeError(`jobtracker.log(metrics): ${problem}; name metrics like "loss" or "val/acc"`);
-        this.metricNames.add(name);
       }
       const value = metrics[name];
-      values[i] = typeof value === "number" ? value : numberArray(name, value);
+      if (typeof value !== "number") numberArray(name, value);
     }
     for (let i = 0; i < names.length; i++) {
       const name = names[i];
-      const previous = this.lastSteps.get(name);
-      this.lastSteps.set(name, step);
-      this.metricSink?.(name, step, values[i], previous !== undefined && step < previous);
+      const value = metrics[name];
+      let state = this.metricSteps.get(name);
+      const backwards = state !== undefined && step < state.last;
+      if (state === undefined) this.metricSteps.set(name, (state = { last: step }));
+      else state.last = step;
+      this.metricSink?.(name, step, typeof value === "number" ? value : numberArray(name, value), backwards);
     }
     this.nextStep = step + 1;
   }
