@@ -92,13 +92,15 @@ export async function cmdJobs(argv: string[]): Promise<number> {
     console.log(filtered ? "no jobs match" : "no jobs yet");
     return 0;
   }
-  const rows = jobs.map((job: DbJobListed) => [
+  const metrics = jobs.map((job) => formatLastMetrics(lastMetricsOf(job)));
+  // Only when some job logged metrics; last, since a job may log many and the last column is not padded.
+  const withMetrics = metrics.some((text) => text !== "");
+  const rows = jobs.map((job: DbJobListed, i) => [
     String(job.id), job.status, job.name ?? "", job.tags.join(","), formatTime(job.queued_at), formatDuration(job), job.worker_id ?? "",
     ...(values.size ? [formatBytes(sizes.get(job.id) ?? 0)] : []),
-    // Last: a job may log many metrics, and the last column is not padded.
-    formatLastMetrics(lastMetricsOf(job)),
+    ...(withMetrics ? [metrics[i]] : []),
   ]);
-  console.log(table(["ID", "STATUS", "NAME", "TAGS", "QUEUED", "TIME", "WORKER", ...(values.size ? ["SIZE"] : []), "METRICS"], rows));
+  console.log(table(["ID", "STATUS", "NAME", "TAGS", "QUEUED", "TIME", "WORKER", ...(values.size ? ["SIZE"] : []), ...(withMetrics ? ["METRICS"] : [])], rows));
   return 0;
 }
 

@@ -236,7 +236,7 @@ function slowTrain(ms: number) {
 }
 """, timeout=60)
 ran = run("""
-const job = await db.createJob(rc.view(0), ["slowTrain(4000)"], sc, { review: false });
+const job = await db.createJob(rc.view(0), ["slowTrain(2500)"], sc, { review: false });
 const plot = job.plotMetrics("loss", { refreshMs: 200 });
 await plot.finished;
 const steps = await job.result;
