@@ -69,6 +69,10 @@ const o = await oddJob.metrics();
 console.log("odd", oddJob.id, JSON.stringify(o.loss.steps), o.loss.values.map(String).join(" "), JSON.stringify(o.loss.backwards));
 console.log("w", JSON.stringify(o.w.steps), o.w.values.map((v) => "[" + (v as number[]).map(String).join(",") + "]").join(" "));
 console.log("oddlisted", JSON.stringify((await db.jobs({ limit: 1 }))[0].metrics, (_k, v) => typeof v === "number" && !Number.isFinite(v) ? "num:" + v : v));
+### code dash
+const dash = nbjob.makeDefaultDashboard({ limit: 2 });
+await dash.ready;
+dash.stop();
 ### code wrong
 const bad = await db.createJob(rc.loadBalanced(), ["wrong()"], sc);
 try { await bad.result; } catch (err) { console.log("failed", (err as any).ename, "|", (err as any).evalue); }
@@ -130,6 +134,13 @@ console.log("groupchart", chart.updates);
     assert.match(odd, /oddlisted \{"loss":"num:-Infinity","w":\[3,4\]\}/, "db.jobs() rows: names in alphabetical order, -Infinity as a number");
     const oddRow = await getJob(env.store, oddId);
     assert.deepEqual(oddRow?.last_metrics, { loss: "-Infinity", w: [3, 4] });
+
+    // The in-notebook dashboard has a metrics column with each job's last values.
+    const dash = run.cells.get("dash")!.outputs.find((o) => o.output_type === "display_data");
+    const dashHtml = String(dash?.data?.["text/html"]);
+    assert.match(dashHtml, /<th[^>]*>metrics<\/th>/);
+    assert.match(dashHtml, /<td[^>]*>loss=-Infinity w=\[2 values\]<\/td>/);
+    assert.match(dashHtml, /<td[^>]*>acc=0\.\d+ loss=0\.\d+<\/td>/);
 
     // A non-number fails the job with a TypeError naming the metric; what was logged before it stays.
     const wrong = cellText(run.cells.get("wrong"));
