@@ -146,7 +146,7 @@ async function runJob(command: RunCommand, post: (event: JobThreadEvent, transfe
       post({ type: "stream", jobId, name, text });
     },
     checkpoint: (index, values) => pipe.send(index, values),
-    metric: (name, step, value, backwards) => metrics.add(name, step, value, backwards),
+    metric: metrics.add,
     flush: async () => {
       metrics.send();
       await Promise.all([pipe.flush(), metrics.flush()]);
@@ -279,7 +279,8 @@ class MetricPipe {
     };
   }
 
-  add(name: string, step: number, value: number | number[], backwards: boolean): void {
+  // An arrow property: handed to the tracker as its sink without a wrapper.
+  readonly add = (name: string, step: number, value: number | number[], backwards: boolean): void => {
     const batch = this.batch;
     const at = batch.count;
     if (at === 0) {
@@ -307,7 +308,7 @@ class MetricPipe {
     this.nextSeq++;
     if (batch.count === METRIC_BATCH_POINTS) this.send();
     else if (--this.untilClockCheck === 0) this.checkClock();
-  }
+  };
 
   /**
    * Sends the batch once it is METRIC_SEND_MS old. Reading the clock costs as much as a whole

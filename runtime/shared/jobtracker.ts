@@ -52,6 +52,8 @@ export class WorkerJobTracker {
   private readonly metricSteps = new Map<string, { last: number }>();
   /** The step a log() without one gets: one more than the last step logged. */
   private nextStep = 0;
+  /** Scratch for log(): each name's state, looked up once per call. */
+  private readonly callStates: Array<{ last: number } | undefined> = [];
 
   constructor(
     private readonly access: VariableAccess,
@@ -79,23 +81,27 @@ export class WorkerJobTracker {
     // same few names each call, plain numbers): one map lookup and a typeof per value.
     const names = Object.keys(metrics);
     if (names.length === 0) throw new TypeError("jobtracker.log(metrics): metrics is empty; give at least one value, e.g. { loss: 0.12 }");
+    const states = this.callStates;
     for (let i = 0; i < names.length; i++) {
       const name = names[i];
-      if (!this.metricSteps.has(name)) {
+      const state = this.metricSteps.get(name);
+      if (state === undefined) {
         const problem = metricNameProblem(name);
         if (problem) throw new TypeError(`jobtracker.log(metrics): ${problem}; name metrics like "loss" or "val/acc"`);
       }
+      states[i] = state;
       const value = metrics[name];
       if (typeof value !== "number") numberArray(name, value);
     }
+    const sink = this.metricSink;
     for (let i = 0; i < names.length; i++) {
       const name = names[i];
       const value = metrics[name];
-      let state = this.metricSteps.get(name);
+      const state = states[i];
       const backwards = state !== undefined && step < state.last;
-      if (state === undefined) this.metricSteps.set(name, (state = { last: step }));
+      if (state === undefined) this.metricSteps.set(name, { last: step });
       else state.last = step;
-      this.metricSink?.(name, step, typeof value === "number" ? value : numberArray(name, value), backwards);
+      if (sink !== undefined) sink(name, step, typeof value === "number" ? value : numberArray(name, value), backwards);
     }
     this.nextStep = step + 1;
   }
