@@ -4,7 +4,7 @@
 import type { Command } from "./args";
 import { parseCommandArgs, UsageError } from "./args";
 import { STORE_FLAGS, STORE_FLAGS_USAGE, withCliStore } from "./db";
-import { getJobGroup, groupCounts, listGroupJobs } from "../store";
+import { formatLastMetrics, getJobGroup, groupCounts, lastMetricsOf, listGroupJobs } from "../store";
 import { GroupProgress } from "../runtime/group-progress";
 import { describeSample, sampleKeys } from "../runtime/random-search";
 import type { SampleSettings } from "../runtime/random-search";
@@ -44,10 +44,11 @@ export async function cmdGroup(argv: string[]): Promise<number> {
     if (sample) lines.push(`sample      ${describeSample(sample)}${gridKeys.length > 0 ? " (for each grid combination)" : ""}`);
     lines.push(`progress    ${new GroupProgress(id, counts).toString().replace(/^group \d+ /, "")}`);
     lines.push("");
-    const header = ["job", "status", ...keys, "result / error"];
+    const header = ["job", "status", ...keys, "result / error", "metrics"];
     const rows = jobs.map((job) => [
       String(job.id), job.status, ...keys.map((k) => JSON.stringify(job.params[k])),
       clip(job.status === "done" ? job.result_text ?? "" : job.error_name ? `${job.error_name}: ${job.error_message ?? ""}` : ""),
+      formatLastMetrics(lastMetricsOf(job)),
     ]);
     const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
     const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd();

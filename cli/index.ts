@@ -11,6 +11,7 @@ const COMMANDS: Record<string, () => Command> = {
   jobs: () => require("./jobs").jobsCommand,
   show: () => require("./jobs").showCommand,
   logs: () => require("./jobs").logsCommand,
+  metrics: () => require("./metrics").metricsCommand,
   diff: () => require("./jobs").diffCommand,
   log: () => require("./jobs").logCommand,
   history: () => require("./jobs").historyCommand,

@@ -11,6 +11,7 @@ import type { DbJob, DbJobQueried, DbLog, FieldRef, JobCondition, JobQuery, Json
 import { compileJobQuery, fieldRef, JobQueryError, parseWhere, queryJobs, WhereSyntaxError } from "../store";
 import { getJob } from "../store";
 import { formatBytes, jobSizes } from "../store/cleanup";
+import { formatLastMetrics, lastMetricsOf } from "../store/metrics";
 
 // ---------------------------------------------------------------- formatting helpers
 
@@ -166,13 +167,18 @@ export async function cmdJobs(argv: string[]): Promise<number> {
     console.log(filtered ? "no jobs match" : "no jobs yet");
     return 0;
   }
-  const rows = jobs.map((job) => [
+  const metrics = jobs.map((job) => formatLastMetrics(lastMetricsOf(job)));
+  // Only when some job logged metrics; last, since a job may log many and the last column is not padded.
+  const withMetrics = metrics.some((text) => text !== "");
+  const rows = jobs.map((job, i) => [
     String(job.id), job.status, job.name ?? "", job.tags.join(","), formatTime(job.queued_at), formatDuration(job), job.worker_id ?? "",
     ...columns.map(([, field]) => fieldText(job, field)),
+    ...(values.size ? [formatBytes(sizes.get(job.id) ?? 0)] : []),
+    ...(withMetrics ? [metrics[i]] : []),
   ]);
   console.log(table(
-    ["ID", "STATUS", "NAME", "TAGS", "QUEUED", "TIME", "WORKER", ...columns.map(([label]) => label.toUpperCase()), ...(values.size ? ["SIZE"] : [])],
-    values.size ? rows.map((row, i) => [...row, formatBytes(sizes.get(jobs[i].id) ?? 0)]) : rows,
+    ["ID", "STATUS", "NAME", "TAGS", "QUEUED", "TIME", "WORKER", ...columns.map(([label]) => label.toUpperCase()), ...(values.size ? ["SIZE"] : []), ...(withMetrics ? ["METRICS"] : [])],
+    rows,
   ));
   return 0;
 }
@@ -218,6 +224,8 @@ export async function cmdShow(argv: string[]): Promise<number> {
       const origins = [...new Set(Object.values(environment.package_sources ?? {}))];
       if (origins.length > 0) field("from", origins.join("; "));
     }
+    const metrics = formatLastMetrics(lastMetricsOf(job), 6);
+    if (metrics) field("metrics", `${metrics} (last values; nbjob metrics ${job.id})`);
     field("bundle", job.bundle_hash);
     if (bundle) {
       const names = Object.keys(bundle.params).sort();

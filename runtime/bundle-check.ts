@@ -66,6 +66,7 @@ export function workerGlobals(params: ParamValues): string {
     "  registerCheckpointer<T = unknown>(name: string, accessors?: { get?(): T; set?(value: T): void }): void;",
     "  checkpoint(): number;",
     "  flush(): Promise<void>;",
+    "  log(metrics: { [name: string]: number | ArrayLike<number> }, step?: number): void;",
     "};",
     "",
   ].join("\n");

@@ -1,7 +1,7 @@
 // The in-notebook dashboard: a table of recent jobs shown with a display id and updated in place
 // while jobs are queued or running.
 import { inspect } from "node:util";
-import { getBundle, listJobs, openStore } from "../store";
+import { formatLastMetrics, getBundle, lastMetricsOf, listJobs, openStore } from "../store";
 import type { DbJobListed, Json, Store } from "../store";
 import { display } from "./display";
 import type { DisplayHandle } from "./display";
@@ -52,7 +52,7 @@ function duration(job: DbJobListed, now: number): string {
   return `${Math.floor(ms / 60_000)} min ${Math.round((ms % 60_000) / 1_000)} s`;
 }
 
-const COLUMNS = ["id", "name", "tags", "status", "worker", "started", "duration", "parameters", "result or error"] as const;
+const COLUMNS = ["id", "name", "tags", "status", "worker", "started", "duration", "parameters", "metrics", "result or error"] as const;
 const STATUS_COLOURS: Record<string, string> = { queued: "#888", running: "#1a6fd1", done: "#1a7f37", failed: "#c62828", cancelled: "#8a6d00", lost: "#c62828" };
 
 /** A live table of recent jobs; `await dashboard.refresh()` redraws it now, `stop()` stops updating it. */
@@ -131,7 +131,7 @@ export class Dashboard {
       const outcome = job.status === "done" ? job.result_text ?? "" : job.error_name ? `${job.error_name}: ${job.error_message ?? ""}` : "";
       rows.push([
         String(job.id), job.name ?? "", job.tags.join(", "), job.status, job.worker_id ?? job.target_worker ?? "(any)", time(job.started_at), duration(job, now),
-        Object.entries(params).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(" "), outcome.length > 120 ? `${outcome.slice(0, 117)}...` : outcome,
+        Object.entries(params).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(" "), formatLastMetrics(lastMetricsOf(job)), outcome.length > 120 ? `${outcome.slice(0, 117)}...` : outcome,
       ]);
     }
     const active = jobs.filter((j) => j.status === "queued" || j.status === "running").length;
@@ -152,7 +152,7 @@ export class Dashboard {
   }
 }
 
-/** Shows a live table of recent jobs (id, name, tags, status, worker, started, duration, parameters, result or error). */
+/** Shows a live table of recent jobs (id, name, tags, status, worker, started, duration, parameters, last metrics, result or error). */
 export function makeDefaultDashboard(options: DashboardOptions = {}): Dashboard {
   defaultStore ??= openStore({ applicationName: "nbjob notebook", maxConnections: 4 });
   return new Dashboard(defaultStore, options);

@@ -6,6 +6,7 @@ import {
   compileJobQuery, JobQueryError, mapConditions, queryJobs, resultConditions, notifyJobQueued, openStore, putBundle, requireJob, signBundle, transitionJob,
 } from "../store";
 import type { BundleInput, Condition, DbJob, DbJobQueried, JobQuery, JobStatus, Json, Store, StoreLocation, ValueCondition } from "../store";
+import { lastMetricsOf } from "../store/metrics";
 import { collectGarbage, deleteJobs, parseDuration } from "../store/cleanup";
 import type { DeletionPlan } from "../store/cleanup";
 import { enqueueJobs } from "../store/queue";
@@ -135,8 +136,8 @@ export interface JobSummary {
   error: string | null;
   /** The job's parameter values. */
   params: Record<string, Json>;
-  /** Each metric's last logged value ({} when none; NaN and Infinity as text). */
-  metrics: Record<string, Json>;
+  /** The last value of each metric it logged (jobtracker.log): `{ loss: 0.12, acc: 0.9 }`; NaN and Infinity as such. */
+  metrics: { [name: string]: number | number[] };
   /** The sweep it belongs to, if any. */
   group: number | null;
 }
@@ -207,7 +208,7 @@ function summarize(row: DbJobQueried): JobSummary {
     id: row.id, name: row.name, tags: row.tags, status: row.status, worker: row.worker_id ?? row.target_worker,
     queued_at: row.queued_at, started_at: row.started_at, finished_at: row.finished_at,
     result: row.result_text, error: row.error_name ? `${row.error_name}: ${row.error_message ?? ""}` : null,
-    params: row.params, metrics: row.last_metrics, group: row.group_id,
+    params: row.params, metrics: lastMetricsOf(row), group: row.group_id,
   };
 }
 

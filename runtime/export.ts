@@ -86,7 +86,7 @@ export function jobProgram(job: DbJob, bundle: BundleWithSnippets): string {
 
 /** The runtime file: a few dozen lines of plain Node, so the project needs nothing of nbjob. */
 export const RUNTIME_FILE = `// params and jobtracker for a job exported by nbjob, and the runner of its entries.
-import { mkdirSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { inspect } from "node:util";
 import { serialize } from "node:v8";
@@ -110,6 +110,7 @@ type Access = { get: () => unknown; set: (value: unknown) => void };
 export function jobTracker(dir: string, access: (name: string) => Access) {
   const registered = new Map<string, Access>();
   let next = 0;
+  let nextStep = 0;
   return {
     registerCheckpointer(name: string, accessors: Partial<Access> = {}): void {
       let byName: Access | undefined;
@@ -133,6 +134,13 @@ export function jobTracker(dir: string, access: (name: string) => Access) {
       return index;
     },
     async flush(): Promise<void> {},
+    /** Metrics go to metrics.jsonl, one line per call: { step, values } (NaN and Infinity as strings). */
+    log(metrics: Record<string, number | ArrayLike<number>>, step?: number): void {
+      const at = step ?? nextStep;
+      nextStep = at + 1;
+      const values = JSON.stringify(metrics, (_key, v) => (typeof v === "number" && !Number.isFinite(v) ? String(v) : ArrayBuffer.isView(v) ? Array.from(v as unknown as ArrayLike<number>) : v));
+      appendFileSync(join(dir, "metrics.jsonl"), \`{"step":\${at},"values":\${values}}\\n\`);
+    },
     get registered(): string[] {
       return [...registered.keys()];
     },

@@ -23,4 +23,6 @@ export type { Dashboard, DashboardOptions } from "./dashboard";
 export { Analyzer } from "./analyzer";
 export type { AnalysisFunctionValue, AnalysisRow, AnalysisRowOf, AnalyzerOptions, AnalyzerStats, PlotField, RowValue } from "./analyzer";
 export type { PlotOptions } from "./analyzer-plot";
+export type { MetricsPlot, MetricsPlotOptions } from "./metrics-plot";
+export type { MetricSeries } from "../store/metrics";
 export { jobtracker } from "./jobtracker";

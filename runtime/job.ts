@@ -6,7 +6,10 @@ import type { CellSink } from "./cell-types";
 import {
   diffJobs, getBundle, getEnvironment, getWorker, WORKER_STALE_MS, IllegalTransitionError, isStoreUnreachable, listCheckpoints, listWorkers, markLostJobs, notifyJobCancelled, readLogs, requireJob, transitionJob, UnknownJobError,
 } from "../store";
-import type { CheckpointSummary, DbJob, JobStatus, Store } from "../store";
+import type { CheckpointSummary, DbJob, JobStatus, MetricSeries, Store } from "../store";
+import { formatLastMetrics, lastMetricsOf, metricNameProblem, readMetrics } from "../store";
+import { checkPlotArguments, MetricsPlot } from "./metrics-plot";
+import type { MetricsPlotOptions } from "./metrics-plot";
 import { collectGarbage, deleteJobs } from "../store/cleanup";
 import type { BundlePart, ParamValues } from "./bundle";
 import { mapTraceback, storedBundleParts } from "./traceback";
@@ -329,6 +332,30 @@ export class Job<T = unknown> {
   }
 
   /**
+   * The values the job logged with `jobtracker.log`, by metric name: `{ loss: { steps, values,
+   * backwards } }`, each in the order logged (`backwards`: positions whose step was smaller than
+   * the one before). NaN and ±Infinity come back as such; an array metric's values are arrays.
+   * With `name`, that metric only. A running job gives what is stored so far.
+   */
+  async metrics(name?: string): Promise<{ [name: string]: MetricSeries }> {
+    if (name !== undefined) {
+      const problem = metricNameProblem(name);
+      if (problem) throw new TypeError(`job.metrics(name): ${problem}`);
+    }
+    return (await readMetrics(this.#store, this.id, { name })).series;
+  }
+
+  /**
+   * Draws metric `name` by step (Vega-Lite, with an SVG for frontends without it) and keeps the
+   * chart current while the job runs (display id). Values that cannot be drawn (NaN, Infinity,
+   * arrays) are counted under the chart.
+   */
+  plotMetrics(name: string, options: MetricsPlotOptions = {}): MetricsPlot {
+    checkPlotArguments("job.plotMetrics", name, options);
+    return new MetricsPlot(this.#store, [{ id: this.id, label: `job ${this.id}` }], name, options.title ?? `${name} by step (job ${this.id})`, options);
+  }
+
+  /**
    * Deletes the job from the store: its row, logs, checkpoints, result and analysis rows, then
    * the stored values nothing else refers to. A queued or running job must be cancelled first;
    * a job tagged "keep" must lose the tag first. Jobs rerun or resumed from it stay.
@@ -608,24 +635,43 @@ export class JobGroup<T = unknown> {
     }));
   }
 
-  /** Shows the sweep as a table (job, the swept parameters, status, result) in the cell; updates it as jobs end. */
+  /**
+   * Draws metric `name` of every job of the sweep, one line per job (labelled with its swept
+   * parameters), and keeps the chart current while they run.
+   */
+  plotMetrics(name: string, options: MetricsPlotOptions = {}): MetricsPlot {
+    checkPlotArguments("group.plotMetrics", name, options);
+    const keys = this.#sweptKeys();
+    const jobs = this.jobs.map((job) => {
+      const swept = keys.map((k) => `${k}=${JSON.stringify(job.params[k])}`).join(" ");
+      return { id: job.id, label: swept ? `job ${job.id} ${swept}` : `job ${job.id}` };
+    });
+    return new MetricsPlot(this.#store, jobs, name, options.title ?? `${name} by step (group ${this.id}, ${jobs.length} jobs)`, options);
+  }
+
+  #sweptKeys(): string[] {
+    return [...Object.keys(this.grid), ...(this.sample ? sampleKeys(this.sample) : [])];
+  }
+
+  /** Shows the sweep as a table (job, the swept parameters, status, result, last metrics) in the cell; updates it as jobs end. */
   table(): DisplayHandle {
-    const keys = [...Object.keys(this.grid), ...(this.sample ? sampleKeys(this.sample) : [])];
-    const render = (rows: { job: Job; status: JobStatus; text: string }[]) => {
+    const keys = this.#sweptKeys();
+    const render = (rows: { job: Job; status: JobStatus; text: string; metrics: string }[]) => {
       const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
-      const head = ["job", ...keys, "status", "result"];
-      const cells = rows.map((r) => [String(r.job.id), ...keys.map((k) => JSON.stringify(r.job.params[k])), r.status, r.text]);
+      const head = ["job", ...keys, "status", "result", "metrics"];
+      const cells = rows.map((r) => [String(r.job.id), ...keys.map((k) => JSON.stringify(r.job.params[k])), r.status, r.text, r.metrics]);
       const html = `<table class="nbjob-sweep"><thead><tr>${head.map((h) => `<th>${esc(h)}</th>`).join("")}</tr></thead><tbody>${cells.map((c) => `<tr>${c.map((v) => `<td>${esc(v)}</td>`).join("")}</tr>`).join("")}</tbody></table>`;
       const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
       const line = (c: string[]) => c.map((v, i) => v.padEnd(widths[i])).join("  ").trimEnd();
       return { "text/html": html, "text/plain": [line(head), ...cells.map(line)].join("\n") };
     };
-    const rows = this.jobs.map((job): { job: Job; status: JobStatus; text: string } => ({ job, status: job.status, text: "" }));
+    const rows = this.jobs.map((job): { job: Job; status: JobStatus; text: string; metrics: string } => ({ job, status: job.status, text: "", metrics: formatLastMetrics(lastMetricsOf(job.record)) }));
     const handle = display(render(rows));
     // Each job's row changes as it ends, in place.
     rows.forEach((row) => {
       void row.job.finished().then((final) => {
         row.status = final.status;
+        row.metrics = formatLastMetrics(lastMetricsOf(final));
         row.text = final.status === "done" ? inspect(decodeResult(final.result), { colors: false, breakLength: Infinity }) : `${jobErrorOf(final).ename}: ${jobErrorOf(final).evalue}`;
         handle.update(render(rows));
       }, () => undefined);

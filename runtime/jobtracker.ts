@@ -1,7 +1,7 @@
 // `jobtracker` in the notebook: the same object a job gets on its worker, checking the same
 // things (the name is a top-level variable of the notebook, a name is registered once, a value
-// can be captured), so mistakes show while the snippet is written; it stores nothing. Indexes
-// count 0, 1, 2… per kernel session.
+// can be captured; log's names and values), so mistakes show while the snippet is written; it
+// stores nothing. Indexes count 0, 1, 2… per kernel session.
 import * as vm from "node:vm";
 import { WorkerJobTracker } from "./shared/jobtracker";
 import type { CheckpointAccessors } from "./shared/jobtracker";
@@ -23,6 +23,6 @@ function notebookVariable(name: string): Required<CheckpointAccessors> {
 }
 
 /** The notebook's jobtracker: checks registrations and captures, keeps nothing. */
-export const jobtracker: Pick<WorkerJobTracker, "registerCheckpointer" | "checkpoint" | "flush" | "registered"> = new WorkerJobTracker(notebookVariable, () => {
+export const jobtracker: Pick<WorkerJobTracker, "registerCheckpointer" | "checkpoint" | "flush" | "registered" | "log"> = new WorkerJobTracker(notebookVariable, () => {
   // In the notebook a checkpoint is only a check that the values can be captured.
 });

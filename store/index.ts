@@ -27,6 +27,8 @@ export { checkStorableText, checkStorableJson, visibleText, isUnstorableText, en
 export type { LogLine } from "./logs";
 export { CHUNK_SIZE, putBlob, putSmallBlobs, readBlob, readBlobChunks, getBlobInfo } from "./blobs";
 export type { PutBlobResult } from "./blobs";
+export { putMetrics, readMetrics, lastMetricsOf, formatLastMetrics, formatMetricNumber, metricNameProblem, metricJson, METRIC_NAME_MAX } from "./metrics";
+export type { MetricPoint, MetricSeries } from "./metrics";
 export { putCheckpoint, listCheckpoints, readCheckpoint, lastCheckpointIndex } from "./checkpoints";
 export type { CheckpointSummary, PutCheckpointResult } from "./checkpoints";
 export { createAnalysis, putAnalysisRow, getAnalysisRows, missingAnalysisCheckpoints, getAnalysis, storedAnalysisCells, withAnalysisLock } from "./analyses";

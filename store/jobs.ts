@@ -105,7 +105,7 @@ export function isJobStatus(value: string): value is JobStatus {
 
 export const LISTED_COLUMNS = `id, bundle_hash, name, tags, status, queued_at, started_at, finished_at, target_worker,
   worker_id, host, pid, claim, group_id, resumed_from, resumed_from_checkpoint, rerun_of, notebook, environment_hash,
-  result_text, error_name, error_message`;
+  result_text, error_name, error_message, last_metrics`;
 
 /** Stores a sweep's group; its jobs point at it with `groupId`. */
 export async function createJobGroup(db: Db, input: { name?: string | null; grid: { [name: string]: Json }; sample?: DbGroupSample | null }): Promise<DbJobGroup> {

@@ -101,6 +101,11 @@ export interface DbJob {
   error_name: string | null;
   error_message: string | null;
   error_traceback: string[] | null;
+  /**
+   * The last value of each metric the job logged (migration 000012): name -> number, or array of
+   * numbers; NaN and ±Infinity as the strings "NaN", "Infinity", "-Infinity". {} when none.
+   */
+  last_metrics: { [name: string]: Json };
 }
 
 export interface DbLog {

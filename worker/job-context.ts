@@ -10,7 +10,7 @@ import * as vm from "node:vm";
 import { ParamLogger } from "../runtime/params";
 import type { ParamValues } from "../runtime/params";
 import { WorkerJobTracker } from "../runtime/shared/jobtracker";
-import type { CheckpointSink } from "../runtime/shared/jobtracker";
+import type { CheckpointSink, MetricSink } from "../runtime/shared/jobtracker";
 import type { ClassLookup } from "../runtime/shared/value-codec";
 import { COMPILED_DIR } from "./module-layout";
 
@@ -21,6 +21,8 @@ export type StreamName = "stdout" | "stderr";
 export interface JobHooks {
   write(name: StreamName, text: string): void;
   checkpoint: CheckpointSink;
+  /** Receives each value jobtracker.log records (none: logged values are checked and dropped). */
+  metric?: MetricSink;
   /** Resolves once every checkpoint handed to `checkpoint` is stored. */
   flush?: () => Promise<void>;
 }
@@ -178,7 +180,7 @@ export class JobContext {
     this.sandbox.require = requireFor(moduleDir);
     activeContext = this;
     this.sandbox.params = ParamLogger.forJob(params);
-    this.sandbox.jobtracker = new WorkerJobTracker((name) => this.variableAccess(name), (index, values) => hooks.checkpoint(index, values), hooks.flush);
+    this.sandbox.jobtracker = new WorkerJobTracker((name) => this.variableAccess(name), (index, values) => hooks.checkpoint(index, values), hooks.flush, hooks.metric);
   }
 
   /** Defines a global the program can call (used to receive its entry functions). */

@@ -11,11 +11,11 @@ import { packagesOfSource } from "../runtime/shared/bundle-packages";
 import type { PackageCache } from "./package-cache";
 import type { CompiledBundle } from "./compiler";
 import type { StreamName } from "./job-context";
-import type { JobThreadEvent, RunCommand } from "./job-thread";
+import type { JobThreadEvent, MetricBatch, RunCommand } from "./job-thread";
 import type { JobBundle, JobFailure, JobId } from "../runtime/shared/protocol";
 import { jobTraceback } from "./traceback";
 
-/** What happens to a job, in order: started, then stream/checkpoint any number of times, then exactly one of done, failed, cancelled. */
+/** What happens to a job, in order: started, then stream/checkpoint/metrics any number of times, then exactly one of done, failed, cancelled. */
 export interface JobListener {
   started(): void;
   stream(name: StreamName, text: string): void;
@@ -25,6 +25,12 @@ export interface JobListener {
    * fails the job. No listener, or one returning nothing: acknowledged at once (ad hoc runs).
    */
   checkpoint?(index: number, values: Record<string, Uint8Array>): void | Promise<void>;
+  /**
+   * A batch of values the job logged (jobtracker.log), in order; as for checkpoints, a promise
+   * means it is being stored (the job's log() waits when many are pending; the job ends only
+   * after it settles; a rejection fails the job).
+   */
+  metrics?(batch: MetricBatch): void | Promise<void>;
   /**
    * Called as the job starts with a switch: while any reason is switched on, the job waits at its
    * next output or checkpoint (the store is unreachable too long, or the output is too far behind).
@@ -73,7 +79,7 @@ interface ActiveJob extends QueuedJob {
   acks: Int32Array;
   /** Why the job must wait now (see JobListener.backpressure); the wait flag is set while any. */
   waitingFor: Set<string>;
-  /** Settles after every checkpoint handed to the listener so far is stored (never rejects). */
+  /** Settles after every checkpoint and metric batch handed to the listener so far is stored (never rejects). */
   stores: Promise<void>;
   storeError?: Error;
   /** When the job's program was handed to the job thread: its time limit counts from then. */
@@ -101,6 +107,8 @@ export class DuplicateJobError extends Error {
 }
 
 const JOB_THREAD_FILE = join(__dirname, "job-thread.js");
+/** Int32 slots of RunCommand.acks (job-thread.ts says what each holds). */
+const ACK_SLOTS = 4;
 
 export class JobRunner {
   private readonly queue: QueuedJob[] = [];
@@ -213,7 +221,7 @@ export class JobRunner {
       if (this.onIdle) this.safely(this.onIdle);
       return;
     }
-    const job: ActiveJob = { ...next, startedAt: Date.now(), finished: false, acks: new Int32Array(new SharedArrayBuffer(12)), waitingFor: new Set(), stores: Promise.resolve() };
+    const job: ActiveJob = { ...next, startedAt: Date.now(), finished: false, acks: new Int32Array(new SharedArrayBuffer(4 * ACK_SLOTS)), waitingFor: new Set(), stores: Promise.resolve() };
     this.active = job;
     this.safely(() => job.listener.backpressure?.((reason, waiting) => this.setWaiting(job, reason, waiting)));
     this.begin(job);
@@ -318,6 +326,9 @@ export class JobRunner {
       case "checkpoint":
         this.checkpointTaken(job, event.index, event.values);
         break;
+      case "metrics":
+        this.metricsLogged(job, event.batch);
+        break;
       case "done": {
         const result = Buffer.from(event.result.buffer, event.result.byteOffset, event.result.byteLength);
         // A job is done only once every checkpoint it took is stored.
@@ -337,23 +348,37 @@ export class JobRunner {
 
   /** Hands a snapshot to the listener; tells the job thread when it is stored (or that it never will be). */
   private checkpointTaken(job: ActiveJob, index: number, values: Record<string, Uint8Array>): void {
+    this.track(job, 0, () => job.listener.checkpoint?.(index, values));
+  }
+
+  /** Hands a batch of logged values to the listener; the same acknowledgement, in acks[3]. */
+  private metricsLogged(job: ActiveJob, batch: MetricBatch): void {
+    this.track(job, 3, () => job.listener.metrics?.(batch));
+  }
+
+  /**
+   * Chains a store the listener started onto the job's stores (so the job ends after it), and
+   * acknowledges it in acks[slot] once stored and every earlier one is; a failure fails the job.
+   */
+  private track(job: ActiveJob, slot: number, start: () => void | Promise<void>): void {
     let stored: void | Promise<void>;
     try {
-      stored = job.listener.checkpoint?.(index, values);
+      stored = start();
     } catch (err) {
       stored = Promise.reject(err);
     }
     job.stores = job.stores.then(() => stored).then(
       () => {
         if (job.storeError) return;
-        Atomics.add(job.acks, 0, 1);
-        Atomics.notify(job.acks, 0);
+        Atomics.add(job.acks, slot, 1);
+        Atomics.notify(job.acks, slot);
       },
       (err: Error) => {
         if (job.storeError) return;
         job.storeError = err;
         Atomics.store(job.acks, 1, 1);
         Atomics.notify(job.acks, 0);
+        Atomics.notify(job.acks, 3);
         this.log(`job ${job.jobId}: ${err.message}; the job fails`);
         // Still running: stop it now rather than let it compute past a hole in its history.
         if (this.active === job && !job.finished) {
@@ -448,6 +473,10 @@ export function fanOut(...listeners: JobListener[]): JobListener {
       const stored = listeners.map((l) => l.checkpoint?.(index, values));
       return stored.some((s) => s instanceof Promise) ? Promise.all(stored).then(() => undefined) : undefined;
     },
+    metrics: (batch) => {
+      const stored = listeners.map((l) => l.metrics?.(batch));
+      return stored.some((s) => s instanceof Promise) ? Promise.all(stored).then(() => undefined) : undefined;
+    },
     backpressure: (setWaiting) => listeners.forEach((l) => l.backpressure?.(setWaiting)),
     done: (outcome) => listeners.forEach((l) => l.done(outcome)),
     failed: (outcome) => listeners.forEach((l) => l.failed(outcome)),
@@ -461,5 +490,7 @@ function formatMs(ms: number): string {
 }
 
 function checkpointFailure(err: Error): JobFailure {
-  return { ename: "CheckpointError", evalue: err.message, traceback: [`CheckpointError: ${err.message}`] };
+  // The metrics writer names its errors MetricsError (worker/metrics-writer.ts).
+  const ename = err.name === "MetricsError" ? "MetricsError" : "CheckpointError";
+  return { ename, evalue: err.message, traceback: [`${ename}: ${err.message}`] };
 }

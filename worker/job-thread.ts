@@ -29,13 +29,37 @@ export interface RunCommand {
   /**
    * Shared with the main thread: [0] how many of this run's checkpoints are stored (the main
    * thread adds and notifies), [1] 1 once storing failed for good, [2] 1 while the job must wait
-   * at its next output or checkpoint (the store is unreachable too long, or far behind).
+   * at its next output or checkpoint (the store is unreachable too long, or far behind), [3] how
+   * many of this run's metric batches are stored (job-runner.ts ACK_SLOTS).
    */
   acks: SharedArrayBuffer;
   /** A resumed job: the checkpoint restored after the program's top level ran, before its entries. */
   restore?: { index: number; values: Record<string, Uint8Array> };
   /** Where the job's local modules are laid out (its require resolves from there); absent: none. */
   moduleDir?: string;
+}
+
+/** Metric values per batch sent to the main thread, and batches not yet stored before log() waits (about 16 MiB of values). */
+export const METRIC_BATCH_POINTS = 8_192;
+export const PENDING_METRIC_BATCHES = 64;
+/** A batch is sent at least this often (ms) while values come in, so a live plot sees a running loop. */
+export const METRIC_SEND_MS = 200;
+
+/**
+ * Logged values on their way to the main thread, in columns (cheap to send: the number columns
+ * move, they are not copied). `names` is this batch's table of metric names; `nameIds[i]` points
+ * into it. An array value is in `arrays` (its slot in `values` is NaN).
+ */
+export interface MetricBatch {
+  firstSeq: number;
+  count: number;
+  names: string[];
+  nameIds: Int32Array;
+  steps: Float64Array;
+  values: Float64Array;
+  arrays: Array<[number, number[]]>;
+  /** Positions whose step went backwards. */
+  backwards: number[];
 }
 
 /** Snapshots not yet stored may hold this many bytes (or this many snapshots) before checkpoint() waits. */
@@ -46,6 +70,7 @@ export const PENDING_CHECKPOINTS = 1_000;
 export type JobThreadEvent =
   | { type: "stream"; jobId: JobId; name: StreamName; text: string }
   | { type: "checkpoint"; jobId: JobId; index: number; values: Record<string, Uint8Array> }
+  | { type: "metrics"; jobId: JobId; batch: MetricBatch }
   | { type: "done"; jobId: JobId; resultText: string; result: Uint8Array }
   | { type: "failed"; jobId: JobId; ename: string; evalue: string; stack: string };
 
@@ -112,14 +137,20 @@ async function runJob(command: RunCommand, post: (event: JobThreadEvent, transfe
   currentContext = job;
   const failure = new Promise<never>((_, reject) => (failCurrent = reject));
   failure.catch(() => undefined);
-  const pipe = new CheckpointPipe(new Int32Array(command.acks), (index, values, transfer) => post({ type: "checkpoint", jobId, index, values }, transfer));
+  const acks = new Int32Array(command.acks);
+  const pipe = new CheckpointPipe(acks, (index, values, transfer) => post({ type: "checkpoint", jobId, index, values }, transfer));
+  const metrics = new MetricPipe(acks, (batch, transfer) => post({ type: "metrics", jobId, batch }, transfer), () => pipe.waitWhileHeld());
   job.begin(command.params, {
     write: (name, text) => {
       pipe.waitWhileHeld();
       post({ type: "stream", jobId, name, text });
     },
     checkpoint: (index, values) => pipe.send(index, values),
-    flush: () => pipe.flush(),
+    metric: metrics.add,
+    flush: async () => {
+      metrics.send();
+      await Promise.all([pipe.flush(), metrics.flush()]);
+    },
   }, command.moduleDir);
   try {
     const entries: Array<() => unknown> = [];
@@ -134,10 +165,18 @@ async function runJob(command: RunCommand, post: (event: JobThreadEvent, transfe
       value = await Promise.race([value, failure]);
     }
     const result = serializeOrExplain(value, "result", "the job's result cannot be sent back");
+    // The values logged last go before the outcome: the job is done only once they are stored.
+    metrics.send();
     post({ type: "done", jobId, resultText: previewText(value), result });
   } catch (err) {
+    try {
+      metrics.send();
+    } catch {
+      // Storing metrics failed for good: the job's failure says so already, or will.
+    }
     post({ type: "failed", jobId, ...describeThrown(err) });
   } finally {
+    metrics.close();
     failCurrent = undefined;
     currentContext = undefined;
     job.dispose();
@@ -205,7 +244,132 @@ class CheckpointPipe {
   }
 
   private checkFailed(): void {
-    if (Atomics.load(this.acks, 1) !== 0) throw new Error("jobtracker: a checkpoint could not be stored, so the job stops (the worker's log and the job's error say why)");
+    if (Atomics.load(this.acks, 1) !== 0) throw new Error("jobtracker: a checkpoint or metrics could not be stored, so the job stops (the worker's log and the job's error say why)");
+  }
+}
+
+/**
+ * The job's side of metric storage: `jobtracker.log` values are appended to column buffers (a
+ * few stores per value, no message), sent to the main thread a batch at a time (full, or every
+ * METRIC_SEND_MS while values come in, also from inside a synchronous loop), and the job is held
+ * only when PENDING_METRIC_BATCHES batches are waiting to be stored.
+ */
+class MetricPipe {
+  private nextSeq = 0;
+  private sent = 0;
+  private batch = MetricPipe.emptyBatch(0);
+  private nameIds = new Map<string, number>();
+  private startedAt = 0;
+  private timer?: NodeJS.Timeout;
+  private clockEvery = 1;
+  private untilClockCheck = 1;
+  private lastClockCheck = 0;
+
+  constructor(
+    private readonly acks: Int32Array,
+    private readonly post: (batch: MetricBatch, transfer: ArrayBuffer[]) => void,
+    private readonly waitWhileHeld: () => void,
+  ) {}
+
+  private static emptyBatch(firstSeq: number): MetricBatch {
+    return {
+      firstSeq, count: 0, names: [],
+      nameIds: new Int32Array(METRIC_BATCH_POINTS), steps: new Float64Array(METRIC_BATCH_POINTS), values: new Float64Array(METRIC_BATCH_POINTS),
+      arrays: [], backwards: [],
+    };
+  }
+
+  // An arrow property: handed to the tracker as its sink without a wrapper.
+  readonly add = (name: string, step: number, value: number | number[], backwards: boolean): void => {
+    const batch = this.batch;
+    const at = batch.count;
+    if (at === 0) {
+      this.startedAt = Date.now();
+      // For a job that logs now and then and awaits in between; a synchronous loop sends by time below.
+      this.timer ??= setTimeout(() => {
+        this.timer = undefined;
+        this.trySend();
+      }, METRIC_SEND_MS);
+    }
+    let id = this.nameIds.get(name);
+    if (id === undefined) {
+      id = batch.names.push(name) - 1;
+      this.nameIds.set(name, id);
+    }
+    batch.nameIds[at] = id;
+    batch.steps[at] = step;
+    if (typeof value === "number") batch.values[at] = value;
+    else {
+      batch.values[at] = NaN;
+      batch.arrays.push([at, value]);
+    }
+    if (backwards) batch.backwards.push(at);
+    batch.count = at + 1;
+    this.nextSeq++;
+    if (batch.count === METRIC_BATCH_POINTS) this.send();
+    else if (--this.untilClockCheck === 0) this.checkClock();
+  };
+
+  /**
+   * Sends the batch once it is METRIC_SEND_MS old. Reading the clock costs as much as a whole
+   * log() call on a busy machine (about 200 ns), so it is read every `clockEvery` calls, adapted
+   * to read it about every 5-20 ms of the job's time: a fast loop rarely, a loop that logs once a
+   * second at every call.
+   */
+  private checkClock(): void {
+    const now = Date.now();
+    const since = now - this.lastClockCheck;
+    this.lastClockCheck = now;
+    if (since < 5 && this.clockEvery < 1024) this.clockEvery *= 2;
+    else if (since > 20 && this.clockEvery > 1) this.clockEvery >>= 1;
+    this.untilClockCheck = this.clockEvery;
+    if (now - this.startedAt >= METRIC_SEND_MS) this.send();
+  }
+
+  /** Sends what is buffered (waits first while the store is too far behind); throws once storing failed for good. */
+  send(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    const batch = this.batch;
+    if (batch.count === 0) return;
+    this.waitWhileHeld();
+    while (this.sent - Atomics.load(this.acks, 3) >= PENDING_METRIC_BATCHES) {
+      this.checkFailed();
+      Atomics.wait(this.acks, 3, Atomics.load(this.acks, 3), 250);
+    }
+    this.checkFailed();
+    this.batch = MetricPipe.emptyBatch(this.nextSeq);
+    this.nameIds = new Map();
+    this.post(batch, [batch.nameIds.buffer as ArrayBuffer, batch.steps.buffer as ArrayBuffer, batch.values.buffer as ArrayBuffer]);
+    this.sent++;
+  }
+
+  /** Resolves once every batch sent so far is stored. */
+  async flush(): Promise<void> {
+    for (;;) {
+      this.checkFailed();
+      const stored = Atomics.load(this.acks, 3);
+      if (stored >= this.sent) return;
+      await waitAsync(this.acks, 3, stored, 250).value;
+    }
+  }
+
+  close(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  /** From the timer: a failure there has no caller to tell; the job hears of it at its next log or checkpoint. */
+  private trySend(): void {
+    try {
+      this.send();
+    } catch {
+      // Told again, to the job, by the next send.
+    }
+  }
+
+  private checkFailed(): void {
+    if (Atomics.load(this.acks, 1) !== 0) throw new Error("jobtracker: a checkpoint or metrics could not be stored, so the job stops (the worker's log and the job's error say why)");
   }
 }
 

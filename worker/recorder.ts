@@ -8,6 +8,7 @@ import type { Db, Json } from "../store";
 import { CheckpointWriter } from "./checkpoint-writer";
 import type { JobListener } from "./job-runner";
 import { JobLogWriter } from "./log-writer";
+import { MetricsWriter } from "./metrics-writer";
 import type { WorkerIdentity } from "../runtime/shared/protocol";
 import { recordJobEnvironment } from "./environment";
 import { resultAsJson } from "./result-json";
@@ -86,6 +87,9 @@ export function recordJob(db: Db, jobId: number, identity: WorkerIdentity, optio
   };
   const checkpoints = new CheckpointWriter(db, jobId, { log, availability, ...fence, onDiskFull });
   let checkpointsStored: Promise<unknown> = Promise.resolve();
+  // Logged metrics likewise: stored in order while the job runs; the final write waits for them.
+  const metrics = new MetricsWriter(db, jobId, { log, availability, ...fence });
+  let metricsStored: Promise<unknown> = Promise.resolve();
   // A store away past its limit holds the job until it is back; its log then says for how long.
   let waitingSince: number | undefined;
   const onStore = (event: AvailabilityEvent) => {
@@ -107,6 +111,7 @@ export function recordJob(db: Db, jobId: number, identity: WorkerIdentity, optio
     unwatch();
     writes = writes
       .then(() => checkpointsStored)
+      .then(() => metricsStored)
       .then(() => logs.close())
       .then(write)
       .catch((err: Error) => {
@@ -139,6 +144,12 @@ export function recordJob(db: Db, jobId: number, identity: WorkerIdentity, optio
       // After the row is marked running (the gate's write).
       const stored = writes.then(() => (skipped ? undefined : checkpoints.write(index, values)));
       checkpointsStored = stored.catch(() => undefined);
+      return stored;
+    },
+    metrics: (batch) => {
+      if (skipped) return;
+      const stored = writes.then(() => (skipped ? undefined : metrics.write(batch)));
+      metricsStored = metricsStored.then(() => stored).catch(() => undefined);
       return stored;
     },
     done: ({ result, resultText }) => finalWrite(() => retried(() => transitionJob(db, jobId, "done", { result: storedResult(result) as unknown as Json, resultText, resultJson: resultAsJson(result), claim })).then(linkEnvironment)),

@@ -2,6 +2,7 @@
 // Snapshots are encoded here, synchronously, so a checkpoint inside a synchronous loop captures
 // the values of that moment; storing them happens elsewhere (the worker's main thread), and the
 // sink may block this thread while the store is too far behind (see job-thread.ts).
+import { metricNameProblem } from "../../store/metric-name";
 import { decodeValue, encodeValue } from "./value-codec";
 import type { ClassLookup } from "./value-codec";
 
@@ -19,6 +20,12 @@ export type VariableAccess = (name: string) => Required<CheckpointAccessors>;
 
 /** Receives each snapshot: index and the encoded value of every registered variable. */
 export type CheckpointSink = (index: number, values: Record<string, Uint8Array>) => void;
+
+/**
+ * Receives each logged value: metric name, step, value (a number, or a copied array of numbers)
+ * and whether the step is smaller than that metric's previous one. Called once per metric.
+ */
+export type MetricSink = (name: string, step: number, value: number | number[], backwards: boolean) => void;
 
 const IDENTIFIER = /^[A-Za-z_$][\w$]*$/;
 
@@ -41,7 +48,63 @@ export class WorkerJobTracker {
    * `flusher` resolves once every snapshot handed to `sink` so far is stored (none: nothing to
    * wait for, e.g. a tracker whose snapshots are dropped).
    */
-  constructor(private readonly access: VariableAccess, private readonly sink: CheckpointSink, private readonly flusher?: () => Promise<void>) {}
+  /** Each metric logged so far (its name passed the check) and its last step, to flag a step that goes backwards. */
+  private readonly metricSteps = new Map<string, { last: number }>();
+  /** The step a log() without one gets: one more than the last step logged. */
+  private nextStep = 0;
+  /** Scratch for log(): each name's state, looked up once per call. */
+  private readonly callStates: Array<{ last: number } | undefined> = [];
+
+  constructor(
+    private readonly access: VariableAccess,
+    private readonly sink: CheckpointSink,
+    private readonly flusher?: () => Promise<void>,
+    private readonly metricSink?: MetricSink,
+  ) {}
+
+  /**
+   * Records numbers by step: `jobtracker.log({ loss, acc }, step?)`. A value is a number (NaN and
+   * ±Infinity are kept as such) or an array of numbers (a typed array too). Without `step` it is
+   * one more than the step of the previous call (0 at first). A step smaller than the metric's
+   * previous one is kept, in the order logged, and flagged. Cheap enough for every iteration of a
+   * synchronous loop: values are buffered and stored in batches while the job goes on.
+   */
+  log(metrics: { [name: string]: number | ArrayLike<number> }, step?: number): void {
+    if (typeof metrics !== "object" || metrics === null || Array.isArray(metrics)) {
+      throw new TypeError(`jobtracker.log(metrics, step?): metrics must be an object of numbers by name, e.g. { loss: 0.12, acc: 0.9 }; got ${metrics === null ? "null" : Array.isArray(metrics) ? "an array" : typeof metrics}`);
+    }
+    if (step === undefined) step = this.nextStep;
+    else if (typeof step !== "number" || !Number.isSafeInteger(step) || step < 0) {
+      throw new TypeError(`jobtracker.log(metrics, step): step must be a non-negative integer (or left out to count on from the last step); got ${typeof step === "number" ? step : typeof step}`);
+    }
+    // Checked before any is recorded: a bad call records nothing. Cheap on the usual path (the
+    // same few names each call, plain numbers): one map lookup and a typeof per value.
+    const names = Object.keys(metrics);
+    if (names.length === 0) throw new TypeError("jobtracker.log(metrics): metrics is empty; give at least one value, e.g. { loss: 0.12 }");
+    const states = this.callStates;
+    for (let i = 0; i < names.length; i++) {
+      const name = names[i];
+      const state = this.metricSteps.get(name);
+      if (state === undefined) {
+        const problem = metricNameProblem(name);
+        if (problem) throw new TypeError(`jobtracker.log(metrics): ${problem}; name metrics like "loss" or "val/acc"`);
+      }
+      states[i] = state;
+      const value = metrics[name];
+      if (typeof value !== "number") numberArray(name, value);
+    }
+    const sink = this.metricSink;
+    for (let i = 0; i < names.length; i++) {
+      const name = names[i];
+      const value = metrics[name];
+      const state = states[i];
+      const backwards = state !== undefined && step < state.last;
+      if (state === undefined) this.metricSteps.set(name, { last: step });
+      else state.last = step;
+      if (sink !== undefined) sink(name, step, typeof value === "number" ? value : numberArray(name, value), backwards);
+    }
+    this.nextStep = step + 1;
+  }
 
   /** Registers a variable by name (a top-level `let`, `const` or `var` of the job), or custom accessors. */
   registerCheckpointer<T = unknown>(name: string, accessors: CheckpointAccessors<T> = {}): void {
@@ -130,6 +193,30 @@ export class WorkerJobTracker {
   get registered(): string[] {
     return [...this.checkpointers.keys()];
   }
+}
+
+/** A metric's array value as a plain array of numbers (a copy: the job may change its own array afterwards). */
+function numberArray(name: string, value: unknown): number[] {
+  // A typed array of bigints passes here and is refused by its first element below.
+  const isArray = Array.isArray(value) || (ArrayBuffer.isView(value) && Object.prototype.toString.call(value) !== "[object DataView]");
+  if (!isArray) {
+    throw new TypeError(`jobtracker.log(metrics): metric ${name} must be a number or an array of numbers; got ${describe(value)}`);
+  }
+  const items = value as ArrayLike<unknown>;
+  const copy = new Array<number>(items.length);
+  for (let i = 0; i < items.length; i++) {
+    const item = items[i];
+    if (typeof item !== "number") throw new TypeError(`jobtracker.log(metrics): metric ${name}[${i}] must be a number; got ${describe(item)}`);
+    copy[i] = item;
+  }
+  return copy;
+}
+
+function describe(value: unknown): string {
+  if (value === null) return "null";
+  if (typeof value === "string") return `the string ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)}`;
+  if (typeof value === "object") return Object.prototype.toString.call(value).slice(8, -1).replace(/^Object$/, "an object");
+  return typeof value;
 }
 
 /**

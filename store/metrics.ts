@@ -1,0 +1,163 @@
+// Metrics by step: the rows `jobtracker.log` makes in a job (nbjob.metrics, migration 000012),
+// written in batches by the worker, and each job's last value per metric (jobs.last_metrics),
+// kept up to date in the same transaction as each batch.
+import type { Db } from "./db";
+import { StoreError } from "./errors";
+import { ClaimLostError } from "./jobs";
+import { FENCE_IDLE_LIMIT } from "./logs";
+import { metricNameProblem } from "./metric-name";
+import type { Json } from "./types";
+
+export { metricNameProblem, METRIC_NAME_MAX } from "./metric-name";
+
+/** One logged value: its place in the job's arrival order, metric name, step and value. */
+export interface MetricPoint {
+  /** Arrival order within the job's run, 0, 1, 2… with no gaps. */
+  seq: number;
+  name: string;
+  step: number;
+  /** A number (NaN and ±Infinity included) or an array of numbers. */
+  value: number | number[];
+  /** The step is smaller than the previous step of the same metric. */
+  backwards: boolean;
+}
+
+/** One metric's series, in arrival order. */
+export interface MetricSeries {
+  steps: number[];
+  values: Array<number | number[]>;
+  /** Positions (in steps/values) whose step went backwards; empty when none did. */
+  backwards: number[];
+}
+
+/** How a value goes into jsonb: JSON has no NaN or Infinity, so those are the strings "NaN", "Infinity", "-Infinity". */
+export function metricJson(value: number | number[]): Json {
+  const one = (v: number): Json => (Number.isFinite(v) ? v : String(v));
+  return Array.isArray(value) ? value.map(one) : one(value);
+}
+
+/** The inverse of metricJson (a value read from jobs.last_metrics). */
+export function metricFromJson(value: Json): number | number[] {
+  const one = (v: Json): number => (typeof v === "number" ? v : Number(v));
+  return Array.isArray(value) ? value.map(one) : one(value);
+}
+
+/** A float8[] literal ({1,NaN,-Infinity}): node-postgres would write the same, but a value of an array column is spelled here once. */
+function arrayLiteral(values: number[]): string {
+  return `{${values.map((v) => String(v)).join(",")}}`;
+}
+
+/**
+ * Stores points of one job's run in one transaction, and merges their last value per name into
+ * jobs.last_metrics. Points are those of one run, consecutive in `seq`; a batch whose points are
+ * stored already (a write retried after its answer was lost) replaces them, so writing again is
+ * harmless; a batch starting at seq 0 (a new run of the job) replaces the job's metrics. With
+ * `claim` (a worker writing for the run it claimed) they are stored only if the job is still
+ * running under that claim; otherwise nothing is stored and ClaimLostError is thrown.
+ */
+export async function putMetrics(db: Db, jobId: number, points: readonly MetricPoint[], claim?: string): Promise<void> {
+  if (points.length === 0) return;
+  const firstSeq = points[0].seq;
+  const last: { [name: string]: Json } = {};
+  const names: string[] = [];
+  const steps: number[] = [];
+  const scalars: Array<number | null> = [];
+  const arrays: Array<string | null> = [];
+  const backwards: boolean[] = [];
+  points.forEach((point, i) => {
+    if (point.seq !== firstSeq + i) throw new StoreError(`metric points of job ${jobId} must be consecutive in arrival order; got seq ${point.seq} after ${firstSeq + i - 1}`);
+    const problem = metricNameProblem(point.name);
+    if (problem) throw new StoreError(problem);
+    if (!Number.isSafeInteger(point.step) || point.step < 0) throw new StoreError(`the step of metric ${point.name} must be a non-negative integer, got ${point.step}`);
+    names.push(point.name);
+    steps.push(point.step);
+    scalars.push(Array.isArray(point.value) ? null : point.value);
+    arrays.push(Array.isArray(point.value) ? arrayLiteral(point.value) : null);
+    backwards.push(point.backwards);
+    last[point.name] = metricJson(point.value);
+  });
+  const which = `metrics ${firstSeq}..${firstSeq + points.length - 1}`;
+  await db.transaction(async (tx) => {
+    if (claim !== undefined) {
+      // Checked first and held to the commit (logs.ts FENCE_CTE says why).
+      const fence = await tx.query(`SELECT ${FENCE_IDLE_LIMIT} FROM nbjob.jobs WHERE id = $1 AND status = 'running' AND claim = $2::bigint FOR SHARE`, [jobId, claim]);
+      if (fence.rowCount === 0) throw new ClaimLostError(jobId, claim, which);
+    }
+    await tx.query("DELETE FROM nbjob.metrics WHERE job_id = $1 AND seq >= $2", [jobId, firstSeq]);
+    // WITH ORDINALITY numbers the rows as given: seq follows the order the job logged them.
+    const inserted = await tx.query(
+      `INSERT INTO nbjob.metrics (job_id, seq, name, step, value, value_array, step_backwards)
+       SELECT $1, $2::bigint + p.i - 1, p.name, p.step, p.value, p.arr::float8[], p.back
+         FROM unnest($3::text[], $4::bigint[], $5::float8[], $6::text[], $7::bool[]) WITH ORDINALITY AS p(name, step, value, arr, back, i)
+        WHERE EXISTS (SELECT 1 FROM nbjob.jobs WHERE id = $1)`,
+      [jobId, firstSeq, names, steps, scalars, arrays, backwards],
+    );
+    if (inserted.rowCount === 0) throw new StoreError(`there is no job ${jobId} to store metrics for (was it deleted?)`);
+    await tx.query(
+      "UPDATE nbjob.jobs SET last_metrics = (CASE WHEN $2::bigint = 0 THEN '{}'::jsonb ELSE last_metrics END) || $3::jsonb WHERE id = $1",
+      [jobId, firstSeq, JSON.stringify(last)],
+    );
+  });
+}
+
+interface DbMetricRow {
+  seq: number;
+  name: string;
+  step: number;
+  value: number | null;
+  value_array: number[] | null;
+  step_backwards: boolean;
+}
+
+/**
+ * A job's metrics, by name, each series in arrival order. `name`: that metric only. `afterSeq`:
+ * only rows logged after that one (a live plot reading what is new); the answer's `lastSeq` is
+ * the last row read (or `afterSeq` when none).
+ */
+export async function readMetrics(db: Db, jobId: number, options: { name?: string; afterSeq?: number } = {}): Promise<{ series: { [name: string]: MetricSeries }; lastSeq: number }> {
+  const where = ["job_id = $1", "seq > $2"];
+  const values: unknown[] = [jobId, options.afterSeq ?? -1];
+  if (options.name !== undefined) {
+    values.push(options.name);
+    where.push("name = $3");
+  }
+  const { rows } = await db.query<DbMetricRow>(
+    `SELECT seq, name, step, value, value_array, step_backwards FROM nbjob.metrics WHERE ${where.join(" AND ")} ORDER BY ${options.name === undefined ? "seq" : "name, seq"}`,
+    values,
+  );
+  const series: { [name: string]: MetricSeries } = {};
+  let lastSeq = options.afterSeq ?? -1;
+  for (const row of rows) {
+    const s = (series[row.name] ??= { steps: [], values: [], backwards: [] });
+    if (row.step_backwards) s.backwards.push(s.steps.length);
+    s.steps.push(Number(row.step));
+    s.values.push(row.value_array ?? Number(row.value));
+    lastSeq = Math.max(lastSeq, Number(row.seq));
+  }
+  return { series, lastSeq };
+}
+
+/** The last value of each metric of each job (jobs.last_metrics), for listings that read few columns. */
+export function lastMetricsOf(row: { last_metrics?: Json | null }): { [name: string]: number | number[] } {
+  const out: { [name: string]: number | number[] } = {};
+  const stored = row.last_metrics;
+  if (stored && typeof stored === "object" && !Array.isArray(stored)) {
+    // Alphabetical: jsonb keeps its keys in its own order (shorter first), which reads as random.
+    for (const name of Object.keys(stored).sort()) out[name] = metricFromJson(stored[name]);
+  }
+  return out;
+}
+
+/** The last metrics as short text, `loss=0.12 acc=0.9` (arrays as `[3 values]`), for tables. */
+export function formatLastMetrics(metrics: { [name: string]: number | number[] }, digits = 4): string {
+  return Object.entries(metrics)
+    .map(([name, value]) => `${name}=${Array.isArray(value) ? `[${value.length} values]` : formatMetricNumber(value, digits)}`)
+    .join(" ");
+}
+
+/** A number shown briefly: 4 significant digits, NaN and Infinity as such. */
+export function formatMetricNumber(value: number, digits = 4): string {
+  if (!Number.isFinite(value)) return String(value);
+  if (Number.isInteger(value) && Math.abs(value) < 1e9) return String(value);
+  return String(Number(value.toPrecision(digits)));
+}
