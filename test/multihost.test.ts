@@ -1,0 +1,233 @@
+// Several hosts on one machine (issue 16): a rig of network namespaces (test/rig.ts) with a
+// "store" host running its own PostgreSQL on its rig address, two worker hosts each running
+// `nbjob worker` with its own NBJOB_HOME in an empty folder, and a notebook host running real
+// notebooks with `nbjob run`, reaching the workers through their connection files (rig
+// addresses) and the store through its rig address. Faults: a worker host's link cut mid-job (its
+// job lost, resumed on the other host, the first host back while its old run still goes on), the
+// store's server stopped and started under 4 checkpointing jobs and an awaiting notebook, and the
+// notebook host's link cut while a sweep runs. Assertions are on the stored rows.
+import assert from "node:assert/strict";
+import type { ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, chmodSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { deserialize } from "node:v8";
+import { after, before, describe, test } from "node:test";
+import { Client as PgClient } from "pg";
+import { createJob, getJob, listWorkers, notifyJobQueued, openStore, putBundle, readLogs } from "../store";
+import type { DbJob, Store } from "../store";
+import { listCheckpoints, readCheckpoint } from "../store/checkpoints";
+import { resumeJob } from "../runtime/resume";
+import type { StoredResult } from "../worker/recorder";
+import { cellText, notebookFrom } from "./jobs-env";
+import type { RanCell } from "./jobs-env";
+import { Rig, rigUnavailable } from "./rig";
+import type { RigPostgres } from "./rig";
+
+const ROOT = join(__dirname, "..", "..");
+const NBJOB = join(ROOT, "bin", "nbjob.js");
+const DATABASE = "nbjob";
+// Short liveness limits keep the file short: a worker silent 8 s is presumed dead (default 20 s).
+const HEARTBEAT_MS = "1000";
+const STALE_MS = "8000";
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const FINAL = ["done", "failed", "lost", "cancelled"];
+
+interface RigWorker {
+  host: string;
+  id: string;
+  home: string;
+  connectionFile: string;
+  process: ChildProcess;
+  log: string;
+}
+
+const unavailable = rigUnavailable();
+if (unavailable) {
+  test(`multi-host rig: skipped: ${unavailable}`, { skip: unavailable }, () => undefined);
+} else {
+  let rig: Rig;
+  let pg: RigPostgres;
+  let store: Store;
+  const workers: RigWorker[] = [];
+  const work = mkdtempSync(join(tmpdir(), "nbjob-multihost-"));
+  chmodSync(work, 0o755);
+  const key = randomBytes(32).toString("hex");
+  // This process stores bundles too (the first test): the same cluster key as the workers.
+  process.env.NBJOB_CLUSTER_KEY = key;
+  let baseEnv: NodeJS.ProcessEnv;
+
+  const job = async (id: number): Promise<DbJob> => (await getJob(store, id))!;
+  const logsOf = () => workers.map((w) => `${w.host} (${w.id}):\n${w.log}`).join("\n");
+
+  async function waitFor(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 60_000): Promise<void> {
+    for (const deadline = Date.now() + timeoutMs; !(await check());) {
+      if (Date.now() > deadline) throw new Error(`${what}: not after ${timeoutMs} ms\n${logsOf()}`);
+      await sleep(100);
+    }
+  }
+
+  async function startWorker(host: string): Promise<RigWorker> {
+    const home = mkdtempSync(join(work, `${host}-home-`));
+    const cwd = mkdtempSync(join(work, `${host}-cwd-`));
+    const connectionFile = join(home, "worker.json");
+    const address = rig.host(host).address;
+    const child = rig.spawn(host, process.execPath, [NBJOB, "worker", "--connection-file", connectionFile, "--ip", address], {
+      cwd,
+      env: { ...baseEnv, NBJOB_HOME: home, NBJOB_WORKER_HEARTBEAT_MS: HEARTBEAT_MS, NBJOB_WORKER_STALE_MS: STALE_MS },
+    });
+    const worker: RigWorker = { host, id: "", home, connectionFile, process: child, log: "" };
+    child.stdout?.on("data", (d: Buffer) => (worker.log += d.toString()));
+    child.stderr?.on("data", (d: Buffer) => (worker.log += d.toString()));
+    workers.push(worker);
+    await waitFor(`worker on ${host} listening`, () => /nbjob worker (\S+) \(pid \d+\) listening on /.test(worker.log), 30_000);
+    const [, id, ip] = /nbjob worker (\S+) \(pid \d+\) listening on (\S+),/.exec(worker.log)!;
+    assert.equal(ip, address, `the worker on ${host} binds its rig address`);
+    assert.equal(JSON.parse(readFileSync(connectionFile, "utf8")).ip, address, "its connection file names the rig address");
+    worker.id = id;
+    await waitFor(`worker ${id} heartbeats`, async () => (await listWorkers(store, { aliveWithinMs: 5_000 })).some((w) => w.id === id), 30_000);
+    return worker;
+  }
+
+  /** Runs a notebook with `nbjob run` on the notebook host; resolves when it ends. */
+  function runNotebook(name: string, text: string): { done: Promise<{ code: number | null; stderr: string; cells: Map<string, RanCell> }> } {
+    const path = join(work, `${name}.ipynb`);
+    const out = join(work, `${name}.out.ipynb`);
+    writeFileSync(path, JSON.stringify(notebookFrom(text)));
+    const child = rig.spawn("notebook", process.execPath, [NBJOB, "run", path, "-o", out, "--allow-errors", "--timeout", "240"], {
+      cwd: work,
+      env: { ...baseEnv, NBJOB_HOME: join(work, "notebook-home"), JUPYTER_DATA_DIR: join(work, "notebook-jupyter") },
+    });
+    let stderr = "";
+    child.stdout?.on("data", () => undefined);
+    child.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
+    const done = new Promise<{ code: number | null; stderr: string; cells: Map<string, RanCell> }>((resolve) => {
+      child.on("close", (code) => {
+        const cells = new Map<string, RanCell>();
+        if (existsSync(out)) {
+          const executed = JSON.parse(readFileSync(out, "utf8")) as { cells: { cell_type: string; id: string; source: string | string[]; outputs?: RanCell["outputs"] }[] };
+          for (const cell of executed.cells) if (cell.cell_type === "code") cells.set(cell.id, { id: cell.id, source: String(cell.source), outputs: cell.outputs ?? [] });
+        }
+        resolve({ code, stderr, cells });
+      });
+    });
+    return { done };
+  }
+
+  /** The value of each of a job's checkpoints' `state`, in index order. */
+  async function checkpointStates(id: number): Promise<{ idx: number; i: number; hash: string }[]> {
+    const out: { idx: number; i: number; hash: string }[] = [];
+    for (const c of await listCheckpoints(store, id)) {
+      const values = await readCheckpoint(store, id, c.idx);
+      out.push({ idx: c.idx, i: (deserialize(values.state) as { i: number }).i, hash: c.values.state });
+    }
+    return out;
+  }
+
+  before(async () => {
+    rig = Rig.create(["store", "worker-a", "worker-b", "notebook"]);
+    pg = await rig.startPostgres("store");
+    const admin = new PgClient({ connectionString: pg.socketUrl("postgres") });
+    await admin.connect();
+    await admin.query(`CREATE DATABASE ${DATABASE}`);
+    await admin.end();
+    // The test reads rows through the server's Unix socket; every rig host uses its rig address.
+    store = openStore({ url: pg.socketUrl(DATABASE), maxConnections: 2 });
+    await store.ready();
+    baseEnv = { ...process.env, NBJOB_CLUSTER_KEY: key, NBJOB_DATABASE_URL: pg.url(DATABASE) };
+    delete baseEnv.NBJOB_DEBUG;
+    delete baseEnv.NBJOB_STORE_GIVE_UP_MS;
+    await Promise.all([startWorker("worker-a"), startWorker("worker-b")]);
+    assert.notEqual(workers[0].id, workers[1].id, "two hosts' workers have different ids");
+  });
+
+  after(async () => {
+    await store?.close().catch(() => undefined);
+    rig?.destroy();
+    if (process.env.NBJOB_TEST_KEEP === "1") console.log(`# kept ${work}`);
+    else rmSync(work, { recursive: true, force: true });
+  });
+
+  describe("multi-host rig", () => {
+    // 250 steps, a checkpoint every 100 ms and a line every 5th; a resumed run goes on from the restored step.
+    const TICKING = `
+const state = { i: -1 };
+jobtracker.registerCheckpointer("state");
+async function tick(n: number) {
+  for (let k = state.i + 1; k < n; k++) {
+    state.i = k;
+    jobtracker.checkpoint();
+    if (k % 5 === 0) console.log("step " + k);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  await jobtracker.flush();
+  return state.i;
+}
+`;
+    const STEPS = 250;
+
+    test("a worker host cut off mid-job: its job is lost, resumed on the other host from the last checkpoint; back online, the first host's writes are all refused", { timeout: 150_000 }, async () => {
+      const bundleHash = await putBundle(store, { source: TICKING, snippets: [], params: {}, entries: [`tick(${STEPS})`] });
+      const id = (await createJob(store, { bundleHash, targetWorker: null })).id;
+      await notifyJobQueued(store, null);
+      await waitFor(`job ${id} running with 15 checkpoints`, async () => (await job(id)).status === "running" && (await listCheckpoints(store, id)).length >= 15);
+      const takenBy = (await job(id)).worker_id;
+      const a = workers.find((w) => w.id === takenBy)!;
+      const b = workers.find((w) => w !== a)!;
+      assert.ok(a, "a rig worker took the job");
+
+      rig.linkDown(a.host);
+      const cutAt = Date.now();
+      try {
+        // The other host's worker sees A's heartbeats stop and marks the job lost (nobody else runs the check here).
+        await waitFor(`job ${id} lost`, async () => (await job(id)).status === "lost", 60_000);
+      } catch (err) {
+        rig.linkUp(a.host);
+        throw err;
+      }
+      const lostAfterMs = Date.now() - cutAt;
+      const lostRow = await job(id);
+      assert.equal(lostRow.error_name, "WorkerLost");
+      const storedBefore = { logs: (await readLogs(store, id)).length, checkpoints: await checkpointStates(id) };
+
+      const resumed = await resumeJob(store, id, undefined);
+      const resumedAt = Date.now();
+      await waitFor(`resumed job ${resumed.id} writes a checkpoint of its own`, async () => (await listCheckpoints(store, resumed.id)).some((c) => c.idx > resumed.fromCheckpoint!), 60_000);
+      const firstCheckpointMs = Date.now() - resumedAt;
+      assert.equal((await job(resumed.id)).worker_id, b.id, "the resumed job runs on the other host");
+
+      // A comes back while its old run still goes on (it has ~20 s of steps left).
+      rig.linkUp(a.host);
+      const backAt = Date.now();
+      await waitFor(`worker ${a.id} stops job ${id}`, () => a.log.includes(`job ${id}: stop`), 60_000);
+      const stoppedMs = Date.now() - backAt;
+      await waitFor(`resumed job ${resumed.id} ends`, async () => FINAL.includes((await job(resumed.id)).status), 90_000);
+      await sleep(1_000);
+
+      // The lost job: nothing more stored after it was lost; no result.
+      const old = await job(id);
+      assert.equal(old.status, "lost");
+      assert.equal(old.result, null);
+      assert.equal((await readLogs(store, id)).length, storedBefore.logs, `A's later lines were refused\n${logsOf()}`);
+      assert.deepEqual(await checkpointStates(id), storedBefore.checkpoints, "A's later checkpoints were refused");
+      assert.match(a.log, new RegExp(`job ${id}: .*no longer running under claim ${old.claim}`));
+      assert.ok(a.process.exitCode === null, "worker A is still running");
+
+      // The resumed job: B's run continuing A's stored checkpoints, one per step, no gap, no duplicate.
+      const done = await job(resumed.id);
+      assert.equal(done.status, "done", `${done.error_name}: ${done.error_message}\n${logsOf()}`);
+      assert.equal(done.worker_id, b.id);
+      assert.equal(deserialize(Buffer.from((done.result as unknown as StoredResult).data, "base64")), STEPS - 1);
+      const states = await checkpointStates(resumed.id);
+      assert.deepEqual(states.map((s) => s.idx), Array.from({ length: STEPS }, (_, i) => i), "checkpoints 0..249 once each");
+      assert.deepEqual(states.map((s) => s.i), states.map((s) => s.idx), "each checkpoint holds its own step");
+      assert.equal(resumed.fromCheckpoint, storedBefore.checkpoints.length - 1, "resumed from A's last stored checkpoint");
+      assert.deepEqual(states.slice(0, storedBefore.checkpoints.length).map((s) => s.hash), storedBefore.checkpoints.map((s) => s.hash), "the history is A's stored checkpoints");
+      const lines = (await readLogs(store, resumed.id)).map((l) => l.line).filter((l) => l.startsWith("step "));
+      const firstStep = resumed.fromCheckpoint! + 1;
+      assert.deepEqual(lines, Array.from({ length: STEPS }, (_, k) => k).filter((k) => k >= firstStep && k % 5 === 0).map((k) => `step ${k}`), "B's lines once each, in order");
+      console.log(`# worker host cut: lost ${(lostAfterMs / 1000).toFixed(1)} s after the cut (stale limit ${Number(STALE_MS) / 1000} s, heartbeat ${Number(HEARTBEAT_MS) / 1000} s); resumed from checkpoint ${resumed.fromCheckpoint}, first new checkpoint ${(firstCheckpointMs / 1000).toFixed(1)} s after resume; old run stopped ${(stoppedMs / 1000).toFixed(1)} s after its link was back`);
+    });
+  });
+}
