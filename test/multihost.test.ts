@@ -229,5 +229,151 @@ async function tick(n: number) {
       assert.deepEqual(lines, Array.from({ length: STEPS }, (_, k) => k).filter((k) => k >= firstStep && k % 5 === 0).map((k) => `step ${k}`), "B's lines once each, in order");
       console.log(`# worker host cut: lost ${(lostAfterMs / 1000).toFixed(1)} s after the cut (stale limit ${Number(STALE_MS) / 1000} s, heartbeat ${Number(HEARTBEAT_MS) / 1000} s); resumed from checkpoint ${resumed.fromCheckpoint}, first new checkpoint ${(firstCheckpointMs / 1000).toFixed(1)} s after resume; old run stopped ${(stoppedMs / 1000).toFixed(1)} s after its link was back`);
     });
+
+    // The notebook's preamble: the store by its rig address (NBJOB_DATABASE_URL), the workers by
+    // their connection files (rig addresses inside).
+    const setup = () => `
+### code setup
+const sc = new SnippetCollector();
+const db = new DBWrapper();
+const rc = await Client.connect({ connectionFiles: ${JSON.stringify(workers.map((w) => w.connectionFile))} });
+console.log("workers", rc.workers.map((w) => w.workerId).join(","));
+### code decl
+%%snip sc
+const state = { i: -1 };
+jobtracker.registerCheckpointer("state");
+async function tick(name: string, n: number) {
+  for (let k = state.i + 1; k < n; k++) {
+    state.i = k;
+    jobtracker.checkpoint();
+    if (k % 10 === 0) console.log(name + " line " + k / 10);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  await jobtracker.flush();
+  return name + ":" + n;
+}
+`;
+
+    /** The sweep's jobs (the only group), each with its `name` parameter. */
+    async function sweepJobs(): Promise<(DbJob & { param: string })[]> {
+      const { rows } = await store.query<{ id: number; param: string }>(
+        "SELECT j.id, b.params->>'name' AS param FROM nbjob.jobs j JOIN nbjob.bundles b ON b.hash = j.bundle_hash WHERE j.group_id IS NOT NULL ORDER BY j.id",
+      );
+      return Promise.all(rows.map(async (r) => ({ ...(await job(r.id)), param: r.param })));
+    }
+
+    async function jobsNamed(prefix: string): Promise<DbJob[]> {
+      const { rows } = await store.query<{ id: number }>("SELECT id FROM nbjob.jobs WHERE name LIKE $1 ORDER BY id", [`${prefix}%`]);
+      return Promise.all(rows.map((r) => job(r.id)));
+    }
+
+    /** Every job done, checkpoints 0..n-1 once each, its lines once each in order; returns when the first checkpoint after `since` was written. */
+    async function checkStoredRuns(jobs: DbJob[], n: number, nameOf: (j: DbJob) => string, since = 0): Promise<number> {
+      let firstAfter = Infinity;
+      for (const j of jobs) {
+        assert.equal(j.status, "done", `job ${j.id} ${j.name}: ${j.error_name} ${j.error_message}\n${logsOf()}`);
+        const stored = await listCheckpoints(store, j.id);
+        assert.deepEqual(stored.map((c) => c.idx), Array.from({ length: n }, (_, i) => i), `job ${j.id}: every checkpoint once`);
+        for (const c of stored) if (c.created_at.getTime() >= since) firstAfter = Math.min(firstAfter, c.created_at.getTime() - since);
+        const lines = (await readLogs(store, j.id)).map((l) => l.line).filter((l) => !l.startsWith("[nbjob:"));
+        assert.deepEqual(lines, Array.from({ length: n / 10 }, (_, i) => `${nameOf(j)} line ${i}`), `job ${j.id}: every line once, in order`);
+      }
+      return firstAfter;
+    }
+
+    test("the store host's PostgreSQL stopped and started under 4 checkpointing jobs on 2 worker hosts and an awaiting notebook: every checkpoint and line once, every result", { timeout: 150_000 }, async () => {
+      const NAMES = ["a", "b", "c", "d"];
+      const N = 80;
+      const pids = workers.map((w) => w.process.pid);
+      const run = runNotebook("pg-restart", `${setup()}
+### code submit
+const jobs = [
+${NAMES.map((name) => `  await db.createJob<string>(rc.loadBalanced(), ['tick("${name}", ${N})'], sc, { name: "pgr-${name}", review: false }),`).join("\n")}
+];
+### code await
+const results = await Promise.all(jobs.map((j) => j.result));
+console.log("results", JSON.stringify(results));
+### code after
+const next = await db.createJob<string>(rc.loadBalanced(), ["tick('e', 10)"], sc, { name: "pgr-after", review: false });
+console.log("next", await next.result);
+`);
+      // Two jobs under way, one on each worker host, when the server stops.
+      await waitFor("2 jobs running with 15 checkpoints each", async () => {
+        const running = (await jobsNamed("pgr-")).filter((j) => j.status === "running");
+        if (running.length < 2) return false;
+        const counts = await Promise.all(running.map(async (j) => (await listCheckpoints(store, j.id)).length));
+        return counts.every((c) => c >= 15);
+      }, 90_000);
+      await pg.stop();
+      await sleep(8_000);
+      await pg.start();
+      const back = Date.now();
+
+      const finished = await run.done;
+      const awaited = cellText(finished.cells.get("await"));
+      assert.equal(finished.code, 0, `${finished.stderr}\n${awaited}`);
+      assert.ok(awaited.includes(`results ${JSON.stringify(NAMES.map((n) => `${n}:${N}`))}`), `${awaited}\n${logsOf()}`);
+      for (const name of NAMES) {
+        assert.deepEqual(awaited.split("\n").filter((l) => l.startsWith(`${name} line `)), Array.from({ length: N / 10 }, (_, i) => `${name} line ${i}`), `job ${name}'s lines in the awaiting cell`);
+      }
+      assert.match(cellText(finished.cells.get("after")), /next e:10/);
+      const jobs = (await jobsNamed("pgr-")).filter((j) => j.name !== "pgr-after");
+      assert.deepEqual(new Set(jobs.map((j) => j.worker_id)), new Set(workers.map((w) => w.id)), "the jobs ran on both worker hosts");
+      const firstWrite = await checkStoredRuns(jobs, N, (j) => j.name!.slice("pgr-".length), back);
+      assert.deepEqual(workers.map((w) => w.process.pid), pids);
+      for (const w of workers) assert.equal(w.process.exitCode, null, `worker ${w.id} still runs`);
+      console.log(`# store host's PostgreSQL stopped 8 s: ${4 * N}/${4 * N} checkpoints, ${(4 * N) / 10}/${(4 * N) / 10} lines; first checkpoint written ${(firstWrite / 1000).toFixed(1)} s after the server was back`);
+    });
+
+    test("the notebook host cut off for 20 s while a sweep runs: the jobs finish, the awaiting cell gets every result, a new notebook reattaches with db.job(id)", { timeout: 150_000 }, async () => {
+      const N = 50;
+      const run = runNotebook("nb-away", `${setup()}
+### code sweep
+const params = new ParamLogger();
+params.name = "s0";
+const group = await db.createJobs(rc.loadBalanced(), ["tick(params.name, ${N})"], sc, { params, grid: { name: ["s0", "s1", "s2", "s3"] }, review: false });
+### code await
+const rows = await group.results;
+console.log("results", JSON.stringify(rows.map((r) => r.status + ":" + r.result)));
+`);
+      await waitFor("the sweep's jobs running", async () => (await sweepJobs()).filter((j) => j.status === "running").length >= 2, 90_000);
+      rig.linkDown("notebook");
+      const cutAt = Date.now();
+      try {
+        // The workers go on without the notebook: the sweep ends while it is away (the link is back at most after 60 s).
+        await waitFor("the sweep's jobs done while the notebook is away", async () => {
+          const jobs = await sweepJobs();
+          return jobs.length === 4 && jobs.every((j) => j.status === "done");
+        }, 60_000).catch(() => undefined);
+        const left = 20_000 - (Date.now() - cutAt);
+        if (left > 0) await sleep(left);
+      } finally {
+        rig.linkUp("notebook");
+      }
+      const awayFor = Date.now() - cutAt;
+      const finished = await run.done;
+      const awaited = cellText(finished.cells.get("await"));
+      assert.equal(finished.code, 0, `${finished.stderr}\n${awaited}`);
+      const expected = ["s0", "s1", "s2", "s3"].map((n) => `done:${n}:${N}`);
+      assert.ok(awaited.includes(`results ${JSON.stringify(expected)}`), `${awaited}\n${logsOf()}`);
+      const jobs = await sweepJobs();
+      assert.equal(jobs.length, 4);
+      await checkStoredRuns(jobs, N, (j) => (j as DbJob & { param: string }).param);
+      const doneWhileAway = jobs.filter((j) => j.finished_at && j.finished_at.getTime() < cutAt + awayFor).length;
+
+      const again = runNotebook("nb-reattach", `
+### code reattach
+const db = new DBWrapper();
+for (const id of ${JSON.stringify(jobs.map((j) => j.id))}) {
+  const job = await db.job<string>(id);
+  console.log("job", id, await job.result);
+}
+`);
+      const reattached = await again.done;
+      const text = cellText(reattached.cells.get("reattach"));
+      assert.equal(reattached.code, 0, `${reattached.stderr}\n${text}`);
+      assert.deepEqual(text.split("\n").filter((l) => l.startsWith("job ")), jobs.map((j) => `job ${j.id} ${j.param}:${N}`));
+      console.log(`# notebook host away ${(awayFor / 1000).toFixed(1)} s: ${doneWhileAway}/4 jobs finished while it was away; every result reached the awaiting cell and a new notebook`);
+    });
   });
 }
