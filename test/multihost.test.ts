@@ -7,7 +7,6 @@
 // store's server stopped and started under 4 checkpointing jobs and an awaiting notebook, and the
 // notebook host's link cut while a sweep runs. Assertions are on the stored rows.
 import assert from "node:assert/strict";
-import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, chmodSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -22,11 +21,10 @@ import { resumeJob } from "../runtime/resume";
 import type { StoredResult } from "../worker/recorder";
 import { cellText, notebookFrom } from "./jobs-env";
 import type { RanCell } from "./jobs-env";
-import { Rig, rigUnavailable } from "./rig";
-import type { RigPostgres } from "./rig";
+import { Rig, rigUnavailable, startRigWorker } from "./rig";
+import type { RigPostgres, RigWorker } from "./rig";
 
-const ROOT = join(__dirname, "..", "..");
-const NBJOB = join(ROOT, "bin", "nbjob.js");
+const NBJOB = join(__dirname, "..", "..", "bin", "nbjob.js");
 const DATABASE = "nbjob";
 // Short liveness limits keep the file short: a worker silent 8 s is presumed dead (default 20 s).
 const HEARTBEAT_MS = "1000";
@@ -34,14 +32,6 @@ const STALE_MS = "8000";
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const FINAL = ["done", "failed", "lost", "cancelled"];
 
-interface RigWorker {
-  host: string;
-  id: string;
-  home: string;
-  connectionFile: string;
-  process: ChildProcess;
-  log: string;
-}
 
 const unavailable = rigUnavailable();
 if (unavailable) {
@@ -69,24 +59,11 @@ if (unavailable) {
   }
 
   async function startWorker(host: string): Promise<RigWorker> {
-    const home = mkdtempSync(join(work, `${host}-home-`));
-    const cwd = mkdtempSync(join(work, `${host}-cwd-`));
-    const connectionFile = join(home, "worker.json");
-    const address = rig.host(host).address;
-    const child = rig.spawn(host, process.execPath, [NBJOB, "worker", "--connection-file", connectionFile, "--ip", address], {
-      cwd,
-      env: { ...baseEnv, NBJOB_HOME: home, NBJOB_WORKER_HEARTBEAT_MS: HEARTBEAT_MS, NBJOB_WORKER_STALE_MS: STALE_MS },
-    });
-    const worker: RigWorker = { host, id: "", home, connectionFile, process: child, log: "" };
-    child.stdout?.on("data", (d: Buffer) => (worker.log += d.toString()));
-    child.stderr?.on("data", (d: Buffer) => (worker.log += d.toString()));
+    const worker = await startRigWorker(rig, host, { dir: work, env: { ...baseEnv, NBJOB_WORKER_HEARTBEAT_MS: HEARTBEAT_MS, NBJOB_WORKER_STALE_MS: STALE_MS } });
     workers.push(worker);
-    await waitFor(`worker on ${host} listening`, () => /nbjob worker (\S+) \(pid \d+\) listening on /.test(worker.log), 30_000);
-    const [, id, ip] = /nbjob worker (\S+) \(pid \d+\) listening on (\S+),/.exec(worker.log)!;
-    assert.equal(ip, address, `the worker on ${host} binds its rig address`);
-    assert.equal(JSON.parse(readFileSync(connectionFile, "utf8")).ip, address, "its connection file names the rig address");
-    worker.id = id;
-    await waitFor(`worker ${id} heartbeats`, async () => (await listWorkers(store, { aliveWithinMs: 5_000 })).some((w) => w.id === id), 30_000);
+    // The rig address in its connection file is what the notebook host connects to.
+    assert.equal(JSON.parse(readFileSync(worker.connectionFile, "utf8")).ip, rig.host(host).address);
+    await waitFor(`worker ${worker.id} heartbeats`, async () => (await listWorkers(store, { aliveWithinMs: 5_000 })).some((w) => w.id === worker.id), 30_000);
     return worker;
   }
 
@@ -267,18 +244,15 @@ async function tick(name: string, n: number) {
       return Promise.all(rows.map((r) => job(r.id)));
     }
 
-    /** Every job done, checkpoints 0..n-1 once each, its lines once each in order; returns when the first checkpoint after `since` was written. */
-    async function checkStoredRuns(jobs: DbJob[], n: number, nameOf: (j: DbJob) => string, since = 0): Promise<number> {
-      let firstAfter = Infinity;
+    /** Every job done, its checkpoints 0..n-1 once each, its lines once each and in order. */
+    async function checkStoredRuns(jobs: DbJob[], n: number, nameOf: (j: DbJob) => string): Promise<void> {
       for (const j of jobs) {
         assert.equal(j.status, "done", `job ${j.id} ${j.name}: ${j.error_name} ${j.error_message}\n${logsOf()}`);
         const stored = await listCheckpoints(store, j.id);
         assert.deepEqual(stored.map((c) => c.idx), Array.from({ length: n }, (_, i) => i), `job ${j.id}: every checkpoint once`);
-        for (const c of stored) if (c.created_at.getTime() >= since) firstAfter = Math.min(firstAfter, c.created_at.getTime() - since);
         const lines = (await readLogs(store, j.id)).map((l) => l.line).filter((l) => !l.startsWith("[nbjob:"));
         assert.deepEqual(lines, Array.from({ length: n / 10 }, (_, i) => `${nameOf(j)} line ${i}`), `job ${j.id}: every line once, in order`);
       }
-      return firstAfter;
     }
 
     test("the store host's PostgreSQL stopped and started under 4 checkpointing jobs on 2 worker hosts and an awaiting notebook: every checkpoint and line once, every result", { timeout: 150_000 }, async () => {
@@ -304,10 +278,20 @@ console.log("next", await next.result);
         const counts = await Promise.all(running.map(async (j) => (await listCheckpoints(store, j.id)).length));
         return counts.every((c) => c >= 15);
       }, 90_000);
+      const stored = async () => (await store.query<{ n: number }>("SELECT count(*)::int AS n FROM nbjob.checkpoints")).rows[0].n;
+      const before = await stored();
       await pg.stop();
       await sleep(8_000);
       await pg.start();
       const back = Date.now();
+      // Checkpoints are stamped when the job took them, not when they reached the store: count rows instead.
+      let firstWrite = Infinity;
+      for (const deadline = back + 60_000; Date.now() < deadline; await sleep(50)) {
+        if ((await stored().catch(() => 0)) > before) {
+          firstWrite = Date.now() - back;
+          break;
+        }
+      }
 
       const finished = await run.done;
       const awaited = cellText(finished.cells.get("await"));
@@ -319,7 +303,9 @@ console.log("next", await next.result);
       assert.match(cellText(finished.cells.get("after")), /next e:10/);
       const jobs = (await jobsNamed("pgr-")).filter((j) => j.name !== "pgr-after");
       assert.deepEqual(new Set(jobs.map((j) => j.worker_id)), new Set(workers.map((w) => w.id)), "the jobs ran on both worker hosts");
-      const firstWrite = await checkStoredRuns(jobs, N, (j) => j.name!.slice("pgr-".length), back);
+      await checkStoredRuns(jobs, N, (j) => j.name!.slice("pgr-".length));
+      const setupText = cellText(finished.cells.get("setup"));
+      assert.ok(setupText.includes(`workers ${workers.map((w) => w.id).join(",")}`), `the notebook reached both workers at their rig addresses: ${setupText}`);
       assert.deepEqual(workers.map((w) => w.process.pid), pids);
       for (const w of workers) assert.equal(w.process.exitCode, null, `worker ${w.id} still runs`);
       console.log(`# store host's PostgreSQL stopped 8 s: ${4 * N}/${4 * N} checkpoints, ${(4 * N) / 10}/${(4 * N) / 10} lines; first checkpoint written ${(firstWrite / 1000).toFixed(1)} s after the server was back`);

@@ -9,7 +9,7 @@
 // `removeLeftovers()` also removes what a killed run left behind (names carry the run's pid).
 import { execFileSync, spawn } from "node:child_process";
 import type { ChildProcess, SpawnOptions } from "node:child_process";
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync, appendFileSync } from "node:fs";
+import { appendFileSync, chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -211,9 +211,12 @@ export class Rig {
     });
   }
 
-  /** A PostgreSQL server of the host's own, listening on its rig address (port 5432), trust auth. */
-  async startPostgres(name: string): Promise<RigPostgres> {
-    const server = new RigPostgres(this, this.host(name));
+  /**
+   * A PostgreSQL server of the host's own, listening on its rig address (or `listen`, e.g.
+   * 127.0.0.1 for a baseline on loopback inside the host), port 5432, trust auth.
+   */
+  async startPostgres(name: string, listen?: string): Promise<RigPostgres> {
+    const server = new RigPostgres(this, this.host(name), listen ?? this.host(name).address);
     this.servers.push(server);
     await server.init();
     await server.start();
@@ -239,7 +242,7 @@ export class RigPostgres {
   private server?: ChildProcess;
   log = "";
 
-  constructor(private readonly rig: Rig, readonly host: RigHost) {
+  constructor(private readonly rig: Rig, readonly host: RigHost, readonly address: string) {
     this.dir = mkdtempSync(join(tmpdir(), "nbjob-rig-pg-"));
     // The postgres user must reach its data directory and socket under it.
     chmodSync(this.dir, 0o755);
@@ -247,9 +250,9 @@ export class RigPostgres {
     this.socketDir = join(this.dir, "socket");
   }
 
-  /** The URL hosts on the rig use (its rig address). */
+  /** The URL hosts on the rig use (its rig address, or the address given to startPostgres). */
   url(database: string): string {
-    return `postgres://postgres@${this.host.address}:5432/${database}`;
+    return `postgres://postgres@${this.address}:5432/${database}`;
   }
 
   /** The URL the test process uses: the server's Unix socket, which no link cut touches. */
@@ -264,7 +267,6 @@ export class RigPostgres {
     chownSync(this.socketDir, uid, gid);
     execFileSync("setpriv", ["--reuid", String(uid), "--regid", String(gid), "--clear-groups", "--", join(postgresBin()!, "initdb"), "-D", this.data, "--auth=trust", "-U", "postgres", "--no-sync"], { stdio: ["ignore", "pipe", "pipe"], cwd: this.dir });
     appendFileSync(join(this.data, "pg_hba.conf"), `host all all ${SUBNET}.0/24 trust\n`);
-    writeFileSync(join(this.data, "rig.conf"), "");
   }
 
   /** Starts the server and resolves once it accepts connections on its rig address. */
@@ -273,7 +275,7 @@ export class RigPostgres {
     const child = this.rig.spawn(this.host.name, "setpriv", [
       "--reuid", String(uid), "--regid", String(gid), "--clear-groups", "--",
       join(postgresBin()!, "postgres"), "-D", this.data, "-p", "5432", "-k", this.socketDir,
-      "-c", `listen_addresses=${this.host.address}`, "-c", "fsync=off", "-c", "max_connections=100",
+      "-c", `listen_addresses=${this.address}`, "-c", "fsync=off", "-c", "max_connections=100",
     ], { cwd: this.dir });
     this.server = child;
     child.stdout?.on("data", (chunk) => (this.log += chunk));
@@ -307,4 +309,45 @@ function postgresUser(): { uid: number; gid: number } {
   const [, , uid, gid] = line.split(":");
   if (!uid) throw new Error("the rig's PostgreSQL runs as the user postgres, which does not exist here");
   return { uid: Number(uid), gid: Number(gid) };
+}
+
+const NBJOB = join(__dirname, "..", "..", "bin", "nbjob.js");
+
+/** An `nbjob worker` running on a rig host. */
+export interface RigWorker {
+  host: string;
+  /** Its worker id, as it printed it when it started. */
+  id: string;
+  home: string;
+  connectionFile: string;
+  process: ChildProcess;
+  /** Its stdout and stderr so far. */
+  log: string;
+}
+
+/**
+ * Starts `nbjob worker` on a host, in an empty working folder under `dir` with an NBJOB_HOME of
+ * its own, bound to `ip` (default: the host's rig address), writing a new connection file.
+ * Resolves once it printed its id; the caller waits for its heartbeat if it needs one.
+ */
+export async function startRigWorker(rig: Rig, host: string, options: { dir: string; env: NodeJS.ProcessEnv; ip?: string }): Promise<RigWorker> {
+  const home = mkdtempSync(join(options.dir, `${host}-home-`));
+  const cwd = mkdtempSync(join(options.dir, `${host}-cwd-`));
+  const connectionFile = join(home, "worker.json");
+  const ip = options.ip ?? rig.host(host).address;
+  const child = rig.spawn(host, process.execPath, [NBJOB, "worker", "--connection-file", connectionFile, "--ip", ip], { cwd, env: { ...options.env, NBJOB_HOME: home } });
+  const worker: RigWorker = { host, id: "", home, connectionFile, process: child, log: "" };
+  child.stdout?.on("data", (d: Buffer) => (worker.log += d.toString()));
+  child.stderr?.on("data", (d: Buffer) => (worker.log += d.toString()));
+  const started = /nbjob worker (\S+) \(pid \d+\) listening on ([^,]+),/;
+  for (const deadline = Date.now() + 30_000; !started.test(worker.log);) {
+    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`nbjob worker on rig host ${host} did not start:\n${worker.log}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  const [, id, bound] = started.exec(worker.log)!;
+  if (bound !== ip) throw new Error(`nbjob worker on rig host ${host} listens on ${bound}, not on ${ip}`);
+  const written = (JSON.parse(readFileSync(connectionFile, "utf8")) as { ip: string }).ip;
+  if (written !== ip) throw new Error(`nbjob worker on rig host ${host} wrote ip ${written} in its connection file, not ${ip}`);
+  worker.id = id;
+  return worker;
 }
