@@ -98,6 +98,12 @@ export function removeLeftovers(ownPid?: number): void {
       // removed by someone else meanwhile
     }
   }
+  // A server's data folder (its processes were killed with their namespace).
+  for (const name of readdirSync(tmpdir())) {
+    const pid = Number(new RegExp(`^${PREFIX}(\\d+)-pg-`).exec(name)?.[1]);
+    if (!pid || (pid !== ownPid && alive(pid))) continue;
+    rmSync(join(tmpdir(), name), { recursive: true, force: true });
+  }
   // A veth made but not yet moved into its namespace when a run died.
   const links = ip("-o", "link", "show").split("\n").map((line) => /^\d+:\s+([^:@\s]+)/.exec(line)?.[1]).filter((n): n is string => !!n && new RegExp(`^${LINK_PREFIX}\\d+[hs]\\d+$`).test(n));
   for (const link of links) {
@@ -243,7 +249,7 @@ export class RigPostgres {
   log = "";
 
   constructor(private readonly rig: Rig, readonly host: RigHost, readonly address: string) {
-    this.dir = mkdtempSync(join(tmpdir(), "nbjob-rig-pg-"));
+    this.dir = mkdtempSync(join(tmpdir(), `${PREFIX}${rig.id}-pg-`));
     // The postgres user must reach its data directory and socket under it.
     chmodSync(this.dir, 0o755);
     this.data = join(this.dir, "data");
