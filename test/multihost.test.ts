@@ -7,6 +7,7 @@
 // store's server stopped and started under 4 checkpointing jobs and an awaiting notebook, and the
 // notebook host's link cut while a sweep runs. Assertions are on the stored rows.
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, chmodSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -31,6 +32,8 @@ const HEARTBEAT_MS = "1000";
 const STALE_MS = "8000";
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const FINAL = ["done", "failed", "lost", "cancelled"];
+const PYTHON = "/usr/bin/python3";
+const gatewaySkip = spawnSync(PYTHON, ["-c", "import jupyter_server"]).status === 0 ? false : "jupyter-server is not installed (apt-get install -y jupyter-server)";
 
 
 const unavailable = rigUnavailable();
@@ -103,7 +106,7 @@ if (unavailable) {
   }
 
   before(async () => {
-    rig = Rig.create(["store", "worker-a", "worker-b", "notebook"]);
+    rig = Rig.create(["store", "worker-a", "worker-b", "notebook", "gateway"]);
     pg = await rig.startPostgres("store");
     const admin = new PgClient({ connectionString: pg.socketUrl("postgres") });
     await admin.connect();
@@ -142,7 +145,7 @@ async function tick(n: number) {
   return state.i;
 }
 `;
-    const STEPS = 250;
+    const STEPS = 220;
 
     test("a worker host cut off mid-job: its job is lost, resumed on the other host from the last checkpoint; back online, the first host's writes are all refused", { timeout: 150_000 }, async () => {
       const bundleHash = await putBundle(store, { source: TICKING, snippets: [], params: {}, entries: [`tick(${STEPS})`] });
@@ -174,7 +177,7 @@ async function tick(n: number) {
       const firstCheckpointMs = Date.now() - resumedAt;
       assert.equal((await job(resumed.id)).worker_id, b.id, "the resumed job runs on the other host");
 
-      // A comes back while its old run still goes on (it has ~20 s of steps left).
+      // A comes back while its old run still goes on (it has several seconds of steps left).
       rig.linkUp(a.host);
       const backAt = Date.now();
       await waitFor(`worker ${a.id} stops job ${id}`, () => a.log.includes(`job ${id}: stop`), 60_000);
@@ -197,7 +200,7 @@ async function tick(n: number) {
       assert.equal(done.worker_id, b.id);
       assert.equal(deserialize(Buffer.from((done.result as unknown as StoredResult).data, "base64")), STEPS - 1);
       const states = await checkpointStates(resumed.id);
-      assert.deepEqual(states.map((s) => s.idx), Array.from({ length: STEPS }, (_, i) => i), "checkpoints 0..249 once each");
+      assert.deepEqual(states.map((s) => s.idx), Array.from({ length: STEPS }, (_, i) => i), "every checkpoint once");
       assert.deepEqual(states.map((s) => s.i), states.map((s) => s.idx), "each checkpoint holds its own step");
       assert.equal(resumed.fromCheckpoint, storedBefore.checkpoints.length - 1, "resumed from A's last stored checkpoint");
       assert.deepEqual(states.slice(0, storedBefore.checkpoints.length).map((s) => s.hash), storedBefore.checkpoints.map((s) => s.hash), "the history is A's stored checkpoints");
@@ -257,7 +260,7 @@ async function tick(name: string, n: number) {
 
     test("the store host's PostgreSQL stopped and started under 4 checkpointing jobs on 2 worker hosts and an awaiting notebook: every checkpoint and line once, every result", { timeout: 150_000 }, async () => {
       const NAMES = ["a", "b", "c", "d"];
-      const N = 80;
+      const N = 60;
       const pids = workers.map((w) => w.process.pid);
       const run = runNotebook("pg-restart", `${setup()}
 ### code submit
@@ -360,6 +363,57 @@ for (const id of ${JSON.stringify(jobs.map((j) => j.id))}) {
       assert.equal(reattached.code, 0, `${reattached.stderr}\n${text}`);
       assert.deepEqual(text.split("\n").filter((l) => l.startsWith("job ")), jobs.map((j) => `job ${j.id} ${j.param}:${N}`));
       console.log(`# notebook host away ${(awayFor / 1000).toFixed(1)} s: ${doneWhileAway}/4 jobs finished while it was away; every result reached the awaiting cell and a new notebook`);
+    });
+
+    test("a gateway host: Debian's jupyter-server on its rig address starts nbjob-worker kernels for a notebook on another host; a job on rc.view(0) runs there", { skip: gatewaySkip, timeout: 120_000 }, async () => {
+      const dir = mkdtempSync(join(work, "gateway-"));
+      const data = join(dir, "jupyter");
+      const token = randomBytes(16).toString("hex");
+      const address = rig.host("gateway").address;
+      // The kernels the server starts inherit its environment: the store by its rig address.
+      const env: NodeJS.ProcessEnv = {
+        ...baseEnv, NBJOB_HOME: join(dir, "home"), JUPYTER_DATA_DIR: data, JUPYTER_PATH: data, JUPYTER_CONFIG_DIR: join(dir, "config"),
+        JUPYTER_RUNTIME_DIR: join(dir, "runtime"), PYDEVD_DISABLE_FILE_VALIDATION: "1",
+      };
+      const install = await rig.run("gateway", process.execPath, [NBJOB, "install", "--worker", "--user"], { env });
+      assert.equal(install.code, 0, install.stderr);
+      const server = rig.spawn("gateway", PYTHON, ["-m", "jupyter_server", "--no-browser", "--allow-root", `--ServerApp.ip=${address}`, "--ServerApp.port=8888", "--ServerApp.port_retries=0", `--ServerApp.token=${token}`, `--ServerApp.root_dir=${dir}`], { cwd: dir, env });
+      let serverLog = "";
+      server.stdout?.on("data", (d: Buffer) => (serverLog += d.toString()));
+      server.stderr?.on("data", (d: Buffer) => (serverLog += d.toString()));
+      try {
+        await waitFor("jupyter-server listening on the gateway host", () => serverLog.includes(`http://${address}:8888/`), 60_000);
+        const run = runNotebook("gateway", `
+### code setup
+const sc = new SnippetCollector();
+const db = new DBWrapper();
+const rc = await Client.connect({ gateway: { url: "http://${address}:8888", token: "${token}", kernels: 1 } });
+rc
+### code decl
+%%snip sc
+function square(x: number): number {
+  console.log("squaring", x);
+  return x * x;
+}
+### code direct
+const job = await db.createJob(rc.view(0), ["square(7)"], sc, { name: "via-gateway", review: false });
+console.log("result", await job.result, job.worker === rc.ids[0]);
+### code close
+await rc.close();
+"closed"
+`);
+        const finished = await run.done;
+        const direct = cellText(finished.cells.get("direct"));
+        assert.equal(finished.code, 0, `${finished.stderr}\n${serverLog}`);
+        assert.match(cellText(finished.cells.get("setup")), new RegExp(`Jupyter Server http://${address.replace(/\./g, "\\.")}:8888`));
+        assert.match(direct, /squaring 7[\s\S]*result 49 true/, `${direct}\n${serverLog}`);
+        const [row] = await jobsNamed("via-gateway");
+        assert.equal(row.status, "done");
+        assert.ok(!workers.some((w) => w.id === row.worker_id), `the job ran on the gateway's kernel, not on ${row.worker_id}`);
+        assert.deepEqual((await readLogs(store, row.id)).map((l) => l.line).filter((l) => !l.startsWith("[nbjob:")), ["squaring 7"]);
+      } finally {
+        server.kill("SIGTERM");
+      }
     });
   });
 }
