@@ -5,7 +5,9 @@
 // addresses) and the store through its rig address. Faults: a worker host's link cut mid-job (its
 // job lost, resumed on the other host, the first host back while its old run still goes on), the
 // store's server stopped and started under 4 checkpointing jobs and an awaiting notebook, and the
-// notebook host's link cut while a sweep runs. Assertions are on the stored rows.
+// notebook host's link cut while a sweep runs. A "gateway" host runs Debian's jupyter-server on
+// its rig address, whose nbjob-worker kernel runs a direct-view job for the notebook host.
+// Assertions are on the stored rows; the figures are printed as `# ...` lines.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -34,7 +36,6 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const FINAL = ["done", "failed", "lost", "cancelled"];
 const PYTHON = "/usr/bin/python3";
 const gatewaySkip = spawnSync(PYTHON, ["-c", "import jupyter_server"]).status === 0 ? false : "jupyter-server is not installed (apt-get install -y jupyter-server)";
-
 
 const unavailable = rigUnavailable();
 if (unavailable) {
@@ -130,7 +131,7 @@ if (unavailable) {
   });
 
   describe("multi-host rig", () => {
-    // 250 steps, a checkpoint every 100 ms and a line every 5th; a resumed run goes on from the restored step.
+    // 220 steps, a checkpoint every 100 ms and a line every 5th; a resumed run goes on from the restored step.
     const TICKING = `
 const state = { i: -1 };
 jobtracker.registerCheckpointer("state");

@@ -150,6 +150,8 @@ export class Rig {
   static create(hostNames: string[]): Rig {
     removeLeftovers();
     const rig = new Rig(String(process.pid));
+    // A test that throws past its hooks still leaves nothing behind (destroy is synchronous).
+    process.once("exit", () => rig.destroy());
     try {
       ip("netns", "add", rig.switchNs);
       ip("-n", rig.switchNs, "link", "add", "br0", "type", "bridge");
