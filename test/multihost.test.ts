@@ -261,7 +261,7 @@ async function tick(name: string, n: number) {
 
     test("the store host's PostgreSQL stopped and started under 4 checkpointing jobs on 2 worker hosts and an awaiting notebook: every checkpoint and line once, every result", { timeout: 150_000 }, async () => {
       const NAMES = ["a", "b", "c", "d"];
-      const N = 60;
+      const N = 50;
       const pids = workers.map((w) => w.process.pid);
       const run = runNotebook("pg-restart", `${setup()}
 ### code submit
@@ -285,7 +285,7 @@ console.log("next", await next.result);
       const stored = async () => (await store.query<{ n: number }>("SELECT count(*)::int AS n FROM nbjob.checkpoints")).rows[0].n;
       const before = await stored();
       await pg.stop();
-      await sleep(8_000);
+      await sleep(6_000);
       await pg.start();
       const back = Date.now();
       // Checkpoints are stamped when the job took them, not when they reached the store: count rows instead.
@@ -312,7 +312,7 @@ console.log("next", await next.result);
       assert.ok(setupText.includes(`workers ${workers.map((w) => w.id).join(",")}`), `the notebook reached both workers at their rig addresses: ${setupText}`);
       assert.deepEqual(workers.map((w) => w.process.pid), pids);
       for (const w of workers) assert.equal(w.process.exitCode, null, `worker ${w.id} still runs`);
-      console.log(`# store host's PostgreSQL stopped 8 s: ${4 * N}/${4 * N} checkpoints, ${(4 * N) / 10}/${(4 * N) / 10} lines; first checkpoint written ${(firstWrite / 1000).toFixed(1)} s after the server was back`);
+      console.log(`# store host's PostgreSQL stopped 6 s: ${4 * N}/${4 * N} checkpoints, ${(4 * N) / 10}/${(4 * N) / 10} lines; first checkpoint written ${(firstWrite / 1000).toFixed(1)} s after the server was back`);
     });
 
     test("the notebook host cut off for 20 s while a sweep runs: the jobs finish, the awaiting cell gets every result, a new notebook reattaches with db.job(id)", { timeout: 150_000 }, async () => {
