@@ -121,6 +121,11 @@ if (unavailable) {
     delete baseEnv.NBJOB_STORE_GIVE_UP_MS;
     await Promise.all([startWorker("worker-a"), startWorker("worker-b")]);
     assert.notEqual(workers[0].id, workers[1].id, "two hosts' workers have different ids");
+    // A wildcard would land in the connection file, where another host cannot use it: refused, saying why.
+    const wildcard = await rig.run("worker-a", process.execPath, [NBJOB, "worker", "--connection-file", join(work, "wildcard.json"), "--ip", "0.0.0.0"], { env: baseEnv });
+    assert.notEqual(wildcard.code, 0);
+    assert.match(wildcard.stderr, /--ip 0\.0\.0\.0 would bind every address but write 0\.0\.0\.0 in .*wildcard\.json.*give the address other hosts reach this one by/);
+    assert.equal(existsSync(join(work, "wildcard.json")), false);
   });
 
   after(async () => {
