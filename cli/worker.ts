@@ -12,7 +12,8 @@ const usage = `usage: nbjob worker --connection-file FILE [--ip ADDR] [--id NAME
 
   --connection-file FILE  the kernel's connection file; if FILE does not exist, the worker binds
                           free ports and writes FILE (mode 600) with them and a fresh key
-  --ip ADDR               address to bind when writing a new file (default 127.0.0.1)
+  --ip ADDR               address to bind when writing a new file (default 127.0.0.1); for
+                          notebooks on other hosts, an address they reach this host by
   --id NAME               the worker's name in job records (default HOST:PID)
   --profile NAME          the cluster profile it belongs to (set by nbjob cluster start)
   --no-store              do not use the database: no queue, no job records, only jobs sent
@@ -28,6 +29,9 @@ const usage = `usage: nbjob worker --connection-file FILE [--ip ADDR] [--id NAME
       has been away this long, the job waits at its next output or checkpoint until it is back,
       and its log says how long it waited. Writes are retried until the store is back; a line
       the store refuses (not an outage) is replaced in the log by a note naming the problem`;
+
+/** Addresses that mean "every interface": fine to bind, useless to connect to from another host. */
+const WILDCARD_ADDRESSES = new Set(["0.0.0.0", "::", "[::]", "*"]);
 
 export const command: Command = {
   summary: "run one worker kernel that executes jobs",
@@ -59,6 +63,10 @@ export const command: Command = {
         throw new UsageError(`--ip ${values.ip} differs from the ip "${info.ip}" in ${file}; leave out --ip, or give a path that does not exist yet so a new file is written`);
       }
     } else {
+      if (values.ip !== undefined && WILDCARD_ADDRESSES.has(values.ip)) {
+        // The file is how a notebook on another host finds the worker; connecting to 0.0.0.0 reaches the notebook's own host.
+        throw new UsageError(`--ip ${values.ip} would bind every address but write ${values.ip} in ${file}, where a notebook on another host would connect to itself; give the address other hosts reach this one by (e.g. --ip 10.0.0.5), or leave out --ip for 127.0.0.1`);
+      }
       // Binding port 0 lets the system pick free ports, so nothing can take them between choosing and binding.
       const fresh = await newConnectionInfo(values.ip ?? "127.0.0.1", "nbjob-worker");
       info = { ...fresh, shell_port: 0, iopub_port: 0, stdin_port: 0, control_port: 0, hb_port: 0 };

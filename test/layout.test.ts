@@ -19,7 +19,8 @@ const LAYERS: string[][] = [
   ["magics"], // the notebook's %magics
   ["kernel"], // the notebook kernel
   ["cli"], // the `nbjob` command
-  ["test", "bench"],
+  ["test"], // tests against the real parts, and the helpers that set those up (test/rig.ts, test/jobs-env.ts)
+  ["bench"], // benchmarks: may reuse the tests' helpers (bench/multihost.ts runs on test/rig.ts)
 ];
 
 /** The CLI's dispatcher: only bin/nbjob.js loads it, so the commands cannot import it back. */
