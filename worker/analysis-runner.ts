@@ -15,8 +15,9 @@ import type { AnalysisThreadEvent, AnalyzeCheckpointCommand, FunctionOutcome } f
 import { BundleCompiler } from "./compiler";
 import type { CompiledBundle } from "./compiler";
 import { jobTraceback } from "./traceback";
-import { filesOfSource } from "../runtime/shared/bundle-files";
 import type { ModuleLayout } from "./module-layout";
+import type { PackageCache } from "./package-cache";
+import { jobNeeds, knownJobFolder, prepareJobFolder } from "./job-folder";
 
 const ANALYSIS_THREAD_FILE = join(__dirname, "analysis-thread.js");
 /** The thread (a V8 isolate and the contexts it made) is given back after this long without work. */
@@ -30,6 +31,8 @@ export interface AnalysisRunnerOptions {
   log: (line: string) => void;
   /** Lays out a job's local modules, so its program's imports resolve as they did when it ran. */
   modules?: ModuleLayout;
+  /** Installs a job's npm packages (the set its bundle pins), for the same reason. */
+  packages?: PackageCache;
 }
 
 interface QueuedRequest {
@@ -150,8 +153,13 @@ export class AnalysisRunner {
     try {
       const bundle = await this.bundleOf(store, jobId);
       const program = await this.compiler.compile(bundle.source, bundle.entries);
-      const files = filesOfSource(bundle.source);
-      const moduleDir = Object.keys(files).length > 0 && this.options.modules ? await this.options.modules.jobDir(files) : undefined;
+      // The job's own folder: its local modules and npm packages, as when it ran (npm's output, if
+      // it installs here first, goes to the analysis's stream).
+      const needs = jobNeeds(bundle.source);
+      const makers = { modules: this.options.modules, packages: this.options.packages };
+      const known = knownJobFolder(needs, makers);
+      const moduleDir = known !== null ? known
+        : await prepareJobFolder(needs, makers, (text) => send({ action: "analysis_stream", request_id, job_id: jobId, name: "stderr", text }));
       const layout = functionsProgram(functions);
       let compiled: CompiledBundle;
       try {
