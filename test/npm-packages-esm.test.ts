@@ -115,6 +115,7 @@ facts()
 describe("ES modules and a project that moves on", { skip: online ? false : "the npm registry is not reachable" }, () => {
   let firstJob = 0;
   let firstResult = "";
+  let newJob = 0;
 
   test("an ESM-only package and a .mjs local module run on a worker in an empty folder; an analysis sees the packages too", async () => {
     const run = await runIn(project, `${SETUP}${IMPORTS}
@@ -165,6 +166,7 @@ console.log("job3", job3.id, await job3.result);
     const three = /^job3 (\d+) (\S+)$/m.exec(cellText(run.cells.get("job3")));
     assert.ok(three, cellText(run.cells.get("job3")));
     assert.equal(three[2], local);
+    newJob = Number(three[1]);
     assert.deepEqual((await environmentOf(env.store, Number(rerun[1])))?.packages, { camelcase: "7.0.0", "is-number": "6.0.0" });
     assert.deepEqual((await environmentOf(env.store, Number(three[1])))?.packages, { camelcase: "7.0.0", "is-number": "7.0.0" });
     // Two sets, two installs: the rerun found the old set in the worker's cache.
@@ -179,9 +181,22 @@ console.log("job3", job3.id, await job3.result);
     assert.match(diff.stdout, /^\+\s*return `\[\$\{s\}\]`;$/m, diff.stdout);
     assert.match(diff.stdout, /is-number.*6\.0\.0/, diff.stdout);
     assert.match(diff.stdout, /is-number.*7\.0\.0/, diff.stdout);
+
+    // `nbjob export` of the new job: package.json pins the versions; npm install && npx tsx job.ts
+    // in a fresh folder (only PATH and HOME: no store) prints the stored result.
+    const dir = join(env.work, "exported");
+    const exported = await env.nbjob("export", three[1], dir);
+    assert.equal(exported.code, 0, exported.stderr);
+    const manifest = JSON.parse(readFileSync(join(dir, "package.json"), "utf8")) as { dependencies: Record<string, string> };
+    assert.deepEqual(manifest.dependencies, { camelcase: "7.0.0", "is-number": "7.0.0" });
+    const plain = { env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "" }, cwd: dir, encoding: "utf8" as const, timeout: 120_000 };
+    execFileSync("npm", ["install", "--no-audit", "--no-fund", "--prefer-offline"], plain);
+    const printed = execFileSync("npx", ["tsx", "job.ts"], plain);
+    assert.match(printed, /fooBar,\[number@7\.0\.0\],\[other@7\.0\.0\],HELLOWORLD!/, printed);
   });
 
   test("the npm registry unreachable while a worker installs: the job fails naming the package and npm's reason; a rerun works once it is back", { skip: online ? false : "offline" }, async () => {
+    assert.ok(newJob > 0, "the second test ran");
     // A worker with its own NBJOB_HOME (no cached set), an empty npm cache and a registry nobody
     // listens at; no retries, so npm gives up at once (NBJOB_NPM_TIMEOUT_MS bounds it otherwise).
     assert.equal((await env.nbjob("cluster", "stop")).code, 0);
@@ -190,39 +205,22 @@ console.log("job3", job3.id, await job3.result);
     Object.assign(env.env, unreachable);
     const started = await env.exec(process.execPath, [NBJOB_BIN, "cluster", "start", "-n", "1"], { cwd: empty });
     assert.equal(started.code, 0, started.stderr);
-    const run = await runIn(project, `${SETUP}
-### code imp
-%%snip sc
-import isNumber from "is-number";
-### code use
-%%snip sc
-function check(): boolean {
-  return isNumber(3);
-}
-### code job
-const job = await db.createJob(rc.view(0), ["check()"], sc);
-try {
-  await job.result;
-  console.log("done?", job.id);
-} catch (err) {
-  console.log("failed", job.id, (err as Error).message);
-}
-`);
-    assert.equal(run.code, 0, run.stderr);
-    const failed = /^failed (\d+) (.*)$/ms.exec(cellText(run.cells.get("job")));
-    assert.ok(failed, cellText(run.cells.get("job")));
-    assert.match(failed[2], /installing is-number@7\.0\.0 failed: .*(?:ECONNREFUSED|127\.0\.0\.1:9)/s, failed[2]);
-    assert.doesNotMatch(failed[2], /did not finish within/);
-    assert.equal((await requireJob(env.store, Number(failed[1]))).status, "failed");
+    // --sign: this NBJOB_HOME has a cluster key of its own.
+    const failed = await env.nbjob("rerun", String(newJob), "--sign", "--wait", "--timeout", "240");
+    assert.equal(failed.code, 1, failed.stdout + failed.stderr);
+    const failedId = Number(/^job (\d+) \(rerun of/m.exec(failed.stdout)?.[1]);
+    const row = await requireJob(env.store, failedId);
+    assert.equal(row.status, "failed");
+    assert.match(row.error_message ?? "", /installing (?:camelcase|is-number)@7\.0\.0.* failed: .*(?:ECONNREFUSED|127\.0\.0\.1:9)/s, row.error_message ?? "");
+    assert.doesNotMatch(row.error_message ?? "", /did not finish within/);
 
     // The registry is back (the worker restarted with the usual npm settings): a rerun installs and runs.
     assert.equal((await env.nbjob("cluster", "stop")).code, 0);
     for (const key of Object.keys(unreachable)) delete env.env[key];
     const restarted = await env.exec(process.execPath, [NBJOB_BIN, "cluster", "start", "-n", "1"], { cwd: empty });
     assert.equal(restarted.code, 0, restarted.stderr);
-    const rerun = await env.nbjob("rerun", failed[1], "--wait", "--timeout", "240");
+    const rerun = await env.nbjob("rerun", String(failedId), "--wait", "--timeout", "240");
     assert.equal(rerun.code, 0, rerun.stdout + rerun.stderr);
-    assert.match(rerun.stdout, /^true$/m, rerun.stdout);
+    assert.match(rerun.stdout, /fooBar,\[number@7\.0\.0\],\[other@7\.0\.0\],HELLOWORLD!/, rerun.stdout);
   });
 });
-
