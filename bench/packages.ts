@@ -1,6 +1,7 @@
 // Benchmark of jobs that need npm packages (issue 14): one worker started in an EMPTY folder with
 // its own NBJOB_HOME (so it has neither the project nor its node_modules), and a project made
-// here with is-number@6.0.0 and is-odd@2.0.0 (is-odd brings a nested is-number@4.0.0: 3 pins).
+// here with is-number@6.0.0 and is-odd@2.0.0 (is-odd brings a nested is-number@4.0.0: 3 pins);
+// the job imports is-number itself and is-odd through a local module (./lib/parity.ts).
 // Through the notebook's own API (DBWrapper.createJob on rc.view(0), run from the project's
 // folder), it times from submit to the job's code running, and from the job's row being stored
 // (queued) to its code running (the worker's part):
@@ -51,6 +52,8 @@ async function main(): Promise<void> {
   await admin(`CREATE DATABASE ${database}`);
   try {
     writeFileSync(join(project, "package.json"), JSON.stringify({ name: "bench", version: "1.0.0", private: true }));
+    mkdirSync(join(project, "lib"));
+    writeFileSync(join(project, "lib", "parity.ts"), 'import isOdd from "is-odd";\nexport function parity(n: number): boolean {\n  return isOdd(n);\n}\n');
     execFileSync("npm", ["install", "--no-audit", "--no-fund", "--ignore-scripts", "--prefer-offline", "is-number@6.0.0", "is-odd@2.0.0"], { cwd: project, stdio: "pipe", timeout: 120_000 });
     const started = spawnSync(process.execPath, [NBJOB, "cluster", "start", "-n", "1"], { cwd: empty, env, encoding: "utf8" });
     if (started.status !== 0) throw new Error(`nbjob cluster start failed: ${started.stderr}`);
@@ -63,8 +66,8 @@ async function main(): Promise<void> {
       const db = new runtime.DBWrapper(url);
       const rc = await runtime.Client.connect();
       const withPackages = new runtime.SnippetCollector();
-      recordSnippet(withPackages, { source: 'import isNumber from "is-number";\nimport isOdd from "is-odd";', kind: "import" });
-      recordSnippet(withPackages, { source: "function facts(x: number): string {\n  return `${isNumber(x)},${isOdd(x)}`;\n}", kind: "function" });
+      recordSnippet(withPackages, { source: 'import isNumber from "is-number";\nimport { parity } from "./lib/parity";', kind: "import" });
+      recordSnippet(withPackages, { source: "function facts(x: number): string {\n  return `${isNumber(x)},${parity(x)}`;\n}", kind: "function" });
       const plain = new runtime.SnippetCollector();
       recordSnippet(plain, { source: "function facts(x: number): string {\n  return `${x}`;\n}", kind: "function" });
 
