@@ -123,9 +123,10 @@ describe("ES modules and a project that moves on", { skip: online ? false : "the
 const job1 = await db.createJob(rc.view(0), ["train()", "facts()"], sc);
 console.log("job1", job1.id, await job1.result);
 ### code analysis
-// Calls the job's code, which uses the ESM package: the analysis's worker must have it too.
+// Calls the job's code, which uses the ESM package (the analysis's worker must have it too), and
+// uses the job's imported name itself, as a cell may.
 function named() {
-  return { tag: tagOf(step) };
+  return { tag: tagOf(step), direct: camelCase("at-" + step) };
 }
 const analyzer = await db.createAnalyzer(rc.view(0), job1, [named]);
 console.log("rows", JSON.stringify(await analyzer.result));
@@ -138,7 +139,7 @@ console.log("rows", JSON.stringify(await analyzer.result));
     assert.equal(one[2], local);
     firstJob = Number(one[1]);
     firstResult = one[2];
-    assert.match(cellText(run.cells.get("analysis")), /^rows \[\{"checkpoint":0,"tag":"step1"\},\{"checkpoint":1,"tag":"step2"\}\]$/m, cellText(run.cells.get("analysis")));
+    assert.match(cellText(run.cells.get("analysis")), /^rows \[\{"checkpoint":0,"tag":"step1","direct":"at1"\},\{"checkpoint":1,"tag":"step2","direct":"at2"\}\]$/m, cellText(run.cells.get("analysis")));
     const environment = await environmentOf(env.store, firstJob);
     assert.deepEqual(environment?.packages, { camelcase: "7.0.0", "is-number": "6.0.0" });
   });

@@ -57,8 +57,9 @@ export interface FunctionsProgram {
  * declares nothing at the top level itself (a function named like a job variable shadows, never
  * collides). A block statement, not an expression, so the compiler finds no entries in it.
  */
-export function functionsProgram(functions: readonly AnalysisFunction[]): FunctionsProgram {
-  const lines = ["{", "const __nbjob_fns__ = ["];
+export function functionsProgram(functions: readonly AnalysisFunction[], imports = ""): FunctionsProgram {
+  // The job's imports (CompiledProgram.imports) share the first line, so line numbers stay put.
+  const lines = [imports ? `${imports} {` : "{", "const __nbjob_fns__ = ["];
   const starts: number[] = [];
   for (const fn of functions) {
     // Built-ins as locals of an outer scope: in a vm context every global lookup of `Math` goes
@@ -160,10 +161,14 @@ export class AnalysisRunner {
       const known = knownJobFolder(needs, makers);
       const moduleDir = known !== null ? known
         : await prepareJobFolder(needs, makers, (text) => send({ action: "analysis_stream", request_id, job_id: jobId, name: "stderr", text }));
-      const layout = functionsProgram(functions);
+      const layout = functionsProgram(functions, program.imports);
       let compiled: CompiledBundle;
       try {
         compiled = await this.compiler.compile(layout.source, []);
+        // With imports the JavaScript declares their bindings at its top level, under the same
+        // compiled names as the job's program (already declared in that scope): in a block of
+        // their own they shadow those instead of colliding. Same lines, so the map still holds.
+        if (program.imports) compiled = { ...compiled, js: `{${compiled.js}\n}` };
       } catch (err) {
         return fail(`the analysis functions (${functions.map((f) => f.name).join(", ")}) do not compile on worker ${this.options.workerId}: ${(err as Error).message}`);
       }
