@@ -6,9 +6,10 @@
 //
 // Resolution follows what runs the code: Node's require with .ts files loadable (the notebook's
 // engine and the worker both register .ts, .mts, .cts), so `./m` is m, m.js, m.json, m.ts, m.mts,
-// m.cts, then m/index with those endings. Not captured: ES-module-only files (`.mjs`, or `.js`
-// under `"type": "module"`: the job's require cannot load them in Node 20 either), a package
-// folder's own package.json "main", and imports built at run time (`require(name)`).
+// m.cts, then m/index with those endings. An ES module (`.mjs`, or `.js` with import/export) is
+// captured when named with its ending and runs through Node's require of ES modules (Node 20.19+).
+// Not captured: a package folder's own package.json "main", and imports built at run time
+// (`require(name)`).
 import { readFileSync, statSync } from "node:fs";
 import { dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
 import { sha256 } from "./bundle-analysis";

@@ -215,7 +215,30 @@ export async function jobCodeText(db: Db, job: DbJob): Promise<string> {
   for (const file of bundle.files) {
     lines.push(`// file ${file.path}`, file.content.replace(/\n+$/, ""), "");
   }
+  // The npm packages the bundle pins, one per line: an upgrade shows as a changed version.
+  const packages = pinnedVersions(bundle.source);
+  if (packages.length > 0) lines.push("// npm packages", ...packages, "");
   return `${lines.join("\n")}`;
+}
+
+/**
+ * `name version` for each package a bundle's `// packages:` header line pins (nested ones as
+ * `parent > name`), sorted; [] when it pins none. Read here, not through runtime/, which the
+ * store must not import; the line's format is runtime/shared/bundle-packages.ts's.
+ */
+export function pinnedVersions(source: string): string[] {
+  const line = source.split("\n", 5).find((l) => l.startsWith("// packages: "));
+  if (!line) return [];
+  let pins: unknown;
+  try {
+    pins = JSON.parse(line.slice("// packages: ".length));
+  } catch {
+    return [];
+  }
+  if (typeof pins !== "object" || pins === null) return [];
+  return Object.entries(pins as Record<string, { version?: unknown }>)
+    .map(([place, pin]) => `${place.replace(/^node_modules\//, "").split("/node_modules/").join(" > ")} ${String(pin?.version)}`)
+    .sort();
 }
 
 /** The unified diff of two jobs' code and parameters ("" when they are the same). */

@@ -230,16 +230,22 @@ describe("the package cache", { skip: online ? false : "the npm registry is not 
     assert.equal(JSON.parse(readFileSync(join(dirA, "node_modules", "is-number", "package.json"), "utf8")).version, "6.0.0");
     // A third worker finds it at once.
     assert.equal(new PackageCache(root).known(set), dirA);
-    // A damaged entry (a package's files replaced) is not taken: it is installed again.
-    const manifest = join(dirA, "node_modules", "is-number", "package.json");
-    writeFileSync(manifest, '{ "name": "is-number", "version": "0.0.1" }\n');
+    // A damaged entry (one file's bytes changed, its version unchanged) is not taken: the file
+    // hashes recorded at install find it, and the set is installed again.
+    const code = join(dirA, "node_modules", "is-number", "index.js");
+    const original = readFileSync(code, "utf8");
+    writeFileSync(code, `${original}\nglobalThis.tampered = true;\n`);
     const c = new PackageCache(root);
     assert.equal(c.known(set), undefined);
     const said: string[] = [];
     assert.equal(await c.dir(set, (t) => said.push(t)), dirA);
     assert.equal(c.installs, 1);
     assert.match(said.join(""), /incomplete or damaged; installing them again/);
-    assert.equal(JSON.parse(readFileSync(manifest, "utf8")).version, "6.0.0");
+    assert.equal(readFileSync(code, "utf8"), original);
+    // A package's version changed in its manifest: the same.
+    const manifest = join(dirA, "node_modules", "is-number", "package.json");
+    writeFileSync(manifest, '{ "name": "is-number", "version": "0.0.1" }\n');
+    assert.equal(new PackageCache(root).known(set), undefined);
   });
 
   test("npm that never finishes: the install fails at the time limit, naming the packages", { skip: !online }, async () => {

@@ -15,8 +15,9 @@ import type { AnalysisThreadEvent, AnalyzeCheckpointCommand, FunctionOutcome } f
 import { BundleCompiler } from "./compiler";
 import type { CompiledBundle } from "./compiler";
 import { jobTraceback } from "./traceback";
-import { filesOfSource } from "../runtime/shared/bundle-files";
 import type { ModuleLayout } from "./module-layout";
+import type { PackageCache } from "./package-cache";
+import { jobNeeds, knownJobFolder, prepareJobFolder } from "./job-folder";
 
 const ANALYSIS_THREAD_FILE = join(__dirname, "analysis-thread.js");
 /** The thread (a V8 isolate and the contexts it made) is given back after this long without work. */
@@ -30,6 +31,8 @@ export interface AnalysisRunnerOptions {
   log: (line: string) => void;
   /** Lays out a job's local modules, so its program's imports resolve as they did when it ran. */
   modules?: ModuleLayout;
+  /** Installs a job's npm packages (the set its bundle pins), for the same reason. */
+  packages?: PackageCache;
 }
 
 interface QueuedRequest {
@@ -54,8 +57,9 @@ export interface FunctionsProgram {
  * declares nothing at the top level itself (a function named like a job variable shadows, never
  * collides). A block statement, not an expression, so the compiler finds no entries in it.
  */
-export function functionsProgram(functions: readonly AnalysisFunction[]): FunctionsProgram {
-  const lines = ["{", "const __nbjob_fns__ = ["];
+export function functionsProgram(functions: readonly AnalysisFunction[], imports = ""): FunctionsProgram {
+  // The job's imports (CompiledProgram.imports) share the first line, so line numbers stay put.
+  const lines = [imports ? `${imports} {` : "{", "const __nbjob_fns__ = ["];
   const starts: number[] = [];
   for (const fn of functions) {
     // Built-ins as locals of an outer scope: in a vm context every global lookup of `Math` goes
@@ -150,12 +154,21 @@ export class AnalysisRunner {
     try {
       const bundle = await this.bundleOf(store, jobId);
       const program = await this.compiler.compile(bundle.source, bundle.entries);
-      const files = filesOfSource(bundle.source);
-      const moduleDir = Object.keys(files).length > 0 && this.options.modules ? await this.options.modules.jobDir(files) : undefined;
-      const layout = functionsProgram(functions);
+      // The job's own folder: its local modules and npm packages, as when it ran (npm's output, if
+      // it installs here first, goes to the analysis's stream).
+      const needs = jobNeeds(bundle.source);
+      const makers = { modules: this.options.modules, packages: this.options.packages };
+      const known = knownJobFolder(needs, makers);
+      const moduleDir = known !== null ? known
+        : await prepareJobFolder(needs, makers, (text) => send({ action: "analysis_stream", request_id, job_id: jobId, name: "stderr", text }));
+      const layout = functionsProgram(functions, program.imports);
       let compiled: CompiledBundle;
       try {
         compiled = await this.compiler.compile(layout.source, []);
+        // With imports the JavaScript declares their bindings at its top level, under the same
+        // compiled names as the job's program (already declared in that scope): in a block of
+        // their own they shadow those instead of colliding. Same lines, so the map still holds.
+        if (program.imports) compiled = { ...compiled, js: `{${compiled.js}\n}` };
       } catch (err) {
         return fail(`the analysis functions (${functions.map((f) => f.name).join(", ")}) do not compile on worker ${this.options.workerId}: ${(err as Error).message}`);
       }

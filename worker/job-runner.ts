@@ -4,10 +4,9 @@
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
 import type { ParamValues } from "../runtime/params";
-import { filesOfSource } from "../runtime/shared/bundle-files";
 import { BundleCompiler } from "./compiler";
 import type { ModuleLayout } from "./module-layout";
-import { packagesOfSource } from "../runtime/shared/bundle-packages";
+import { jobNeeds, knownJobFolder, prepareJobFolder } from "./job-folder";
 import type { PackageCache } from "./package-cache";
 import type { CompiledBundle } from "./compiler";
 import type { StreamName } from "./job-context";
@@ -240,29 +239,17 @@ export class JobRunner {
     job.startedAt = Date.now();
     this.safely(() => job.listener.started());
     const entries = job.bundle.entries ?? [];
-    const files = filesOfSource(job.bundle.source);
-    const hasFiles = Object.keys(files).length > 0;
-    const pins = packagesOfSource(job.bundle.source);
-    const hasPackages = Object.keys(pins).length > 0;
-    // With npm packages, the job's folder sits in their install folder (local modules laid out
-    // under it), so require finds their node_modules from the job and from every local module.
-    const packageDir = hasPackages ? this.packages?.known(pins) : undefined;
-    const modulesUnder = packageDir !== undefined ? join(packageDir, "modules") : undefined;
-    const knownDir = hasFiles ? (hasPackages ? (modulesUnder && this.modules?.known(files, modulesUnder)) : this.modules?.known(files)) : packageDir;
-    // A cached program starts without waiting a turn of the event loop.
+    const needs = jobNeeds(job.bundle.source);
+    const makers = { modules: this.modules, packages: this.packages };
+    const knownDir = knownJobFolder(needs, makers);
+    // A cached program whose folder is ready starts without waiting a turn of the event loop.
     const cached = this.compiler.cached(job.bundle.source, entries);
-    if (cached && !job.restore && (hasFiles || hasPackages) === (knownDir !== undefined)) {
+    if (cached && !job.restore && knownDir !== null) {
       this.startOnThread(job, cached, undefined, knownDir);
       return;
     }
-    const installed: Promise<string | undefined> = !hasPackages ? Promise.resolve(undefined)
-      : this.packages ? this.packages.dir(pins, (text) => this.bufferStream(job, "stderr", text))
-        : Promise.reject(new Error("the job pins npm packages and this worker has no package cache; start it as a worker kernel (nbjob worker)"));
-    const laidOut: Promise<string | undefined> = installed.then((pkgDir) => {
-      if (!hasFiles) return pkgDir;
-      if (!this.modules) throw new Error(`the job imports local modules (${Object.keys(files).join(", ")}) and this worker has no store to read them from; start it with a store (NBJOB_DATABASE_URL)`);
-      return pkgDir === undefined ? this.modules.jobDir(files) : this.modules.jobDir(files, join(pkgDir, "modules"));
-    });
+    // npm's output (an install) goes to the job's log.
+    const laidOut = knownDir !== null ? Promise.resolve(knownDir) : prepareJobFolder(needs, makers, (text) => this.bufferStream(job, "stderr", text));
     const restoring = job.restore ? job.restore().catch((err: Error) => {
       throw new Error(`job ${job.jobId} resumes from a checkpoint that could not be read: ${err.message}`, { cause: err });
     }) : Promise.resolve(undefined);

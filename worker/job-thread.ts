@@ -130,6 +130,16 @@ function describeThrown(err: unknown): { ename: string; evalue: string; stack: s
   return { ename: "Error", evalue, stack: `Error: ${evalue}` };
 }
 
+/**
+ * A job's `import` of an ES module (an ESM-only package, a `.mjs` file) runs as require(), which
+ * loads ES modules from Node 20.19 and 22.12 on; an older worker's error says what to do.
+ */
+function explainRequireEsm(err: unknown): unknown {
+  if ((err as { code?: unknown } | null)?.code !== "ERR_REQUIRE_ESM" || !(err instanceof Error)) return err;
+  err.message += ` (this worker runs Node ${process.version}, which cannot require() ES modules: run the worker on Node 20.19 or newer, or 22.12 or newer)`;
+  return err;
+}
+
 async function runJob(command: RunCommand, post: (event: JobThreadEvent, transfer?: ArrayBuffer[]) => void): Promise<void> {
   const { jobId } = command;
   clearTimeout(idleTimer);
@@ -174,7 +184,7 @@ async function runJob(command: RunCommand, post: (event: JobThreadEvent, transfe
     } catch {
       // Storing metrics failed for good: the job's failure says so already, or will.
     }
-    post({ type: "failed", jobId, ...describeThrown(err) });
+    post({ type: "failed", jobId, ...describeThrown(explainRequireEsm(err)) });
   } finally {
     metrics.close();
     failCurrent = undefined;

@@ -89,7 +89,7 @@ export class WorkerKernel {
     // npm packages a bundle pins are installed once per set under $NBJOB_HOME/cache/packages.
     const packages = new PackageCache(join(nbjobHome(), "cache", "packages"), { log: this.log });
     this.runner = new JobRunner({ log: this.log, onIdle: () => this.link?.claimSoon(), modules, compiler, packages });
-    this.analysis = new AnalysisRunner({ store: options.store, workerId: this.identity.worker_id, log: this.log, modules });
+    this.analysis = new AnalysisRunner({ store: options.store, workerId: this.identity.worker_id, log: this.log, modules, packages });
     if (options.store) this.link = new WorkerStoreLink(options.store, this.identity, this.runner, { ...options.storeTiming, log: this.log });
     this.finished = new Promise((resolve) => (this.markFinished = resolve));
   }

@@ -8,13 +8,17 @@
 // wait for the folder to appear. npm has a time limit; a failure names the package, its version
 // and npm's reason.
 import { spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { PackageSet } from "../runtime/shared/bundle-packages";
 import { nameAt, packageSetKey } from "../runtime/shared/bundle-packages";
 
-/** A complete install has this file (written before the rename). */
+/**
+ * A complete install has this file (written before the rename): the sha256 of every file npm
+ * wrote, so a later change to any of them (an edited or truncated file, one deleted or added) is
+ * found when a worker process first uses the folder, and the set is installed again.
+ */
 const MARKER = ".nbjob-installed";
 const DEFAULT_TIMEOUT_MS = 5 * 60_000;
 
@@ -96,7 +100,8 @@ export class PackageCache {
       const temporary = `${target}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
       try {
         await this.install(temporary, set, output);
-        writeFileSync(join(temporary, MARKER), `${new Date().toISOString()}\n`);
+        const record: InstallRecord = { installed: new Date().toISOString(), files: fileHashes(join(temporary, "node_modules")) };
+        writeFileSync(join(temporary, MARKER), `${JSON.stringify(record)}\n`);
         renameSync(temporary, target);
       } finally {
         rmSync(temporary, { recursive: true, force: true });
@@ -165,13 +170,44 @@ function npmReason(text: string): string {
     .join("; ");
 }
 
+/** What the marker file holds. */
+interface InstallRecord {
+  installed: string;
+  /** Path under node_modules (with `/`) → sha256 of its bytes; symbolic links as `-> target`. */
+  files: Record<string, string>;
+}
+
+/** The sha256 of every file under `dir`, by its path from there; links by their target. */
+function fileHashes(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const walk = (at: string, prefix: string) => {
+    for (const entry of readdirSync(at, { withFileTypes: true })) {
+      const path = join(at, entry.name);
+      const name = `${prefix}${entry.name}`;
+      if (entry.isDirectory()) walk(path, `${name}/`);
+      else if (entry.isSymbolicLink()) out[name] = `-> ${readlinkSync(path)}`;
+      else if (entry.isFile()) out[name] = createHash("sha256").update(readFileSync(path)).digest("hex");
+    }
+  };
+  walk(dir, "");
+  return Object.fromEntries(Object.entries(out).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+}
+
 /**
- * Whether a cache folder holds the set: its marker, and every pinned package at its place with
- * its version (a damaged or half-deleted folder is installed again). It checks manifests, not
- * every file's bytes: npm checked the tarballs' integrity when it installed them.
+ * Whether a cache folder holds the set, unchanged since npm installed it (npm checked every
+ * tarball against its integrity then): its marker, every pinned package at its place with its
+ * version, and every file's bytes as the marker recorded them. A damaged, edited or
+ * half-deleted folder is installed again. Reading every file costs about as much as npm's own
+ * unpacking; a worker does it once per set per process (PackageCache keeps the answer).
  */
 function complete(target: string, set: PackageSet): boolean {
-  if (!isFile(join(target, MARKER))) return false;
+  let record: InstallRecord;
+  try {
+    record = JSON.parse(readFileSync(join(target, MARKER), "utf8")) as InstallRecord;
+  } catch {
+    return false;
+  }
+  if (typeof record !== "object" || record === null || typeof record.files !== "object" || record.files === null) return false;
   for (const [place, pin] of Object.entries(set)) {
     try {
       const manifest = JSON.parse(readFileSync(join(target, place, "package.json"), "utf8")) as { version?: string };
@@ -180,20 +216,19 @@ function complete(target: string, set: PackageSet): boolean {
       return false;
     }
   }
-  return true;
+  let found: Record<string, string>;
+  try {
+    found = fileHashes(join(target, "node_modules"));
+  } catch {
+    return false;
+  }
+  const recorded = Object.keys(record.files);
+  return recorded.length === Object.keys(found).length && recorded.every((path) => found[path] === record.files[path]);
 }
 
 function isDirectory(path: string): boolean {
   try {
     return statSync(path).isDirectory();
-  } catch {
-    return false;
-  }
-}
-
-function isFile(path: string): boolean {
-  try {
-    return statSync(path).isFile();
   } catch {
     return false;
   }

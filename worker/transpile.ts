@@ -17,6 +17,12 @@ export interface CompiledProgram extends ProgramLayout {
    * vars inside top-level blocks): the job context leaves these out when it binds built-ins.
    */
   declaredNames: string[];
+  /**
+   * The program's top-level imports that bind values, on one line without comments: an analysis
+   * of the job compiles its functions with them, so a function may use an imported name as the
+   * notebook's cell could (the program itself binds them under compiled names).
+   */
+  imports: string;
 }
 
 const loaded = loadTypeScript("transpile");
@@ -88,6 +94,7 @@ export function transpileProgram(source: string, entries: readonly string[]): Co
     mappings: map.mappings ?? "",
     hasEntries: inSource !== undefined || entries.length > 0,
     declaredNames: globalDeclarations(js),
+    imports: valueImports(sourceFile),
     ...layout,
   };
 }
@@ -124,6 +131,16 @@ export function globalDeclarations(js: string): string[] {
   };
   ts.forEachChild(sourceFile, visit);
   return [...names].sort();
+}
+
+/** The top-level import declarations that bind values (CompiledProgram.imports). */
+function valueImports(sourceFile: TypeScript.SourceFile): string {
+  const printer = ts.createPrinter({ removeComments: true });
+  return sourceFile.statements
+    .filter((statement) => (ts.isImportDeclaration(statement) && statement.importClause !== undefined && !statement.importClause.isTypeOnly)
+      || (ts.isImportEqualsDeclaration(statement) && !statement.isTypeOnly && ts.isExternalModuleReference(statement.moduleReference)))
+    .map((statement) => printer.printNode(ts.EmitHint.Unspecified, statement, sourceFile).replace(/\s*\n\s*/g, " "))
+    .join(" ");
 }
 
 /** The source's last statements when they are exactly the entries, as bundle.ts lays them out. */
