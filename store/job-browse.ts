@@ -123,8 +123,15 @@ function whereOf(filter: BrowseJobsFilter): { sql: string; values: unknown[]; ne
   return { sql: where.length ? `WHERE ${where.join(" AND ")}` : "", values, needsBundle };
 }
 
-/** One page of jobs and how many match in all. */
-export async function browseJobs(db: Db, filter: BrowseJobsFilter = {}): Promise<{ jobs: JobPreview[]; total: number }> {
+/** Counting stops this far past the page (a count of 100k rows would cost more than the page). */
+const COUNT_AHEAD = 10_000;
+
+/**
+ * One page of jobs and how many match: exactly when fewer than the page's end plus COUNT_AHEAD,
+ * else that many with `more` set. The page's ids are found first (an index walk for the default
+ * order), then only those rows are read with their previews.
+ */
+export async function browseJobs(db: Db, filter: BrowseJobsFilter = {}): Promise<{ jobs: JobPreview[]; total: number; more: boolean }> {
   const sort = filter.sort ?? "id";
   if (!(BROWSE_SORTS as readonly string[]).includes(sort)) throw new StoreError(`cannot sort jobs by "${sort}"; expected one of ${BROWSE_SORTS.join(", ")}`);
   const limit = filter.limit ?? 50;
@@ -133,33 +140,39 @@ export async function browseJobs(db: Db, filter: BrowseJobsFilter = {}): Promise
   if (!Number.isInteger(offset) || offset < 0) throw new StoreError(`offset must be a whole number from 0, got ${offset}`);
   const where = whereOf(filter);
   const direction = filter.descending === false ? "ASC" : "DESC";
+  // id is never null: no NULLS clause, so the primary key's index gives the order.
+  const order = sort === "id" ? `j.id ${direction}` : `${SORT_SQL[sort]} ${direction} NULLS LAST, j.id ${direction}`;
+  const from = `FROM nbjob.jobs j ${where.needsBundle ? "JOIN nbjob.bundles b ON b.hash = j.bundle_hash" : ""} ${where.sql}`;
   const n = where.values.length;
+  const page = await db.query<{ id: number }>(`SELECT j.id ${from} ORDER BY ${order} LIMIT $${n + 1} OFFSET $${n + 2}`, [...where.values, limit, offset]);
+  const ids = page.rows.map((row) => Number(row.id));
   const { rows } = await db.query<JobPreview>(
     `SELECT j.id, j.name, j.tags, j.status, j.queued_at, j.started_at, j.finished_at, coalesce(j.worker_id, j.target_worker) AS worker, j.host, j.group_id,
             CASE WHEN pg_column_size(b.params) <= ${PREVIEW_MAX_STORED_BYTES} THEN left(b.params::text, ${PREVIEW_CHARS + 1}) END AS params_preview,
             left(j.result_text, ${PREVIEW_CHARS + 1}) AS result_preview,
             CASE WHEN j.error_name IS NOT NULL THEN left(j.error_name || ': ' || coalesce(j.error_message, ''), ${PREVIEW_CHARS + 1}) END AS error_preview,
             left(j.note, ${PREVIEW_CHARS + 1}) AS note_preview
-       FROM nbjob.jobs j LEFT JOIN nbjob.bundles b ON b.hash = j.bundle_hash
-       ${where.sql}
-      ORDER BY ${SORT_SQL[sort]} ${direction} NULLS LAST, j.id ${direction}
-      LIMIT $${n + 1} OFFSET $${n + 2}`,
-    [...where.values, limit, offset],
+       FROM nbjob.jobs j LEFT JOIN nbjob.bundles b ON b.hash = j.bundle_hash WHERE j.id = ANY($1::bigint[])`,
+    [ids],
   );
-  const counted = await db.query<{ total: number }>(
-    `SELECT count(*)::int AS total FROM nbjob.jobs j ${where.needsBundle ? "LEFT JOIN nbjob.bundles b ON b.hash = j.bundle_hash" : ""} ${where.sql}`,
-    where.values,
-  );
-  const jobs = rows.map((row) => ({
-    ...row,
-    id: Number(row.id),
-    group_id: row.group_id === null ? null : Number(row.group_id),
-    params_preview: cut(row.params_preview),
-    result_preview: cut(row.result_preview),
-    error_preview: cut(row.error_preview),
-    note_preview: cut(row.note_preview),
-  }));
-  return { jobs, total: counted.rows[0].total };
+  const byId = new Map(rows.map((row) => [Number(row.id), row]));
+  const cap = offset + limit + COUNT_AHEAD;
+  const counted = await db.query<{ total: number }>(`SELECT count(*)::int AS total FROM (SELECT 1 ${from} LIMIT ${cap}) t`, where.values);
+  const jobs = ids.flatMap((id) => {
+    const row = byId.get(id);
+    if (!row) return []; // deleted between the two reads
+    return [{
+      ...row,
+      id,
+      group_id: row.group_id === null ? null : Number(row.group_id),
+      params_preview: cut(row.params_preview),
+      result_preview: cut(row.result_preview),
+      error_preview: cut(row.error_preview),
+      note_preview: cut(row.note_preview),
+    }];
+  });
+  const total = counted.rows[0].total;
+  return { jobs, total, more: total >= cap };
 }
 
 /** The last `limit` lines before `beforeId` (all lines when absent), in order, and how many lines the job has. */

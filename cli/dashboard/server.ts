@@ -74,6 +74,7 @@ export function createDashboardServer(store: Store, access: AccessOptions): Dash
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? "/", "http://dashboard.invalid");
+    if (url.pathname === "/favicon.ico") return void res.writeHead(204).end();
     const verdict = checkRequest(req, url, access, hosts);
     if (!verdict.ok) return json(res, verdict.status, { error: verdict.message });
     const path = url.pathname;

@@ -25,6 +25,11 @@
     return el;
   }
 
+  /** Replaces an element's children (arrays flattened, null and false left out, strings as text). */
+  function fill(el, ...children) {
+    el.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false).map((c) => (c instanceof Node ? c : String(c))));
+  }
+
   async function api(path) {
     const response = await fetch(path, { headers: { accept: "application/json" } });
     const body = await response.json();
@@ -127,7 +132,7 @@
     const compare = h("button", { id: "compare", disabled: true }, "compare selected");
     const table = h("table", { id: "jobs" });
     const pager = h("div", { class: "bar" });
-    main.replaceChildren(h("h1", {}, "Jobs"), form, h("div", { class: "bar" }, compare, info), table, pager);
+    fill(main, h("h1", {}, "Jobs"), form, h("div", { class: "bar" }, compare, info), table, pager);
     const selected = new Set();
     compare.addEventListener("click", () => { location.href = `/compare?ids=${[...selected].join(",")}`; });
     const sortLink = (key, label) => {
@@ -156,17 +161,17 @@
             h("td", { class: "preview" }, j.params_preview ?? "(large; open the job)"), h("td", { class: "preview" }, outcome(j.result_preview, j.error_preview)),
             h("td", { class: "preview" }, j.note_preview ?? ""));
         });
-        table.replaceChildren(h("thead", {}, head), h("tbody", {}, rows));
+        fill(table, h("thead", {}, head), h("tbody", {}, rows));
         const last = body.offset + body.jobs.length;
-        info.textContent = body.total === 0 ? "no job matches" : `jobs ${body.offset + 1}–${last} of ${body.total} (server ${body.ms} ms)`;
+        info.textContent = body.total === 0 ? "no job matches" : `jobs ${body.offset + 1}–${last} of ${body.more ? "more than " : ""}${body.total} (server ${body.ms} ms)`;
         const link = (offset, text) => {
           const next = new URLSearchParams(query);
           next.set("offset", String(offset));
           return h("a", { href: `/?${next}`, class: "page" }, text);
         };
-        pager.replaceChildren(
+        fill(pager, 
           body.offset > 0 ? link(Math.max(0, body.offset - body.limit), "← newer") : "",
-          last < body.total ? link(last, "older →") : "",
+          last < body.total || body.more ? link(last, "older →") : "",
         );
         document.body.dataset.loaded = String(Date.now());
       } catch (err) {
@@ -186,7 +191,7 @@
     const logInfo = h("span", { class: "muted", id: "log-count" });
     const earlier = h("button", { id: "earlier", hidden: true }, "earlier lines");
     const details = h("div", { id: "details" });
-    main.replaceChildren(summary, h("h2", {}, "Log"), h("div", { class: "bar" }, earlier, logInfo), logPre, details);
+    fill(main, summary, h("h2", {}, "Log"), h("div", { class: "bar" }, earlier, logInfo), logPre, details);
     let firstLogId = 0;
     let lastLogId = 0;
     let shown = 0;
@@ -272,7 +277,7 @@
         outcomeBlock = [h("h2", {}, "Result"), h("pre", { id: "result" }, j.result_text === "undefined" ? "" : j.result_text ?? ""),
           j.result_cut ? h("a", { href: `/api/jobs/${id}/value/result`, target: "_blank" }, "whole result") : ""];
       }
-      summary.replaceChildren(
+      fill(summary, 
         h("h1", {}, `job ${j.id}`, j.name ? ` · ${j.name}` : "", " ", status(j.status)),
         h("div", { class: "bar", id: "actions" },
           h("button", { id: "cancel", disabled: !(j.status === "queued" || j.status === "running"), onclick: () => act("cancel") }, "cancel"),
@@ -293,7 +298,7 @@
     function renderDetails(data) {
       const code = data.code;
       const chartBox = h("div", { id: "chart" });
-      details.replaceChildren(
+      fill(details, 
         h("h2", {}, `Checkpoints (${data.checkpointCount})`),
         data.checkpoints.length
           ? h("table", { id: "checkpoints" }, h("tr", {}, h("th", {}, "index"), h("th", {}, "time"), h("th", {}, "names"), h("th", {}, "bytes")),
@@ -343,7 +348,7 @@
       const diffBlock = (d) => h("pre", { class: "diff" }, d.diff === "" ? "(same code and parameters)" : d.diff.split("\n").map((line) =>
         h("span", { class: line.startsWith("@@") ? "hunk" : line.startsWith("+") && !line.startsWith("+++") ? "add" : line.startsWith("-") && !line.startsWith("---") ? "del" : "" }, `${line}\n`)));
       const chartBox = h("div", { id: "chart" });
-      main.replaceChildren(
+      fill(main, 
         h("h1", {}, `Compare ${data.jobs.length} jobs`),
         h("table", { id: "compare-table" }, head,
           row("status", data.jobs.map((j) => status(j.status))),
@@ -384,7 +389,7 @@
             mark: { type: "point", filled: true }, encoding: { x: { field: x, type: "quantitative" }, y: { field: "result", type: "quantitative" }, tooltip: [{ field: "job" }] } });
         };
         select.addEventListener("change", draw);
-        main.replaceChildren(
+        fill(main, 
           h("h1", {}, `sweep ${id}`, data.group.name ? ` · ${data.group.name}` : ""),
           h("p", { class: "muted" }, `grid ${JSON.stringify(data.group.grid)}`, data.group.sample ? `; random search ${JSON.stringify(data.group.sample)}` : "", `; ${data.total} jobs`),
           h("table", { id: "sweep" }, h("tr", {}, h("th", {}, "job"), h("th", {}, "status"), params.map((p) => h("th", {}, p)), h("th", {}, "result or error")),
