@@ -254,12 +254,27 @@
       }
     }
 
+    // The controls are made once and kept across redraws (a redraw comes with every change of the
+    // job): what the user is typing survives, and a click never lands on a replaced button.
+    const tagInput = h("input", { id: "new-tag", size: 12, placeholder: "tag" });
+    const note = h("textarea", { id: "note", rows: 2 });
+    let noteEdited = false;
+    note.addEventListener("input", () => { noteEdited = true; });
+    const cancelButton = h("button", { id: "cancel", onclick: () => act("cancel") }, "cancel");
+    const resumeButton = h("button", { id: "resume", onclick: () => act("resume") }, "resume");
+    const tagList = h("span", { id: "tags" });
+    const actions = h("div", { class: "bar", id: "actions" }, cancelButton, h("button", { id: "rerun", onclick: () => act("rerun") }, "rerun"), resumeButton,
+      "tags: ", tagList, tagInput, h("button", { id: "add-tag", onclick: () => { const t = tagInput.value.trim(); if (t) act("tags", { add: [t] }).then(() => { tagInput.value = ""; }); } }, "add tag"));
+    const [titleBox, infoBox, bodyBox] = [h("div"), h("div"), h("div")];
+    const noteBar = h("div", { class: "bar" }, note, h("button", { id: "save-note", onclick: () => act("note", { note: note.value }).then(() => { noteEdited = false; }) }, "save note"));
+
     function renderSummary(data) {
       const j = data.job;
       const kv = (...pairs) => h("dl", { class: "kv" }, pairs.filter(([, v]) => v !== null && v !== undefined && v !== "").map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
-      const tagInput = h("input", { id: "new-tag", size: 12, placeholder: "tag" });
-      const note = h("textarea", { id: "note", rows: 2 });
-      note.value = j.note ?? "";
+      if (!noteEdited && document.activeElement !== note) note.value = j.note ?? "";
+      cancelButton.disabled = !(j.status === "queued" || j.status === "running");
+      resumeButton.disabled = !["failed", "cancelled", "lost"].includes(j.status);
+      fill(tagList, j.tags.map((t) => h("span", { class: "tag" }, t, h("button", { title: `remove tag ${t}`, "data-remove-tag": t, onclick: () => act("tags", { remove: [t] }) }, "×"))));
       const links = [
         j.group_id ? h("a", { href: `/groups/${Number(j.group_id)}` }, `sweep ${j.group_id}`) : null,
         j.rerun_of ? ["rerun of ", jobLink(j.rerun_of)] : null,
@@ -277,20 +292,14 @@
         outcomeBlock = [h("h2", {}, "Result"), h("pre", { id: "result" }, j.result_text === "undefined" ? "" : j.result_text ?? ""),
           j.result_cut ? h("a", { href: `/api/jobs/${id}/value/result`, target: "_blank" }, "whole result") : ""];
       }
-      fill(summary, 
-        h("h1", {}, `job ${j.id}`, j.name ? ` · ${j.name}` : "", " ", status(j.status)),
-        h("div", { class: "bar", id: "actions" },
-          h("button", { id: "cancel", disabled: !(j.status === "queued" || j.status === "running"), onclick: () => act("cancel") }, "cancel"),
-          h("button", { id: "rerun", onclick: () => act("rerun") }, "rerun"),
-          h("button", { id: "resume", disabled: !["failed", "cancelled", "lost"].includes(j.status), onclick: () => act("resume") }, "resume"),
-          h("span", {}, "tags: ", j.tags.map((t) => h("span", { class: "tag" }, t, h("button", { title: `remove tag ${t}`, "data-remove-tag": t, onclick: () => act("tags", { remove: [t] }) }, "×")))),
-          tagInput, h("button", { id: "add-tag", onclick: () => tagInput.value.trim() && act("tags", { add: [tagInput.value.trim()] }) }, "add tag")),
-        kv(["queued", when(j.queued_at)], ["started", when(j.started_at)], ["ended", when(j.finished_at)], ["duration", took(j.started_at, j.finished_at)],
+      // The kept controls are never taken out of the page (that would take the focus from a typing user).
+      if (!summary.contains(actions)) fill(summary, titleBox, actions, infoBox, noteBar, bodyBox);
+      fill(titleBox, h("h1", {}, `job ${j.id}`, j.name ? ` · ${j.name}` : "", " ", status(j.status)));
+      fill(infoBox, kv(["queued", when(j.queued_at)], ["started", when(j.started_at)], ["ended", when(j.finished_at)], ["duration", took(j.started_at, j.finished_at)],
           ["worker", j.worker_id ?? (j.target_worker ? `${j.target_worker} (sent to)` : "(any)")], ["host", j.host ? `${j.host}${j.pid ? ` pid ${j.pid}` : ""}` : ""],
           ["notebook", j.notebook ?? ""], ["time limit", j.timeout_ms ? `${j.timeout_ms / 1000} s` : ""], ["bundle", j.bundle_hash.slice(0, 12)],
-          ["links", links.length ? h("span", { id: "links" }, links.map((l, i) => [i ? " · " : "", l])) : ""]),
-        h("div", { class: "bar" }, note, h("button", { id: "save-note", onclick: () => act("note", { note: note.value }) }, "save note")),
-        h("h2", {}, "Parameters"), data.params.length ? params : h("p", { class: "muted" }, "none"),
+          ["links", links.length ? h("span", { id: "links" }, links.map((l, i) => [i ? " · " : "", l])) : ""]));
+      fill(bodyBox, h("h2", {}, "Parameters"), data.params.length ? params : h("p", { class: "muted" }, "none"),
         outcomeBlock,
       );
     }
