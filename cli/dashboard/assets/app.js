@@ -109,6 +109,9 @@
   }
 
   // ------------------------------------------------------------------ jobs list
+  /** A list cell cut to one line; the title (an attribute, set as text) shows the preview on hover. */
+  const preview = (text) => h("td", { class: "preview", title: text }, text);
+
   async function jobsPage() {
     const query = new URLSearchParams(location.search);
     const field = (name, label, attrs = {}) => h("label", {}, label, h("input", { name, value: query.get(name) ?? "", ...attrs }));
@@ -155,11 +158,10 @@
             box.checked ? selected.add(j.id) : selected.delete(j.id);
             compare.disabled = selected.size < 2;
           });
-          return h("tr", { "data-id": j.id }, h("td", {}, box), h("td", {}, jobLink(j.id, String(j.id))), h("td", {}, j.name ?? ""),
+          return h("tr", { "data-id": j.id }, h("td", {}, box), h("td", {}, jobLink(j.id, String(j.id))), h("td", { title: j.name ?? "" }, j.name ?? ""),
             h("td", {}, j.tags.map((t) => h("span", { class: "tag" }, t))), h("td", {}, status(j.status)), h("td", {}, j.worker ?? "(any)"),
             h("td", {}, when(j.queued_at)), h("td", {}, took(j.started_at, j.finished_at)),
-            h("td", { class: "preview" }, j.params_preview ?? "(large; open the job)"), h("td", { class: "preview" }, outcome(j.result_preview, j.error_preview)),
-            h("td", { class: "preview" }, j.note_preview ?? ""));
+            preview(j.params_preview ?? "(large; open the job)"), preview(outcome(j.result_preview, j.error_preview)), preview(j.note_preview ?? ""));
         });
         fill(table, h("thead", {}, head), h("tbody", {}, rows));
         const last = body.offset + body.jobs.length;
