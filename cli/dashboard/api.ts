@@ -166,8 +166,7 @@ export async function wholeValue(store: Store, jobId: number, what: string, quer
   if (what === "params") {
     const name = query.get("name");
     if (!name) throw new BadRequest("name=…: which parameter?");
-    const job = await requireJob(store, jobId);
-    const text = await paramValueText(store, job.bundle_hash, name);
+    const text = await paramValueText(store, await requireJobBundle(store, jobId), name);
     if (text === undefined) throw new BadRequest(`job ${jobId} has no parameter ${JSON.stringify(name)}`, 404);
     return text;
   }
