@@ -255,6 +255,14 @@ describe("nbjob dashboard in a browser", () => {
     await page.waitForSelector("body[data-loaded]");
     assert.equal(await page.$$eval("#sweep tr", (rows) => rows.length), 4);
     await page.waitForFunction(() => document.querySelector("#chart")?.getAttribute("data-rendered") === "yes", { timeout: 20_000 });
+    // A declaration's history: every stored version of step, each with its jobs and its diff from the one before.
+    await page.goto(`${base}/history?name=step`);
+    await page.waitForSelector("body[data-loaded]");
+    assert.equal(await page.$$eval("section.version", (els) => els.length), 4);
+    const history = await text(page, "main");
+    assert.match(history, /\+function step\(x: number\) \{ return x \* 2; \}/);
+    assert.match(history, new RegExp(`used by 1 job: ${ids.sweepB}`));
+    await page.screenshot({ path: join(SHOTS, "history.png"), fullPage: true });
     await page.goto(`${base}/?limit=20`);
     await page.waitForSelector("body[data-loaded]");
     await page.screenshot({ path: join(SHOTS, "jobs.png") });
@@ -317,6 +325,15 @@ describe("nbjob dashboard in a browser", () => {
     assert.deepEqual(rerun.rows[0], { rerun_of: ids.queued, status: "queued" });
     assert.match(await text(page, "#links"), new RegExp(`rerun of job ${ids.queued}`));
     await page.close();
+    // Resume: a failed job resumes as a new job; a done one is refused with the reason.
+    const post = (id: number, action: string) => fetch(`${base}/api/jobs/${id}/${action}`, { method: "POST", headers: { "content-type": "application/json", "x-nbjob-token": TOKEN }, body: "{}" });
+    const resumed = await post(ids.hostile, "resume");
+    assert.equal(resumed.status, 200);
+    const { created } = (await resumed.json()) as { created: number };
+    assert.equal((await store.query<{ resumed_from: number }>("SELECT resumed_from FROM nbjob.jobs WHERE id = $1", [created])).rows[0].resumed_from, ids.hostile);
+    const refused = await post(ids.sweepA, "resume");
+    assert.equal(refused.status, 409);
+    assert.match(((await refused.json()) as { error: string }).error, /is done; there is nothing to resume/);
     // The hostile job, in the list and on its page.
     for (const path of [`/?name=${encodeURIComponent("<img")}`, `/jobs/${ids.hostile}`]) {
       const hostile = await openPage(path);

@@ -8,6 +8,8 @@ import {
   readLogs, readLogTail, requireJob, setJobNote, setJobTags, storedParamsBytes, transitionJob, BROWSE_SORTS, StoreError, UnknownJobError,
 } from "../../store";
 import type { BrowseJobsFilter, BrowseSort } from "../../store";
+import { createTwoFilesPatch } from "diff";
+import { declarationHistory } from "../../store";
 import { vegaLiteSpec } from "../../runtime/analyzer-plot";
 import type { PlotSeries } from "../../runtime/analyzer-plot";
 import { mapTraceback, storedBundleParts } from "../../runtime/traceback";
@@ -212,6 +214,26 @@ async function requireJobBundle(store: Store, jobId: number): Promise<string> {
   const { rows } = await store.query<{ bundle_hash: string }>("SELECT bundle_hash FROM nbjob.jobs WHERE id = $1", [jobId]);
   if (!rows[0]) throw new UnknownJobError(jobId);
   return rows[0].bundle_hash;
+}
+
+/** Every stored version of a declaration (or `./local/module.ts`), the jobs that used each, and each one's diff from the one before. */
+export async function historyPage(store: Store, query: URLSearchParams): Promise<object> {
+  const name = query.get("name");
+  if (!name) throw new BadRequest("name=…: which declaration? (a function, class or variable name, or ./path/to/module.ts)");
+  const versions = await declarationHistory(store, name);
+  const cutText = (text: string) => (text.length > 20_000 ? `${text.slice(0, 20_000)}\n… (cut)` : text);
+  return {
+    name,
+    versions: versions.map((version, i) => ({
+      hash: version.snippet.hash,
+      kind: version.snippet.kind,
+      created_at: version.snippet.created_at,
+      source: cutText(version.snippet.source),
+      jobIds: version.jobIds.slice(0, 200),
+      jobCount: version.jobIds.length,
+      diff: i === 0 ? null : cutText(createTwoFilesPatch(`version ${i}`, `version ${i + 1}`, versions[i - 1].snippet.source, version.snippet.source)),
+    })),
+  };
 }
 
 // ---------------------------------------------------------------- actions

@@ -4,7 +4,7 @@ export function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
-export type PageName = "jobs" | "job" | "compare" | "group";
+export type PageName = "jobs" | "job" | "compare" | "group" | "history";
 
 export function pageHtml(page: PageName, options: { id?: number; token: string | undefined; title: string }): string {
   return `<!doctype html>

@@ -1,6 +1,7 @@
 // The dashboard's HTTP server: the security checks first (security.ts), then the routes.
 //   GET  /                      jobs (query: status, tag, name, worker, from, to, param, sort, order, offset)
 //   GET  /jobs/ID               one job          GET /compare?ids=1,2,3     GET /groups/ID   (a sweep)
+//   GET  /history?name=NAME     a declaration's versions and the jobs that used each (/api/history?name=)
 //   GET  /api/jobs, /api/jobs/ID, /api/jobs/ID/logs, /api/jobs/ID/value/{result,error,params?name=}
 //   GET  /api/compare?ids=…, /api/groups/ID, /api/events (server-sent events)
 //   POST /api/jobs/ID/{cancel,rerun,resume,tags,note}
@@ -8,7 +9,7 @@ import { createServer } from "node:http";
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { Store } from "../../store";
 import { StoreError, UnknownJobError } from "../../store";
-import { BadRequest, comparePage, groupPage, jobPage, listPage, logPage, parseId, runAction, wholeValue } from "./api";
+import { BadRequest, comparePage, groupPage, historyPage, jobPage, listPage, logPage, parseId, runAction, wholeValue } from "./api";
 import { asset } from "./assets";
 import { ChangeFeed } from "./events";
 import { pageHtml } from "./pages";
@@ -95,6 +96,8 @@ export function createDashboardServer(store: Store, access: AccessOptions): Dash
     if (file) return send(res, 200, file.type, file.body, { "cache-control": "max-age=300" });
     if (path === "/") return send(res, 200, "text/html", pageHtml("jobs", { token: access.token, title: "jobs" }), extra);
     if (path === "/compare") return send(res, 200, "text/html", pageHtml("compare", { token: access.token, title: "compare" }), extra);
+    if (path === "/history") return send(res, 200, "text/html", pageHtml("history", { token: access.token, title: "history" }), extra);
+    if (path === "/api/history") return json(res, 200, await historyPage(store, url.searchParams));
     const jobPath = /^\/jobs\/([^/]+)$/.exec(path);
     if (jobPath) {
       const id = parseId(jobPath[1]);

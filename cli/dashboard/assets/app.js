@@ -318,7 +318,8 @@
         h("h2", {}, "Analyses"), data.chart ? chartBox : h("p", { class: "muted" }, "none stored"),
         h("h2", {}, "Code"),
         h("p", { class: "muted" }, "entries: ", code.entries.join("; ")),
-        code.snippets.map((s) => h("details", { open: true }, h("summary", {}, `${s.kind} ${s.names.join(", ")}${s.collector ? ` (${s.collector})` : ""} · ${s.hash.slice(0, 10)}`), h("pre", { class: "code" }, s.source))),
+        code.snippets.map((s) => h("details", { open: true }, h("summary", {}, `${s.kind} ${s.names.join(", ")}${s.collector ? ` (${s.collector})` : ""} · ${s.hash.slice(0, 10)} `,
+          s.names.length ? h("a", { href: `/history?name=${encodeURIComponent(s.names[0])}`, class: "history" }, "history") : ""), h("pre", { class: "code" }, s.source))),
         code.files.map((f) => h("details", {}, h("summary", {}, `file ${f.path} · ${f.hash.slice(0, 10)}`), h("pre", { class: "code" }, f.content))),
         h("h2", {}, "Environment"),
         data.environment
@@ -349,6 +350,10 @@
     });
   }
 
+  /** A unified diff with its added, removed and hunk lines marked. */
+  const diffBlock = (d) => h("pre", { class: "diff" }, d.diff === "" ? "(same code and parameters)" : d.diff.split("\n").map((line) =>
+    h("span", { class: line.startsWith("@@") ? "hunk" : line.startsWith("+") && !line.startsWith("+++") ? "add" : line.startsWith("-") && !line.startsWith("---") ? "del" : "" }, `${line}\n`)));
+
   // ------------------------------------------------------------------ compare
   async function comparePage() {
     const query = new URLSearchParams(location.search);
@@ -356,8 +361,6 @@
       const data = await api(`/api/compare?ids=${encodeURIComponent(query.get("ids") ?? "")}`);
       const head = h("tr", {}, h("th", {}, ""), data.jobs.map((j) => h("th", {}, jobLink(j.id), j.name ? ` · ${j.name}` : "")));
       const row = (label, cells, attrs = {}) => h("tr", attrs, h("th", {}, label), cells.map((c) => h("td", { class: "preview" }, c)));
-      const diffBlock = (d) => h("pre", { class: "diff" }, d.diff === "" ? "(same code and parameters)" : d.diff.split("\n").map((line) =>
-        h("span", { class: line.startsWith("@@") ? "hunk" : line.startsWith("+") && !line.startsWith("+++") ? "add" : line.startsWith("-") && !line.startsWith("---") ? "del" : "" }, `${line}\n`)));
       const chartBox = h("div", { id: "chart" });
       fill(main, 
         h("h1", {}, `Compare ${data.jobs.length} jobs`),
@@ -419,6 +422,22 @@
     onChange((kind) => { if (kind === "jobs") reload(); });
   }
 
-  const pages = { jobs: jobsPage, job: jobPage, compare: comparePage, group: groupPage };
+  // ------------------------------------------------------------------ a declaration's history
+  async function historyPage() {
+    const name = new URLSearchParams(location.search).get("name") ?? "";
+    try {
+      const data = await api(`/api/history?name=${encodeURIComponent(name)}`);
+      fill(main, h("h1", {}, `history of ${data.name}`), h("p", { class: "muted" }, `${data.versions.length} stored version${data.versions.length === 1 ? "" : "s"}, oldest first`),
+        data.versions.map((v, i) => h("section", { class: "version", "data-hash": v.hash },
+          h("h2", {}, `version ${i + 1} · ${v.kind} · ${v.hash.slice(0, 10)} · ${when(v.created_at)}`),
+          h("p", {}, v.jobCount ? [`used by ${v.jobCount} job${v.jobCount === 1 ? "" : "s"}: `, v.jobIds.map((id, k) => [k ? ", " : "", jobLink(id, String(id))]), v.jobCount > v.jobIds.length ? " …" : ""] : "used by no job"),
+          v.diff ? diffBlock({ diff: v.diff }) : h("pre", { class: "code" }, v.source))));
+      document.body.dataset.loaded = String(Date.now());
+    } catch (err) {
+      showError(main, err);
+    }
+  }
+
+  const pages = { jobs: jobsPage, job: jobPage, compare: comparePage, group: groupPage, history: historyPage };
   (pages[page] ?? (() => showError(main, new Error("unknown page"))))();
 })();
