@@ -5,6 +5,7 @@ import { formatLastMetrics, getBundle, lastMetricsOf, listJobs, openStore } from
 import type { DbJobListed, Json, Store } from "../store";
 import { display } from "./display";
 import type { DisplayHandle } from "./display";
+import { holdCell } from "./notebook";
 
 export interface DashboardOptions {
   /** How many of the newest jobs to show. Default 20. */
@@ -57,7 +58,8 @@ const STATUS_COLOURS: Record<string, string> = { queued: "#888", running: "#1a6f
 
 /** A live table of recent jobs; `await dashboard.refresh()` redraws it now, `stop()` stops updating it. */
 export class Dashboard {
-  readonly handle: DisplayHandle;
+  /** The table's display, made by the first read (so the first thing shown is the table); undefined until then. */
+  private shown?: DisplayHandle;
   /** Resolves once the first table is shown. */
   readonly ready: Promise<void>;
   private readonly params = new Map<string, { [name: string]: Json }>();
@@ -67,9 +69,20 @@ export class Dashboard {
 
   /** @internal use nbjob.makeDefaultDashboard() */
   constructor(private readonly store: Store, private readonly options: DashboardOptions = {}) {
-    this.handle = display({ "text/html": "<p>nbjob dashboard: loading jobs…</p>", "text/plain": "nbjob dashboard: loading jobs…" });
     liveDashboards.add(this);
     this.ready = this.refresh().catch((err: Error) => this.showError(err));
+    // The cell ends once the table is shown: a headless run keeps the table, not a placeholder.
+    holdCell(this.ready);
+  }
+
+  /** The table's display handle (its display id), once the first table is shown. */
+  get handle(): DisplayHandle | undefined {
+    return this.shown;
+  }
+
+  private show(bundle: { "text/html"?: string; "text/plain": string }): void {
+    if (this.shown) this.shown.update(bundle);
+    else this.shown = display(bundle);
   }
 
   /** Reads the jobs again and redraws the table. */
@@ -98,7 +111,7 @@ export class Dashboard {
   }
 
   [inspect.custom](): string {
-    return `Dashboard (${this.stopped ? "stopped" : "live"}, display id ${this.handle.id})`;
+    return `Dashboard (${this.stopped ? "stopped" : "live"}${this.shown ? `, display id ${this.shown.id}` : ", not shown yet"})`;
   }
 
   private schedule(ms: number = this.options.refreshMs ?? 1_000): void {
@@ -110,7 +123,7 @@ export class Dashboard {
   }
 
   private showError(err: Error): void {
-    this.handle.update({ "text/plain": `nbjob dashboard: cannot read the jobs: ${err.message}` });
+    this.show({ "text/plain": `nbjob dashboard: cannot read the jobs: ${err.message}` });
   }
 
   private async paramsOf(bundleHash: string): Promise<{ [name: string]: Json }> {
@@ -145,7 +158,7 @@ export class Dashboard {
     const widths = COLUMNS.map((c, i) => Math.min(40, Math.max(c.length, ...rows.map((r) => r[i].length))));
     const line = (cells: readonly string[]) => cells.map((v, i) => (v.length > widths[i] ? `${v.slice(0, widths[i] - 1)}…` : v.padEnd(widths[i]))).join("  ").trimEnd();
     const text = [caption, line(COLUMNS), ...rows.map(line)].join("\n");
-    this.handle.update({ "text/html": html, "text/plain": text });
+    this.show({ "text/html": html, "text/plain": text });
     // While jobs are active it follows them closely; otherwise it looks now and then for jobs
     // other notebooks start (a job created here wakes it at once).
     if (!this.stopped && !this.timer) this.schedule(active > 0 ? this.options.refreshMs ?? 1_000 : this.options.idleRefreshMs ?? 5_000);

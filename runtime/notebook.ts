@@ -5,6 +5,8 @@ import type { CellSink, DeclarationRecord } from "./cell-types";
 
 interface NotebookHook {
   sink?: CellSink;
+  /** Work the running cell waits for before it ends (holdCell). */
+  held?: Set<Promise<unknown>>;
   sourceOfFunction?: (fn: Function) => DeclarationRecord | undefined;
 }
 
@@ -25,6 +27,32 @@ export function setCellSink(sink: CellSink | undefined): void {
 /** The sink of the cell that ran last, or undefined outside a notebook kernel. */
 export function currentCellSink(): CellSink | undefined {
   return hook().sink;
+}
+
+/**
+ * Keeps the running cell open until `work` settles (at most HOLD_LIMIT_MS), so outputs it makes
+ * land in that cell even for a headless run that stops listening at the cell's end (the
+ * dashboard's first table). Outside a notebook it does nothing.
+ */
+export function holdCell(work: Promise<unknown>): void {
+  if (!inNotebook()) return;
+  const held = (hook().held ??= new Set());
+  const settled = work.then(() => undefined, () => undefined);
+  held.add(settled);
+  void settled.then(() => held.delete(settled));
+}
+
+const HOLD_LIMIT_MS = 10_000;
+
+/** @internal the engine awaits this after a cell ran, before it reports the cell's end. */
+export async function settleHeldWork(): Promise<void> {
+  const held = hook().held;
+  if (!held || held.size === 0) return;
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<void>((resolve) => (timer = setTimeout(resolve, HOLD_LIMIT_MS)));
+  await Promise.race([Promise.all([...held]), limit]);
+  clearTimeout(timer);
+  held.clear();
 }
 
 /** True when this process is a notebook kernel that has started running cells. */

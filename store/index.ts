@@ -47,3 +47,5 @@ export {
 } from "./embedded";
 export type { EmbeddedLayout, EmbeddedStatus } from "./embedded";
 export * from "./types";
+export { browseJobs, readLogTail, jobsDerivedFrom, setJobNote, paramPreviews, paramValueText, storedParamsBytes, analysisPoints, jobForPage, jobOutcomeText, bundleCode, PREVIEW_CHARS, BROWSE_SORTS, PARAM_OPERATORS } from "./job-browse";
+export type { JobForPage, BrowseJobsFilter, BrowseSort, JobPreview, ParamCondition, ParamOperator } from "./job-browse";

@@ -96,6 +96,8 @@ export interface DbJob {
   /** The notebook that created the job (its path), when known: the job's lineage for `nbjob log`. */
   notebook: string | null;
   environment_hash: string | null;
+  /** A free-text note set from the dashboard (migration 000016); absent before it. */
+  note?: string | null;
   result: Json | null;
   result_text: string | null;
   error_name: string | null;

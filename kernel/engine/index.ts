@@ -15,7 +15,7 @@ import { ts } from "./typescript";
 import { OutputCapture } from "./output-capture";
 import { extractPagerLines, type PagerRequest } from "./pager";
 import type { CellOutcome, CellRequest, CellSink, Completion, DeclarationRecord, ExecutionEngine, Inspection, MimeBundle } from "./types";
-import { setCellSink, setFunctionSourceLookup } from "../../runtime/notebook";
+import { setCellSink, setFunctionSourceLookup, settleHeldWork } from "../../runtime/notebook";
 
 export type { ExecutionEngine } from "./types";
 export { typescriptVersion } from "./typescript";
@@ -229,6 +229,8 @@ export class Engine implements ExecutionEngine {
       makeAssignable(analysis);
       runningCellRecords = [...declarationRecords(analysis).values()];
       value = await this.run(compiled, filename);
+      // Outputs the cell asked to finish first (nbjob.makeDefaultDashboard()'s first table).
+      await settleHeldWork();
     } catch (error) {
       this.remember(analysis, declarations);
       if (isInterrupt(error)) return interruptedOutcome();
