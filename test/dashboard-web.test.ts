@@ -300,7 +300,7 @@ describe("nbjob dashboard in a browser", () => {
     await long.close();
   });
 
-  test("actions from the page: cancel, tags, note, rerun; hostile strings stay text everywhere", async () => {
+  test("actions from the page: cancel, tags, note, rerun, delete; hostile strings stay text everywhere", async () => {
     const page = await openPage(`/jobs/${ids.queued}`);
     await page.click("#cancel");
     await page.waitForFunction(() => document.querySelector("h1 [data-status]")?.getAttribute("data-status") === "cancelled", { timeout: 15_000 });
@@ -356,6 +356,23 @@ describe("nbjob dashboard in a browser", () => {
       }
       await hostile.close();
     }
+    // Delete, as `nbjob rm`: a queued job and one tagged keep are refused with the reason; from
+    // the page, after the user confirms, the job is gone and the page goes back to the list.
+    const queuedRefused = await post(rerunId, "delete");
+    assert.equal(queuedRefused.status, 409);
+    assert.match(((await queuedRefused.json()) as { error: string }).error, new RegExp(`job ${rerunId} is queued; cancel it first`));
+    await fetch(`${base}/api/jobs/${ids.hostile}/tags`, { method: "POST", headers: { "content-type": "application/json", "x-nbjob-token": TOKEN }, body: JSON.stringify({ add: ["keep"] }) });
+    const keptRefused = await post(ids.hostile, "delete");
+    assert.equal(keptRefused.status, 409);
+    assert.match(((await keptRefused.json()) as { error: string }).error, /is tagged "keep"; remove the tag first/);
+    assert.equal((await fetch(`${base}/api/jobs/${ids.queued}/delete`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" })).status, 403, "delete without the token");
+    const doomed = await openPage(`/jobs/${ids.queued}`);
+    await doomed.evaluate(() => { (window as unknown as { confirm: () => boolean }).confirm = () => true; });
+    await Promise.all([doomed.waitForNavigation(), doomed.evaluate(() => (document.querySelector("#delete") as { click(): void }).click())]);
+    assert.equal(new URL(doomed.url()).pathname, "/");
+    await doomed.close();
+    assert.equal((await store.query("SELECT 1 FROM nbjob.jobs WHERE id = $1", [ids.queued])).rowCount, 0, "the job is deleted");
+    assert.equal((await store.query<{ rerun_of: number }>("SELECT rerun_of FROM nbjob.jobs WHERE id = $1", [rerunId])).rows[0].rerun_of, ids.queued, "its rerun stays, pointing at the deleted parent");
   });
 
   test("in a notebook, nbjob.makeDefaultDashboard() shows the table in its first display (a headless nbjob run keeps it)", async () => {

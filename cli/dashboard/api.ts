@@ -1,6 +1,6 @@
 // The dashboard's JSON: what each page reads, and the actions. Reads go through the store's own
 // functions (those `nbjob show|logs|diff` use, and store/job-browse.ts, which cuts long values in
-// SQL); actions do what `nbjob cancel|rerun|tag` and `job.resume()` do.
+// SQL); actions do what `nbjob cancel|rerun|tag|rm` and `job.resume()` do.
 import type { DbLog, JobPreview, JobStatus, ParamCondition, Store } from "../../store";
 import {
   analysisPoints, browseJobs, bundleCode, createJob, diffJobs, getBundle, getEnvironment, getJobGroup, IllegalTransitionError, isJobStatus, jobForPage,
@@ -14,6 +14,7 @@ import { vegaLiteSpec } from "../../runtime/analyzer-plot";
 import type { PlotSeries } from "../../runtime/analyzer-plot";
 import { mapTraceback, storedBundleParts } from "../../runtime/traceback";
 import { resumeJob } from "../../runtime/resume";
+import { ActiveJobError, collectGarbage, deleteJobs, KeptJobError } from "../../store/cleanup";
 
 /** A request the caller got wrong: answered 400 (404 for an unknown job) with this message. */
 export class BadRequest extends Error {
@@ -301,7 +302,20 @@ export async function runAction(store: Store, jobId: number, action: string, bod
       }
       return { note: body.note || null };
     }
+    case "delete": {
+      // As `nbjob rm JOB`: a queued or running job, or one tagged keep, is refused with the reason.
+      let plan;
+      try {
+        plan = await deleteJobs(store, { ids: [jobId] });
+      } catch (err) {
+        if (err instanceof ActiveJobError || err instanceof KeptJobError) throw new BadRequest(err.message, 409);
+        throw err;
+      }
+      // The values only this job used go with the next collection; the page need not wait for it.
+      collectGarbage(store, {}).catch(() => undefined);
+      return { deleted: jobId, bytes: plan.bytes.total };
+    }
     default:
-      throw new BadRequest(`there is no action "${action}"; actions are cancel, rerun, resume, tags, note`, 404);
+      throw new BadRequest(`there is no action "${action}"; actions are cancel, rerun, resume, tags, note, delete`, 404);
   }
 }

@@ -81,7 +81,7 @@ export function createDashboardServer(store: Store, access: AccessOptions): Dash
     const path = url.pathname;
     if (req.method === "POST") {
       const action = /^\/api\/jobs\/([^/]+)\/([a-z]+)$/.exec(path);
-      if (!action) throw new BadRequest(`nothing to POST at ${path}; actions are /api/jobs/ID/{cancel,rerun,resume,tags,note}`, 404);
+      if (!action) throw new BadRequest(`nothing to POST at ${path}; actions are /api/jobs/ID/{cancel,rerun,resume,tags,note,delete}`, 404);
       return json(res, 200, await runAction(store, parseId(action[1]), action[2], await readJson(req)));
     }
     if (req.method !== "GET" && req.method !== "HEAD") throw new BadRequest(`${req.method} is not supported: pages are GET, actions POST`, 405);

@@ -250,6 +250,7 @@
       try {
         const answer = await post(`/api/jobs/${id}/${action}`, body);
         if (answer.created) location.href = `/jobs/${answer.created}`;
+        else if (answer.deleted) location.href = "/";
         else await load();
       } catch (err) {
         alert(`${action}: ${err.message}`);
@@ -264,8 +265,9 @@
     note.addEventListener("input", () => { noteEdited = true; });
     const cancelButton = h("button", { id: "cancel", onclick: () => act("cancel") }, "cancel");
     const resumeButton = h("button", { id: "resume", onclick: () => act("resume") }, "resume");
+    const deleteButton = h("button", { id: "delete", onclick: () => { if (confirm(`Delete job ${id}: its logs, checkpoints, result and analyses?`)) act("delete"); } }, "delete");
     const tagList = h("span", { id: "tags" });
-    const actions = h("div", { class: "bar", id: "actions" }, cancelButton, h("button", { id: "rerun", onclick: () => act("rerun") }, "rerun"), resumeButton,
+    const actions = h("div", { class: "bar", id: "actions" }, cancelButton, h("button", { id: "rerun", onclick: () => act("rerun") }, "rerun"), resumeButton, deleteButton,
       "tags: ", tagList, tagInput, h("button", { id: "add-tag", onclick: () => { const t = tagInput.value.trim(); if (t) act("tags", { add: [t] }).then(() => { tagInput.value = ""; }); } }, "add tag"));
     const [titleBox, infoBox, bodyBox] = [h("div"), h("div"), h("div")];
     const noteBar = h("div", { class: "bar" }, note, h("button", { id: "save-note", onclick: () => act("note", { note: note.value }).then(() => { noteEdited = false; }) }, "save note"));
@@ -276,6 +278,7 @@
       if (!noteEdited && document.activeElement !== note) note.value = j.note ?? "";
       cancelButton.disabled = !(j.status === "queued" || j.status === "running");
       resumeButton.disabled = !["failed", "cancelled", "lost"].includes(j.status);
+      deleteButton.disabled = j.status === "queued" || j.status === "running";
       fill(tagList, j.tags.map((t) => h("span", { class: "tag" }, t, h("button", { title: `remove tag ${t}`, "data-remove-tag": t, onclick: () => act("tags", { remove: [t] }) }, "×"))));
       const links = [
         j.group_id ? h("a", { href: `/groups/${Number(j.group_id)}` }, `sweep ${j.group_id}`) : null,
