@@ -6,6 +6,7 @@ import { parseCommandArgs, UsageError } from "./args";
 import { STORE_FLAGS, STORE_FLAGS_USAGE, storeFromFlags } from "./db";
 import { createDashboardServer } from "./dashboard/server";
 import { isLoopback, newToken } from "./dashboard/security";
+import { announceDashboard } from "../runtime/dashboard-link";
 
 const USAGE = `usage: nbjob dashboard [--port N] [--host H] [--token T | --no-token]
 
@@ -47,6 +48,7 @@ async function cmdDashboard(argv: string[]): Promise<number> {
   const store = storeFromFlags(values, { applicationName: "nbjob dashboard", maxConnections: 6 });
   const access = { host, port, token };
   const { server, feed } = createDashboardServer(store, access);
+  let withdraw = () => {};
   try {
     // Connect first: a store that cannot be reached is one clear error, before anything listens.
     await store.ready();
@@ -62,12 +64,16 @@ async function cmdDashboard(argv: string[]): Promise<number> {
     feed.start();
     const shownHost = host.includes(":") ? `[${host}]` : host;
     console.log(`nbjob dashboard at http://${shownHost}:${access.port}/${token ? `?token=${token}` : ""} ; Ctrl-C stops it`);
+    // Notebooks on this machine using the same store link their jobs here (the wildcard is reached on loopback).
+    const linkHost = host === "0.0.0.0" ? "127.0.0.1" : host === "::" ? "[::1]" : shownHost;
+    withdraw = announceDashboard(`http://${linkHost}:${access.port}/`, (await store.where()).url);
     await new Promise<void>((resolve) => {
       process.once("SIGINT", resolve);
       process.once("SIGTERM", resolve);
     });
     return 0;
   } finally {
+    withdraw();
     feed.stop();
     server.closeAllConnections?.();
     await new Promise((resolve) => server.close(resolve));

@@ -6,6 +6,7 @@ import type { DbJobListed, Json, Store } from "../store";
 import { display } from "./display";
 import type { DisplayHandle } from "./display";
 import { holdCell } from "./notebook";
+import { runningDashboard } from "./dashboard-link";
 
 export interface DashboardOptions {
   /** How many of the newest jobs to show. Default 20. */
@@ -149,10 +150,12 @@ export class Dashboard {
     }
     const active = jobs.filter((j) => j.status === "queued" || j.status === "running").length;
     const caption = `nbjob: ${jobs.length} most recent job${jobs.length === 1 ? "" : "s"}${active ? `, ${active} active (updating)` : ""}; at ${time(new Date(now))}`;
+    // Each job links to its page when a web dashboard (`nbjob dashboard`) serves this store.
+    const web = runningDashboard((await this.store.where()).url);
     const html = [
       `<div class="nbjob-dashboard"><table><caption style="text-align:left">${esc(caption)}</caption>`,
       `<thead><tr>${COLUMNS.map((c) => `<th style="text-align:left">${c}</th>`).join("")}</tr></thead><tbody>`,
-      ...rows.map((r) => `<tr>${r.map((v, i) => `<td style="text-align:left${i === 3 ? `;color:${STATUS_COLOURS[v] ?? "inherit"}` : ""}">${esc(v)}</td>`).join("")}</tr>`),
+      ...rows.map((r) => `<tr>${r.map((v, i) => `<td style="text-align:left${i === 3 ? `;color:${STATUS_COLOURS[v] ?? "inherit"}` : ""}">${i === 0 && web ? `<a href="${esc(`${web}jobs/${v}`)}" target="_blank">${esc(v)}</a>` : esc(v)}</td>`).join("")}</tr>`),
       "</tbody></table></div>",
     ].join("");
     const widths = COLUMNS.map((c, i) => Math.min(40, Math.max(c.length, ...rows.map((r) => r[i].length))));

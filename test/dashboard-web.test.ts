@@ -64,8 +64,8 @@ async function run(id: number): Promise<void> {
   await transitionJob(store, id, "running", { workerId: "default/0@testhost.abc123", host: "testhost", pid: 4242 });
 }
 
-function startServer(args: string[]): Promise<{ child: ChildProcess; base: string }> {
-  const child = spawn(process.execPath, [NBJOB, "dashboard", "--port", "0", ...args], { env: { ...process.env, NBJOB_DATABASE_URL: url }, stdio: ["ignore", "pipe", "pipe"] });
+function startServer(args: string[], env: Record<string, string> = {}): Promise<{ child: ChildProcess; base: string }> {
+  const child = spawn(process.execPath, [NBJOB, "dashboard", "--port", "0", ...args], { env: { ...process.env, NBJOB_DATABASE_URL: url, ...env }, stdio: ["ignore", "pipe", "pipe"] });
   return new Promise((resolvePromise, reject) => {
     let out = "";
     let err = "";
@@ -377,6 +377,8 @@ describe("nbjob dashboard in a browser", () => {
 
   test("in a notebook, nbjob.makeDefaultDashboard() shows the table in its first display (a headless nbjob run keeps it)", async () => {
     const work = mkdtempSync(join(tmpdir(), "nbjob-dashboard-nb-"));
+    // A web dashboard of the same store under the notebook's NBJOB_HOME: the table links each job to its page.
+    const web = await startServer(["--token", TOKEN], { NBJOB_HOME: join(work, "home") });
     try {
       const path = join(work, "dash.ipynb");
       const cells = ["nbjob.makeDefaultDashboard({ limit: 20 });", "1 + 1"].map((source, i) => ({ cell_type: "code", id: `c${i}`, metadata: {}, source, outputs: [], execution_count: null }));
@@ -395,7 +397,12 @@ describe("nbjob dashboard in a browser", () => {
       assert.match(html, /<table>/);
       assert.doesNotMatch(html, /loading/);
       assert.match(html, /&lt;img src=x onerror=/, "the hostile job's name, escaped");
+      assert.match(html, new RegExp(`<a href="${web.base}/jobs/${ids.hostile}" target="_blank">${ids.hostile}</a>`), "each job links to its dashboard page");
+      assert.ok(existsSync(join(work, "home", "dashboards", `${web.child.pid}.json`)));
     } finally {
+      web.child.kill("SIGTERM");
+      await new Promise((r) => web.child.once("close", r));
+      assert.ok(!existsSync(join(work, "home", "dashboards", `${web.child.pid}.json`)), "a stopped dashboard takes its address back");
       rmSync(work, { recursive: true, force: true });
     }
   });
