@@ -136,7 +136,8 @@ before(async () => {
   }
   ids.group = Number(group.id);
   [ids.sweepA, ids.sweepB, ids.sweepC] = sweep;
-  ids.hostile = await addJob({ "<b>k</b>": HOSTILE, quote: `'"\``, x: 1 }, { name: HOSTILE, tags: [`"><script>window.__pwned=2</script>`, "ünï"] });
+  ids.hostile = await addJob({ "<b>k</b>": HOSTILE, quote: `'"\``, x: 1 }, { name: HOSTILE, tags: [`"><script>window.__pwned=2</script>`, "ünï"],
+    code: `function step(x: number) { const s = "</pre><img src=x onerror='window.__pwned=7'>"; return x + s.length; }` });
   await run(ids.hostile);
   await appendLogs(store, ids.hostile, [{ stream: "stdout", line: `<script>window.__pwned=3</script>${HOSTILE}` }, { stream: "stderr", line: `<img src=x onerror=window.__pwned=4>` }]);
   await transitionJob(store, ids.hostile, "failed", { error: { name: "Error", message: HOSTILE, traceback: [`    at <img src=x onerror=window.__pwned=5> (bundle.ts:3:1)`] } });
@@ -255,10 +256,10 @@ describe("nbjob dashboard in a browser", () => {
     await page.waitForSelector("body[data-loaded]");
     assert.equal(await page.$$eval("#sweep tr", (rows) => rows.length), 4);
     await page.waitForFunction(() => document.querySelector("#chart")?.getAttribute("data-rendered") === "yes", { timeout: 20_000 });
-    // A declaration's history: every stored version of step, each with its jobs and its diff from the one before.
+    // A declaration's history: every stored version of step (5: the hostile job has its own), each with its jobs and its diff from the one before.
     await page.goto(`${base}/history?name=step`);
     await page.waitForSelector("body[data-loaded]");
-    assert.equal(await page.$$eval("section.version", (els) => els.length), 4);
+    assert.equal(await page.$$eval("section.version", (els) => els.length), 5);
     const history = await text(page, "main");
     assert.match(history, /\+function step\(x: number\) \{ return x \* 2; \}/);
     assert.match(history, new RegExp(`used by 1 job: ${ids.sweepB}`));
@@ -352,6 +353,13 @@ describe("nbjob dashboard in a browser", () => {
         assert.ok(state.text.includes(`<script>window.__pwned=3</script>`), "the log line as text");
         assert.ok(state.text.includes(`"><script>window.__pwned=2</script>`), "the tag as text");
         assert.equal(await hostile.$eval("#note", (el) => (el as HTMLTextAreaElement).value), `<img src=x onerror="window.__pwned=6">`);
+        // The code is highlighted (highlight.js from npm, served by the dashboard), its strings still text.
+        const code = await hostile.evaluate(() => {
+          const pre = document.querySelector("pre.code.hljs");
+          return { keywords: pre?.querySelectorAll(".hljs-keyword").length ?? 0, text: pre?.textContent ?? "" };
+        });
+        assert.ok(code.keywords >= 3, `keywords highlighted: ${code.keywords}`);
+        assert.match(code.text, /const s = "<\/pre><img src=x onerror='window.__pwned=7'>"/);
         await hostile.screenshot({ path: join(SHOTS, "hostile-job.png"), fullPage: true });
       }
       await hostile.close();

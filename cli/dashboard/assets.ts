@@ -1,6 +1,6 @@
 // Static files: the page's own script and style (cli/dashboard/assets/, read from the package's
 // source tree as migrations/ is), and Vega, Vega-Lite and vega-embed from their npm packages, so
-// charts draw with no internet.
+// charts draw with no internet; highlight.js's browser build colours code.
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 
@@ -22,6 +22,9 @@ const FILES: Record<string, { file: () => string; type: string }> = {
   "/vendor/vega.js": { file: () => packageFile("vega", "build/vega.min.js"), type: "text/javascript" },
   "/vendor/vega-lite.js": { file: () => packageFile("vega-lite", "build/vega-lite.min.js"), type: "text/javascript" },
   "/vendor/vega-embed.js": { file: () => packageFile("vega-embed", "build/vega-embed.min.js"), type: "text/javascript" },
+  // Code is highlighted in the page by highlight.js's browser build (TypeScript is in its common set).
+  "/vendor/highlight.js": { file: () => packageFile("@highlightjs/cdn-assets", "highlight.min.js"), type: "text/javascript" },
+  "/vendor/highlight.css": { file: () => packageFile("@highlightjs/cdn-assets", "styles/github.min.css"), type: "text/css" },
 };
 
 const cache = new Map<string, Buffer>();

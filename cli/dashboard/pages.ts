@@ -12,10 +12,12 @@ export function pageHtml(page: PageName, options: { id?: number; token: string |
 <title>nbjob · ${escapeHtml(options.title)}</title>
 <meta name="nbjob-token" content="${escapeHtml(options.token ?? "")}">
 <link rel="stylesheet" href="/assets/style.css">
+<link rel="stylesheet" href="/vendor/highlight.css">
 </head>
 <body data-page="${page}"${options.id !== undefined ? ` data-id="${options.id}"` : ""}>
 <header><a href="/">nbjob</a><a href="/">jobs</a><span id="live" class="off">connecting…</span></header>
 <main id="main"><p class="muted">loading…</p></main>
+<script src="/vendor/highlight.js"></script>
 <script src="/assets/app.js"></script>
 </body></html>
 `;

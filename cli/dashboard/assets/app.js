@@ -25,6 +25,19 @@
     return el;
   }
 
+  /**
+   * A block of TypeScript (or JSON, by a file's name), highlighted by highlight.js when it loaded:
+   * it reads the text set here and writes its own escaped markup, so stored code stays text.
+   */
+  function codeBlock(source, path = "") {
+    const el = h("pre", { class: "code" }, source);
+    if (window.hljs && source.length < 200000) {
+      el.classList.add(/\.json$/.test(path) ? "language-json" : "language-typescript");
+      window.hljs.highlightElement(el);
+    }
+    return el;
+  }
+
   /** Replaces an element's children (arrays flattened, null and false left out, strings as text). */
   function fill(el, ...children) {
     el.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false).map((c) => (c instanceof Node ? c : String(c))));
@@ -322,8 +335,8 @@
         h("h2", {}, "Code"),
         h("p", { class: "muted" }, "entries: ", code.entries.join("; ")),
         code.snippets.map((s) => h("details", { open: true }, h("summary", {}, `${s.kind} ${s.names.join(", ")}${s.collector ? ` (${s.collector})` : ""} · ${s.hash.slice(0, 10)} `,
-          s.names.length ? h("a", { href: `/history?name=${encodeURIComponent(s.names[0])}`, class: "history" }, "history") : ""), h("pre", { class: "code" }, s.source))),
-        code.files.map((f) => h("details", {}, h("summary", {}, `file ${f.path} · ${f.hash.slice(0, 10)}`), h("pre", { class: "code" }, f.content))),
+          s.names.length ? h("a", { href: `/history?name=${encodeURIComponent(s.names[0])}`, class: "history" }, "history") : ""), codeBlock(s.source))),
+        code.files.map((f) => h("details", {}, h("summary", {}, `file ${f.path} · ${f.hash.slice(0, 10)}`), codeBlock(f.content, f.path))),
         h("h2", {}, "Environment"),
         data.environment
           ? h("div", {}, h("p", {}, `Node ${data.environment.node_version}, nbjob ${data.environment.nbjob_version}`),
@@ -434,7 +447,7 @@
         data.versions.map((v, i) => h("section", { class: "version", "data-hash": v.hash },
           h("h2", {}, `version ${i + 1} · ${v.kind} · ${v.hash.slice(0, 10)} · ${when(v.created_at)}`),
           h("p", {}, v.jobCount ? [`used by ${v.jobCount} job${v.jobCount === 1 ? "" : "s"}: `, v.jobIds.map((id, k) => [k ? ", " : "", jobLink(id, String(id))]), v.jobCount > v.jobIds.length ? " …" : ""] : "used by no job"),
-          v.diff ? diffBlock({ diff: v.diff }) : h("pre", { class: "code" }, v.source))));
+          v.diff ? diffBlock({ diff: v.diff }) : codeBlock(v.source))));
       document.body.dataset.loaded = String(Date.now());
     } catch (err) {
       showError(main, err);
