@@ -14,7 +14,7 @@ import { after, before, describe, test } from "node:test";
 import { Client } from "pg";
 import puppeteer from "puppeteer-core";
 import type { Browser, Page } from "puppeteer-core";
-import { appendLogs, createAnalysis, createJob, createJobGroup, openStore, putAnalysisRow, putBundle, putCheckpoint, transitionJob } from "../store";
+import { appendLogs, createAnalysis, createJob, createJobGroup, openStore, putAnalysisRow, putBundle, putCheckpoint, putMetrics, transitionJob } from "../store";
 import type { Json, Store } from "../store";
 
 // The browser's globals as the functions given to page.evaluate/waitForFunction see them (the
@@ -131,6 +131,8 @@ before(async () => {
     for (let c = 0; c < 5; c++) await putCheckpoint(store, id, c, { loss: new Uint8Array([c]) });
     const analysis = await createAnalysis(store, id, [{ name: "lossAt", source: "function lossAt(s: { loss: number }) { return s.loss; }" }]);
     for (let c = 0; c < 5; c++) await putAnalysisRow(store, { functionHash: analysis.function_hashes[0], jobId: id, checkpointIdx: c, value: [["loss", lr * 10 / (c + 1)]] });
+    // 20 steps of a metric as jobtracker.log stores them (a NaN among them is kept, not drawn).
+    await putMetrics(store, id, Array.from({ length: 20 }, (_, k) => ({ seq: k, name: "loss", step: k, value: k === 7 ? NaN : lr * 100 / (k + 1), backwards: false })));
     await transitionJob(store, id, "done", { result: null, resultText: String(1 - lr) });
     sweep.push(id);
   }
@@ -251,7 +253,14 @@ describe("nbjob dashboard in a browser", () => {
     assert.match(await text(page, "pre.diff"), /-function step\(x: number\) \{ return x \* 1; \}\n\+function step\(x: number\) \{ return x \* 2; \}/);
     assert.equal(await page.$eval("#chart", (el) => el.getAttribute("data-rendered")), "yes");
     assert.ok((await page.$$("#chart svg")).length > 0, "the chart is drawn (Vega served by the dashboard)");
+    // The metric the 3 jobs logged: last values side by side, and one chart with a line per job.
+    assert.deepEqual(await page.$$eval('tr[data-metric="loss"] td', (cells) => cells.map((c) => c.textContent)), ["0.5", "0.05", "0.005"]);
+    assert.equal(await page.$eval('.metric-chart[data-metric="loss"]', (el) => el.getAttribute("data-rendered")), "yes");
+    assert.equal(await page.$$eval('.metric-chart[data-metric="loss"] svg path[aria-roledescription="line mark"]', (lines) => lines.length), 3, "a line per job");
     await page.screenshot({ path: join(SHOTS, "compare.png"), fullPage: true });
+    await page.goto(`${base}/jobs/${ids.sweepB}`);
+    await page.waitForFunction(() => document.querySelector('.metric-chart[data-metric="loss"]')?.getAttribute("data-rendered") === "yes", { timeout: 20_000 });
+    assert.deepEqual(await page.$$eval("#metrics td", (cells) => cells.map((c) => c.textContent)), ["loss", "0.05"]);
     await page.goto(`${base}/groups/${ids.group}`);
     await page.waitForSelector("body[data-loaded]");
     assert.equal(await page.$$eval("#sweep tr", (rows) => rows.length), 4);

@@ -5,7 +5,7 @@ import type { DbLog, JobPreview, JobStatus, ParamCondition, Store } from "../../
 import {
   analysisPoints, browseJobs, bundleCode, createJob, diffJobs, getBundle, getEnvironment, getJobGroup, IllegalTransitionError, isJobStatus, jobForPage,
   jobOutcomeText, jobsDerivedFrom, JOB_STATUSES, listCheckpoints, notifyJobCancelled, notifyJobQueued, PARAM_OPERATORS, paramPreviews, paramValueText,
-  readLogs, readLogTail, requireJob, setJobNote, setJobTags, storedParamsBytes, transitionJob, BROWSE_SORTS, StoreError, UnknownJobError,
+  readLogs, readLogTail, readMetrics, requireJob, setJobNote, setJobTags, storedParamsBytes, transitionJob, BROWSE_SORTS, StoreError, UnknownJobError,
 } from "../../store";
 import type { BrowseJobsFilter, BrowseSort } from "../../store";
 import { createTwoFilesPatch } from "diff";
@@ -116,6 +116,33 @@ function numericFields(value: unknown): Array<[string | undefined, number]> {
   return [];
 }
 
+/** Most points drawn per job and metric: a longer series is thinned evenly, its last point kept. */
+const METRIC_POINTS = 2_000;
+
+/**
+ * Each metric the jobs logged (jobtracker.log), as one Vega-Lite chart per metric with a line per
+ * job (the spec plotMetrics draws), and each job's last values. Only finite numbers are drawn.
+ */
+async function metricsCharts(store: Store, jobIds: number[]): Promise<Array<{ name: string; spec: object; last: Array<number | string | null> }>> {
+  const read = await Promise.all(jobIds.map((id) => readMetrics(store, id)));
+  const names = [...new Set(read.flatMap((r) => Object.keys(r.series)))].sort();
+  return names.map((name) => {
+    const series: PlotSeries[] = [];
+    const last: Array<number | string | null> = [];
+    read.forEach(({ series: all }, i) => {
+      const s = all[name];
+      const lastValue = s?.values.at(-1);
+      last.push(lastValue === undefined ? null : Array.isArray(lastValue) ? `[${lastValue.length} values]` : Number.isFinite(lastValue) ? lastValue : String(lastValue));
+      if (!s) return;
+      const points = s.steps.map((x, k) => ({ x, y: s.values[k] })).filter((p): p is { x: number; y: number } => typeof p.y === "number" && Number.isFinite(p.y));
+      const every = Math.ceil(points.length / METRIC_POINTS);
+      const thinned = every <= 1 ? points : points.filter((_, k) => k % every === 0 || k === points.length - 1);
+      if (thinned.length > 0) series.push({ name: `job ${jobIds[i]}`, points: thinned });
+    });
+    return { name, spec: vegaLiteSpec(series, "step", name, { title: `${name} by step`, width: 560, height: 220 }), last };
+  });
+}
+
 /** The analyses' curves of some jobs as one Vega-Lite chart (the spec analyzer.plot makes), or null when there are none. */
 async function analysisChart(store: Store, jobIds: number[], title: string): Promise<object | null> {
   const points = await analysisPoints(store, jobIds);
@@ -134,13 +161,14 @@ async function analysisChart(store: Store, jobIds: number[], title: string): Pro
 
 export async function jobPage(store: Store, jobId: number): Promise<object> {
   const job = await jobForPage(store, jobId);
-  const [params, code, checkpoints, environment, derived, chart] = await Promise.all([
+  const [params, code, checkpoints, environment, derived, chart, metrics] = await Promise.all([
     paramPreviews(store, job.bundle_hash),
     bundleCode(store, job.bundle_hash),
     listCheckpoints(store, jobId),
     job.environment_hash ? getEnvironment(store, job.environment_hash) : undefined,
     jobsDerivedFrom(store, jobId),
     analysisChart(store, [jobId], `analyses of job ${jobId}`),
+    metricsCharts(store, [jobId]),
   ]);
   let traceback = job.error_traceback ?? [];
   if (traceback.length > 0 && (await storedParamsBytes(store, job.bundle_hash)) <= MAP_TRACEBACK_MAX_PARAMS) {
@@ -156,6 +184,7 @@ export async function jobPage(store: Store, jobId: number): Promise<object> {
     environment: environment ?? null,
     derived,
     chart,
+    metrics,
   };
 }
 
@@ -196,6 +225,7 @@ export async function comparePage(store: Store, query: URLSearchParams): Promise
     params: table,
     diffs,
     chart: await analysisChart(store, ids, `analyses of jobs ${ids.join(", ")}`),
+    metrics: await metricsCharts(store, ids),
   };
 }
 

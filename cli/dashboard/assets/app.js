@@ -325,7 +325,13 @@
     function renderDetails(data) {
       const code = data.code;
       const chartBox = h("div", { id: "chart" });
+      const metricBoxes = data.metrics.map((m) => h("div", { class: "metric-chart", "data-metric": m.name }));
       fill(details, 
+        h("h2", {}, "Metrics"),
+        data.metrics.length
+          ? [h("table", { id: "metrics" }, h("tr", {}, h("th", {}, "metric"), h("th", {}, "last value")),
+            data.metrics.map((m) => h("tr", {}, h("td", {}, m.name), h("td", {}, m.last[0] ?? "")))), metricBoxes]
+          : h("p", { class: "muted" }, "none logged"),
         h("h2", {}, `Checkpoints (${data.checkpointCount})`),
         data.checkpoints.length
           ? h("table", { id: "checkpoints" }, h("tr", {}, h("th", {}, "index"), h("th", {}, "time"), h("th", {}, "names"), h("th", {}, "bytes")),
@@ -344,6 +350,7 @@
           : h("p", { class: "muted" }, "not recorded yet"),
       );
       if (data.chart) chart(chartBox, data.chart);
+      data.metrics.forEach((m, i) => chart(metricBoxes[i], m.spec));
     }
 
     async function load() {
@@ -378,18 +385,22 @@
       const head = h("tr", {}, h("th", {}, ""), data.jobs.map((j) => h("th", {}, jobLink(j.id), j.name ? ` · ${j.name}` : "")));
       const row = (label, cells, attrs = {}) => h("tr", attrs, h("th", {}, label), cells.map((c) => h("td", { class: "preview" }, c)));
       const chartBox = h("div", { id: "chart" });
+      const metricBoxes = data.metrics.map((m) => h("div", { class: "metric-chart", "data-metric": m.name }));
       fill(main, 
         h("h1", {}, `Compare ${data.jobs.length} jobs`),
         h("table", { id: "compare-table" }, head,
           row("status", data.jobs.map((j) => status(j.status))),
           row("tags", data.jobs.map((j) => j.tags.join(", "))),
           data.params.map((p) => row(p.name, p.values.map((v) => v ?? "—"), { class: p.differs ? "differs" : "", "data-param": p.name })),
-          row("result or error", data.jobs.map((j) => outcome(j.result, j.error)))),
+          row("result or error", data.jobs.map((j) => outcome(j.result, j.error))),
+          data.metrics.map((m) => row(`${m.name} (last)`, m.last.map((v) => v ?? "—"), { "data-metric": m.name }))),
         h("p", { class: "muted" }, "highlighted rows: parameters that differ"),
+        data.metrics.length ? [h("h2", {}, "Metrics"), metricBoxes] : null,
         h("h2", {}, "Analyses"), data.chart ? chartBox : h("p", { class: "muted" }, "none stored"),
         h("h2", {}, "Code"), data.diffs.map((d) => [h("h3", {}, `job ${d.from} → job ${d.to}`), diffBlock(d)]),
       );
       if (data.chart) await chart(chartBox, data.chart);
+      await Promise.all(data.metrics.map((m, i) => chart(metricBoxes[i], m.spec)));
       document.body.dataset.loaded = String(Date.now());
     } catch (err) {
       showError(main, err);
