@@ -167,7 +167,9 @@ export async function cmdJobs(argv: string[]): Promise<number> {
     console.log(filtered ? "no jobs match" : "no jobs yet");
     return 0;
   }
-  const metrics = jobs.map((job) => formatLastMetrics(lastMetricsOf(job)));
+  // The METRICS column holds the last values of the metrics that have no column of their own.
+  const ownColumns = new Set(columns.filter(([, field]) => field.kind === "metrics" && field.path.length === 1).map(([, field]) => field.path[0]));
+  const metrics = jobs.map((job) => formatLastMetrics(Object.fromEntries(Object.entries(lastMetricsOf(job)).filter(([name]) => !ownColumns.has(name)))));
   // Only when some job logged metrics; last, since a job may log many and the last column is not padded.
   const withMetrics = metrics.some((text) => text !== "");
   const rows = jobs.map((job, i) => [

@@ -200,9 +200,10 @@ describe("queries by parameter, metric and result", () => {
     const run = await nbjob(["jobs", "--where", "params.lr < 0.05 and metrics.loss < 0.1", "--order", "metrics.loss"], url);
     assert.deepEqual(listedIds(run), [ids[2], ids[1]]);
     const lines = run.stdout.trim().split("\n");
-    assert.match(lines[0], /^ID\s+STATUS\s+NAME\s+TAGS\s+QUEUED\s+TIME\s+WORKER\s+PARAMS\.LR\s+METRICS\.LOSS$/);
+    // METRICS: the last values of the metrics without a column of their own (job 1's acc).
+    assert.match(lines[0], /^ID\s+STATUS\s+NAME\s+TAGS\s+QUEUED\s+TIME\s+WORKER\s+PARAMS\.LR\s+METRICS\.LOSS\s+METRICS$/);
     assert.match(lines[1], new RegExp(`^${ids[2]}\\s+done\\s+job 2\\s+.*\\s0\\.001\\s+0\\.05$`));
-    assert.match(lines[2], new RegExp(`^${ids[1]}\\s+done\\s+job 1\\s+sweep\\s+.*\\s0\\.01\\s+0\\.08$`));
+    assert.match(lines[2], new RegExp(`^${ids[1]}\\s+done\\s+job 1\\s+sweep\\s+.*\\s0\\.01\\s+0\\.08\\s+acc=0\\.9$`));
     // or, parentheses, in, text, booleans of the language; descending order
     assert.deepEqual(listedIds(await nbjob(["jobs", "--where", `(params.optimizer = "sgd" or params.lr = 'auto') and status in ("done", "queued")`, "--order", "-id"], url)), newestFirst(1, 4));
     assert.deepEqual(listedIds(await nbjob(["jobs", "--where", `metrics.acc exists and tag = "sweep" and created < "${new Date(Date.now() - 86_400_000).toISOString()}"`, "--order", "-metrics.acc"], url)), [ids[0]]);
