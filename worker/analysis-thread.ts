@@ -212,8 +212,9 @@ function prepare(command: AnalyzeCheckpointCommand): Prepared {
   const refilled = new Set(names.filter((name, i) => restored.has(name) && typeof after[i] === "object" && after[i] !== null && after[i] === before[i]));
   const global = vm.runInContext("globalThis", job.context) as Record<string | symbol, unknown>;
   const statefulPrototypes = new Set<object>(vm.runInContext(
-    "[[][Symbol.iterator](), ''[Symbol.iterator](), /x/g[Symbol.matchAll]('x')].map((it) => Object.getPrototypeOf(it))", job.context) as object[]);
+    "[...[[][Symbol.iterator](), ''[Symbol.iterator](), /x/g[Symbol.matchAll]('x')].map((it) => Object.getPrototypeOf(it)), WeakRef.prototype, FinalizationRegistry.prototype]", job.context) as object[]);
   for (const it of [[][Symbol.iterator](), ""[Symbol.iterator](), /x/g[Symbol.matchAll]("x")]) statefulPrototypes.add(Object.getPrototypeOf(it) as object);
+  statefulPrototypes.add(WeakRef.prototype).add(FinalizationRegistry.prototype);
   const p = { key: preparedKey(command), job, functions, restoredNames: [...restored].sort().join(","), refilled, readNames, names, global, statefulPrototypes };
   let baseline: StateRecord | string;
   if (programNames === undefined) baseline = "the program's top-level names are unknown";

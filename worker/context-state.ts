@@ -21,25 +21,6 @@ class Bytes {
   constructor(readonly copy: Buffer) {}
 }
 
-/** Brand checks through the built-ins' own methods (they throw on other objects and run no code of the job). */
-function isWeakRef(value: object): boolean {
-  try {
-    WeakRef.prototype.deref.call(value as WeakRef<object>);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function isFinalizationRegistry(value: object): boolean {
-  try {
-    FinalizationRegistry.prototype.unregister.call(value as FinalizationRegistry<unknown>, {});
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** The roots of a record: named values, each walked deeply, or only by identity (host objects shared by every job). */
 export interface StateRoots {
   /** name → value, walked through everything reachable. */
@@ -54,8 +35,9 @@ export interface StateRoots {
 
 /**
  * Walks the roots. Throws UnverifiableState when it meets state it cannot read without running
- * the job's code (a Proxy, WeakMap, WeakSet, WeakRef, an iterator or generator's position) or
- * when the state is too large to compare cheaply.
+ * the job's code (a Proxy, WeakMap, WeakSet, an iterator or generator's position, or an object
+ * inheriting from one of `statefulPrototypes`: WeakRef, FinalizationRegistry, the built-in
+ * iterators) or when the state is too large to compare cheaply.
  */
 export function recordState(roots: StateRoots, statefulPrototypes: ReadonlySet<object>): StateRecord {
   const entries: unknown[] = [];
@@ -83,10 +65,12 @@ export function recordState(roots: StateRoots, statefulPrototypes: ReadonlySet<o
     if (seen.has(value)) return;
     seen.add(value);
     if (types.isProxy(value)) throw new UnverifiableState("a Proxy");
-    if (types.isWeakMap(value) || types.isWeakSet(value) || isWeakRef(value) || isFinalizationRegistry(value)) throw new UnverifiableState("a WeakMap, WeakSet, WeakRef or FinalizationRegistry");
+    if (types.isWeakMap(value) || types.isWeakSet(value)) throw new UnverifiableState("a WeakMap or WeakSet");
     if (types.isGeneratorObject(value) || types.isMapIterator(value) || types.isSetIterator(value)) throw new UnverifiableState("an iterator or generator");
     const proto = Reflect.getPrototypeOf(value);
-    if (proto && statefulPrototypes.has(proto)) throw new UnverifiableState("an iterator");
+    for (let p = proto; p; p = Reflect.getPrototypeOf(p)) {
+      if (statefulPrototypes.has(p)) throw new UnverifiableState("an iterator, WeakRef or FinalizationRegistry");
+    }
     push(proto, Reflect.isExtensible(value));
     if (proto) walk(proto);
     if (types.isArrayBufferView(value) || types.isAnyArrayBuffer(value)) {
