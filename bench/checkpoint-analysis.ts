@@ -145,7 +145,11 @@ async function main(): Promise<void> {
         console.log(`round ${round + 1}, ${label === "one" ? "1 worker " : "2 workers"}: plain thread${label === "one" ? " " : "s"} ${raw.toFixed(2)} s, nbjob warm ${timed.warm.toFixed(2)} s, nbjob cold ${timed.cold.toFixed(2)} s  (load ${loadavg()[0].toFixed(1)})`);
       }
     }
-    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+    // The middle value, or the mean of the two middle ones for an even count.
+    const median = (xs: number[]) => {
+      const s = [...xs].sort((a, b) => a - b);
+      return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+    };
     for (const kind of ["warm", "cold"] as const) {
       // Per round: nbjob's speed-up on 2 workers over the plain threads' speed-up in that round.
       const speedups = runs.one.map((o, r) => o[kind] / runs.two[r][kind]);

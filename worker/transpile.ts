@@ -187,23 +187,23 @@ export function hiddenStateRisk(js: string, declaredNames: readonly string[]): s
   };
   const checkCallee = (call: TypeScript.Node, callee: TypeScript.Expression): void => {
     const root = rootOf(callee);
-    if (ts.isCallExpression(root)) risk ??= `line ${line(call)} calls into a required module while the top level runs`;
+    if (ts.isCallExpression(root)) risk ??= `${PROGRAM_FILE} line ${line(call)} calls into a required module while the top level runs`;
     else if (ts.isIdentifier(root)) {
-      if (declared.has(root.text) && !MODULE_HELPERS.has(root.text)) risk ??= `line ${line(call)} calls ${root.text} while the top level runs`;
+      if (declared.has(root.text) && !MODULE_HELPERS.has(root.text)) risk ??= `${PROGRAM_FILE} line ${line(call)} calls ${root.text} while the top level runs`;
     } else if (!ts.isArrayLiteralExpression(root) && !ts.isObjectLiteralExpression(root) && !ts.isStringLiteralLike(root) && !ts.isTemplateExpression(root) && !ts.isNumericLiteral(root) && !ts.isRegularExpressionLiteral(root)) {
-      risk ??= `line ${line(call)} runs a function of its own while the top level runs`;
+      risk ??= `${PROGRAM_FILE} line ${line(call)} runs a function of its own while the top level runs`;
     }
   };
   /** Code that runs while the top level runs; `inCallback`: inside a function a built-in may call then. */
   const visit = (node: TypeScript.Node, inCallback: boolean): void => {
     if (risk) return;
     if (ts.isFunctionDeclaration(node) || ts.isMethodDeclaration(node) || ts.isConstructorDeclaration(node) || ts.isAccessor(node)) {
-      if (inCallback) risk = `line ${line(node)} makes a closure while the top level runs`;
+      if (inCallback) risk = `${PROGRAM_FILE} line ${line(node)} makes a closure while the top level runs`;
       return;
     }
     if (ts.isFunctionExpression(node) || ts.isArrowFunction(node)) {
       if (inCallback) {
-        risk = `line ${line(node)} makes a closure while the top level runs`;
+        risk = `${PROGRAM_FILE} line ${line(node)} makes a closure while the top level runs`;
         return;
       }
       // Called now only if handed to a call (Array.from(…, f), xs.map(f)): its body runs at the top level.
