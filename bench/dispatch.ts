@@ -230,7 +230,15 @@ const NOTEBOOK_SCRIPT = `
 import json, sys, time
 from jupyter_client.manager import start_new_kernel
 n = int(sys.argv[1])
-km, kc = start_new_kernel(kernel_name="nbjob", startup_timeout=120)
+# jupyter_client picks free ports, then the kernel binds them: on a busy machine another process
+# can take one in between ("Address already in use"); start again then.
+for attempt in range(3):
+    try:
+        km, kc = start_new_kernel(kernel_name="nbjob", startup_timeout=120)
+        break
+    except RuntimeError:
+        if attempt == 2:
+            raise
 def run(code):
     out = []
     def hook(msg):
