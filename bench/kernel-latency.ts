@@ -177,10 +177,12 @@ function main(): void {
     console.log(`load average before: ${load()} on ${cpus().length} cores`);
     if (together) {
       console.log(`the old way: nbjob, tslab and deno alive at once, ${rounds} start-ups each, ${perKind} cells of each kind per start-up, alternating ...`);
-      printKernels(`all three kernels alive at once (load average now ${load()}):`, measure("together", ["nbjob", "tslab", "deno"], rounds, perKind, env));
+      const runs = measure("together", ["nbjob", "tslab", "deno"], rounds, perKind, env);
+      printKernels(`all three kernels alive at once (load average now ${load()}):`, runs);
     } else {
       console.log(`each kernel alone: ${rounds} rounds (nbjob, tslab, deno, order rotated), each: start, first result, 2 s settle, ${perKind} cells of each kind, shut down ...`);
-      printKernels(`each kernel alone (load average now ${load()}):`, measure("alone", ["nbjob", "tslab", "deno"], rounds, perKind, env));
+      const runs = measure("alone", ["nbjob", "tslab", "deno"], rounds, perKind, env);
+      printKernels(`each kernel alone (load average now ${load()}):`, runs);
     }
     if (neighbour) {
       console.log(`\ntslab's cells next to an nbjob kernel (${rounds} rounds, ${perKind} cells of each kind per phase) ...`);
