@@ -59,7 +59,7 @@ def sample(group, key, value):
     samples.setdefault(group, {}).setdefault(key, []).append(value)
 def timed(name, kc, code):
     t = time.perf_counter()
-    reply = kc.execute_interactive(code, timeout=60, output_hook=lambda m: None)
+    reply = kc.execute_interactive(code, timeout=120, output_hook=lambda m: None)
     if reply["content"]["status"] != "ok":
         raise SystemExit("%s failed on %r: %s" % (name, code, reply["content"].get("evalue")))
     return (time.perf_counter() - t) * 1000
@@ -70,19 +70,32 @@ def cell_codes():
     serial += 1
     return [("trivial_ms", "1 + 1"), ("declaration_ms", "let v%d: number = %d;" % (serial, serial)),
             ("function_ms", "function f%d(x: number): number { return x * %d; }\\nf%d(2)" % (serial, serial, serial))]
+alive = []
 def start(name):
     # Start-up is until the first result: a kernel that answers kernel_info early but makes the
     # first cell wait is not faster to use.
     t = time.perf_counter()
     km, kc = start_new_kernel(kernel_name=name, startup_timeout=120)
+    alive.append((km, kc))
     timed(name, kc, "1 + 1")
     return km, kc, (time.perf_counter() - t) * 1000
 def rss(km):
     with open("/proc/%d/status" % km.provisioner.pid) as status:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
 def stop(km, kc):
+    alive.remove((km, kc))
     kc.stop_channels()
     km.shutdown_kernel(now=False)
+def stop_all():
+    # A failed measurement must not leave kernels behind (they hold this script's stdout open).
+    for km, kc in list(alive):
+        try:
+            kc.stop_channels()
+            km.shutdown_kernel(now=True)
+        except Exception:
+            pass
+import atexit
+atexit.register(stop_all)
 def cells_of(group, name, kc, count):
     for _ in range(count):
         for key, code in cell_codes():
