@@ -48,7 +48,7 @@ function writeAnchorSpecs(dataDir: string): void {
 // `cells` cells of each kind, then shut down before the next kernel starts; the order rotates per
 // round. "together" (the old way): every kernel alive at once, cells alternating between them,
 // so one kernel's background work lands on another's timings. "neighbour": tslab's cells alone,
-// next to a just-started nbjob kernel, next to an idle one, and alone again. Figures are medians.
+// next to a just-started nbjob kernel, next to an idle one (a fresh tslab kernel for each). Medians.
 const MEASURE = `
 import json, os, sys, time, statistics
 from jupyter_client.manager import start_new_kernel
@@ -131,19 +131,23 @@ for s in range(starts):
         for name in order:
             stop(*running[name])
     elif mode == "neighbour":
-        # tslab's cells alone, then with an nbjob kernel next to it that was just started (its
-        # warm-up and idle collection run then), then with that nbjob kernel idle for 3 s.
+        # tslab's cells alone, next to an nbjob kernel just started (its warm-up and idle
+        # collection run then), and next to an nbjob kernel idle for a while. Each phase has a
+        # tslab kernel of its own with as many cells (tslab's cells slow down as its history grows).
         km, kc, _ = start("tslab")
         time.sleep(2)
         cells_of("tslab alone", "tslab", kc, cells)
+        stop(km, kc)
+        km, kc, _ = start("tslab")
+        time.sleep(2)
         nkm, nkc, _ = start("nbjob")
         cells_of("tslab, nbjob just started", "tslab", kc, cells)
-        time.sleep(3)
-        cells_of("tslab, nbjob idle", "tslab", kc, cells)
-        stop(nkm, nkc)
-        time.sleep(1)
-        cells_of("tslab alone again", "tslab", kc, cells)
         stop(km, kc)
+        km, kc, _ = start("tslab")
+        time.sleep(2)
+        cells_of("tslab, nbjob idle", "tslab", kc, cells)
+        stop(km, kc)
+        stop(nkm, nkc)
     print("round %d of %d done" % (s + 1, starts), file=sys.stderr, flush=True)
 print("RESULT " + json.dumps({g: {k: statistics.median(v) for k, v in d.items()} for g, d in samples.items()}), flush=True)
 os._exit(0)  # the clients are closed; their finalizers would only print noise at interpreter exit
@@ -200,7 +204,7 @@ function main(): void {
     if (neighbour) {
       console.log(`\ntslab's cells next to an nbjob kernel (${rounds} rounds, ${perKind} cells of each kind per phase) ...`);
       const runs = measure("neighbour", ["tslab"], rounds, perKind, env);
-      const phases = ["tslab alone", "tslab, nbjob just started", "tslab, nbjob idle", "tslab alone again"];
+      const phases = ["tslab alone", "tslab, nbjob just started", "tslab, nbjob idle"];
       console.log(`${"tslab's cells (ms, median)".padEnd(30)}${"1 + 1".padStart(10)}${"let".padStart(10)}${"function".padStart(10)}${"vs alone".padStart(10)}`);
       const alone = runs["tslab alone"];
       for (const phase of phases) {
