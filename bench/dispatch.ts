@@ -11,11 +11,12 @@ import { spawn, spawnSync } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { Client as PgClient } from "pg";
 import type { Client, DBWrapper, SnippetCollector } from "../runtime";
+import { installKernelSpec } from "../kernel/kernelspec";
 
 const ADMIN_URL = process.env.NBJOB_BENCH_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const JOBS = Number(process.env.NBJOB_BENCH_JOBS ?? 1_000);
@@ -190,6 +191,15 @@ class NbjobSide {
     return { seconds, submitSeconds: submitted, p50Ms: percentile(waits, 0.5), p90Ms: percentile(waits, 0.9), workerRunMs: Number(split[0].run_ms) };
   }
 
+  /** Every job of a group (made elsewhere, e.g. in a notebook) stored done with the right result; x starts at `base`. */
+  async checkStored(groupId: number, base: number): Promise<void> {
+    const { rows } = await this.db.store.query<{ status: string; result_text: string | null; x: number }>(
+      `SELECT j.status, j.result_text, (b.params->>'x')::int AS x FROM nbjob.jobs j JOIN nbjob.bundles b ON b.hash = j.bundle_hash WHERE j.group_id = $1`, [groupId]);
+    if (rows.length !== JOBS) throw new Error(`group ${groupId}: ${rows.length} jobs stored, expected ${JOBS}`);
+    const wrong = rows.filter((row) => row.status !== "done" || row.result_text !== String(row.x + 1) || row.x < base || row.x >= base + JOBS);
+    if (wrong.length > 0) throw new Error(`group ${groupId}: ${wrong.length} jobs not done with the right result, e.g. ${JSON.stringify(wrong[0])}`);
+  }
+
   /**
    * Submit-to-start on an idle cluster: one job at a time (job.rerun() of a stored job: the same
    * bundle as a new load-balanced job, no type check), each awaited before the next.
@@ -216,6 +226,111 @@ class NbjobSide {
   }
 }
 
+const NOTEBOOK_SCRIPT = `
+import json, sys, time
+from jupyter_client.manager import start_new_kernel
+n = int(sys.argv[1])
+# jupyter_client picks free ports, then the kernel binds them: on a busy machine another process
+# can take one in between ("Address already in use"); start again then.
+for attempt in range(3):
+    try:
+        km, kc = start_new_kernel(kernel_name="nbjob", startup_timeout=120)
+        break
+    except RuntimeError:
+        if attempt == 2:
+            raise
+def run(code):
+    out = []
+    def hook(msg):
+        if msg["msg_type"] == "stream":
+            out.append(msg["content"]["text"])
+        elif msg["msg_type"] == "error":
+            out.append("ERROR " + msg["content"]["ename"] + ": " + msg["content"]["evalue"])
+    reply = kc.execute_interactive(code, timeout=600, output_hook=hook)
+    if reply["content"]["status"] != "ok":
+        raise SystemExit("the cell failed: %s: %s\\n%s" % (reply["content"].get("ename"), reply["content"].get("evalue"), "".join(out)))
+    return "".join(out)
+try:
+    run("const sc = new SnippetCollector();\\nconst db = new DBWrapper();\\nconst rc = await Client.connect();")
+    run("@sc\\nfunction inc(x: number): number {\\n  return x + 1;\\n}")
+    # Warm-up, as the other sides: both workers have compiled a job before the clock starts.
+    run('const warm = await db.createJobs(rc.loadBalanced(), ["inc(params.x)"], sc, { params: { x: 0 }, grid: { x: [-1, -2, -3, -4] }, review: false, name: "warm-up" });\\nconsole.log((await warm.results).length);')
+    print("READY", flush=True)
+    for line in sys.stdin:  # one round per line: its first job's x; EOF ends it
+        base = int(line)
+        t0 = time.perf_counter()
+        text = run("""const base = %d;
+const t0 = performance.now();
+const group = await db.createJobs(rc.loadBalanced(), ["inc(params.x)"], sc, { params: { x: 0 }, grid: { x: Array.from({ length: %d }, (_, i) => base + i) }, review: false, name: "notebook round" });
+const rows = await group.results;
+const wrong = rows.filter((row, i) => row.status !== "done" || row.result !== base + i + 1).length;
+console.log(JSON.stringify({ cellSeconds: (performance.now() - t0) / 1000, rows: rows.length, wrong, group: group.id }));""" % (base, n))
+        elapsed = time.perf_counter() - t0
+        result = json.loads(text.strip().splitlines()[-1])
+        result["seconds"] = elapsed
+        print(json.dumps(result), flush=True)
+finally:
+    kc.stop_channels()
+    km.shutdown_kernel(now=False)
+`;
+
+/**
+ * The sweep as a user runs it: in a cell of a real nbjob kernel, driven through Debian's
+ * jupyter_client (createJobs on loadBalanced(), then await group.results). Timed by the client
+ * around the cell's execution.
+ */
+class NotebookSide {
+  private readonly lines: string[] = [];
+  private waiting?: (line: string) => void;
+  private stderr = "";
+
+  private constructor(private readonly child: ChildProcess) {
+    createInterface({ input: child.stdout! }).on("line", (line) => {
+      if (this.waiting) {
+        const deliver = this.waiting;
+        this.waiting = undefined;
+        deliver(line);
+      } else this.lines.push(line);
+    });
+    child.stderr!.on("data", (c) => (this.stderr += c));
+    child.on("close", (code) => this.waiting?.(`EXIT ${code}`));
+  }
+
+  static async start(dir: string, env: NodeJS.ProcessEnv): Promise<NotebookSide> {
+    const kernelEnv = { ...env, JUPYTER_DATA_DIR: join(dir, "jupyter"), PYDEVD_DISABLE_FILE_VALIDATION: "1" };
+    installKernelSpec({ kind: "user" }, kernelEnv);
+    const script = join(dir, "notebook_bench.py");
+    writeFileSync(script, NOTEBOOK_SCRIPT);
+    const child = spawn(PYTHON, [script, String(JOBS)], { env: kernelEnv, cwd: dir, stdio: ["pipe", "pipe", "pipe"] });
+    const side = new NotebookSide(child);
+    const first = await side.next();
+    if (first !== "READY") throw new Error(`the notebook side did not start (${first}):\n${side.stderr.slice(-2000)}`);
+    return side;
+  }
+
+  async round(base: number): Promise<Round & { group: number }> {
+    this.child.stdin!.write(`${base}\n`);
+    const line = await this.next();
+    if (!line.startsWith("{")) throw new Error(`the notebook side failed (${line}):\n${this.stderr.slice(-2000)}`);
+    const r = JSON.parse(line) as { seconds: number; cellSeconds: number; rows: number; wrong: number; group: number };
+    if (r.rows !== JOBS || r.wrong !== 0) throw new Error(`the notebook round gave ${r.rows} rows, ${r.wrong} wrong`);
+    return { seconds: r.seconds, submitSeconds: undefined, p50Ms: NaN, group: r.group };
+  }
+
+  async close(): Promise<void> {
+    const closed = new Promise((resolve) => this.child.once("close", resolve));
+    this.child.stdin!.end();
+    await closed;
+  }
+
+  private next(): Promise<string> {
+    const line = this.lines.shift();
+    if (line !== undefined) return Promise.resolve(line);
+    if (this.child.exitCode !== null) return Promise.resolve(`EXIT ${this.child.exitCode}`);
+    return new Promise((resolve) => (this.waiting = resolve));
+  }
+}
+
 function describe(label: string, r: number, round: Round): string {
   return `  round ${r + 1} ${label}: ${(JOBS / round.seconds).toFixed(0)} jobs/s (${round.seconds.toFixed(2)} s${round.submitSeconds !== undefined ? `, submitting ${round.submitSeconds.toFixed(2)} s` : ""}${round.workerRunMs !== undefined ? `, median claim -> stored end on a worker ${round.workerRunMs.toFixed(1)} ms` : ""}), submit-to-start p50 ${round.p50Ms.toFixed(0)} ms`;
 }
@@ -234,6 +349,7 @@ async function main(): Promise<void> {
   let clusterStarted = false;
   let ipp: IppAnchor | undefined;
   let ours: NbjobSide | undefined;
+  let notebook: NotebookSide | undefined;
   try {
     console.log(`nbjob dispatch benchmark: ${JOBS} trivial jobs per round, ${ROUNDS} rounds each, 2 workers / 2 engines, PostgreSQL at ${url.host}`);
     // Both sides start and warm up first; then their rounds alternate (ipyparallel, nbjob, ...),
@@ -243,13 +359,20 @@ async function main(): Promise<void> {
     nbjobCli(env, "cluster", "start", "-n", "2");
     clusterStarted = true;
     ours = await NbjobSide.open(url.toString(), home);
+    notebook = await NotebookSide.start(work, env);
     const ippRounds: Round[] = [];
     const ourRounds: Round[] = [];
+    const notebookRounds: Round[] = [];
     for (let r = 0; r < ROUNDS; r++) {
       ippRounds.push(await ipp.round());
       console.log(describe("ipyparallel", r, ippRounds[r]));
       ourRounds.push(await ours.round(r));
       console.log(describe("nbjob      ", r, ourRounds[r]));
+      // The notebook's jobs take x values after every script round's.
+      const cell = await notebook.round((ROUNDS + r) * JOBS);
+      await ours.checkStored(cell.group, (ROUNDS + r) * JOBS);
+      notebookRounds.push(cell);
+      console.log(`  round ${r + 1} nbjob from a notebook cell: ${(JOBS / cell.seconds).toFixed(0)} jobs/s (${cell.seconds.toFixed(2)} s, createJobs to every result, timed by jupyter_client around the cell; load ${loadavg()[0].toFixed(1)})`);
     }
     const idle = await ours.latency();
     const rate = (round: Round) => JOBS / round.seconds;
@@ -257,10 +380,14 @@ async function main(): Promise<void> {
     const ratios = ourRounds.map((round, r) => rate(round) / rate(ippRounds[r]));
     console.log(`jobs/s, best round: nbjob ${Math.max(...ourRounds.map(rate)).toFixed(0)}, ipyparallel ${Math.max(...ippRounds.map(rate)).toFixed(0)}; ratio nbjob/ipyparallel ${(Math.max(...ourRounds.map(rate)) / Math.max(...ippRounds.map(rate))).toFixed(2)}x (target >= 1.0x)`);
     console.log(`ratio per pair of rounds: ${ratios.map((x) => `${x.toFixed(2)}x`).join(", ")} (median ${median(ratios).toFixed(2)}x)`);
+    const cellRatios = notebookRounds.map((round, r) => rate(round) / rate(ippRounds[r]));
+    console.log(`from a notebook cell (createJobs on loadBalanced(), await group.results, through jupyter_client): best ${Math.max(...notebookRounds.map(rate)).toFixed(0)} jobs/s; ratio to ipyparallel per round ${cellRatios.map((x) => `${x.toFixed(2)}x`).join(", ")} (median ${median(cellRatios).toFixed(2)}x, target >= 1.0x)`);
     console.log(`submit-to-start p50 in the ${JOBS}-job bursts (mostly time in the queue): nbjob ${median(ourRounds.map((r) => r.p50Ms)).toFixed(0)} ms, ipyparallel ${median(ippRounds.map((r) => r.p50Ms)).toFixed(0)} ms (its submitted -> started)`);
     console.log(`submit-to-start of single jobs on an idle cluster (${LATENCY_JOBS} jobs, jobs.started_at - jobs.queued_at): p50 ${idle.p50Ms.toFixed(1)} ms, p90 ${idle.p90Ms.toFixed(1)} ms (target p50 < 10 ms)`);
     console.log(`every nbjob job checked in the store: status done, result stored and equal to x + 1`);
+    console.log(`load average at the end: ${loadavg().map((l) => l.toFixed(1)).join(", ")}`);
   } finally {
+    await notebook?.close().catch(() => undefined);
     await ours?.close().catch(() => undefined);
     await ipp?.close().catch(() => undefined);
     if (clusterStarted) {

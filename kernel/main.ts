@@ -157,8 +157,9 @@ function idleCollector(idle: () => boolean, beforeCollecting: () => void): { arm
 }
 
 /**
- * Runs the engine's warm-up steps while the kernel is quiet, one per turn of the event loop, so a
- * request that arrives meanwhile waits for one step at most (a few milliseconds). The compiler's
+ * Runs the engine's warm-up steps while the kernel is quiet, one at a time with a rest as long as
+ * the step after each, so a request that arrives meanwhile waits for one step at most (a few
+ * milliseconds) and other processes keep at least half of the core it runs on. The compiler's
  * code is then optimised by the time the user's first cells come, which otherwise ran at about
  * one and a half times the time of later ones.
  */
@@ -170,13 +171,16 @@ function warmUpWhileIdle(engine: ExecutionEngine, quiet: () => boolean, done: ()
       setTimeout(next, WARM_UP_QUIET_MS).unref();
       return;
     }
+    const started = performance.now();
     try {
       steps.shift()!();
     } catch (err) {
       process.stderr.write(`nbjob kernel: a warm-up step failed: ${(err as Error).message}\n`);
       return;
     }
-    setImmediate(next);
+    // Rest as long as the step took: the warm-up never takes more than half a core from the
+    // other processes on the machine (other kernels, workers), however long it runs.
+    setTimeout(next, Math.max(1, performance.now() - started)).unref();
   };
   setImmediate(next);
 }

@@ -21,7 +21,7 @@ import { resumeJob } from "./resume";
 import { GroupProgress, readProgress } from "./group-progress";
 import { sampleKeys } from "./random-search";
 import type { SampleSettings } from "./random-search";
-import { cancelGroupJobs } from "../store";
+import { cancelGroupJobs, getJobsByIds } from "../store";
 import type { WorkerEvent } from "./shared/protocol";
 
 // Where it always was, for code that imports it from here.
@@ -29,6 +29,8 @@ export { mapTraceback } from "./traceback";
 
 export const FINAL_STATUSES: readonly JobStatus[] = ["done", "failed", "cancelled", "lost"];
 const POLL_MS = 250;
+/** How soon a sweep's waiter looks again after some of its jobs ended. */
+const GROUP_POLL_MIN_MS = 20;
 const MAX_POLL_FAILURES = 20;
 const LIVE_TAIL_MS = 1_000;
 const LOST_CHECK_MS = 4_000;
@@ -415,6 +417,14 @@ export class Job<T = unknown> {
     return diffJobs(this.#store, this.id, otherId);
   }
 
+  /**
+   * @internal the job's row as its group read it (group.results): its status and result, without
+   * following it (a later `await job.result` still shows its output).
+   */
+  noteRow(row: DbJob): void {
+    if (row.id === this.#row.id) this.#row = row;
+  }
+
   /** @internal settles with the final record, never rejects for the job's own failure. */
   finished(): Promise<DbJob> {
     return this.#followToEnd();
@@ -624,15 +634,65 @@ export class JobGroup<T = unknown> {
     }
   }
 
-  /** Resolves when every job has ended: one row per job, in the grid's order. */
+  /**
+   * Resolves when every job has ended: one row per job, in the grid's order. The sweep is waited
+   * for as a whole (one count query per look, then one read of every row), not job by job: a
+   * thousand jobs each polling the store took the CPU the workers needed.
+   */
   get results(): Promise<JobGroupRow<T>[]> {
-    return Promise.all(this.jobs.map(async (job): Promise<JobGroupRow<T>> => {
-      const row = await job.finished();
-      const base = { id: job.id, params: job.params, status: row.status };
-      if (row.status === "done") return { ...base, result: decodeResult(row.result) as T };
-      const err = jobErrorOf(row);
-      return { ...base, error: `${err.ename}: ${err.evalue}` };
-    }));
+    return (async () => {
+      const ids = this.jobs.map((job) => job.id);
+      await this.#waitUntilEnded(ids);
+      const byId = new Map((await getJobsByIds(this.#store, ids)).map((row) => [Number(row.id), row]));
+      return this.jobs.map((job): JobGroupRow<T> => {
+        const row = byId.get(job.id);
+        if (!row) throw new UnknownJobError(job.id);
+        job.noteRow(row);
+        const base = { id: job.id, params: job.params, status: row.status };
+        if (row.status === "done") return { ...base, result: decodeResult(row.result) as T };
+        const err = jobErrorOf(row);
+        return { ...base, error: `${err.ename}: ${err.evalue}` };
+      });
+    })();
+  }
+
+  /**
+   * Until none of the jobs is queued or running. Looks often while jobs end (a fast sweep is
+   * not kept waiting), less often while nothing changes (a long one costs the store little);
+   * every few seconds marks lost the jobs of workers that went silent, as a waiting Job does.
+   */
+  async #waitUntilEnded(ids: number[]): Promise<void> {
+    let pause = GROUP_POLL_MIN_MS;
+    let lastPending = -1;
+    let lostCheckedAt = Date.now();
+    let awaySince: number | undefined;
+    for (;;) {
+      let pending: number;
+      try {
+        const { rows } = await this.#store.query<{ n: number }>(
+          "SELECT count(*)::int AS n FROM nbjob.jobs WHERE id = ANY($1::bigint[]) AND status IN ('queued', 'running')", [ids]);
+        pending = rows[0].n;
+        awaySince = undefined;
+      } catch (err) {
+        if (!isStoreUnreachable(err)) throw err;
+        const now = Date.now();
+        awaySince ??= now;
+        const giveUpMs = storeGiveUpMs();
+        if (now - awaySince >= giveUpMs) {
+          throw new StoreUnreachableError(`group ${this.id}: stopped waiting: the store has been unreachable for ${Math.round((now - awaySince) / 1000)} s (${(err as Error).message}); the jobs go on on their workers: await group.results again once it is back (NBJOB_STORE_GIVE_UP_MS=${giveUpMs})`, { cause: err });
+        }
+        await new Promise((resolve) => setTimeout(resolve, 1_000));
+        continue;
+      }
+      if (pending === 0) return;
+      pause = pending === lastPending ? Math.min(pause * 2, POLL_MS) : GROUP_POLL_MIN_MS;
+      lastPending = pending;
+      if (Date.now() - lostCheckedAt >= LOST_CHECK_MS) {
+        lostCheckedAt = Date.now();
+        await markLostJobs(this.#store, { staleAfterMs: WORKER_STALE_MS }).catch(() => undefined);
+      }
+      await new Promise((resolve) => setTimeout(resolve, pause));
+    }
   }
 
   /**

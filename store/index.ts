@@ -13,7 +13,7 @@ export type { ClusterKey, SignedBundle } from "./signing";
 export { snippetHash, putSnippets, putBundle, getSnippet, getBundle, getFiles, signStoredBundle, putEnvironment, getEnvironment } from "./code";
 export type { SnippetInput, BundleInput, BundleFileRow, BundleWithSnippets, EnvironmentInput } from "./code";
 export {
-  createJob, createJobGroup, transitionJob, getJob, requireJob, listJobs, listJobsByIds, listGroupJobs, isJobStatus,
+  createJob, createJobGroup, transitionJob, getJob, requireJob, listJobs, listJobsByIds, getJobsByIds, listGroupJobs, isJobStatus,
   LEGAL_TRANSITIONS, IllegalTransitionError, UnknownJobError, ClaimLostError,
 } from "./jobs";
 export type { CreateJobInput, TransitionDetails, JobErrorInput, ListJobsFilter, DbJobListed } from "./jobs";

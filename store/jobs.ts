@@ -238,6 +238,13 @@ export async function listJobsByIds(db: Db, ids: number[]): Promise<DbJobListed[
   return rows;
 }
 
+/** The jobs with these ids, whole (result included), in no particular order; unknown ids are left out. */
+export async function getJobsByIds(db: Db, ids: number[]): Promise<DbJob[]> {
+  if (ids.length === 0) return [];
+  const { rows } = await db.query<DbJob>("SELECT * FROM nbjob.jobs WHERE id = ANY($1::bigint[])", [ids]);
+  return rows;
+}
+
 /** A sweep's jobs in creation order, whole (result included), with each job's parameter values. */
 export async function listGroupJobs(db: Db, groupId: number): Promise<(DbJob & { params: { [name: string]: Json } })[]> {
   const { rows } = await db.query<DbJob & { params: { [name: string]: Json } }>(

@@ -204,7 +204,7 @@ export class AnalysisRunner {
           read(toCompute[toCompute.indexOf(idx) + 1]);
           const answer = await this.runOnThread(
             {
-              type: "analyze", id: 0, program: { key: program.key, js: program.js, declaredNames: program.declaredNames }, functions: { key: compiled.key, js: compiled.js, declaredNames: compiled.declaredNames },
+              type: "analyze", id: 0, program: { key: program.key, js: program.js, declaredNames: program.declaredNames, hiddenState: program.hiddenState }, functions: { key: compiled.key, js: compiled.js, declaredNames: compiled.declaredNames },
               call: todo.map((f) => functions.indexOf(f)), params: bundle.params, checkpoint: idx, values: await values, moduleDir,
             },
             (stream) => send({ action: "analysis_stream", request_id, job_id: jobId, name: stream.name, text: stream.text }),

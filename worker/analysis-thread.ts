@@ -1,8 +1,10 @@
 // The analysis thread: one worker_threads thread per worker kernel (started by analysis-runner.ts)
-// that computes analysis rows. For each checkpoint it makes a fresh job context, runs the job's
+// that computes analysis rows. For a job's first checkpoint it makes a job context, runs the job's
 // program there without its entries (so the snippets' declarations exist), restores the
-// checkpoint's values, then calls the analysis functions in that same scope. A fresh context per
-// checkpoint keeps one checkpoint's analysis from leaking into the next.
+// checkpoint's values, then calls the analysis functions in that same scope. The next checkpoint
+// reuses that context (its functions stay warm), restoring only the checkpoint's values, when
+// nothing the last analysis did is left in it (worker/context-state.ts compares the state with
+// the state after the setup); otherwise it gets a fresh context, so nothing leaks between checkpoints.
 import { inspect } from "node:util";
 import * as vm from "node:vm";
 import { parentPort } from "node:worker_threads";
@@ -11,6 +13,10 @@ import { JobContext } from "./job-context";
 import type { StreamName } from "./job-context";
 import { ANALYSIS_FILE, FUNCTIONS_HOOK } from "../runtime/shared/analysis-protocol";
 import { ENTRY_HOOK, PROGRAM_FILE } from "./program";
+import { recordState, sameState, UnverifiableState } from "./context-state";
+import type { StateRecord, StateRoots } from "./context-state";
+
+const IDENTIFIER = /^[A-Za-z_$][\w$]*$/;
 
 
 export interface CompiledScript {
@@ -18,6 +24,8 @@ export interface CompiledScript {
   js: string;
   /** CompiledProgram.declaredNames; when both scripts give them, the context binds the other globals lexically (fast lookups). */
   declaredNames?: string[];
+  /** CompiledProgram.hiddenState: why a context that ran this program cannot be reused. */
+  hiddenState?: string;
 }
 
 /** Main thread → analysis thread: one checkpoint to compute. */
@@ -43,10 +51,24 @@ export type FunctionOutcome =
   | { ok: true; value: { [key: string]: unknown } }
   | { ok: false; name: string; message: string; stack: string };
 
+/**
+ * How the checkpoint's context came about: `fresh` when it was set up for it (the first
+ * checkpoint, or the last one's analysis left something behind); the thread's totals so far; and
+ * why a context of this job cannot be reused at all, when it cannot.
+ */
+export interface ContextUse {
+  fresh: boolean;
+  /** Contexts this thread set up so far. */
+  contexts: number;
+  /** Checkpoints this thread computed in a reused context so far. */
+  reused: number;
+  notReused?: string;
+}
+
 /** Analysis thread → main thread. */
 export type AnalysisThreadEvent =
   | { type: "stream"; id: number; name: StreamName; text: string }
-  | { type: "result"; id: number; outcomes: FunctionOutcome[] }
+  | { type: "result"; id: number; outcomes: FunctionOutcome[]; context: ContextUse }
   /** The context could not be set up (the program's top level threw, a value would not restore). */
   | { type: "setup_failed"; id: number; message: string; stack: string };
 
@@ -101,38 +123,162 @@ function restoreCheckpoint(job: JobContext, checkpoint: number, values: Record<s
 }
 
 let current: { id: number; fail: (err: unknown) => void } | undefined;
+/** Where the functions' output goes now; undefined while the job's own top level runs (its output would repeat at every checkpoint). */
+let forwardTo: { id: number; post: (event: AnalysisThreadEvent) => void } | undefined;
+
+/**
+ * A context prepared for one job and one set of functions: the program's top level ran once, so
+ * the functions (and the job's functions they call) stay warm from checkpoint to checkpoint.
+ */
+interface Prepared {
+  key: string;
+  job: JobContext;
+  functions: Function[];
+  /** The names the setup's checkpoint restored, sorted and joined: a checkpoint restoring others gets a fresh context. */
+  restoredNames: string;
+  /** Restored names whose object was refilled in place (a const): only what a refill leaves is compared. */
+  refilled: Set<string>;
+  /** The state right after the setup's restore, or why it cannot be compared (then no checkpoint reuses the context). */
+  baseline: StateRecord | string;
+  readNames: () => unknown[];
+  names: string[];
+  global: Record<string | symbol, unknown>;
+  statefulPrototypes: Set<object>;
+}
+
+let prepared: Prepared | undefined;
+/** Counts for tests and logs: contexts set up, and checkpoints served by a reused one. */
+const counts = { fresh: 0, reused: 0 };
+
+function preparedKey(command: AnalyzeCheckpointCommand): string {
+  return [command.program.key, command.functions.key, JSON.stringify(command.params), command.moduleDir ?? ""].join("\0");
+}
+
+const TDZ = Symbol("not initialised");
+
+/** Reads every named binding (the program's and the bound globals') in one call; an uninitialised one reads as TDZ. */
+function bindingReader(job: JobContext, names: readonly string[]): () => unknown[] {
+  const body = names.map((name) => `try { out.push(${name}); } catch { out.push(tdz); }`).join("\n");
+  const read = vm.runInContext(`(tdz) => { const out = [];\n${body}\nreturn out; }`, job.context) as (tdz: symbol) => unknown[];
+  return () => read(TDZ);
+}
+
+/** The state of a prepared context that one checkpoint's analysis could leave behind. */
+function currentState(p: Pick<Prepared, "readNames" | "names" | "global" | "refilled" | "functions" | "statefulPrototypes" | "job">, restored: ReadonlySet<string>): StateRecord {
+  const values = p.readNames();
+  const host = new Set(p.job.hostNames);
+  const roots: StateRoots = { deep: [], shallow: [], refilled: [], opaque: [p.global, ...[...host].filter((name) => name !== "params").map((name) => p.global[name])] };
+  p.names.forEach((name, i) => {
+    if (name === "params") return; // renewed before each checkpoint
+    if (p.refilled.has(name)) roots.refilled.push([name, values[i]]);
+    else if (!restored.has(name)) (host.has(name) ? roots.shallow : roots.deep).push([name, values[i]]);
+  });
+  // The global object: every key, host objects by identity, the rest (built-ins included) deeply.
+  for (const key of Reflect.ownKeys(p.global)) {
+    const d = Reflect.getOwnPropertyDescriptor(p.global, key);
+    const value = d && "value" in d ? d.value : d;
+    const name = `globalThis.${String(key)}`;
+    if (key === "params") roots.shallow.push([name, undefined]); // renewed before each checkpoint
+    else if (typeof key === "string" && (host.has(key) || restored.has(key))) roots.shallow.push([name, host.has(key) ? value : undefined]);
+    else roots.deep.push([name, value]);
+  }
+  p.functions.forEach((fn, i) => roots.deep.push([`function ${i}`, fn]));
+  return recordState(roots, p.statefulPrototypes);
+}
+
+/** Runs the job's program and the functions' program in a new context and restores the checkpoint. */
+function prepare(command: AnalyzeCheckpointCommand): Prepared {
+  counts.fresh += 1;
+  const job = new JobContext();
+  job.begin(command.params, {
+    write: (name, text) => forwardTo?.post({ type: "stream", id: forwardTo.id, name, text }),
+    checkpoint: () => undefined,
+  }, command.moduleDir);
+  let functions: Function[] = [];
+  job.define(ENTRY_HOOK, () => undefined);
+  job.define(FUNCTIONS_HOOK, (fns: Function[]) => (functions = fns));
+  const programNames = command.program.declaredNames;
+  // Both scripts run in this context, so neither's own names may be bound.
+  if (programNames && command.functions.declaredNames) job.bindGlobals([...programNames, ...command.functions.declaredNames]);
+  scriptFor(command.program, PROGRAM_FILE).runInContext(job.context, { displayErrors: false });
+  const names = [...new Set([...(programNames ?? []), ...job.boundGlobals])].filter((name) => IDENTIFIER.test(name));
+  const readNames = bindingReader(job, names);
+  const before = readNames();
+  restoreCheckpoint(job, command.checkpoint, command.values);
+  scriptFor(command.functions, ANALYSIS_FILE).runInContext(job.context, { displayErrors: false });
+  const after = readNames();
+  const restored = new Set(Object.keys(command.values));
+  // A restored const object was refilled in place (the same object before and after the restore).
+  const refilled = new Set(names.filter((name, i) => restored.has(name) && typeof after[i] === "object" && after[i] !== null && after[i] === before[i]));
+  const global = vm.runInContext("globalThis", job.context) as Record<string | symbol, unknown>;
+  const statefulPrototypes = new Set<object>(vm.runInContext(
+    "[...[[][Symbol.iterator](), ''[Symbol.iterator](), /x/g[Symbol.matchAll]('x')].map((it) => Object.getPrototypeOf(it)), WeakRef.prototype, FinalizationRegistry.prototype]", job.context) as object[]);
+  for (const it of [[][Symbol.iterator](), ""[Symbol.iterator](), /x/g[Symbol.matchAll]("x")]) statefulPrototypes.add(Object.getPrototypeOf(it) as object);
+  statefulPrototypes.add(WeakRef.prototype).add(FinalizationRegistry.prototype);
+  const p = { key: preparedKey(command), job, functions, restoredNames: [...restored].sort().join(","), refilled, readNames, names, global, statefulPrototypes };
+  let baseline: StateRecord | string;
+  if (programNames === undefined) baseline = "the program's top-level names are unknown";
+  else if (command.program.hiddenState) baseline = command.program.hiddenState;
+  else {
+    try {
+      baseline = currentState(p, restored);
+    } catch (err) {
+      if (!(err instanceof UnverifiableState)) throw err;
+      baseline = `the job's state holds ${err.message}`;
+    }
+  }
+  return { ...p, baseline };
+}
+
+/**
+ * The prepared context if this checkpoint may reuse it: same job, functions and parameters, and
+ * nothing the last checkpoint's analysis did is left in it. Otherwise it is disposed.
+ */
+function reusable(command: AnalyzeCheckpointCommand): Prepared | undefined {
+  const p = prepared;
+  if (!p) return undefined;
+  prepared = undefined;
+  let reuse = false;
+  if (p.key === preparedKey(command) && typeof p.baseline !== "string" && Object.keys(command.values).sort().join(",") === p.restoredNames) {
+    try {
+      const now = currentState(p, new Set(Object.keys(command.values)));
+      reuse = sameState(p.baseline, now);
+    } catch (err) {
+      if (!(err instanceof UnverifiableState)) throw err;
+    }
+  }
+  if (reuse) return p;
+  p.job.dispose();
+  return undefined;
+}
 
 async function analyzeCheckpoint(command: AnalyzeCheckpointCommand, post: (event: AnalysisThreadEvent) => void): Promise<void> {
   const { id } = command;
-  const job = new JobContext();
-  // Output of the job's own top level would repeat at every checkpoint: only the functions' output is kept.
-  let forward = false;
-  job.begin(command.params, {
-    write: (name, text) => {
-      if (forward) post({ type: "stream", id, name, text });
-    },
-    checkpoint: () => undefined,
-  }, command.moduleDir);
   const failure = new Promise<never>((_, reject) => (current = { id, fail: reject }));
   failure.catch(() => undefined);
+  let p: Prepared | undefined;
   try {
-    let functions: Function[] = [];
+    let fresh = false;
     try {
-      job.define(ENTRY_HOOK, () => undefined);
-      job.define(FUNCTIONS_HOOK, (fns: Function[]) => (functions = fns));
-      // Both scripts run in this context, so neither's own names may be bound.
-      if (command.program.declaredNames && command.functions.declaredNames) job.bindGlobals([...command.program.declaredNames, ...command.functions.declaredNames]);
-      scriptFor(command.program, PROGRAM_FILE).runInContext(job.context, { displayErrors: false });
-      restoreCheckpoint(job, command.checkpoint, command.values);
-      scriptFor(command.functions, ANALYSIS_FILE).runInContext(job.context, { displayErrors: false });
+      p = reusable(command);
+      if (p) {
+        counts.reused += 1;
+        p.job.renewParams(command.params);
+        restoreCheckpoint(p.job, command.checkpoint, command.values);
+      } else {
+        fresh = true;
+        p = prepare(command);
+      }
     } catch (err) {
+      p?.job.dispose();
+      p = undefined;
       const { name, message, stack } = describeThrown(err);
       post({ type: "setup_failed", id, message: `${name}: ${message}`, stack });
       return;
     }
     const outcomes: FunctionOutcome[] = [];
-    forward = true;
-    for (const fn of command.call.map((i) => functions[i])) {
+    forwardTo = { id, post };
+    for (const fn of command.call.map((i) => p!.functions[i])) {
       try {
         const returned = await Promise.race([fn(), failure]);
         outcomes.push({ ok: true, value: rowFields(returned, fn.name || "(anonymous)") });
@@ -140,11 +286,14 @@ async function analyzeCheckpoint(command: AnalyzeCheckpointCommand, post: (event
         outcomes.push({ ok: false, ...describeThrown(err) });
       }
     }
-    forward = false;
-    post({ type: "result", id, outcomes });
+    forwardTo = undefined;
+    // Nothing the functions scheduled runs later: a fresh context would have none of it.
+    p.job.cancelTimers();
+    post({ type: "result", id, outcomes, context: { fresh, contexts: counts.fresh, reused: counts.reused, ...(typeof p.baseline === "string" ? { notReused: p.baseline } : {}) } });
+    prepared = p;
   } finally {
+    forwardTo = undefined;
     current = undefined;
-    job.dispose();
   }
 }
 

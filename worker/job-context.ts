@@ -155,6 +155,9 @@ export class JobContext {
   private hooks?: JobHooks;
   private disposed = false;
   private bound = false;
+  /** The names bindGlobals bound as script-scope lets. */
+  private boundNames: string[] = [];
+  private readonly hostKeys: Set<string>;
   /** Names given by `define`: hooks that may change, so never bound. */
   private readonly defined = new Set<string>();
 
@@ -171,6 +174,7 @@ export class JobContext {
     sandbox.exports = moduleObject.exports;
     Object.assign(sandbox, this.timerFunctions());
     this.sandbox = sandbox;
+    this.hostKeys = new Set([...Object.keys(sandbox), "params", "jobtracker"]);
     this.context = vm.createContext(sandbox, { name: "nbjob job" });
   }
 
@@ -207,7 +211,31 @@ export class JobContext {
     for (const name of [...LANGUAGE_GLOBALS, ...Object.keys(this.sandbox)]) {
       if (!skip.has(name) && IDENTIFIER.test(name)) names.add(name);
     }
-    if (names.size > 0) preludeScript([...names]).runInContext(this.context);
+    this.boundNames = [...names];
+    if (names.size > 0) preludeScript(this.boundNames).runInContext(this.context);
+  }
+
+  /** The globals bindGlobals bound (their script-scope copies can be reassigned by sloppy code). */
+  get boundGlobals(): readonly string[] {
+    return this.boundNames;
+  }
+
+  /**
+   * The names the context's global object got from the worker (console, process, require,
+   * timers, params, jobtracker, hooks); not the program's own global vars and functions, which
+   * vm also writes to the sandbox.
+   */
+  get hostNames(): string[] {
+    return [...Object.keys(this.sandbox).filter((name) => this.hostKeys.has(name)), ...this.defined];
+  }
+
+  /**
+   * Gives a reused context fresh parameters (a job's are read-only, but a nested object or array
+   * in them can be changed in place).
+   */
+  renewParams(params: ParamValues): void {
+    this.sandbox.params = ParamLogger.forJob(params);
+    if (this.boundNames.includes("params")) vm.runInContext("params = globalThis.params;", this.context);
   }
 
   /** The job's tracker (made by `begin`). */
@@ -244,6 +272,11 @@ export class JobContext {
   dispose(): void {
     this.disposed = true;
     if (activeContext === this) activeContext = undefined;
+    this.cancelTimers();
+  }
+
+  /** Ends the timers, intervals and immediates still pending, keeping the context usable. */
+  cancelTimers(): void {
     for (const t of this.timeouts) clearTimeout(t);
     for (const t of this.intervals) clearInterval(t);
     for (const i of this.immediates) clearImmediate(i);

@@ -2,7 +2,7 @@
 // and this module loads the TypeScript compiler, so only the short-lived compiler thread imports it.
 import type { ts as TypeScript } from "ts-morph";
 import { loadTypeScript } from "../runtime/typescript-loader";
-import { appendEntries, describeProgramLine, entryRegistration, PROGRAM_FILE } from "./program";
+import { appendEntries, describeProgramLine, ENTRY_HOOK, entryRegistration, PROGRAM_FILE } from "./program";
 import type { ProgramLayout } from "./program";
 
 export interface CompiledProgram extends ProgramLayout {
@@ -23,6 +23,11 @@ export interface CompiledProgram extends ProgramLayout {
    * notebook's cell could (the program itself binds them under compiled names).
    */
   imports: string;
+  /**
+   * Why state of this program's top level may hide where no name reaches it (hiddenStateRisk);
+   * undefined: every piece of its state is reachable by name.
+   */
+  hiddenState?: string;
 }
 
 const loaded = loadTypeScript("transpile");
@@ -89,12 +94,14 @@ export function transpileProgram(source: string, entries: readonly string[]): Co
   }
   const map = JSON.parse(output.sourceMapText ?? "{}") as { mappings?: string };
   const js = output.outputText.replace(/\n\/\/# sourceMappingURL=.*\s*$/, "\n");
+  const declaredNames = globalDeclarations(js);
   return {
     js,
     mappings: map.mappings ?? "",
     hasEntries: inSource !== undefined || entries.length > 0,
-    declaredNames: globalDeclarations(js),
+    declaredNames,
     imports: valueImports(sourceFile),
+    hiddenState: hiddenStateRisk(js, declaredNames),
     ...layout,
   };
 }
@@ -169,4 +176,74 @@ function topLevelAwait(node: TypeScript.Node): TypeScript.Node | undefined {
   if (ts.isForOfStatement(node) && node.awaitModifier) return node;
   if (ts.isFunctionLike(node) || ts.isClassLike(node)) return undefined;
   return ts.forEachChild(node, topLevelAwait);
+}
+
+/** TypeScript's emit helpers that only wire modules together (they run no code of the job). */
+const MODULE_HELPERS = new Set(["__importDefault", "__importStar", "__createBinding", "__setModuleDefault", "__exportStar", "__assign", "__rest", "__spreadArray"]);
+
+/**
+ * Why the program's top level may leave state where no name reaches it, or undefined when it
+ * cannot. A call of the program's own functions, of an imported module's, an IIFE, a `new` of its
+ * own classes, or a callback handed to a built-in that makes closures, may keep state in a
+ * closure or a private field (a counter, a cache). The analysis thread then gives each checkpoint
+ * a fresh context, as the record of named state (worker/context-state.ts) could not see it.
+ */
+export function hiddenStateRisk(js: string, declaredNames: readonly string[]): string | undefined {
+  const sourceFile = ts.createSourceFile(PROGRAM_FILE, js, ts.ScriptTarget.ES2022, true, ts.ScriptKind.JS);
+  const declared = new Set(declaredNames);
+  const line = (node: TypeScript.Node) => sourceFile.getLineAndCharacterOfPosition(node.getStart(sourceFile)).line + 1;
+  let risk: string | undefined;
+  const rootOf = (expression: TypeScript.Expression): TypeScript.Expression => {
+    let e = expression;
+    for (;;) {
+      if (ts.isPropertyAccessExpression(e) || ts.isElementAccessExpression(e) || ts.isNonNullExpression(e) || ts.isParenthesizedExpression(e)) e = e.expression;
+      else if (ts.isBinaryExpression(e) && e.operatorToken.kind === ts.SyntaxKind.CommaToken) e = e.right;
+      else if (ts.isCallExpression(e) && !(ts.isIdentifier(e.expression) && e.expression.text === "require")) e = e.expression;
+      else return e;
+    }
+  };
+  const checkCallee = (call: TypeScript.Node, callee: TypeScript.Expression): void => {
+    const root = rootOf(callee);
+    if (ts.isCallExpression(root)) risk ??= `${PROGRAM_FILE} line ${line(call)} calls into a required module while the top level runs`;
+    else if (ts.isIdentifier(root)) {
+      if (declared.has(root.text) && !MODULE_HELPERS.has(root.text)) risk ??= `${PROGRAM_FILE} line ${line(call)} calls ${root.text} while the top level runs`;
+    } else if (!ts.isArrayLiteralExpression(root) && !ts.isObjectLiteralExpression(root) && !ts.isStringLiteralLike(root) && !ts.isTemplateExpression(root) && !ts.isNumericLiteral(root) && !ts.isRegularExpressionLiteral(root)) {
+      risk ??= `${PROGRAM_FILE} line ${line(call)} runs a function of its own while the top level runs`;
+    }
+  };
+  /** Code that runs while the top level runs; `inCallback`: inside a function a built-in may call then. */
+  const visit = (node: TypeScript.Node, inCallback: boolean): void => {
+    if (risk) return;
+    if (ts.isFunctionDeclaration(node) || ts.isMethodDeclaration(node) || ts.isConstructorDeclaration(node) || ts.isAccessor(node)) {
+      if (inCallback) risk = `${PROGRAM_FILE} line ${line(node)} makes a closure while the top level runs`;
+      return;
+    }
+    if (ts.isFunctionExpression(node) || ts.isArrowFunction(node)) {
+      if (inCallback) {
+        risk = `${PROGRAM_FILE} line ${line(node)} makes a closure while the top level runs`;
+        return;
+      }
+      // Called now only if handed to a call (Array.from(…, f), xs.map(f)): its body runs at the top level.
+      const parent = node.parent;
+      if ((ts.isCallExpression(parent) || ts.isNewExpression(parent)) && parent.expression !== node) visit(node.body, true);
+      return;
+    }
+    if (ts.isClassLike(node)) {
+      for (const clause of node.heritageClauses ?? []) visit(clause, inCallback);
+      for (const member of node.members) {
+        if (member.name && ts.isComputedPropertyName(member.name)) visit(member.name, inCallback);
+        const isStatic = ts.canHaveModifiers(member) && ts.getModifiers(member)?.some((m) => m.kind === ts.SyntaxKind.StaticKeyword);
+        if (ts.isClassStaticBlockDeclaration(member)) visit(member.body, inCallback);
+        else if (isStatic && ts.isPropertyDeclaration(member) && member.initializer) visit(member.initializer, inCallback);
+      }
+      return;
+    }
+    // The entries are registered, and run only by a job (an analysis never calls them).
+    if (ts.isCallExpression(node) && ts.isIdentifier(node.expression) && node.expression.text === ENTRY_HOOK) return;
+    if (ts.isCallExpression(node) || ts.isNewExpression(node)) checkCallee(node, node.expression);
+    if (ts.isTaggedTemplateExpression(node)) checkCallee(node, node.tag);
+    ts.forEachChild(node, (child) => visit(child, inCallback));
+  };
+  ts.forEachChild(sourceFile, (child) => visit(child, false));
+  return risk;
 }
