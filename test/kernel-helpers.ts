@@ -96,7 +96,9 @@ export function withJupyterClient(test: KernelTestEnv, body: string, timeoutMs =
       const line = stdout.split("\n").find((l) => l.startsWith("RESULT "));
       if (err || !line) {
         // Python's traceback first: a test report that cuts long messages still shows why.
-        const why = stderr.trim().split("\n").slice(-8).join("\n") || (err ? `exit ${err.code ?? ""} ${err.signal ?? ""}`.trim() : "no RESULT line");
+        // (Python's shutdown noise, "Exception ignored in: …__del__", comes after the error that matters.)
+        const traceback = stderr.split(/^Exception ignored in/m)[0].trim();
+        const why = traceback.split("\n").slice(-8).join("\n") || (err ? `exit ${err.code ?? ""} ${err.signal ?? ""}`.trim() : "no RESULT line");
         reject(new Error(`jupyter_client script failed: ${why}\nstdout:\n${stdout}\n(${err?.message ?? "no RESULT line"})`));
         return;
       }

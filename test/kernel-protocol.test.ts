@@ -45,9 +45,14 @@ result["control"] = kc.get_control_msg(timeout=10)
   test("a forged or unsigned request is not executed, and the kernel keeps serving", async () => {
     const r = await withJupyterClient(env, `
 run("(globalThis as any).forged = 0")
+import uuid
 for key in (b"not-the-key", b""):
     bad = km.client()
     bad.session.key = key
+    # An outsider has a session of its own: a client sharing kc's session id would be its
+    # routing identity too, and the kernel's Routers hand an identity over to the newest
+    # connection (as ipykernel's do), cutting kc off whatever the key.
+    bad.session.session = str(uuid.uuid4())
     bad.start_channels()
     bad.execute("(globalThis as any).forged = 1")
     time.sleep(1)
