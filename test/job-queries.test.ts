@@ -8,33 +8,22 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { serialize } from "node:v8";
-import { Client } from "pg";
 import { createJob, createJobGroup, openStore, parseWhere, putBundle, transitionJob, WhereSyntaxError } from "../store";
 import type { Json, Store } from "../store";
 import { DBWrapper } from "../runtime/db-wrapper";
 import { resultAsJson } from "../worker/result-json";
 import { cmdJobs } from "../cli/jobs";
 import { cellText, JobsEnv } from "./jobs-env";
+import { TestDatabases } from "./pg-admin";
 
-const ADMIN_URL = process.env.NBJOB_TEST_ADMIN_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const BIN = join(__dirname, "..", "..", "bin", "nbjob.js");
 const home = mkdtempSync(join(tmpdir(), "nbjob-queries-"));
 process.env.NBJOB_HOME = home; // the cluster key putBundle signs with lands here, not in ~/.nbjob
 
-async function admin(sql: string): Promise<void> {
-  const client = new Client({ connectionString: ADMIN_URL });
-  await client.connect();
-  try {
-    await client.query(sql);
-  } finally {
-    await client.end();
-  }
-}
 
 interface Run {
   code: number;
@@ -83,16 +72,13 @@ describe("queries by parameter, metric and result", () => {
   let db: DBWrapper;
   const ids: number[] = [];
   let group = 0;
-  const dbName = `nbjob_test_queries_${process.pid}_${randomBytes(3).toString("hex")}`;
+  const databases = new TestDatabases("queries");
   /** ids of JOBS[i] for the given indexes, as db.jobs returns them by default (newest first). */
   const newestFirst = (...indexes: number[]) => indexes.map((i) => ids[i]).sort((a, b) => b - a);
   const idsOf = (rows: { id: number }[]) => rows.map((row) => row.id);
 
   before(async () => {
-    await admin(`CREATE DATABASE ${dbName}`);
-    const u = new URL(ADMIN_URL);
-    u.pathname = `/${dbName}`;
-    url = u.toString();
+    url = await databases.fresh("main");
     store = openStore({ url });
     group = (await createJobGroup(store, { grid: { lr: [0.1, 0.01] } })).id;
     for (const [i, spec] of JOBS.entries()) {
@@ -114,7 +100,7 @@ describe("queries by parameter, metric and result", () => {
   after(async () => {
     await db?.close();
     await store?.close();
-    await admin(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+    await databases.dropAll();
     rmSync(home, { recursive: true, force: true });
   });
 

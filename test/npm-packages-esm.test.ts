@@ -15,20 +15,13 @@ import { after, before, describe, test } from "node:test";
 import { getEnvironment, readLogs, requireJob } from "../store";
 import type { Store } from "../store";
 import { cellText, JobsEnv, NBJOB as NBJOB_BIN, notebookFrom } from "./jobs-env";
+import { npmRegistryHas } from "./npm-registry";
 
 const env = new JobsEnv("bundles_esm");
 const project = join(env.work, "project");
 const empty = join(env.work, "empty");
 
-function registryReachable(): boolean {
-  try {
-    execFileSync("npm", ["view", "camelcase@7.0.0", "type"], { stdio: "pipe", timeout: 30_000 });
-    return true;
-  } catch {
-    return false;
-  }
-}
-const online = registryReachable();
+const online = npmRegistryHas("camelcase@7.0.0");
 
 before(async () => {
   if (!online) return;

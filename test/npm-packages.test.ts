@@ -16,21 +16,14 @@ import { packagesOfSource } from "../runtime/shared/bundle-packages";
 import { collectPackages, MissingPackageError, PackagePinError } from "../runtime/packages";
 import { PackageCache } from "../worker/package-cache";
 import { cellText, JobsEnv, notebookFrom } from "./jobs-env";
+import { npmRegistryHas } from "./npm-registry";
 
 const env = new JobsEnv("npmpkgs");
 const project = join(env.work, "project");
 const badProject = join(env.work, "project-bad");
 const empty = join(env.work, "empty");
 
-function registryReachable(): boolean {
-  try {
-    execFileSync("npm", ["view", "is-number@6.0.0", "version"], { stdio: "pipe", timeout: 30_000 });
-    return true;
-  } catch {
-    return false;
-  }
-}
-const online = registryReachable();
+const online = npmRegistryHas("is-number@6.0.0");
 
 before(async () => {
   if (!online) return;
