@@ -725,14 +725,20 @@ export class JobGroup<T = unknown> {
       const line = (c: string[]) => c.map((v, i) => v.padEnd(widths[i])).join("  ").trimEnd();
       return { "text/html": html, "text/plain": [line(head), ...cells.map(line)].join("\n") };
     };
-    const rows = this.jobs.map((job): { job: Job; status: JobStatus; text: string; metrics: string } => ({ job, status: job.status, text: "", metrics: formatLastMetrics(lastMetricsOf(job.record)) }));
+    const outcome = (final: DbJob) => final.status === "done" ? inspect(decodeResult(final.result), { colors: false, breakLength: Infinity }) : `${jobErrorOf(final).ename}: ${jobErrorOf(final).evalue}`;
+    // A job already known to have ended (after `await group.results`, say) shows its outcome in the first display.
+    const rows = this.jobs.map((job): { job: Job; status: JobStatus; text: string; metrics: string } => {
+      const ended = FINAL_STATUSES.includes(job.record.status);
+      return { job, status: job.status, text: ended ? outcome(job.record) : "", metrics: formatLastMetrics(lastMetricsOf(job.record)) };
+    });
     const handle = display(render(rows));
-    // Each job's row changes as it ends, in place.
+    // The other rows change as their jobs end, in place.
     rows.forEach((row) => {
+      if (FINAL_STATUSES.includes(row.job.record.status)) return;
       void row.job.finished().then((final) => {
         row.status = final.status;
         row.metrics = formatLastMetrics(lastMetricsOf(final));
-        row.text = final.status === "done" ? inspect(decodeResult(final.result), { colors: false, breakLength: Infinity }) : `${jobErrorOf(final).ename}: ${jobErrorOf(final).evalue}`;
+        row.text = outcome(final);
         handle.update(render(rows));
       }, () => undefined);
     });
