@@ -41,3 +41,6 @@ export function actionError(group: string, choices: readonly string[], given?: s
 export function oneLineUsageError(command: string, message: string): UsageError {
   return new UsageError(`${message} ("nbjob ${command} --help" explains the options)`);
 }
+
+/** Addresses that mean "every interface": fine to bind, useless to connect to from another host. */
+export const WILDCARD_ADDRESSES: ReadonlySet<string> = new Set(["0.0.0.0", "::", "[::]", "*"]);

@@ -10,7 +10,7 @@ import type { ClusterWorkerFiles } from "../runtime/shared/cluster-files";
 import { probeWorker } from "../worker/probe";
 import { databaseUrlFromEnv, openStore, redactUrl } from "../store";
 import { spawnSupervisor, spawnWorker, supervise } from "./cluster-supervisor";
-import { actionError, oneLineUsageError, parseCommandArgs, UsageError } from "./args";
+import { actionError, oneLineUsageError, parseCommandArgs, UsageError, WILDCARD_ADDRESSES } from "./args";
 import type { Command } from "./args";
 
 const usage = `usage: nbjob cluster start -n N [--profile NAME] [--ip ADDR]
@@ -136,6 +136,10 @@ function logTail(file: string, lines = 15): string {
 }
 
 async function start(profile: string, dir: string, count: number, ip: string): Promise<number> {
+  if (WILDCARD_ADDRESSES.has(ip)) {
+    // Each worker writes its address into its connection file, which notebooks connect to.
+    throw oneLineUsageError("cluster", `--ip ${ip} would bind every address but write ${ip} in the workers' connection files, where a notebook on another host would connect to itself; give the address other hosts reach this one by (e.g. --ip 10.0.0.5), or leave out --ip for 127.0.0.1`);
+  }
   const running = runningWorkers(profile);
   const again = `use it as it is, or run "nbjob cluster stop${profile === DEFAULT_PROFILE ? "" : ` --profile ${profile}`}" first`;
   if (running.length >= count) {

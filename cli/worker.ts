@@ -5,7 +5,7 @@ import { newConnectionInfo, readConnectionFile } from "../wire/connection";
 import type { ConnectionInfo } from "../wire/connection";
 import { WorkerKernel } from "../worker/kernel";
 import { openStore, WORKER_HEARTBEAT_MS, WORKER_STALE_MS } from "../store";
-import { oneLineUsageError, parseCommandArgs, UsageError } from "./args";
+import { oneLineUsageError, parseCommandArgs, UsageError, WILDCARD_ADDRESSES } from "./args";
 import type { Command } from "./args";
 
 const usage = `usage: nbjob worker --connection-file FILE [--ip ADDR] [--id NAME] [--profile NAME] [--no-store]
@@ -30,8 +30,6 @@ const usage = `usage: nbjob worker --connection-file FILE [--ip ADDR] [--id NAME
       and its log says how long it waited. Writes are retried until the store is back; a line
       the store refuses (not an outage) is replaced in the log by a note naming the problem`;
 
-/** Addresses that mean "every interface": fine to bind, useless to connect to from another host. */
-const WILDCARD_ADDRESSES = new Set(["0.0.0.0", "::", "[::]", "*"]);
 
 export const command: Command = {
   summary: "run one worker kernel that executes jobs",

@@ -213,6 +213,7 @@ describe("nbjob read commands", () => {
     assertOneLineError(await nbjob(["worker"]), /^nbjob: nbjob worker needs --connection-file FILE.*\("nbjob worker --help" explains the options\)$/);
     assertOneLineError(await nbjob(["cluster", "restart"]), /unknown action "restart"; expected start, status or stop \("nbjob cluster --help"/);
     assertOneLineError(await nbjob(["cluster", "start"]), /nbjob cluster start needs -n N/);
+    assertOneLineError(await nbjob(["cluster", "start", "-n", "1", "--ip", "0.0.0.0"]), /--ip 0\.0\.0\.0 would bind every address but write 0\.0\.0\.0 in the workers' connection files.*give the address other hosts reach this one by/);
     assertOneLineError(await nbjob(["db", "status", "now"]), /nbjob db takes one action, got "status now"/);
   });
 
