@@ -390,6 +390,19 @@ describe("nbjob dashboard in a browser", () => {
     await doomed.close();
     assert.equal((await store.query("SELECT 1 FROM nbjob.jobs WHERE id = $1", [ids.queued])).rowCount, 0, "the job is deleted");
     assert.equal((await store.query<{ rerun_of: number }>("SELECT rerun_of FROM nbjob.jobs WHERE id = $1", [rerunId])).rows[0].rerun_of, ids.queued, "its rerun stays, pointing at the deleted parent");
+    // Several at once from the list, as `nbjob rm JOB...`: all or none.
+    const lot = await fetch(`${base}/api/delete`, { method: "POST", headers: { "content-type": "application/json", "x-nbjob-token": TOKEN }, body: JSON.stringify({ ids: [ids.sweepC, rerunId] }) });
+    assert.equal(lot.status, 409);
+    assert.match(((await lot.json()) as { error: string }).error, new RegExp(`job ${rerunId} is queued; cancel it first.*nothing was deleted`));
+    assert.equal((await fetch(`${base}/api/delete`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ ids: [ids.sweepC] }) })).status, 403, "without the token");
+    const list = await openPage("/?tag=sweep");
+    await list.evaluate(() => { (window as unknown as { confirm: () => boolean }).confirm = () => true; });
+    for (const id of [ids.sweepA, ids.sweepB]) await list.click(`tr[data-id="${id}"] input[type=checkbox]`);
+    await list.evaluate(() => (document.querySelector("#delete-selected") as { click(): void }).click());
+    await list.waitForFunction((gone: number[]) => gone.every((id) => !document.querySelector(`tr[data-id="${id}"]`)), { timeout: 15_000 }, [ids.sweepA, ids.sweepB]);
+    await list.close();
+    const left = await store.query<{ id: number }>("SELECT id FROM nbjob.jobs WHERE id = ANY($1::bigint[]) ORDER BY id", [[ids.sweepA, ids.sweepB, ids.sweepC]]);
+    assert.deepEqual(left.rows.map((r) => Number(r.id)), [ids.sweepC], "the two selected are deleted; the one refused before is still there");
   });
 
   test("in a notebook, nbjob.makeDefaultDashboard() shows the table in its first display (a headless nbjob run keeps it)", async () => {

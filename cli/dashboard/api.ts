@@ -275,6 +275,23 @@ function stringList(value: unknown, what: string): string[] {
   return value;
 }
 
+/** Deletes the selected jobs, as `nbjob rm JOB...`: all or none; a queued, running or keep-tagged one is named. */
+export async function deleteSelected(store: Store, body: Record<string, unknown>): Promise<object> {
+  const ids = body.ids;
+  if (!Array.isArray(ids) || ids.length === 0 || ids.length > 1_000 || !ids.every((id) => Number.isSafeInteger(id) && (id as number) > 0)) {
+    throw new BadRequest("ids must be a list of 1 to 1,000 job ids, e.g. { \"ids\": [3, 4] }");
+  }
+  let plan;
+  try {
+    plan = await deleteJobs(store, { ids: ids as number[] });
+  } catch (err) {
+    if (err instanceof ActiveJobError || err instanceof KeptJobError) throw new BadRequest(`${err.message}; nothing was deleted`, 409);
+    throw err;
+  }
+  collectGarbage(store, {}).catch(() => undefined);
+  return { deleted: plan.ids, bytes: plan.bytes.total };
+}
+
 /** Runs one action; returns what the page shows. */
 export async function runAction(store: Store, jobId: number, action: string, body: Record<string, unknown>): Promise<object> {
   switch (action) {

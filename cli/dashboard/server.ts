@@ -9,7 +9,7 @@ import { createServer } from "node:http";
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { Store } from "../../store";
 import { StoreError, UnknownJobError } from "../../store";
-import { BadRequest, comparePage, groupPage, historyPage, jobPage, listPage, logPage, parseId, runAction, wholeValue } from "./api";
+import { BadRequest, comparePage, deleteSelected, groupPage, historyPage, jobPage, listPage, logPage, parseId, runAction, wholeValue } from "./api";
 import { asset } from "./assets";
 import { ChangeFeed } from "./events";
 import { pageHtml } from "./pages";
@@ -80,8 +80,9 @@ export function createDashboardServer(store: Store, access: AccessOptions): Dash
     if (!verdict.ok) return json(res, verdict.status, { error: verdict.message });
     const path = url.pathname;
     if (req.method === "POST") {
+      if (path === "/api/delete") return json(res, 200, await deleteSelected(store, await readJson(req)));
       const action = /^\/api\/jobs\/([^/]+)\/([a-z]+)$/.exec(path);
-      if (!action) throw new BadRequest(`nothing to POST at ${path}; actions are /api/jobs/ID/{cancel,rerun,resume,tags,note,delete}`, 404);
+      if (!action) throw new BadRequest(`nothing to POST at ${path}; actions are /api/jobs/ID/{cancel,rerun,resume,tags,note,delete} and /api/delete`, 404);
       return json(res, 200, await runAction(store, parseId(action[1]), action[2], await readJson(req)));
     }
     if (req.method !== "GET" && req.method !== "HEAD") throw new BadRequest(`${req.method} is not supported: pages are GET, actions POST`, 405);

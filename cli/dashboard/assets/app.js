@@ -146,11 +146,25 @@
     });
     const info = h("span", { class: "muted", id: "count" });
     const compare = h("button", { id: "compare", disabled: true }, "compare selected");
+    const remove = h("button", { id: "delete-selected", disabled: true }, "delete selected");
     const table = h("table", { id: "jobs" });
     const pager = h("div", { class: "bar" });
-    fill(main, h("h1", {}, "Jobs"), form, h("div", { class: "bar" }, compare, info), table, pager);
+    fill(main, h("h1", {}, "Jobs"), form, h("div", { class: "bar" }, compare, remove, info), table, pager);
     const selected = new Set();
     compare.addEventListener("click", () => { location.href = `/compare?ids=${[...selected].join(",")}`; });
+    // As `nbjob rm JOB...`: all of them or none (a queued, running or keep-tagged one refuses the lot, named).
+    remove.addEventListener("click", async () => {
+      const ids = [...selected];
+      if (!confirm(`Delete ${ids.length} job${ids.length === 1 ? "" : "s"} (${ids.join(", ")}): logs, checkpoints, results and analyses?`)) return;
+      try {
+        await post("/api/delete", { ids });
+        selected.clear();
+        remove.disabled = compare.disabled = true;
+        await load();
+      } catch (err) {
+        alert(`delete: ${err.message}`);
+      }
+    });
     const sortLink = (key, label) => {
       const next = new URLSearchParams(query);
       const current = (query.get("sort") || "id") === key;
@@ -170,6 +184,7 @@
           box.addEventListener("change", () => {
             box.checked ? selected.add(j.id) : selected.delete(j.id);
             compare.disabled = selected.size < 2;
+            remove.disabled = selected.size === 0;
           });
           return h("tr", { "data-id": j.id }, h("td", {}, box), h("td", {}, jobLink(j.id, String(j.id))), h("td", { title: j.name ?? "" }, j.name ?? ""),
             h("td", {}, j.tags.map((t) => h("span", { class: "tag" }, t))), h("td", {}, status(j.status)), h("td", {}, j.worker ?? "(any)"),
