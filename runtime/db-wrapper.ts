@@ -296,6 +296,17 @@ function storedBundle(bundle: Bundle, collectors: SnippetCollector[]): BundleInp
   };
 }
 
+/**
+ * Says which local modules lie outside the notebook's folder (`../shared/x.ts`): they are stored
+ * with the job and laid out at the same place relative to it on the worker, but they are easy to
+ * miss (another project's file, say), and `nbjob export` leaves them for the user to copy.
+ */
+function noteFilesOutside(what: string, files: readonly { path: string }[]): void {
+  const outside = files.map((f) => f.path).filter((path) => path.startsWith("../"));
+  if (outside.length === 0) return;
+  currentCellSink()?.stream("stderr", `${what}: note: ${outside.join(", ")} ${outside.length === 1 ? "is" : "are"} outside the notebook's folder (${process.cwd()}); stored with the job as ${outside.length === 1 ? "it is" : "they are"} now and laid out beside it on the worker (nbjob export leaves ${outside.length === 1 ? "it" : "them"} for you to copy)\n`);
+}
+
 export class DBWrapper {
   readonly store: Store;
 
@@ -332,6 +343,7 @@ export class DBWrapper {
     const job = await this.submit<T>(view, bundle, collectors, { name: options.name ?? null, tags: options.tags ?? [], timeoutMs: timeoutOf(options) });
     // The review ends with the user's answer: say what became of it, and the id to find it by.
     if (review) currentCellSink()?.stream("stdout", `job ${job.id} submitted to ${describeView(view)}\n`);
+    noteFilesOutside("createJob", bundle.files);
     jobsChanged();
     return job;
   }
@@ -397,6 +409,7 @@ export class DBWrapper {
       for (const [i, job] of jobs.entries()) await this.dispatch(view, job, bundles[i].hash);
     }
     if (review) currentCellSink()?.stream("stdout", `jobs ${jobs.map((j) => j.id).join(", ")} (sweep group ${group.id}) submitted to ${describeView(view)}\n`);
+    noteFilesOutside("createJobs", common.files);
     jobsChanged();
     return new JobGroup<T>(group.id, jobs, grid, this.store, sample);
   }

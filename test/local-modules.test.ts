@@ -28,6 +28,9 @@ before(async () => {
   writeFileSync(join(project, "config.json"), '{ "offset": 1 }\n');
   // Types only on the first lines: the JavaScript that runs has fewer lines than this file.
   writeFileSync(join(project, "thrower.ts"), 'interface Unused {\n  a: number;\n}\ntype Alias = string;\nexport function boom(): never {\n  throw new RangeError("from the local module");\n}\n');
+  // A module outside the notebook's folder (another project's file, say).
+  mkdirSync(join(env.work, "shared"), { recursive: true });
+  writeFileSync(join(env.work, "shared", "base.ts"), "export const base = 41;\n");
   // A package without type declarations (like lodash-es), in a node_modules above the project.
   cpSync(join(ROOT, "test", "fixtures", "local-modules", "untyped-chunk"), join(env.work, "node_modules", "untyped-chunk"), { recursive: true });
   await env.start();
@@ -146,7 +149,7 @@ console.log("rows", JSON.stringify(rows.map((row) => row.v)), JSON.stringify(row
     assert.equal(readFileSync(join(dir, "config.json"), "utf8"), '{ "offset": 1 }\n');
   });
 
-  test("a package without type declarations runs in a cell and passes createJob (the bundle check uses the cell check's options); an error in a local module names its file and line", async () => {
+  test("a package without type declarations runs in a cell and passes createJob (the bundle check uses the cell check's options); an error in a local module names its file and line; a module outside the notebook's folder travels with a note", async () => {
     const run = await runInProject(`
 ### code setup
 const sc = new SnippetCollector();
@@ -177,6 +180,19 @@ try {
 } catch (err) {
   console.log((err as { traceback: string[] }).traceback.join("\\n"));
 }
+### code outimp
+const scO = new SnippetCollector();
+### code outsnip
+%%snip scO
+import { base } from "../shared/base";
+### code outuse
+%%snip scO
+function shifted(n: number): number {
+  return base + n;
+}
+### code outjob
+const outside = await db.createJob(rc.view(1), ["shifted(1)"], scO);
+console.log("outside result", await outside.result);
 `);
     assert.equal(run.code, 0, run.stderr);
     assert.match(cellText(run.cells.get("local")), /^3$/m);
@@ -184,5 +200,9 @@ try {
     assert.match(cellText(run.cells.get("job")), /^created \d+$/m, cellText(run.cells.get("job")));
     // An error thrown in a local module: its frame names the module by its path, at its TypeScript line.
     assert.match(cellText(run.cells.get("boomjob")), /RangeError: from the local module\n\s+at boom \(\.\/thrower\.ts:6:9\)/, cellText(run.cells.get("boomjob")));
+    // A module outside the notebook's folder is stored with a note, and runs on the worker from there.
+    const outside = cellText(run.cells.get("outjob"));
+    assert.match(outside, /createJob: note: \.\.\/shared\/base\.ts is outside the notebook's folder \(.*project\); stored with the job/, outside);
+    assert.match(outside, /^outside result 42$/m, outside);
   });
 });
