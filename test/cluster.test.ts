@@ -8,7 +8,6 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { Client as PgClient } from "pg";
 import { KernelClient } from "../wire/client";
 import { readConnectionFile } from "../wire/connection";
 import type { WorkerEvent } from "../runtime/shared/protocol";
@@ -17,13 +16,13 @@ import type { DispatchBundle } from "../runtime/client";
 import { DBWrapper } from "../runtime/db-wrapper";
 import { createJob, getJob, openStore, putBundle, signBundle } from "../store";
 import type { DbJob, Store } from "../store";
+import { admin, databaseUrl } from "./pg-admin";
 
 const NBJOB = join(__dirname, "..", "..", "bin", "nbjob.js");
 const home = mkdtempSync(join(tmpdir(), "nbjob-cluster-test-"));
 // Workers heartbeat in the store: give them a database of their own on the local server.
-const ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres";
 const DATABASE = `nbjob_cluster_test_${process.pid}`;
-const DATABASE_URL = `postgres://postgres@127.0.0.1:5432/${DATABASE}`;
+const DATABASE_URL = databaseUrl(DATABASE);
 // Quick heartbeats and a short lost threshold, so that a gone worker is noticed within seconds.
 // Jobs are stored by this process and run by the cluster's workers: one cluster key for both.
 process.env.NBJOB_CLUSTER_KEY = randomBytes(32).toString("hex");
@@ -122,19 +121,10 @@ function processesOfProfile(profile: string): number[] {
 const pidsSeen = new Set<number>();
 let store: Store;
 
-async function admin(sql: string): Promise<void> {
-  const client = new PgClient({ connectionString: ADMIN_URL });
-  await client.connect();
-  try {
-    await client.query(sql);
-  } finally {
-    await client.end();
-  }
-}
 
 before(async () => {
-  await admin(`DROP DATABASE IF EXISTS ${DATABASE}`);
-  await admin(`CREATE DATABASE ${DATABASE}`);
+  await admin((c) => c.query(`DROP DATABASE IF EXISTS ${DATABASE}`));
+  await admin((c) => c.query(`CREATE DATABASE ${DATABASE}`));
   store = openStore({ url: DATABASE_URL });
 });
 
@@ -152,7 +142,7 @@ after(async () => {
   for (const pid of pidsSeen) if (alive(pid)) process.kill(pid, "SIGKILL");
   await store.close();
   rmSync(home, { recursive: true, force: true });
-  await admin(`DROP DATABASE IF EXISTS ${DATABASE} WITH (FORCE)`);
+  await admin((c) => c.query(`DROP DATABASE IF EXISTS ${DATABASE} WITH (FORCE)`));
 });
 
 describe("nbjob cluster", () => {

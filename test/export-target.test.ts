@@ -8,28 +8,18 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { Client as PgClient } from "pg";
 import { createJob, openStore, putBundle } from "../store";
 import type { Store } from "../store";
 import { shellQuote } from "../runtime/shell-quote";
+import { admin, databaseUrl } from "./pg-admin";
 
 const NBJOB = join(__dirname, "..", "..", "bin", "nbjob.js");
-const ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres";
 const DATABASE = `nbjob_export_target_${process.pid}`;
-const URL = `postgres://postgres@127.0.0.1:5432/${DATABASE}`;
+const URL = databaseUrl(DATABASE);
 const dir = mkdtempSync(join(tmpdir(), "nbjob-export-target-"));
 let store: Store;
 let jobId: number;
 
-async function admin(sql: string): Promise<void> {
-  const client = new PgClient({ connectionString: ADMIN_URL });
-  await client.connect();
-  try {
-    await client.query(sql);
-  } finally {
-    await client.end();
-  }
-}
 
 /** The CLI with a 20 s limit: a spinning mkdir is killed and fails the test. */
 function nbjob(...args: string[]): Promise<{ code: number | string | null; stdout: string; stderr: string; ms: number }> {
@@ -48,8 +38,8 @@ function sh(script: string): Promise<{ code: number; stdout: string; stderr: str
 }
 
 before(async () => {
-  await admin(`DROP DATABASE IF EXISTS ${DATABASE}`);
-  await admin(`CREATE DATABASE ${DATABASE}`);
+  await admin((c) => c.query(`DROP DATABASE IF EXISTS ${DATABASE}`));
+  await admin((c) => c.query(`CREATE DATABASE ${DATABASE}`));
   store = openStore({ url: URL });
   await store.ready();
   const bundleHash = await putBundle(store, { source: "const answer = 42;\n", snippets: [], params: {}, entries: ["answer"] });
@@ -58,7 +48,7 @@ before(async () => {
 
 after(async () => {
   await store?.close();
-  if (!process.env.KEEP_DB) await admin(`DROP DATABASE IF EXISTS ${DATABASE} WITH (FORCE)`);
+  if (!process.env.KEEP_DB) await admin((c) => c.query(`DROP DATABASE IF EXISTS ${DATABASE} WITH (FORCE)`));
   rmSync(dir, { recursive: true, force: true });
 });
 

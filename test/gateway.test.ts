@@ -9,22 +9,21 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { Client as PgClient } from "pg";
 import { Client } from "../runtime/client";
 import { listJobs, openStore } from "../store";
 import type { Store } from "../store";
 import { cellText, NBJOB, notebookFrom, ROOT } from "./jobs-env";
 import type { RanCell } from "./jobs-env";
+import { admin, databaseUrl } from "./pg-admin";
 
 const PYTHON = "/usr/bin/python3";
 const haveServer = spawnSync(PYTHON, ["-c", "import jupyter_server"]).status === 0;
 const skip = haveServer ? false : "jupyter-server is not installed (apt-get install -y jupyter-server; .ci/run installs it)";
 
-const ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres";
 const TOKEN = `t-${process.pid}-${Date.now()}`;
 const work = mkdtempSync(join(tmpdir(), "nbjob-gateway-"));
 const database = `nbjob_gateway_${process.pid}`;
-const dbUrl = `postgres://postgres@127.0.0.1:5432/${database}`;
+const dbUrl = databaseUrl(database);
 const dataDir = join(work, "jupyter");
 const env: NodeJS.ProcessEnv = {
   ...process.env, NBJOB_DATABASE_URL: dbUrl, NBJOB_HOME: join(work, "home"), JUPYTER_DATA_DIR: dataDir, JUPYTER_PATH: dataDir,
@@ -36,15 +35,6 @@ let server: ChildProcess | undefined;
 let serverLog = "";
 let store: Store | undefined;
 
-async function admin(sql: string): Promise<void> {
-  const client = new PgClient({ connectionString: ADMIN_URL });
-  await client.connect();
-  try {
-    await client.query(sql);
-  } finally {
-    await client.end();
-  }
-}
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -118,8 +108,8 @@ describe("Client.connect({ gateway }) through Debian's jupyter-server", { skip }
     // A kernel that dies at once, for the "a kernel that dies" case.
     mkdirSync(join(dataDir, "kernels", "nbjob-broken"), { recursive: true });
     writeFileSync(join(dataDir, "kernels", "nbjob-broken", "kernel.json"), JSON.stringify({ argv: [process.execPath, "-e", "process.exit(3)", "{connection_file}"], display_name: "broken", language: "typescript" }));
-    await admin(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
-    await admin(`CREATE DATABASE ${database}`);
+    await admin((c) => c.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`));
+    await admin((c) => c.query(`CREATE DATABASE ${database}`));
     store = openStore({ url: dbUrl, maxConnections: 2 });
     await store.ready();
     await startServer();
@@ -133,7 +123,7 @@ describe("Client.connect({ gateway }) through Debian's jupyter-server", { skip }
     }
     server?.kill("SIGTERM");
     await store?.close().catch(() => undefined);
-    await admin(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`).catch(() => undefined);
+    await admin((c) => c.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`)).catch(() => undefined);
     rmSync(work, { recursive: true, force: true });
   });
 

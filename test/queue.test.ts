@@ -4,34 +4,24 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
-import { Client } from "pg";
 import { createJobGroup, getBundle, openStore } from "../store";
 import type { BundleInput, Store } from "../store";
 import { claimNextJob, enqueueJobs } from "../store/queue";
 import { sweepInvariantSource } from "../worker/store-link";
+import { admin, databaseUrl } from "./pg-admin";
 
-const ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres";
 const name = `nbjob_queue_${process.pid}_${randomBytes(3).toString("hex")}`;
 let store: Store;
 
-async function admin(sql: string): Promise<void> {
-  const client = new Client({ connectionString: ADMIN_URL });
-  await client.connect();
-  try {
-    await client.query(sql);
-  } finally {
-    await client.end();
-  }
-}
 
 before(async () => {
-  await admin(`CREATE DATABASE ${name}`);
-  store = openStore({ url: `postgres://postgres@127.0.0.1:5432/${name}`, maxConnections: 4 });
+  await admin((c) => c.query(`CREATE DATABASE ${name}`));
+  store = openStore({ url: databaseUrl(name), maxConnections: 4 });
   await store.ready();
 });
 after(async () => {
   await store.close();
-  await admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  await admin((c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
 });
 
 const shared = { kind: "function", names: ["inc"], source: "function inc(x: number) {\n  return x + 1;\n}", collector: "math" };

@@ -13,17 +13,16 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { Client as PgClient } from "pg";
 import {
   appendLogs, createJob, createJobGroup, getJob, listJobs, listWorkers, notifyJobQueued, openStore, putBundle, readLogs, redactUrl, transitionJob,
 } from "../store";
 import type { DbJob, Store } from "../store";
 import { enqueueJobs } from "../store/queue";
+import { admin, databaseUrl } from "./pg-admin";
 
 const NBJOB = join(__dirname, "..", "..", "bin", "nbjob.js");
-const ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres";
 const DATABASE = `nbjob_text_safety_${process.pid}`;
-const URL = `postgres://postgres@127.0.0.1:5432/${DATABASE}`;
+const URL = databaseUrl(DATABASE);
 // The same database, with secrets in the query string (trust auth ignores them).
 const SECRET = "Pw-in-query-7731";
 const SECRET_URL = `${URL}?user=postgres&password=${SECRET}&sslpassword=${SECRET}-ssl&token=${SECRET}-token`;
@@ -35,15 +34,6 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 let store: Store;
 let worker: { process: ChildProcess; log: string };
 
-async function admin(sql: string): Promise<void> {
-  const client = new PgClient({ connectionString: ADMIN_URL });
-  await client.connect();
-  try {
-    await client.query(sql);
-  } finally {
-    await client.end();
-  }
-}
 
 function nbjob(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: Buffer; stderr: string }> {
   return new Promise((resolve) => {
@@ -71,8 +61,8 @@ async function waitFor(jobId: number, timeoutMs = 60_000): Promise<DbJob> {
 }
 
 before(async () => {
-  await admin(`DROP DATABASE IF EXISTS ${DATABASE}`);
-  await admin(`CREATE DATABASE ${DATABASE}`);
+  await admin((c) => c.query(`DROP DATABASE IF EXISTS ${DATABASE}`));
+  await admin((c) => c.query(`CREATE DATABASE ${DATABASE}`));
   store = openStore({ url: URL });
   await store.ready();
   // One real worker, given the URL with its secrets: its log must not show them.
@@ -93,7 +83,7 @@ before(async () => {
 after(async () => {
   if (worker?.process.exitCode === null) worker.process.kill("SIGKILL");
   await store?.close();
-  if (!process.env.KEEP_DB) await admin(`DROP DATABASE IF EXISTS ${DATABASE} WITH (FORCE)`);
+  if (!process.env.KEEP_DB) await admin((c) => c.query(`DROP DATABASE IF EXISTS ${DATABASE} WITH (FORCE)`));
   rmSync(dir, { recursive: true, force: true });
 });
 
