@@ -7,10 +7,18 @@ import type { JsonValue, ParamValues } from "./params";
 
 /** One type error, as the compiler reports it, at an offset of the checked text. */
 export interface CheckDiagnostic {
+  /** Offset in the checked text; -1 when the error is elsewhere (a local module, the options). */
   start: number;
   code: number;
   message: string;
+  /** For an error in a local module: its path as the bundle names it (`lib/broken.ts`), 1-based line and column. */
+  file?: string;
+  line?: number;
+  column?: number;
 }
+
+// Local modules the compiler type-checks (a `.js` one is only parsed, as in a cell).
+const TYPESCRIPT_FILE = /\.(ts|mts|cts|tsx)$/;
 
 let project: Project | undefined;
 
@@ -74,33 +82,49 @@ export function workerGlobals(params: ParamValues): string {
 
 /**
  * Type errors of `program` (the bundle's text) given the job's parameter values. `baseDir` is
- * where imports resolve from (the notebook's directory).
+ * where imports resolve from (the notebook's directory); `localFiles` are the bundle's local
+ * modules (paths relative to it), whose own errors are reported too: they travel with the job,
+ * and a module that does not type-check would fail there.
  */
-export function typeCheckProgram(program: string, params: ParamValues, baseDir: string = process.cwd()): CheckDiagnostic[] {
+export function typeCheckProgram(program: string, params: ParamValues, baseDir: string = process.cwd(), localFiles: readonly string[] = []): CheckDiagnostic[] {
   const ts = typescript();
   const p = sharedProject();
   // The notebook's own modules may have been edited since the last check (the project keeps what
-  // it read): read them again when changed, so the check sees what the bundle captures now.
-  for (const file of p.getSourceFiles()) {
-    if (!file.getFilePath().includes("/node_modules/")) file.refreshFromFileSystemSync();
+  // it read): read them again when changed, so the check sees what the bundle captures now. A
+  // module the compiler found by resolving an import is not among the project's added files, so
+  // the bundle's local modules are looked up by path too.
+  const known = new Set(p.getSourceFiles().filter((file) => !file.getFilePath().includes("/node_modules/")));
+  for (const rel of localFiles) {
+    const file = p.getSourceFile(path.resolve(baseDir, rel));
+    if (file) known.add(file);
   }
+  for (const file of known) file.refreshFromFileSystemSync();
   const globals = p.createSourceFile(path.join(baseDir, "__nbjob_worker_globals__.d.ts"), workerGlobals(params), { overwrite: true });
   // `export {}` makes the file a module (top-level await) without changing the bundle's text.
   const bundle = p.createSourceFile(path.join(baseDir, "__nbjob_bundle__.ts"), `${program}\nexport {};\n`, { overwrite: true });
   try {
     const compiler = p.getProgram().compilerObject;
+    const modules = new Map<ts.SourceFile, string>();
+    for (const rel of localFiles) {
+      if (!TYPESCRIPT_FILE.test(rel)) continue;
+      const file = compiler.getSourceFile(path.resolve(baseDir, rel));
+      if (file) modules.set(file, rel);
+    }
     const found = [...compiler.getOptionsDiagnostics(), ...ts.getPreEmitDiagnostics(compiler, bundle.compilerNode),
-      ...ts.getPreEmitDiagnostics(compiler, globals.compilerNode).filter((d) => d.file === globals.compilerNode)];
+      ...ts.getPreEmitDiagnostics(compiler, globals.compilerNode).filter((d) => d.file === globals.compilerNode),
+      ...[...modules.keys()].flatMap((file) => ts.getPreEmitDiagnostics(compiler, file).filter((d) => d.file === file))];
     const seen = new Set<string>();
     const out: CheckDiagnostic[] = [];
     for (const d of found) {
       if (IGNORED_DIAGNOSTICS.has(d.code)) continue;
       const message = ts.flattenDiagnosticMessageText(d.messageText, "\n");
       const start = d.file === bundle.compilerNode ? d.start ?? 0 : -1;
-      const key = `${start}:${d.code}:${message}`;
+      const module = d.file ? modules.get(d.file) : undefined;
+      const at = module !== undefined && d.file ? d.file.getLineAndCharacterOfPosition(d.start ?? 0) : undefined;
+      const key = `${module ?? ""}:${at ? `${at.line}:${at.character}` : start}:${d.code}:${message}`;
       if (seen.has(key)) continue;
       seen.add(key);
-      out.push({ start, code: d.code, message });
+      out.push(at ? { start, code: d.code, message, file: module, line: at.line + 1, column: at.character + 1 } : { start, code: d.code, message });
     }
     return out;
   } finally {

@@ -83,7 +83,7 @@ export interface BundleOptions {
 
 /** One problem found while building or checking a bundle. */
 export interface BundleProblem {
-  /** `snippet norm`, `entry 1 "norm(origin)"`, or `bundle`. */
+  /** `snippet norm`, `entry 1 "norm(origin)"`, a local module (`./lib/util.ts`), or `bundle`. */
   part: string;
   /** 1-based position inside that snippet or entry, when there is one. */
   line?: number;
@@ -332,10 +332,11 @@ const CANNOT_FIND_NAME = new Set([2304, 2552]);
 
 /** Type errors of a bundle, each placed in its snippet or entry. */
 export function typeProblems(bundle: Bundle, baseDir?: string, paramsGiven = true): BundleProblem[] {
-  const diagnostics = typeCheckProgram(bundle.source, bundle.params, baseDir);
+  const diagnostics = typeCheckProgram(bundle.source, bundle.params, baseDir, bundle.files.map((f) => f.path));
   const lineStarts = [0];
   for (let i = 0; i < bundle.source.length; i++) if (bundle.source[i] === "\n") lineStarts.push(i + 1);
   const problems = diagnostics.map((d): BundleProblem => {
+    if (d.file !== undefined) return { part: d.file.startsWith("../") ? d.file : `./${d.file}`, line: d.line, column: d.column, message: d.message };
     if (d.start < 0) return { part: "bundle", message: d.message };
     let line = lineStarts.findIndex((s) => s > d.start);
     line = line === -1 ? lineStarts.length : line; // 1-based line of the offset

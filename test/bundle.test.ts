@@ -306,4 +306,24 @@ describe("local modules (issue 14)", () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  test("a type error inside a local module, two levels down, is a BundleError naming the file, line and column; fixing the file lets the same check pass", () => {
+    const { mkdirSync, mkdtempSync, rmSync, writeFileSync } = require("node:fs") as typeof import("node:fs");
+    const { join } = require("node:path") as typeof import("node:path");
+    const { tmpdir } = require("node:os") as typeof import("node:os");
+    const dir = mkdtempSync(join(tmpdir(), "nbjob-bundle-broken-"));
+    try {
+      mkdirSync(join(dir, "lib"));
+      writeFileSync(join(dir, "entry.ts"), 'import { half } from "./lib/broken";\nexport const quarter = (x: number): number => half(half(x));\n');
+      writeFileSync(join(dir, "lib", "broken.ts"), 'export function half(x: number): number {\n  const y = x / 2;\n  const s: string = y;\n  return y;\n}\n');
+      const sc = collector(['import { quarter } from "./entry";', "import"]);
+      const err = bundleError(() => buildBundle(["quarter(8)"], [sc], { baseDir: dir }), /^\.\/lib\/broken\.ts \(line 3, column 9\): Type 'number' is not assignable to type 'string'\.$/m);
+      assert.deepEqual(err.problems.map((p) => p.part), ["./lib/broken.ts"], err.message);
+      // The check reads the module again once it changes: fixed, the same bundle passes.
+      writeFileSync(join(dir, "lib", "broken.ts"), 'export function half(x: number): number {\n  const y = x / 2;\n  const s: string = String(y);\n  return y + s.length * 0;\n}\n');
+      assert.deepEqual(buildBundle(["quarter(8)"], [sc], { baseDir: dir }).files.map((f) => f.path), ["entry.ts", "lib/broken.ts"]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
