@@ -3,7 +3,7 @@
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
 import type { CompileRequest, CompileResponse } from "./compiler-thread";
-import { programKey } from "./program";
+import { compiledText, programKey } from "./program";
 import type { CompiledProgram } from "./transpile";
 
 export interface CompiledBundle extends CompiledProgram {
@@ -48,9 +48,12 @@ export class BundleCompiler {
     this.idleMs = options.idleMs ?? 20_000;
   }
 
-  /** The cached program, without waiting; undefined when it must be compiled first. */
+  /**
+   * The cached program, without waiting; undefined when it must be compiled first. Bundles that
+   * differ only in their parameters share one program (program.ts compiledText).
+   */
   cached(source: string, entries: readonly string[]): CompiledBundle | undefined {
-    const key = programKey(source, entries);
+    const key = programKey(compiledText(source), entries);
     const hit = this.cache.get(key);
     if (hit) {
       this.cache.delete(key);
@@ -62,14 +65,15 @@ export class BundleCompiler {
   compile(source: string, entries: readonly string[]): Promise<CompiledBundle> {
     const hit = this.cached(source, entries);
     if (hit) return Promise.resolve(hit);
-    const key = programKey(source, entries);
+    const text = compiledText(source);
+    const key = programKey(text, entries);
     const running = this.inFlight.get(key);
     if (running) return running;
     const compiled = new Promise<CompiledBundle>((resolve, reject) => {
       const id = this.nextId++;
       this.pending.set(id, { resolve, reject, key });
       clearTimeout(this.idleTimer);
-      const request: CompileRequest = { id, source, entries: [...entries] };
+      const request: CompileRequest = { id, source: text, entries: [...entries] };
       this.ensureThread().postMessage(request);
     }).finally(() => this.inFlight.delete(key));
     this.inFlight.set(key, compiled);

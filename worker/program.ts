@@ -19,7 +19,17 @@ export interface ProgramLayout {
   sourceLines: number;
 }
 
-/** Identifies a compiled program: the same source and entries always compile to the same code. */
+/**
+ * The text the worker compiles for a bundle: its own, with the params line (its second line, a
+ * comment: the job is given its parameters as `params` at run time) made the same for every
+ * bundle. A sweep's jobs differ only in that line, so they compile to one program, compiled once
+ * and run as one cached script; the line count, and so every position, stays as it was.
+ */
+export function compiledText(source: string): string {
+  return source.replace(/^(\/\/ nbjob bundle: [^\n]*\n)\/\/ params: [^\n]*\n/, "$1// params: (given to the job as `params`)\n");
+}
+
+/** Identifies a compiled program: the same compiled text and entries always compile to the same code. */
 export function programKey(source: string, entries: readonly string[]): string {
   const hash = createHash("sha256").update(source);
   for (const entry of entries) hash.update("\0").update(entry);

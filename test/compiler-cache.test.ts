@@ -1,0 +1,34 @@
+// The worker compiles a sweep once: bundles that differ only in their parameters (their second
+// line, a comment) share one compiled program, while any change to the code compiles anew.
+import assert from "node:assert/strict";
+import { after, test } from "node:test";
+import { buildBundle, withParams } from "../runtime/bundle";
+import { SnippetCollector, recordSnippet } from "../runtime/snippets";
+import { BundleCompiler } from "../worker/compiler";
+
+const compiler = new BundleCompiler();
+after(() => compiler.close());
+
+function collector(source: string): SnippetCollector {
+  const sc = new SnippetCollector();
+  recordSnippet(sc, { source, kind: "cell" });
+  return sc;
+}
+
+test("a sweep's bundles share one compiled program; a code change does not", async () => {
+  const sc = collector("function inc(x: number): number {\n  return x + 1;\n}");
+  const first = buildBundle(["inc(params.x)"], [sc], { params: { x: 1 } });
+  const second = withParams(first, { x: 2 });
+  assert.notEqual(second.hash, first.hash);
+  assert.equal(compiler.cached(second.source, second.entries), undefined);
+  const compiled = await compiler.compile(first.source, first.entries);
+  // The params line does not reach the compiled JavaScript: the job gets `params` at run time.
+  assert.doesNotMatch(compiled.js, /"x":1/);
+  assert.equal(compiler.cached(second.source, second.entries), compiled);
+  assert.equal(await compiler.compile(second.source, second.entries), compiled);
+
+  const changed = buildBundle(["inc(params.x)"], [collector("function inc(x: number): number {\n  return x + 2;\n}")], { params: { x: 1 } });
+  const other = await compiler.compile(changed.source, changed.entries);
+  assert.notEqual(other.key, compiled.key);
+  assert.match(other.js, /x \+ 2/);
+});
