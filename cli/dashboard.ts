@@ -11,8 +11,9 @@ import { announceDashboard } from "../runtime/dashboard-link";
 const USAGE = `usage: nbjob dashboard [--port N] [--host H] [--token T | --no-token]
 
 Serves the jobs (filter, sort, page, compare), each job (status, timeline, parameters, result or
-error, log, checkpoints, analyses, code, environment), sweeps, and the actions cancel, rerun,
-resume, tags and note. Pages update themselves as jobs change. Runs until Ctrl-C.
+error, log, checkpoints, analyses, code, environment), sweeps, the store's space, and the actions
+cancel, rerun, resume, tags, note, delete (jobs selected, or all the list's filters match, as
+nbjob rm) and gc. Pages update themselves as jobs change. Runs until Ctrl-C.
 
 It prints its address with a token (http://127.0.0.1:8765/?token=…), as Jupyter does: open that
 URL; the browser then keeps the token in a cookie. Scripts send it as "Authorization: token T".

@@ -4,9 +4,9 @@ import type { Command } from "./args";
 import { parseCommandArgs, UsageError } from "./args";
 import { STORE_FLAGS, STORE_FLAGS_USAGE, withCliStore } from "./db";
 import { isJobStatus, JOB_STATUSES, StoreError } from "../store";
-import type { Db, JobStatus } from "../store";
-import { collectGarbage, deleteJobs, formatBytes, KEEP_TAG, parseDuration, setJobTags, storeSize, vacuumStore } from "../store/cleanup";
-import type { GcResult } from "../store/cleanup";
+import type { JobStatus } from "../store";
+import { collectAndVacuum, deleteJobs, formatBytes, KEEP_TAG, parseDuration, setJobTags } from "../store/cleanup";
+import type { DeletionPlan, GcReport } from "../store/cleanup";
 
 function jobIds(positionals: string[]): number[] {
   return positionals.map((text) => {
@@ -23,17 +23,22 @@ function listIds(ids: number[]): string {
   return ids.length <= 20 ? ids.join(", ") : `${ids.slice(0, 20).join(", ")}, … (${ids.length - 20} more)`;
 }
 
-function gcLine(result: GcResult, before: number, after: number): string {
+/** What a collection did, in one line (`nbjob gc`, `rm`, and the dashboard's gc). */
+export function gcLine({ result, before, after }: GcReport): string {
   return `${result.thinned ? `retention thinned ${plural(result.thinned, "checkpoint")}; ` : ""}collected ${plural(result.blobs, "value")} (${plural(result.chunks, "chunk")}, ${formatBytes(result.chunkBytes)}), ${plural(result.bundles, "bundle")}, ${plural(result.snippets, "snippet")}${result.files ? `, ${plural(result.files, "local module")}` : ""} in ${(result.ms / 1000).toFixed(1)} s; database ${formatBytes(before)} -> ${formatBytes(after)}`;
 }
 
-/** gc, then a plain VACUUM so the space is reusable (and trailing pages go back to the OS). */
-async function gcAndVacuum(store: Db, options: { graceMs?: number; full?: boolean }): Promise<string> {
-  const before = (await storeSize(store)).database;
-  const result = await collectGarbage(store, { graceMs: options.graceMs });
-  await vacuumStore(store, { full: options.full });
-  const after = (await storeSize(store)).database;
-  return gcLine(result, before, after);
+/** What `nbjob rm` prints about a deletion (or a dry run); the dashboard shows the same lines. */
+export function deletionLines(plan: DeletionPlan, filtered: boolean): string[] {
+  const { bytes } = plan;
+  const freed = `${formatBytes(bytes.total)} (values ${formatBytes(bytes.values)}, logs ${formatBytes(bytes.logs)}, results ${formatBytes(bytes.results)}, analyses ${formatBytes(bytes.analyses)})`;
+  const lines: string[] = [];
+  const left = plan.kept.length + plan.active.length;
+  if (plan.ids.length === 0) lines.push(!filtered ? "nothing to delete" : left ? "no jobs to delete: every job that matches is left (below)" : "no jobs match");
+  else lines.push(`${plan.dryRun ? "would delete" : "deleted"} ${plural(plan.ids.length, "job")}: ${listIds(plan.ids)}; frees ${freed}`);
+  if (plan.kept.length) lines.push(`left ${plural(plan.kept.length, "job")} tagged ${KEEP_TAG}: ${listIds(plan.kept)}`);
+  if (plan.active.length) lines.push(`left ${plural(plan.active.length, "job")} still queued or running: ${listIds(plan.active)} (cancel first: nbjob cancel JOB)`);
+  return lines;
 }
 
 // ---------------------------------------------------------------- nbjob rm
@@ -76,14 +81,8 @@ async function cmdRm(argv: string[]): Promise<number> {
   const dryRun = values["dry-run"] === true;
   return withCliStore(values, async (store) => {
     const plan = await deleteJobs(store, { ids, tag: values.tag, status: values.status as JobStatus | undefined, olderThanMs, dryRun });
-    const { bytes } = plan;
-    const freed = `${formatBytes(bytes.total)} (values ${formatBytes(bytes.values)}, logs ${formatBytes(bytes.logs)}, results ${formatBytes(bytes.results)}, analyses ${formatBytes(bytes.analyses)})`;
-    if (plan.ids.length === 0) console.log(filtered ? "no jobs match" : "nothing to delete");
-    else if (dryRun) console.log(`would delete ${plural(plan.ids.length, "job")}: ${listIds(plan.ids)}; frees ${freed}`);
-    else console.log(`deleted ${plural(plan.ids.length, "job")}: ${listIds(plan.ids)}; frees ${freed}`);
-    if (plan.kept.length) console.log(`left ${plural(plan.kept.length, "job")} tagged ${KEEP_TAG}: ${listIds(plan.kept)}`);
-    if (plan.active.length) console.log(`left ${plural(plan.active.length, "job")} still queued or running: ${listIds(plan.active)} (cancel first: nbjob cancel JOB)`);
-    if (!dryRun && plan.ids.length > 0 && !values["no-gc"]) console.log(await gcAndVacuum(store, {}));
+    for (const line of deletionLines(plan, filtered)) console.log(line);
+    if (!dryRun && plan.ids.length > 0 && !values["no-gc"]) console.log(gcLine(await collectAndVacuum(store)));
     return 0;
   });
 }
@@ -118,7 +117,7 @@ async function cmdGc(argv: string[]): Promise<number> {
     }
   }
   return withCliStore(values, async (store) => {
-    console.log(await gcAndVacuum(store, { graceMs, full: values.full === true }));
+    console.log(gcLine(await collectAndVacuum(store, { graceMs, full: values.full === true })));
     return 0;
   });
 }

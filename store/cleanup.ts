@@ -384,6 +384,22 @@ export async function vacuumStore(db: Db, options: { full?: boolean } = {}): Pro
   }
 }
 
+/** What a collection and the VACUUM after it did: `nbjob gc`'s and the dashboard's answer. */
+export interface GcReport {
+  result: GcResult;
+  /** The database's size on disk before and after. */
+  before: number;
+  after: number;
+}
+
+/** collectGarbage, then a plain VACUUM (or FULL) so the freed space is reusable: what `nbjob gc` and `rm` run. */
+export async function collectAndVacuum(db: Db, options: { graceMs?: number; full?: boolean } = {}): Promise<GcReport> {
+  const before = (await storeSize(db)).database;
+  const result = await collectGarbage(db, { graceMs: options.graceMs });
+  await vacuumStore(db, { full: options.full });
+  return { result, before, after: (await storeSize(db)).database };
+}
+
 /** The database's size on disk and each nbjob table's (with its TOAST and indexes), largest first. */
 export async function storeSize(db: Db): Promise<{ database: number; tables: Array<{ table: string; bytes: number }> }> {
   const { rows: [{ size }] } = await db.query<{ size: string }>("SELECT pg_database_size(current_database()) AS size");

@@ -33,8 +33,8 @@ export { putCheckpoint, listCheckpoints, readCheckpoint, lastCheckpointIndex } f
 export type { CheckpointSummary, PutCheckpointResult } from "./checkpoints";
 export { createAnalysis, putAnalysisRow, getAnalysisRows, missingAnalysisCheckpoints, getAnalysis, storedAnalysisCells, withAnalysisLock } from "./analyses";
 export type { AnalysisFunctionInput, AnalysisRowInput } from "./analyses";
-export { deleteJobs, collectGarbage, vacuumStore, storeSize, jobSizes, setJobTags, formatBytes, parseDuration, KEEP_TAG, ActiveJobError, KeptJobError } from "./cleanup";
-export type { DeleteJobsFilter, DeletionPlan, GcOptions, GcResult, JobSize } from "./cleanup";
+export { deleteJobs, collectGarbage, collectAndVacuum, vacuumStore, storeSize, jobSizes, setJobTags, formatBytes, parseDuration, KEEP_TAG, ActiveJobError, KeptJobError } from "./cleanup";
+export type { DeleteJobsFilter, DeletionPlan, GcOptions, GcReport, GcResult, JobSize } from "./cleanup";
 export { getWorker, heartbeatWorker, listWorkers, removeWorker } from "./workers";
 export type { WorkerHeartbeat } from "./workers";
 export { claimNextJob, notifyJobQueued, notifyJobCancelled, markLostJobs, JOB_QUEUED_CHANNEL, JOB_CANCELLED_CHANNEL, WORKER_HEARTBEAT_MS, WORKER_STALE_MS } from "./queue";

@@ -37,6 +37,8 @@ export interface BrowseJobsFilter {
   worker?: string;
   queuedFrom?: Date;
   queuedBefore?: Date;
+  /** Only jobs queued more than this many milliseconds ago (as `nbjob rm --older-than`, measured by the server's clock). */
+  olderThanMs?: number;
   params?: ParamCondition[];
   groupId?: number;
   /** Default id (newest first with `descending`, the default). */
@@ -108,6 +110,10 @@ function whereOf(filter: BrowseJobsFilter): { sql: string; values: unknown[]; ne
   if (filter.worker) add("coalesce(j.worker_id, j.target_worker) ILIKE ?", like(filter.worker));
   if (filter.queuedFrom) add("j.queued_at >= ?", filter.queuedFrom);
   if (filter.queuedBefore) add("j.queued_at < ?", filter.queuedBefore);
+  if (filter.olderThanMs !== undefined) {
+    if (!(Number.isFinite(filter.olderThanMs) && filter.olderThanMs >= 0)) throw new StoreError(`older-than must be a non-negative duration, got ${filter.olderThanMs}`);
+    add("j.queued_at < now() - make_interval(secs => ?::double precision / 1000)", filter.olderThanMs);
+  }
   if (filter.groupId !== undefined) add("j.group_id = ?", filter.groupId);
   for (const condition of filter.params ?? []) {
     if (!(PARAM_OPERATORS as readonly string[]).includes(condition.op)) throw new StoreError(`unknown operator "${condition.op}" in a parameter condition; expected one of ${PARAM_OPERATORS.join(" ")}`);

@@ -2,7 +2,8 @@
 // server process over a fresh database with many jobs inserted in SQL (20k; NBJOB_DASHBOARD_TEST_JOBS=100000 for 100k), its security checks over
 // HTTP, the jobs list's filters, sorting and paging, a job page that follows status and log
 // without reload, 10,000 log lines, compare of a sweep's 3 jobs (chart, code diff), the sweep
-// page, actions with and without the token, and hostile strings that must stay text.
+// page, actions with and without the token, delete by the list's filters (dry run, then confirm),
+// the store page and its gc, and hostile strings that must stay text.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
@@ -14,7 +15,7 @@ import { after, before, describe, test } from "node:test";
 import { Client } from "pg";
 import puppeteer from "puppeteer-core";
 import type { Browser, Page } from "puppeteer-core";
-import { appendLogs, createAnalysis, createJob, createJobGroup, openStore, putAnalysisRow, putBundle, putCheckpoint, putMetrics, transitionJob } from "../store";
+import { appendLogs, createAnalysis, createJob, createJobGroup, jobSizes, openStore, putAnalysisRow, putBlob, putBundle, putCheckpoint, putMetrics, transitionJob } from "../store";
 import type { Json, Store } from "../store";
 
 // The browser's globals as the functions given to page.evaluate/waitForFunction see them (the
@@ -79,13 +80,29 @@ function startServer(args: string[], env: Record<string, string> = {}): Promise<
   });
 }
 
-function nbjob(args: string[]): Promise<{ code: number | null; stderr: string }> {
+function nbjob(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolvePromise) => {
-    const child = spawn(process.execPath, [NBJOB, ...args], { env: { ...process.env, NBJOB_DATABASE_URL: url }, stdio: ["ignore", "ignore", "pipe"] });
+    const child = spawn(process.execPath, [NBJOB, ...args], { env: { ...process.env, NBJOB_DATABASE_URL: url }, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
     let stderr = "";
+    child.stdout!.on("data", (c) => (stdout += c));
     child.stderr!.on("data", (c) => (stderr += c));
-    child.on("close", (code) => resolvePromise({ code, stderr }));
+    child.on("close", (code) => resolvePromise({ code, stdout, stderr }));
   });
+}
+
+/** A POST as the page sends it (the token in its header unless `token` is false). */
+function postJson(path: string, body: unknown, options: { token?: boolean; origin?: string } = {}): Promise<Response> {
+  const headers: Record<string, string> = { "content-type": "application/json" };
+  if (options.token !== false) headers["x-nbjob-token"] = TOKEN;
+  if (options.origin) headers.origin = options.origin;
+  return fetch(`${base}${path}`, { method: "POST", headers, body: JSON.stringify(body) });
+}
+
+/** Makes stored values look older than gc's 10-minute grace period, as a store in use for months has them. */
+async function ageValues(blobHashes: string[]): Promise<void> {
+  await store.query("UPDATE nbjob.blobs SET created_at = now() - interval '1 hour' WHERE hash = ANY($1::text[])", [blobHashes]);
+  await store.query("UPDATE nbjob.chunks SET created_at = now() - interval '1 hour' WHERE hash IN (SELECT chunk_hash FROM nbjob.blob_chunks WHERE blob_hash = ANY($1::text[]))", [blobHashes]);
 }
 
 /** A page that reports any script the test did not write (an onerror, a dialog) through window flags and dialogs. */
@@ -403,6 +420,132 @@ describe("nbjob dashboard in a browser", () => {
     await list.close();
     const left = await store.query<{ id: number }>("SELECT id FROM nbjob.jobs WHERE id = ANY($1::bigint[]) ORDER BY id", [[ids.sweepA, ids.sweepB, ids.sweepC]]);
     assert.deepEqual(left.rows.map((r) => Number(r.id)), [ids.sweepC], "the two selected are deleted; the one refused before is still there");
+  });
+
+  test("delete by the list's filters: a dry run saying what nbjob rm --dry-run says, then on confirm exactly those jobs go and gc follows; kept and running ones left and named", async () => {
+    // Five jobs tagged purge: three ended (each with a checkpoint value of its own), one tagged keep, one still running.
+    const purge: number[] = [];
+    for (const [i, end] of (["done", "failed", "cancelled"] as const).entries()) {
+      const id = await addJob({ x: 100 + i }, { name: `purge ${i}`, tags: ["purge"] });
+      if (end !== "cancelled") await run(id);
+      await putCheckpoint(store, id, 0, { state: randomBytes(40_000) });
+      await transitionJob(store, id, end, end === "done" ? { result: null, resultText: "1" } : { error: { name: end === "failed" ? "Error" : "Cancelled", message: end } });
+      purge.push(id);
+    }
+    const kept = await addJob({ x: 110 }, { name: "purge kept", tags: ["purge", "keep"] });
+    await run(kept);
+    await transitionJob(store, kept, "done", { result: null, resultText: "2" });
+    const running = await addJob({ x: 111 }, { name: "purge running", tags: ["purge"] });
+    await run(running);
+    const purgeValues = (await store.query<{ blob_hash: string }>("SELECT blob_hash FROM nbjob.checkpoint_values WHERE job_id = ANY($1::bigint[])", [purge])).rows.map((r) => r.blob_hash);
+    assert.equal(purgeValues.length, 3);
+    await ageValues(purgeValues);
+    const tagged = async () => (await store.query<{ id: number }>("SELECT id FROM nbjob.jobs WHERE tags @> ARRAY['purge'] ORDER BY id")).rows.map((r) => Number(r.id));
+
+    // Refused without the token or from another origin; nothing goes.
+    assert.equal((await postJson("/api/delete-matching", { filter: { tag: "purge" }, dryRun: false }, { token: false })).status, 403, "without the token");
+    assert.equal((await postJson("/api/delete-matching", { filter: { tag: "purge" }, dryRun: false }, { origin: "http://evil.example" })).status, 403, "from another origin");
+    assert.deepEqual(await tagged(), [...purge, kept, running]);
+    // A filter deletion does not take, or does not know, is a 400 naming it; so are a missing dryRun and an empty filter.
+    const refusals: Array<[unknown, RegExp]> = [
+      [{ filter: { tag: "purge", worker: "w1" }, dryRun: true }, /^filter field "worker" cannot select jobs to delete: deleting by filter takes status, tag and older/],
+      [{ filter: { colour: "red" }, dryRun: true }, /^filter field "colour" is not supported/],
+      [{ filter: { status: "failed,done" }, dryRun: true }, /^filter field "status" is "failed,done": expected one status of queued/],
+      [{ filter: { older: "soon" }, dryRun: true }, /^filter field older=soon: a duration looks like 30d/],
+      [{ filter: {}, dryRun: true }, /^the filter is empty/],
+      [{ filter: { tag: "purge" } }, /^dryRun must be true/],
+    ];
+    for (const [body, message] of refusals) {
+      const answer = await postJson("/api/delete-matching", body);
+      assert.equal(answer.status, 400, JSON.stringify(body));
+      assert.match(((await answer.json()) as { error: string }).error, message);
+    }
+
+    // What the CLI's dry run says, to hold the page's against.
+    const cli = await nbjob(["rm", "--tag", "purge", "--dry-run"]);
+    assert.equal(cli.code, 0, cli.stderr);
+    const page = await openPage("/?tag=purge");
+    assert.deepEqual(await page.$$eval("#jobs tbody tr", (rows) => rows.map((r) => Number(r.getAttribute("data-id")))), [running, kept, ...purge].sort((a, b) => b - a));
+    await page.evaluate(() => document.querySelector("#delete-matching").click());
+    await page.waitForSelector("#delete-matching-confirm", { timeout: 15_000 });
+    const dry = await page.$$eval("#delete-plan p", (els) => els.map((e) => e.textContent ?? ""));
+    assert.deepEqual(dry, cli.stdout.trimEnd().split("\n"), "the page shows what nbjob rm --dry-run prints");
+    assert.match(dry[0], new RegExp(`^would delete 3 jobs: ${purge.join(", ")}; frees \\d+(\\.\\d)? KiB \\(values 1\\d\\d KiB, `));
+    assert.equal(dry[1], `left 1 job tagged keep: ${kept}`);
+    assert.equal(dry[2], `left 1 job still queued or running: ${running} (cancel first: nbjob cancel JOB)`);
+    assert.equal(await text(page, "#delete-matching-confirm"), "delete 3 jobs");
+    assert.deepEqual(await tagged(), [...purge, kept, running], "a dry run deletes nothing");
+    await page.screenshot({ path: join(SHOTS, "delete-matching.png") });
+    const confirmed = Date.now();
+    await page.evaluate(() => document.querySelector("#delete-matching-confirm").click());
+    await page.waitForSelector("#delete-plan[data-done]", { timeout: 60_000 });
+    figures.push(`delete by filter, confirm → deleted, gc + VACUUM done, list redrawn: ${Date.now() - confirmed} ms`);
+    const done = await page.$$eval("#delete-plan p", (els) => els.map((e) => e.textContent ?? ""));
+    assert.match(done[0], new RegExp(`^deleted 3 jobs: ${purge.join(", ")}; frees `));
+    assert.equal(done[1], `left 1 job tagged keep: ${kept}`);
+    assert.equal(done[2], `left 1 job still queued or running: ${running} (cancel first: nbjob cancel JOB)`);
+    const collected = /^collected (\d+) values? \((\d+) chunks?, [\d.]+ \w+\), .* database [\d.]+ \w+ -> [\d.]+ \w+$/.exec(done[3]);
+    assert.ok(collected && Number(collected[1]) >= 3, `gc followed and took the three jobs' values: ${done[3]}`);
+    assert.deepEqual(await tagged(), [kept, running], "exactly the three matching jobs are deleted");
+    assert.equal((await store.query("SELECT 1 FROM nbjob.blobs WHERE hash = ANY($1::text[])", [purgeValues])).rowCount, 0, "their values are collected");
+    assert.deepEqual(await page.$$eval("#jobs tbody tr", (rows) => rows.map((r) => Number(r.getAttribute("data-id")))), [running, kept], "the list shows what is left");
+    // Jobs that match but are all left (tagged keep) are not "no match": the answer says why nothing would go.
+    const allKept = (await (await postJson("/api/delete-matching", { filter: { tag: "keep" }, dryRun: true })).json()) as { counts: { jobs: number; kept: number }; lines: string[] };
+    assert.equal(allKept.counts.jobs, 0);
+    assert.equal(allKept.lines[0], "no jobs to delete: every job that matches is left (below)");
+    assert.match(allKept.lines[1], new RegExp(`^left ${allKept.counts.kept} jobs? tagged keep: .*\\b${kept}\\b`));
+    // A filter that matches nothing says so, in the list and in the dry run (older, as --older-than: these jobs are seconds old).
+    await page.goto(`${base}/?tag=purge&older=1h`);
+    await page.waitForSelector("body[data-loaded]");
+    assert.equal(await text(page, "#count"), "no job matches");
+    await page.evaluate(() => document.querySelector("#delete-matching").click());
+    await page.waitForSelector("#delete-plan p", { timeout: 15_000 });
+    assert.deepEqual(await page.$$eval("#delete-plan p", (els) => els.map((e) => e.textContent ?? "")), ["no jobs match"]);
+    assert.equal(await page.$("#delete-matching-confirm"), null, "nothing to confirm");
+    // A list filter deletion does not take: the page says which, and deletes nothing.
+    await page.goto(`${base}/?tag=purge&name=purge`);
+    await page.waitForSelector("body[data-loaded]");
+    await page.evaluate(() => document.querySelector("#delete-matching").click());
+    await page.waitForSelector("#delete-plan p.error", { timeout: 15_000 });
+    assert.match(await text(page, "#delete-plan p.error"), /^delete: filter field "name" cannot select jobs to delete/);
+    await page.close();
+    assert.deepEqual(await tagged(), [kept, running]);
+  });
+
+  test("the store page shows the space as nbjob db status does; its gc button frees a value nothing refers to", async () => {
+    const orphan = await putBlob(store, randomBytes(100_000));
+    const chunks = (await store.query<{ chunk_hash: string }>("SELECT chunk_hash FROM nbjob.blob_chunks WHERE blob_hash = $1", [orphan.hash])).rows.map((r) => r.chunk_hash);
+    await ageValues([orphan.hash]);
+    const stored = async () => (await store.query("SELECT 1 FROM nbjob.blobs WHERE hash = $1", [orphan.hash])).rowCount;
+    assert.equal((await postJson("/api/gc", {}, { token: false })).status, 403, "gc without the token");
+    assert.equal((await postJson("/api/gc", {}, { origin: "http://evil.example" })).status, 403, "gc from another origin");
+    const withOption = await postJson("/api/gc", { grace: "0s" });
+    assert.equal(withOption.status, 400);
+    assert.match(((await withOption.json()) as { error: string }).error, /^gc takes no options here .*got grace/);
+    assert.equal(await stored(), 1, "nothing collected by the refused requests");
+
+    const status = await nbjob(["db", "status"]);
+    assert.equal(status.code, 0, status.stderr);
+    const cliBiggest = [...status.stdout.matchAll(/^ {2}job (\d+)/gm)].map((m) => Number(m[1]));
+    const page = await openPage("/store");
+    assert.match(await text(page, "#size"), /^[\d.]+ (KiB|MiB|GiB)$/);
+    const tables = await page.$$eval("#tables tr td:first-child", (els) => els.map((e) => e.textContent));
+    assert.ok(tables.includes("jobs") && tables.includes("logs"), tables.join());
+    const biggest = await page.$$eval("#biggest tr[data-id]", (rows) => rows.map((r) => Number(r.getAttribute("data-id"))));
+    assert.ok(biggest.length > 0);
+    assert.deepEqual(biggest, cliBiggest, "the biggest jobs, as nbjob db status lists them");
+    assert.equal(biggest[0], (await jobSizes(store, { limit: 1 }))[0].id);
+    const clicked = Date.now();
+    await page.evaluate(() => document.querySelector("#gc").click());
+    await page.waitForSelector("#gc-result[data-done]", { timeout: 60_000 });
+    figures.push(`store page gc (collect + VACUUM, page redrawn): ${Date.now() - clicked} ms`);
+    const line = await text(page, "#gc-result");
+    const collected = /^collected (\d+) values? \((\d+) chunks?, ([\d.]+ \w+)\), .* in [\d.]+ s; database [\d.]+ \w+ -> [\d.]+ \w+$/.exec(line);
+    assert.ok(collected && Number(collected[1]) >= 1 && Number(collected[2]) >= 1, line);
+    assert.equal(await stored(), 0, "the value nothing referred to is gone");
+    assert.equal((await store.query("SELECT 1 FROM nbjob.chunks WHERE hash = ANY($1::text[])", [chunks])).rowCount, 0, "and its chunk");
+    await page.screenshot({ path: join(SHOTS, "store.png"), fullPage: true });
+    await page.close();
   });
 
   test("in a notebook, nbjob.makeDefaultDashboard() shows the table in its first display (a headless nbjob run keeps it)", async () => {

@@ -1,11 +1,11 @@
 // The dashboard's JSON: what each page reads, and the actions. Reads go through the store's own
 // functions (those `nbjob show|logs|diff` use, and store/job-browse.ts, which cuts long values in
-// SQL); actions do what `nbjob cancel|rerun|tag|rm` and `job.resume()` do.
+// SQL); actions do what `nbjob cancel|rerun|tag|rm|gc` and `job.resume()` do.
 import type { DbLog, JobPreview, JobStatus, ParamCondition, Store } from "../../store";
 import {
   analysisPoints, browseJobs, bundleCode, createJob, diffJobs, getBundle, getEnvironment, getJobGroup, IllegalTransitionError, isJobStatus, jobForPage,
   jobOutcomeText, jobsDerivedFrom, JOB_STATUSES, listCheckpoints, notifyJobCancelled, notifyJobQueued, PARAM_OPERATORS, paramPreviews, paramValueText,
-  readLogs, readLogTail, readMetrics, requireJob, setJobNote, setJobTags, storedParamsBytes, transitionJob, BROWSE_SORTS, StoreError, UnknownJobError,
+  readLogs, readLogTail, readMetrics, checkStorableText, requireJob, setJobNote, setJobTags, storedParamsBytes, transitionJob, BROWSE_SORTS, StoreError, UnknownJobError,
 } from "../../store";
 import type { BrowseJobsFilter, BrowseSort } from "../../store";
 import { createTwoFilesPatch } from "diff";
@@ -14,7 +14,10 @@ import { vegaLiteSpec } from "../../runtime/analyzer-plot";
 import type { PlotSeries } from "../../runtime/analyzer-plot";
 import { mapTraceback, storedBundleParts } from "../../runtime/traceback";
 import { resumeJob } from "../../runtime/resume";
-import { ActiveJobError, collectGarbage, deleteJobs, KeptJobError } from "../../store/cleanup";
+import { ActiveJobError, collectAndVacuum, collectGarbage, deleteJobs, formatBytes, KeptJobError, parseDuration } from "../../store/cleanup";
+import type { DeleteJobsFilter } from "../../store/cleanup";
+import { storeSpace } from "../db-size";
+import { deletionLines, gcLine } from "../rm";
 
 /** A request the caller got wrong: answered 400 (404 for an unknown job) with this message. */
 export class BadRequest extends Error {
@@ -47,6 +50,16 @@ function date(name: string, text: string | null): Date | undefined {
   return d;
 }
 
+/** `older=30d`: queued more than that long ago, as `nbjob rm --older-than 30d`. */
+function olderThan(name: string, text: string | null): number | undefined {
+  if (!text) return undefined;
+  try {
+    return parseDuration(text);
+  } catch (err) {
+    throw new BadRequest(`${name}=${text}: ${(err as Error).message}`);
+  }
+}
+
 /** `lr<0.01`, `layers=2`, `opt!=adam`: a parameter, an operator and a value (a number compares as a number). */
 export function parseParamCondition(text: string): ParamCondition {
   const match = /^\s*([^<>=!\s]+)\s*(<=|>=|!=|=|<|>)\s*(.*?)\s*$/.exec(text);
@@ -71,6 +84,7 @@ export function browseFilter(query: URLSearchParams): BrowseJobsFilter {
     worker: query.get("worker") || undefined,
     queuedFrom: date("from", query.get("from")),
     queuedBefore: date("to", query.get("to")),
+    olderThanMs: olderThan("older", query.get("older")),
     params: query.getAll("param").filter((p) => p.trim() !== "").map(parseParamCondition),
     groupId: query.get("group") ? parseId(query.get("group")!, "group") : undefined,
     sort: sort as BrowseSort,
@@ -290,6 +304,82 @@ export async function deleteSelected(store: Store, body: Record<string, unknown>
   }
   collectGarbage(store, {}).catch(() => undefined);
   return { deleted: plan.ids, bytes: plan.bytes.total };
+}
+
+/** The jobs list's filters that also select jobs to delete: `nbjob rm --status S --tag T --older-than AGE`. */
+const DELETE_FILTERS = ["status", "tag", "older"];
+/** The list's other filters: they narrow the list, but deleting by filter does not take them. */
+const LIST_ONLY_FILTERS = ["name", "worker", "from", "to", "param", "group"];
+
+/** The jobs list's filters (its query's names and values) as the filter `nbjob rm` and db.deleteJobs take. */
+export function deletionFilter(filter: unknown): DeleteJobsFilter {
+  if (typeof filter !== "object" || filter === null || Array.isArray(filter)) {
+    throw new BadRequest(`filter must be an object of the jobs list's filters, e.g. { "tag": "old", "status": "failed", "older": "30d" }`);
+  }
+  // An empty field is a filter the list's form left blank.
+  const given = Object.entries(filter).filter(([, v]) => v !== "" && v !== null && v !== undefined && !(Array.isArray(v) && v.length === 0));
+  for (const [key, value] of given) {
+    if (LIST_ONLY_FILTERS.includes(key)) {
+      throw new BadRequest(`filter field "${key}" cannot select jobs to delete: deleting by filter takes status, tag and older (as nbjob rm --status, --tag, --older-than); clear the ${key} filter, or select the jobs in the list and delete those`);
+    }
+    if (!DELETE_FILTERS.includes(key)) throw new BadRequest(`filter field "${key}" is not supported; deleting by filter takes status, tag and older, e.g. { "tag": "old", "older": "30d" }`);
+    if (typeof value !== "string") throw new BadRequest(`filter field "${key}" must be a string, got ${JSON.stringify(value)}`);
+  }
+  const fields = Object.fromEntries(given) as Record<string, string>;
+  if (given.length === 0) throw new BadRequest("the filter is empty: say which jobs to delete by status, tag or older (deleting every job takes a filter)");
+  if (fields.status !== undefined && !isJobStatus(fields.status)) throw new BadRequest(`filter field "status" is "${fields.status}": expected one status of ${JOB_STATUSES.join(", ")}`);
+  try {
+    checkStorableText("the tag", fields.tag);
+  } catch (err) {
+    throw new BadRequest(`filter field "tag": ${(err as Error).message}`);
+  }
+  return { tag: fields.tag, status: fields.status as JobStatus | undefined, olderThanMs: olderThan("filter field older", fields.older ?? null) };
+}
+
+/** Ids sent back in an answer (the report lines name the first 20, with the count). */
+const ANSWER_IDS = 1_000;
+
+/**
+ * Deletes the jobs the list's filters match, as `nbjob rm --tag T --status S --older-than AGE`:
+ * with dryRun only what would go (jobs, bytes, the ones left because tagged keep or still queued
+ * or running); else the deletion, then gc + VACUUM as `nbjob rm` runs. `lines` are rm's lines.
+ */
+export async function deleteMatching(store: Store, body: Record<string, unknown>): Promise<object> {
+  if (typeof body.dryRun !== "boolean") throw new BadRequest(`dryRun must be true (say what would be deleted) or false (delete), e.g. { "filter": { "tag": "old" }, "dryRun": true }`);
+  const filter = deletionFilter(body.filter);
+  const plan = await deleteJobs(store, { ...filter, dryRun: body.dryRun });
+  const gc = !plan.dryRun && plan.ids.length > 0 ? await collectAndVacuum(store) : undefined;
+  return {
+    dryRun: plan.dryRun,
+    counts: { jobs: plan.ids.length, kept: plan.kept.length, active: plan.active.length },
+    ids: plan.ids.slice(0, ANSWER_IDS),
+    kept: plan.kept.slice(0, ANSWER_IDS),
+    active: plan.active.slice(0, ANSWER_IDS),
+    bytes: plan.bytes,
+    gc: gc ?? null,
+    lines: [...deletionLines(plan, true), ...(gc ? [gcLine(gc)] : [])],
+  };
+}
+
+/** The store page: what `nbjob db status` says about space (size on disk, largest tables, biggest jobs). */
+export async function storePage(store: Store): Promise<object> {
+  const [space, where] = await Promise.all([storeSpace(store), store.where()]);
+  // Sizes go with their text as `nbjob db status` prints it, so the page and the CLI agree.
+  const sized = (bytes: number) => ({ bytes, text: formatBytes(bytes) });
+  return {
+    database: where.url,
+    size: sized(space.database),
+    tables: space.tables.map((t) => ({ table: t.table, ...sized(t.bytes) })),
+    biggest: space.biggest.map((job) => ({ id: job.id, name: job.name, status: job.status, total: sized(job.total), checkpoints: sized(job.checkpoints), logs: sized(job.logs), results: sized(job.results) })),
+  };
+}
+
+/** `nbjob gc` with the default grace period: collects what nothing refers to, then VACUUM. */
+export async function runGc(store: Store, body: Record<string, unknown>): Promise<object> {
+  const options = Object.keys(body);
+  if (options.length > 0) throw new BadRequest(`gc takes no options here (it runs as nbjob gc, grace 10m); got ${options.join(", ")}; for --grace or --full run nbjob gc`);
+  const report = await collectAndVacuum(store);
+  return { ...report, line: gcLine(report) };
 }
 
 /** Runs one action; returns what the page shows. */

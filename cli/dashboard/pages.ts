@@ -4,7 +4,7 @@ export function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
-export type PageName = "jobs" | "job" | "compare" | "group" | "history";
+export type PageName = "jobs" | "job" | "compare" | "group" | "history" | "store";
 
 export function pageHtml(page: PageName, options: { id?: number; token: string | undefined; title: string }): string {
   return `<!doctype html>
@@ -15,7 +15,7 @@ export function pageHtml(page: PageName, options: { id?: number; token: string |
 <link rel="stylesheet" href="/vendor/highlight.css">
 </head>
 <body data-page="${page}"${options.id !== undefined ? ` data-id="${options.id}"` : ""}>
-<header><a href="/">nbjob</a><a href="/">jobs</a><span id="live" class="off">connecting…</span></header>
+<header><a href="/">nbjob</a><a href="/">jobs</a><a href="/store">store</a><span id="live" class="off">connecting…</span></header>
 <main id="main"><p class="muted">loading…</p></main>
 <script src="/vendor/highlight.js"></script>
 <script src="/assets/app.js"></script>

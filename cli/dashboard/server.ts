@@ -1,15 +1,17 @@
 // The dashboard's HTTP server: the security checks first (security.ts), then the routes.
-//   GET  /                      jobs (query: status, tag, name, worker, from, to, param, sort, order, offset)
+//   GET  /                      jobs (query: status, tag, name, worker, from, to, older, param, sort, order, offset)
 //   GET  /jobs/ID               one job          GET /compare?ids=1,2,3     GET /groups/ID   (a sweep)
 //   GET  /history?name=NAME     a declaration's versions and the jobs that used each (/api/history?name=)
+//   GET  /store                 space: size on disk, largest tables, biggest jobs (/api/store); gc
 //   GET  /api/jobs, /api/jobs/ID, /api/jobs/ID/logs, /api/jobs/ID/value/{result,error,params?name=}
 //   GET  /api/compare?ids=…, /api/groups/ID, /api/events (server-sent events)
-//   POST /api/jobs/ID/{cancel,rerun,resume,tags,note}
+//   POST /api/jobs/ID/{cancel,rerun,resume,tags,note,delete}, /api/delete {ids} (the selected jobs),
+//   POST /api/delete-matching {filter, dryRun} (the list's filters, as nbjob rm --tag/--status/--older-than), /api/gc
 import { createServer } from "node:http";
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { Store } from "../../store";
 import { StoreError, UnknownJobError } from "../../store";
-import { BadRequest, comparePage, deleteSelected, groupPage, historyPage, jobPage, listPage, logPage, parseId, runAction, wholeValue } from "./api";
+import { BadRequest, comparePage, deleteMatching, deleteSelected, groupPage, historyPage, jobPage, listPage, logPage, parseId, runAction, runGc, storePage, wholeValue } from "./api";
 import { asset } from "./assets";
 import { ChangeFeed } from "./events";
 import { pageHtml } from "./pages";
@@ -81,8 +83,10 @@ export function createDashboardServer(store: Store, access: AccessOptions): Dash
     const path = url.pathname;
     if (req.method === "POST") {
       if (path === "/api/delete") return json(res, 200, await deleteSelected(store, await readJson(req)));
+      if (path === "/api/delete-matching") return json(res, 200, await deleteMatching(store, await readJson(req)));
+      if (path === "/api/gc") return json(res, 200, await runGc(store, await readJson(req)));
       const action = /^\/api\/jobs\/([^/]+)\/([a-z]+)$/.exec(path);
-      if (!action) throw new BadRequest(`nothing to POST at ${path}; actions are /api/jobs/ID/{cancel,rerun,resume,tags,note,delete} and /api/delete`, 404);
+      if (!action) throw new BadRequest(`nothing to POST at ${path}; actions are /api/jobs/ID/{cancel,rerun,resume,tags,note,delete}, /api/delete, /api/delete-matching and /api/gc`, 404);
       return json(res, 200, await runAction(store, parseId(action[1]), action[2], await readJson(req)));
     }
     if (req.method !== "GET" && req.method !== "HEAD") throw new BadRequest(`${req.method} is not supported: pages are GET, actions POST`, 405);
@@ -99,6 +103,8 @@ export function createDashboardServer(store: Store, access: AccessOptions): Dash
     if (path === "/compare") return send(res, 200, "text/html", pageHtml("compare", { token: access.token, title: "compare" }), extra);
     if (path === "/history") return send(res, 200, "text/html", pageHtml("history", { token: access.token, title: "history" }), extra);
     if (path === "/api/history") return json(res, 200, await historyPage(store, url.searchParams));
+    if (path === "/store") return send(res, 200, "text/html", pageHtml("store", { token: access.token, title: "store" }), extra);
+    if (path === "/api/store") return json(res, 200, await storePage(store));
     const jobPath = /^\/jobs\/([^/]+)$/.exec(path);
     if (jobPath) {
       const id = parseId(jobPath[1]);

@@ -132,6 +132,7 @@
     const form = h("form", { class: "filters", method: "get", action: "/" },
       h("label", {}, "status", statusSelect), field("tag", "tag", { size: 10 }), field("name", "name contains", { size: 14 }),
       field("worker", "worker contains", { size: 12 }), field("from", "queued from", { type: "date" }), field("to", "queued before", { type: "date" }),
+      field("older", "queued over … ago", { size: 5, placeholder: "30d" }),
       h("label", {}, "parameters (e.g. lr<0.01; opt=adam)", h("input", { name: "params", size: 24, value: query.getAll("param").join("; ") })),
       h("input", { type: "hidden", name: "sort", value: query.get("sort") ?? "" }), h("input", { type: "hidden", name: "order", value: query.get("order") ?? "" }),
       h("button", { type: "submit" }, "filter"), h("a", { href: "/" }, "clear"));
@@ -147,9 +148,11 @@
     const info = h("span", { class: "muted", id: "count" });
     const compare = h("button", { id: "compare", disabled: true }, "compare selected");
     const remove = h("button", { id: "delete-selected", disabled: true }, "delete selected");
+    const removeMatching = h("button", { id: "delete-matching", title: "as nbjob rm --status S --tag T --older-than AGE: first says what would go" }, "delete all matching…");
+    const plan = h("div", { id: "delete-plan", hidden: true });
     const table = h("table", { id: "jobs" });
     const pager = h("div", { class: "bar" });
-    fill(main, h("h1", {}, "Jobs"), form, h("div", { class: "bar" }, compare, remove, info), table, pager);
+    fill(main, h("h1", {}, "Jobs"), form, h("div", { class: "bar" }, compare, remove, removeMatching, info), plan, table, pager);
     const selected = new Set();
     compare.addEventListener("click", () => { location.href = `/compare?ids=${[...selected].join(",")}`; });
     // As `nbjob rm JOB...`: all of them or none (a queued, running or keep-tagged one refuses the lot, named).
@@ -163,6 +166,48 @@
         await load();
       } catch (err) {
         alert(`delete: ${err.message}`);
+      }
+    });
+    // As `nbjob rm --tag T --status S --older-than AGE`: the list's filters, first as a dry run
+    // (which jobs, the bytes freed, the ones left because kept or still queued/running), then on
+    // confirm the deletion and gc. The server refuses a filter deletion cannot take, naming it.
+    const listFilter = () => {
+      const filter = {};
+      for (const key of new Set(query.keys())) {
+        if (["sort", "order", "offset", "limit"].includes(key)) continue;
+        filter[key] = key === "param" ? query.getAll(key) : query.get(key);
+      }
+      return filter;
+    };
+    const closeButton = (label) => h("button", { id: "delete-matching-cancel", onclick: () => { plan.hidden = true; } }, label);
+    const showPlan = (lines, buttons, className = "") => {
+      plan.hidden = false;
+      fill(plan, lines.map((line) => h("p", { class: className }, line)), h("div", { class: "bar" }, buttons));
+    };
+    removeMatching.addEventListener("click", async () => {
+      const filter = listFilter();
+      delete plan.dataset.done;
+      try {
+        const dry = await post("/api/delete-matching", { filter, dryRun: true });
+        if (dry.counts.jobs === 0) return showPlan(dry.lines, [closeButton("close")]);
+        const go = h("button", { id: "delete-matching-confirm" }, `delete ${dry.counts.jobs} job${dry.counts.jobs === 1 ? "" : "s"}`);
+        const cancel = closeButton("cancel");
+        go.addEventListener("click", async () => {
+          go.disabled = cancel.disabled = true;
+          try {
+            const done = await post("/api/delete-matching", { filter, dryRun: false });
+            showPlan(done.lines, [closeButton("close")]);
+            selected.clear();
+            remove.disabled = compare.disabled = true;
+            await load();
+            plan.dataset.done = "yes";
+          } catch (err) {
+            showPlan([`delete: ${err.message}`], [closeButton("close")], "error");
+          }
+        });
+        showPlan(dry.lines, [go, cancel]);
+      } catch (err) {
+        showPlan([`delete: ${err.message}`], [closeButton("close")], "error");
       }
     });
     const sortLink = (key, label) => {
@@ -480,6 +525,52 @@
     }
   }
 
-  const pages = { jobs: jobsPage, job: jobPage, compare: comparePage, group: groupPage, history: historyPage };
+  // ------------------------------------------------------------------ the store: space and gc
+  async function storePage() {
+    const space = h("div", { id: "space" });
+    const gcButton = h("button", { id: "gc" }, "collect garbage");
+    const gcResult = h("p", { id: "gc-result" });
+    fill(main, h("h1", {}, "Store"), space, h("h2", {}, "Garbage collection"),
+      h("p", { class: "muted" }, "Removes stored values, bundles and snippets that no job, checkpoint or analysis refers to any more and that are older than 10 minutes, then VACUUMs nbjob's tables: as nbjob gc. Safe while jobs run."),
+      h("div", { class: "bar" }, gcButton), gcResult);
+    async function load() {
+      try {
+        const data = await api("/api/store");
+        fill(space, h("dl", { class: "kv" }, h("dt", {}, "database"), h("dd", {}, data.database), h("dt", {}, "size on disk"), h("dd", { id: "size" }, data.size.text)),
+          h("h2", {}, "Largest tables"),
+          h("table", { id: "tables" }, h("tr", {}, h("th", {}, "table"), h("th", {}, "size")), data.tables.slice(0, 8).map((t) => h("tr", {}, h("td", {}, t.table), h("td", {}, t.text)))),
+          h("h2", {}, "Biggest jobs"),
+          h("p", { class: "muted" }, "Checkpoint values count for every job that has them; deleting a job frees only what no other job uses (the dry run of delete says how much)."),
+          data.biggest.length
+            ? h("table", { id: "biggest" }, h("tr", {}, ["job", "name", "status", "total", "checkpoints", "logs", "results"].map((c) => h("th", {}, c))),
+              data.biggest.map((j) => h("tr", { "data-id": j.id }, h("td", {}, jobLink(j.id, String(j.id))), h("td", {}, j.name ?? ""), h("td", {}, status(j.status)),
+                h("td", {}, j.total.text), h("td", {}, j.checkpoints.text), h("td", {}, j.logs.text), h("td", {}, j.results.text))))
+            : h("p", { class: "muted" }, "no job holds any bytes"));
+      } catch (err) {
+        showError(space, err);
+      }
+    }
+    gcButton.addEventListener("click", async () => {
+      gcButton.disabled = true;
+      gcResult.className = "muted";
+      gcResult.textContent = "collecting…";
+      try {
+        const answer = await post("/api/gc", {});
+        gcResult.className = "";
+        gcResult.textContent = answer.line;
+        await load();
+      } catch (err) {
+        gcResult.className = "error";
+        gcResult.textContent = `gc: ${err.message}`;
+      } finally {
+        gcButton.disabled = false;
+        gcResult.dataset.done = "yes";
+      }
+    });
+    await load();
+    document.body.dataset.loaded = String(Date.now());
+  }
+
+  const pages = { jobs: jobsPage, job: jobPage, compare: comparePage, group: groupPage, history: historyPage, store: storePage };
   (pages[page] ?? (() => showError(main, new Error("unknown page"))))();
 })();
