@@ -405,7 +405,8 @@ describe("indexes on a field's number", () => {
     assert.ok(!(await plan(rare, "all", new Set())).includes(lr), "written without it (the jsonpath form), the same range cannot");
     assert.ok((await plan({ orderBy: "metrics.loss", limit: 10 })).includes(loss), "ascending order");
     assert.ok((await plan({ orderBy: "-metrics.loss", limit: 10 }, "numbers")).includes(loss), "descending: the numbers");
-    assert.ok((await plan({ orderBy: "-metrics.loss", limit: 10 }, "others")).includes(loss), "descending: then the others (the index's NULLs)");
+    // (The second statement, the jobs without a number, may read the index's NULLs or the table:
+    // the planner's choice by how many there are, so not asserted.)
     // A name that means something in an array literal stays a name (quoted in the index's path).
     await db.createIndex("params.NULL");
     const weird: JobQuery = { where: { field: { kind: "params", path: ["NULL"] }, op: "gt", value: 0 } };
