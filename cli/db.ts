@@ -32,9 +32,9 @@ export async function withCliStore<T>(flags: { "database-url"?: string; home?: s
   }
 }
 
-const DB_ACTIONS = ["migrate", "status", "start", "stop", "destroy", "dump", "restore", "retention"] as const;
+const DB_ACTIONS = ["migrate", "status", "start", "stop", "destroy", "dump", "restore", "retention", "index"] as const;
 
-const USAGE = `usage: nbjob db migrate | status | start | stop | destroy --yes | dump FILE | restore FILE | retention [options]
+const USAGE = `usage: nbjob db migrate | status | start | stop | destroy --yes | dump FILE | restore FILE | retention [options] | index FIELD | index --list | index --drop FIELD
 
   migrate   apply the schema migrations this nbjob ships (also done on first use)
   status    where the database is, whether the embedded server runs, the schema version
@@ -51,6 +51,10 @@ const USAGE = `usage: nbjob db migrate | status | start | stop | destroy --yes |
                 show or set the checkpoint retention policy "nbjob gc" applies: of jobs that
                 ended more than AGE ago (14d) and are not tagged keep, all but the last N
                 checkpoints go
+  index FIELD   index the number at a params, metrics or result field (params.lr, metrics.loss,
+                result, result.acc), so queries with a range on it or an order by it read the index
+                instead of every job; built concurrently (jobs keep running). --list shows them,
+                --drop FIELD removes one. An index on a metric adds a write to each metrics update.
 
 options:
   --yes               (destroy) really delete
@@ -148,10 +152,11 @@ async function destroy(flags: { "database-url"?: string; home?: string; yes?: bo
 }
 
 export const command: Command = {
-  summary: "database schema and the embedded PostgreSQL server (migrate, status, start, stop, destroy, dump, restore, retention)",
+  summary: "database schema and the embedded PostgreSQL server (migrate, status, start, stop, destroy, dump, restore, retention, index)",
   usage: USAGE,
   async run(argv) {
     if (argv[0] === "retention") return require("./db-retention").retentionCommand(argv.slice(1), STORE_FLAGS, withCliStore);
+    if (argv[0] === "index") return require("./db-index").indexCommand(argv.slice(1), STORE_FLAGS, withCliStore);
     const { values, positionals } = parseCommandArgs({ args: argv, options: { ...STORE_FLAGS, yes: { type: "boolean" } }, allowPositionals: true, strict: true }, USAGE);
     if (values.yes && positionals[0] !== "destroy") throw oneLineUsageError("db", `--yes is an option of "nbjob db destroy"`);
     if (positionals.length === 0) throw actionError("db", DB_ACTIONS);

@@ -17,8 +17,10 @@ export {
   LEGAL_TRANSITIONS, IllegalTransitionError, UnknownJobError, ClaimLostError,
 } from "./jobs";
 export type { CreateJobInput, TransitionDetails, JobErrorInput, ListJobsFilter, DbJobListed } from "./jobs";
-export { queryJobs, compileJobQuery, fieldRef, mapConditions, resultConditions, fieldConditions, JobQueryError, OPERATORS, FIELDS_HELP } from "./job-query";
-export type { JobQuery, JobCondition, Condition, FieldRef, Operator, ScalarValue, ValueCondition, DbJobQueried } from "./job-query";
+export { queryJobs, compileJobQuery, indexedFields, fieldIndexName, fieldRef, mapConditions, resultConditions, fieldConditions, JobQueryError, OPERATORS, FIELDS_HELP } from "./job-query";
+export { createFieldIndex, dropFieldIndex, listFieldIndexes, indexableField, INDEXABLE_FIELDS_HELP } from "./field-index";
+export type { FieldIndex } from "./field-index";
+export type { OrderPart, JobQuery, JobCondition, Condition, FieldRef, Operator, ScalarValue, ValueCondition, DbJobQueried } from "./job-query";
 export { parseWhere, WhereSyntaxError } from "./where";
 export { getJobGroup, groupCounts, cancelGroupJobs } from "./job-groups";
 export type { GroupCounts } from "./job-groups";

@@ -16,6 +16,7 @@
 //                level into a nested object
 import type { Db } from "./db";
 import { StoreError } from "./errors";
+import { sha256 } from "./hash";
 import { LISTED_COLUMNS, isJobStatus } from "./jobs";
 import type { DbJobListed } from "./jobs";
 import { checkStorableText } from "./text";
@@ -130,8 +131,28 @@ class Params {
   }
 }
 
+/** The jobs column a JSON field lives in. */
+export const JSON_COLUMNS = { params: "params", metrics: "last_metrics", result: "result_json" } as const;
+
 function jsonColumn(kind: "params" | "metrics" | "result"): string {
-  return kind === "params" ? "j.params" : kind === "metrics" ? "j.last_metrics" : "j.result_json";
+  return `j.${JSON_COLUMNS[kind]}`;
+}
+
+/**
+ * The number at a JSON value as numeric, SQL NULL when it is not a JSON number (text, "NaN",
+ * true, an array, an object, missing). `nbjob db index` indexes exactly this expression and the
+ * queries below write it the same way (`value` is `(params #> '{lr}'::text[])` there, with the
+ * path a parameter here, which PostgreSQL folds into a constant when it plans the statement), so
+ * the planner matches them. numeric, not float8: exact as the jsonpath comparison is, and a huge
+ * number cannot make the cast fail (an index expression that errors would refuse the row).
+ */
+export function numberAt(value: string): string {
+  return `(CASE WHEN jsonb_typeof(${value}) = 'number' THEN (${value})::numeric END)`;
+}
+
+/** The name of the index on a field's number: from a hash of the field, so any valid field has one short, stable name. */
+export function fieldIndexName(field: string): string {
+  return `jobs_field_${sha256(field).slice(0, 16)}`;
 }
 
 /** The jsonb at the field's path (SQL NULL when absent); the path is a parameter. */
@@ -148,7 +169,7 @@ function checkScalar(name: string, op: Operator, value: unknown): asserts value 
   if (typeof value === "string") checkStorableText(`${name} ${op}`, value);
 }
 
-function jsonCondition(c: Condition & { field: { kind: "params" | "metrics" | "result"; path: string[] } }, p: Params): string {
+function jsonCondition(c: Condition & { field: { kind: "params" | "metrics" | "result"; path: string[] } }, p: Params, indexed: ReadonlySet<string>): string {
   const name = fieldName(c.field);
   // Placeholders are numbered as they are made: make the path's only where it is used.
   const v = () => jsonValue(c.field, p);
@@ -176,6 +197,9 @@ function jsonCondition(c: Condition & { field: { kind: "params" | "metrics" | "r
       if (typeof c.value !== "number" || !Number.isFinite(c.value)) {
         throw new JobQueryError(`${name} ${c.op}: expected a finite number (${c.op} compares numbers; use eq, ne or in for text); got ${describe(c.value)}`);
       }
+      // An indexed field: the index's expression (NULL for anything but a number, so the same
+      // jobs match as below), which the planner reads from the index. The number as numeric text.
+      if (indexed.has(name)) return `(${numberAt(v())} ${RANGE_SQL[c.op]} ${p.param(String(c.value), "numeric")})`;
       // A jsonpath predicate in strict mode, silent: true only for a number that compares so; a
       // missing field, text ("NaN"), an array or an object gives unknown (NULL), so no match. The
       // field's path is quoted inside the jsonpath (a parameter, never SQL text) and the number is
@@ -253,62 +277,142 @@ function columnCondition(c: Condition, p: Params): string {
   }
 }
 
-function conditionSql(condition: JobCondition, p: Params): string {
+function conditionSql(condition: JobCondition, p: Params, indexed: ReadonlySet<string>): string {
   if ("and" in condition || "or" in condition) {
     const parts = "and" in condition ? condition.and : condition.or;
     if (parts.length === 0) return "and" in condition ? "TRUE" : "FALSE";
-    return `(${parts.map((part) => conditionSql(part, p)).join("and" in condition ? " AND " : " OR ")})`;
+    return `(${parts.map((part) => conditionSql(part, p, indexed)).join("and" in condition ? " AND " : " OR ")})`;
   }
   if (!OPERATORS.includes(condition.op)) throw new JobQueryError(`${fieldName(condition.field)}: unknown operator ${JSON.stringify(condition.op)}; the operators are ${OPERATORS.join(", ")}`);
-  return "path" in condition.field ? jsonCondition(condition as Parameters<typeof jsonCondition>[0], p) : columnCondition(condition, p);
+  return "path" in condition.field ? jsonCondition(condition as Parameters<typeof jsonCondition>[0], p, indexed) : columnCondition(condition, p);
 }
 
-/** "-metrics.loss" as an ORDER BY: numbers first (either direction), then text, then other values, then jobs without the field; ties newest first. */
-function orderSql(orderBy: string, p: Params): string {
+/**
+ * Which rows of an order by an indexed field one statement reads. The index (ascending, no
+ * number = NULL = last) gives numbers in either direction, but "numbers first" descending is
+ * DESC NULLS LAST, which no scan of it gives; so queryJobs reads the numbers, then if the page
+ * is not full the other jobs, each statement served by the index (see queryJobs).
+ */
+export type OrderPart = "all" | "numbers" | "others";
+
+/**
+ * "-metrics.loss" as an ORDER BY: numbers first (either direction), then text, then other values,
+ * then jobs without the field; ties newest first. `where`: the part's extra condition.
+ */
+function orderSql(orderBy: string, p: Params, indexed: ReadonlySet<string>, part: OrderPart): { order: string; where?: string } {
   const descending = orderBy.startsWith("-");
   const name = descending ? orderBy.slice(1) : orderBy;
   const direction = descending ? "DESC" : "ASC";
   const field = fieldRef(name);
   if ("path" in field) {
     const v = jsonValue(field, p);
-    return `CASE WHEN ${v} IS NULL THEN 3 WHEN jsonb_typeof(${v}) = 'number' THEN 0 WHEN jsonb_typeof(${v}) = 'string' THEN 1 ELSE 2 END, ${v} ${direction}, j.id DESC`;
+    const others = `CASE WHEN ${v} IS NULL THEN 3 WHEN jsonb_typeof(${v}) = 'number' THEN 0 WHEN jsonb_typeof(${v}) = 'string' THEN 1 ELSE 2 END, ${v} ${direction}, j.id DESC`;
+    if (!indexed.has(name)) return { order: others };
+    // The same order with the index's expression first: equal numbers compare equal as jsonb
+    // too, and every other value is NULL there, so the rest of the order is unchanged.
+    const number = numberAt(v);
+    if (part === "numbers") return { order: `${number} ${direction}, j.id DESC`, where: `${number} IS NOT NULL` };
+    if (part === "others") return { order: others, where: `${number} IS NULL` };
+    return { order: `${number} ${direction} NULLS LAST, ${others}` };
   }
   switch (field.kind) {
     // Ids are handed out in creation order: ordering by id is ordering by creation, and it walks
     // the primary key.
     case "created":
     case "id":
-      return `j.id ${direction}`;
+      return { order: `j.id ${direction}` };
     case "name":
-      return `j.name ${direction} NULLS LAST, j.id DESC`;
+      return { order: `j.name ${direction} NULLS LAST, j.id DESC` };
     case "status":
-      return `j.status ${direction}, j.id DESC`;
+      return { order: `j.status ${direction}, j.id DESC` };
     case "group":
-      return `j.group_id ${direction} NULLS LAST, j.id DESC`;
+      return { order: `j.group_id ${direction} NULLS LAST, j.id DESC` };
     default:
       throw new JobQueryError(`cannot order by ${name}; order by created, id, name, status, group, params.NAME, metrics.NAME, result or result.NAME (a leading - for descending)`);
   }
 }
 
-/** The SQL text and its parameters for a query; exported for the tests and the bench. */
-export function compileJobQuery(query: JobQuery): { text: string; values: unknown[] } {
-  const p = new Params();
-  const where = query.where ? conditionSql(query.where, p) : "TRUE";
-  const order = orderSql(query.orderBy ?? "-created", p);
+const NO_INDEXES: ReadonlySet<string> = new Set();
+
+function checkPage(query: JobQuery): { limit: number; offset: number } {
   const limit = query.limit ?? 50;
   if (!Number.isSafeInteger(limit) || limit < 1) throw new JobQueryError(`limit must be a positive integer; got ${describe(limit)}`);
   const offset = query.offset ?? 0;
   if (!Number.isSafeInteger(offset) || offset < 0) throw new JobQueryError(`offset must be a non-negative integer; got ${describe(offset)}`);
+  return { limit, offset };
+}
+
+function compileStatement(query: JobQuery, indexed: ReadonlySet<string>, part: OrderPart, select: "rows" | "count", page: { limit: number; offset: number }): { text: string; values: unknown[] } {
+  const p = new Params();
+  const condition = query.where ? conditionSql(query.where, p, indexed) : "TRUE";
+  const { order, where: partCondition } = orderSql(query.orderBy ?? "-created", p, indexed, part);
+  const where = partCondition ? `${condition} AND ${partCondition}` : condition;
+  if (select === "count") return { text: `SELECT count(*)::bigint AS n FROM nbjob.jobs j WHERE ${where}`, values: p.values };
   const columns = LISTED_COLUMNS.split(",").map((c) => `j.${c.trim()}`).join(", ");
   return {
-    text: `SELECT ${columns}, j.params, j.last_metrics, j.result_json FROM nbjob.jobs j WHERE ${where} ORDER BY ${order} LIMIT ${p.param(limit, "bigint")} OFFSET ${p.param(offset, "bigint")}`,
+    text: `SELECT ${columns}, j.params, j.last_metrics, j.result_json FROM nbjob.jobs j WHERE ${where} ORDER BY ${order} LIMIT ${p.param(page.limit, "bigint")} OFFSET ${p.param(page.offset, "bigint")}`,
     values: p.values,
   };
 }
 
+/**
+ * The SQL text and its parameters for a query; exported for the tests and the bench. `indexed`:
+ * the fields with an index on their number (indexedFields), compared through it; `part`: for an
+ * order by an indexed field, one of the statements queryJobs makes (see OrderPart).
+ */
+export function compileJobQuery(query: JobQuery, indexed: ReadonlySet<string> = NO_INDEXES, part: OrderPart = "all"): { text: string; values: unknown[] } {
+  return compileStatement(query, indexed, part, "rows", checkPage(query));
+}
+
+/** Whether an index on a field's number could serve the query: a range on a JSON field, or an order by one. */
+function mayUseFieldIndex(query: JobQuery): boolean {
+  const hasRange = (condition: JobCondition): boolean =>
+    "and" in condition ? condition.and.some(hasRange) : "or" in condition ? condition.or.some(hasRange) : "path" in condition.field && condition.op in RANGE_SQL;
+  if (query.where && hasRange(query.where)) return true;
+  const order = (query.orderBy ?? "").replace(/^-/, "");
+  return /^(params|metrics|result)(\.|$)/.test(order);
+}
+
+/**
+ * The fields with a usable index on their number (`nbjob db index`, field-index.ts): valid
+ * indexes named jobs_field_<hash> whose comment is the field (the name checked against it, so
+ * a stray comment changes nothing). One catalog lookup, made only when mayUseFieldIndex.
+ */
+export async function indexedFields(db: Db): Promise<Set<string>> {
+  const { rows } = await db.query<{ name: string; field: string }>(
+    `SELECT c.relname AS name, d.description AS field
+       FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+       JOIN pg_description d ON d.objoid = c.oid AND d.classoid = 'pg_class'::regclass AND d.objsubid = 0
+      WHERE i.indrelid = 'nbjob.jobs'::regclass AND i.indisvalid AND i.indisready AND c.relname LIKE 'jobs\\_field\\_%'`);
+  return new Set(rows.filter((row) => fieldIndexName(row.field) === row.name).map((row) => row.field));
+}
+
 /** Jobs matching the query, in its order (default newest first). */
 export async function queryJobs(db: Db, query: JobQuery = {}): Promise<DbJobQueried[]> {
-  const { text, values } = compileJobQuery(query);
-  const { rows } = await db.query<DbJobQueried>(text, values);
-  return rows;
+  const page = checkPage(query);
+  const indexed = mayUseFieldIndex(query) ? await indexedFields(db) : NO_INDEXES;
+  const order = query.orderBy ?? "-created";
+  if (!(order.startsWith("-") && indexed.has(order.slice(1)))) {
+    const { text, values } = compileStatement(query, indexed, "all", "rows", page);
+    return (await db.query<DbJobQueried>(text, values)).rows;
+  }
+  // Descending by an indexed field: the numbers (a backward scan of the index), then, if the
+  // page is not full, the jobs without a number there (the index's NULLs), from where the
+  // numbers ended. Two statements, not one snapshot: a job whose value changed from a number
+  // in between could come twice, so the second part skips ids already listed.
+  const read = async (part: OrderPart, partPage: typeof page) => {
+    const { text, values } = compileStatement(query, indexed, part, "rows", partPage);
+    return (await db.query<DbJobQueried>(text, values)).rows;
+  };
+  const numbers = await read("numbers", page);
+  if (numbers.length === page.limit) return numbers;
+  let numberCount = page.offset + numbers.length;
+  if (numbers.length === 0 && page.offset > 0) {
+    // The page starts past the numbers: how many there are says where among the others.
+    const { text, values } = compileStatement(query, indexed, "numbers", "count", page);
+    numberCount = (await db.query<{ n: number }>(text, values)).rows[0].n;
+  }
+  const listed = new Set(numbers.map((row) => row.id));
+  const others = await read("others", { limit: page.limit - numbers.length, offset: Math.max(0, page.offset - numberCount) });
+  return [...numbers, ...others.filter((row) => !listed.has(row.id))];
 }

@@ -209,7 +209,7 @@ describe("nbjob read commands", () => {
 
   test("a group command without its action is one line naming the actions and --help", async () => {
     assertOneLineError(await nbjob(["cluster"]), /^nbjob: nbjob cluster needs an action: start, status or stop \("nbjob cluster --help" explains each\)$/);
-    assertOneLineError(await nbjob(["db"]), /^nbjob: nbjob db needs an action: migrate, status, start, stop, destroy, dump, restore or retention \("nbjob db --help" explains each\)$/);
+    assertOneLineError(await nbjob(["db"]), /^nbjob: nbjob db needs an action: migrate, status, start, stop, destroy, dump, restore, retention or index \("nbjob db --help" explains each\)$/);
     assertOneLineError(await nbjob(["worker"]), /^nbjob: nbjob worker needs --connection-file FILE.*\("nbjob worker --help" explains the options\)$/);
     assertOneLineError(await nbjob(["cluster", "restart"]), /unknown action "restart"; expected start, status or stop \("nbjob cluster --help"/);
     assertOneLineError(await nbjob(["cluster", "start"]), /nbjob cluster start needs -n N/);
@@ -276,7 +276,7 @@ describe("nbjob read commands", () => {
     assert.match(status.stdout, new RegExp(`schema:\\s+migration ${latest}, up to date`));
     assert.match(status.stdout, /jobs:\s+3 \(1 queued, 1 done, 1 failed\)/);
     assertOneLineError(await nbjob(["db", "start"], { NBJOB_DATABASE_URL: fresh }), /manages only the embedded server/);
-    assertOneLineError(await nbjob(["db", "frobnicate"], { NBJOB_DATABASE_URL: fresh }), /unknown action "frobnicate"; expected migrate, status, start, stop, destroy, dump, restore or retention/);
+    assertOneLineError(await nbjob(["db", "frobnicate"], { NBJOB_DATABASE_URL: fresh }), /unknown action "frobnicate"; expected migrate, status, start, stop, destroy, dump, restore, retention or index/);
     assertOneLineError(await nbjob(["db", "destroy", "--yes"], { NBJOB_DATABASE_URL: fresh }), /nbjob db destroy manages only the embedded server/);
   });
 });

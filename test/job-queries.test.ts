@@ -2,7 +2,8 @@
 // database of this file's own: db.jobs({ params, metrics, result, ... }) through DBWrapper,
 // `nbjob jobs --where ... --order ...` as a subprocess, the --where errors, injection attempts in
 // field names and values, the result's JSON form, and a sweep run by a real worker from a
-// notebook (nbjob run, the real kernel) queried from a cell and from the CLI. Jobs are written through the store API
+// notebook (nbjob run, the real kernel) queried from a cell and from the CLI; and indexes on a
+// field's number (nbjob db index, db.createIndex): same jobs with and without, EXPLAIN reads them. Jobs are written through the store API
 // (so the migration's trigger copies their params); metrics are written with SQL as the metrics
 // code would (jobs.last_metrics).
 import { after, before, describe, test } from "node:test";
@@ -12,9 +13,10 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { serialize } from "node:v8";
-import { createJob, createJobGroup, openStore, parseWhere, putBundle, transitionJob, WhereSyntaxError } from "../store";
-import type { Json, Store } from "../store";
+import { compileJobQuery, createJob, createJobGroup, fieldIndexName, indexedFields, listFieldIndexes, openStore, parseWhere, putBundle, transitionJob, WhereSyntaxError } from "../store";
+import type { JobQuery, Json, OrderPart, Store } from "../store";
 import { DBWrapper } from "../runtime/db-wrapper";
+import type { JobsFilter } from "../runtime/db-wrapper";
 import { resultAsJson } from "../worker/result-json";
 import { cmdJobs } from "../cli/jobs";
 import { cellText, JobsEnv } from "./jobs-env";
@@ -292,5 +294,139 @@ console.log(JSON.stringify((await db.jobs({ group: group.id, orderBy: "-result.a
     const lines = cli.stdout.trim().split("\n");
     assert.match(lines[0], /\sRESULT\.ACC\s+PARAMS\.MODEL\.LAYERS\s+PARAMS\.LR$/);
     assert.deepEqual(lines.slice(1).map((line) => line.split(/\s+/).slice(-3)), [["0.999", "2", "0.001"], ["0.997", "2", "0.003"]]);
+  });
+});
+
+// Indexes on a field's number (`nbjob db index`, db.createIndex): on 20,000 jobs whose params,
+// metrics and results hold numbers (with ties and a number too big for float8) and, every few
+// jobs, text, "NaN", arrays, objects, booleans or nothing. Each query must list the same jobs with
+// the indexes as without them, and the planner must read the index (EXPLAIN) when one exists.
+describe("indexes on a field's number", () => {
+  const JOB_COUNT = 20_000;
+  let url: string;
+  let store: Store;
+  let db: DBWrapper;
+  const databases = new TestDatabases("queryindex");
+  const idsOf = (rows: { id: number }[]) => rows.map((row) => row.id);
+
+  // Ranges, orders both ways, pages that end among the numbers, span numbers and others, or start past the numbers.
+  const QUERIES: JobsFilter[] = [
+    { params: { lr: { lt: 0.0003 } } },
+    { params: { lr: { gte: 0.05, lt: 0.0501 } }, limit: 500 },
+    { params: { lr: { gt: 1e300 } }, limit: 1000 },
+    { params: { lr: { lt: 0.000101 } } }, // about 0.15% of the jobs
+    { params: { lr: { lte: 0.001 } }, metrics: { loss: { lt: 0.01 } }, limit: 500 },
+    { metrics: { loss: { gt: 0.999 } }, orderBy: "-params.lr", limit: 500 },
+    { orderBy: "params.lr" },
+    { orderBy: "-params.lr" },
+    { orderBy: "metrics.loss", limit: 30, offset: 11_985 }, // the last numbers, then others
+    { orderBy: "-metrics.loss", limit: 30, offset: 11_985 },
+    { orderBy: "-metrics.loss", limit: 30, offset: 13_000 }, // past the numbers
+    { orderBy: "-params.lr", params: { lr: { lt: 0.0003 } }, limit: 5, offset: 3 },
+    { orderBy: "result", result: { lt: 0.01 }, limit: 100 },
+    { orderBy: "-result", limit: 20, offset: 6_660 },
+    { orderBy: "-result.acc", result: { acc: { gte: 0.5 } }, limit: 100 },
+  ];
+
+  before(async () => {
+    url = await databases.fresh("main");
+    store = openStore({ url });
+    // Edge values by g % 50: 0 text, 1 "NaN" / an array, 2 missing, 3 an object, 4 true, 5 a
+    // number past float8 (1e400 for lr); ties: lr has 4 significant digits, loss 4 decimals.
+    await store.query(
+      `INSERT INTO nbjob.bundles (hash, source, params, entries)
+       SELECT encode(sha256(('index test ' || g)::bytea), 'hex'), '// job ' || g,
+         CASE g % 50 WHEN 0 THEN '{"lr": "auto"}'::jsonb WHEN 1 THEN '{"lr": [0.001]}' WHEN 2 THEN '{}' WHEN 3 THEN '{"lr": {"v": 1}}'
+                     WHEN 4 THEN '{"lr": true}' WHEN 5 THEN '{"lr": 1e400}'
+                     ELSE jsonb_build_object('lr', round((10 ^ (-4 + 3 * random()))::numeric, 7 - floor(log(10 ^ (-4 + 3 * random())))::int)) END,
+         ARRAY['x']
+       FROM generate_series(1, $1::int) g`, [JOB_COUNT]);
+    await store.query(
+      `INSERT INTO nbjob.jobs (bundle_hash, status, worker_id, started_at, finished_at, result_text, last_metrics, result_json)
+       SELECT encode(sha256(('index test ' || g)::bytea), 'hex'), 'done', 'w', now(), now(), 'r',
+         CASE g % 5 WHEN 0 THEN '{"loss": "NaN"}'::jsonb WHEN 1 THEN (CASE WHEN g % 2 = 0 THEN '{"loss": [0.5]}'::jsonb ELSE '{}' END)
+                    ELSE jsonb_build_object('loss', round(random()::numeric, 4)) END,
+         CASE g % 3 WHEN 0 THEN to_jsonb(round(random()::numeric, 4)) WHEN 1 THEN jsonb_build_object('acc', round(random()::numeric, 3)) ELSE NULL END
+       FROM generate_series(1, $1::int) g`, [JOB_COUNT]);
+    await store.query("ANALYZE nbjob.jobs");
+    db = new DBWrapper(url);
+  });
+
+  after(async () => {
+    await db?.close();
+    await store?.close();
+    await databases.dropAll();
+  });
+
+  test("the same jobs with the indexes as without; nbjob db index / db.createIndex / --list / --drop", async () => {
+    const without = [];
+    for (const query of QUERIES) without.push(idsOf(await db.jobs(query)));
+    // Each query lists something, so equal lists say something.
+    without.forEach((ids, i) => assert.ok(ids.length > 0, `query ${i} lists jobs: ${JSON.stringify(QUERIES[i])}`));
+    assert.equal(without[2].length, JOB_COUNT / 50, "1e400 is a number (numeric, no float8 overflow)");
+
+    const made = await nbjob(["db", "index", "params.lr"], url);
+    assert.equal(made.code, 0, made.stderr);
+    assert.match(made.stdout, new RegExp(`^indexed params\\.lr \\(nbjob\\.${fieldIndexName("params.lr")}, [\\d.]+ [KM]i?B, built in [\\d.]+ s\\): ranges on it and orders by it read the index\\n$`));
+    const again = await nbjob(["db", "index", "params.lr"], url);
+    assert.match(again.stdout, /^params\.lr is already indexed \(nbjob\.jobs_field_[0-9a-f]{16}, /);
+    assert.deepEqual(await db.createIndex("metrics.loss"), { field: "metrics.loss", index: `nbjob.${fieldIndexName("metrics.loss")}`, created: true });
+    await db.createIndex("result");
+    await db.createIndex("result.acc");
+    assert.deepEqual([...await indexedFields(store)].sort(), ["metrics.loss", "params.lr", "result", "result.acc"]);
+    const list = await nbjob(["db", "index", "--list"], url);
+    assert.equal(list.code, 0, list.stderr);
+    const lines = list.stdout.trim().split("\n");
+    assert.match(lines[0], /^FIELD\s+SIZE\s+SCANS\s+INDEX$/);
+    assert.deepEqual(lines.slice(1).map((line) => line.split(/\s+/)[0]), ["metrics.loss", "params.lr", "result", "result.acc"]);
+
+    for (const [i, query] of QUERIES.entries()) assert.deepEqual(idsOf(await db.jobs(query)), without[i], `query ${i} with the indexes: ${JSON.stringify(query)}`);
+
+    const dropped = await nbjob(["db", "index", "--drop", "params.lr"], url);
+    assert.equal(dropped.stdout, "dropped the index on params.lr\n");
+    assert.equal((await nbjob(["db", "index", "--drop", "params.lr"], url)).stdout, `there is no index on params.lr ("nbjob db index --list" shows them)\n`);
+    assert.deepEqual([...await indexedFields(store)].sort(), ["metrics.loss", "result", "result.acc"]);
+    for (const [i, query] of QUERIES.entries()) assert.deepEqual(idsOf(await db.jobs(query)), without[i], `query ${i} after the drop: ${JSON.stringify(query)}`);
+    await db.createIndex("params.lr");
+  });
+
+  test("EXPLAIN: ranges and orders on an indexed field read its index", async () => {
+    await db.createIndex("params.lr");
+    await db.createIndex("metrics.loss");
+    const indexed = await indexedFields(store);
+    const plan = async (query: JobQuery, part: OrderPart = "all", fields: ReadonlySet<string> = indexed) => {
+      const { text, values } = compileJobQuery(query, fields, part);
+      return JSON.stringify((await store.query(`EXPLAIN (FORMAT JSON) ${text}`, values)).rows);
+    };
+    const lr = fieldIndexName("params.lr");
+    const loss = fieldIndexName("metrics.loss");
+    const rare: JobQuery = { where: { field: { kind: "params", path: ["lr"] }, op: "lt", value: 0.000101 } };
+    assert.ok((await plan(rare)).includes(lr), `a rare range reads the index: ${await plan(rare)}`);
+    assert.ok(!(await plan(rare, "all", new Set())).includes(lr), "written without it (the jsonpath form), the same range cannot");
+    assert.ok((await plan({ orderBy: "metrics.loss", limit: 10 })).includes(loss), "ascending order");
+    assert.ok((await plan({ orderBy: "-metrics.loss", limit: 10 }, "numbers")).includes(loss), "descending: the numbers");
+    // (The second statement, the jobs without a number, may read the index's NULLs or the table:
+    // the planner's choice by how many there are, so not asserted.)
+    // A name that means something in an array literal stays a name (quoted in the index's path).
+    await db.createIndex("params.NULL");
+    const weird: JobQuery = { where: { field: { kind: "params", path: ["NULL"] }, op: "gt", value: 0 } };
+    assert.ok((await plan(weird, "all", await indexedFields(store))).includes(fieldIndexName("params.NULL")), await plan(weird));
+  });
+
+  test("a bad field is one line naming it, and nothing is created", async () => {
+    const before = (await listFieldIndexes(store)).length;
+    assertOneLineError(await nbjob(["db", "index", "parms.lr"], url),
+      `nbjob: nbjob db index: unknown field "parms.lr"; the fields are params.NAME, metrics.NAME, result, result.NAME, status, name, tag, group, created or id`);
+    assertOneLineError(await nbjob(["db", "index", "params.lr'); DROP TABLE nbjob.jobs; --"], url),
+      `nbjob: nbjob db index: unknown field "params.lr'); DROP TABLE nbjob.jobs; --": names are letters, digits, _ and $`);
+    assertOneLineError(await nbjob(["db", "index", "status"], url),
+      `nbjob: nbjob db index: status is a column of the job, not a params, metrics or result field; an index on a field's number is for params.NAME, metrics.NAME, result or result.NAME (nested: params.model.width)`);
+    assertOneLineError(await nbjob(["db", "index", "params"], url), /^nbjob: nbjob db index: params needs a name: params\.NAME, e\.g\. params\.lr$/);
+    assertOneLineError(await nbjob(["db", "index", "--drop", "metrics.a-b"], url), /^nbjob: nbjob db index: unknown field "metrics\.a-b": names are letters/);
+    assertOneLineError(await nbjob(["db", "index", "params.lr", "--list"], url), /^nbjob: give one of FIELD, --list or --drop FIELD, not --list and FIELD /);
+    await assert.rejects(db.createIndex("metrics.loss rate"), { name: "TypeError", message: /^db\.createIndex: unknown field "metrics\.loss rate": names are letters, digits, _ and \$/ });
+    assert.equal((await listFieldIndexes(store)).length, before);
+    const { rows } = await store.query<{ n: number }>("SELECT count(*)::int AS n FROM nbjob.jobs");
+    assert.equal(rows[0].n, JOB_COUNT, "the table is still there, whole");
   });
 });
