@@ -3,12 +3,19 @@
 // worker restoring the last of them after the program's top level ran and before the entries
 // (store-link.ts reads resumed_from_checkpoint when it claims the job).
 //
+// Metrics go on too: the new job's series starts with copies of the values the old job logged
+// before that checkpoint was taken (same seq and steps; job.metrics() of the new job shows the
+// whole series), and its log() without a step goes on from the checkpoint's step + 1. Values the
+// old job logged after its last checkpoint stay with the old job only (the resumed run computes
+// those steps again).
+//
 // Decisions: failed, cancelled and lost jobs resume; a queued or running job is an error (cancel
 // it first or wait); a done job is an error too (nothing was left undone: job.rerun() runs it
 // again). A job without checkpoints resumes from the start, and the cell says so.
 import { inspect } from "node:util";
 import { createJob, notifyJobQueued } from "../store";
 import { copyCheckpoints, lastCheckpointIndex } from "../store/checkpoints";
+import { copyMetricsUpTo } from "../store/metrics";
 import type { Store } from "../store";
 import { isView } from "./client";
 import type { View } from "./client";
@@ -52,7 +59,10 @@ export async function resumeJob(store: Store, jobId: number, view: View | undefi
       // The resumed run keeps the old one's time limit (a fresh one, counted from its own start).
       timeoutMs: old.timeout_ms,
     });
-    if (last !== undefined) await copyCheckpoints(tx, jobId, row.id, last);
+    if (last !== undefined) {
+      await copyCheckpoints(tx, jobId, row.id, last);
+      await copyMetricsUpTo(tx, jobId, row.id, last);
+    }
     return { id: row.id, fromCheckpoint: last };
   });
   await notifyJobQueued(store, targetWorker);

@@ -36,6 +36,8 @@ export class CheckpointConflictError extends StoreError {
 export interface CheckpointInput {
   idx: number;
   values: { [name: string]: Uint8Array };
+  /** Where the job's metric series stood when it was taken (checkpoints.metric_seq/metric_step, migration 000017). */
+  metrics?: { seq: number; step: number };
 }
 
 /**
@@ -97,7 +99,10 @@ async function putCheckpointsOnce(db: Db, jobId: number, checkpoints: readonly C
         // Checked first and held to the commit (logs.ts FENCE_CTE says why).
         if (fence.rowCount === 0) throw new ClaimLostError(jobId, claim, which);
       }
-      await tx.query("INSERT INTO nbjob.checkpoints (job_id, idx) SELECT $1, i FROM unnest($2::int[]) AS i", [jobId, checkpoints.map((c) => c.idx)]);
+      await tx.query(
+        "INSERT INTO nbjob.checkpoints (job_id, idx, metric_seq, metric_step) SELECT $1, c.i, c.seq, c.step FROM unnest($2::int[], $3::bigint[], $4::bigint[]) AS c(i, seq, step)",
+        [jobId, checkpoints.map((c) => c.idx), checkpoints.map((c) => c.metrics?.seq ?? null), checkpoints.map((c) => c.metrics?.step ?? null)],
+      );
       const hashes = checkpoints.map(() => ({}) as { [name: string]: string });
       const small: Array<{ at: number; name: string; bytes: Uint8Array }> = [];
       let uploaded = [...large.values()].reduce((sum, put) => sum + put.uploaded, 0);
@@ -152,7 +157,7 @@ export async function listCheckpoints(db: Db, jobId: number): Promise<Checkpoint
 export async function copyCheckpoints(db: Db, from: number, to: number, upTo: number): Promise<number> {
   return db.transaction(async (tx) => {
     const copied = await tx.query(
-      `INSERT INTO nbjob.checkpoints (job_id, idx, created_at) SELECT $2, idx, created_at FROM nbjob.checkpoints WHERE job_id = $1 AND idx <= $3`,
+      `INSERT INTO nbjob.checkpoints (job_id, idx, created_at, metric_seq, metric_step) SELECT $2, idx, created_at, metric_seq, metric_step FROM nbjob.checkpoints WHERE job_id = $1 AND idx <= $3`,
       [from, to, upTo],
     );
     await tx.query(

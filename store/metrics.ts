@@ -52,8 +52,16 @@ function arrayLiteral(values: number[]): string {
  * jobs.last_metrics. Points are those of one run, consecutive in `seq`; a batch whose points are
  * stored already (a write retried after its answer was lost) replaces them, so writing again is
  * harmless; a batch starting at seq 0 (a new run of the job) replaces the job's metrics. With
- * `claim` (a worker writing for the run it claimed) they are stored only if the job is still
- * running under that claim; otherwise nothing is stored and ClaimLostError is thrown.
+ * `claim` (a worker writing for the run it claimed) they are stored only if the job is running
+ * under that claim, or was cancelled while it ran under it; otherwise nothing is stored and
+ * ClaimLostError is thrown.
+ *
+ * Why cancelled too: a job cancelled in the store (job.cancel(), group.cancel(), the dashboard)
+ * is marked cancelled first and stopped by its worker after, which then stores the values the job
+ * logged before it was stopped (worker/metric-stage.ts). Only that run holds the claim (each run
+ * gets a new one), and a cancelled job never runs again under it, so nothing else can write
+ * there. A job marked lost refuses them: another party decided the run was gone. Checkpoints and
+ * log lines keep the stricter fence (running only).
  */
 export async function putMetrics(db: Db, jobId: number, points: readonly MetricPoint[], claim?: string): Promise<void> {
   if (points.length === 0) return;
@@ -80,7 +88,7 @@ export async function putMetrics(db: Db, jobId: number, points: readonly MetricP
   await db.transaction(async (tx) => {
     if (claim !== undefined) {
       // Checked first and held to the commit (logs.ts FENCE_CTE says why).
-      const fence = await tx.query(`SELECT ${FENCE_IDLE_LIMIT} FROM nbjob.jobs WHERE id = $1 AND status = 'running' AND claim = $2::bigint FOR SHARE`, [jobId, claim]);
+      const fence = await tx.query(`SELECT ${FENCE_IDLE_LIMIT} FROM nbjob.jobs WHERE id = $1 AND status IN ('running', 'cancelled') AND claim = $2::bigint FOR SHARE`, [jobId, claim]);
       if (fence.rowCount === 0) throw new ClaimLostError(jobId, claim, which);
     }
     await tx.query("DELETE FROM nbjob.metrics WHERE job_id = $1 AND seq >= $2", [jobId, firstSeq]);
@@ -98,6 +106,63 @@ export async function putMetrics(db: Db, jobId: number, points: readonly MetricP
       [jobId, firstSeq, JSON.stringify(last)],
     );
   });
+}
+
+/**
+ * Where a resumed job's metrics go on (read by its worker as it starts, see continueMetrics in
+ * runtime/shared/jobtracker.ts): the seq of its next value, the step a log() without one gets,
+ * and each metric's last step so far (to flag a step going backwards across the resume).
+ */
+export interface MetricsResumePoint {
+  seq: number;
+  nextStep: number;
+  lastSteps: { [name: string]: number };
+}
+
+/**
+ * A resumed job's series starts with the old job's values up to the checkpoint it resumes from:
+ * copies the rows the old job logged before checkpoint `idx` was taken (seq below its metric_seq)
+ * into job `to`, with the same seq, and sets `to`'s last values from them. Called in the resume's
+ * transaction. Returns how many rows were copied (0 for a checkpoint stored before migration
+ * 000017, which did not record where the metrics stood: that resume starts its metrics afresh).
+ */
+export async function copyMetricsUpTo(db: Db, from: number, to: number, idx: number): Promise<number> {
+  const copied = await db.query(
+    `INSERT INTO nbjob.metrics (job_id, seq, name, step, value, value_array, step_backwards)
+     SELECT $2, m.seq, m.name, m.step, m.value, m.value_array, m.step_backwards
+       FROM nbjob.metrics m JOIN nbjob.checkpoints c ON c.job_id = m.job_id AND c.idx = $3
+      WHERE m.job_id = $1 AND m.seq < c.metric_seq`,
+    [from, to, idx],
+  );
+  if (!copied.rowCount) return 0;
+  // to_jsonb writes NaN and ±Infinity as the strings metricJson uses.
+  await db.query(
+    `UPDATE nbjob.jobs SET last_metrics = (
+       SELECT jsonb_object_agg(name, COALESCE(to_jsonb(value_array), to_jsonb(value)))
+         FROM (SELECT DISTINCT ON (name) name, value, value_array FROM nbjob.metrics WHERE job_id = $1 ORDER BY name, seq DESC) AS last
+     ) WHERE id = $1`,
+    [to],
+  );
+  return copied.rowCount;
+}
+
+/**
+ * Where a resumed job's metrics go on, from its copy of checkpoint `idx` (copyMetricsUpTo made its
+ * rows); undefined when the checkpoint did not record it (stored before migration 000017).
+ */
+export async function metricsResumePoint(db: Db, jobId: number, idx: number): Promise<MetricsResumePoint | undefined> {
+  const { rows } = await db.query<{ metric_seq: string | null; metric_step: string | null }>(
+    "SELECT metric_seq, metric_step FROM nbjob.checkpoints WHERE job_id = $1 AND idx = $2",
+    [jobId, idx],
+  );
+  const at = rows[0];
+  if (!at || at.metric_seq === null || at.metric_step === null) return undefined;
+  const seq = Number(at.metric_seq);
+  const last = await db.query<{ name: string; step: string }>(
+    "SELECT DISTINCT ON (name) name, step FROM nbjob.metrics WHERE job_id = $1 AND seq < $2 ORDER BY name, seq DESC",
+    [jobId, seq],
+  );
+  return { seq, nextStep: Number(at.metric_step), lastSteps: Object.fromEntries(last.rows.map((r) => [r.name, Number(r.step)])) };
 }
 
 interface DbMetricRow {

@@ -2,8 +2,10 @@
 // a job logging 10,000 steps of two metrics inside a synchronous loop (all stored, in order, before
 // the job is done), NaN/Infinity/arrays and a step going backwards, bad input in the notebook and
 // in a job, a sweep's table and chart, `nbjob metrics --csv` and `nbjob jobs` as subprocesses,
-// dump/restore and rm; fencing in the store; and, through Debian's jupyter_client, a live chart
-// updated in place (update_display_data) while a job runs.
+// dump/restore and rm; fencing in the store; every value kept when a job is stopped at its
+// timeoutMs or cancelled in a synchronous loop, and a resumed job's series going on from its
+// checkpoint; and, through Debian's jupyter_client, a live chart updated in place
+// (update_display_data) while a job runs.
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -222,6 +224,116 @@ console.log("groupchart", chart.updates);
     await assert.rejects(putMetrics(env.store, oddId, [{ seq: 0, name: "loss", step: 0, value: 1, backwards: false }], String(Number(oddRow!.claim) + 1000)), ClaimLostError);
     await assert.rejects(putMetrics(env.store, oddId, [{ seq: 0, name: "loss", step: 0, value: 1, backwards: false }], String(oddRow!.claim)), ClaimLostError);
     assert.equal((await readMetrics(env.store, oddId)).series.loss.steps.length, 4);
+  });
+
+  test("stopped jobs keep every value logged: timeoutMs and cancel in a synchronous loop; a resumed job's series goes on from its checkpoint", async () => {
+    const flag = join(env.work, "count-stopped-once");
+    const cancelFlag = join(env.work, "cancel-spinning");
+    const run = await env.runNotebook(`
+### code setup
+const sc = new SnippetCollector();
+const db = new DBWrapper();
+const rc = await Client.connect();
+import * as fs from "node:fs";
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+### code decl
+%%snip sc
+let i = 0;
+jobtracker.registerCheckpointer("i");
+// Logs step i (no step given: counted on) in a synchronous loop, a checkpoint every \`every\` steps.
+// The first run stops logging at stopAt and spins until its timeoutMs stops it; the resumed run
+// finds the flag and goes on to n.
+function countTo(n: number, every: number, stopAt: number, flag: string) {
+  const fs = require("node:fs");
+  while (i < n) {
+    jobtracker.log({ i, sq: i * i });
+    i++;
+    if (i % every === 0) jobtracker.checkpoint();
+    if (i === stopAt && !fs.existsSync(flag)) { fs.writeFileSync(flag, String(i)); while (true) {} }
+  }
+  jobtracker.log({ final: i });
+  return i;
+}
+function logThenSpin(n: number, flag: string) {
+  for (let k = 0; k < n; k++) jobtracker.log({ k });
+  jobtracker.log({ w: [1, 2, 3] });
+  require("node:fs").writeFileSync(flag, String(n));
+  while (true) {}
+}
+### code timeout
+const stuck = await db.createJob(rc.view(0), ["countTo(30000, 7000, 25000, " + JSON.stringify(${JSON.stringify(flag)}) + ")"], sc, { timeoutMs: 4000 });
+console.log("stuck", stuck.id, await stuck.wait({ timeout: 60_000 }), stuck.record.error_name);
+const sm = await stuck.metrics();
+console.log("stuckmetrics", sm.i.steps.length, sm.sq.steps.length, sm.i.steps[sm.i.steps.length - 1]);
+### code resume
+const again = await stuck.resume();
+console.log("resumed", again.id, await again.result);
+const am = await again.metrics();
+console.log("resumedmetrics", am.i.steps.length, am.i.steps[0], am.i.steps[am.i.steps.length - 1], am.i.backwards.length, JSON.stringify(am.final.steps));
+### code cancel
+const spinning = await db.createJob(rc.view(1), ["logThenSpin(5000, " + JSON.stringify(${JSON.stringify(cancelFlag)}) + ")"], sc);
+while (!fs.existsSync(${JSON.stringify(cancelFlag)})) await sleep(20);
+await sleep(300);
+const cancelledAt = Date.now();
+console.log("cancel", spinning.id, await spinning.cancel());
+// The row says cancelled at once; the worker stores what the job logged as it stops it, a moment later.
+let cm = await spinning.metrics();
+while (((cm.k?.steps.length ?? 0) < 5000 || !cm.w) && Date.now() - cancelledAt < 30_000) { await sleep(50); cm = await spinning.metrics(); }
+console.log("cancelledmetrics", cm.k?.steps.length, JSON.stringify(cm.w?.values), "after", Date.now() - cancelledAt, "ms");
+`);
+    assert.equal(run.code, 0, run.stderr);
+    const timeout = cellText(run.cells.get("timeout"));
+    const stuckId = Number(/stuck (\d+) failed TimeoutError/.exec(timeout)?.[1]);
+    assert.ok(stuckId > 0, timeout);
+    // Every value logged before the stop: steps 0..24999 of i and sq, seq 0..49999, none missing.
+    assert.match(timeout, /stuckmetrics 25000 25000 24999/);
+    const stuckRows = await env.store.query<{ seq: string; name: string; step: string; value: number }>(
+      "SELECT seq, name, step, value FROM nbjob.metrics WHERE job_id = $1 ORDER BY seq", [stuckId]);
+    assert.equal(stuckRows.rows.length, 50_000);
+    stuckRows.rows.forEach((row, at) => {
+      const step = Math.floor(at / 2);
+      const want = at % 2 === 0 ? ["i", step] : ["sq", step * step];
+      if (Number(row.seq) !== at || Number(row.step) !== step || row.name !== want[0] || row.value !== want[1]) {
+        assert.fail(`row ${at}: ${JSON.stringify(row)}`);
+      }
+    });
+    // Each checkpoint recorded where the series stood: after steps 0..6999, 0..13999, 0..20999.
+    const marks = await env.store.query<{ idx: number; metric_seq: string; metric_step: string }>(
+      "SELECT idx, metric_seq, metric_step FROM nbjob.checkpoints WHERE job_id = $1 ORDER BY idx", [stuckId]);
+    assert.deepEqual(marks.rows.map((r) => [r.idx, Number(r.metric_seq), Number(r.metric_step)]), [[0, 14_000, 7_000], [1, 28_000, 14_000], [2, 42_000, 21_000]]);
+
+    // The resumed job's series: the old job's values up to checkpoint 2 (steps 0..20999), then its
+    // own from step 21000 on (log() without a step went on from there), with no step repeated.
+    const resumed = cellText(run.cells.get("resume"));
+    const resumedId = Number(/resumed (\d+) 30000/.exec(resumed)?.[1]);
+    assert.ok(resumedId > 0, resumed);
+    assert.match(resumed, /resumedmetrics 30000 0 29999 0 \[30000\]/);
+    const resumedRows = await env.store.query<{ seq: number; name: string; step: number; value: number; step_backwards: boolean }>(
+      "SELECT seq, name, step, value, step_backwards FROM nbjob.metrics WHERE job_id = $1 ORDER BY seq", [resumedId]);
+    assert.equal(resumedRows.rows.length, 60_001);
+    resumedRows.rows.slice(0, 60_000).forEach((row, at) => {
+      const step = Math.floor(at / 2);
+      const want = at % 2 === 0 ? ["i", step] : ["sq", step * step];
+      if (Number(row.seq) !== at || Number(row.step) !== step || row.name !== want[0] || row.value !== want[1] || row.step_backwards) {
+        assert.fail(`resumed row ${at}: ${JSON.stringify(row)}`);
+      }
+    });
+    assert.deepEqual(resumedRows.rows[60_000], { seq: 60_000, name: "final", step: 30_000, value: 30_000, step_backwards: false });
+    assert.deepEqual((await getJob(env.store, resumedId))?.last_metrics, { i: 29_999, sq: 29_999 ** 2, final: 30_000 });
+    // The old job keeps its own series, all 50,000 values.
+    assert.equal((await readMetrics(env.store, stuckId)).series.i.steps.length, 25_000);
+
+    // Cancelled from the notebook while spinning: its 5,000 values and the array logged last are
+    // stored (accepted under the run's claim although the row already says cancelled).
+    const cancel = cellText(run.cells.get("cancel"));
+    const cancelled = /cancel (\d+) cancelled/.exec(cancel);
+    assert.ok(cancelled, cancel);
+    const stored = /cancelledmetrics 5000 \[\[1,2,3\]\] after (\d+) ms/.exec(cancel);
+    assert.ok(stored, cancel);
+    console.log(`values of a cancelled job stored ${stored[1]} ms after job.cancel() returned`);
+    const cancelledRow = await getJob(env.store, Number(cancelled[1]));
+    assert.equal(cancelledRow?.status, "cancelled");
+    assert.deepEqual(cancelledRow?.last_metrics, { k: 4999, w: [1, 2, 3] });
   });
 
   test("job.plotMetrics through jupyter_client: the chart is updated in place (update_display_data, same display id) while the job's synchronous loop runs", async () => {

@@ -56,12 +56,12 @@ export class CheckpointWriter {
     this.batchCount = options.batchCount ?? 500;
   }
 
-  /** Resolves once checkpoint `idx` is stored; rejects if it cannot be (nor can any after it). */
-  write(idx: number, values: Record<string, Uint8Array>): Promise<void> {
+  /** `metrics`: where the job's metric series stood (for a resume). Resolves once checkpoint `idx` is stored; rejects if it cannot be (nor can any after it). */
+  write(idx: number, values: Record<string, Uint8Array>, metrics?: CheckpointInput["metrics"]): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);
     return new Promise<void>((resolve, reject) => {
       const bytes = Object.values(values).reduce((sum, v) => sum + v.byteLength, 0);
-      this.queue.push({ idx, values, bytes, resolve, reject });
+      this.queue.push({ idx, values, metrics, bytes, resolve, reject });
       if (!this.draining) void this.drain();
     });
   }

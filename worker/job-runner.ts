@@ -10,7 +10,9 @@ import { jobNeeds, knownJobFolder, prepareJobFolder } from "./job-folder";
 import type { PackageCache } from "./package-cache";
 import type { CompiledBundle } from "./compiler";
 import type { StreamName } from "./job-context";
-import type { JobThreadEvent, MetricBatch, RunCommand } from "./job-thread";
+import type { JobThreadEvent, MetricBatch, MetricsPosition, RunCommand } from "./job-thread";
+import { MetricStage, readStagedBatch } from "./metric-stage";
+import type { MetricsResumePoint } from "../store/metrics";
 import type { JobBundle, JobFailure, JobId } from "../runtime/shared/protocol";
 import { jobTraceback } from "./traceback";
 
@@ -23,7 +25,7 @@ export interface JobListener {
    * for it (memory bound), and the job ends (done/failed) only after it settles. A rejection
    * fails the job. No listener, or one returning nothing: acknowledged at once (ad hoc runs).
    */
-  checkpoint?(index: number, values: Record<string, Uint8Array>): void | Promise<void>;
+  checkpoint?(index: number, values: Record<string, Uint8Array>, metrics?: MetricsPosition): void | Promise<void>;
   /**
    * A batch of values the job logged (jobtracker.log), in order; as for checkpoints, a promise
    * means it is being stored (the job's log() waits when many are pending; the job ends only
@@ -56,6 +58,8 @@ export interface SubmitOptions {
 export interface RestorePoint {
   index: number;
   values: Record<string, Uint8Array>;
+  /** Where the resumed job's metric series goes on (undefined: it starts afresh). */
+  metrics?: MetricsResumePoint;
 }
 
 interface QueuedJob {
@@ -85,6 +89,12 @@ interface ActiveJob extends QueuedJob {
   runningSince?: number;
   /** Stops the job at its time limit (see limit()). */
   timeoutTimer?: NodeJS.Timeout;
+  /** Shared with the job thread: the metric values it logged and has not sent (metric-stage.ts). */
+  metricStage: MetricStage;
+  /** The seq after the last metric batch received from the job thread (a staged batch below it was received already). */
+  metricSeqReceived: number;
+  /** Set while the job is being stopped: its thread is terminated, its last output and metrics are being collected. */
+  stopping?: Promise<void>;
 }
 
 export interface JobRunnerOptions {
@@ -108,6 +118,8 @@ export class DuplicateJobError extends Error {
 const JOB_THREAD_FILE = join(__dirname, "job-thread.js");
 /** Int32 slots of RunCommand.acks (job-thread.ts says what each holds). */
 const ACK_SLOTS = 4;
+/** A terminated job thread that has not exited after this long (ms) is given up on: the job ends without its staged metrics. */
+const THREAD_EXIT_WAIT_MS = 10_000;
 
 export class JobRunner {
   private readonly queue: QueuedJob[] = [];
@@ -207,10 +219,10 @@ export class JobRunner {
   async close(reason = "the worker shut down"): Promise<void> {
     this.closed = true;
     for (const job of this.queue.splice(0)) this.safely(() => job.listener.cancelled(reason));
-    if (this.active) this.stopActive(reason);
+    const stopped = this.active ? this.stopActive(reason) : undefined;
     const thread = this.thread;
     this.thread = undefined;
-    await Promise.all([thread?.terminate(), this.compiler.close()]);
+    await Promise.all([thread?.terminate(), stopped, this.compiler.close()]);
   }
 
   private pump(): void {
@@ -220,7 +232,10 @@ export class JobRunner {
       if (this.onIdle) this.safely(this.onIdle);
       return;
     }
-    const job: ActiveJob = { ...next, startedAt: Date.now(), finished: false, acks: new Int32Array(new SharedArrayBuffer(4 * ACK_SLOTS)), waitingFor: new Set(), stores: Promise.resolve() };
+    const job: ActiveJob = {
+      ...next, startedAt: Date.now(), finished: false, acks: new Int32Array(new SharedArrayBuffer(4 * ACK_SLOTS)), waitingFor: new Set(), stores: Promise.resolve(),
+      metricStage: MetricStage.create(), metricSeqReceived: 0,
+    };
     this.active = job;
     this.safely(() => job.listener.backpressure?.((reason, waiting) => this.setWaiting(job, reason, waiting)));
     this.begin(job);
@@ -262,6 +277,11 @@ export class JobRunner {
   private startOnThread(job: ActiveJob, program: CompiledBundle, restore?: RestorePoint, moduleDir?: string): void {
     if (job.finished) return;
     job.program = program;
+    // A resumed job's series goes on after the values copied from the old job (runtime/resume.ts).
+    if (restore?.metrics) {
+      job.metricStage.reset(restore.metrics.seq);
+      job.metricSeqReceived = restore.metrics.seq;
+    }
     const command: RunCommand = {
       type: "run",
       jobId: job.jobId,
@@ -271,6 +291,7 @@ export class JobRunner {
       hasEntries: program.hasEntries,
       declaredNames: program.declaredNames,
       acks: job.acks.buffer as SharedArrayBuffer,
+      metricStage: job.metricStage.buffer,
       restore,
       moduleDir,
     };
@@ -288,9 +309,12 @@ export class JobRunner {
   private ensureThread(): Worker {
     if (this.thread) return this.thread;
     const thread = new Worker(JOB_THREAD_FILE);
+    let failure: string | undefined;
     thread.on("message", (event: JobThreadEvent) => this.received(event));
-    thread.on("error", (err) => this.threadEnded(thread, `the job thread failed: ${err.message}`));
-    thread.on("exit", (code) => this.threadEnded(thread, `the job thread exited with code ${code} (did the job call process.exit or run out of memory?)`));
+    // An error comes before the thread's exit; the job ends at the exit, once the thread is gone
+    // (its staged metrics are read then).
+    thread.on("error", (err) => (failure ??= `the job thread failed: ${err.message}`));
+    thread.on("exit", (code) => this.threadEnded(thread, failure ?? `the job thread exited with code ${code} (did the job call process.exit or run out of memory?)`));
     this.thread = thread;
     return thread;
   }
@@ -299,19 +323,26 @@ export class JobRunner {
     if (this.thread !== thread) return; // terminated on purpose
     this.thread = undefined;
     const job = this.active;
-    if (job?.program) this.finish(job, (listener, durationMs) => listener.failed({ ename: "WorkerThreadError", evalue: reason, traceback: [reason], durationMs }));
+    if (job?.program && !job.stopping) {
+      this.collectStagedMetrics(job);
+      this.finish(job, (listener, durationMs) => listener.failed({ ename: "WorkerThreadError", evalue: reason, traceback: [reason], durationMs }));
+    }
     if (!this.closed) this.ensureThread();
   }
 
   private received(event: JobThreadEvent): void {
     const job = this.active;
     if (!job || job.jobId !== event.jobId || job.finished) return;
+    // A job being stopped: what its thread sent before it was terminated still comes (Node
+    // delivers it before the thread's exit); its output and metrics are kept, its outcome is the
+    // stop's, and a checkpoint is not stored (the run is over; its claim may be gone already).
+    if (job.stopping && event.type !== "stream" && event.type !== "metrics") return;
     switch (event.type) {
       case "stream":
         this.bufferStream(job, event.name, event.text);
         break;
       case "checkpoint":
-        this.checkpointTaken(job, event.index, event.values);
+        this.checkpointTaken(job, event.index, event.values, event.metrics);
         break;
       case "metrics":
         this.metricsLogged(job, event.batch);
@@ -334,13 +365,24 @@ export class JobRunner {
   }
 
   /** Hands a snapshot to the listener; tells the job thread when it is stored (or that it never will be). */
-  private checkpointTaken(job: ActiveJob, index: number, values: Record<string, Uint8Array>): void {
-    this.track(job, 0, () => job.listener.checkpoint?.(index, values));
+  private checkpointTaken(job: ActiveJob, index: number, values: Record<string, Uint8Array>, metrics: MetricsPosition): void {
+    this.track(job, 0, () => job.listener.checkpoint?.(index, values, metrics));
   }
 
   /** Hands a batch of logged values to the listener; the same acknowledgement, in acks[3]. */
   private metricsLogged(job: ActiveJob, batch: MetricBatch): void {
+    job.metricSeqReceived = batch.firstSeq + batch.count;
     this.track(job, 3, () => job.listener.metrics?.(batch));
+  }
+
+  /**
+   * The values the job logged and its thread had not sent, read from the shared stage once the
+   * thread is gone (terminated to stop the job, or ended by the job). A stage whose batch was
+   * received already (the thread was stopped between posting it and emptying the stage) is skipped.
+   */
+  private collectStagedMetrics(job: ActiveJob): void {
+    const staged = readStagedBatch(job.metricStage);
+    if (staged && staged.firstSeq >= job.metricSeqReceived) this.metricsLogged(job, staged);
   }
 
   /**
@@ -368,7 +410,7 @@ export class JobRunner {
         Atomics.notify(job.acks, 3);
         this.log(`job ${job.jobId}: ${err.message}; the job fails`);
         // Still running: stop it now rather than let it compute past a hole in its history.
-        if (this.active === job && !job.finished) {
+        if (this.active === job && !job.finished && !job.stopping) {
           this.stopActive("", { ...checkpointFailure(err) });
         }
       },
@@ -416,19 +458,41 @@ export class JobRunner {
     }, left);
   }
 
-  /** Stops the running job: cancelled with `reason`, or failed with `failure`. */
-  private stopActive(reason: string, failure?: JobFailure): void {
+  /**
+   * Stops the running job: cancelled with `reason`, or failed with `failure`. Resolves once the
+   * job has ended. A job on the job thread ends only once the thread has exited, so that what it
+   * logged is all handed on first: batches it sent (delivered before the exit) and the values
+   * still staged (read from shared memory after it). Its outcome (and so the recorder's final
+   * write, which waits for the metrics) comes after them.
+   */
+  private stopActive(reason: string, failure?: JobFailure): Promise<void> {
     const job = this.active;
-    if (!job) return;
-    if (job.program) {
-      // Terminating is the only way to stop a synchronous loop; the next job gets a new thread.
-      const thread = this.thread;
-      this.thread = undefined;
-      void thread?.terminate();
-      if (!this.closed) this.ensureThread();
+    if (!job || job.finished) return Promise.resolve();
+    if (job.stopping) return job.stopping;
+    const outcome = failure
+      ? (listener: JobListener, durationMs: number) => listener.failed({ ...failure, durationMs })
+      : (listener: JobListener) => listener.cancelled(reason);
+    const thread = job.program ? this.thread : undefined;
+    if (!thread) {
+      this.finish(job, outcome);
+      return Promise.resolve();
     }
-    if (failure) this.finish(job, (listener, durationMs) => listener.failed({ ...failure, durationMs }));
-    else this.finish(job, (listener) => listener.cancelled(reason));
+    // Terminating is the only way to stop a synchronous loop; the next job gets a new thread
+    // (started now, so it boots while this one's metrics are collected).
+    this.thread = undefined;
+    if (!this.closed) this.ensureThread();
+    let waited: NodeJS.Timeout | undefined;
+    const exited = Promise.race([
+      thread.terminate().then(() => true, () => true),
+      new Promise<false>((resolve) => (waited = setTimeout(() => resolve(false), THREAD_EXIT_WAIT_MS))),
+    ]);
+    job.stopping = exited.then((gone) => {
+      clearTimeout(waited);
+      if (gone) this.collectStagedMetrics(job);
+      else this.log(`job ${job.jobId}: its thread did not exit within ${THREAD_EXIT_WAIT_MS / 1000} s of being terminated; the values it logged last are not stored`);
+      this.finish(job, outcome);
+    });
+    return job.stopping;
   }
 
   /** Delivers the job's last output and its outcome, then starts the next job. */
@@ -456,8 +520,8 @@ export function fanOut(...listeners: JobListener[]): JobListener {
   return {
     started: () => listeners.forEach((l) => l.started()),
     stream: (name, text) => listeners.forEach((l) => l.stream(name, text)),
-    checkpoint: (index, values) => {
-      const stored = listeners.map((l) => l.checkpoint?.(index, values));
+    checkpoint: (index, values, metrics) => {
+      const stored = listeners.map((l) => l.checkpoint?.(index, values, metrics));
       return stored.some((s) => s instanceof Promise) ? Promise.all(stored).then(() => undefined) : undefined;
     },
     metrics: (batch) => {

@@ -11,6 +11,11 @@ import { JobContext } from "./job-context";
 import type { StreamName } from "./job-context";
 import type { JobId } from "../runtime/shared/protocol";
 import { ENTRY_HOOK, PROGRAM_FILE } from "./program";
+import { METRIC_BATCH_POINTS, MetricStage, readStagedBatch, STAGE_ARRAY, STAGE_ARRAY_NUMBERS, STAGE_BACKWARDS } from "./metric-stage";
+import type { MetricBatch } from "./metric-stage";
+import type { MetricsResumePoint } from "../store/metrics";
+
+export type { MetricBatch } from "./metric-stage";
 
 /** Main thread → job thread. */
 export interface RunCommand {
@@ -33,43 +38,42 @@ export interface RunCommand {
    * many of this run's metric batches are stored (job-runner.ts ACK_SLOTS).
    */
   acks: SharedArrayBuffer;
-  /** A resumed job: the checkpoint restored after the program's top level ran, before its entries. */
-  restore?: { index: number; values: Record<string, Uint8Array> };
+  /**
+   * The job's metric stage (metric-stage.ts): the values logged and not yet sent, readable by the
+   * main thread after this thread is terminated. Its firstSeq is where the job's series goes on.
+   */
+  metricStage: SharedArrayBuffer;
+  /**
+   * A resumed job: the checkpoint restored after the program's top level ran, before its entries,
+   * and where its metrics go on (set before the program runs, so its top level logs after them).
+   */
+  restore?: { index: number; values: Record<string, Uint8Array>; metrics?: MetricsResumePoint };
   /** Where the job's local modules are laid out (its require resolves from there); absent: none. */
   moduleDir?: string;
 }
 
-/** Metric values per batch sent to the main thread, and batches not yet stored before log() waits (about 16 MiB of values). */
-export const METRIC_BATCH_POINTS = 8_192;
+/** Metric batches not yet stored before log() waits (about 16 MiB of values). */
 export const PENDING_METRIC_BATCHES = 64;
 /** A batch is sent at least this often (ms) while values come in, so a live plot sees a running loop. */
 export const METRIC_SEND_MS = 200;
-
-/**
- * Logged values on their way to the main thread, in columns (cheap to send: the number columns
- * move, they are not copied). `names` is this batch's table of metric names; `nameIds[i]` points
- * into it. An array value is in `arrays` (its slot in `values` is NaN).
- */
-export interface MetricBatch {
-  firstSeq: number;
-  count: number;
-  names: string[];
-  nameIds: Int32Array;
-  steps: Float64Array;
-  values: Float64Array;
-  arrays: Array<[number, number[]]>;
-  /** Positions whose step went backwards. */
-  backwards: number[];
-}
 
 /** Snapshots not yet stored may hold this many bytes (or this many snapshots) before checkpoint() waits. */
 export const PENDING_CHECKPOINT_BYTES = 256 * 1024 * 1024;
 export const PENDING_CHECKPOINTS = 1_000;
 
+/**
+ * Where the job's metrics stood when a checkpoint was taken: how many values its series had (the
+ * seq the next gets) and the step a log() without one would get. A resume goes on from there.
+ */
+export interface MetricsPosition {
+  seq: number;
+  step: number;
+}
+
 /** Job thread → main thread. */
 export type JobThreadEvent =
   | { type: "stream"; jobId: JobId; name: StreamName; text: string }
-  | { type: "checkpoint"; jobId: JobId; index: number; values: Record<string, Uint8Array> }
+  | { type: "checkpoint"; jobId: JobId; index: number; values: Record<string, Uint8Array>; metrics: MetricsPosition }
   | { type: "metrics"; jobId: JobId; batch: MetricBatch }
   | { type: "done"; jobId: JobId; resultText: string; result: Uint8Array }
   | { type: "failed"; jobId: JobId; ename: string; evalue: string; stack: string };
@@ -148,20 +152,28 @@ async function runJob(command: RunCommand, post: (event: JobThreadEvent, transfe
   const failure = new Promise<never>((_, reject) => (failCurrent = reject));
   failure.catch(() => undefined);
   const acks = new Int32Array(command.acks);
-  const pipe = new CheckpointPipe(acks, (index, values, transfer) => post({ type: "checkpoint", jobId, index, values }, transfer));
-  const metrics = new MetricPipe(acks, (batch, transfer) => post({ type: "metrics", jobId, batch }, transfer), () => pipe.waitWhileHeld());
+  const metrics = new MetricPipe(new MetricStage(command.metricStage), acks, (batch, transfer) => post({ type: "metrics", jobId, batch }, transfer), () => pipe.waitWhileHeld());
+  // Each checkpoint records where the metrics stood, so a resume from it continues the series.
+  const metricsPosition = (): MetricsPosition => ({ seq: metrics.position, step: job.jobtracker.metricsNextStep });
+  const pipe = new CheckpointPipe(acks, (index, values, transfer) => post({ type: "checkpoint", jobId, index, values, metrics: metricsPosition() }, transfer));
   job.begin(command.params, {
     write: (name, text) => {
       pipe.waitWhileHeld();
       post({ type: "stream", jobId, name, text });
     },
-    checkpoint: (index, values) => pipe.send(index, values),
+    checkpoint: (index, values) => {
+      // The values logged before the checkpoint go first: the recorder stores a checkpoint only
+      // after them, so a resume from a stored checkpoint finds its series up to there complete.
+      metrics.send();
+      pipe.send(index, values);
+    },
     metric: metrics.add,
     flush: async () => {
       metrics.send();
       await Promise.all([pipe.flush(), metrics.flush()]);
     },
   }, command.moduleDir);
+  if (command.restore?.metrics) job.jobtracker.continueMetrics(command.restore.metrics.nextStep, command.restore.metrics.lastSteps);
   try {
     const entries: Array<() => unknown> = [];
     job.define(ENTRY_HOOK, (entry: () => unknown) => entries.push(entry));
@@ -259,66 +271,126 @@ class CheckpointPipe {
 }
 
 /**
- * The job's side of metric storage: `jobtracker.log` values are appended to column buffers (a
- * few stores per value, no message), sent to the main thread a batch at a time (full, or every
- * METRIC_SEND_MS while values come in, also from inside a synchronous loop), and the job is held
- * only when PENDING_METRIC_BATCHES batches are waiting to be stored.
+ * The job's side of metric storage: `jobtracker.log` values are written to the job's stage (column
+ * buffers shared with the main thread, metric-stage.ts: a few stores per value, no message), sent
+ * to the main thread a batch at a time (full, or every METRIC_SEND_MS while values come in, also
+ * from inside a synchronous loop), and the job is held only when PENDING_METRIC_BATCHES batches
+ * are waiting to be stored. A job stopped by terminating this thread loses nothing: the main
+ * thread reads what is still staged once the thread is gone.
  */
 class MetricPipe {
-  private nextSeq = 0;
+  private nextSeq: number;
   private sent = 0;
-  private batch = MetricPipe.emptyBatch(0);
+  /** Values staged (mirrors the stage's count, which the main thread reads after a stop). */
+  private count = 0;
+  private arrayUsed = 0;
   private nameIds = new Map<string, number>();
   private startedAt = 0;
   private timer?: NodeJS.Timeout;
   private clockEvery = 1;
   private untilClockCheck = 1;
   private lastClockCheck = 0;
+  private readonly nameIdColumn: Int32Array;
+  private readonly stepColumn: Float64Array;
+  private readonly valueColumn: Float64Array;
+  private readonly flagColumn: Uint8Array;
+  /** The stage's count (header[0]), as a one-slot view: log() is hot. */
+  private readonly countCell: Int32Array;
 
   constructor(
+    private readonly stage: MetricStage,
     private readonly acks: Int32Array,
     private readonly post: (batch: MetricBatch, transfer: ArrayBuffer[]) => void,
     private readonly waitWhileHeld: () => void,
-  ) {}
-
-  private static emptyBatch(firstSeq: number): MetricBatch {
-    return {
-      firstSeq, count: 0, names: [],
-      nameIds: new Int32Array(METRIC_BATCH_POINTS), steps: new Float64Array(METRIC_BATCH_POINTS), values: new Float64Array(METRIC_BATCH_POINTS),
-      arrays: [], backwards: [],
-    };
+  ) {
+    // A resumed job's values go on from where its checkpoint's series ended (the main thread set it).
+    this.nextSeq = stage.firstSeq[0];
+    this.nameIdColumn = stage.nameIds;
+    this.stepColumn = stage.steps;
+    this.valueColumn = stage.values;
+    this.flagColumn = stage.flags;
+    this.countCell = stage.header.subarray(0, 1);
   }
 
-  // An arrow property: handed to the tracker as its sink without a wrapper.
+  /** How many values the job has logged in its series (the seq the next one gets): recorded with each checkpoint. */
+  get position(): number {
+    return this.nextSeq;
+  }
+
+  // An arrow property: handed to the tracker as its sink without a wrapper. Kept small (arrays,
+  // new names and a new batch go through methods of their own) so V8 inlines it into log().
   readonly add = (name: string, step: number, value: number | number[], backwards: boolean): void => {
-    const batch = this.batch;
-    const at = batch.count;
-    if (at === 0) {
-      this.startedAt = Date.now();
-      // For a job that logs now and then and awaits in between; a synchronous loop sends by time below.
-      this.timer ??= setTimeout(() => {
-        this.timer = undefined;
-        this.trySend();
-      }, METRIC_SEND_MS);
+    if (typeof value !== "number") {
+      this.addArray(name, step, value, backwards);
+      return;
     }
     let id = this.nameIds.get(name);
-    if (id === undefined) {
-      id = batch.names.push(name) - 1;
-      this.nameIds.set(name, id);
-    }
-    batch.nameIds[at] = id;
-    batch.steps[at] = step;
-    if (typeof value === "number") batch.values[at] = value;
-    else {
-      batch.values[at] = NaN;
-      batch.arrays.push([at, value]);
-    }
-    if (backwards) batch.backwards.push(at);
-    batch.count = at + 1;
-    this.nextSeq++;
-    if (batch.count === METRIC_BATCH_POINTS) this.send();
-    else if (--this.untilClockCheck === 0) this.checkClock();
+    if (id === undefined) id = this.addName(name);
+    const at = this.count;
+    if (at === 0) this.startBatch();
+    this.nameIdColumn[at] = id;
+    this.stepColumn[at] = step;
+    this.valueColumn[at] = value;
+    this.flagColumn[at] = backwards ? STAGE_BACKWARDS : 0;
+    this.commit(at + 1);
   };
+
+  /** An array value: its numbers follow the staged arrays' (a batch of its own when too long for the stage). */
+  private addArray(name: string, step: number, value: number[], backwards: boolean): void {
+    if (this.arrayUsed + value.length > STAGE_ARRAY_NUMBERS) {
+      this.send();
+      if (value.length > STAGE_ARRAY_NUMBERS) {
+        this.sendAlone(name, step, value, backwards);
+        return;
+      }
+    }
+    let id = this.nameIds.get(name);
+    if (id === undefined) id = this.addName(name);
+    const at = this.count;
+    if (at === 0) this.startBatch();
+    this.nameIdColumn[at] = id;
+    this.stepColumn[at] = step;
+    this.stage.arrays.set(value, this.arrayUsed);
+    this.arrayUsed += value.length;
+    this.stage.setArrayNumbersUsed(this.arrayUsed);
+    this.valueColumn[at] = value.length;
+    this.flagColumn[at] = STAGE_ARRAY | (backwards ? STAGE_BACKWARDS : 0);
+    this.commit(at + 1);
+  }
+
+  private startBatch(): void {
+    this.startedAt = Date.now();
+    // For a job that logs now and then and awaits in between; a synchronous loop sends by time (checkClock).
+    this.timer ??= setTimeout(() => {
+      this.timer = undefined;
+      this.trySend();
+    }, METRIC_SEND_MS);
+  }
+
+  /**
+   * The value just written counts from now on: the stage's count is written after its columns.
+   * The thread is stopped only at V8's interrupt checks, and the main thread reads the stage only
+   * after the thread has exited (which makes every store before it visible), so a value stopped
+   * half-written is left out, never read half.
+   */
+  private commit(count: number): void {
+    this.count = count;
+    this.countCell[0] = count;
+    this.nextSeq++;
+    if (count === METRIC_BATCH_POINTS) this.send();
+    else if (--this.untilClockCheck === 0) this.checkClock();
+  }
+
+  /** A name new to this batch: into the stage's table (sending the batch first when the table is full). */
+  private addName(name: string): number {
+    let id = this.stage.addName(name);
+    if (id < 0) {
+      this.send();
+      id = this.stage.addName(name);
+    }
+    this.nameIds.set(name, id);
+    return id;
+  }
 
   /**
    * Sends the batch once it is METRIC_SEND_MS old. Reading the clock costs as much as a whole
@@ -336,20 +408,39 @@ class MetricPipe {
     if (now - this.startedAt >= METRIC_SEND_MS) this.send();
   }
 
-  /** Sends what is buffered (waits first while the store is too far behind); throws once storing failed for good. */
+  /** Sends what is staged (waits first while the store is too far behind); throws once storing failed for good. */
   send(): void {
     clearTimeout(this.timer);
     this.timer = undefined;
-    const batch = this.batch;
-    if (batch.count === 0) return;
+    if (this.count === 0) return;
+    const batch = readStagedBatch(this.stage)!;
+    this.postBatch(batch);
+    // Emptied only once posted: a thread stopped in between leaves the batch both posted and
+    // staged, and the main thread skips a staged batch it has received (job-runner.ts).
+    this.stage.reset(this.nextSeq);
+    this.count = 0;
+    this.arrayUsed = 0;
+    this.nameIds = new Map();
+  }
+
+  /** An array too long for the stage: posted at once in a batch of its own (after the staged ones). */
+  private sendAlone(name: string, step: number, value: number[], backwards: boolean): void {
+    this.postBatch({
+      firstSeq: this.nextSeq, count: 1, names: [name],
+      nameIds: new Int32Array([0]), steps: new Float64Array([step]), values: new Float64Array([NaN]),
+      arrays: [[0, value]], backwards: backwards ? [0] : [],
+    });
+    this.nextSeq++;
+    this.stage.reset(this.nextSeq);
+  }
+
+  private postBatch(batch: MetricBatch): void {
     this.waitWhileHeld();
     while (this.sent - Atomics.load(this.acks, 3) >= PENDING_METRIC_BATCHES) {
       this.checkFailed();
       Atomics.wait(this.acks, 3, Atomics.load(this.acks, 3), 250);
     }
     this.checkFailed();
-    this.batch = MetricPipe.emptyBatch(this.nextSeq);
-    this.nameIds = new Map();
     this.post(batch, [batch.nameIds.buffer as ArrayBuffer, batch.steps.buffer as ArrayBuffer, batch.values.buffer as ArrayBuffer]);
     this.sent++;
   }

@@ -87,6 +87,7 @@ export function recordJob(db: Db, jobId: number, identity: WorkerIdentity, optio
   };
   const checkpoints = new CheckpointWriter(db, jobId, { log, availability, ...fence, onDiskFull });
   let checkpointsStored: Promise<unknown> = Promise.resolve();
+  let checkpointsHanded: Promise<unknown> = Promise.resolve();
   // Logged metrics likewise: stored in order while the job runs; the final write waits for them.
   const metrics = new MetricsWriter(db, jobId, { log, availability, ...fence });
   let metricsStored: Promise<unknown> = Promise.resolve();
@@ -139,10 +140,16 @@ export function recordJob(db: Db, jobId: number, identity: WorkerIdentity, optio
     stream: (name, text) => {
       if (!skipped) logs.write(name, text);
     },
-    checkpoint: (index, values) => {
+    checkpoint: (index, values, metricsAt) => {
       if (skipped) return;
-      // After the row is marked running (the gate's write).
-      const stored = writes.then(() => (skipped ? undefined : checkpoints.write(index, values)));
+      // After the row is marked running (the gate's write), and after the metric batches the job
+      // sent before it (job-thread.ts sends them first): a stored checkpoint's series is complete
+      // up to it, so a resume from it copies every value logged before it (runtime/resume.ts).
+      // Handed to the writer in index order (each waits for the one before to be handed over).
+      const metricsBefore = metricsStored;
+      const handed = checkpointsHanded.then(() => writes).then(() => metricsBefore);
+      checkpointsHanded = handed;
+      const stored = handed.then(() => (skipped ? undefined : checkpoints.write(index, values, metricsAt)));
       checkpointsStored = stored.catch(() => undefined);
       return stored;
     },

@@ -14,6 +14,7 @@ import type { JobBundle, JobId, WorkerIdentity } from "../runtime/shared/protoco
 import { BundleRefusedError, checkLoadedBundle } from "./bundle-integrity";
 import type { LoadedBundle } from "./bundle-integrity";
 import { recordJob } from "./recorder";
+import { metricsResumePoint } from "../store/metrics";
 import { StoreAvailability } from "./store-retry";
 
 export interface StoreLinkOptions {
@@ -241,7 +242,7 @@ export class WorkerStoreLink {
   private restorePoint(job: DbJob): (() => Promise<RestorePoint>) | undefined {
     const index = job.resumed_from_checkpoint;
     if (job.resumed_from === null || index === null || index === undefined) return undefined;
-    return async () => ({ index, values: await readCheckpoint(this.store, job.id, index) });
+    return async () => ({ index, values: await readCheckpoint(this.store, job.id, index), metrics: await metricsResumePoint(this.store, job.id, index) });
   }
 
   private async bundleOf(hash: string, jobId: number): Promise<JobBundle> {

@@ -106,6 +106,21 @@ export class WorkerJobTracker {
     this.nextStep = step + 1;
   }
 
+  /** The step a log() without one gets next (recorded with each checkpoint, see continueMetrics). */
+  get metricsNextStep(): number {
+    return this.nextStep;
+  }
+
+  /**
+   * A resumed job goes on with the metric series of the checkpoint it resumes from: a log()
+   * without a step gets `nextStep` (the checkpoint's step + 1), and a step going backwards is
+   * flagged against each metric's last step there (`lastSteps`, by name).
+   */
+  continueMetrics(nextStep: number, lastSteps: { [name: string]: number }): void {
+    this.nextStep = nextStep;
+    for (const [name, last] of Object.entries(lastSteps)) this.metricSteps.set(name, { last });
+  }
+
   /** Registers a variable by name (a top-level `let`, `const` or `var` of the job), or custom accessors. */
   registerCheckpointer<T = unknown>(name: string, accessors: CheckpointAccessors<T> = {}): void {
     if (typeof name !== "string" || !IDENTIFIER.test(name)) {
