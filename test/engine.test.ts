@@ -123,6 +123,14 @@ describe("declarations persist and may be declared again", () => {
     assert.equal(await value("fs.basename('/x/y.ts')"), "'y.ts'");
   });
 
+  test("a module from await import(), whose type names what the module does not export, is declared for later cells", async () => {
+    // node:fs's namespace mentions ReadStreamOptions, which fs does not export (TS4023 before).
+    assert.equal(await value('const fsModule = await import("node:fs");\nconst count = 2;\ntypeof fsModule.existsSync'), "'function'");
+    assert.equal(await value("fsModule.existsSync('/') && count === 2"), "true");
+    const bad = await failure("const n: number = fsModule.existsSync('/')");
+    assert.match(bad.evalue, /Type 'boolean' is not assignable to type 'number'/);
+  });
+
   test("declarations() keeps the latest TypeScript source of each name, and functions map to it", async () => {
     await value("function scale(v: number, k = 2): number {\n  return v * k;\n}");
     const record = engine.declarations().get("scale");

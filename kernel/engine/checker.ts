@@ -118,10 +118,43 @@ export class CellChecker {
     const emitted = program.emit(sourceFile, (fileName, text) => {
       outputs[fileName.endsWith(".d.ts") ? "dts" : fileName.endsWith(".map") ? "map" : "js"] = text;
     }, undefined, false, transformers);
+    let emitDiagnostics: readonly ts.Diagnostic[] = emitted.diagnostics;
+    if (emitDiagnostics.length > 0 && emitDiagnostics.every((d) => UNNAMEABLE_TYPE.has(d.code))) {
+      const dts = this.dynamicImportDeclarations(code, analysis, sourceFile);
+      if (dts !== undefined) {
+        outputs.dts = dts;
+        emitDiagnostics = [];
+      }
+    }
     // What the declaration emit cannot express (a type no other cell could name) is an error
     // of the cell, as in any project that emits declarations.
-    diagnostics.push(...this.cellDiagnostics(code, sourceFile, emitted.diagnostics, false));
+    diagnostics.push(...this.cellDiagnostics(code, sourceFile, emitDiagnostics, false));
     return { diagnostics, declarations: () => parseDeclarations(outputs.dts), emitted: { js: outputs.js, map: outputs.map } };
+  }
+
+  /**
+   * `const fs = await import("node:fs")`: the module's type mentions names the module does not
+   * export (fs's ReadStreamOptions), so the declaration emit cannot write it. Declared as
+   * `typeof import("node:fs")` instead, in a second program used only for the declarations (the
+   * JavaScript comes from the cell as written, so positions stay the user's). Undefined when the
+   * cell has no such declaration or the annotated cell still fails.
+   */
+  private dynamicImportDeclarations(code: string, analysis: CellAnalysis | undefined, sourceFile: ts.SourceFile): string | undefined {
+    const annotated = annotateDynamicImports(code, sourceFile);
+    if (annotated === undefined) return undefined;
+    try {
+      this.setCell(annotated + this.exportSuffix(code, analysis));
+      const program = ts.createProgram({ rootNames: this.roots, options: this.options, host: this.setUp(), oldProgram: this.program });
+      const file = program.getSourceFile(this.cellFile)!;
+      if (program.getSemanticDiagnostics(file).some((d) => !IGNORED_DIAGNOSTICS.has(d.code))) return undefined;
+      let dts = "";
+      const emitted = program.emit(file, (fileName, text) => {
+        if (fileName.endsWith(".d.ts")) dts = text;
+      }, undefined, true);
+      return emitted.diagnostics.length === 0 ? dts : undefined;
+    } finally {
+      this.setCell(code + this.exportSuffix(code, analysis));
+    }
   }
 
   /**
@@ -449,6 +482,28 @@ export class CellChecker {
     this.setUp();
     return (this.service ??= ts.createLanguageService(this.serviceHost!, this.registry));
   }
+}
+
+/** "... has or is using name X from external module M but cannot be named" (variables, exports). */
+const UNNAMEABLE_TYPE = new Set([2742, 4023, 4025]);
+
+/** The cell with `: typeof import("S")` after each top-level `x = await import("S")` that has no type; undefined when none. */
+function annotateDynamicImports(code: string, sourceFile: ts.SourceFile): string | undefined {
+  const inserts: Array<{ at: number; text: string }> = [];
+  for (const statement of sourceFile.statements) {
+    if (!ts.isVariableStatement(statement)) continue;
+    for (const declaration of statement.declarationList.declarations) {
+      const init = declaration.initializer;
+      if (declaration.type || !ts.isIdentifier(declaration.name) || !init || !ts.isAwaitExpression(init)) continue;
+      const call = init.expression;
+      if (!ts.isCallExpression(call) || call.expression.kind !== ts.SyntaxKind.ImportKeyword || !call.arguments[0] || !ts.isStringLiteral(call.arguments[0])) continue;
+      inserts.push({ at: declaration.name.end, text: `: typeof import(${JSON.stringify(call.arguments[0].text)})` });
+    }
+  }
+  if (inserts.length === 0 || inserts.some((i) => i.at > code.length)) return undefined;
+  let out = code;
+  for (const { at, text } of inserts.reverse()) out = out.slice(0, at) + text + out.slice(at);
+  return out;
 }
 
 /** Global declaration texts per name, from a cell's declaration emit. */
