@@ -625,7 +625,12 @@ export class JobGroup<T = unknown> {
     // One count query per look, however many jobs the sweep has.
     for (let pause = 100; ; pause = Math.min(pause * 2, 1_000)) {
       const now = await this.progress;
-      if (now.finished) return now;
+      if (now.finished) {
+        // One read of every row, so what is shown next (group.table(), job.status) is the
+        // ended state the counts just saw, not the rows as they were when the sweep was created.
+        await this.#readRows();
+        return now;
+      }
       const left = deadline - Date.now();
       if (left <= 0) {
         throw new Error(`group ${this.id}: ${now.pending} of ${now.total} job${now.total === 1 ? " is" : "s are"} still pending after ${timeout} ms (${now.running} running, ${now.queued} queued); they go on (wait again, or group.cancel())`);
@@ -641,19 +646,27 @@ export class JobGroup<T = unknown> {
    */
   get results(): Promise<JobGroupRow<T>[]> {
     return (async () => {
-      const ids = this.jobs.map((job) => job.id);
-      await this.#waitUntilEnded(ids);
-      const byId = new Map((await getJobsByIds(this.#store, ids)).map((row) => [Number(row.id), row]));
+      await this.#waitUntilEnded(this.jobs.map((job) => job.id));
+      const byId = await this.#readRows();
       return this.jobs.map((job): JobGroupRow<T> => {
         const row = byId.get(job.id);
         if (!row) throw new UnknownJobError(job.id);
-        job.noteRow(row);
         const base = { id: job.id, params: job.params, status: row.status };
         if (row.status === "done") return { ...base, result: decodeResult(row.result) as T };
         const err = jobErrorOf(row);
         return { ...base, error: `${err.ename}: ${err.evalue}` };
       });
     })();
+  }
+
+  /** Every job's row, read at once; each Job keeps its row (its status, result and metrics as stored now). */
+  async #readRows(): Promise<Map<number, DbJob>> {
+    const byId = new Map((await getJobsByIds(this.#store, this.jobs.map((job) => job.id))).map((row) => [Number(row.id), row]));
+    for (const job of this.jobs) {
+      const row = byId.get(job.id);
+      if (row) job.noteRow(row);
+    }
+    return byId;
   }
 
   /**
