@@ -6,7 +6,7 @@ import { putBlob, putSmallBlobs, readBlob, CHUNK_SIZE } from "./blobs";
 import type { PutBlobResult } from "./blobs";
 import { PgCode, pgCode, StoreError } from "./errors";
 import { ClaimLostError } from "./jobs";
-import { FENCE_IDLE_LIMIT } from "./logs";
+import { FENCE_IDLE_LIMIT, FENCED_STATUSES } from "./logs";
 import { checkStorableText } from "./text";
 import type { DbCheckpoint } from "./types";
 
@@ -53,8 +53,9 @@ export async function putCheckpoint(db: Db, jobId: number, idx: number, values: 
  * Stores several checkpoints of one job in one transaction (a worker catching up after a burst
  * of small checkpoints writes them in a few statements, not a few per checkpoint). Values the
  * store holds already are not sent again. All or none are stored. With `claim` (a worker writing
- * for the run it claimed) they are stored only if the job is still running under that claim
- * (checked and held in the transaction's first statement); otherwise ClaimLostError.
+ * for the run it claimed) they are stored only if the job is still running under that claim, or
+ * was cancelled while it ran under it (store/logs.ts FENCED_STATUSES), checked and held in the
+ * transaction's first statement; otherwise ClaimLostError.
  */
 export async function putCheckpoints(db: Db, jobId: number, checkpoints: readonly CheckpointInput[], claim?: string): Promise<{ hashes: Array<{ [name: string]: string }>; uploaded: number }> {
   // A value found stored and referred to a moment later can have been removed in between by
@@ -95,7 +96,7 @@ async function putCheckpointsOnce(db: Db, jobId: number, checkpoints: readonly C
   try {
     return await db.transaction(async (tx) => {
       if (claim !== undefined) {
-        const fence = await tx.query(`SELECT ${FENCE_IDLE_LIMIT} FROM nbjob.jobs WHERE id = $1 AND status = 'running' AND claim = $2::bigint FOR SHARE`, [jobId, claim]);
+        const fence = await tx.query(`SELECT ${FENCE_IDLE_LIMIT} FROM nbjob.jobs WHERE id = $1 AND status IN ${FENCED_STATUSES} AND claim = $2::bigint FOR SHARE`, [jobId, claim]);
         // Checked first and held to the commit (logs.ts FENCE_CTE says why).
         if (fence.rowCount === 0) throw new ClaimLostError(jobId, claim, which);
       }

@@ -14,7 +14,8 @@ export interface LogLine {
 }
 
 /**
- * The check a fenced write makes in its own statement: the job is running under this claim. FOR
+ * The check a fenced write makes in its own statement: the job is running (or was cancelled, see
+ * FENCED_STATUSES) under this claim. FOR
  * SHARE holds the row until the write commits, so marking the job lost or cancelled (an UPDATE)
  * waits for the write, and a write that began after it sees the new status: a line or
  * checkpoint is either stored while the claim held, or refused. markLostJobs skips a row held
@@ -27,11 +28,23 @@ export interface LogLine {
  */
 export const FENCE_IDLE_LIMIT = "set_config('idle_in_transaction_session_timeout', '10000', true)";
 
-export const FENCE_CTE = `fence AS (SELECT id, ${FENCE_IDLE_LIMIT} FROM nbjob.jobs WHERE id = $1 AND status = 'running' AND claim = $6::bigint FOR SHARE)`;
+/**
+ * The statuses in which a fenced write is accepted, under the run's claim: running, and
+ * cancelled. A job cancelled in the store (job.cancel(), group.cancel(), the dashboard) is marked
+ * cancelled first and stopped by its worker after, which then stores what the job printed,
+ * checkpointed and logged before it was stopped (worker/metric-stage.ts says how nothing staged
+ * is lost). Only that run holds the claim (each run gets a new one), and a cancelled job never
+ * runs again under it, so nothing else can write there. A job marked lost refuses them: another
+ * party decided the run was gone, and may have resumed it elsewhere.
+ */
+export const FENCED_STATUSES = "('running', 'cancelled')";
+
+export const FENCE_CTE = `fence AS (SELECT id, ${FENCE_IDLE_LIMIT} FROM nbjob.jobs WHERE id = $1 AND status IN ${FENCED_STATUSES} AND claim = $6::bigint FOR SHARE)`;
 
 /**
  * Appends lines in order, in one statement. With `claim` (a worker writing for the run it
- * claimed) the lines are stored only if the job is still running under that claim; otherwise
+ * claimed) the lines are stored only if the job is still running under that claim (or was
+ * cancelled while it ran under it); otherwise
  * nothing is stored and ClaimLostError is thrown.
  */
 export async function appendLogs(db: Db, jobId: number, lines: LogLine[], claim?: string): Promise<void> {

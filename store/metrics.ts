@@ -4,7 +4,7 @@
 import type { Db } from "./db";
 import { StoreError } from "./errors";
 import { ClaimLostError } from "./jobs";
-import { FENCE_IDLE_LIMIT } from "./logs";
+import { FENCE_IDLE_LIMIT, FENCED_STATUSES } from "./logs";
 import { metricNameProblem } from "./metric-name";
 import type { Json } from "./types";
 
@@ -48,47 +48,81 @@ function arrayLiteral(values: number[]): string {
 }
 
 /**
+ * The columns of a batch of points as PostgreSQL array literals, written here rather than by
+ * node-postgres: its per-element conversion and escaping took most of the worker's main thread
+ * while a job logged (a batch is 8,192 points). Numbers are written as JavaScript prints them
+ * (the shortest text that reads back to the same double; NaN and ±Infinity are spelled as
+ * PostgreSQL reads them). A text element is double-quoted with `"` and `\` escaped.
+ */
+class ArrayLiterals {
+  readonly #quoted = new Map<string, string>();
+  readonly names: string[] = [];
+  readonly steps: number[] = [];
+  readonly scalars: string[] = [];
+  readonly arrays: string[] = [];
+  readonly backwards: string[] = [];
+
+  /** Whether a point of that name was added already (its name was checked then). */
+  hasName(name: string): boolean {
+    return this.#quoted.has(name);
+  }
+
+  add(name: string, step: number, value: number | number[], backwards: boolean): void {
+    let quoted = this.#quoted.get(name);
+    if (quoted === undefined) {
+      quoted = quoteElement(name);
+      this.#quoted.set(name, quoted);
+    }
+    this.names.push(quoted);
+    this.steps.push(step);
+    if (Array.isArray(value)) {
+      this.scalars.push("NULL");
+      this.arrays.push(quoteElement(arrayLiteral(value)));
+    } else {
+      this.scalars.push(String(value));
+      this.arrays.push("NULL");
+    }
+    this.backwards.push(backwards ? "t" : "f");
+  }
+}
+
+function quoteElement(text: string): string {
+  return `"${text.replace(/["\\]/g, "\\$&")}"`;
+}
+
+function literal(elements: ReadonlyArray<string | number>): string {
+  return `{${elements.join(",")}}`;
+}
+
+/**
  * Stores points of one job's run in one transaction, and merges their last value per name into
  * jobs.last_metrics. Points are those of one run, consecutive in `seq`; a batch whose points are
  * stored already (a write retried after its answer was lost) replaces them, so writing again is
  * harmless; a batch starting at seq 0 (a new run of the job) replaces the job's metrics. With
  * `claim` (a worker writing for the run it claimed) they are stored only if the job is running
  * under that claim, or was cancelled while it ran under it; otherwise nothing is stored and
- * ClaimLostError is thrown.
- *
- * Why cancelled too: a job cancelled in the store (job.cancel(), group.cancel(), the dashboard)
- * is marked cancelled first and stopped by its worker after, which then stores the values the job
- * logged before it was stopped (worker/metric-stage.ts). Only that run holds the claim (each run
- * gets a new one), and a cancelled job never runs again under it, so nothing else can write
- * there. A job marked lost refuses them: another party decided the run was gone. Checkpoints and
- * log lines keep the stricter fence (running only).
+ * ClaimLostError is thrown (store/logs.ts FENCED_STATUSES says why cancelled too).
  */
 export async function putMetrics(db: Db, jobId: number, points: readonly MetricPoint[], claim?: string): Promise<void> {
   if (points.length === 0) return;
   const firstSeq = points[0].seq;
   const last: { [name: string]: Json } = {};
-  const names: string[] = [];
-  const steps: number[] = [];
-  const scalars: Array<number | null> = [];
-  const arrays: Array<string | null> = [];
-  const backwards: boolean[] = [];
+  const columns = new ArrayLiterals();
   points.forEach((point, i) => {
     if (point.seq !== firstSeq + i) throw new StoreError(`metric points of job ${jobId} must be consecutive in arrival order; got seq ${point.seq} after ${firstSeq + i - 1}`);
-    const problem = metricNameProblem(point.name);
-    if (problem) throw new StoreError(problem);
+    if (!columns.hasName(point.name)) {
+      const problem = metricNameProblem(point.name);
+      if (problem) throw new StoreError(problem);
+    }
     if (!Number.isSafeInteger(point.step) || point.step < 0) throw new StoreError(`the step of metric ${point.name} must be a non-negative integer, got ${point.step}`);
-    names.push(point.name);
-    steps.push(point.step);
-    scalars.push(Array.isArray(point.value) ? null : point.value);
-    arrays.push(Array.isArray(point.value) ? arrayLiteral(point.value) : null);
-    backwards.push(point.backwards);
+    columns.add(point.name, point.step, point.value, point.backwards);
     last[point.name] = metricJson(point.value);
   });
   const which = `metrics ${firstSeq}..${firstSeq + points.length - 1}`;
   await db.transaction(async (tx) => {
     if (claim !== undefined) {
       // Checked first and held to the commit (logs.ts FENCE_CTE says why).
-      const fence = await tx.query(`SELECT ${FENCE_IDLE_LIMIT} FROM nbjob.jobs WHERE id = $1 AND status IN ('running', 'cancelled') AND claim = $2::bigint FOR SHARE`, [jobId, claim]);
+      const fence = await tx.query(`SELECT ${FENCE_IDLE_LIMIT} FROM nbjob.jobs WHERE id = $1 AND status IN ${FENCED_STATUSES} AND claim = $2::bigint FOR SHARE`, [jobId, claim]);
       if (fence.rowCount === 0) throw new ClaimLostError(jobId, claim, which);
     }
     await tx.query("DELETE FROM nbjob.metrics WHERE job_id = $1 AND seq >= $2", [jobId, firstSeq]);
@@ -98,7 +132,7 @@ export async function putMetrics(db: Db, jobId: number, points: readonly MetricP
        SELECT $1, $2::bigint + p.i - 1, p.name, p.step, p.value, p.arr::float8[], p.back
          FROM unnest($3::text[], $4::bigint[], $5::float8[], $6::text[], $7::bool[]) WITH ORDINALITY AS p(name, step, value, arr, back, i)
         WHERE EXISTS (SELECT 1 FROM nbjob.jobs WHERE id = $1)`,
-      [jobId, firstSeq, names, steps, scalars, arrays, backwards],
+      [jobId, firstSeq, literal(columns.names), literal(columns.steps), literal(columns.scalars), literal(columns.arrays), literal(columns.backwards)],
     );
     if (inserted.rowCount === 0) throw new StoreError(`there is no job ${jobId} to store metrics for (was it deleted?)`);
     await tx.query(

@@ -128,6 +128,36 @@ describe("fenced writes in the store", () => {
     assert.equal(row.result, null);
   });
 
+  test("once the job is cancelled in the store, its run's last lines and checkpoint are still stored under its claim (and nothing under another claim); lost refuses them", async () => {
+    const id = await queueJob("const cancelledLater = 1;", ["cancelledLater"], NOBODY.workerId);
+    const claimed = await claimNextJob(store, NOBODY, 0);
+    assert.equal(claimed?.id, id);
+    const claim = String(claimed!.claim);
+    // job.cancel() marks the row first; the worker stops the job afterwards and then stores what
+    // the job printed and checkpointed just before it was stopped.
+    await transitionJob(store, id, "cancelled", { error: { name: "Cancelled", message: "enough" } });
+    await appendLogs(store, id, line("printed just before the stop"), claim);
+    await putCheckpoints(store, id, [{ idx: 0, values }], claim);
+    assert.deepEqual(await stored(id), { logs: 1, checkpoints: 1 });
+    assert.deepEqual((await readLogs(store, id)).map((l) => l.line), ["printed just before the stop"]);
+
+    const stale = String(Number(claim) + 1000);
+    await assert.rejects(appendLogs(store, id, line("stale"), stale), ClaimLostError);
+    await assert.rejects(putCheckpoints(store, id, [{ idx: 1, values }], stale), ClaimLostError);
+    // The outcome stays the cancel: the run's own final write cannot turn it into done.
+    await assert.rejects(transitionJob(store, id, "done", { result: 1, claim }), IllegalTransitionError);
+    assert.equal((await job(id)).status, "cancelled");
+    assert.deepEqual(await stored(id), { logs: 1, checkpoints: 1 });
+
+    // Lost stays strict: the run was given up and may go on elsewhere.
+    const other = await queueJob("const lostLater = 1;", ["lostLater"], NOBODY.workerId);
+    const otherClaim = String((await claimNextJob(store, NOBODY, 0))!.claim);
+    await transitionJob(store, other, "lost", { error: { name: "WorkerLost", message: "test" } });
+    await assert.rejects(appendLogs(store, other, line("after lost"), otherClaim), ClaimLostError);
+    await assert.rejects(putCheckpoints(store, other, [{ idx: 0, values }], otherClaim), ClaimLostError);
+    assert.deepEqual(await stored(other), { logs: 0, checkpoints: 0 });
+  });
+
   test("each move to running gets a new claim (queue and direct start alike); the final write under it is accepted", async () => {
     const a = await queueJob("const a = 1;", ["a"], NOBODY.workerId);
     const b = await queueJob("const b = 2;", ["b"], NOBODY.workerId);

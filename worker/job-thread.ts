@@ -9,6 +9,7 @@ import type { ParamValues } from "../runtime/params";
 import { serializeOrExplain } from "../runtime/shared/clone-check";
 import { JobContext } from "./job-context";
 import type { StreamName } from "./job-context";
+import type { MetricSlot } from "../runtime/shared/jobtracker";
 import type { JobId } from "../runtime/shared/protocol";
 import { ENTRY_HOOK, PROGRAM_FILE } from "./program";
 import { METRIC_BATCH_POINTS, MetricStage, readStagedBatch, STAGE_ARRAY, STAGE_ARRAY_NUMBERS, STAGE_BACKWARDS } from "./metric-stage";
@@ -284,7 +285,8 @@ class MetricPipe {
   /** Values staged (mirrors the stage's count, which the main thread reads after a stop). */
   private count = 0;
   private arrayUsed = 0;
-  private nameIds = new Map<string, number>();
+  /** Counts the batches: a metric's id in the stage's name table holds for the batch it was added in (MetricSlot.sinkBatch). */
+  private batch = 0;
   private startedAt = 0;
   private timer?: NodeJS.Timeout;
   private clockEvery = 1;
@@ -319,13 +321,12 @@ class MetricPipe {
 
   // An arrow property: handed to the tracker as its sink without a wrapper. Kept small (arrays,
   // new names and a new batch go through methods of their own) so V8 inlines it into log().
-  readonly add = (name: string, step: number, value: number | number[], backwards: boolean): void => {
+  readonly add = (slot: MetricSlot, step: number, value: number | number[], backwards: boolean): void => {
     if (typeof value !== "number") {
-      this.addArray(name, step, value, backwards);
+      this.addArray(slot, step, value, backwards);
       return;
     }
-    let id = this.nameIds.get(name);
-    if (id === undefined) id = this.addName(name);
+    const id = slot.sinkBatch === this.batch ? slot.sinkId : this.addName(slot);
     const at = this.count;
     if (at === 0) this.startBatch();
     this.nameIdColumn[at] = id;
@@ -336,16 +337,15 @@ class MetricPipe {
   };
 
   /** An array value: its numbers follow the staged arrays' (a batch of its own when too long for the stage). */
-  private addArray(name: string, step: number, value: number[], backwards: boolean): void {
+  private addArray(slot: MetricSlot, step: number, value: number[], backwards: boolean): void {
     if (this.arrayUsed + value.length > STAGE_ARRAY_NUMBERS) {
       this.send();
       if (value.length > STAGE_ARRAY_NUMBERS) {
-        this.sendAlone(name, step, value, backwards);
+        this.sendAlone(slot.name, step, value, backwards);
         return;
       }
     }
-    let id = this.nameIds.get(name);
-    if (id === undefined) id = this.addName(name);
+    const id = slot.sinkBatch === this.batch ? slot.sinkId : this.addName(slot);
     const at = this.count;
     if (at === 0) this.startBatch();
     this.nameIdColumn[at] = id;
@@ -381,14 +381,15 @@ class MetricPipe {
     else if (--this.untilClockCheck === 0) this.checkClock();
   }
 
-  /** A name new to this batch: into the stage's table (sending the batch first when the table is full). */
-  private addName(name: string): number {
-    let id = this.stage.addName(name);
+  /** A metric new to this batch: its name into the stage's table (sending the batch first when the table is full). */
+  private addName(slot: MetricSlot): number {
+    let id = this.stage.addName(slot.name);
     if (id < 0) {
       this.send();
-      id = this.stage.addName(name);
+      id = this.stage.addName(slot.name);
     }
-    this.nameIds.set(name, id);
+    slot.sinkBatch = this.batch;
+    slot.sinkId = id;
     return id;
   }
 
@@ -420,7 +421,7 @@ class MetricPipe {
     this.stage.reset(this.nextSeq);
     this.count = 0;
     this.arrayUsed = 0;
-    this.nameIds = new Map();
+    this.batch++;
   }
 
   /** An array too long for the stage: posted at once in a batch of its own (after the staged ones). */

@@ -22,10 +22,24 @@ export type VariableAccess = (name: string) => Required<CheckpointAccessors>;
 export type CheckpointSink = (index: number, values: Record<string, Uint8Array>) => void;
 
 /**
- * Receives each logged value: metric name, step, value (a number, or a copied array of numbers)
+ * One metric a job logs: its name and last step (to flag a step going backwards), and room for
+ * the sink's own per-metric data (the worker keeps the metric's id in the batch it is filling),
+ * so that neither looks the name up in a map on every call.
+ */
+export interface MetricSlot {
+  readonly name: string;
+  /** The last step logged (-1: none yet). */
+  last: number;
+  /** The sink's: which of its batches `sinkId` is for (-1: none). */
+  sinkBatch: number;
+  sinkId: number;
+}
+
+/**
+ * Receives each logged value: its metric, step, value (a number, or a copied array of numbers)
  * and whether the step is smaller than that metric's previous one. Called once per metric.
  */
-export type MetricSink = (name: string, step: number, value: number | number[], backwards: boolean) => void;
+export type MetricSink = (slot: MetricSlot, step: number, value: number | number[], backwards: boolean) => void;
 
 const IDENTIFIER = /^[A-Za-z_$][\w$]*$/;
 
@@ -48,12 +62,20 @@ export class WorkerJobTracker {
    * `flusher` resolves once every snapshot handed to `sink` so far is stored (none: nothing to
    * wait for, e.g. a tracker whose snapshots are dropped).
    */
-  /** Each metric logged so far (its name passed the check) and its last step, to flag a step that goes backwards. */
-  private readonly metricSteps = new Map<string, { last: number }>();
+  /** Each metric logged so far (its name passed the check), by name. */
+  private readonly slots = new Map<string, MetricSlot>();
+  /**
+   * The names of recent calls by position, with their metrics: a loop logs the same names in the
+   * same order each time, so a name is matched here by identity before any map lookup (log()
+   * runs in every iteration of a training loop; its cost is measured in bench/metrics.ts).
+   */
+  private readonly recentNames: string[] = [];
+  private readonly recentSlots: MetricSlot[] = [];
+  /** Scratch for log(): the call's values, checked before any is recorded. */
+  private callValues: Float64Array<ArrayBuffer> = new Float64Array(8);
+  private readonly callArrays: Array<number[] | undefined> = [];
   /** The step a log() without one gets: one more than the last step logged. */
   private nextStep = 0;
-  /** Scratch for log(): each name's state, looked up once per call. */
-  private readonly callStates: Array<{ last: number } | undefined> = [];
 
   constructor(
     private readonly access: VariableAccess,
@@ -77,33 +99,49 @@ export class WorkerJobTracker {
     else if (typeof step !== "number" || !Number.isSafeInteger(step) || step < 0) {
       throw new TypeError(`jobtracker.log(metrics, step): step must be a non-negative integer (or left out to count on from the last step); got ${typeof step === "number" ? step : typeof step}`);
     }
-    // Checked before any is recorded: a bad call records nothing. Cheap on the usual path (the
-    // same few names each call, plain numbers): one map lookup and a typeof per value.
-    const names = Object.keys(metrics);
-    if (names.length === 0) throw new TypeError("jobtracker.log(metrics): metrics is empty; give at least one value, e.g. { loss: 0.12 }");
-    const states = this.callStates;
-    for (let i = 0; i < names.length; i++) {
-      const name = names[i];
-      const state = this.metricSteps.get(name);
-      if (state === undefined) {
-        const problem = metricNameProblem(name);
-        if (problem) throw new TypeError(`jobtracker.log(metrics): ${problem}; name metrics like "loss" or "val/acc"`);
+    // Checked before any is recorded: a bad call records nothing. for…in rather than
+    // Object.keys: no array made per call, and V8 reads the values through its key cache.
+    const names = this.recentNames;
+    const slots = this.recentSlots;
+    const arrays = this.callArrays;
+    let count = 0;
+    for (const name in metrics) {
+      if (count === this.callValues.length) this.callValues = growFloat64(this.callValues);
+      if (names[count] !== name) {
+        slots[count] = this.slotFor(name);
+        names[count] = name;
       }
-      states[i] = state;
       const value = metrics[name];
-      if (typeof value !== "number") numberArray(name, value);
+      if (typeof value === "number") {
+        this.callValues[count] = value;
+        arrays[count] = undefined;
+      } else {
+        arrays[count] = numberArray(name, value);
+      }
+      count++;
     }
+    if (count === 0) throw new TypeError("jobtracker.log(metrics): metrics is empty; give at least one value, e.g. { loss: 0.12 }");
     const sink = this.metricSink;
-    for (let i = 0; i < names.length; i++) {
-      const name = names[i];
-      const value = metrics[name];
-      const state = states[i];
-      const backwards = state !== undefined && step < state.last;
-      if (state === undefined) this.metricSteps.set(name, { last: step });
-      else state.last = step;
-      if (sink !== undefined) sink(name, step, typeof value === "number" ? value : numberArray(name, value), backwards);
+    const values = this.callValues;
+    for (let i = 0; i < count; i++) {
+      const slot = slots[i];
+      const backwards = step < slot.last;
+      slot.last = step;
+      if (sink !== undefined) sink(slot, step, arrays[i] ?? values[i], backwards);
     }
     this.nextStep = step + 1;
+  }
+
+  /** The metric of that name, made (after checking the name) the first time it is logged. */
+  private slotFor(name: string): MetricSlot {
+    let slot = this.slots.get(name);
+    if (slot === undefined) {
+      const problem = metricNameProblem(name);
+      if (problem) throw new TypeError(`jobtracker.log(metrics): ${problem}; name metrics like "loss" or "val/acc"`);
+      slot = { name, last: -1, sinkBatch: -1, sinkId: -1 };
+      this.slots.set(name, slot);
+    }
+    return slot;
   }
 
   /** The step a log() without one gets next (recorded with each checkpoint, see continueMetrics). */
@@ -118,7 +156,7 @@ export class WorkerJobTracker {
    */
   continueMetrics(nextStep: number, lastSteps: { [name: string]: number }): void {
     this.nextStep = nextStep;
-    for (const [name, last] of Object.entries(lastSteps)) this.metricSteps.set(name, { last });
+    for (const [name, last] of Object.entries(lastSteps)) this.slotFor(name).last = last;
   }
 
   /** Registers a variable by name (a top-level `let`, `const` or `var` of the job), or custom accessors. */
@@ -208,6 +246,12 @@ export class WorkerJobTracker {
   get registered(): string[] {
     return [...this.checkpointers.keys()];
   }
+}
+
+function growFloat64(array: Float64Array<ArrayBuffer>): Float64Array<ArrayBuffer> {
+  const grown = new Float64Array(array.length * 2);
+  grown.set(array);
+  return grown;
 }
 
 /** A metric's array value as a plain array of numbers (a copy: the job may change its own array afterwards). */
