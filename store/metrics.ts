@@ -44,7 +44,12 @@ export function metricFromJson(value: Json): number | number[] {
 
 /** A float8[] literal ({1,NaN,-Infinity}): node-postgres would write the same, but a value of an array column is spelled here once. */
 function arrayLiteral(values: number[]): string {
-  return `{${values.map((v) => String(v)).join(",")}}`;
+  return `{${values.map(numberText).join(",")}}`;
+}
+
+/** A double as PostgreSQL reads it back exactly: JavaScript's shortest round-trip text, and -0 kept (String(-0) is "0"). */
+function numberText(value: number): string {
+  return Object.is(value, -0) ? "-0" : String(value);
 }
 
 /**
@@ -52,7 +57,7 @@ function arrayLiteral(values: number[]): string {
  * node-postgres: its per-element conversion and escaping took most of the worker's main thread
  * while a job logged (a batch is 8,192 points). Numbers are written as JavaScript prints them
  * (the shortest text that reads back to the same double; NaN and ±Infinity are spelled as
- * PostgreSQL reads them). A text element is double-quoted with `"` and `\` escaped.
+ * PostgreSQL reads them; -0 stays -0). A text element is double-quoted with `"` and `\` escaped.
  */
 class ArrayLiterals {
   readonly #quoted = new Map<string, string>();
@@ -79,7 +84,7 @@ class ArrayLiterals {
       this.scalars.push("NULL");
       this.arrays.push(quoteElement(arrayLiteral(value)));
     } else {
-      this.scalars.push(String(value));
+      this.scalars.push(numberText(value));
       this.arrays.push("NULL");
     }
     this.backwards.push(backwards ? "t" : "f");
