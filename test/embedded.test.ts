@@ -7,7 +7,8 @@ import { execFile, execFileSync } from "node:child_process";
 import { chmodSync, existsSync, lstatSync, mkdtempSync, readFileSync, realpathSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { openStore, putBundle, createJob, transitionJob, stopEmbeddedServer, embeddedLayout, outsideClusterDir, sha256 } from "../store";
+import { randomBytes } from "node:crypto";
+import { openStore, putBundle, createJob, transitionJob, appendLogs, putCheckpoint, readCheckpoint, readLogs, stopEmbeddedServer, embeddedLayout, outsideClusterDir, sha256 } from "../store";
 
 const BIN = join(__dirname, "..", "..", "bin", "nbjob.js");
 const homes: string[] = [];
@@ -120,6 +121,45 @@ describe("the embedded PostgreSQL", () => {
     const running = await nbjob(["db", "status"], home);
     assert.match(running.stdout, /server:\s+running, pid \d+, postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:\d+\/nbjob/);
     assert.match(running.stdout, /jobs:\s+1 \(1 done\)/);
+  });
+
+  test("nbjob db dump from one embedded store and db restore into another, fresh one: every job, line and checkpoint comes back", async () => {
+    const [fromHome, toHome] = [tempHome(), tempHome()];
+    const from = openStore({ home: fromHome });
+    const big = randomBytes(3 * 1024 * 1024 + 17);
+    let jobId: number;
+    try {
+      const hash = await putBundle(from, { source: "let w = new Uint8Array(0);\nw.length;\n", snippets: [{ kind: "variable", names: ["w"], source: "let w = new Uint8Array(0);" }], params: {}, entries: ["w.length"] });
+      const job = await createJob(from, { bundleHash: hash, name: "backed up", tags: ["keep"] });
+      jobId = job.id;
+      await transitionJob(from, job.id, "running");
+      await appendLogs(from, job.id, [{ stream: "stdout", line: "before the backup" }]);
+      await putCheckpoint(from, job.id, 0, { w: big });
+      await transitionJob(from, job.id, "done", { result: big.length, resultText: String(big.length) });
+    } finally {
+      await from.close();
+    }
+    const file = join(tempHome(), "backup.jsonl");
+    const dump = await nbjob(["db", "dump", file], fromHome);
+    assert.equal(dump.code, 0, dump.stderr);
+    assert.match(dump.stdout, /^dumped \d+ rows of \d+ tables to .*backup\.jsonl/);
+
+    // The other NBJOB_HOME has no server yet: restore starts its embedded one, as any command would.
+    const restore = await nbjob(["db", "restore", file], toHome);
+    assert.equal(restore.code, 0, restore.stderr);
+    assert.match(restore.stdout, /^restored \d+ rows \(1 job\)/);
+    assert.equal(postmastersFor(toHome).length, 1);
+    const to = openStore({ home: toHome });
+    try {
+      assert.ok((await readCheckpoint(to, jobId, 0)).w.equals(big), "the checkpoint is byte-exact");
+      assert.deepEqual((await readLogs(to, jobId)).map((l) => l.line), ["before the backup"]);
+    } finally {
+      await to.close();
+    }
+    const show = await nbjob(["show", String(jobId)], toHome);
+    assert.equal(show.code, 0, show.stderr);
+    assert.match(show.stdout, /backed up/);
+    assert.match(show.stdout, new RegExp(`result\\n  ${big.length}`));
   });
 
   test("a NBJOB_HOME on a full disk is one clear line and leaves no half-made server", { skip: process.getuid?.() !== 0 && "needs root to mount a small disk" }, async (t) => {
