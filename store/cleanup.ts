@@ -390,6 +390,8 @@ export interface GcReport {
   /** The database's size on disk before and after. */
   before: number;
   after: number;
+  /** Whether the VACUUM was FULL (the tables rewritten, all freed space given back). */
+  full: boolean;
 }
 
 /** collectGarbage, then a plain VACUUM (or FULL) so the freed space is reusable: what `nbjob gc` and `rm` run. */
@@ -397,7 +399,7 @@ export async function collectAndVacuum(db: Db, options: { graceMs?: number; full
   const before = (await storeSize(db)).database;
   const result = await collectGarbage(db, { graceMs: options.graceMs });
   await vacuumStore(db, { full: options.full });
-  return { result, before, after: (await storeSize(db)).database };
+  return { result, before, after: (await storeSize(db)).database, full: options.full === true };
 }
 
 /** The database's size on disk and each nbjob table's (with its TOAST and indexes), largest first. */

@@ -177,6 +177,9 @@ function jsonCondition(c: Condition & { field: { kind: "params" | "metrics" | "r
     case "eq":
     case "ne": {
       checkScalar(name, c.op, c.value);
+      // A number on an indexed field: the index's expression, equal as numbers (as jsonb
+      // equality compares them: 1 = 1.0), so the same jobs match and the planner reads the index.
+      if (c.op === "eq" && typeof c.value === "number" && indexed.has(name)) return `(${numberAt(v())} = ${p.param(String(c.value), "numeric")})`;
       const json = JSON.stringify(c.value);
       // On params, equality is also asked as containment (params @> {"a": {"b": 2}}), which the
       // GIN index answers; the exact test after it keeps arrays ({"b": [2]}) out.
@@ -188,6 +191,7 @@ function jsonCondition(c: Condition & { field: { kind: "params" | "metrics" | "r
     case "in": {
       if (!Array.isArray(c.value) || c.value.length === 0) throw new JobQueryError(`${name} in: expected a non-empty list of values, e.g. [0.1, 0.01]; got ${describe(c.value)}`);
       c.value.forEach((item) => checkScalar(name, "in", item));
+      if (indexed.has(name) && c.value.every((item) => typeof item === "number")) return `(${numberAt(v())} = ANY(${p.param(c.value.map(String), "numeric[]")}))`;
       return `(${v()} = ANY(${p.param(c.value.map((item) => JSON.stringify(item)), "jsonb[]")}))`;
     }
     case "exists":

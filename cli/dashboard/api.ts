@@ -376,9 +376,20 @@ export async function storePage(store: Store): Promise<object> {
 
 /** `nbjob gc` with the default grace period: collects what nothing refers to, then VACUUM. */
 export async function runGc(store: Store, body: Record<string, unknown>): Promise<object> {
-  const options = Object.keys(body);
-  if (options.length > 0) throw new BadRequest(`gc takes no options here (it runs as nbjob gc, grace 10m); got ${options.join(", ")}; for --grace or --full run nbjob gc`);
-  const report = await collectAndVacuum(store);
+  const unknown = Object.keys(body).filter((key) => key !== "grace" && key !== "full");
+  if (unknown.length > 0) throw new BadRequest(`gc takes {grace?: "10m", full?: true} (as nbjob gc --grace AGE --full); got ${unknown.join(", ")}`);
+  const { grace, full } = body;
+  if (full !== undefined && typeof full !== "boolean") throw new BadRequest(`gc: full must be true or false, got ${JSON.stringify(full)}`);
+  let graceMs: number | undefined;
+  if (grace !== undefined) {
+    if (typeof grace !== "string") throw new BadRequest(`gc: grace must be an age such as "10m", "2h" or "0s", got ${JSON.stringify(grace)}`);
+    try {
+      graceMs = parseDuration(grace);
+    } catch (err) {
+      throw new BadRequest(`gc: grace: ${(err as Error).message}`);
+    }
+  }
+  const report = await collectAndVacuum(store, { graceMs, full: full === true });
   return { ...report, line: gcLine(report) };
 }
 

@@ -529,10 +529,12 @@
   async function storePage() {
     const space = h("div", { id: "space" });
     const gcButton = h("button", { id: "gc" }, "collect garbage");
+    const gcGrace = h("input", { id: "gc-grace", value: "10m", size: "6", title: "leave rows younger than this (a value being written by a running job is committed in pieces before it is referred to)" });
+    const gcFull = h("input", { id: "gc-full", type: "checkbox" });
     const gcResult = h("p", { id: "gc-result" });
     fill(main, h("h1", {}, "Store"), space, h("h2", {}, "Garbage collection"),
-      h("p", { class: "muted" }, "Removes stored values, bundles and snippets that no job, checkpoint or analysis refers to any more and that are older than 10 minutes, then VACUUMs nbjob's tables: as nbjob gc. Safe while jobs run."),
-      h("div", { class: "bar" }, gcButton), gcResult);
+      h("p", { class: "muted" }, "Removes stored values, bundles and snippets that no job, checkpoint or analysis refers to any more and that are older than the grace period, then VACUUMs nbjob's tables: as nbjob gc. Safe while jobs run. VACUUM FULL gives all freed space back to the operating system, but locks each table while it is rewritten (running jobs' checkpoints wait) and needs room for the copy."),
+      h("div", { class: "bar" }, h("label", {}, "grace ", gcGrace), h("label", {}, gcFull, " VACUUM FULL"), gcButton), gcResult);
     async function load() {
       try {
         const data = await api("/api/store");
@@ -555,7 +557,7 @@
       gcResult.className = "muted";
       gcResult.textContent = "collecting…";
       try {
-        const answer = await post("/api/gc", {});
+        const answer = await post("/api/gc", { grace: gcGrace.value.trim(), full: gcFull.checked });
         gcResult.className = "";
         gcResult.textContent = answer.line;
         await load();
