@@ -1,4 +1,4 @@
-// Issue 14's gap: a local ES module (`.mjs`) that imports a local `.ts` one, and a `.ts` that
+// Issue 14's gap: a local ES module (`.mjs`, or `.js` with import/export) that imports a local `.ts` one, and a `.ts` that
 // imports such an `.mjs`, two levels deep, in a cell and in a job on a real worker started in an
 // empty folder with its own NBJOB_HOME: the job's result equals the cell's, and the `.ts` module
 // reached from both sides is one instance (a counter in it counts on). An analysis of the job
@@ -38,6 +38,8 @@ before(async () => {
   ].join("\n"));
   writeFileSync(join(project, "lib", "esm", "counter.ts"), "let count: number = 0;\nexport default {\n  next(): number {\n    count += 1;\n    return count;\n  },\n};\n");
   writeFileSync(join(project, "lib", "deep", "offset.mjs"), 'import { base, Kind } from "./base.ts";\nexport const offset = base + Kind.Extra;\n');
+  // A `.js` file with import/export is an ES module too (Node's syntax detection).
+  writeFileSync(join(project, "lib", "deep", "label.js"), 'import { base } from "./base.ts";\nexport const label = `base-${base}`;\n');
   writeFileSync(join(project, "lib", "deep", "base.ts"), "export const base: number = 100;\nexport enum Kind {\n  None,\n  Extra,\n}\n");
   // Bad input: a syntax error and a type error in .ts files only an .mjs imports.
   writeFileSync(join(project, "lib", "bad", "syntax.mjs"), 'import { half } from "./syntax-error.ts";\nexport const h = half(4);\n');
@@ -66,12 +68,13 @@ const rc = await Client.connect();
 import { combined } from "./lib/esm/entry.mjs";
 import { scale } from "./lib/esm/scale";
 import counter from "./lib/esm/counter";
+import { label } from "./lib/deep/label.js";
 ### code use
 %%snip sc
 let step = 0;
 jobtracker.registerCheckpointer("step");
 function facts(): string {
-  return [combined(1), combined(2), scale(3), counter.next()].join(",");
+  return [combined(1), combined(2), scale(3), counter.next(), label].join(",");
 }
 function train(): number {
   for (step = 1; step <= 2; step++) jobtracker.checkpoint();
@@ -93,7 +96,7 @@ console.log("rows", JSON.stringify((await analyzer.result).map((row) => row.v)))
     const local = cellText(run.cells.get("local")).trim().replace(/^'|'$/g, "");
     // combined(1) = 1*10 + (100 + 1) + 1st count; combined(2) = 20 + 101 + 2nd; scale(3) = 131;
     // counter.next() from the TypeScript side is the 3rd count: the same instance as the .mjs's.
-    assert.equal(local, "112,123,131,3", cellText(run.cells.get("local")));
+    assert.equal(local, "112,123,131,3,base-100", cellText(run.cells.get("local")));
     // Before: the worker failed with ERR_UNKNOWN_FILE_EXTENSION: Unknown file extension ".ts".
     const job = /^job (\S+)$/m.exec(cellText(run.cells.get("job")));
     assert.ok(job, cellText(run.cells.get("job")));
