@@ -7,7 +7,8 @@
 // (queued) to its code running (the worker's part):
 //   - the first job that needs the set on the fresh worker (it installs the set: npm ci);
 //   - then, alternately, ROUNDS jobs that need the same set and ROUNDS jobs that import nothing,
-//     each a new bundle (its own parameter), so each is compiled on the worker as usual.
+//     each a new bundle (its own parameter), so each is compiled on the worker as usual;
+//   - then jobs importing a local .mjs that imports a local .ts: the first, then ROUNDS more.
 // Prints medians and the difference between a job with packages and one without (target: within
 // 10 ms). Needs the npm registry. Asserts only that the results are right.
 //   node dist/bench/packages.js   (NBJOB_BENCH_URL: an admin URL, default postgres://postgres@127.0.0.1:5432/postgres;
@@ -112,12 +113,30 @@ async function main(): Promise<void> {
         packagedAgain.push(await again(packagedJob));
         nothingAgain.push(await again(plainJob));
       }
+      // Local ES modules importing TypeScript (runtime/esm-preload.ts): the first such job on the
+      // worker's job thread starts Node's ES loader hooks (a thread that loads the compiler);
+      // later jobs with the same files find them imported already.
+      mkdirSync(join(project, "lib", "esm"));
+      writeFileSync(join(project, "lib", "esm", "entry.mjs"), 'import { half } from "./half.ts";\nexport function esmHalf(n) {\n  return half(n);\n}\n');
+      writeFileSync(join(project, "lib", "esm", "half.ts"), "export function half(n: number): number {\n  return n / 2;\n}\n");
+      const esm = new runtime.SnippetCollector();
+      recordSnippet(esm, { source: 'import { esmHalf } from "./lib/esm/entry.mjs";', kind: "import" });
+      recordSnippet(esm, { source: "function facts(x: number): string {\n  return `${esmHalf(x)}`;\n}", kind: "function" });
+      const esmFirst = await time(esm, 4);
+      if (esmFirst.text !== "2") throw new Error(`wrong result ${esmFirst.text}`);
+      const esmNext: { submit: number; stored: number }[] = [];
+      for (let r = 0; r < ROUNDS; r++) {
+        const a = await time(esm, 2 * r);
+        if (a.text !== String(r)) throw new Error(`wrong result ${a.text}`);
+        esmNext.push(a);
+      }
       const m = (rows: { submit: number; stored: number }[], key: "submit" | "stored") => median(rows.map((row) => row[key]));
       console.log(`first job needing the 2 packages (3 pins) on a fresh worker: submit→run ${first.submit} ms, stored→run ${first.stored} ms`);
       console.log(`next jobs with the same set (median of ${ROUNDS}): submit→run ${m(packaged, "submit")} ms, stored→run ${m(packaged, "stored")} ms`);
       console.log(`jobs importing nothing (median of ${ROUNDS}):      submit→run ${m(nothing, "submit")} ms, stored→run ${m(nothing, "stored")} ms`);
       console.log(`difference (packages − nothing): submit→run ${m(packaged, "submit") - m(nothing, "submit")} ms, stored→run ${m(packaged, "stored") - m(nothing, "stored")} ms`);
       console.log(`reruns of one bundle (compiled, folder ready; median of ${ROUNDS}): with packages submit→run ${m(packagedAgain, "submit")} ms, stored→run ${m(packagedAgain, "stored")} ms; importing nothing ${m(nothingAgain, "submit")} ms, ${m(nothingAgain, "stored")} ms; difference ${m(packagedAgain, "stored") - m(nothingAgain, "stored")} ms`);
+      console.log(`an .mjs importing a .ts: first such job on the worker submit→run ${esmFirst.submit} ms, stored→run ${esmFirst.stored} ms; next (median of ${ROUNDS}) submit→run ${m(esmNext, "submit")} ms, stored→run ${m(esmNext, "stored")} ms`);
       await rc.close();
       await db.close();
     } finally {

@@ -1,6 +1,6 @@
 // Type-checks a bundle as a standalone program, with the worker's globals declared, before any job is sent.
 import * as path from "node:path";
-import type { Project, ts } from "ts-morph";
+import type { Project, SourceFile, ts } from "ts-morph";
 import { tsMorph, typescript } from "./bundle-ts";
 import { IGNORED_DIAGNOSTICS, sharedCheckOptions } from "./check-options";
 import type { JsonValue, ParamValues } from "./params";
@@ -102,8 +102,18 @@ export function typeCheckProgram(program: string, params: ParamValues, baseDir: 
   const globals = p.createSourceFile(path.join(baseDir, "__nbjob_worker_globals__.d.ts"), workerGlobals(params), { overwrite: true });
   // `export {}` makes the file a module (top-level await) without changing the bundle's text.
   const bundle = p.createSourceFile(path.join(baseDir, "__nbjob_bundle__.ts"), `${program}\nexport {};\n`, { overwrite: true });
+  // A local .ts module reached only through JavaScript (an .mjs that imports it) is not part of
+  // the program by its imports: it is added for this check, so its errors are reported too.
+  const added: SourceFile[] = [];
   try {
-    const compiler = p.getProgram().compilerObject;
+    let compiler = p.getProgram().compilerObject;
+    for (const rel of localFiles) {
+      const file = path.resolve(baseDir, rel);
+      if (!TYPESCRIPT_FILE.test(rel) || compiler.getSourceFile(file) || p.getSourceFile(file)) continue;
+      const extra = p.addSourceFileAtPathIfExists(file);
+      if (extra) added.push(extra);
+    }
+    if (added.length > 0) compiler = p.getProgram().compilerObject;
     const modules = new Map<ts.SourceFile, string>();
     for (const rel of localFiles) {
       if (!TYPESCRIPT_FILE.test(rel)) continue;
@@ -128,6 +138,7 @@ export function typeCheckProgram(program: string, params: ParamValues, baseDir: 
     }
     return out;
   } finally {
+    for (const extra of added) p.removeSourceFile(extra);
     p.removeSourceFile(bundle);
     p.removeSourceFile(globals);
   }

@@ -7,7 +7,8 @@
 // Resolution follows what runs the code: Node's require with .ts files loadable (the notebook's
 // engine and the worker both register .ts, .mts, .cts), so `./m` is m, m.js, m.json, m.ts, m.mts,
 // m.cts, then m/index with those endings. An ES module (`.mjs`, or `.js` with import/export) is
-// captured when named with its ending and runs through Node's require of ES modules (Node 20.19+).
+// captured when named with its ending and runs through Node's require of ES modules (Node 20.19+);
+// one that imports a local .ts file is imported through loader hooks first (runtime/esm-preload.ts).
 // Not captured: a package folder's own package.json "main", and imports built at run time
 // (`require(name)`).
 import { readFileSync, statSync } from "node:fs";

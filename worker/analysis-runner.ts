@@ -206,6 +206,7 @@ export class AnalysisRunner {
             {
               type: "analyze", id: 0, program: { key: program.key, js: program.js, declaredNames: program.declaredNames, hiddenState: program.hiddenState }, functions: { key: compiled.key, js: compiled.js, declaredNames: compiled.declaredNames },
               call: todo.map((f) => functions.indexOf(f)), params: bundle.params, checkpoint: idx, values: await values, moduleDir,
+              modulePaths: moduleDir !== undefined && needs.hasFiles ? Object.keys(needs.files) : undefined,
             },
             (stream) => send({ action: "analysis_stream", request_id, job_id: jobId, name: stream.name, text: stream.text }),
           );

@@ -9,6 +9,7 @@ import { inspect } from "node:util";
 import * as vm from "node:vm";
 import { parentPort } from "node:worker_threads";
 import type { ParamValues } from "../runtime/params";
+import { preloadLocalEsm } from "../runtime/esm-preload";
 import { JobContext } from "./job-context";
 import type { StreamName } from "./job-context";
 import { ANALYSIS_FILE, FUNCTIONS_HOOK } from "../runtime/shared/analysis-protocol";
@@ -44,6 +45,8 @@ export interface AnalyzeCheckpointCommand {
   values: Record<string, Uint8Array>;
   /** Where the job's local modules are laid out (see worker/module-layout.ts); absent: none. */
   moduleDir?: string;
+  /** The local modules' paths relative to moduleDir (the bundle's `// files:` line). */
+  modulePaths?: string[];
 }
 
 /** What one function gave at one checkpoint: the row's fields (JSON), or what it threw. */
@@ -267,6 +270,9 @@ async function analyzeCheckpoint(command: AnalyzeCheckpointCommand, post: (event
         restoreCheckpoint(p.job, command.checkpoint, command.values);
       } else {
         fresh = true;
+        // Local ES modules that import TypeScript, as the job had them (worker/job-thread.ts).
+        const preloading = command.moduleDir !== undefined && command.modulePaths ? preloadLocalEsm(command.moduleDir, command.modulePaths) : undefined;
+        if (preloading) await preloading;
         p = prepare(command);
       }
     } catch (err) {

@@ -7,6 +7,7 @@ import type { ParamValues } from "../runtime/params";
 import { BundleCompiler } from "./compiler";
 import type { ModuleLayout } from "./module-layout";
 import { jobNeeds, knownJobFolder, prepareJobFolder } from "./job-folder";
+import type { JobNeeds } from "./job-folder";
 import type { PackageCache } from "./package-cache";
 import type { CompiledBundle } from "./compiler";
 import type { StreamName } from "./job-context";
@@ -260,7 +261,7 @@ export class JobRunner {
     // A cached program whose folder is ready starts without waiting a turn of the event loop.
     const cached = this.compiler.cached(job.bundle.source, entries);
     if (cached && !job.restore && knownDir !== null) {
-      this.startOnThread(job, cached, undefined, knownDir);
+      this.startOnThread(job, cached, undefined, knownDir, needs);
       return;
     }
     // npm's output (an install) goes to the job's log.
@@ -269,12 +270,12 @@ export class JobRunner {
       throw new Error(`job ${job.jobId} resumes from a checkpoint that could not be read: ${err.message}`, { cause: err });
     }) : Promise.resolve(undefined);
     Promise.all([cached ?? this.compiler.compile(job.bundle.source, entries), restoring, laidOut]).then(
-      ([program, restore, moduleDir]) => this.startOnThread(job, program, restore, moduleDir),
+      ([program, restore, moduleDir]) => this.startOnThread(job, program, restore, moduleDir, needs),
       (err: Error) => this.finish(job, (listener, durationMs) => listener.failed({ ename: err.name, evalue: err.message, traceback: [`${err.name}: ${err.message}`], durationMs })),
     );
   }
 
-  private startOnThread(job: ActiveJob, program: CompiledBundle, restore?: RestorePoint, moduleDir?: string): void {
+  private startOnThread(job: ActiveJob, program: CompiledBundle, restore?: RestorePoint, moduleDir?: string, needs?: JobNeeds): void {
     if (job.finished) return;
     job.program = program;
     // A resumed job's series goes on after the values copied from the old job (runtime/resume.ts).
@@ -294,6 +295,7 @@ export class JobRunner {
       metricStage: job.metricStage.buffer,
       restore,
       moduleDir,
+      modulePaths: moduleDir !== undefined && needs?.hasFiles ? Object.keys(needs.files) : undefined,
     };
     try {
       this.ensureThread().postMessage(command);

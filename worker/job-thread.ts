@@ -7,6 +7,7 @@ import * as vm from "node:vm";
 import { parentPort } from "node:worker_threads";
 import type { ParamValues } from "../runtime/params";
 import { serializeOrExplain } from "../runtime/shared/clone-check";
+import { preloadLocalEsm } from "../runtime/esm-preload";
 import { JobContext } from "./job-context";
 import type { StreamName } from "./job-context";
 import type { MetricSlot } from "../runtime/shared/jobtracker";
@@ -51,6 +52,8 @@ export interface RunCommand {
   restore?: { index: number; values: Record<string, Uint8Array>; metrics?: MetricsResumePoint };
   /** Where the job's local modules are laid out (its require resolves from there); absent: none. */
   moduleDir?: string;
+  /** The local modules' paths relative to moduleDir (the bundle's `// files:` line). */
+  modulePaths?: string[];
 }
 
 /** Metric batches not yet stored before log() waits (about 16 MiB of values). */
@@ -179,6 +182,9 @@ async function runJob(command: RunCommand, post: (event: JobThreadEvent, transfe
     const entries: Array<() => unknown> = [];
     job.define(ENTRY_HOOK, (entry: () => unknown) => entries.push(entry));
     if (command.declaredNames) job.bindGlobals(command.declaredNames);
+    // Local ES modules that import TypeScript are imported first (require() of them could not).
+    const preloading = command.moduleDir !== undefined && command.modulePaths ? preloadLocalEsm(command.moduleDir, command.modulePaths) : undefined;
+    if (preloading) await Promise.race([preloading, failure]);
     let value: unknown = scriptFor(command.key, command.js).runInContext(job.context, { displayErrors: false });
     if (command.restore) job.jobtracker.restore(command.restore.index, command.restore.values, job.classLookup());
     if (command.hasEntries) {

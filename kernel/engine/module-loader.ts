@@ -7,6 +7,8 @@ import { pathToFileURL } from "node:url";
 import { types } from "node:util";
 import type { ImportBinding } from "./cell-analysis";
 import type { CellFrame } from "./errors";
+import { preloadLocalEsm } from "../../runtime/esm-preload";
+import { collectLocalFiles } from "../../runtime/local-files";
 import { PACKAGE_NAME, RUNTIME_ENTRY } from "./runtime-globals";
 import { SourceMapLookup } from "./source-map";
 import { ts } from "./typescript";
@@ -65,6 +67,12 @@ export class ModuleLoader {
   async load(specifier: string): Promise<unknown> {
     if (specifier === PACKAGE_NAME) return this.requireFromCwd(RUNTIME_ENTRY);
     this.forgetEditedLocalFile(specifier);
+    // A local ES module importing a local .ts one is imported through nbjob's hooks first, as a
+    // job's worker does (runtime/esm-preload.ts), since require() of it would fail.
+    if (specifier.startsWith("./") || specifier.startsWith("../")) {
+      const paths = collectLocalFiles([`import ${JSON.stringify(specifier)};`], this.cwd).map((file) => file.path);
+      await preloadLocalEsm(this.cwd, paths);
+    }
     try {
       return this.requireFromCwd(specifier);
     } catch (error) {
