@@ -5,7 +5,7 @@ import { parseCommandArgs, UsageError } from "./args";
 import { STORE_FLAGS, STORE_FLAGS_USAGE, withCliStore } from "./db";
 import {
   requireJob, getBundle, signStoredBundle, getEnvironment, readLogs, diffJobs, jobLog, declarationHistory, isJobStatus, JOB_STATUSES,
-  StoreError, createJob, transitionJob, IllegalTransitionError, notifyJobQueued, notifyJobCancelled,
+  StoreError, createJob, transitionJob, IllegalTransitionError, notifyJobQueued, cancelJob, CANCEL_SETTLE_MS,
 } from "../store";
 import type { DbJob, DbJobQueried, DbLog, FieldRef, JobCondition, JobQuery, Json } from "../store";
 import { compileJobQuery, fieldRef, JobQueryError, parseWhere, queryJobs, WhereSyntaxError } from "../store";
@@ -439,26 +439,15 @@ export async function cmdCancel(argv: string[]): Promise<number> {
   const { values, positionals } = parseCommandArgs({ args: argv, allowPositionals: true, strict: true, options: STORE_FLAGS }, CANCEL_USAGE);
   exactlyPositionals(positionals, 1, CANCEL_USAGE);
   const id = parseJobId(positionals[0]);
-  const outcome = await withCliStore(values, async (store) => {
-    for (;;) {
-      const job = await requireJob(store, id);
-      if (job.status !== "queued" && job.status !== "running") return { cancelled: false, status: job.status };
-      try {
-        await transitionJob(store, id, "cancelled", { error: { name: "Cancelled", message: "cancelled with nbjob cancel" } });
-      } catch (err) {
-        // It started or ended between reading and writing: look again.
-        if (err instanceof IllegalTransitionError) continue;
-        throw err;
-      }
-      await notifyJobCancelled(store, id);
-      return { cancelled: true, status: job.status };
-    }
-  });
+  const outcome = await withCliStore(values, (store) => cancelJob(store, id, "cancelled with nbjob cancel", { settleMs: CANCEL_SETTLE_MS }));
   if (!outcome.cancelled) {
-    console.error(`job ${id} is already ${outcome.status}; nothing to cancel`);
+    console.error(`job ${id} is already ${outcome.was}; nothing to cancel`);
     return 1;
   }
-  console.log(`job ${id} cancelled (it was ${outcome.status})`);
+  const settled = outcome.settled === undefined ? "" : outcome.settled
+    ? "; its worker stopped it and stored its last output"
+    : `; its worker has not confirmed the stop within ${CANCEL_SETTLE_MS / 1000} s (nbjob show ${id} tells more later)`;
+  console.log(`job ${id} cancelled (it was ${outcome.was})${settled}`);
   return 0;
 }
 

@@ -4,7 +4,7 @@ import { inspect } from "node:util";
 import { deserialize } from "node:v8";
 import type { CellSink } from "./cell-types";
 import {
-  diffJobs, getBundle, getEnvironment, getWorker, WORKER_STALE_MS, IllegalTransitionError, isStoreUnreachable, listCheckpoints, listWorkers, markLostJobs, notifyJobCancelled, readLogs, requireJob, transitionJob, UnknownJobError,
+  diffJobs, getBundle, getEnvironment, getWorker, WORKER_STALE_MS, IllegalTransitionError, isStoreUnreachable, listCheckpoints, listWorkers, markLostJobs, readLogs, requireJob, UnknownJobError,
 } from "../store";
 import type { CheckpointSummary, DbJob, JobStatus, MetricSeries, Store } from "../store";
 import { formatLastMetrics, lastMetricsOf, metricNameProblem, readMetrics } from "../store";
@@ -21,7 +21,7 @@ import { resumeJob } from "./resume";
 import { GroupProgress, readProgress } from "./group-progress";
 import { sampleKeys } from "./random-search";
 import type { SampleSettings } from "./random-search";
-import { cancelGroupJobs, getJobsByIds } from "../store";
+import { CANCEL_SETTLE_MS, cancelGroupJobs, cancelJob, getJobsByIds } from "../store";
 import type { WorkerEvent } from "./shared/protocol";
 
 // Where it always was, for code that imports it from here.
@@ -369,26 +369,17 @@ export class Job<T = unknown> {
 
   /**
    * Stops the job: a queued job never starts, a running one is stopped on its worker. Resolves
-   * with the job's status afterwards (a job that already ended keeps its status).
+   * with the job's status afterwards (a job that already ended keeps its status); for a running
+   * job, once its worker has stored what it printed, checkpointed and logged before the stop (at
+   * most CANCEL_SETTLE_MS), so job.metrics() and job.logs() right after have all of it.
    */
   async cancel(): Promise<JobStatus> {
-    for (;;) {
-      const row = await requireJob(this.#store, this.id);
-      if (FINAL_STATUSES.includes(row.status)) {
-        this.#row = row;
-        return row.status;
-      }
-      try {
-        this.#row = await transitionJob(this.#store, this.id, "cancelled", { error: { name: "Cancelled", message: "cancelled from the notebook (job.cancel())" } });
-        break;
-      } catch (err) {
-        // It started (or ended) between reading and writing: look again.
-        if (!(err instanceof IllegalTransitionError)) throw err;
-      }
+    const outcome = await cancelJob(this.#store, this.id, "cancelled from the notebook (job.cancel())", { settleMs: CANCEL_SETTLE_MS });
+    this.#row = outcome.row;
+    if (outcome.cancelled) {
+      if (this.#worker) await this.#worker.cancel(this.id).catch(() => undefined);
+      this.#wake?.();
     }
-    await notifyJobCancelled(this.#store, this.id);
-    if (this.#worker) await this.#worker.cancel(this.id).catch(() => undefined);
-    this.#wake?.();
     return this.#row.status;
   }
 

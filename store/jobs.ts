@@ -191,6 +191,16 @@ export async function transitionJob(db: Db, jobId: number, to: JobStatus, detail
   throw new IllegalTransitionError(jobId, current.status, to);
 }
 
+/**
+ * Marks a cancelled job's run as over: its worker has stored everything the job printed,
+ * checkpointed and logged before it was stopped (the writes FENCED_STATUSES lets through after a
+ * cancel). Clears the claim, so no write under it is accepted any more, and job.cancel() (which
+ * waits for this) returns. Nothing happens unless the job is cancelled under that claim.
+ */
+export async function releaseCancelledClaim(db: Db, jobId: number, claim: string): Promise<void> {
+  await db.query("UPDATE nbjob.jobs SET claim = NULL WHERE id = $1 AND status = 'cancelled' AND claim = $2::bigint", [jobId, claim]);
+}
+
 export async function getJob(db: Db, jobId: number): Promise<DbJob | undefined> {
   const { rows } = await db.query<DbJob>("SELECT * FROM nbjob.jobs WHERE id = $1", [jobId]);
   return rows[0];

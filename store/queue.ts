@@ -4,9 +4,9 @@
 import { BUNDLE_ON_CONFLICT, checkBundleText, type BundleInput } from "./code";
 import type { Db } from "./db";
 import { sha256 } from "./hash";
-import { checkJobText } from "./jobs";
+import { checkJobText, getJob, IllegalTransitionError, requireJob, transitionJob } from "./jobs";
 import { clusterKey, signBundle } from "./signing";
-import type { DbJob } from "./types";
+import type { DbJob, JobStatus } from "./types";
 
 /**
  * How often a worker heartbeats in the store (ms). One constant for the code and every text that
@@ -170,6 +170,50 @@ export async function notifyJobQueued(db: Db, targetWorker: string | null = null
 /** Tells the job's worker to stop it (after the job was marked cancelled). */
 export async function notifyJobCancelled(db: Db, jobId: number): Promise<void> {
   await db.query("SELECT pg_notify($1, $2)", [JOB_CANCELLED_CHANNEL, String(jobId)]);
+}
+
+/** How long a cancel (job.cancel(), `nbjob cancel`, the dashboard) waits for the worker to store a running job's last lines, checkpoint and values. */
+export const CANCEL_SETTLE_MS = 5_000;
+
+export interface CancelOutcome {
+  /** false: the job had already ended (`was` is how). */
+  cancelled: boolean;
+  was: JobStatus;
+  /** The row after the cancel (after the wait, with `settleMs`). */
+  row: DbJob;
+  /** With `settleMs`, for a job that was running: whether its worker stored its last writes within it. */
+  settled?: boolean;
+}
+
+/**
+ * Cancels a queued or running job (job.cancel(), `nbjob cancel`, the dashboard): marks it
+ * cancelled, so a queued job never starts and a running one's final write cannot overwrite it,
+ * then tells its worker, which stops the job. A job that already ended keeps its status. With
+ * `settleMs`, a running job's cancel then waits up to that long for its worker to have stored what
+ * the job printed, checkpointed and logged before the stop (the worker then clears the run's
+ * claim: releaseCancelledClaim), so what the caller reads next has all of it.
+ */
+export async function cancelJob(db: Db, jobId: number, message: string, options: { settleMs?: number } = {}): Promise<CancelOutcome> {
+  for (;;) {
+    const before = await requireJob(db, jobId);
+    if (before.status !== "queued" && before.status !== "running") return { cancelled: false, was: before.status, row: before };
+    let row: DbJob;
+    try {
+      row = await transitionJob(db, jobId, "cancelled", { error: { name: "Cancelled", message } });
+    } catch (err) {
+      // It started or ended between reading and writing: look again.
+      if (err instanceof IllegalTransitionError) continue;
+      throw err;
+    }
+    await notifyJobCancelled(db, jobId);
+    if (before.status !== "running" || !options.settleMs) return { cancelled: true, was: before.status, row };
+    const deadline = Date.now() + options.settleMs;
+    for (let pause = 20; row.claim !== null && Date.now() < deadline; pause = Math.min(pause * 2, 200)) {
+      await new Promise((resolve) => setTimeout(resolve, pause));
+      row = (await getJob(db, jobId)) ?? row;
+    }
+    return { cancelled: true, was: before.status, row, settled: row.claim === null };
+  }
 }
 
 export interface LostJobsInput {

@@ -136,8 +136,11 @@ describe("reproducibility", () => {
     await waitFor("the slow job to run", async () => ((await requireJob(env.store, slowId)).status === "running" ? true : undefined));
     const cancelled = await env.nbjob("cancel", String(slowId));
     assert.equal(cancelled.code, 0, cancelled.stderr);
-    assert.match(cancelled.stdout, new RegExp(`^job ${slowId} cancelled \\(it was running\\)$`, "m"));
-    assert.equal((await requireJob(env.store, slowId)).status, "cancelled");
+    // It returns once the worker has stopped the job and stored its last writes (the run's claim cleared).
+    assert.match(cancelled.stdout, new RegExp(`^job ${slowId} cancelled \\(it was running\\); its worker stopped it and stored its last output$`, "m"));
+    const row = await requireJob(env.store, slowId);
+    assert.equal(row.status, "cancelled");
+    assert.equal(row.claim, null);
     const again = await env.nbjob("cancel", String(slowId));
     assert.equal(again.code, 1);
     assert.match(again.stderr, new RegExp(`job ${slowId} is already cancelled`));

@@ -3,7 +3,7 @@
 // so the worker writes it itself and nothing depends on the notebook staying open. Every write
 // is retried while the store is away (store-retry.ts); a store away past its wait limit makes the
 // job wait at its next output or checkpoint, and the job's log says so once the store is back.
-import { ClaimLostError, getJob, IllegalTransitionError, transitionJob } from "../store";
+import { ClaimLostError, getJob, IllegalTransitionError, releaseCancelledClaim, transitionJob } from "../store";
 import type { Db, Json } from "../store";
 import { CheckpointWriter } from "./checkpoint-writer";
 import type { JobListener } from "./job-runner";
@@ -107,6 +107,10 @@ export function recordJob(db: Db, jobId: number, identity: WorkerIdentity, optio
     }
   };
   const unwatch = availability.watch(onStore);
+  // A job cancelled in the store: once its last writes are in, say the run is over (job.cancel() waits for it).
+  const releaseCancelled = () => claim === undefined
+    ? undefined
+    : retried(() => releaseCancelledClaim(db, jobId, claim!)).catch((err: Error) => log(`job ${jobId}: could not mark its cancelled run over: ${err.message}`));
   const finalWrite = (write: () => Promise<unknown>) => {
     if (skipped) return;
     unwatch();
@@ -116,12 +120,14 @@ export function recordJob(db: Db, jobId: number, identity: WorkerIdentity, optio
       .then(() => logs.close())
       .then(write)
       .catch((err: Error) => {
-        // Cancelled in the meantime: the row already tells the story. Marked lost (by another
-        // worker or a notebook, while this worker could not heartbeat): the outcome is not kept.
+        // Cancelled in the meantime: the row already tells the story (the run is marked over).
+        // Marked lost (by another worker or a notebook, while this worker could not heartbeat):
+        // the outcome is not kept.
+        if (err instanceof IllegalTransitionError && err.from === "cancelled") return releaseCancelled();
         if (err instanceof ClaimLostError) onClaimLost(err);
         else if (!(err instanceof IllegalTransitionError)) log(`could not record the end of job ${jobId}: ${err.message}`);
         else if (err.from === "lost") log(`job ${jobId} was marked lost in the store while it ran here; its outcome is not recorded (${err.message})`);
-        else if (claim !== undefined && err.from !== "cancelled") log(`job ${jobId}: its outcome is not recorded (${err.message})`);
+        else if (claim !== undefined) log(`job ${jobId}: its outcome is not recorded (${err.message})`);
       });
     const tracked = writes;
     inFlight.add(tracked);
@@ -161,7 +167,7 @@ export function recordJob(db: Db, jobId: number, identity: WorkerIdentity, optio
     },
     done: ({ result, resultText }) => finalWrite(() => retried(() => transitionJob(db, jobId, "done", { result: storedResult(result) as unknown as Json, resultText, resultJson: resultAsJson(result), claim })).then(linkEnvironment)),
     failed: ({ ename, evalue, traceback }) => finalWrite(() => retried(() => transitionJob(db, jobId, "failed", { error: { name: ename, message: evalue, traceback }, claim })).then(linkEnvironment)),
-    cancelled: (reason) => finalWrite(() => retried(() => transitionJob(db, jobId, "cancelled", { error: { name: "Cancelled", message: reason }, claim }))),
+    cancelled: (reason) => finalWrite(() => retried(() => transitionJob(db, jobId, "cancelled", { error: { name: "Cancelled", message: reason }, claim })).then(releaseCancelled)),
   };
   const markRunning = async (): Promise<true | { skip: string }> => {
     if (claimed) return true;

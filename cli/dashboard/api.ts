@@ -4,7 +4,7 @@
 import type { DbLog, JobPreview, JobStatus, ParamCondition, Store } from "../../store";
 import {
   analysisPoints, browseJobs, bundleCode, createJob, diffJobs, getBundle, getEnvironment, getJobGroup, IllegalTransitionError, isJobStatus, jobForPage,
-  jobOutcomeText, jobsDerivedFrom, JOB_STATUSES, listCheckpoints, notifyJobCancelled, notifyJobQueued, PARAM_OPERATORS, paramPreviews, paramValueText,
+  jobOutcomeText, jobsDerivedFrom, JOB_STATUSES, listCheckpoints, cancelJob, CANCEL_SETTLE_MS, notifyJobQueued, PARAM_OPERATORS, paramPreviews, paramValueText,
   readLogs, readLogTail, readMetrics, checkStorableText, requireJob, setJobNote, setJobTags, storedParamsBytes, transitionJob, BROWSE_SORTS, StoreError, UnknownJobError,
 } from "../../store";
 import type { BrowseJobsFilter, BrowseSort } from "../../store";
@@ -397,18 +397,9 @@ export async function runGc(store: Store, body: Record<string, unknown>): Promis
 export async function runAction(store: Store, jobId: number, action: string, body: Record<string, unknown>): Promise<object> {
   switch (action) {
     case "cancel": {
-      for (;;) {
-        const job = await requireJob(store, jobId);
-        if (job.status !== "queued" && job.status !== "running") throw new BadRequest(`job ${jobId} is already ${job.status}; nothing to cancel`, 409);
-        try {
-          await transitionJob(store, jobId, "cancelled", { error: { name: "Cancelled", message: "cancelled from the dashboard" } });
-        } catch (err) {
-          if (err instanceof IllegalTransitionError) continue; // it started or ended meanwhile: look again
-          throw err;
-        }
-        await notifyJobCancelled(store, jobId);
-        return { cancelled: jobId, was: job.status };
-      }
+      const outcome = await cancelJob(store, jobId, "cancelled from the dashboard", { settleMs: CANCEL_SETTLE_MS });
+      if (!outcome.cancelled) throw new BadRequest(`job ${jobId} is already ${outcome.was}; nothing to cancel`, 409);
+      return { cancelled: jobId, was: outcome.was, settled: outcome.settled };
     }
     case "rerun": {
       const original = await requireJob(store, jobId);
