@@ -137,7 +137,7 @@ export function noteCleanedUp(dataDir: string): void {
  */
 export function checkpointsHeld(dataDir: string): { held: false } | { held: true; released: Released; free: number } {
   const released = readReleased(dataDir);
-  if (!released || released.gcAt) return { held: false };
+  if (!released || released.gcAt || reserveBytes() === 0) return { held: false };
   if (ensureReserve(dataDir)) return { held: false };
   return { held: true, released, free: freeBytes(dataDir) };
 }

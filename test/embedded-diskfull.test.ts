@@ -1,5 +1,5 @@
-// The embedded server's whole data directory on a small disk (a tmpfs with a size limit mounted
-// at $NBJOB_HOME/postgres/cluster): a job checkpoints until the disk is full, nothing stored
+// The embedded server's whole data directory on a small disk (a tmpfs with a size limit, or a
+// loop-mounted ext4 file, mounted at $NBJOB_HOME/postgres/cluster): a job checkpoints until the disk is full, nothing stored
 // before is lost, the job waits; `nbjob rm` + `nbjob gc` run as a user would (CLI subprocesses)
 // free room although the values' table was never vacuumed, and the job and a new one finish
 // without restarting anything by hand. A server that stopped (PANIC) because the disk filled is
@@ -53,21 +53,38 @@ function unavailable(): string | undefined {
 
 /**
  * A temporary NBJOB_HOME whose $NBJOB_HOME/postgres/cluster (data directory and server log) is
- * a tmpfs of `size`; unmounted after the tests, also when one failed.
+ * a small disk: a tmpfs of `size`, or an ext4 file system in a file of `size` mounted through a
+ * loop device (no root-reserved blocks). Unmounted after the tests, also when one failed.
+ * Returns why not when it cannot be made.
  */
-function homeOnSmallDisk(size: string): { home: string; cluster: string } | string {
+function homeOnSmallDisk(fs: "tmpfs" | "ext4", size: string): { home: string; cluster: string } | string {
   const home = mkdtempSync(join(tmpdir(), "nbjob-smalldisk-"));
   chmodSync(home, 0o711);
   mkdirSync(join(home, "postgres"), { mode: 0o711 });
   const cluster = join(home, "postgres", "cluster");
   mkdirSync(cluster, { mode: 0o700 });
+  const image = join(home, "disk.img");
   const uid = execFileSync("id", ["-u", "postgres"], { encoding: "utf8" }).trim();
   const gid = execFileSync("id", ["-g", "postgres"], { encoding: "utf8" }).trim();
   try {
-    execFileSync("mount", ["-t", "tmpfs", "-o", `size=${size},uid=${uid},gid=${gid},mode=0700`, "tmpfs", cluster], { stdio: "pipe" });
+    if (fs === "tmpfs") {
+      execFileSync("mount", ["-t", "tmpfs", "-o", `size=${size},uid=${uid},gid=${gid},mode=0700`, "tmpfs", cluster], { stdio: "pipe" });
+    } else {
+      execFileSync("truncate", ["-s", size, image], { stdio: "pipe" });
+      execFileSync("mkfs.ext4", ["-q", "-m", "0", "-F", image], { stdio: "pipe" });
+      execFileSync("mount", ["-o", "loop", image, cluster], { stdio: "pipe" });
+      rmSync(join(cluster, "lost+found"), { recursive: true, force: true });
+      execFileSync("chown", [`${uid}:${gid}`, cluster]);
+      chmodSync(cluster, 0o700);
+    }
   } catch (err) {
+    try {
+      execFileSync("umount", [cluster], { stdio: "pipe" });
+    } catch {
+      // was not mounted
+    }
     rmSync(home, { recursive: true, force: true });
-    return `cannot mount a tmpfs (${(err as Error).message.split("\n")[0]})`;
+    return `cannot mount a small ${fs} (${(err as Error).message.split("\n")[0]})`;
   }
   cleanups.push(async () => {
     await stopEmbeddedServer({ home }).catch(() => undefined);
@@ -208,10 +225,10 @@ function free(dir: string): number {
 
 const RESERVE_LINE = /^nbjob: the disk holding the embedded PostgreSQL's data \(\S+\/postgres\/cluster\/data\) is full \(.*\); released nbjob's \d+ MiB disk reserve so the server can recover and clean up; free space with "nbjob rm <old jobs> && nbjob gc"/m;
 
-test("the whole data directory on a full disk: a checkpointing job waits, loses nothing, and goes on after nbjob rm + gc, on a table never vacuumed; no restarts", { timeout: 420_000 }, async (t) => {
+for (const [fs, size] of [["tmpfs", "128m"], ["ext4", "144m"]] as const) test(`the whole data directory on a full disk (${fs}): a checkpointing job waits, loses nothing, and goes on after nbjob rm + gc, on a table never vacuumed; no restarts`, { timeout: 420_000 }, async (t) => {
   const why = unavailable();
   if (why) return t.skip(why);
-  const disk = homeOnSmallDisk("128m");
+  const disk = homeOnSmallDisk(fs, size);
   if (typeof disk === "string") return t.skip(disk);
   const h = new Harness(disk.home, { NBJOB_STORE_WAIT_MS: "300000", NBJOB_DISK_RESERVE_MB: "32" });
   await h.store.ready();
@@ -289,7 +306,7 @@ test("the whole data directory on a full disk: a checkpointing job waits, loses 
 test("a server stopped (PANIC) by a disk something else filled is started again by the next nbjob command, which releases the reserve; it is made again once there is room", { timeout: 300_000 }, async (t) => {
   const why = unavailable();
   if (why) return t.skip(why);
-  const disk = homeOnSmallDisk("96m");
+  const disk = homeOnSmallDisk("tmpfs", "96m");
   if (typeof disk === "string") return t.skip(disk);
   const h = new Harness(disk.home, { NBJOB_STORE_WAIT_MS: "8000", NBJOB_DISK_RESERVE_MB: "24" });
   await h.store.ready();
@@ -363,4 +380,79 @@ test("a server stopped (PANIC) by a disk something else filled is started again 
   assert.ok(!existsSync(join(data, "nbjob_disk_reserve.released")), "and its release forgotten");
   const back = await h.nbjob("db", "status");
   assert.match(back.out, /^reserve: +24 MiB in \S+\/data\/nbjob_disk_reserve; [\d.]+ MiB free on its disk$/m, back.out + back.err);
+});
+
+test("a job's checkpoint that needs a new WAL segment on a full disk PANICs the server: the reserve released at once lets PostgreSQL recover by itself; the job waits, and finishes after nbjob rm + gc", { timeout: 300_000 }, async (t) => {
+  const why = unavailable();
+  if (why) return t.skip(why);
+  const disk = homeOnSmallDisk("tmpfs", "128m");
+  if (typeof disk === "string") return t.skip(disk);
+  const h = new Harness(disk.home, { NBJOB_STORE_WAIT_MS: "300000", NBJOB_DISK_RESERVE_MB: "32" });
+  await h.store.ready();
+  const data = dataDirOf(disk.home);
+  await h.startWorker("wal/0");
+  const old = await h.queue("old", `grow(100, [${6 * MiB}])`);
+  assert.equal((await h.waitFor(old, ["done", "failed"], 120_000)).status, "done", h.workerLog);
+
+  // Make the next WAL segment one that must be created: use up the recycled ones, then fill the
+  // current segment to about 4 MiB from its end; then another file leaves 10 MiB on the disk.
+  // The job's 3 MiB checkpoints then find room in the table for a while, but not for a segment.
+  const message = (bytes: number) => h.store.query("SELECT pg_logical_emit_message(false, 'nbjob-test', $1::bytea)", [Buffer.alloc(bytes, 7)]);
+  for (let i = 0; i < 20; i++) {
+    const { rows: [future] } = await h.store.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$' AND name > pg_walfile_name(pg_current_wal_insert_lsn())");
+    if (future.n === 0) break;
+    await h.store.query("SELECT pg_switch_wal()");
+    await message(100);
+  }
+  await h.store.query("SELECT pg_switch_wal()");
+  await message(100);
+  for (let i = 0; i < 12; i++) await message(MiB);
+  const { rows: [position] } = await h.store.query<{ left: string }>("SELECT (16 * 1024 * 1024 - (pg_current_wal_insert_lsn() - '0/0'::pg_lsn) % (16 * 1024 * 1024))::text AS left");
+  const filler = join(disk.cluster, "filler");
+  const fd = openSync(filler, "w");
+  try {
+    const block = Buffer.alloc(MiB, 1);
+    while (free(disk.cluster) > 11 * MiB) writeSync(fd, block);
+  } finally {
+    closeSync(fd);
+  }
+  t.diagnostic(`WAL segment: ${(Number(position.left) / MiB).toFixed(1)} MiB left; disk: ${(free(disk.cluster) / MiB).toFixed(1)} MiB free besides the reserve`);
+
+  const SIZES = [3 * MiB, 3 * MiB, 3 * MiB, 3 * MiB];
+  const growing = await h.queue("growing", `grow(1, [${SIZES.join(", ")}])`);
+  const full = Date.now();
+  let said: string | undefined;
+  for (;;) {
+    said = (await h.notes(growing).catch(() => [])).find((line) => /store's disk.* is full/.test(line));
+    if (said) break;
+    const job = await getJob(h.store, growing).catch(() => undefined);
+    assert.ok(!job || job.status === "queued" || job.status === "running", `job ${growing} is ${job?.status} (${job?.error_message}), not waiting for the disk;\n${h.workerLog}`);
+    assert.ok(Date.now() - full < 120_000, `job ${growing} never said the disk is full;\n${h.workerLog}`);
+    await sleep(250);
+  }
+  t.diagnostic(`the job's note: ${said}`);
+  const log = readFileSync(join(disk.cluster, "server.log"), "utf8");
+  assert.match(log, /PANIC:[^\n]*"pg_wal\/xlogtemp\.\d+": No space left on device/, "the server PANICked for want of a WAL segment");
+  assert.match(h.workerLog, RESERVE_LINE, "the worker released the reserve and said so");
+  // PostgreSQL restarted itself (crash recovery had the reserve's room); nothing was started by hand.
+  assert.match(log.slice(log.lastIndexOf("PANIC")), /database system is ready to accept connections/);
+  await sleep(2_000);
+  assert.equal((await h.waitFor(growing, ["running"], 60_000)).status, "running", "the job waits, it does not fail");
+  const before = await listCheckpoints(h.store, growing);
+  assert.ok(before.length < SIZES.length);
+  assert.deepEqual(before.map((c) => c.idx), before.map((_, i) => i), "no half-written checkpoint, no hole");
+  for (const c of before) await h.assertWhole(growing, c.idx, pattern(1 + c.idx, SIZES[c.idx]));
+  await h.assertWhole(old, 0, pattern(100, 6 * MiB));
+
+  const rm = await h.nbjob("rm", String(old));
+  assert.equal(rm.code, 0, rm.out + rm.err);
+  const gc = await h.nbjob("gc", "--grace", "0s");
+  assert.equal(gc.code, 0, gc.out + gc.err);
+  const finished = await h.waitFor(growing, ["done", "failed", "lost", "cancelled"], 120_000);
+  assert.equal(finished.status, "done", `${finished.error_name}: ${finished.error_message}\n${h.workerLog}`);
+  for (const [i, size] of SIZES.entries()) await h.assertWhole(growing, i, pattern(1 + i, size));
+  const next = await h.queue("next", `grow(7, [${256 * KiB}])`);
+  assert.equal((await h.waitFor(next, ["done", "failed"], 120_000)).status, "done", h.workerLog);
+  assert.ok(h.workerAlive, h.workerLog);
+  assert.ok(existsSync(data));
 });
