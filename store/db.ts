@@ -29,6 +29,8 @@ export interface Db extends Queryable {
   holdCheckpoints?(): Promise<void>;
   /** The embedded store only: a gc finished; checkpoints may go on and the reserve is made again if there is room. */
   cleanedUp?(): Promise<void>;
+  /** The embedded store only: its data directory (undefined for a server by URL), for messages about its disk. */
+  embeddedDataDirectory?(): Promise<string | undefined>;
 }
 
 export interface StoreOptions {
@@ -291,6 +293,12 @@ export class Store implements Db {
     // Coded as PostgreSQL's disk_full, so that writers treat it as the full disk it stands for.
     const cause = Object.assign(new Error(`no room for new checkpoints on the disk holding ${dataDir}: ${formatMiB(hold.free)} free, and nbjob's ${formatMiB(hold.released.bytes)} disk reserve was released ${since} s ago for the server to recover and clean up ("nbjob rm <old jobs> && nbjob gc" lets checkpoints go on)`), { code: "53100" });
     throw new StoreError(`the embedded PostgreSQL has no room left on its disk (${cause.message})`, { cause });
+  }
+
+  async embeddedDataDirectory(): Promise<string | undefined> {
+    if (!this.location?.embedded) return undefined;
+    const { embeddedDataDir } = await import("./embedded");
+    return embeddedDataDir(this.location.home!);
   }
 
   async cleanedUp(): Promise<void> {

@@ -312,9 +312,9 @@ function tailBytes(file: string, bytes: number): string {
   }
 }
 
-function tail(file: string, lines = 6): string {
+function tail(file: string): string {
   try {
-    return readFileSync(file, "utf8").split("\n").slice(-lines).join("\n");
+    return readFileSync(file, "utf8").split("\n").slice(-6).join("\n");
   } catch {
     return "";
   }

@@ -263,7 +263,7 @@ for (const [fs, size] of [["tmpfs", "128m"], ["ext4", "144m"]] as const) test(`t
     await sleep(250);
   }
   t.diagnostic(`the job's note: ${said}`);
-  assert.match(said, /the store's disk.* is full: checkpoint \d+ \(3\.0 MiB\) could not be stored \(.*(No space left on device|no room for new checkpoints on the disk holding \S+\/data).*\); the job waits and retries/);
+  assert.match(said, /the store's disk on \S+\/postgres\/cluster\/data \(the data directory\) is full: checkpoint \d+ \(3\.0 MiB\) could not be stored \(.*(No space left on device|no room for new checkpoints on the disk holding \S+\/data).*\); the job waits and retries/);
   assert.match(h.workerLog + ownStderr, RESERVE_LINE, "the process that saw the full disk said it released the reserve");
   t.diagnostic(`said: ${(h.workerLog + ownStderr).split("\n").find((line) => RESERVE_LINE.test(line))}`);
   const panicked = /PANIC:[^\n]*No space left on device/.test(readFileSync(join(disk.cluster, "server.log"), "utf8"));
@@ -347,7 +347,7 @@ test("a server stopped (PANIC) by a disk something else filled is started again 
   const refused = await h.waitFor(held, ["done", "failed", "lost", "cancelled"], 180_000);
   assert.equal(refused.status, "failed", h.workerLog);
   assert.equal(refused.error_name, "CheckpointError");
-  assert.match(refused.error_message ?? "", /^checkpoint 0 of job \d+ could not be stored: the store's disk is full \(no room for new checkpoints on the disk holding \S+\/postgres\/cluster\/data: [\d.]+ MiB free, and nbjob's 24 MiB disk reserve was released \d+ s ago for the server to recover and clean up \("nbjob rm <old jobs> && nbjob gc" lets checkpoints go on\)\); it needed 1\.0 MiB and no room came in \d+ s \(NBJOB_STORE_WAIT_MS=8000\); free space .*resume the job from its last checkpoint$/);
+  assert.match(refused.error_message ?? "", /^checkpoint 0 of job \d+ could not be stored: the store's disk on \S+\/postgres\/cluster\/data \(the data directory\) is full \(no room for new checkpoints on the disk holding \S+\/postgres\/cluster\/data: [\d.]+ MiB free, and nbjob's 24 MiB disk reserve was released \d+ s ago for the server to recover and clean up \("nbjob rm <old jobs> && nbjob gc" lets checkpoints go on\)\); it needed 1\.0 MiB and no room came in \d+ s \(NBJOB_STORE_WAIT_MS=8000\); free space .*resume the job from its last checkpoint$/);
   assert.deepEqual(await listCheckpoints(h.store, held), [], "nothing of the held checkpoint is stored");
 
   // nbjob gc (a user's command) lets checkpoints go on; the release was said once, by whichever
@@ -431,6 +431,7 @@ test("a job's checkpoint that needs a new WAL segment on a full disk PANICs the 
     await sleep(250);
   }
   t.diagnostic(`the job's note: ${said}`);
+  assert.match(said, /the store's disk on \S+\/postgres\/cluster\/data \(the data directory\) is full: checkpoint \d+ \(3\.0 MiB\) could not be stored \(.*("pg_wal\/xlogtemp\.\d+": No space left on device|no room for new checkpoints on the disk holding).*\); the job waits and retries/);
   const log = readFileSync(join(disk.cluster, "server.log"), "utf8");
   assert.match(log, /PANIC:[^\n]*"pg_wal\/xlogtemp\.\d+": No space left on device/, "the server PANICked for want of a WAL segment");
   assert.match(h.workerLog, RESERVE_LINE, "the worker released the reserve and said so");
