@@ -4,7 +4,7 @@ import type { Command } from "./args";
 import { actionError, oneLineUsageError, parseCommandArgs, UsageError } from "./args";
 import {
   openStore, databaseUrlFromEnv, nbjobHome, redactUrl, schemaStatus, ensureEmbeddedServer, embeddedServerStatus,
-  stopEmbeddedServer, destroyEmbeddedServer, embeddedServerFiles, embeddedLayout, dataPlace, describeDataPlace, JOB_STATUSES,
+  stopEmbeddedServer, destroyEmbeddedServer, embeddedServerFiles, embeddedLayout, dataPlace, describeDataPlace, describeDiskReserve, JOB_STATUSES,
 } from "../store";
 import type { Store, StoreOptions } from "../store";
 
@@ -93,6 +93,7 @@ async function status(flags: { "database-url"?: string; home?: string }): Promis
       return 0;
     }
     console.log(`server:    running, pid ${embedded.pid}, ${embedded.redactedUrl}`);
+    console.log(`reserve:   ${describeDiskReserve(home)}`);
   } else {
     console.log(`database:  ${redactUrl(url)}`);
   }

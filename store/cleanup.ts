@@ -399,6 +399,9 @@ export async function collectAndVacuum(db: Db, options: { graceMs?: number; full
   const before = (await storeSize(db)).database;
   const result = await collectGarbage(db, { graceMs: options.graceMs });
   await vacuumStore(db, { full: options.full });
+  // The embedded store: the freed rows' room is reusable now; checkpoints held back for a
+  // released disk reserve go on, and the reserve is made again if there is room (disk-reserve.ts).
+  await db.cleanedUp?.();
   return { result, before, after: (await storeSize(db)).database, full: options.full === true };
 }
 

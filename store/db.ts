@@ -3,7 +3,7 @@
 import { Pool, types as pgTypes } from "pg";
 import type { PoolClient, QueryResult, QueryResultRow, CustomTypesConfig } from "pg";
 import { checkDatabaseUrl, databaseUrlFromEnv, nbjobHome, redactUrl } from "./config";
-import { explainDatabaseError, StoreError } from "./errors";
+import { explainDatabaseError, isDiskFull, isStoreUnreachable, pgCode, StoreError } from "./errors";
 import { ensureSchema } from "./migrate";
 
 /** Anything that runs one parameterised statement: the store itself or an open transaction. */
@@ -21,6 +21,16 @@ export interface Db extends Queryable {
   withClient<T>(cb: (client: PoolClient) => Promise<T>): Promise<T>;
   /** Runs `cb` in a transaction: COMMIT when it resolves, ROLLBACK when it throws. */
   transaction<T>(cb: (tx: Db) => Promise<T>): Promise<T>;
+  /**
+   * The embedded store only (disk-reserve.ts): rejects with a disk-full error while nbjob's disk
+   * reserve is released for a full disk and no gc has finished since, so that a waiting
+   * checkpoint does not take the room meant for recovery and cleanup.
+   */
+  holdCheckpoints?(): Promise<void>;
+  /** The embedded store only: a gc finished; checkpoints may go on and the reserve is made again if there is room. */
+  cleanedUp?(): Promise<void>;
+  /** The embedded store only: its data directory (undefined for a server by URL), for messages about its disk. */
+  embeddedDataDirectory?(): Promise<string | undefined>;
 }
 
 export interface StoreOptions {
@@ -100,6 +110,9 @@ class TransactionDb implements Db {
   }
 }
 
+/** revive(): the server is down for another reason than a full disk; not started again. */
+class NotStoppedForSpace extends Error {}
+
 /**
  * The store handle. Creating one does nothing; the first query resolves the URL (starting the
  * embedded server if that is the default), opens the pool and checks or migrates the schema.
@@ -110,6 +123,11 @@ export class Store implements Db {
   private location?: StoreLocation;
   private closed = false;
   private applied: number[] = [];
+  /** The embedded server's URL the pool uses (it changes if a restart had to take another port). */
+  private url?: string;
+  private reviving?: Promise<void>;
+  private lastRevive = 0;
+  private reviveError?: string;
 
   constructor(private readonly options: StoreOptions = {}) {}
 
@@ -172,13 +190,20 @@ export class Store implements Db {
 
   /** Checks a client out for `use` and always gives it back (destroyed if it broke). */
   private async borrow<T>(use: (client: PoolClient, markBroken: (err: Error) => void) => Promise<T>): Promise<T> {
-    const pool = await this.getPool();
+    let pool = await this.getPool();
     const where = this.location!.url;
     let client: PoolClient;
     try {
       client = await pool.connect();
     } catch (err) {
-      throw explainDatabaseError(err, where);
+      // The embedded server may have stopped (a PANIC on a full disk): start it again, once.
+      if (!isStoreUnreachable(err) || !(await this.revive())) throw explainDatabaseError(err, where);
+      try {
+        pool = await this.getPool();
+        client = await pool.connect();
+      } catch (again) {
+        throw explainDatabaseError(again, where);
+      }
     }
     let broken: Error | undefined;
     // While a client is checked out the pool no longer listens for its errors; a connection
@@ -189,11 +214,104 @@ export class Store implements Db {
     try {
       return await use(client, onError);
     } catch (err) {
+      if (this.location?.embedded && isDiskFull(err)) await this.releaseReserve(err);
       throw explainDatabaseError(err, where);
     } finally {
       client.off("error", onError);
       client.release(broken);
     }
+  }
+
+  /**
+   * The embedded server is not answering: if it stopped because its disk filled (a PANIC, as its
+   * log says), start it again; ensureEmbeddedServer releases the disk reserve first so recovery
+   * has room. A server stopped on purpose (`nbjob db stop`) is left alone: writers wait for it as
+   * before. One attempt at a time, at most one a second; returns whether it was tried and
+   * succeeded. A failed start is said on stderr and the caller keeps its own error (a worker
+   * retries; its next attempt tries to start the server again).
+   */
+  private async revive(): Promise<boolean> {
+    const home = this.location?.embedded ? this.location.home : undefined;
+    if (home === undefined || this.closed) return false;
+    if (!this.reviving) {
+      if (Date.now() - this.lastRevive < 1_000) return false;
+      this.lastRevive = Date.now();
+      this.reviving = (async () => {
+        const { ensureEmbeddedServer, embeddedLayout, stoppedForSpace } = await import("./embedded");
+        if (!stoppedForSpace(embeddedLayout(home))) throw new NotStoppedForSpace();
+        const { url } = await ensureEmbeddedServer({ home });
+        if (url !== this.url && this.pool && !this.closed) {
+          const old = this.pool;
+          this.pool = this.newPool(url);
+          this.url = url;
+          this.location = { url: redactUrl(url), embedded: true, home };
+          this.readyPromise = Promise.resolve(this.pool);
+          void old.end().catch(() => undefined);
+        }
+      })().finally(() => {
+        this.reviving = undefined;
+      });
+    }
+    try {
+      await this.reviving;
+      return true;
+    } catch (err) {
+      if (err instanceof NotStoppedForSpace) return false;
+      // Said once per different reason: a worker retries every few seconds.
+      const message = (err as Error).message;
+      if (message !== this.reviveError) process.stderr.write(`nbjob: could not restart the embedded PostgreSQL: ${message}\n`);
+      this.reviveError = message;
+      return false;
+    }
+  }
+
+  /** A write was refused for want of disk space on the embedded server: release the reserve (once; disk-reserve.ts). */
+  private async releaseReserve(err: unknown): Promise<void> {
+    let reason = (err as Error).message;
+    for (let e = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+      if (pgCode(e) !== undefined) {
+        reason = (e as Error).message;
+        break;
+      }
+    }
+    try {
+      const { releaseReserveFor, embeddedLayout } = await import("./embedded");
+      releaseReserveFor(embeddedLayout(this.location!.home!), reason);
+    } catch {
+      // Best effort: the caller's disk-full error says what matters.
+    }
+  }
+
+  async holdCheckpoints(): Promise<void> {
+    if (!this.location?.embedded) return;
+    const { embeddedDataDir } = await import("./embedded");
+    const { checkpointsHeld, formatMiB } = await import("./disk-reserve");
+    const dataDir = embeddedDataDir(this.location.home!);
+    const hold = checkpointsHeld(dataDir);
+    if (!hold.held) return;
+    const since = Math.round((Date.now() - Date.parse(hold.released.at)) / 1000);
+    // Coded as PostgreSQL's disk_full, so that writers treat it as the full disk it stands for.
+    const cause = Object.assign(new Error(`no room for new checkpoints on the disk holding ${dataDir}: ${formatMiB(hold.free)} free, and nbjob's ${formatMiB(hold.released.bytes)} disk reserve was released ${since} s ago for the server to recover and clean up ("nbjob rm <old jobs> && nbjob gc" lets checkpoints go on)`), { code: "53100" });
+    throw new StoreError(`the embedded PostgreSQL has no room left on its disk (${cause.message})`, { cause });
+  }
+
+  async embeddedDataDirectory(): Promise<string | undefined> {
+    if (!this.location?.embedded) return undefined;
+    const { embeddedDataDir } = await import("./embedded");
+    return embeddedDataDir(this.location.home!);
+  }
+
+  async cleanedUp(): Promise<void> {
+    if (!this.location?.embedded) return;
+    const { embeddedDataDir } = await import("./embedded");
+    const { noteCleanedUp, reserveState } = await import("./disk-reserve");
+    const dataDir = embeddedDataDir(this.location.home!);
+    if (reserveState(dataDir).released) {
+      // Recovering from a full disk: a checkpoint lets the server reuse its old WAL segments
+      // instead of needing new room for every write until its next scheduled checkpoint.
+      await this.query("CHECKPOINT").catch(() => undefined);
+    }
+    noteCleanedUp(dataDir);
   }
 
   /** Closes the pool; later queries fail. Does not stop the embedded server (it is shared). */
@@ -235,6 +353,24 @@ export class Store implements Db {
       url = (await ensureEmbeddedServer({ home })).url;
       this.location = { url: redactUrl(url), embedded: true, home };
     }
+    this.url = url;
+    const pool = this.newPool(url);
+    try {
+      const client = await pool.connect().catch((err: unknown) => { throw explainDatabaseError(err, this.location!.url); });
+      try {
+        if (!this.options.skipSchemaCheck) this.applied = await ensureSchema(client, { migrate: this.options.migrate ?? true, where: this.location.url });
+      } finally {
+        client.release();
+      }
+    } catch (err) {
+      await pool.end().catch(() => undefined);
+      throw err;
+    }
+    this.pool = pool;
+    return pool;
+  }
+
+  private newPool(url: string): Pool {
     const pool = new Pool({
       connectionString: url,
       max: this.options.maxConnections ?? 10,
@@ -248,18 +384,6 @@ export class Store implements Db {
     // An idle client losing its server (restart, pg_terminate_backend) must not crash the
     // process; the pool drops it and the next query opens a fresh connection.
     pool.on("error", () => undefined);
-    try {
-      const client = await pool.connect().catch((err: unknown) => { throw explainDatabaseError(err, this.location!.url); });
-      try {
-        if (!this.options.skipSchemaCheck) this.applied = await ensureSchema(client, { migrate: this.options.migrate ?? true, where: this.location.url });
-      } finally {
-        client.release();
-      }
-    } catch (err) {
-      await pool.end().catch(() => undefined);
-      throw err;
-    }
-    this.pool = pool;
     return pool;
   }
 }

@@ -4,13 +4,14 @@
 // created with O_EXCL makes concurrent starters end with one server.
 import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { chmodSync, chownSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, realpathSync, renameSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync, writeSync, lstatSync } from "node:fs";
+import { chmodSync, chownSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, realpathSync, renameSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync, writeSync, lstatSync } from "node:fs";
 import { createServer } from "node:net";
 import { homedir, hostname } from "node:os";
 import { dirname, join, sep } from "node:path";
 import { Client } from "pg";
 import { sha256 } from "./hash";
 import { PgCode, pgCode, StoreError } from "./errors";
+import { ensureReserve, formatMiB, releaseReserve, RESERVE_FILE, reserveBytes, reserveState } from "./disk-reserve";
 
 const SUPERUSER = "postgres";
 const DATABASE = "nbjob";
@@ -295,6 +296,22 @@ async function startServer(layout: EmbeddedLayout, user: ServerUser, bin: string
   throw new StoreError(`could not start the embedded PostgreSQL (${join(cluster, "data")}): ${lastLines(lastOutput)}${diskFullHint(lastOutput, cluster)}; see ${join(cluster, "server.log")}`);
 }
 
+function tailBytes(file: string, bytes: number): string {
+  try {
+    const fd = openSync(file, "r");
+    try {
+      const size = statSync(file).size;
+      const buffer = Buffer.alloc(Math.min(bytes, size));
+      readSync(fd, buffer, 0, buffer.length, size - buffer.length);
+      return buffer.toString("utf8");
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return "";
+  }
+}
+
 function tail(file: string): string {
   try {
     return readFileSync(file, "utf8").split("\n").slice(-6).join("\n");
@@ -436,7 +453,10 @@ export interface EnsureEmbeddedOptions {
 export async function ensureEmbeddedServer(options: EnsureEmbeddedOptions): Promise<{ url: string; port: number; started: boolean }> {
   const layout = embeddedLayout(options.home);
   const quick = await probe(layout);
-  if (quick.state === "ready") return { url: urlFor(quick.port, readPassword(layout)!), port: quick.port, started: false };
+  if (quick.state === "ready") {
+    ensureReserve(embeddedDataDir(options.home));
+    return { url: urlFor(quick.port, readPassword(layout)!), port: quick.port, started: false };
+  }
   const user = serverUser();
   const bin = postgresBinDir();
   if (user.uid !== undefined && !canReach(bin, user)) {
@@ -458,7 +478,14 @@ export async function ensureEmbeddedServer(options: EnsureEmbeddedOptions): Prom
         }
         await initialise(layout, user, bin);
       }
-      await startServer(layout, user, bin);
+      releaseReserveIfStoppedForSpace(layout);
+      try {
+        await startServer(layout, user, bin);
+      } catch (err) {
+        // Recovery itself found no room (a full disk the log did not show): release and try once more.
+        if (!/the disk holding/.test((err as Error).message) || releaseReserveFor(layout, "the server could not start for want of space") === 0) throw err;
+        await startServer(layout, user, bin);
+      }
       started = true;
       state = await probe(layout);
       if (state.state === "down") throw new StoreError(`the embedded PostgreSQL started but does not answer; see ${join(clusterLocation(layout), "server.log")}`);
@@ -474,8 +501,77 @@ export async function ensureEmbeddedServer(options: EnsureEmbeddedOptions): Prom
       }
     }
     writeState(layout, { port: state.port, user: SUPERUSER, database: DATABASE });
+    ensureReserve(embeddedDataDir(options.home));
     return { url: urlFor(state.port, password), port: state.port, started };
   });
+}
+
+/** The data directory of the embedded server of `home` (resolved: as root it may live outside NBJOB_HOME). */
+export function embeddedDataDir(home: string): string {
+  return join(clusterLocation(embeddedLayout(home)), "data");
+}
+
+/**
+ * Deletes the disk reserve (see disk-reserve.ts) because the store reported a full disk, and
+ * says so on stderr in one line: where, how much, what to do. Returns the bytes freed (0 when
+ * there was no reserve: nothing is printed then).
+ */
+export function releaseReserveFor(layout: EmbeddedLayout, reason: string): number {
+  const dataDir = join(clusterLocation(layout), "data");
+  const bytes = releaseReserve(dataDir, reason);
+  if (bytes > 0) {
+    process.stderr.write(`nbjob: the disk holding the embedded PostgreSQL's data (${dataDir}) is full (${reason}); released nbjob's ${formatMiB(bytes)} disk reserve so the server can recover and clean up; free space with "nbjob rm <old jobs> && nbjob gc" (new checkpoints wait until then; the reserve is made again once there is room)\n`);
+  }
+  return bytes;
+}
+
+/** `nbjob db status`'s line about the disk reserve (disk-reserve.ts). */
+export function describeDiskReserve(home: string): string {
+  const dataDir = embeddedDataDir(home);
+  const bytes = reserveBytes();
+  if (bytes === 0) return "off (NBJOB_DISK_RESERVE_MB=0)";
+  let state;
+  try {
+    state = reserveState(dataDir);
+  } catch {
+    return "none yet (no data directory)";
+  }
+  const free = `${formatMiB(state.free)} free on its disk`;
+  if (state.present) return `${formatMiB(bytes)} in ${join(dataDir, RESERVE_FILE)}; ${free}`;
+  if (state.released) {
+    const held = state.released.gcAt ? "" : `; new checkpoints wait until "nbjob gc" has run`;
+    return `released ${state.released.at} for a full disk (${state.released.reason})${held}; made again once there is room, ${free}`;
+  }
+  return `not made yet (it needs ${formatMiB(bytes)} and a margin; ${free})`;
+}
+
+/**
+ * Whether the server's log says it stopped for want of disk space: a PANIC on a write that
+ * found no room since it last became ready (an older one does not count).
+ */
+export function stoppedForSpace(layout: EmbeddedLayout): boolean {
+  const log = tailBytes(join(clusterLocation(layout), "server.log"), 64 * 1024);
+  return /PANIC:[^\n]*No space left on device/.test(log.slice(log.lastIndexOf("ready to accept connections")));
+}
+
+/**
+ * Before starting a server that is down: if it stopped because its disk filled (a PANIC on a
+ * write that found no room, as the end of its log says) or the disk has less room than the
+ * reserve, release the reserve so that recovery can finish.
+ */
+function releaseReserveIfStoppedForSpace(layout: EmbeddedLayout): void {
+  const dataDir = join(clusterLocation(layout), "data");
+  let state;
+  try {
+    state = reserveState(dataDir);
+  } catch {
+    return;
+  }
+  if (!state.present) return;
+  const panicked = stoppedForSpace(layout);
+  if (panicked || state.free < reserveBytes()) {
+    releaseReserveFor(layout, panicked ? "the server stopped: No space left on device" : `${formatMiB(state.free)} free`);
+  }
 }
 
 /** What `nbjob db status` shows about the embedded server (changes nothing). */

@@ -44,7 +44,7 @@ export type { ClaimInput, LostJobsInput } from "./queue";
 export { bundleDeclarations, compareDeclarations, jobLog, declarationHistory, jobCodeText, diffJobs, declarationInJob } from "./versions";
 export type { DeclarationChange, JobLogEntry, DeclarationVersion } from "./versions";
 export {
-  ensureEmbeddedServer, embeddedServerStatus, stopEmbeddedServer, destroyEmbeddedServer, embeddedServerFiles, embeddedLayout, postgresBinDir, dataPlace,
+  ensureEmbeddedServer, embeddedServerStatus, describeDiskReserve, stopEmbeddedServer, destroyEmbeddedServer, embeddedServerFiles, embeddedLayout, postgresBinDir, dataPlace,
   describeDataPlace, outsideClusterDir,
 } from "./embedded";
 export type { EmbeddedLayout, EmbeddedStatus } from "./embedded";

@@ -105,6 +105,8 @@ export class CheckpointWriter {
     try {
       await retryWhileAway(this.availability, async () => {
         attempts++;
+        // A released disk reserve holds checkpoints back until a gc ran (store/disk-reserve.ts).
+        await this.db.holdCheckpoints?.();
         try {
           const { uploaded } = await putCheckpoints(this.db, this.jobId, batch, this.options.claim?.());
           this.uploaded += uploaded;
