@@ -25,7 +25,7 @@ function listIds(ids: number[]): string {
 
 /** What a collection did, in one line (`nbjob gc`, `rm`, and the dashboard's gc). */
 export function gcLine({ result, before, after, full }: GcReport): string {
-  return `${result.thinned ? `retention thinned ${plural(result.thinned, "checkpoint")}; ` : ""}collected ${plural(result.blobs, "value")} (${plural(result.chunks, "chunk")}, ${formatBytes(result.chunkBytes)}), ${plural(result.bundles, "bundle")}, ${plural(result.snippets, "snippet")}${result.files ? `, ${plural(result.files, "local module")}` : ""} in ${(result.ms / 1000).toFixed(1)} s; database ${formatBytes(before)} -> ${formatBytes(after)}${full ? " (VACUUM FULL)" : ""}`;
+  return `${result.thinned ? `retention thinned ${plural(result.thinned, "checkpoint")}; ` : ""}collected ${plural(result.blobs, "value")} (${plural(result.chunks, "chunk")}, ${formatBytes(result.chunkBytes)}), ${plural(result.bundles, "bundle")}, ${plural(result.snippets, "snippet")}${result.files ? `, ${plural(result.files, "local module")}` : ""}${result.environments ? `, ${plural(result.environments, "environment")}` : ""} in ${(result.ms / 1000).toFixed(1)} s; database ${formatBytes(before)} -> ${formatBytes(after)}${full ? " (VACUUM FULL)" : ""}`;
 }
 
 /** What `nbjob rm` prints about a deletion (or a dry run); the dashboard shows the same lines. */

@@ -1,5 +1,5 @@
 // Deleting jobs and collecting what nothing refers to any more (values, their chunks, bundles,
-// snippets), and what takes the space. Deleting a job removes its row and, by the schema's
+// snippets, local modules, environments), and what takes the space. Deleting a job removes its row and, by the schema's
 // ON DELETE CASCADE, its logs, checkpoints (their value rows), analyses and analysis rows, in one
 // transaction. Its values stay until garbage collection, because other jobs' checkpoints (a
 // resumed job's, or any checkpoint of the same bytes) may share them.
@@ -25,9 +25,6 @@
 //    committed before the blob row that lists them (blobs.ts), so a young unreferenced chunk is
 //    normally one being written. The grace period only spares writers a retry; 1-3 are what make
 //    it correct, and test/store-cleanup.test.ts races collection with grace 0 against a writer.
-//
-// Environments are not collected: a worker remembers an environment's hash for its lifetime and
-// links later jobs to it without writing the row again, and each is a few hundred bytes.
 import type { Db } from "./db";
 import { StoreError, pgCode, PgCode, isDiskFull } from "./errors";
 import { isJobStatus, UnknownJobError } from "./jobs";
@@ -193,6 +190,8 @@ export interface GcResult {
   snippets: number;
   /** Local modules no bundle lists any more. */
   files: number;
+  /** Environments (where jobs ran) no job refers to any more. */
+  environments: number;
   /** Checkpoints thinned by the retention policy. */
   thinned: number;
   /** Batches that lost a race with a writer (a foreign-key error; retried with fresh candidates). */
@@ -232,6 +231,14 @@ const FILES: Collectable = {
   table: "nbjob.files",
   referenced: "EXISTS (SELECT 1 FROM nbjob.bundle_files bf WHERE bf.file_hash = x.hash)",
   measure: "octet_length(x.content)",
+};
+/**
+ * Where jobs ran (Node, nbjob and package versions). A worker keeps an environment for its
+ * lifetime and links later jobs to it: it stores it again if it is gone (linkJobEnvironments).
+ */
+const ENVIRONMENTS: Collectable = {
+  table: "nbjob.environments",
+  referenced: "EXISTS (SELECT 1 FROM nbjob.jobs j WHERE j.environment_hash = x.hash)",
 };
 const SNIPPETS: Collectable = {
   table: "nbjob.snippets",
@@ -333,8 +340,8 @@ export async function applyRetention(db: Db, policy?: RetentionPolicy): Promise<
 }
 
 /**
- * Removes values (blobs and their chunks), bundles and snippets that no job, checkpoint or
- * analysis refers to any more and that are older than the grace period. Safe while jobs run
+ * Removes values (blobs and their chunks), bundles, snippets, local modules and environments that
+ * no job, checkpoint or analysis refers to any more and that are older than the grace period. Safe while jobs run
  * (see the comment at the top). Does not VACUUM: vacuumStore does.
  */
 export async function collectGarbage(db: Db, options: GcOptions = {}): Promise<GcResult> {
@@ -349,9 +356,11 @@ export async function collectGarbage(db: Db, options: GcOptions = {}): Promise<G
   const bundles = await collect(db, BUNDLES, graceMs, batchSize);
   const snippets = await collect(db, SNIPPETS, graceMs, batchSize);
   const files = await collect(db, FILES, graceMs, batchSize);
+  const environments = await collect(db, ENVIRONMENTS, graceMs, batchSize);
   return {
     thinned, blobs: blobs.rows, chunks: chunks.rows, chunkBytes: chunks.measure, bundles: bundles.rows, snippets: snippets.rows, files: files.rows,
-    conflicts: blobs.conflicts + chunks.conflicts + bundles.conflicts + snippets.conflicts + files.conflicts,
+    environments: environments.rows,
+    conflicts: blobs.conflicts + chunks.conflicts + bundles.conflicts + snippets.conflicts + files.conflicts + environments.conflicts,
     ms: performance.now() - started,
   };
 }

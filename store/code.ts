@@ -199,7 +199,8 @@ export async function signStoredBundle(db: Db, hash: string): Promise<{ changed:
 }
 
 /** Stores an environment once by content; returns its hash (for jobs.environment_hash). */
-export async function putEnvironment(db: Db, env: EnvironmentInput): Promise<string> {
+/** An environment as stored (its fields normalized) and its hash. */
+function storedEnvironment(env: EnvironmentInput): { hash: string; values: unknown[] } {
   const normalized = {
     node_version: env.node_version,
     nbjob_version: env.nbjob_version,
@@ -212,12 +213,48 @@ export async function putEnvironment(db: Db, env: EnvironmentInput): Promise<str
     throw new StoreError("an environment needs node_version and nbjob_version (e.g. process.version and the package version)");
   }
   const hash = sha256(canonicalJson(normalized));
-  await db.query(
-    `INSERT INTO nbjob.environments (hash, node_version, nbjob_version, lockfile_hash, packages, package_sources)
-     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (hash) DO NOTHING`,
-    [hash, normalized.node_version, normalized.nbjob_version, normalized.lockfile_hash, JSON.stringify(normalized.packages), JSON.stringify(normalized.package_sources ?? {})],
-  );
+  return { hash, values: [hash, normalized.node_version, normalized.nbjob_version, normalized.lockfile_hash, JSON.stringify(normalized.packages), JSON.stringify(normalized.package_sources ?? {})] };
+}
+
+const INSERT_ENVIRONMENT = `INSERT INTO nbjob.environments (hash, node_version, nbjob_version, lockfile_hash, packages, package_sources)
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (hash) DO NOTHING`;
+
+export async function putEnvironment(db: Db, env: EnvironmentInput): Promise<string> {
+  const { hash, values } = storedEnvironment(env);
+  await db.query(INSERT_ENVIRONMENT, values);
   return hash;
+}
+
+/**
+ * Links finished jobs to the environments they ran in (a job that has one keeps it), in one
+ * transaction. A worker keeps an environment for its lifetime and links later jobs to it, while
+ * garbage collection removes environments no job refers to: so each is stored again when it is
+ * gone, and held FOR KEY SHARE to the commit, so collection skips it meanwhile (cleanup.ts).
+ */
+export async function linkJobEnvironments(db: Db, links: ReadonlyMap<number, EnvironmentInput>): Promise<void> {
+  const hashes = new Map<number, string>();
+  const environments = new Map<string, unknown[]>();
+  for (const [jobId, env] of links) {
+    const { hash, values } = storedEnvironment(env);
+    hashes.set(jobId, hash);
+    environments.set(hash, values);
+  }
+  await db.transaction(async (tx) => {
+    // A row collection deleted between our insert (which found it) and our lock (which waited
+    // for that delete) is not locked: store it again, and lock again.
+    for (let attempt = 1; ; attempt++) {
+      for (const values of environments.values()) await tx.query(INSERT_ENVIRONMENT, values);
+      const { rowCount } = await tx.query("SELECT 1 FROM nbjob.environments WHERE hash = ANY($1::text[]) FOR KEY SHARE", [[...environments.keys()]]);
+      if (rowCount === environments.size) break;
+      if (attempt === 5) throw new StoreError("could not store the jobs' environments: garbage collection removed them again each time (5 tries)");
+    }
+    await tx.query(
+      `UPDATE nbjob.jobs j SET environment_hash = l.hash
+         FROM unnest($1::bigint[], $2::text[]) AS l(id, hash)
+        WHERE j.id = l.id AND j.environment_hash IS NULL`,
+      [[...hashes.keys()], [...hashes.values()]],
+    );
+  });
 }
 
 export async function getEnvironment(db: Db, hash: string): Promise<DbEnvironment | undefined> {

@@ -10,7 +10,7 @@ export type { Migration, SchemaStatus } from "./migrate";
 export { sha256, canonicalJson } from "./hash";
 export { clusterKey, clusterKeyPath, signBundle, verifyBundleSignature, CLUSTER_KEY_ENV, GATEWAY_CLUSTER_KEY_ENV } from "./signing";
 export type { ClusterKey, SignedBundle } from "./signing";
-export { snippetHash, putSnippets, putBundle, getSnippet, getBundle, getFiles, signStoredBundle, putEnvironment, getEnvironment } from "./code";
+export { snippetHash, putSnippets, putBundle, getSnippet, getBundle, getFiles, signStoredBundle, putEnvironment, linkJobEnvironments, getEnvironment } from "./code";
 export type { SnippetInput, BundleInput, BundleFileRow, BundleWithSnippets, EnvironmentInput } from "./code";
 export {
   createJob, createJobGroup, transitionJob, releaseCancelledClaim, getJob, requireJob, listJobs, listJobsByIds, getJobsByIds, listGroupJobs, isJobStatus,

@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
   openStore, putBundle, createJob, transitionJob, appendLogs, putCheckpoint, readCheckpoint, listCheckpoints, createAnalysis, putAnalysisRow,
-  CHUNK_SIZE, sha256,
+  CHUNK_SIZE, sha256, linkJobEnvironments, putEnvironment,
 } from "../store";
 import type { Store, BundleInput, DbJob } from "../store";
 import { copyCheckpoints } from "../store/checkpoints";
@@ -310,6 +310,49 @@ describe("shared values and garbage collection", () => {
       // Once nothing refers to it any more, it goes.
       await deleteJobs(store, { ids: [job.id] });
       assert.equal((await collectGarbage(gcStore, { graceMs: 0 })).bundles, 1);
+    } finally {
+      await gcStore.close();
+    }
+  });
+
+  test("environments: one no job refers to is collected; a worker linking a later job to it stores it again, also racing gc (50 rounds)", async () => {
+    const env = (tag: string) => ({ node_version: process.version, nbjob_version: `test-${tag}`, packages: { tagged: tag } });
+    const environmentOf = async (id: number) => (await store.query<{ environment_hash: string | null }>("SELECT environment_hash FROM nbjob.jobs WHERE id = $1", [id])).rows[0].environment_hash;
+    const stored = (hash: string) => count(store, "SELECT count(*) AS n FROM nbjob.environments WHERE hash = $1", [hash]);
+    const first = await doneJob(store, [], { label: "env" });
+    await linkJobEnvironments(store, new Map([[first.id, env("a")]]));
+    const hash = await environmentOf(first.id);
+    assert.ok(hash);
+    const orphan = await putEnvironment(store, env("nobody"));
+    const gc = await collectGarbage(store, { graceMs: 0 });
+    assert.equal(gc.environments, 1, "the environment no job refers to");
+    assert.equal(await stored(orphan), 0);
+    assert.equal(await stored(hash), 1, "the linked one stays");
+
+    // Its only job deleted, it goes; a worker that still has it links its next job, storing it again.
+    await deleteJobs(store, { ids: [first.id] });
+    assert.equal((await collectGarbage(store, { graceMs: 0 })).environments, 1);
+    assert.equal(await stored(hash), 0);
+    const next = await doneJob(store, [], { label: "env" });
+    await linkJobEnvironments(store, new Map([[next.id, env("a")]]));
+    assert.equal(await environmentOf(next.id), hash);
+    assert.equal(await stored(hash), 1);
+
+    // Racing: each round frees the environment (its job deleted) and links a new job to it while gc runs.
+    const gcStore = openStore({ url, maxConnections: 2 });
+    try {
+      let collected = 0;
+      for (let round = 0; round < 50; round++) {
+        await deleteJobs(store, { ids: [(await store.query<{ id: number }>("SELECT id FROM nbjob.jobs WHERE environment_hash = $1", [hash])).rows.map((r) => Number(r.id))].flat() });
+        const job = await doneJob(store, [], { label: "env" });
+        // The link starts 0-9 ms after gc, so some rounds it comes first and some gc does.
+        const link = new Promise((resolve) => setTimeout(resolve, round % 10)).then(() => linkJobEnvironments(store, new Map([[job.id, env("a")]])));
+        const [result] = await Promise.all([collectGarbage(gcStore, { graceMs: 0, retention: false }), link]);
+        collected += result.environments;
+        assert.equal(await environmentOf(job.id), hash, `round ${round}: the job is linked`);
+        assert.equal(await stored(hash), 1, `round ${round}: its environment is stored`);
+      }
+      console.log(`environments collected while racing the link: ${collected} of 50 rounds`);
     } finally {
       await gcStore.close();
     }

@@ -12,7 +12,7 @@ import { join, resolve } from "node:path";
 import { Worker } from "node:worker_threads";
 import { builtinModules } from "node:module";
 import { packagesOfSource, packageSetKey } from "../runtime/shared/bundle-packages";
-import { getBundle, putEnvironment } from "../store";
+import { getBundle, linkJobEnvironments } from "../store";
 import type { Db, EnvironmentInput } from "../store";
 
 /** The nbjob checkout this code runs from (dist/worker/ → the root). */
@@ -138,8 +138,8 @@ export async function bundleEnvironment(source: string, cwd = process.cwd()): Pr
   return { ...processEnvironment(cwd), packages: { ...packageVersions(unpinned, cwd), ...packages }, package_sources: sources };
 }
 
-/** import lines → stored environment hash; bundle hash → import lines. Small: a worker sees few. */
-const byImports = new Map<string, Promise<string>>();
+/** import lines → the environment of bundles with them; bundle hash → import lines. Small: a worker sees few. */
+const byImports = new Map<string, Promise<EnvironmentInput>>();
 const importsOfBundle = new Map<string, string>();
 const CACHE_SIZE = 256;
 
@@ -149,13 +149,13 @@ function remember<K, V>(map: Map<K, V>, key: K, value: V): void {
 }
 
 /**
- * The stored environment hash for a job of `bundleHash` (computed and stored on first use).
- * `source`: the bundle's source when the worker already has it from the store (the claim brings
- * it), so no query is needed; a sweep's jobs each have their own bundle, but their import lines
- * are the same, so the environment is computed once for all of them. Without it the bundle is
- * read from the store once per bundle hash.
+ * The environment of a job of `bundleHash` (computed on first use). `source`: the bundle's source
+ * when the worker already has it from the store (the claim brings it), so no query is needed; a
+ * sweep's jobs each have their own bundle, but their import lines are the same, so the
+ * environment is computed once for all of them. Without it the bundle is read from the store
+ * once per bundle hash.
  */
-export async function environmentHashFor(db: Db, bundleHash: string, source?: string): Promise<string> {
+export async function environmentFor(db: Db, bundleHash: string, source?: string): Promise<EnvironmentInput> {
   let key = source !== undefined ? importLines(source) : importsOfBundle.get(bundleHash);
   if (key === undefined) {
     const bundle = await getBundle(db, bundleHash);
@@ -164,16 +164,16 @@ export async function environmentHashFor(db: Db, bundleHash: string, source?: st
     key = importLines(source);
     remember(importsOfBundle, bundleHash, key);
   }
-  let hash = byImports.get(key);
-  if (!hash) {
+  let env = byImports.get(key);
+  if (!env) {
     const text = source ?? (await getBundle(db, bundleHash))?.source ?? "";
     const cacheKey = key;
-    hash = bundleEnvironment(text).then((env) => putEnvironment(db, env));
+    env = bundleEnvironment(text);
     // A failure is not cached: the next job tries again.
-    hash.catch(() => byImports.delete(cacheKey));
-    remember(byImports, key, hash);
+    env.catch(() => byImports.delete(cacheKey));
+    remember(byImports, key, env);
   }
-  return hash;
+  return env;
 }
 
 /**
@@ -183,40 +183,34 @@ export async function environmentHashFor(db: Db, bundleHash: string, source?: st
  */
 const LINK_DELAY_MS = 100;
 interface LinkBatch {
-  links: Map<number, string>;
+  links: Map<number, EnvironmentInput>;
   written: Promise<void>;
 }
 const linkState = new WeakMap<Db, { gathering?: LinkBatch; last?: Promise<void> }>();
 
-function linkLater(db: Db, jobId: number, hash: string): Promise<void> {
+function linkLater(db: Db, jobId: number, env: EnvironmentInput): Promise<void> {
   let state = linkState.get(db);
   if (!state) linkState.set(db, (state = {}));
   if (!state.gathering) {
-    const links = new Map<number, string>();
+    const links = new Map<number, EnvironmentInput>();
     const batchState = state;
     const delay = new Promise((resolve) => setTimeout(resolve, LINK_DELAY_MS));
     const written = Promise.all([(state.last ?? Promise.resolve()).catch(() => undefined), delay]).then(async () => {
       // From here on new links go to the next batch.
       if (batchState.gathering?.links === links) batchState.gathering = undefined;
-      await db.query(
-        `UPDATE nbjob.jobs j SET environment_hash = l.hash
-           FROM unnest($1::bigint[], $2::text[]) AS l(id, hash)
-          WHERE j.id = l.id AND j.environment_hash IS NULL`,
-        [[...links.keys()], [...links.values()]],
-      );
+      await linkJobEnvironments(db, links);
     });
     state.gathering = { links, written };
     state.last = written;
   }
-  state.gathering.links.set(jobId, hash);
+  state.gathering.links.set(jobId, env);
   return state.gathering.written;
 }
 
 /**
  * Links a finished job to the environment it ran in (only if it has none yet). `source`: the
- * job's bundle source as read from the store, when the worker has it (see environmentHashFor).
+ * job's bundle source as read from the store, when the worker has it (see environmentFor).
  */
 export async function recordJobEnvironment(db: Db, jobId: number, bundleHash: string, source?: string): Promise<void> {
-  const hash = await environmentHashFor(db, bundleHash, source);
-  await linkLater(db, jobId, hash);
+  await linkLater(db, jobId, await environmentFor(db, bundleHash, source));
 }
