@@ -94,9 +94,9 @@ function walkState(roots: StateRoots, statefulPrototypes: ReadonlySet<object>, s
   let bytes = 0;
   const push = (item: unknown) => sink.value(item);
 
-  const walkKeys = (target: object, keep: (key: string | symbol) => boolean) => {
+  const walkKeys = (target: object, keep?: (key: string | symbol) => boolean) => {
     for (const key of Reflect.ownKeys(target)) {
-      if (!keep(key)) continue;
+      if (keep && !keep(key)) continue;
       const d = Reflect.getOwnPropertyDescriptor(target, key)!;
       push(key);
       push((d.enumerable ? 1 : 0) | (d.configurable ? 2 : 0) | (d.writable ? 4 : 0));
@@ -114,8 +114,10 @@ function walkState(roots: StateRoots, statefulPrototypes: ReadonlySet<object>, s
     if (seen.has(value)) return;
     seen.add(value);
     if (types.isProxy(value)) throw new UnverifiableState("a Proxy");
-    if (types.isWeakMap(value) || types.isWeakSet(value)) throw new UnverifiableState("a WeakMap or WeakSet");
-    if (types.isGeneratorObject(value) || types.isMapIterator(value) || types.isSetIterator(value)) throw new UnverifiableState("an iterator or generator");
+    // A function (most of what the built-ins hold) has none of the internal state checked below.
+    const plain = typeof value === "function";
+    if (!plain && (types.isWeakMap(value) || types.isWeakSet(value))) throw new UnverifiableState("a WeakMap or WeakSet");
+    if (!plain && (types.isGeneratorObject(value) || types.isMapIterator(value) || types.isSetIterator(value))) throw new UnverifiableState("an iterator or generator");
     const proto = Reflect.getPrototypeOf(value);
     for (let p = proto; p; p = Reflect.getPrototypeOf(p)) {
       if (statefulPrototypes.has(p)) throw new UnverifiableState("an iterator, WeakRef or FinalizationRegistry");
@@ -123,6 +125,10 @@ function walkState(roots: StateRoots, statefulPrototypes: ReadonlySet<object>, s
     push(proto);
     push(Reflect.isExtensible(value));
     if (proto) walk(proto);
+    if (plain) {
+      walkKeys(value);
+      return;
+    }
     if (types.isArrayBufferView(value) || types.isAnyArrayBuffer(value)) {
       const view = types.isAnyArrayBuffer(value) ? new Uint8Array(value) : new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
       bytes += view.byteLength;
@@ -141,7 +147,7 @@ function walkState(roots: StateRoots, statefulPrototypes: ReadonlySet<object>, s
     } else if (types.isDate(value)) {
       push(Date.prototype.getTime.call(value));
     }
-    walkKeys(value, () => true);
+    walkKeys(value);
   };
 
   for (const [name, value] of roots.shallow) {
