@@ -364,11 +364,14 @@ export class Analyzer<Row extends object = AnalysisRow> {
         const done = new Set<number>();
         try {
           await channelOf(worker).analyze({ job_id: this.jobId, functions: this.#functions, checkpoints: batch }, (event) => {
-            if (event.action === "analysis_row") {
-              done.add(event.checkpoint);
+            const stored = event.action === "analysis_rows" ? event.rows : event.action === "analysis_row" ? [event] : [];
+            for (const row of stored) {
+              done.add(row.checkpoint);
               this.#stats.analysed += 1;
-              this.#stats.computed += event.computed;
-              if (event.computed > 0) this.#stats.byWorker[worker.workerId] = (this.#stats.byWorker[worker.workerId] ?? 0) + 1;
+              this.#stats.computed += row.computed;
+              if (row.computed > 0) this.#stats.byWorker[worker.workerId] = (this.#stats.byWorker[worker.workerId] ?? 0) + 1;
+            }
+            if (stored.length > 0) {
               this.#showProgress(false);
             } else if (event.action === "analysis_stream") {
               currentCellSink()?.stream(event.name, event.text);

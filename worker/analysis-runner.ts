@@ -14,8 +14,8 @@ import { checkLoadedBundle } from "./bundle-integrity";
 import { getBundle, getJob, putAnalysisRows, readCheckpoints, storedAnalysisCells, withAnalysisLocks } from "../store";
 import type { Store } from "../store";
 import type { ParamValues } from "../runtime/params";
-import { ANALYSIS_FILE, FUNCTIONS_HOOK } from "../runtime/shared/analysis-protocol";
-import type { AnalysisEvent, AnalysisFunction, AnalyzeRequest } from "../runtime/shared/analysis-protocol";
+import { ANALYSIS_FILE, ANALYSIS_ROWS_EVERY_MS, FUNCTIONS_HOOK } from "../runtime/shared/analysis-protocol";
+import type { AnalysisEvent, AnalysisFunction, AnalysisRowsStored, AnalyzeRequest } from "../runtime/shared/analysis-protocol";
 import type { AnalysisThreadEvent, AnalyzeCheckpointCommand, FunctionOutcome } from "./analysis-thread";
 import { phaseClock, recordPhases } from "./analysis-timing";
 import { BundleCompiler } from "./compiler";
@@ -188,7 +188,23 @@ export class AnalysisRunner {
     const started = Date.now();
     const clock = phaseClock();
     let checkpoint: number | undefined;
-    const fail = (message: string) => send({ action: "analysis_failed", request_id, job_id: jobId, message, checkpoint });
+    // Stored rows are reported together, at most ANALYSIS_ROWS_EVERY_MS after the first of them
+    // (each message costs both sides a signed ZeroMQ message), and always before the request's end.
+    const rowsStored: AnalysisRowsStored[] = [];
+    let rowsTimer: NodeJS.Timeout | undefined;
+    const reportRows = () => {
+      clearTimeout(rowsTimer);
+      rowsTimer = undefined;
+      if (rowsStored.length > 0) send({ action: "analysis_rows", request_id, job_id: jobId, rows: rowsStored.splice(0) });
+    };
+    const rowStored = (row: AnalysisRowsStored) => {
+      rowsStored.push(row);
+      rowsTimer ??= setTimeout(reportRows, ANALYSIS_ROWS_EVERY_MS);
+    };
+    const fail = (message: string) => {
+      reportRows();
+      send({ action: "analysis_failed", request_id, job_id: jobId, message, checkpoint });
+    };
     try {
       const bundle = await this.bundleOf(store, jobId);
       const program = await this.compiler.compile(bundle.source, bundle.entries);
@@ -247,7 +263,7 @@ export class AnalysisRunner {
           clock?.lap("stored rows under the lock");
           // The thread gets the next checkpoint before it has finished this one (so it never waits
           // for this thread between two checkpoints); a checkpoint's rows are written while the
-          // thread computes the next; its analysis_row goes out once they are stored, in order. The
+          // thread computes the next; it is reported once they are stored, in order. The
           // locks are released only when every row of the group is stored.
           let written: Promise<void> = Promise.resolve();
           let writeFailed = false;
@@ -260,7 +276,7 @@ export class AnalysisRunner {
           const settleOldest = async (): Promise<{ idx: number; answer: Extract<AnalysisThreadEvent, { type: "setup_failed" }> } | undefined> => {
             const { idx, todo, answer: answering } = inFlight.shift()!;
             if (!answering) {
-              afterWrite(Promise.resolve(), () => send({ action: "analysis_row", request_id, job_id: jobId, checkpoint: idx, computed: 0, failed: 0 }));
+              afterWrite(Promise.resolve(), () => rowStored({ checkpoint: idx, computed: 0, failed: 0 }));
               return undefined;
             }
             clock?.lap("other");
@@ -284,7 +300,7 @@ export class AnalysisRunner {
             });
             afterWrite(putAnalysisRows(locked, rows), () => {
               computedTotal += todo.length;
-              send({ action: "analysis_row", request_id, job_id: jobId, checkpoint: idx, computed: todo.length, failed });
+              rowStored({ checkpoint: idx, computed: todo.length, failed });
             });
             return undefined;
           };
@@ -341,9 +357,12 @@ export class AnalysisRunner {
       }
       clock?.lap("other");
       recordPhases(clock, { workerId: this.options.workerId, computed: computedTotal });
+      reportRows();
       send({ action: "analysis_done", request_id, job_id: jobId, computed: computedTotal, duration_ms: Date.now() - started });
     } catch (err) {
       fail((err as Error).message);
+    } finally {
+      reportRows();
     }
   }
 
