@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { Worker } from "node:worker_threads";
 import { checkLoadedBundle } from "./bundle-integrity";
 import { getBundle, getJob, putAnalysisRows, readCheckpoints, storedAnalysisCells, withAnalysisLocks } from "../store";
-import type { Store } from "../store";
+import type { AnalysisRowInput, Queryable, Store } from "../store";
 import type { ParamValues } from "../runtime/params";
 import { ANALYSIS_FILE, ANALYSIS_ROWS_EVERY_MS, FUNCTIONS_HOOK } from "../runtime/shared/analysis-protocol";
 import type { AnalysisEvent, AnalysisFunction, AnalysisRowsStored, AnalyzeRequest } from "../runtime/shared/analysis-protocol";
@@ -102,6 +102,45 @@ export function analysisTraceback(outcome: Extract<FunctionOutcome, { ok: false 
       return whole;
     });
   });
+}
+
+/**
+ * Writes rows on one connection, one statement at a time; rows added while a statement runs go
+ * in the next (one statement per checkpoint when checkpoints take longer than a write, fewer when
+ * they are quick). Each addition's `then` runs once its rows are stored, in the order added.
+ */
+class RowWriter {
+  private readonly queued: Array<{ rows: AnalysisRowInput[]; then: () => void }> = [];
+  private writing?: Promise<void>;
+  /** The first write's error; nothing is written after it. */
+  failed?: { error: unknown };
+
+  constructor(private readonly db: Queryable) {}
+
+  add(rows: AnalysisRowInput[], then: () => void): void {
+    this.queued.push({ rows, then });
+    this.writing ??= this.drain();
+  }
+
+  /** Resolves once every row added is stored; rejects with the first write's error. */
+  async stored(): Promise<void> {
+    while (this.writing) await this.writing;
+    if (this.failed) throw this.failed.error;
+  }
+
+  private async drain(): Promise<void> {
+    while (this.queued.length > 0 && !this.failed) {
+      const batch = this.queued.splice(0);
+      try {
+        await putAnalysisRows(this.db, batch.flatMap((b) => b.rows));
+      } catch (error) {
+        this.failed = { error };
+        break;
+      }
+      for (const { then } of batch) then();
+    }
+    this.writing = undefined;
+  }
 }
 
 export class AnalysisRunner {
@@ -237,15 +276,19 @@ export class AnalysisRunner {
         if (last && last.length < LOCK_GROUP && !last.includes(idx)) last.push(idx);
         else groups.push([idx]);
       }
-      // Each checkpoint's values are read (one statement) a little ahead of their turn, in order.
+      // The checkpoints' values are read ahead of their turn, in order, a few in one statement
+      // (when at most one is left ahead; at most READ_AHEAD are held besides the one computing).
       const reads = new Map<number, Promise<Record<string, Uint8Array>>>();
       let read = 0;
       const readAhead = (upTo: number) => {
-        for (; read < Math.min(upTo, checkpoints.length); read++) {
+        const end = Math.min(upTo, checkpoints.length);
+        if (read >= end || read - taken > 1) return;
+        const reading = readCheckpoints(store, jobId, checkpoints.slice(read, end));
+        for (; read < end; read++) {
           const idx = checkpoints[read];
-          const reading = readCheckpoints(store, jobId, [idx]).then((values) => values.get(idx)!);
-          reading.catch(() => undefined);
-          reads.set(read, reading);
+          const values = reading.then((byIndex) => byIndex.get(idx)!);
+          values.catch(() => undefined);
+          reads.set(read, values);
         }
       };
       let taken = 0;
@@ -265,18 +308,13 @@ export class AnalysisRunner {
           // for this thread between two checkpoints); a checkpoint's rows are written while the
           // thread computes the next; it is reported once they are stored, in order. The
           // locks are released only when every row of the group is stored.
-          let written: Promise<void> = Promise.resolve();
-          let writeFailed = false;
-          const afterWrite = (writing: Promise<unknown>, then: () => void) => {
-            written = Promise.all([written, writing]).then(then);
-            written.catch(() => (writeFailed = true));
-          };
+          const writer = new RowWriter(locked);
           const inFlight: Array<{ idx: number; todo: AnalysisFunction[]; answer?: Promise<AnalysisThreadEvent> }> = [];
           /** Takes the oldest checkpoint's answer: its rows go to the store; a set-up failure ends the group. */
           const settleOldest = async (): Promise<{ idx: number; answer: Extract<AnalysisThreadEvent, { type: "setup_failed" }> } | undefined> => {
             const { idx, todo, answer: answering } = inFlight.shift()!;
             if (!answering) {
-              afterWrite(Promise.resolve(), () => rowStored({ checkpoint: idx, computed: 0, failed: 0 }));
+              writer.add([], () => rowStored({ checkpoint: idx, computed: 0, failed: 0 }));
               return undefined;
             }
             clock?.lap("other");
@@ -298,7 +336,7 @@ export class AnalysisRunner {
                 ...(result.ok ? { value: Object.entries(result.value) as never } : { error: { name: result.name, message: result.message, traceback: analysisTraceback(result, program, compiled, layout, functions) } }),
               };
             });
-            afterWrite(putAnalysisRows(locked, rows), () => {
+            writer.add(rows, () => {
               computedTotal += todo.length;
               rowStored({ checkpoint: idx, computed: todo.length, failed });
             });
@@ -306,7 +344,7 @@ export class AnalysisRunner {
           };
           try {
             for (const idx of group) {
-              if (writeFailed) break;
+              if (writer.failed) break;
               checkpoint = idx;
               const values = reads.get(taken)!;
               reads.delete(taken);
@@ -335,16 +373,16 @@ export class AnalysisRunner {
               }
             }
             if (group === groups[groups.length - 1]) handOver();
-            while (inFlight.length > 0 && !writeFailed) {
+            while (inFlight.length > 0 && !writer.failed) {
               const failure = await settleOldest();
               if (failure) return failure;
             }
           } finally {
-            await written.catch(() => undefined);
+            await writer.stored().catch(() => undefined);
             clock?.lap("rows written (the group's last)");
           }
           // A failed write fails the request (with the store's error).
-          await written;
+          await writer.stored();
           return undefined;
         });
         clock?.lap("unlock");
