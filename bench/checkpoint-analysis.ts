@@ -79,6 +79,17 @@ function workerPhases(file: string): string {
   return `${parts.join(", ")} ms`;
 }
 
+/** User + system CPU seconds of a process (all its threads) from /proc; undefined where there is none. */
+function cpuSeconds(pid: number): number | undefined {
+  try {
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").replace(/^.*\) /s, "").split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100; // clock ticks, 100 a second on Linux
+  } catch {
+    return undefined;
+  }
+}
+
 async function admin(sql: string): Promise<void> {
   const client = new PgClient({ connectionString: ADMIN_URL });
   await client.connect();
@@ -140,10 +151,15 @@ async function main(): Promise<void> {
 
     // What nbjob adds per checkpoint (fresh context, the job's program, restore, store reads and writes, comm), on 1 worker.
     writeFileSync(timingFile, "");
+    const workerPid = Number(readFileSync(join(process.env.NBJOB_HOME!, "cluster", "default", "worker-0.pid"), "utf8"));
+    const cpu0 = cpuSeconds(workerPid);
     const t0 = process.hrtime.bigint();
     await (await db.createAnalyzer(one, job.id, [fn("trivial", `function trivial() {\n  // ${process.pid}\n  return { step };\n}`)])).result;
     const overheadMs = Number(process.hrtime.bigint() - t0) / 1e6 / CHECKPOINTS;
     console.log(`overhead: ${overheadMs.toFixed(1)} ms per checkpoint (a trivial function over ${CHECKPOINTS} checkpoints on 1 worker)`);
+    const cpu1 = cpuSeconds(workerPid);
+    // CPU time does not depend on what else the machine runs: the overhead a second worker's compute competes with.
+    if (cpu0 !== undefined && cpu1 !== undefined) console.log(`  the worker process's CPU time: ${((cpu1 - cpu0) * 1000 / CHECKPOINTS).toFixed(1)} ms per checkpoint (all its threads; PostgreSQL's and the notebook's not counted)`);
     console.log(`  the worker's phases, per checkpoint: ${workerPhases(timingFile)}`);
 
     // Each round times, back to back so a burst of load hits them alike: the loop in 1 plain
