@@ -136,8 +136,11 @@ class AnalysisChannel {
         checkAlive();
         this.handlers.set(requestId, (event) => {
           if (event.action === "analysis_queued") clearTimeout(ackTimer);
-          else if (event.action === "analysis_done") resolve();
-          else if (event.action === "analysis_failed") reject(new Error(event.message));
+          else if (event.action === "analysis_done") {
+            // Its last rows come with it.
+            if (event.rows) onEvent(event);
+            resolve();
+          } else if (event.action === "analysis_failed") reject(new Error(event.message));
           else if (event.action === "error") reject(new WorkerUnavailable(event.message));
           else onEvent(event);
         });
@@ -375,7 +378,7 @@ export class Analyzer<Row extends object = AnalysisRow> {
         const done = new Set<number>();
         try {
           await channelOf(worker).analyze({ job_id: this.jobId, functions: this.#functions, checkpoints: batch }, (event) => {
-            const stored = event.action === "analysis_rows" ? event.rows : event.action === "analysis_row" ? [event] : [];
+            const stored = event.action === "analysis_rows" || event.action === "analysis_done" ? event.rows ?? [] : event.action === "analysis_row" ? [event] : [];
             for (const row of stored) {
               done.add(row.checkpoint);
               this.#stats.analysed += 1;

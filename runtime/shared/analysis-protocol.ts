@@ -39,8 +39,8 @@ export type AnalysisEvent =
   | { action: "analysis_rows"; request_id: string; job_id: number; rows: AnalysisRowsStored[] }
   /** Output an analysis function printed. */
   | { action: "analysis_stream"; request_id: string; job_id: number; name: "stdout" | "stderr"; text: string }
-  /** Every checkpoint of the request is stored. */
-  | { action: "analysis_done"; request_id: string; job_id: number; computed: number; duration_ms: number }
+  /** Every checkpoint of the request is stored; `rows`: those not reported yet (as in analysis_rows). */
+  | { action: "analysis_done"; request_id: string; job_id: number; computed: number; duration_ms: number; rows?: AnalysisRowsStored[] }
   /**
    * The request could not go on (the job's program or a checkpoint could not be set up, the
    * store failed): nothing of the failing checkpoint was stored; `checkpoint` names it if known.
