@@ -34,6 +34,8 @@ const JOB_CACHE_SIZE = 1024;
 const LOCK_GROUP = 8;
 /** Checkpoints whose values are read ahead of the one being computed. */
 const READ_AHEAD = 3;
+/** Rows are written at most this often (a worker that dies loses at most this much computed work). */
+const WRITE_EVERY_MS = 50;
 /** Checkpoints handed to the analysis thread before the one it computes is back. */
 const THREAD_AHEAD = 1;
 
@@ -105,13 +107,17 @@ export function analysisTraceback(outcome: Extract<FunctionOutcome, { ok: false 
 }
 
 /**
- * Writes rows on one connection, one statement at a time; rows added while a statement runs go
- * in the next (one statement per checkpoint when checkpoints take longer than a write, fewer when
- * they are quick). Each addition's `then` runs once its rows are stored, in the order added.
+ * Writes rows on one connection, one statement at a time and at most one every WRITE_EVERY_MS:
+ * rows added meanwhile go in the next statement (quick checkpoints share a statement; a
+ * checkpoint longer than that gets its own, written as soon as it is added). Each addition's
+ * `then` runs once its rows are stored, in the order added. `stored()` writes what is left at once.
  */
 class RowWriter {
   private readonly queued: Array<{ rows: AnalysisRowInput[]; then: () => void }> = [];
   private writing?: Promise<void>;
+  private lastWrite = -Infinity;
+  private pause?: { timer: NodeJS.Timeout; end: () => void };
+  private flushing = false;
   /** The first write's error; nothing is written after it. */
   failed?: { error: unknown };
 
@@ -124,13 +130,24 @@ class RowWriter {
 
   /** Resolves once every row added is stored; rejects with the first write's error. */
   async stored(): Promise<void> {
+    this.flushing = true;
+    if (this.pause) {
+      clearTimeout(this.pause.timer);
+      this.pause.end();
+    }
     while (this.writing) await this.writing;
     if (this.failed) throw this.failed.error;
   }
 
   private async drain(): Promise<void> {
     while (this.queued.length > 0 && !this.failed) {
+      const wait = this.lastWrite + WRITE_EVERY_MS - performance.now();
+      if (wait > 0 && !this.flushing) {
+        await new Promise<void>((end) => (this.pause = { timer: setTimeout(end, wait), end }));
+        this.pause = undefined;
+      }
       const batch = this.queued.splice(0);
+      this.lastWrite = performance.now();
       try {
         await putAnalysisRows(this.db, batch.flatMap((b) => b.rows));
       } catch (error) {
