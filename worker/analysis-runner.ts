@@ -6,7 +6,8 @@
 // handed over before the current one is back, values are read a few checkpoints ahead, rows are
 // written while the next checkpoint computes, and the next request is set up (job, compile, locks)
 // while the last checkpoint of the current one computes. Per request: one statement to lock its
-// checkpoints, one to find their stored rows, one to unlock; per checkpoint one read, one write.
+// checkpoints, one to find their stored rows, one to unlock; values are read a few checkpoints a
+// statement and rows written at most every WRITE_EVERY_MS (each statement costs a socket write).
 import { SourceMap } from "node:module";
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
