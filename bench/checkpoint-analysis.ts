@@ -5,18 +5,19 @@
 // and cold (a function that leaves a global behind: a fresh context per checkpoint, as before).
 // Each timed run uses a function of its own source, so nothing is served from the store. Asserts nothing.
 //   node dist/bench/checkpoint-analysis.js   (NBJOB_BENCH_URL: an admin URL, default postgres://postgres@127.0.0.1:5432/postgres;
-//                                             NBJOB_BENCH_ROUNDS: rounds per view, default 3)
+//                                             NBJOB_BENCH_ROUNDS: rounds per view, default 5)
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { Worker } from "node:worker_threads";
 import { Client as PgClient } from "pg";
 import { createJob, listCheckpoints, notifyJobQueued, openStore, putBundle, requireJob } from "../store";
 import type { DeclarationRecord } from "../kernel/engine/types";
+import { ANALYSIS_TIMING_ENV } from "../worker/analysis-timing";
 
 const ADMIN_URL = process.env.NBJOB_BENCH_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
-const ROUNDS = Number(process.env.NBJOB_BENCH_ROUNDS ?? 3);
+const ROUNDS = Number(process.env.NBJOB_BENCH_ROUNDS ?? 5);
 const CHECKPOINTS = 40;
 const NBJOB = join(resolve(__dirname, "..", ".."), "bin", "nbjob.js");
 
@@ -58,6 +59,37 @@ async function seconds(work: () => Promise<unknown>): Promise<number> {
   return Number(process.hrtime.bigint() - t0) / 1e9;
 }
 
+/**
+ * The workers' time by phase (worker/analysis-timing.ts), per checkpoint computed, largest first;
+ * the rest of the overhead is the notebook's side (requests, comm, the analyzer's own queries).
+ */
+function workerPhases(file: string): string {
+  if (!existsSync(file)) return "(no timing written)";
+  const total: { [phase: string]: number } = {};
+  let computed = 0;
+  for (const line of readFileSync(file, "utf8").split("\n").filter(Boolean)) {
+    const request = JSON.parse(line) as { computed: number; ms: { [phase: string]: number } };
+    computed += request.computed;
+    for (const [phase, ms] of Object.entries(request.ms)) total[phase] = (total[phase] ?? 0) + ms;
+  }
+  if (computed === 0) return "(nothing computed)";
+  // The thread's phases ("thread: ...") are its own time; the others are the main thread's waits,
+  // which overlap the thread's work and the next request's (so they do not add up to the wall time).
+  const parts = Object.entries(total).sort((a, b) => b[1] - a[1]).map(([phase, ms]) => `${phase} ${(ms / computed).toFixed(2)}`);
+  return `${parts.join(", ")} ms`;
+}
+
+/** User + system CPU seconds of a process (all its threads) from /proc; undefined where there is none. */
+function cpuSeconds(pid: number): number | undefined {
+  try {
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").replace(/^.*\) /s, "").split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100; // clock ticks, 100 a second on Linux
+  } catch {
+    return undefined;
+  }
+}
+
 async function admin(sql: string): Promise<void> {
   const client = new PgClient({ connectionString: ADMIN_URL });
   await client.connect();
@@ -74,6 +106,9 @@ async function main(): Promise<void> {
   const url = `${ADMIN_URL.replace(/\/[^/]*$/, "")}/${database}`;
   process.env.NBJOB_HOME = join(work, "home");
   process.env.NBJOB_DATABASE_URL = url;
+  // The workers (started below with this environment) write where their analysis time goes here.
+  const timingFile = join(work, "analysis-timing.jsonl");
+  process.env[ANALYSIS_TIMING_ENV] = timingFile;
   await admin(`CREATE DATABASE ${database}`);
   // Loaded after NBJOB_HOME is set: the client finds the cluster's connection files there.
   const { Client, DBWrapper } = await import("../runtime");
@@ -115,10 +150,17 @@ async function main(): Promise<void> {
     await (await db.createAnalyzer(both, job.id, [fn("warmUp", "function warmUp() {\n  return { step };\n}")])).result;
 
     // What nbjob adds per checkpoint (fresh context, the job's program, restore, store reads and writes, comm), on 1 worker.
+    writeFileSync(timingFile, "");
+    const workerPid = Number(readFileSync(join(process.env.NBJOB_HOME!, "cluster", "default", "worker-0.pid"), "utf8"));
+    const cpu0 = cpuSeconds(workerPid);
     const t0 = process.hrtime.bigint();
     await (await db.createAnalyzer(one, job.id, [fn("trivial", `function trivial() {\n  // ${process.pid}\n  return { step };\n}`)])).result;
     const overheadMs = Number(process.hrtime.bigint() - t0) / 1e6 / CHECKPOINTS;
     console.log(`overhead: ${overheadMs.toFixed(1)} ms per checkpoint (a trivial function over ${CHECKPOINTS} checkpoints on 1 worker)`);
+    const cpu1 = cpuSeconds(workerPid);
+    // CPU time does not depend on what else the machine runs: the overhead a second worker's compute competes with.
+    if (cpu0 !== undefined && cpu1 !== undefined) console.log(`  the worker process's CPU time: ${((cpu1 - cpu0) * 1000 / CHECKPOINTS).toFixed(1)} ms per checkpoint (all its threads; PostgreSQL's and the notebook's not counted)`);
+    console.log(`  the worker's phases, per checkpoint: ${workerPhases(timingFile)}`);
 
     // Each round times, back to back so a burst of load hits them alike: the loop in 1 plain
     // thread, nbjob on 1 worker warm (the analysis leaves nothing behind, so each analysis thread

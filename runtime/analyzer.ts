@@ -136,8 +136,11 @@ class AnalysisChannel {
         checkAlive();
         this.handlers.set(requestId, (event) => {
           if (event.action === "analysis_queued") clearTimeout(ackTimer);
-          else if (event.action === "analysis_done") resolve();
-          else if (event.action === "analysis_failed") reject(new Error(event.message));
+          else if (event.action === "analysis_done") {
+            // Its last rows come with it.
+            if (event.rows) onEvent(event);
+            resolve();
+          } else if (event.action === "analysis_failed") reject(new Error(event.message));
           else if (event.action === "error") reject(new WorkerUnavailable(event.message));
           else onEvent(event);
         });
@@ -229,15 +232,15 @@ export class Analyzer<Row extends object = AnalysisRow> {
   #stopped = false;
 
   /** @internal made by db.createAnalyzer() */
-  constructor(store: Store, readonly id: number, readonly jobId: number, functions: AnalysisFunction[], workers: WorkerConnection[], options: { follow: boolean; checkpoints: number; missing: number }) {
+  constructor(store: Store, readonly id: number, readonly jobId: number, functions: AnalysisFunction[], workers: WorkerConnection[], options: { follow: boolean; checkpoints: number; missing: number[]; ended: boolean }) {
     this.#store = store;
     this.#functions = functions;
     this.#workers = workers;
     this.#follow = options.follow;
     this.#stats.checkpoints = options.checkpoints;
-    this.#stats.analysed = options.checkpoints - options.missing;
+    this.#stats.analysed = options.checkpoints - options.missing.length;
     if (currentCellSink()) this.#progress = display(this.#progressBundle());
-    this.#result = this.#run();
+    this.#result = this.#run({ ended: options.ended, missing: options.missing });
     // Asking for the analyzer without awaiting its result must not crash the kernel on a failure.
     this.#result.catch(() => undefined);
   }
@@ -320,15 +323,26 @@ export class Analyzer<Row extends object = AnalysisRow> {
     return chartBundle(series, x, ys.length === 1 ? ys[0] : "value", { ...options, title });
   }
 
-  async #run(): Promise<AnalysisRow[]> {
+  /** `first`: what createAnalyzer found a moment ago (the first pass does not ask the store again). */
+  async #run(first?: { ended: boolean; missing: number[] }): Promise<AnalysisRow[]> {
     const hashes = this.#functions.map((f) => f.hash);
     try {
-      for (;;) {
-        const job = await requireJob(this.#store, this.jobId);
-        const ended = FINAL_STATUSES.includes(job.status);
-        const missing = await missingAnalysisCheckpoints(this.#store, this.jobId, hashes);
-        this.#stats.checkpoints = (await listCheckpoints(this.#store, this.jobId)).length;
-        this.#stats.analysed = this.#stats.checkpoints - missing.length;
+      for (let known = first; ; known = undefined) {
+        let ended: boolean;
+        let missing: number[];
+        if (known) {
+          ({ ended, missing } = known);
+          // Nothing is handed out before the code that made the analyzer has run on (it may stop() it at once).
+          await new Promise((resolve) => setImmediate(resolve));
+        } else {
+          // The status first: a job's checkpoints are all stored before it ends, so when it had
+          // ended then, the missing checkpoints read after it are the last.
+          ended = FINAL_STATUSES.includes((await requireJob(this.#store, this.jobId)).status);
+          let checkpoints: unknown[];
+          [missing, checkpoints] = await Promise.all([missingAnalysisCheckpoints(this.#store, this.jobId, hashes), listCheckpoints(this.#store, this.jobId)]);
+          this.#stats.checkpoints = checkpoints.length;
+          this.#stats.analysed = this.#stats.checkpoints - missing.length;
+        }
         if (missing.length > 0) await this.#share(missing);
         this.#showProgress(true);
         // A job's checkpoints are all stored before it ends, so once it has ended one more pass is the last.
@@ -364,11 +378,14 @@ export class Analyzer<Row extends object = AnalysisRow> {
         const done = new Set<number>();
         try {
           await channelOf(worker).analyze({ job_id: this.jobId, functions: this.#functions, checkpoints: batch }, (event) => {
-            if (event.action === "analysis_row") {
-              done.add(event.checkpoint);
+            const stored = event.action === "analysis_rows" || event.action === "analysis_done" ? event.rows ?? [] : event.action === "analysis_row" ? [event] : [];
+            for (const row of stored) {
+              done.add(row.checkpoint);
               this.#stats.analysed += 1;
-              this.#stats.computed += event.computed;
-              if (event.computed > 0) this.#stats.byWorker[worker.workerId] = (this.#stats.byWorker[worker.workerId] ?? 0) + 1;
+              this.#stats.computed += row.computed;
+              if (row.computed > 0) this.#stats.byWorker[worker.workerId] = (this.#stats.byWorker[worker.workerId] ?? 0) + 1;
+            }
+            if (stored.length > 0) {
               this.#showProgress(false);
             } else if (event.action === "analysis_stream") {
               currentCellSink()?.stream(event.name, event.text);
@@ -465,7 +482,8 @@ export async function createAnalyzer(store: Store, view: unknown, job: unknown, 
   const row = await requireJob(store, jobId);
   const follow = options.follow ?? false;
   const running = !FINAL_STATUSES.includes(row.status);
-  const checkpoints = await listCheckpoints(store, jobId);
+  // Read after the status, as in Analyzer.#run.
+  const [checkpoints, missing] = await Promise.all([listCheckpoints(store, jobId), missingAnalysisCheckpoints(store, jobId, functions.map((f) => f.hash))]);
   if (checkpoints.length === 0 && !(follow && running)) {
     throw new Error(running
       ? `job ${jobId} has no checkpoints yet (it is ${row.status}); pass { follow: true } to analyse its checkpoints as they are taken`
@@ -473,6 +491,5 @@ export async function createAnalyzer(store: Store, view: unknown, job: unknown, 
   }
   if (checkpoints.length === 0) currentCellSink()?.stream("stderr", `job ${jobId} has no checkpoints yet; the analyzer follows it and analyses each as it is stored\n`);
   const analysis = await createAnalysis(store, jobId, functions.map((f) => ({ name: f.name, source: f.source })));
-  const missing = await missingAnalysisCheckpoints(store, jobId, functions.map((f) => f.hash));
-  return new Analyzer(store, analysis.id, jobId, functions, workers, { follow, checkpoints: checkpoints.length, missing: missing.length });
+  return new Analyzer(store, analysis.id, jobId, functions, workers, { follow, checkpoints: checkpoints.length, missing, ended: !running });
 }

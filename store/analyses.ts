@@ -1,7 +1,7 @@
 // Analyses: functions run against each checkpoint of a job. Rows are keyed by (job, checkpoint,
 // function source hash), so the same function over the same checkpoint is computed once,
 // whichever analyzer asks, and asking again is a lookup.
-import type { Db } from "./db";
+import type { Db, Queryable } from "./db";
 import { putSnippets } from "./code";
 import { checkStorableJson, checkStorableText, visibleText } from "./text";
 import type { DbAnalysis, DbAnalysisRow, Json } from "./types";
@@ -37,21 +37,36 @@ export async function createAnalysis(db: Db, jobId: number, functions: AnalysisF
  * that row was stored already, e.g. by another worker sharing the checkpoints.
  */
 export async function putAnalysisRow(db: Db, row: AnalysisRowInput): Promise<boolean> {
-  let { value, error } = row;
-  try {
-    checkStorableJson("the value returned", value);
-  } catch (err) {
-    // jsonb cannot hold it: the row says so (as if the function had thrown) rather than the write failing.
-    value = undefined;
-    error = { name: "TypeError", message: (err as Error).message };
+  return (await putAnalysisRows(db, [row])) === 1;
+}
+
+/**
+ * Stores several rows (a worker's functions at one checkpoint) in one statement, each as
+ * putAnalysisRow would; a row stored already is kept as it was. Returns how many were new.
+ */
+export async function putAnalysisRows(db: Queryable, rows: readonly AnalysisRowInput[]): Promise<number> {
+  if (rows.length === 0) return 0;
+  const values: Array<string | null> = [];
+  const errors: Array<string | null> = [];
+  for (const row of rows) {
+    let { value, error } = row;
+    try {
+      checkStorableJson("the value returned", value);
+    } catch (err) {
+      // jsonb cannot hold it: the row says so (as if the function had thrown) rather than the write failing.
+      value = undefined;
+      error = { name: "TypeError", message: (err as Error).message };
+    }
+    if (error) error = { name: visibleText(error.name), message: visibleText(error.message), ...(error.traceback ? { traceback: error.traceback.map((l) => visibleText(l)) } : {}) };
+    values.push(value === undefined ? null : JSON.stringify(value));
+    errors.push(error ? JSON.stringify(error) : null);
   }
-  if (error) error = { name: visibleText(error.name), message: visibleText(error.message), ...(error.traceback ? { traceback: error.traceback.map((l) => visibleText(l)) } : {}) };
   const { rowCount } = await db.query(
     `INSERT INTO nbjob.analysis_rows (function_hash, job_id, checkpoint_idx, value, error, worker_id)
-     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
-    [row.functionHash, row.jobId, row.checkpointIdx, value === undefined ? null : JSON.stringify(value), error ? JSON.stringify(error) : null, row.workerId ?? null],
+     SELECT * FROM unnest($1::text[], $2::bigint[], $3::int[], $4::jsonb[], $5::jsonb[], $6::text[]) ON CONFLICT DO NOTHING`,
+    [rows.map((r) => r.functionHash), rows.map((r) => r.jobId), rows.map((r) => r.checkpointIdx), values, errors, rows.map((r) => r.workerId ?? null)],
   );
-  return rowCount === 1;
+  return rowCount ?? 0;
 }
 
 /** Stored rows of these functions over a job, by checkpoint then function. */
@@ -83,7 +98,7 @@ export async function getAnalysis(db: Db, id: number): Promise<DbAnalysis | unde
 }
 
 /** Which (checkpoint, function) rows are stored already, as `"idx:hash"` keys, among these checkpoints. */
-export async function storedAnalysisCells(db: Db, jobId: number, functionHashes: string[], checkpoints: number[]): Promise<Set<string>> {
+export async function storedAnalysisCells(db: Queryable, jobId: number, functionHashes: string[], checkpoints: number[]): Promise<Set<string>> {
   const { rows } = await db.query<{ checkpoint_idx: number; function_hash: string }>(
     `SELECT checkpoint_idx, function_hash FROM nbjob.analysis_rows
       WHERE job_id = $1 AND function_hash = ANY($2::text[]) AND checkpoint_idx = ANY($3::int[])`,
@@ -99,13 +114,31 @@ export async function storedAnalysisCells(db: Db, jobId: number, functionHashes:
  * waits, then finds them stored. The lock goes with the connection if that drops.
  */
 export async function withAnalysisLock<T>(db: Db, jobId: number, checkpointIdx: number, cb: () => Promise<T>): Promise<T> {
-  const key = `nbjob.analysis:${jobId}:${checkpointIdx}`;
+  return withAnalysisLocks(db, jobId, [checkpointIdx], cb);
+}
+
+/**
+ * withAnalysisLock for several checkpoints of a job at once: one statement takes their locks in
+ * ascending order (every worker takes them in that order, so two workers locking overlapping sets
+ * cannot deadlock), one releases them. `cb` gets the connection holding the locks, idle otherwise:
+ * statements on it need no other connection from the pool.
+ */
+export async function withAnalysisLocks<T>(db: Db, jobId: number, checkpointIdxs: readonly number[], cb: (locked: Queryable) => Promise<T>): Promise<T> {
+  const idxs = [...new Set(checkpointIdxs)].sort((a, b) => a - b);
+  // The same key per (job, checkpoint) as a single lock: `nbjob.analysis:<job>:<checkpoint>`.
+  const keys = "hashtextextended('nbjob.analysis:' || $1::bigint::text || ':' || i::text, 0)";
   return db.withClient(async (client) => {
-    await client.query("SELECT pg_advisory_lock(hashtextextended($1, 0))", [key]);
     try {
-      return await cb();
+      await client.query(`SELECT pg_advisory_lock(${keys}) FROM unnest($2::int[]) WITH ORDINALITY AS l(i, n) ORDER BY n`, [jobId, idxs]);
+    } catch (err) {
+      // Some of the locks may be held: this session's are only ours (the connection is borrowed), so release all.
+      await client.query("SELECT pg_advisory_unlock_all()").catch(() => undefined);
+      throw err;
+    }
+    try {
+      return await cb(client);
     } finally {
-      await client.query("SELECT pg_advisory_unlock(hashtextextended($1, 0))", [key]);
+      await client.query(`SELECT pg_advisory_unlock(${keys}) FROM unnest($2::int[]) AS i`, [jobId, idxs]);
     }
   });
 }

@@ -193,6 +193,8 @@ async function readChunk(db: Db, hash: string, position: number): Promise<Buffer
   return rows.length === 1 ? Buffer.from(rows[0].d, "base64") : Buffer.concat(rows.map((row) => Buffer.from(row.d, "base64")));
 }
 const READ_SLICE = 1024 * 1024;
+/** Values up to this size are read inline, as one base64 field, by statements that read several at once. */
+export const INLINE_READ_MAX = READ_SLICE;
 
 /** The value's chunks in order, fetched one at a time (for values too large to hold twice). */
 export async function* readBlobChunks(db: Db, hash: string): AsyncGenerator<Buffer> {

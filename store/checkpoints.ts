@@ -2,7 +2,7 @@
 // content (see blobs.ts), so a variable that did not change since the last checkpoint costs a
 // row of hashes and nothing more.
 import type { Db } from "./db";
-import { putBlob, putSmallBlobs, readBlob, CHUNK_SIZE } from "./blobs";
+import { putBlob, putSmallBlobs, readBlob, CHUNK_SIZE, INLINE_READ_MAX } from "./blobs";
 import type { PutBlobResult } from "./blobs";
 import { PgCode, pgCode, StoreError } from "./errors";
 import { ClaimLostError } from "./jobs";
@@ -181,6 +181,36 @@ export async function readCheckpoint(db: Db, jobId: number, idx: number): Promis
   }
   const out: { [name: string]: Buffer } = {};
   for (const row of rows) out[row.name] = await readBlob(db, row.blob_hash);
+  return out;
+}
+
+/**
+ * The serialized values of several checkpoints of a job, by index then variable name, as
+ * readCheckpoint gives them: values up to INLINE_READ_MAX bytes in one statement for all the
+ * checkpoints (an analysis reads a few small checkpoints per request), larger ones chunk by chunk.
+ */
+export async function readCheckpoints(db: Db, jobId: number, idxs: readonly number[]): Promise<Map<number, { [name: string]: Buffer }>> {
+  const { rows } = await db.query<{ idx: number; name: string | null; blob_hash: string | null; d: string | null }>(
+    `SELECT c.idx, v.name, v.blob_hash,
+            CASE WHEN b.chunk_count = 1 AND b.size <= $3 THEN
+              (SELECT encode(ch.data, 'base64') FROM nbjob.blob_chunks bc JOIN nbjob.chunks ch ON ch.hash = bc.chunk_hash
+                WHERE bc.blob_hash = v.blob_hash AND bc.position = 0) END AS d
+       FROM nbjob.checkpoints c
+            LEFT JOIN nbjob.checkpoint_values v ON v.job_id = c.job_id AND v.idx = c.idx
+            LEFT JOIN nbjob.blobs b ON b.hash = v.blob_hash
+      WHERE c.job_id = $1 AND c.idx = ANY($2::int[])
+      ORDER BY c.idx, v.name`,
+    [jobId, [...new Set(idxs)], INLINE_READ_MAX],
+  );
+  const out = new Map<number, { [name: string]: Buffer }>();
+  for (const row of rows) {
+    let values = out.get(row.idx);
+    if (!values) out.set(row.idx, (values = {}));
+    if (row.name === null || row.blob_hash === null) continue; // a checkpoint with no values
+    // Not inlined (large, several chunks, or its chunk row is missing): readBlob reads it or says what is wrong.
+    values[row.name] = row.d !== null ? Buffer.from(row.d, "base64") : await readBlob(db, row.blob_hash);
+  }
+  for (const idx of idxs) if (!out.has(idx)) throw new StoreError(`job ${jobId} has no checkpoint ${idx}`);
   return out;
 }
 

@@ -31,9 +31,9 @@ export { CHUNK_SIZE, putBlob, putSmallBlobs, readBlob, readBlobChunks, getBlobIn
 export type { PutBlobResult } from "./blobs";
 export { putMetrics, readMetrics, lastMetricsOf, formatLastMetrics, formatMetricNumber, metricNameProblem, metricJson, METRIC_NAME_MAX } from "./metrics";
 export type { MetricPoint, MetricSeries } from "./metrics";
-export { putCheckpoint, listCheckpoints, readCheckpoint, lastCheckpointIndex } from "./checkpoints";
+export { putCheckpoint, listCheckpoints, readCheckpoint, readCheckpoints, lastCheckpointIndex } from "./checkpoints";
 export type { CheckpointSummary, PutCheckpointResult } from "./checkpoints";
-export { createAnalysis, putAnalysisRow, getAnalysisRows, missingAnalysisCheckpoints, getAnalysis, storedAnalysisCells, withAnalysisLock } from "./analyses";
+export { createAnalysis, putAnalysisRow, putAnalysisRows, getAnalysisRows, missingAnalysisCheckpoints, getAnalysis, storedAnalysisCells, withAnalysisLock, withAnalysisLocks } from "./analyses";
 export type { AnalysisFunctionInput, AnalysisRowInput } from "./analyses";
 export { deleteJobs, collectGarbage, collectAndVacuum, vacuumStore, storeSize, jobSizes, setJobTags, formatBytes, parseDuration, KEEP_TAG, ActiveJobError, KeptJobError } from "./cleanup";
 export type { DeleteJobsFilter, DeletionPlan, GcOptions, GcReport, GcResult, JobSize } from "./cleanup";

@@ -1,17 +1,24 @@
 // The worker's analysis queue, in the kernel's main thread: takes `analyze` requests from the comm,
 // reads the job's program and each checkpoint from the store, has the analysis thread compute the
 // functions the store has no row for yet, and writes the rows itself (so a notebook that goes
-// away loses nothing computed). Requests run one at a time, each checkpoint in turn.
+// away loses nothing computed). The thread computes one checkpoint at a time, in the order it is
+// handed them; around it everything is overlapped so that it never waits: the next checkpoint is
+// handed over before the current one is back, values are read a few checkpoints ahead, rows are
+// written while the next checkpoint computes, and the next request is set up (job, compile, locks)
+// while the last checkpoint of the current one computes. Per request: one statement to lock its
+// checkpoints, one to find their stored rows, one to unlock; values are read a few checkpoints a
+// statement and rows written at most every WRITE_EVERY_MS (each statement costs a socket write).
 import { SourceMap } from "node:module";
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
 import { checkLoadedBundle } from "./bundle-integrity";
-import { getBundle, getJob, putAnalysisRow, readCheckpoint, storedAnalysisCells, withAnalysisLock } from "../store";
-import type { Store } from "../store";
+import { getBundle, getJob, putAnalysisRows, readCheckpoints, storedAnalysisCells, withAnalysisLocks } from "../store";
+import type { AnalysisRowInput, Queryable, Store } from "../store";
 import type { ParamValues } from "../runtime/params";
-import { ANALYSIS_FILE, FUNCTIONS_HOOK } from "../runtime/shared/analysis-protocol";
-import type { AnalysisEvent, AnalysisFunction, AnalyzeRequest } from "../runtime/shared/analysis-protocol";
+import { ANALYSIS_FILE, ANALYSIS_ROWS_EVERY_MS, FUNCTIONS_HOOK } from "../runtime/shared/analysis-protocol";
+import type { AnalysisEvent, AnalysisFunction, AnalysisRowsStored, AnalyzeRequest } from "../runtime/shared/analysis-protocol";
 import type { AnalysisThreadEvent, AnalyzeCheckpointCommand, FunctionOutcome } from "./analysis-thread";
+import { phaseClock, recordPhases } from "./analysis-timing";
 import { BundleCompiler } from "./compiler";
 import type { CompiledBundle } from "./compiler";
 import { jobTraceback } from "./traceback";
@@ -23,6 +30,15 @@ const ANALYSIS_THREAD_FILE = join(__dirname, "analysis-thread.js");
 /** The thread (a V8 isolate and the contexts it made) is given back after this long without work. */
 const THREAD_IDLE_MS = 60_000;
 const BUNDLE_CACHE_SIZE = 16;
+const JOB_CACHE_SIZE = 1024;
+/** Most checkpoints locked together (an analyzer sends at most 8 a request). */
+const LOCK_GROUP = 8;
+/** Checkpoints whose values are read ahead of the one being computed. */
+const READ_AHEAD = 3;
+/** Rows are written at most this often (a worker that dies loses at most this much computed work). */
+const WRITE_EVERY_MS = 50;
+/** Checkpoints handed to the analysis thread before the one it computes is back. */
+const THREAD_AHEAD = 1;
 
 export interface AnalysisRunnerOptions {
   /** Without a store the worker cannot read checkpoints or write rows: every request is refused. */
@@ -91,22 +107,81 @@ export function analysisTraceback(outcome: Extract<FunctionOutcome, { ok: false 
   });
 }
 
+/**
+ * Writes rows on one connection, one statement at a time and at most one every WRITE_EVERY_MS:
+ * rows added meanwhile go in the next statement (quick checkpoints share a statement; a
+ * checkpoint longer than that gets its own, written as soon as it is added). Each addition's
+ * `then` runs once its rows are stored, in the order added. `stored()` writes what is left at once.
+ */
+class RowWriter {
+  private readonly queued: Array<{ rows: AnalysisRowInput[]; then: () => void }> = [];
+  private writing?: Promise<void>;
+  private lastWrite = -Infinity;
+  private pause?: { timer: NodeJS.Timeout; end: () => void };
+  private flushing = false;
+  /** The first write's error; nothing is written after it. */
+  failed?: { error: unknown };
+
+  constructor(private readonly db: Queryable) {}
+
+  add(rows: AnalysisRowInput[], then: () => void): void {
+    this.queued.push({ rows, then });
+    this.writing ??= this.drain();
+  }
+
+  /** Resolves once every row added is stored; rejects with the first write's error. */
+  async stored(): Promise<void> {
+    this.flushing = true;
+    if (this.pause) {
+      clearTimeout(this.pause.timer);
+      this.pause.end();
+    }
+    while (this.writing) await this.writing;
+    if (this.failed) throw this.failed.error;
+  }
+
+  private async drain(): Promise<void> {
+    while (this.queued.length > 0 && !this.failed) {
+      const wait = this.lastWrite + WRITE_EVERY_MS - performance.now();
+      if (wait > 0 && !this.flushing) {
+        await new Promise<void>((end) => (this.pause = { timer: setTimeout(end, wait), end }));
+        this.pause = undefined;
+      }
+      const batch = this.queued.splice(0);
+      this.lastWrite = performance.now();
+      try {
+        await putAnalysisRows(this.db, batch.flatMap((b) => b.rows));
+      } catch (error) {
+        this.failed = { error };
+        break;
+      }
+      for (const { then } of batch) then();
+    }
+    this.writing = undefined;
+  }
+}
+
 export class AnalysisRunner {
   private readonly queue: QueuedRequest[] = [];
   private readonly compiler = new BundleCompiler();
   private readonly bundles = new Map<string, { source: string; entries: string[]; params: ParamValues }>();
+  private readonly jobBundles = new Map<number, string>();
   private thread?: Worker;
   private threadIdle?: NodeJS.Timeout;
-  private pending?: { id: number; resolve: (event: AnalysisThreadEvent) => void; reject: (err: Error) => void; onStream: (event: Extract<AnalysisThreadEvent, { type: "stream" }>) => void };
+  /** Commands the thread has not answered yet, by id (it computes them one at a time, in order). */
+  private readonly pending = new Map<number, { resolve: (event: AnalysisThreadEvent) => void; reject: (err: Error) => void; onStream: (event: Extract<AnalysisThreadEvent, { type: "stream" }>) => void }>();
   private nextId = 1;
   private working = false;
+  /** Requests under way: at most two, the second set up while the first's last checkpoint computes. */
+  private readonly running = new Set<Promise<void>>();
+  private wake?: () => void;
   private closed = false;
 
   constructor(private readonly options: AnalysisRunnerOptions) {}
 
-  /** The request running now and those waiting. */
+  /** The requests running now and those waiting. */
   get busy(): number {
-    return this.queue.length + (this.working ? 1 : 0);
+    return this.queue.length + this.running.size;
   }
 
   /** Queues a request; returns how many are ahead of it. Throws a message for the client when it cannot be taken. */
@@ -117,6 +192,7 @@ export class AnalysisRunner {
     }
     const position = this.busy;
     this.queue.push({ request, send });
+    this.wake?.();
     queueMicrotask(() => void this.pump());
     return position;
   }
@@ -127,7 +203,7 @@ export class AnalysisRunner {
     clearTimeout(this.threadIdle);
     const thread = this.thread;
     this.thread = undefined;
-    this.pending?.reject(new Error("the worker shut down"));
+    this.rejectPending(new Error("the worker shut down"));
     await Promise.all([thread?.terminate(), this.compiler.close()]);
   }
 
@@ -135,9 +211,26 @@ export class AnalysisRunner {
     if (this.working || this.closed) return;
     this.working = true;
     try {
-      for (let next = this.queue.shift(); next && !this.closed; next = this.queue.shift()) {
+      while (!this.closed && (this.queue.length > 0 || this.running.size > 0)) {
+        const next = this.queue.shift();
+        if (!next) {
+          // Until a request ends or another comes.
+          await Promise.race([...this.running, new Promise<void>((resolve) => (this.wake = resolve))]);
+          this.wake = undefined;
+          continue;
+        }
         clearTimeout(this.threadIdle);
-        await this.process(next.request, next.send);
+        // The next request starts once this one's last checkpoint is with the thread: its set-up,
+        // locks and first reads overlap this one's last computation, so the thread never waits
+        // between two requests. The thread computes in the order it is handed checkpoints.
+        let handOver!: () => void;
+        const handedOver = new Promise<void>((resolve) => (handOver = resolve));
+        const done: Promise<void> = this.process(next.request, next.send, handOver).finally(() => {
+          this.running.delete(done);
+          handOver();
+        });
+        this.running.add(done);
+        await handedOver;
       }
     } finally {
       this.working = false;
@@ -145,12 +238,30 @@ export class AnalysisRunner {
     }
   }
 
-  private async process(request: AnalyzeRequest, send: (event: AnalysisEvent) => void): Promise<void> {
+  /** Runs one request; `handOver` is called once its last checkpoint is with the thread (or it ended). */
+  private async process(request: AnalyzeRequest, send: (event: AnalysisEvent) => void, handOver: () => void): Promise<void> {
     const store = this.options.store!;
     const { request_id, job_id: jobId, functions, checkpoints } = request;
     const started = Date.now();
+    const clock = phaseClock();
     let checkpoint: number | undefined;
-    const fail = (message: string) => send({ action: "analysis_failed", request_id, job_id: jobId, message, checkpoint });
+    // Stored rows are reported together, at most ANALYSIS_ROWS_EVERY_MS after the first of them
+    // (each message costs both sides a signed ZeroMQ message), and always before the request's end.
+    const rowsStored: AnalysisRowsStored[] = [];
+    let rowsTimer: NodeJS.Timeout | undefined;
+    const reportRows = () => {
+      clearTimeout(rowsTimer);
+      rowsTimer = undefined;
+      if (rowsStored.length > 0) send({ action: "analysis_rows", request_id, job_id: jobId, rows: rowsStored.splice(0) });
+    };
+    const rowStored = (row: AnalysisRowsStored) => {
+      rowsStored.push(row);
+      rowsTimer ??= setTimeout(reportRows, ANALYSIS_ROWS_EVERY_MS);
+    };
+    const fail = (message: string) => {
+      reportRows();
+      send({ action: "analysis_failed", request_id, job_id: jobId, message, checkpoint });
+    };
     try {
       const bundle = await this.bundleOf(store, jobId);
       const program = await this.compiler.compile(bundle.source, bundle.entries);
@@ -173,84 +284,166 @@ export class AnalysisRunner {
         return fail(`the analysis functions (${functions.map((f) => f.name).join(", ")}) do not compile on worker ${this.options.workerId}: ${(err as Error).message}`);
       }
       const hashes = functions.map((f) => f.hash);
-      const stored = await storedAnalysisCells(store, jobId, hashes, checkpoints);
-      const missingAt = (idx: number) => functions.filter((f) => !stored.has(`${idx}:${f.hash}`));
-      // The next checkpoint's values are read while this one is computed.
-      const toCompute = checkpoints.filter((idx) => missingAt(idx).length > 0);
-      const reads = new Map<number, Promise<Record<string, Uint8Array>>>();
-      const read = (idx: number | undefined) => {
-        if (idx === undefined || reads.has(idx)) return;
-        const reading = readCheckpoint(store, jobId, idx);
-        reading.catch(() => undefined);
-        reads.set(idx, reading);
-      };
-      let computedTotal = 0;
+      clock?.lap("request set-up (job, compile)");
+      // The checkpoints are locked a group at a time (one statement to lock the group, one to
+      // find its stored rows, one to unlock, not three per checkpoint). The analyzer asks only for
+      // checkpoints missing rows, so they are not looked up before: under the locks is enough.
+      const groups: number[][] = [];
       for (const idx of checkpoints) {
-        checkpoint = idx;
-        const missing = missingAt(idx);
-        if (missing.length === 0) {
-          send({ action: "analysis_row", request_id, job_id: jobId, checkpoint: idx, computed: 0, failed: 0 });
-          continue;
-        }
-        read(idx);
-        // Under the (job, checkpoint) lock: a worker serving another analyzer of the same
-        // functions waits here, then finds the rows stored instead of computing them again.
-        const outcome = await withAnalysisLock(store, jobId, idx, async () => {
-          const now = await storedAnalysisCells(store, jobId, missing.map((f) => f.hash), [idx]);
-          const todo = missing.filter((f) => !now.has(`${idx}:${f.hash}`));
-          const values = reads.get(idx)!;
-          reads.delete(idx);
-          if (todo.length === 0) return { computed: 0, failed: 0 };
-          read(toCompute[toCompute.indexOf(idx) + 1]);
-          const answer = await this.runOnThread(
-            {
-              type: "analyze", id: 0, program: { key: program.key, js: program.js, declaredNames: program.declaredNames, hiddenState: program.hiddenState }, functions: { key: compiled.key, js: compiled.js, declaredNames: compiled.declaredNames },
-              call: todo.map((f) => functions.indexOf(f)), params: bundle.params, checkpoint: idx, values: await values, moduleDir,
-              modulePaths: moduleDir !== undefined && needs.hasFiles ? Object.keys(needs.files) : undefined,
-            },
-            (stream) => send({ action: "analysis_stream", request_id, job_id: jobId, name: stream.name, text: stream.text }),
-          );
-          if (answer.type !== "result") return answer;
-          let failed = 0;
-          await Promise.all(todo.map((fn, i) => {
-            const result = answer.outcomes[i];
-            if (!result.ok) failed += 1;
-            return putAnalysisRow(store, {
-              functionHash: fn.hash,
-              jobId,
-              checkpointIdx: idx,
-              workerId: this.options.workerId,
-              // As [field, value] pairs: jsonb keeps array order but not object key order.
-              ...(result.ok ? { value: Object.entries(result.value) as never } : { error: { name: result.name, message: result.message, traceback: analysisTraceback(result, program, compiled, layout, functions) } }),
-            });
-          }));
-          return { computed: todo.length, failed };
-        });
-        if ("type" in outcome) {
-          if (outcome.type !== "setup_failed") continue;
-          const where = jobTraceback("x", "x", outcome.stack, program).slice(1).join("\n");
-          return fail(`checkpoint ${idx} of job ${jobId} could not be set up for analysis (the job's program without its entries, then the checkpoint's values restored): ${outcome.message}${where ? `\n${where}` : ""}`);
-        }
-        computedTotal += outcome.computed;
-        send({ action: "analysis_row", request_id, job_id: jobId, checkpoint: idx, computed: outcome.computed, failed: outcome.failed });
+        const last = groups[groups.length - 1];
+        if (last && last.length < LOCK_GROUP && !last.includes(idx)) last.push(idx);
+        else groups.push([idx]);
       }
-      send({ action: "analysis_done", request_id, job_id: jobId, computed: computedTotal, duration_ms: Date.now() - started });
+      // The checkpoints' values are read ahead of their turn, in order, a few in one statement
+      // (when at most one is left ahead; at most READ_AHEAD are held besides the one computing).
+      const reads = new Map<number, Promise<Record<string, Uint8Array>>>();
+      let read = 0;
+      const readAhead = (upTo: number) => {
+        const end = Math.min(upTo, checkpoints.length);
+        if (read >= end || read - taken > 1) return;
+        const reading = readCheckpoints(store, jobId, checkpoints.slice(read, end));
+        for (; read < end; read++) {
+          const idx = checkpoints[read];
+          const values = reading.then((byIndex) => byIndex.get(idx)!);
+          values.catch(() => undefined);
+          reads.set(read, values);
+        }
+      };
+      let taken = 0;
+      let computedTotal = 0;
+      const programScript = { key: program.key, js: program.js, declaredNames: program.declaredNames, hiddenState: program.hiddenState };
+      const functionsScript = { key: compiled.key, js: compiled.js, declaredNames: compiled.declaredNames };
+      for (const group of groups) {
+        readAhead(taken + READ_AHEAD);
+        // Under the group's locks: a worker serving another analyzer of the same functions waits
+        // here, then finds the rows stored instead of computing them again.
+        clock?.lap("other");
+        const setupFailure = await withAnalysisLocks(store, jobId, group, async (locked) => {
+          clock?.lap("lock");
+          const stored = await storedAnalysisCells(locked, jobId, hashes, group);
+          clock?.lap("stored rows under the lock");
+          // The thread gets the next checkpoint before it has finished this one (so it never waits
+          // for this thread between two checkpoints); a checkpoint's rows are written while the
+          // thread computes the next; it is reported once they are stored, in order. The
+          // locks are released only when every row of the group is stored.
+          const writer = new RowWriter(locked);
+          const inFlight: Array<{ idx: number; todo: AnalysisFunction[]; answer?: Promise<AnalysisThreadEvent> }> = [];
+          /** Takes the oldest checkpoint's answer: its rows go to the store; a set-up failure ends the group. */
+          const settleOldest = async (): Promise<{ idx: number; answer: Extract<AnalysisThreadEvent, { type: "setup_failed" }> } | undefined> => {
+            const { idx, todo, answer: answering } = inFlight.shift()!;
+            if (!answering) {
+              writer.add([], () => rowStored({ checkpoint: idx, computed: 0, failed: 0 }));
+              return undefined;
+            }
+            clock?.lap("other");
+            const answer = await answering;
+            clock?.lap("waiting for the analysis thread");
+            if (answer.type === "result" && answer.phases) for (const [phase, ms] of Object.entries(answer.phases)) clock?.add(`thread: ${phase}`, ms);
+            if (answer.type === "setup_failed") return { idx, answer };
+            if (answer.type !== "result") return undefined;
+            let failed = 0;
+            const rows = todo.map((fn, i) => {
+              const result = answer.outcomes[i];
+              if (!result.ok) failed += 1;
+              return {
+                functionHash: fn.hash,
+                jobId,
+                checkpointIdx: idx,
+                workerId: this.options.workerId,
+                // As [field, value] pairs: jsonb keeps array order but not object key order.
+                ...(result.ok ? { value: Object.entries(result.value) as never } : { error: { name: result.name, message: result.message, traceback: analysisTraceback(result, program, compiled, layout, functions) } }),
+              };
+            });
+            writer.add(rows, () => {
+              computedTotal += todo.length;
+              rowStored({ checkpoint: idx, computed: todo.length, failed });
+            });
+            return undefined;
+          };
+          try {
+            for (const idx of group) {
+              if (writer.failed) break;
+              checkpoint = idx;
+              const values = reads.get(taken)!;
+              reads.delete(taken);
+              taken += 1;
+              readAhead(taken + READ_AHEAD);
+              const todo = functions.filter((f) => !stored.has(`${idx}:${f.hash}`));
+              if (todo.length === 0) {
+                inFlight.push({ idx, todo });
+              } else {
+                const checkpointValues = await values;
+                clock?.lap("read values");
+                const answer = this.runOnThread(
+                  {
+                    type: "analyze", id: 0, program: programScript, functions: functionsScript,
+                    call: todo.map((f) => functions.indexOf(f)), params: bundle.params, checkpoint: idx, values: checkpointValues, moduleDir,
+                    modulePaths: moduleDir !== undefined && needs.hasFiles ? Object.keys(needs.files) : undefined,
+                  },
+                  (stream) => send({ action: "analysis_stream", request_id, job_id: jobId, name: stream.name, text: stream.text }),
+                );
+                // Settled below (or left behind after a failure): never an unhandled rejection.
+                answer.catch(() => undefined);
+                inFlight.push({ idx, todo, answer });
+              }
+              while (inFlight.length > THREAD_AHEAD || (inFlight.length > 0 && !inFlight[inFlight.length - 1].answer)) {
+                const failure = await settleOldest();
+                if (failure) return failure;
+              }
+            }
+            if (group === groups[groups.length - 1]) handOver();
+            while (inFlight.length > 0 && !writer.failed) {
+              const failure = await settleOldest();
+              if (failure) return failure;
+            }
+          } finally {
+            await writer.stored().catch(() => undefined);
+            clock?.lap("rows written (the group's last)");
+          }
+          // A failed write fails the request (with the store's error).
+          await writer.stored();
+          return undefined;
+        });
+        clock?.lap("unlock");
+        if (setupFailure) {
+          const { idx, answer } = setupFailure;
+          checkpoint = idx;
+          const where = jobTraceback("x", "x", answer.stack, program).slice(1).join("\n");
+          return fail(`checkpoint ${idx} of job ${jobId} could not be set up for analysis (the job's program without its entries, then the checkpoint's values restored): ${answer.message}${where ? `\n${where}` : ""}`);
+        }
+      }
+      clock?.lap("other");
+      recordPhases(clock, { workerId: this.options.workerId, computed: computedTotal });
+      // The rows not reported yet go with it: one message fewer per request.
+      clearTimeout(rowsTimer);
+      rowsTimer = undefined;
+      const rows = rowsStored.splice(0);
+      send({ action: "analysis_done", request_id, job_id: jobId, computed: computedTotal, duration_ms: Date.now() - started, ...(rows.length > 0 ? { rows } : {}) });
     } catch (err) {
       fail((err as Error).message);
+    } finally {
+      reportRows();
     }
   }
 
   private async bundleOf(store: Store, jobId: number): Promise<{ source: string; entries: string[]; params: ParamValues }> {
-    const job = await getJob(store, jobId);
-    if (!job) throw new Error(`there is no job ${jobId} in the store of worker ${this.options.workerId}; is the worker using the notebook's database?`);
-    const cached = this.bundles.get(job.bundle_hash);
+    // A job's bundle never changes (and job ids are not reused): looked up once per job.
+    let bundleHash = this.jobBundles.get(jobId);
+    if (bundleHash === undefined) {
+      const job = await getJob(store, jobId);
+      if (!job) throw new Error(`there is no job ${jobId} in the store of worker ${this.options.workerId}; is the worker using the notebook's database?`);
+      bundleHash = job.bundle_hash;
+      this.jobBundles.set(jobId, bundleHash);
+      if (this.jobBundles.size > JOB_CACHE_SIZE) this.jobBundles.delete(this.jobBundles.keys().next().value as number);
+    }
+    const cached = this.bundles.get(bundleHash);
     if (cached) return cached;
-    const row = await getBundle(store, job.bundle_hash);
-    if (!row) throw new Error(`the bundle ${job.bundle_hash.slice(0, 12)} of job ${jobId} is not in the store`);
+    const row = await getBundle(store, bundleHash);
+    if (!row) throw new Error(`the bundle ${bundleHash.slice(0, 12)} of job ${jobId} is not in the store`);
     // The analysis runs the job's program: the same checks as before running the job.
     checkLoadedBundle({ hash: row.hash, source: row.source, params: row.params, entries: row.entries, signature: row.signature }, jobId);
     const bundle = { source: row.source, entries: row.entries, params: row.params as ParamValues };
-    this.bundles.set(job.bundle_hash, bundle);
+    this.bundles.set(bundleHash, bundle);
     if (this.bundles.size > BUNDLE_CACHE_SIZE) this.bundles.delete(this.bundles.keys().next().value as string);
     return bundle;
   }
@@ -258,26 +451,32 @@ export class AnalysisRunner {
   private runOnThread(command: AnalyzeCheckpointCommand, onStream: (event: Extract<AnalysisThreadEvent, { type: "stream" }>) => void): Promise<AnalysisThreadEvent> {
     const id = this.nextId++;
     return new Promise<AnalysisThreadEvent>((resolve, reject) => {
-      this.pending = { id, resolve, reject, onStream };
+      this.pending.set(id, { resolve, reject, onStream });
       this.ensureThread().postMessage({ ...command, id });
     }).finally(() => {
-      if (this.pending?.id === id) this.pending = undefined;
+      this.pending.delete(id);
     });
+  }
+
+  private rejectPending(err: Error): void {
+    const pending = [...this.pending.values()];
+    this.pending.clear();
+    for (const { reject } of pending) reject(err);
   }
 
   private ensureThread(): Worker {
     if (this.thread) return this.thread;
     const thread = new Worker(ANALYSIS_THREAD_FILE);
     thread.on("message", (event: AnalysisThreadEvent) => {
-      const pending = this.pending;
-      if (!pending || pending.id !== event.id) return;
+      const pending = this.pending.get(event.id);
+      if (!pending) return;
       if (event.type === "stream") pending.onStream(event);
       else pending.resolve(event);
     });
     const ended = (reason: string) => {
       if (this.thread !== thread) return;
       this.thread = undefined;
-      this.pending?.reject(new Error(reason));
+      this.rejectPending(new Error(reason));
     };
     thread.on("error", (err) => ended(`the analysis thread failed: ${err.message}`));
     thread.on("exit", (code) => ended(`the analysis thread exited with code ${code} (did an analysis function call process.exit or run out of memory?)`));

@@ -14,7 +14,8 @@ import { JobContext } from "./job-context";
 import type { StreamName } from "./job-context";
 import { ANALYSIS_FILE, FUNCTIONS_HOOK } from "../runtime/shared/analysis-protocol";
 import { ENTRY_HOOK, PROGRAM_FILE } from "./program";
-import { recordState, sameState, UnverifiableState } from "./context-state";
+import { matchesState, recordState, UnverifiableState } from "./context-state";
+import { phaseClock } from "./analysis-timing";
 import type { StateRecord, StateRoots } from "./context-state";
 
 const IDENTIFIER = /^[A-Za-z_$][\w$]*$/;
@@ -71,7 +72,7 @@ export interface ContextUse {
 /** Analysis thread → main thread. */
 export type AnalysisThreadEvent =
   | { type: "stream"; id: number; name: StreamName; text: string }
-  | { type: "result"; id: number; outcomes: FunctionOutcome[]; context: ContextUse }
+  | { type: "result"; id: number; outcomes: FunctionOutcome[]; context: ContextUse; phases?: { [phase: string]: number } }
   /** The context could not be set up (the program's top level threw, a value would not restore). */
   | { type: "setup_failed"; id: number; message: string; stack: string };
 
@@ -166,8 +167,8 @@ function bindingReader(job: JobContext, names: readonly string[]): () => unknown
   return () => read(TDZ);
 }
 
-/** The state of a prepared context that one checkpoint's analysis could leave behind. */
-function currentState(p: Pick<Prepared, "readNames" | "names" | "global" | "refilled" | "functions" | "statefulPrototypes" | "job">, restored: ReadonlySet<string>): StateRecord {
+/** Where the state of a prepared context that one checkpoint's analysis could leave behind is reached from. */
+function stateRoots(p: Pick<Prepared, "readNames" | "names" | "global" | "refilled" | "functions" | "job">, restored: ReadonlySet<string>): StateRoots {
   const values = p.readNames();
   const host = new Set(p.job.hostNames);
   const roots: StateRoots = { deep: [], shallow: [], refilled: [], opaque: [p.global, ...[...host].filter((name) => name !== "params").map((name) => p.global[name])] };
@@ -186,7 +187,7 @@ function currentState(p: Pick<Prepared, "readNames" | "names" | "global" | "refi
     else roots.deep.push([name, value]);
   }
   p.functions.forEach((fn, i) => roots.deep.push([`function ${i}`, fn]));
-  return recordState(roots, p.statefulPrototypes);
+  return roots;
 }
 
 /** Runs the job's program and the functions' program in a new context and restores the checkpoint. */
@@ -224,7 +225,7 @@ function prepare(command: AnalyzeCheckpointCommand): Prepared {
   else if (command.program.hiddenState) baseline = command.program.hiddenState;
   else {
     try {
-      baseline = currentState(p, restored);
+      baseline = recordState(stateRoots(p, restored), statefulPrototypes);
     } catch (err) {
       if (!(err instanceof UnverifiableState)) throw err;
       baseline = `the job's state holds ${err.message}`;
@@ -244,8 +245,8 @@ function reusable(command: AnalyzeCheckpointCommand): Prepared | undefined {
   let reuse = false;
   if (p.key === preparedKey(command) && typeof p.baseline !== "string" && Object.keys(command.values).sort().join(",") === p.restoredNames) {
     try {
-      const now = currentState(p, new Set(Object.keys(command.values)));
-      reuse = sameState(p.baseline, now);
+      // Compared as it is walked: stops at the first difference, builds no second record.
+      reuse = matchesState(p.baseline, stateRoots(p, new Set(Object.keys(command.values))), p.statefulPrototypes);
     } catch (err) {
       if (!(err instanceof UnverifiableState)) throw err;
     }
@@ -260,20 +261,24 @@ async function analyzeCheckpoint(command: AnalyzeCheckpointCommand, post: (event
   const failure = new Promise<never>((_, reject) => (current = { id, fail: reject }));
   failure.catch(() => undefined);
   let p: Prepared | undefined;
+  const clock = phaseClock();
   try {
     let fresh = false;
     try {
       p = reusable(command);
+      clock?.lap("state check");
       if (p) {
         counts.reused += 1;
         p.job.renewParams(command.params);
         restoreCheckpoint(p.job, command.checkpoint, command.values);
+        clock?.lap("restore");
       } else {
         fresh = true;
         // Local ES modules that import TypeScript, as the job had them (worker/job-thread.ts).
         const preloading = command.moduleDir !== undefined && command.modulePaths ? preloadLocalEsm(command.moduleDir, command.modulePaths) : undefined;
         if (preloading) await preloading;
         p = prepare(command);
+        clock?.lap("fresh context");
       }
     } catch (err) {
       p?.job.dispose();
@@ -293,9 +298,10 @@ async function analyzeCheckpoint(command: AnalyzeCheckpointCommand, post: (event
       }
     }
     forwardTo = undefined;
+    clock?.lap("functions");
     // Nothing the functions scheduled runs later: a fresh context would have none of it.
     p.job.cancelTimers();
-    post({ type: "result", id, outcomes, context: { fresh, contexts: counts.fresh, reused: counts.reused, ...(typeof p.baseline === "string" ? { notReused: p.baseline } : {}) } });
+    post({ type: "result", id, outcomes, context: { fresh, contexts: counts.fresh, reused: counts.reused, ...(typeof p.baseline === "string" ? { notReused: p.baseline } : {}) }, ...(clock ? { phases: clock.ms } : {}) });
     prepared = p;
   } finally {
     forwardTo = undefined;
@@ -317,8 +323,10 @@ if (parentPort) {
   // A function's stray timer error or unawaited rejection fails that function, not the thread.
   process.on("uncaughtException", (err) => current?.fail(err));
   process.on("unhandledRejection", (reason) => current?.fail(reason));
-  // One checkpoint at a time: the runner sends the next once this one's result is back.
+  // One checkpoint at a time, in the order they came: the runner sends the next before this
+  // one's result is back, so the thread goes straight on to it.
+  let queue = Promise.resolve();
   port.on("message", (command: AnalyzeCheckpointCommand) => {
-    if (command.type === "analyze") void analyzeCheckpoint(command, post);
+    if (command.type === "analyze") queue = queue.then(() => analyzeCheckpoint(command, post)).catch(() => undefined);
   });
 }

@@ -33,6 +33,16 @@ export interface StateRoots {
   opaque?: readonly unknown[];
 }
 
+/** Where the walk's entries go: recorded, or compared with a record as they come. */
+interface Sink {
+  value(item: unknown): void;
+  /** The bytes of an array buffer or view (compared by content). */
+  bytes(view: Uint8Array): void;
+}
+
+/** Thrown by a comparing sink at the first difference: the walk stops there. */
+class Differs extends Error {}
+
 /**
  * Walks the roots. Throws UnverifiableState when it meets state it cannot read without running
  * the job's code (a Proxy, WeakMap, WeakSet, an iterator or generator's position, or an object
@@ -41,21 +51,60 @@ export interface StateRoots {
  */
 export function recordState(roots: StateRoots, statefulPrototypes: ReadonlySet<object>): StateRecord {
   const entries: unknown[] = [];
+  walkState(roots, statefulPrototypes, {
+    value: (item) => {
+      entries.push(item);
+      if (entries.length > MAX_ENTRIES) throw new UnverifiableState(`more than ${MAX_ENTRIES} values to compare`);
+    },
+    bytes: (view) => void entries.push(new Bytes(Buffer.from(view))),
+  });
+  return { entries };
+}
+
+/**
+ * Whether the state reachable from the roots now is the state `record` describes:
+ * sameState(record, recordState(roots)) without building the second record (it stops at the first
+ * difference and copies no bytes). Throws UnverifiableState as recordState does.
+ */
+export function matchesState(record: StateRecord, roots: StateRoots, statefulPrototypes: ReadonlySet<object>): boolean {
+  const { entries } = record;
+  let at = 0;
+  try {
+    walkState(roots, statefulPrototypes, {
+      value: (item) => {
+        if (at >= entries.length || !Object.is(entries[at], item)) throw new Differs();
+        at += 1;
+      },
+      bytes: (view) => {
+        const was = entries[at];
+        if (!(was instanceof Bytes) || !was.copy.equals(view)) throw new Differs();
+        at += 1;
+      },
+    });
+  } catch (err) {
+    if (err instanceof Differs) return false;
+    throw err;
+  }
+  return at === entries.length;
+}
+
+function walkState(roots: StateRoots, statefulPrototypes: ReadonlySet<object>, sink: Sink): void {
   const seen = new Set<object>();
   for (const value of roots.opaque ?? []) if ((typeof value === "object" || typeof value === "function") && value !== null) seen.add(value);
   let bytes = 0;
-  const push = (...items: unknown[]) => {
-    entries.push(...items);
-    if (entries.length > MAX_ENTRIES) throw new UnverifiableState(`more than ${MAX_ENTRIES} values to compare`);
-  };
+  const push = (item: unknown) => sink.value(item);
 
-  const walkKeys = (target: object, keep: (key: string | symbol) => boolean) => {
+  const walkKeys = (target: object, keep?: (key: string | symbol) => boolean) => {
     for (const key of Reflect.ownKeys(target)) {
-      if (!keep(key)) continue;
+      if (keep && !keep(key)) continue;
       const d = Reflect.getOwnPropertyDescriptor(target, key)!;
-      push(key, (d.enumerable ? 1 : 0) | (d.configurable ? 2 : 0) | (d.writable ? 4 : 0));
+      push(key);
+      push((d.enumerable ? 1 : 0) | (d.configurable ? 2 : 0) | (d.writable ? 4 : 0));
       if ("value" in d) walk(d.value);
-      else push(d.get, d.set);
+      else {
+        push(d.get);
+        push(d.set);
+      }
     }
   };
 
@@ -65,19 +114,26 @@ export function recordState(roots: StateRoots, statefulPrototypes: ReadonlySet<o
     if (seen.has(value)) return;
     seen.add(value);
     if (types.isProxy(value)) throw new UnverifiableState("a Proxy");
-    if (types.isWeakMap(value) || types.isWeakSet(value)) throw new UnverifiableState("a WeakMap or WeakSet");
-    if (types.isGeneratorObject(value) || types.isMapIterator(value) || types.isSetIterator(value)) throw new UnverifiableState("an iterator or generator");
+    // A function (most of what the built-ins hold) has none of the internal state checked below.
+    const plain = typeof value === "function";
+    if (!plain && (types.isWeakMap(value) || types.isWeakSet(value))) throw new UnverifiableState("a WeakMap or WeakSet");
+    if (!plain && (types.isGeneratorObject(value) || types.isMapIterator(value) || types.isSetIterator(value))) throw new UnverifiableState("an iterator or generator");
     const proto = Reflect.getPrototypeOf(value);
     for (let p = proto; p; p = Reflect.getPrototypeOf(p)) {
       if (statefulPrototypes.has(p)) throw new UnverifiableState("an iterator, WeakRef or FinalizationRegistry");
     }
-    push(proto, Reflect.isExtensible(value));
+    push(proto);
+    push(Reflect.isExtensible(value));
     if (proto) walk(proto);
+    if (plain) {
+      walkKeys(value);
+      return;
+    }
     if (types.isArrayBufferView(value) || types.isAnyArrayBuffer(value)) {
       const view = types.isAnyArrayBuffer(value) ? new Uint8Array(value) : new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
       bytes += view.byteLength;
       if (bytes > MAX_BYTES) throw new UnverifiableState(`more than ${MAX_BYTES} bytes of arrays to compare`);
-      push(new Bytes(Buffer.from(view)));
+      sink.bytes(view);
       if (!types.isAnyArrayBuffer(value)) walkKeys(value, (key) => typeof key === "symbol" || !/^\d+$/.test(key));
       return;
     }
@@ -91,10 +147,13 @@ export function recordState(roots: StateRoots, statefulPrototypes: ReadonlySet<o
     } else if (types.isDate(value)) {
       push(Date.prototype.getTime.call(value));
     }
-    walkKeys(value, () => true);
+    walkKeys(value);
   };
 
-  for (const [name, value] of roots.shallow) push(name, value);
+  for (const [name, value] of roots.shallow) {
+    push(name);
+    push(value);
+  }
   for (const [name, value] of roots.deep) {
     push(name);
     try {
@@ -105,7 +164,8 @@ export function recordState(roots: StateRoots, statefulPrototypes: ReadonlySet<o
     }
   }
   for (const [name, value] of roots.refilled) {
-    push(name, value);
+    push(name);
+    push(value);
     if ((typeof value !== "object" && typeof value !== "function") || value === null || seen.has(value)) continue;
     seen.add(value);
     if (types.isProxy(value)) throw new UnverifiableState("a Proxy");
@@ -120,7 +180,6 @@ export function recordState(roots: StateRoots, statefulPrototypes: ReadonlySet<o
       return !Object.prototype.propertyIsEnumerable.call(value, key);
     });
   }
-  return { entries };
 }
 
 /** Whether two records describe the same state (same objects, same values, same bytes). */

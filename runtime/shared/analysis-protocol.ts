@@ -32,10 +32,15 @@ export type AnalysisEvent =
    * row was stored already); `failed`: how many of those threw (their rows hold the error).
    */
   | { action: "analysis_row"; request_id: string; job_id: number; checkpoint: number; computed: number; failed: number }
+  /**
+   * Several checkpoints' rows are in the store, each as in analysis_row (a worker gathers them for
+   * up to ANALYSIS_ROWS_EVERY_MS: one message, not one per checkpoint).
+   */
+  | { action: "analysis_rows"; request_id: string; job_id: number; rows: AnalysisRowsStored[] }
   /** Output an analysis function printed. */
   | { action: "analysis_stream"; request_id: string; job_id: number; name: "stdout" | "stderr"; text: string }
-  /** Every checkpoint of the request is stored. */
-  | { action: "analysis_done"; request_id: string; job_id: number; computed: number; duration_ms: number }
+  /** Every checkpoint of the request is stored; `rows`: those not reported yet (as in analysis_rows). */
+  | { action: "analysis_done"; request_id: string; job_id: number; computed: number; duration_ms: number; rows?: AnalysisRowsStored[] }
   /**
    * The request could not go on (the job's program or a checkpoint could not be set up, the
    * store failed): nothing of the failing checkpoint was stored; `checkpoint` names it if known.
@@ -47,7 +52,17 @@ export const ANALYSIS_FILE = "analysis.js";
 /** The global the functions' program hands its functions to (in the analysis thread's contexts). */
 export const FUNCTIONS_HOOK = "__nbjob_analysis_functions__";
 
-export const ANALYSIS_EVENTS: ReadonlySet<string> = new Set(["analysis_queued", "analysis_row", "analysis_stream", "analysis_done", "analysis_failed"]);
+export const ANALYSIS_EVENTS: ReadonlySet<string> = new Set(["analysis_queued", "analysis_row", "analysis_rows", "analysis_stream", "analysis_done", "analysis_failed"]);
+
+/** One checkpoint of an analysis_rows event. */
+export interface AnalysisRowsStored {
+  checkpoint: number;
+  computed: number;
+  failed: number;
+}
+
+/** How long a worker gathers stored rows before it reports them (analysis_rows). */
+export const ANALYSIS_ROWS_EVERY_MS = 100;
 
 const IDENTIFIER = /^[A-Za-z_$][\w$]*$/;
 
