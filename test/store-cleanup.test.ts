@@ -19,6 +19,7 @@ import { collectGarbage, deleteJobs } from "../store/cleanup";
 import { CheckpointWriter } from "../worker/checkpoint-writer";
 import { TestDatabases } from "./pg-admin";
 import { DBWrapper } from "../runtime/db-wrapper";
+import { resumeJob } from "../runtime/resume";
 
 const BIN = join(__dirname, "..", "..", "bin", "nbjob.js");
 
@@ -388,7 +389,7 @@ describe("db.deleteJobs and job.delete()", () => {
 });
 
 describe("nbjob db dump / restore", () => {
-  test("a store with jobs, checkpoints (a multi-chunk value), logs, analyses dumps and restores into an empty store whole; rerun works from it", async () => {
+  test("a store with jobs, checkpoints (a multi-chunk value), logs, analyses dumps and restores into an empty store whole; rerun and resume work from it", async () => {
     const fromUrl = await freshDatabase("dumpfrom");
     const toUrl = await freshDatabase("dumpto");
     const from = openStore({ url: fromUrl });
@@ -402,6 +403,9 @@ describe("nbjob db dump / restore", () => {
       await putAnalysisRow(from, { functionHash: analysis.function_hashes[0], jobId: a.id, checkpointIdx: 1, value: [["len", big.length]] });
       const failed = await createJob(from, { bundleHash: a.bundle_hash });
       await transitionJob(from, failed.id, "running", { workerId: "w", host: "h", pid: 2 });
+      const late = randomBytes(5000);
+      await putCheckpoint(from, failed.id, 0, { x: big });
+      await putCheckpoint(from, failed.id, 1, { x: late });
       await transitionJob(from, failed.id, "failed", { error: { name: "RangeError", message: "boom", traceback: ["RangeError: boom", "    at f (bundle.ts:1:1)"] } });
 
       const dump = await nbjob(["db", "dump", file], fromUrl);
@@ -438,6 +442,13 @@ describe("nbjob db dump / restore", () => {
       assert.equal(newest.bundle_hash, a.bundle_hash);
       const show = await nbjob(["show", String(failed.id)], toUrl);
       assert.match(show.stdout, /RangeError: boom/);
+      // And resume: the failed job goes on from its last checkpoint, its values restored byte-exact.
+      const resumed = await resumeJob(to, failed.id, undefined);
+      assert.equal(resumed.fromCheckpoint, 1);
+      const resumedRow = await to.query<{ status: string; resumed_from: string; resumed_from_checkpoint: number }>("SELECT status, resumed_from, resumed_from_checkpoint FROM nbjob.jobs WHERE id = $1", [resumed.id]);
+      assert.deepEqual({ ...resumedRow.rows[0], resumed_from: Number(resumedRow.rows[0].resumed_from) }, { status: "queued", resumed_from: failed.id, resumed_from_checkpoint: 1 });
+      assert.ok((await readCheckpoint(to, resumed.id, 1)).x.equals(late));
+      assert.ok((await readCheckpoint(to, resumed.id, 0)).x.equals(big));
     } finally {
       await from.close();
       await to.close();
