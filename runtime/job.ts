@@ -21,7 +21,7 @@ import { resumeJob } from "./resume";
 import { GroupProgress, readProgress } from "./group-progress";
 import { sampleKeys } from "./random-search";
 import type { SampleSettings } from "./random-search";
-import { CANCEL_SETTLE_MS, cancelGroupJobs, cancelJob, getJobsByIds } from "../store";
+import { CANCEL_SETTLE_MS, cancelGroupJobs, cancelJob, getJobsByIds, untilCancelledRunsOver } from "../store";
 import type { WorkerEvent } from "./shared/protocol";
 
 // Where it always was, for code that imports it from here.
@@ -595,11 +595,15 @@ export class JobGroup<T = unknown> {
   /**
    * Cancels every job of the sweep that is queued or running, at once (none is claimed in
    * between): queued ones never start, running ones are stopped by their workers. Jobs that
-   * already ended keep their status. Returns the progress after it.
+   * already ended keep their status. Returns the progress after it, once the running ones'
+   * workers have stored what they printed, checkpointed and logged before the stop (at most
+   * CANCEL_SETTLE_MS, as job.cancel()).
    */
   async cancel(): Promise<GroupProgress> {
-    await cancelGroupJobs(this.#store, this.id, `cancelled with its group ${this.id} (group.cancel())`);
-    await Promise.all(this.jobs.map((job) => job.refresh().catch(() => undefined)));
+    const cancelled = await cancelGroupJobs(this.#store, this.id, `cancelled with its group ${this.id} (group.cancel())`);
+    // As job.cancel(): the running ones' last lines, checkpoints and values are stored first.
+    await untilCancelledRunsOver(this.#store, cancelled.filter((job) => job.was === "running").map((job) => job.id), CANCEL_SETTLE_MS);
+    await this.#readRows();
     return this.progress;
   }
 

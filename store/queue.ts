@@ -207,13 +207,26 @@ export async function cancelJob(db: Db, jobId: number, message: string, options:
     }
     await notifyJobCancelled(db, jobId);
     if (before.status !== "running" || !options.settleMs) return { cancelled: true, was: before.status, row };
-    const deadline = Date.now() + options.settleMs;
-    for (let pause = 20; row.claim !== null && Date.now() < deadline; pause = Math.min(pause * 2, 200)) {
-      await new Promise((resolve) => setTimeout(resolve, pause));
-      row = (await getJob(db, jobId)) ?? row;
-    }
-    return { cancelled: true, was: before.status, row, settled: row.claim === null };
+    const settled = (await untilCancelledRunsOver(db, [jobId], options.settleMs)).length === 0;
+    return { cancelled: true, was: before.status, row: (await getJob(db, jobId)) ?? row, settled };
   }
+}
+
+/**
+ * After running jobs were cancelled: until their workers have stopped them and stored what they
+ * printed, checkpointed and logged before the stop (each worker then clears its run's claim,
+ * releaseCancelledClaim), at most `ms`. One query per look for all of them. Returns the ids whose
+ * workers had not finished by then.
+ */
+export async function untilCancelledRunsOver(db: Db, jobIds: readonly number[], ms: number): Promise<number[]> {
+  const deadline = Date.now() + ms;
+  let open = [...jobIds];
+  for (let pause = 20; open.length > 0 && Date.now() < deadline; pause = Math.min(pause * 2, 200)) {
+    await new Promise((resolve) => setTimeout(resolve, pause));
+    const { rows } = await db.query<{ id: string }>("SELECT id FROM nbjob.jobs WHERE id = ANY($1::bigint[]) AND status = 'cancelled' AND claim IS NOT NULL", [open]);
+    open = rows.map((row) => Number(row.id));
+  }
+  return open;
 }
 
 export interface LostJobsInput {

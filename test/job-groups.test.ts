@@ -43,6 +43,7 @@ console.log("reattached", again.id, again.jobs.map((j) => j.id).join(",") === gr
 const t0 = Date.now();
 const afterCancel = await group.cancel();
 console.log("after cancel", afterCancel.pending, afterCancel.cancelled, String(afterCancel));
+console.log("claims at return", JSON.stringify(group.jobs.map((j) => j.record.claim)));
 const final = await again.wait({ timeout: 20_000 });
 console.log("final", final.pending, final.cancelled, "in", Date.now() - t0, "ms");
 ### code free
@@ -65,6 +66,9 @@ await pause(1500);
 
     const cancel = cellText(run.cells.get("cancel"));
     assert.match(cancel, /after cancel 0 5 /);
+    // group.cancel() returned once the workers had stopped the two running jobs and stored their
+    // last writes: each run's claim is cleared (a queued job never had one).
+    assert.match(cancel, /claims at return \[null,null,null,null,null\]/);
     const final = /final 0 5 in (\d+) ms/.exec(cancel);
     assert.ok(final, cancel);
     console.log(`group.cancel + wait for every job final: ${final[1]} ms`);
