@@ -218,6 +218,15 @@ function postmasterPid(dataDir: string): number | undefined {
   }
 }
 
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function free(dir: string): number {
   const fs = statfsSync(dir);
   return fs.bavail * fs.bsize;
@@ -360,7 +369,12 @@ test("a server stopped (PANIC) by a disk something else filled is started again 
   assert.match(said[0], /\(the server stopped: No space left on device\); released nbjob's 24 MiB disk reserve/);
   t.diagnostic(`${said[0]} (said by ${h.workerLog.includes(said[0]) ? "the worker" : gc.err.includes(said[0]) ? "nbjob gc" : "the test's own store"})`);
   t.diagnostic(`the held job: ${refused.error_message}`);
-  assert.notEqual(postmasterPid(data), stopped, "a new server runs");
+  // A server runs again, started by nbjob. (Its pid can equal `stopped`: the worker, which
+  // retries at once, may have released the reserve and started it before this test read the pid
+  // file; seen once in CI under load.)
+  const running = postmasterPid(data);
+  assert.ok(running !== undefined && isAlive(running), `a server runs for ${data}`);
+  t.diagnostic(running === stopped ? "the server was already started again when the test read its pid" : "a new server was started after the test read the old pid");
   assert.ok(!existsSync(join(data, "nbjob_disk_reserve")));
   const released = await h.nbjob("db", "status");
   assert.match(released.out, /^reserve: +released \S+ for a full disk \(the server stopped: No space left on device\); made again once there is room, [\d.]+ MiB free on its disk$/m, released.out + released.err);
