@@ -17,6 +17,7 @@ import { DBWrapper } from "../runtime/db-wrapper";
 import { createJob, getJob, openStore, putBundle, signBundle } from "../store";
 import type { DbJob, Store } from "../store";
 import { admin, databaseUrl } from "./pg-admin";
+import { isAlive } from "./processes";
 
 const NBJOB = join(__dirname, "..", "..", "bin", "nbjob.js");
 const home = mkdtempSync(join(tmpdir(), "nbjob-cluster-test-"));
@@ -43,15 +44,6 @@ function nbjobWith(withEnv: NodeJS.ProcessEnv, ...args: string[]): Promise<{ cod
   });
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 function pidOf(index: number): number {
   return Number(readFileSync(join(clusterDir, `worker-${index}.pid`), "utf8"));
 }
@@ -76,8 +68,8 @@ async function waitUntil<T>(what: string, probe: () => T | undefined | Promise<T
 }
 
 async function killAndWait(pid: number): Promise<void> {
-  if (alive(pid)) process.kill(pid, "SIGKILL");
-  await waitUntil(`pid ${pid} ends`, () => (alive(pid) ? undefined : true), 5_000);
+  if (isAlive(pid)) process.kill(pid, "SIGKILL");
+  await waitUntil(`pid ${pid} ends`, () => (isAlive(pid) ? undefined : true), 5_000);
 }
 
 /** A job as a direct view stores it: queued, for worker `target`. */
@@ -139,7 +131,7 @@ after(async () => {
       }
     }
   }
-  for (const pid of pidsSeen) if (alive(pid)) process.kill(pid, "SIGKILL");
+  for (const pid of pidsSeen) if (isAlive(pid)) process.kill(pid, "SIGKILL");
   await store.close();
   rmSync(home, { recursive: true, force: true });
   await admin((c) => c.query(`DROP DATABASE IF EXISTS ${DATABASE} WITH (FORCE)`));
@@ -153,13 +145,13 @@ describe("nbjob cluster", () => {
     for (const i of [0, 1]) {
       const pid = pidOf(i);
       pidsSeen.add(pid);
-      assert.ok(alive(pid), `worker ${i} (pid ${pid}) is not running after start returned`);
+      assert.ok(isAlive(pid), `worker ${i} (pid ${pid}) is not running after start returned`);
       const info = readConnectionFile(join(clusterDir, `worker-${i}.json`));
       assert.equal(info.ip, "127.0.0.1");
       assert.ok(info.key.length > 0);
     }
     pidsSeen.add(supervisorPid());
-    assert.ok(alive(supervisorPid()), "the supervisor is not running after start returned");
+    assert.ok(isAlive(supervisorPid()), "the supervisor is not running after start returned");
     assert.match(run.stdout, new RegExp(`supervisor pid ${supervisorPid()} restarts any that dies`));
   });
 
@@ -214,10 +206,10 @@ describe("nbjob cluster", () => {
       const kill = 'process.kill(process.pid, "SIGKILL");';
       const killer = await storedJob(kill, idOf(0));
       await view.worker.run(killer.id, killer.bundle, () => {});
-      await waitUntil("the worker dies", () => (alive(killedPid) ? undefined : true), 20_000);
+      await waitUntil("the worker dies", () => (isAlive(killedPid) ? undefined : true), 20_000);
       const newPid = await waitUntil("worker 0 is restarted", () => {
         const pid = pidOf(0);
-        return pid !== killedPid && alive(pid) ? pid : undefined;
+        return pid !== killedPid && isAlive(pid) ? pid : undefined;
       }, 20_000);
       pidsSeen.add(newPid);
       const lost = await jobEnds(killer.id);
@@ -263,9 +255,9 @@ describe("nbjob cluster", () => {
     pidsSeen.add(pidOf(0));
     pidsSeen.add(supervisorPid());
     assert.notEqual(pidOf(0), pid);
-    assert.ok(alive(pidOf(0)));
+    assert.ok(isAlive(pidOf(0)));
     assert.equal(pidOf(1), other, "the running worker was left alone");
-    assert.ok(alive(supervisorPid()), "start left no supervisor running");
+    assert.ok(isAlive(supervisorPid()), "start left no supervisor running");
     const status = await nbjob("cluster", "status");
     assert.equal(status.code, 0, status.stdout);
     assert.match(status.stdout, /2 of 2 workers alive/);
@@ -302,7 +294,7 @@ describe("nbjob cluster", () => {
     const run = await nbjob("cluster", "stop");
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stdout, /worker 0 shut down, worker 1 shut down; supervisor stopped/);
-    for (const pid of pids) assert.ok(!alive(pid), `pid ${pid} still runs`);
+    for (const pid of pids) assert.ok(!isAlive(pid), `pid ${pid} still runs`);
     for (const i of [0, 1]) {
       assert.ok(!existsSync(join(clusterDir, `worker-${i}.json`)));
       assert.ok(!existsSync(join(clusterDir, `worker-${i}.pid`)));

@@ -16,6 +16,7 @@ import { deserialize } from "node:v8";
 import { openStore, putBundle, createJob, getJob, notifyJobQueued, readLogs, stopEmbeddedServer, embeddedLayout } from "../store";
 import type { DbJob, Store } from "../store";
 import { listCheckpoints, readCheckpoint } from "../store/checkpoints";
+import { isAlive } from "./processes";
 
 const NBJOB = join(__dirname, "..", "..", "bin", "nbjob.js");
 const KiB = 1024;
@@ -197,6 +198,18 @@ class Harness {
     return (await readLogs(this.store, id)).map((l) => l.line).filter((line) => line.startsWith("[nbjob:"));
   }
 
+  /** The note job `id` gets when the disk fills (it keeps waiting, queued or running); fails after `limitMs` from `since`. */
+  async untilDiskFullNote(id: number, since: number, limitMs: number): Promise<string> {
+    for (;;) {
+      const said = (await this.notes(id).catch(() => [])).find((line) => /store's disk.* is full/.test(line));
+      if (said) return said;
+      const job = await getJob(this.store, id).catch(() => undefined);
+      assert.ok(!job || job.status === "queued" || job.status === "running", `job ${id} is ${job?.status} (${job?.error_message}), not waiting for the disk;\n${this.workerLog}`);
+      assert.ok(Date.now() - since < limitMs, `job ${id} never said the disk is full;\n${this.workerLog}`);
+      await sleep(250);
+    }
+  }
+
   /** Checkpoint `idx` of job `id`, read back, is exactly the bytes the job made. */
   async assertWhole(id: number, idx: number, expected: Uint8Array): Promise<void> {
     const values = await readCheckpoint(this.store, id, idx);
@@ -215,15 +228,6 @@ function postmasterPid(dataDir: string): number | undefined {
     return Number(readFileSync(join(dataDir, "postmaster.pid"), "utf8").split("\n")[0]);
   } catch {
     return undefined;
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 }
 
@@ -262,15 +266,7 @@ for (const [fs, size] of [["tmpfs", "128m"], ["ext4", "144m"]] as const) test(`t
   const SIZES = Array.from({ length: 10 }, () => 3 * MiB);
   const growing = await h.queue("growing", `grow(1, [${SIZES.join(", ")}])`);
   const full = Date.now();
-  let said: string | undefined;
-  for (;;) {
-    said = (await h.notes(growing).catch(() => [])).find((line) => /store's disk.* is full/.test(line));
-    if (said) break;
-    const job = await getJob(h.store, growing).catch(() => undefined);
-    assert.ok(!job || job.status === "queued" || job.status === "running", `job ${growing} is ${job?.status} (${job?.error_message}), not waiting for the disk;\n${h.workerLog}`);
-    assert.ok(Date.now() - full < 240_000, `job ${growing} never said the disk is full;\n${h.workerLog}`);
-    await sleep(250);
-  }
+  const said = await h.untilDiskFullNote(growing, full, 240_000);
   t.diagnostic(`the job's note: ${said}`);
   assert.match(said, /the store's disk on \S+\/postgres\/cluster\/data \(the data directory\) is full: checkpoint \d+ \(3\.0 MiB\) could not be stored \(.*(No space left on device|no room for new checkpoints on the disk holding \S+\/data).*\); the job waits and retries/);
   assert.match(h.workerLog + ownStderr, RESERVE_LINE, "the process that saw the full disk said it released the reserve");
@@ -435,15 +431,7 @@ test("a job's checkpoint that needs a new WAL segment on a full disk PANICs the 
   const SIZES = [3 * MiB, 3 * MiB, 3 * MiB, 3 * MiB];
   const growing = await h.queue("growing", `grow(1, [${SIZES.join(", ")}])`);
   const full = Date.now();
-  let said: string | undefined;
-  for (;;) {
-    said = (await h.notes(growing).catch(() => [])).find((line) => /store's disk.* is full/.test(line));
-    if (said) break;
-    const job = await getJob(h.store, growing).catch(() => undefined);
-    assert.ok(!job || job.status === "queued" || job.status === "running", `job ${growing} is ${job?.status} (${job?.error_message}), not waiting for the disk;\n${h.workerLog}`);
-    assert.ok(Date.now() - full < 120_000, `job ${growing} never said the disk is full;\n${h.workerLog}`);
-    await sleep(250);
-  }
+  const said = await h.untilDiskFullNote(growing, full, 120_000);
   t.diagnostic(`the job's note: ${said}`);
   assert.match(said, /the store's disk on \S+\/postgres\/cluster\/data \(the data directory\) is full: checkpoint \d+ \(3\.0 MiB\) could not be stored \(.*("pg_wal\/xlogtemp\.\d+": No space left on device|no room for new checkpoints on the disk holding).*\); the job waits and retries/);
   const log = readFileSync(join(disk.cluster, "server.log"), "utf8");

@@ -17,6 +17,7 @@ import { listCheckpoints } from "../store/checkpoints";
 import { DBWrapper } from "../runtime";
 import { cellText, notebookFrom } from "./jobs-env";
 import type { RanCell } from "./jobs-env";
+import { isAlive } from "./processes";
 
 const ROOT = join(__dirname, "..", "..");
 const NBJOB = join(ROOT, "bin", "nbjob.js");
@@ -41,15 +42,6 @@ function nbjob(...args: string[]): Promise<{ code: number; stdout: string; stder
   });
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 const workerPid = (i: number) => Number(readFileSync(join(clusterDir, `worker-${i}.pid`), "utf8"));
 const workerLog = (i: number) => readFileSync(join(clusterDir, `worker-${i}.log`), "utf8");
 
@@ -66,7 +58,7 @@ after(async () => {
   await nbjob("cluster", "stop");
   for (const i of [0, 1]) {
     try {
-      if (alive(workerPid(i))) process.kill(workerPid(i), "SIGKILL");
+      if (isAlive(workerPid(i))) process.kill(workerPid(i), "SIGKILL");
     } catch {
       // no pid file: stopped already
     }
@@ -190,7 +182,7 @@ describe("PostgreSQL restarted while a notebook awaits its jobs", () => {
       assert.deepEqual(lines.filter((l) => !l.startsWith("[nbjob:")), Array.from({ length: CHECKPOINTS / EVERY }, (_, i) => `${name} line ${i}`), `job ${job.id}: every line once`);
       if (running.includes(job.id)) assert.ok(lines.some((l) => /store was unreachable/.test(l) && /waited/.test(l)), `job ${job.id} says it waited: ${JSON.stringify(lines)}`);
     }
-    for (const i of [0, 1]) assert.ok(alive(pids[i]), `worker ${i} (pid ${pids[i]}) died:\n${workerLog(i)}`);
+    for (const i of [0, 1]) assert.ok(isAlive(pids[i]), `worker ${i} (pid ${pids[i]}) died:\n${workerLog(i)}`);
     console.log(`checkpoints ${4 * CHECKPOINTS}/${4 * CHECKPOINTS}, lines ${4 * CHECKPOINTS / EVERY}/${4 * CHECKPOINTS / EVERY}; first checkpoint written ${firstWriteAfter} ms after the server was back; the notebook finished ${(ranFor / 1000).toFixed(1)} s after`);
   });
 

@@ -13,6 +13,7 @@ import { appendFileSync, chmodSync, chownSync, existsSync, mkdirSync, mkdtempSyn
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { postgresBinDir } from "../store";
+import { isAlive } from "./processes";
 
 /** Every namespace and link the rig makes starts with this, then the pid of the process that made it. */
 const PREFIX = "nbjrig";
@@ -52,15 +53,6 @@ function ip(...args: string[]): string {
   return execFileSync("ip", args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Kills every process in a namespace (deleting its name alone would leave them running there). */
 function killAllIn(ns: string): void {
   let pids: string[] = [];
@@ -91,7 +83,7 @@ export function removeLeftovers(ownPid?: number): void {
   }
   for (const ns of names) {
     const pid = Number(/^nbjrig(\d+)-/.exec(ns)?.[1]);
-    if (pid !== ownPid && Number.isFinite(pid) && alive(pid)) continue;
+    if (pid !== ownPid && Number.isFinite(pid) && isAlive(pid)) continue;
     killAllIn(ns);
     try {
       ip("netns", "del", ns);
@@ -102,14 +94,14 @@ export function removeLeftovers(ownPid?: number): void {
   // A server's data folder (its processes were killed with their namespace).
   for (const name of readdirSync(tmpdir())) {
     const pid = Number(new RegExp(`^${PREFIX}(\\d+)-pg-`).exec(name)?.[1]);
-    if (!pid || (pid !== ownPid && alive(pid))) continue;
+    if (!pid || (pid !== ownPid && isAlive(pid))) continue;
     rmSync(join(tmpdir(), name), { recursive: true, force: true });
   }
   // A veth made but not yet moved into its namespace when a run died.
   const links = ip("-o", "link", "show").split("\n").map((line) => /^\d+:\s+([^:@\s]+)/.exec(line)?.[1]).filter((n): n is string => !!n && new RegExp(`^${LINK_PREFIX}\\d+[hs]\\d+$`).test(n));
   for (const link of links) {
     const pid = Number(/^nbr(\d+)[hs]/.exec(link)?.[1]);
-    if (pid !== ownPid && alive(pid)) continue;
+    if (pid !== ownPid && isAlive(pid)) continue;
     try {
       ip("link", "del", link);
     } catch {

@@ -13,6 +13,7 @@ import { createJob, getJob, heartbeatWorker, markLostJobs, notifyJobQueued, open
 import { JobLogWriter } from "../worker/log-writer";
 import type { DbJob, Store } from "../store";
 import { listCheckpoints } from "../store/checkpoints";
+import { isAlive } from "./processes";
 
 const NBJOB = join(__dirname, "..", "..", "bin", "nbjob.js");
 // The postgres user must reach the data directory under it (mkdtemp makes it private).
@@ -34,15 +35,6 @@ function nbjob(...args: string[]): Promise<{ code: number; stdout: string; stder
       resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout, stderr });
     });
   });
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 const workerPid = (i: number) => Number(readFileSync(join(clusterDir, `worker-${i}.pid`), "utf8"));
@@ -80,7 +72,7 @@ after(async () => {
   await nbjob("cluster", "stop");
   for (const i of [0, 1]) {
     try {
-      if (alive(workerPid(i))) process.kill(workerPid(i), "SIGKILL");
+      if (isAlive(workerPid(i))) process.kill(workerPid(i), "SIGKILL");
     } catch {
       // no pid file: stopped already
     }
@@ -135,7 +127,7 @@ describe("a store outage under a running cluster", () => {
     const back = Date.now();
 
     const finished = [await waitFor(jobs[0], ["done", "failed", "lost", "cancelled"], 120_000), await waitFor(jobs[1], ["done", "failed", "lost", "cancelled"], 120_000)];
-    for (const i of [0, 1]) assert.ok(alive(pids[i]), `worker ${i} (pid ${pids[i]}) died:\n${workerLog(i)}`);
+    for (const i of [0, 1]) assert.ok(isAlive(pids[i]), `worker ${i} (pid ${pids[i]}) died:\n${workerLog(i)}`);
     for (const job of finished) assert.equal(job.status, "done", `job ${job.id}: ${job.error_name}: ${job.error_message}`);
 
     let firstWriteAfter = Infinity;
@@ -169,7 +161,7 @@ function chatter() {
     // The worker is alive and takes the next job.
     const next = await queueJob("function two() { return 2; }", "two()", "after-nul");
     assert.equal((await waitFor(next, ["done", "failed", "lost", "cancelled"], 60_000)).status, "done");
-    for (const i of [0, 1]) assert.ok(alive(pids[i]), `worker ${i} died:\n${workerLog(i)}`);
+    for (const i of [0, 1]) assert.ok(isAlive(pids[i]), `worker ${i} died:\n${workerLog(i)}`);
     const lines = (await readLogs(store, id)).map((l) => l.line);
     assert.equal(lines.length, 51, JSON.stringify(lines));
     assert.deepEqual(lines.slice(0, 25), Array.from({ length: 25 }, (_, i) => `line ${i}`));
@@ -226,7 +218,7 @@ function chatter() {
       await sleep(100);
     }
     assert.equal((await getJob(store, id))!.status, "lost");
-    assert.ok(alive(workerPid(worker)));
+    assert.ok(isAlive(workerPid(worker)));
     const next = await queueJob("function three() { return 3; }", "three()", "after-lost");
     assert.equal((await waitFor(next, ["done", "failed", "lost", "cancelled"], 60_000)).status, "done");
   });
@@ -241,7 +233,7 @@ function chatter() {
     const stop = await nbjob("cluster", "stop");
     assert.equal(stop.code, 0, stop.stderr);
     assert.match(stop.stdout, /worker 0 shut down, worker 1 shut down/, `${stop.stdout}\nworker 0:\n${workerLog(0)}\nworker 1:\n${workerLog(1)}`);
-    for (const pid of pids) assert.ok(!alive(pid));
+    for (const pid of pids) assert.ok(!isAlive(pid));
   });
 });
 

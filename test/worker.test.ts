@@ -12,6 +12,7 @@ import { readConnectionFile } from "../wire/connection";
 import { assembleBundle } from "../runtime/bundle";
 import type { BundleSnippet } from "../runtime/bundle";
 import type { JobBundle, JobId, WorkerEvent } from "../runtime/shared/protocol";
+import { isAlive } from "./processes";
 
 const NBJOB = join(__dirname, "..", "..", "bin", "nbjob.js");
 const dir = mkdtempSync(join(tmpdir(), "nbjob-worker-test-"));
@@ -90,15 +91,6 @@ class JobWatcher {
       if (Date.now() > deadline) throw new Error(`no "${action}" message within ${timeoutMs} ms`);
       await sleep(10);
     }
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 }
 
