@@ -3,11 +3,15 @@
 // loop in 1 and 2 plain threads, interleaved per round; prints nbjob's speed-up on 2 workers over
 // the plain threads' speed-up in the same round (target: at least 0.95), warm (contexts reused)
 // and cold (a function that leaves a global behind: a fresh context per checkpoint, as before).
-// Each timed run uses a function of its own source, so nothing is served from the store. Asserts nothing.
+// Each timed run uses a function of its own source, so nothing is served from the store (the
+// checkpoints' values are: workers keep them in memory, as for a user who edits a function and runs
+// it over the same job again). For each warm run it prints where the machine's CPU went (analysis
+// threads, the workers' other threads, PostgreSQL, this process) and each worker's timeline (its
+// first request, its thread's first and last checkpoint, the thread's busy and idle time). Asserts nothing.
 //   node dist/bench/checkpoint-analysis.js   (NBJOB_BENCH_URL: an admin URL, default postgres://postgres@127.0.0.1:5432/postgres;
 //                                             NBJOB_BENCH_ROUNDS: rounds per view, default 5)
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { Worker } from "node:worker_threads";
@@ -79,15 +83,89 @@ function workerPhases(file: string): string {
   return `${parts.join(", ")} ms`;
 }
 
+/**
+ * When each worker's thread computed, in ms from the analyzer's creation: its first request
+ * received, its first and last checkpoint on the thread, the time the thread spent on
+ * checkpoints and between them; then when the result was in.
+ */
+function timeline(file: string, epoch0: number, totalMs: number): string {
+  if (!existsSync(file)) return "(no timing written)";
+  const byWorker = new Map<string, { received: number; windows: Array<[number, number]>; first?: { [phase: string]: number } }>();
+  for (const line of readFileSync(file, "utf8").split("\n").filter(Boolean)) {
+    const request = JSON.parse(line) as { workerId: string; received: number; windows: Array<[number, number]>; ms: { [phase: string]: number } };
+    const w = byWorker.get(request.workerId) ?? { received: Infinity, windows: [] };
+    if (request.received < w.received) w.first = request.ms;
+    w.received = Math.min(w.received, request.received);
+    w.windows.push(...request.windows);
+    byWorker.set(request.workerId, w);
+  }
+  const parts = [...byWorker].sort().map(([id, w]) => {
+    const windows = w.windows.sort((a, b) => a[0] - b[0]);
+    if (windows.length === 0) return `worker ${id}: nothing computed`;
+    const busy = windows.reduce((t, [a, b]) => t + b - a, 0);
+    const span = windows[windows.length - 1][1] - windows[0][0];
+    const at = (t: number) => (t - epoch0).toFixed(0);
+    return `worker ${id}: request ${at(w.received)}, thread ${at(windows[0][0])}–${at(windows[windows.length - 1][1])} (${windows.length} checkpoints, busy ${busy.toFixed(0)}, between ${(span - busy).toFixed(0)}; first request ${Object.entries(w.first ?? {}).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(", ")})`;
+  });
+  return `${parts.join("; ")}; result ${totalMs.toFixed(0)} ms`;
+}
+
 /** User + system CPU seconds of a process (all its threads) from /proc; undefined where there is none. */
-function cpuSeconds(pid: number): number | undefined {
+function cpuSeconds(pid: number, statFile = `/proc/${pid}/stat`): number | undefined {
   try {
     // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
-    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").replace(/^.*\) /s, "").split(" ");
+    const fields = readFileSync(statFile, "utf8").replace(/^.*\) /s, "").split(" ");
     return (Number(fields[11]) + Number(fields[12])) / 100; // clock ticks, 100 a second on Linux
   } catch {
     return undefined;
   }
+}
+
+/** CPU seconds of every thread of a process, by thread id. */
+function threadSeconds(pid: number): Map<number, number> {
+  const out = new Map<number, number>();
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      const seconds = cpuSeconds(Number(tid), `/proc/${pid}/task/${tid}/stat`);
+      if (seconds !== undefined) out.set(Number(tid), seconds);
+    }
+  } catch {
+    // The process is gone.
+  }
+  return out;
+}
+
+/** Where the machine's CPU went during one run: each worker's threads, PostgreSQL's processes, this process (the notebook's side). */
+interface CpuSnapshot {
+  workers: Map<number, number>[];
+  postgres: number;
+  notebook: number;
+}
+
+function cpuSnapshot(workerPids: number[]): CpuSnapshot {
+  let postgres = 0;
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/comm`, "utf8").trim() === "postgres") postgres += cpuSeconds(Number(entry)) ?? 0;
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  const own = process.cpuUsage();
+  return { workers: workerPids.map(threadSeconds), postgres, notebook: (own.user + own.system) / 1e6 };
+}
+
+/** The CPU a run used, split: the busiest thread of each worker (its analysis thread), the workers' other threads, PostgreSQL, the notebook. */
+function cpuSplit(before: CpuSnapshot, after: CpuSnapshot): string {
+  let analysis = 0;
+  let other = 0;
+  after.workers.forEach((threads, w) => {
+    const deltas = [...threads].map(([tid, s]) => s - (before.workers[w].get(tid) ?? 0)).sort((a, b) => b - a);
+    analysis += deltas[0] ?? 0;
+    other += deltas.slice(1).reduce((a, b) => a + b, 0);
+  });
+  return `analysis threads ${analysis.toFixed(2)}, workers' other threads ${other.toFixed(2)}, PostgreSQL ${(after.postgres - before.postgres).toFixed(2)}, notebook ${(after.notebook - before.notebook).toFixed(2)} CPU s`;
 }
 
 async function admin(sql: string): Promise<void> {
@@ -151,7 +229,8 @@ async function main(): Promise<void> {
 
     // What nbjob adds per checkpoint (fresh context, the job's program, restore, store reads and writes, comm), on 1 worker.
     writeFileSync(timingFile, "");
-    const workerPid = Number(readFileSync(join(process.env.NBJOB_HOME!, "cluster", "default", "worker-0.pid"), "utf8"));
+    const workerPids = [0, 1].map((n) => Number(readFileSync(join(process.env.NBJOB_HOME!, "cluster", "default", `worker-${n}.pid`), "utf8")));
+    const workerPid = workerPids[0];
     const cpu0 = cpuSeconds(workerPid);
     const t0 = process.hrtime.bigint();
     await (await db.createAnalyzer(one, job.id, [fn("trivial", `function trivial() {\n  // ${process.pid}\n  return { step };\n}`)])).result;
@@ -173,18 +252,24 @@ async function main(): Promise<void> {
       for (const [label, view] of [["one", one], ["two", both]] as const) {
         const raw = await seconds(() => label === "one" ? rawLoop(CHECKPOINTS) : Promise.all([rawLoop(CHECKPOINTS / 2), rawLoop(CHECKPOINTS / 2)]));
         const timed: Record<"warm" | "cold", number> = { warm: 0, cold: 0 };
+        const cpu: Record<"warm" | "cold", string> = { warm: "", cold: "" };
         for (const kind of ["warm", "cold"] as const) {
           const name = `heavy_${kind}_${label}_${round}`;
           let text = heavySource(name, `${label} ${round} ${process.pid}`);
           if (kind === "cold") text = text.replace("let acc = 0;", "let acc = 0;\n  (globalThis as any).leftBehind = step;");
+          const cpu0 = cpuSnapshot(workerPids);
+          writeFileSync(timingFile, "");
+          const epoch0 = performance.timeOrigin + performance.now();
           const t0 = process.hrtime.bigint();
           const analyzer = await db.createAnalyzer(view, job.id, [fn(name, text)]);
           const rows = await analyzer.result;
           timed[kind] = Number(process.hrtime.bigint() - t0) / 1e9;
+          cpu[kind] = `${cpuSplit(cpu0, cpuSnapshot(workerPids))}\n  ${kind}: ${timeline(timingFile, epoch0, timed[kind] * 1000)}`;
           if (rows.length !== CHECKPOINTS || analyzer.stats.computed !== CHECKPOINTS) throw new Error(`expected ${CHECKPOINTS} computed rows, got ${rows.length} rows, ${analyzer.stats.computed} computed`);
         }
         runs[label].push({ raw, ...timed });
         console.log(`round ${round + 1}, ${label === "one" ? "1 worker " : "2 workers"}: plain thread${label === "one" ? " " : "s"} ${raw.toFixed(2)} s, nbjob warm ${timed.warm.toFixed(2)} s, nbjob cold ${timed.cold.toFixed(2)} s  (load ${loadavg()[0].toFixed(1)})`);
+        console.log(`  nbjob warm: ${cpu.warm}`);
       }
     }
     // The middle value, or the mean of the two middle ones for an even count.

@@ -5,7 +5,7 @@
 import { createHash, randomUUID } from "node:crypto";
 import { inspect } from "node:util";
 import {
-  createAnalysis, getAnalysisRows, listCheckpoints, missingAnalysisCheckpoints, requireJob,
+  analysisBacklog, createAnalysis, deleteAnalysis, getAnalysisRows, requireJob,
 } from "../store";
 import type { DbAnalysisRow, Store } from "../store";
 import { chartBundle } from "./analyzer-plot";
@@ -18,7 +18,7 @@ import { FINAL_STATUSES, Job } from "./job";
 import { currentCellSink, sourceOfFunction } from "./notebook";
 import { ANALYSIS_EVENTS } from "./shared/analysis-protocol";
 import { WORKER_COMM_TARGET } from "./shared/protocol";
-import type { AnalysisEvent, AnalysisFunction, AnalyzeRequest } from "./shared/analysis-protocol";
+import type { AnalysisEvent, AnalysisFunction, AnalyzePrepareRequest, AnalyzeRequest } from "./shared/analysis-protocol";
 import type { TransportComm } from "./worker-transport";
 
 export interface AnalyzerOptions {
@@ -154,6 +154,12 @@ class AnalysisChannel {
     }
   }
 
+  /** Tells the worker which functions of which job are about to be asked for (it compiles them meanwhile); no answer. */
+  prepare(jobId: number, functions: AnalysisFunction[]): void {
+    const message: AnalyzePrepareRequest = { action: "analyze_prepare", job_id: jobId, functions };
+    this.openComm().then((comm) => comm.send(message as unknown as Record<string, unknown>)).catch(() => undefined);
+  }
+
   private openComm(): Promise<TransportComm> {
     this.comm ??= this.worker.transport.openComm(WORKER_COMM_TARGET).then((comm) => {
       comm.onMsg((data) => {
@@ -200,12 +206,10 @@ export function analysisFunctions(fns: unknown): AnalysisFunction[] {
   return out;
 }
 
-async function jobIdOf(store: Store, job: unknown): Promise<number> {
+/** The job's number (a Job's, or the number given); whether it exists is for the store to say. */
+function jobIdOf(job: unknown): number {
   if (job instanceof Job) return job.id;
-  if (typeof job === "number" && Number.isSafeInteger(job) && job >= 1) {
-    await requireJob(store, job);
-    return job;
-  }
+  if (typeof job === "number" && Number.isSafeInteger(job) && job >= 1) return job;
   throw new TypeError(`createAnalyzer(view, job, fns): job must be a Job (from db.createJob or db.job(id)) or a job number such as 3; got ${inspect(job, { depth: 0 })}`);
 }
 
@@ -338,10 +342,10 @@ export class Analyzer<Row extends object = AnalysisRow> {
           // The status first: a job's checkpoints are all stored before it ends, so when it had
           // ended then, the missing checkpoints read after it are the last.
           ended = FINAL_STATUSES.includes((await requireJob(this.#store, this.jobId)).status);
-          let checkpoints: unknown[];
-          [missing, checkpoints] = await Promise.all([missingAnalysisCheckpoints(this.#store, this.jobId, hashes), listCheckpoints(this.#store, this.jobId)]);
-          this.#stats.checkpoints = checkpoints.length;
-          this.#stats.analysed = this.#stats.checkpoints - missing.length;
+          let checkpoints: number;
+          ({ checkpoints, missing } = await analysisBacklog(this.#store, this.jobId, hashes));
+          this.#stats.checkpoints = checkpoints;
+          this.#stats.analysed = checkpoints - missing.length;
         }
         if (missing.length > 0) await this.#share(missing);
         this.#showProgress(true);
@@ -476,20 +480,26 @@ export async function createAnalyzer(store: Store, view: unknown, job: unknown, 
   if (unknownKeys.length > 0) throw new TypeError(`createAnalyzer: unknown option${unknownKeys.length === 1 ? "" : "s"} ${unknownKeys.join(", ")}; the only option is follow`);
   if (options.follow !== undefined && typeof options.follow !== "boolean") throw new TypeError("createAnalyzer: follow must be true or false");
   const functions = analysisFunctions(fns);
-  const jobId = await jobIdOf(store, job);
+  const jobId = jobIdOf(job);
   const workers = workersOf(view);
   if (workers.length === 0) throw new Error("createAnalyzer: the view has no workers; start some (npx nbjob cluster start -n 2) and connect again with Client.connect()");
+  // The workers compile the functions while the store is read below.
+  for (const worker of workers) channelOf(worker).prepare(jobId, functions);
   const row = await requireJob(store, jobId);
   const follow = options.follow ?? false;
   const running = !FINAL_STATUSES.includes(row.status);
-  // Read after the status, as in Analyzer.#run.
-  const [checkpoints, missing] = await Promise.all([listCheckpoints(store, jobId), missingAnalysisCheckpoints(store, jobId, functions.map((f) => f.hash))]);
-  if (checkpoints.length === 0 && !(follow && running)) {
+  // Read after the status, as in Analyzer.#run. The record is made meanwhile (the functions'
+  // source must be stored before a worker stores a row of theirs), and removed if there is nothing to analyse.
+  const [{ checkpoints, missing }, analysis] = await Promise.all([
+    analysisBacklog(store, jobId, functions.map((f) => f.hash)),
+    createAnalysis(store, jobId, functions.map((f) => ({ name: f.name, source: f.source }))),
+  ]);
+  if (checkpoints === 0 && !(follow && running)) {
+    await deleteAnalysis(store, analysis.id);
     throw new Error(running
       ? `job ${jobId} has no checkpoints yet (it is ${row.status}); pass { follow: true } to analyse its checkpoints as they are taken`
       : `job ${jobId} has no checkpoints (it is ${row.status}): there is nothing to analyse. Its code takes them with jobtracker.registerCheckpointer("name") and jobtracker.checkpoint()`);
   }
-  if (checkpoints.length === 0) currentCellSink()?.stream("stderr", `job ${jobId} has no checkpoints yet; the analyzer follows it and analyses each as it is stored\n`);
-  const analysis = await createAnalysis(store, jobId, functions.map((f) => ({ name: f.name, source: f.source })));
-  return new Analyzer(store, analysis.id, jobId, functions, workers, { follow, checkpoints: checkpoints.length, missing, ended: !running });
+  if (checkpoints === 0) currentCellSink()?.stream("stderr", `job ${jobId} has no checkpoints yet; the analyzer follows it and analyses each as it is stored\n`);
+  return new Analyzer(store, analysis.id, jobId, functions, workers, { follow, checkpoints, missing, ended: !running });
 }

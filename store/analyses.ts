@@ -79,17 +79,26 @@ export async function getAnalysisRows(db: Db, jobId: number, functionHashes: str
   return rows;
 }
 
-/** Checkpoint indexes of the job where at least one of the functions has no stored row yet. */
-export async function missingAnalysisCheckpoints(db: Db, jobId: number, functionHashes: string[]): Promise<number[]> {
-  const { rows } = await db.query<{ idx: number }>(
-    `SELECT c.idx FROM nbjob.checkpoints c
+/**
+ * How many checkpoints the job has, and which of them (in order) lack the row of at least one of
+ * these functions: what an analyzer has left to hand out. One statement.
+ */
+export async function analysisBacklog(db: Db, jobId: number, functionHashes: string[]): Promise<{ checkpoints: number; missing: number[] }> {
+  const { rows } = await db.query<{ idx: number; missing: boolean }>(
+    `SELECT c.idx,
+            (SELECT count(*) FROM nbjob.analysis_rows r
+              WHERE r.job_id = c.job_id AND r.checkpoint_idx = c.idx AND r.function_hash = ANY($2::text[])) < cardinality($2::text[]) AS missing
+       FROM nbjob.checkpoints c
       WHERE c.job_id = $1
-        AND (SELECT count(*) FROM nbjob.analysis_rows r
-              WHERE r.job_id = c.job_id AND r.checkpoint_idx = c.idx AND r.function_hash = ANY($2::text[])) < cardinality($2::text[])
       ORDER BY c.idx`,
     [jobId, [...new Set(functionHashes)]],
   );
-  return rows.map((row) => row.idx);
+  return { checkpoints: rows.length, missing: rows.filter((row) => row.missing).map((row) => row.idx) };
+}
+
+/** Removes an analysis record (one createAnalyzer made and then refused); its rows are keyed by function, not by it. */
+export async function deleteAnalysis(db: Db, id: number): Promise<void> {
+  await db.query("DELETE FROM nbjob.analyses WHERE id = $1", [id]);
 }
 
 export async function getAnalysis(db: Db, id: number): Promise<DbAnalysis | undefined> {

@@ -33,7 +33,7 @@ export { putMetrics, readMetrics, lastMetricsOf, formatLastMetrics, formatMetric
 export type { MetricPoint, MetricSeries } from "./metrics";
 export { putCheckpoint, listCheckpoints, readCheckpoint, readCheckpoints, lastCheckpointIndex } from "./checkpoints";
 export type { CheckpointSummary, PutCheckpointResult } from "./checkpoints";
-export { createAnalysis, putAnalysisRow, putAnalysisRows, getAnalysisRows, missingAnalysisCheckpoints, getAnalysis, storedAnalysisCells, withAnalysisLock, withAnalysisLocks } from "./analyses";
+export { createAnalysis, putAnalysisRow, putAnalysisRows, getAnalysisRows, analysisBacklog, deleteAnalysis, getAnalysis, storedAnalysisCells, withAnalysisLock, withAnalysisLocks } from "./analyses";
 export type { AnalysisFunctionInput, AnalysisRowInput } from "./analyses";
 export { deleteJobs, collectGarbage, collectAndVacuum, vacuumStore, storeSize, jobSizes, setJobTags, formatBytes, parseDuration, KEEP_TAG, ActiveJobError, KeptJobError } from "./cleanup";
 export type { DeleteJobsFilter, DeletionPlan, GcOptions, GcReport, GcResult, JobSize } from "./cleanup";

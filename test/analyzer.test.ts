@@ -165,7 +165,11 @@ await db.createAnalyzer(rc.view(0), "3" as any, [testPerformance])
 
     assert.match(cellText(run.cells.get("nonfn")), /TypeError: createAnalyzer: fns\[1\] is number \(42\), not a function/);
     assert.match(cellText(run.cells.get("unknown")), /the TypeScript source of the function max \(fns\[0\]\) is unknown/);
-    assert.match(cellText(run.cells.get("nocheckpoints")), /job \d+ has no checkpoints \(it is done\): there is nothing to analyse/);
+    const noCheckpoints = /job (\d+) has no checkpoints \(it is done\): there is nothing to analyse/.exec(cellText(run.cells.get("nocheckpoints")));
+    assert.ok(noCheckpoints, cellText(run.cells.get("nocheckpoints")));
+    // The refused analyzer leaves no analysis record behind (it is made while the checkpoints are read).
+    const refused = await env.store.query<{ n: number }>("SELECT count(*)::int AS n FROM nbjob.analyses WHERE job_id = $1", [Number(noCheckpoints[1])]);
+    assert.equal(refused.rows[0].n, 0);
     assert.match(cellText(run.cells.get("badjob")), /job must be a Job \(from db\.createJob or db\.job\(id\)\) or a job number/);
 
     // In the store: each function's row once per checkpoint, the thrown error with its traceback at the function's own line.

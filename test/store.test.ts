@@ -8,7 +8,7 @@ import { Client } from "pg";
 import {
   openStore, putBundle, putSnippets, createJob, transitionJob, getJob, listJobs, IllegalTransitionError, UnknownJobError,
   putCheckpoint, listCheckpoints, readCheckpoint, putBlob, readBlob, CHUNK_SIZE, appendLogs, readLogs,
-  createAnalysis, putAnalysisRow, getAnalysisRows, missingAnalysisCheckpoints, heartbeatWorker, listWorkers, StoreError,
+  createAnalysis, putAnalysisRow, getAnalysisRows, analysisBacklog, heartbeatWorker, listWorkers, StoreError,
   putEnvironment, createJobGroup, lastCheckpointIndex, listGroupJobs, knownMigrations,
 } from "../store";
 import type { Store, BundleInput } from "../store";
@@ -256,10 +256,10 @@ describe("the store", () => {
     const fn = { name: "testPerformance", source: "function testPerformance() { return { iteration }; }" };
     const analysis = await createAnalysis(store, job.id, [fn]);
     const [hash] = analysis.function_hashes;
-    assert.deepEqual(await missingAnalysisCheckpoints(store, job.id, [hash]), [0, 1]);
+    assert.deepEqual(await analysisBacklog(store, job.id, [hash]), { checkpoints: 2, missing: [0, 1] });
     assert.equal(await putAnalysisRow(store, { functionHash: hash, jobId: job.id, checkpointIdx: 0, value: { iteration: 0 }, workerId: "a" }), true);
     assert.equal(await putAnalysisRow(store, { functionHash: hash, jobId: job.id, checkpointIdx: 0, value: { iteration: 99 }, workerId: "b" }), false);
-    assert.deepEqual(await missingAnalysisCheckpoints(store, job.id, [hash]), [1]);
+    assert.deepEqual(await analysisBacklog(store, job.id, [hash]), { checkpoints: 2, missing: [1] });
     const again = await createAnalysis(store, job.id, [fn]);
     assert.deepEqual(again.function_hashes, [hash], "the same source is the same function");
     const rows = await getAnalysisRows(store, job.id, [hash]);

@@ -12,13 +12,14 @@ import { SourceMap } from "node:module";
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
 import { checkLoadedBundle } from "./bundle-integrity";
-import { getBundle, getJob, putAnalysisRows, readCheckpoints, storedAnalysisCells, withAnalysisLocks } from "../store";
+import { getBundle, getJob, putAnalysisRows, storedAnalysisCells, withAnalysisLocks } from "../store";
 import type { AnalysisRowInput, Queryable, Store } from "../store";
 import type { ParamValues } from "../runtime/params";
 import { ANALYSIS_FILE, ANALYSIS_ROWS_EVERY_MS, FUNCTIONS_HOOK } from "../runtime/shared/analysis-protocol";
 import type { AnalysisEvent, AnalysisFunction, AnalysisRowsStored, AnalyzeRequest } from "../runtime/shared/analysis-protocol";
-import type { AnalysisThreadEvent, AnalyzeCheckpointCommand, FunctionOutcome } from "./analysis-thread";
+import type { AnalysisThreadEvent, AnalyzeCheckpointCommand, CompiledScript, FunctionOutcome } from "./analysis-thread";
 import { phaseClock, recordPhases } from "./analysis-timing";
+import { CheckpointCache } from "./checkpoint-cache";
 import { BundleCompiler } from "./compiler";
 import type { CompiledBundle } from "./compiler";
 import { jobTraceback } from "./traceback";
@@ -36,7 +37,9 @@ const LOCK_GROUP = 8;
 /** Checkpoints whose values are read ahead of the one being computed. */
 const READ_AHEAD = 3;
 /** Rows are written at most this often (a worker that dies loses at most this much computed work). */
-const WRITE_EVERY_MS = 50;
+const WRITE_EVERY_MS = 200;
+/** Checkpoint values a worker keeps in memory for the next analyses of the same checkpoints. */
+const CHECKPOINT_CACHE_BYTES = 64 * 1024 * 1024;
 /** Checkpoints handed to the analysis thread before the one it computes is back. */
 const THREAD_AHEAD = 1;
 
@@ -164,6 +167,7 @@ class RowWriter {
 export class AnalysisRunner {
   private readonly queue: QueuedRequest[] = [];
   private readonly compiler = new BundleCompiler();
+  private readonly checkpointValues = new CheckpointCache(CHECKPOINT_CACHE_BYTES);
   private readonly bundles = new Map<string, { source: string; entries: string[]; params: ParamValues }>();
   private readonly jobBundles = new Map<number, string>();
   private thread?: Worker;
@@ -195,6 +199,21 @@ export class AnalysisRunner {
     this.wake?.();
     queueMicrotask(() => void this.pump());
     return position;
+  }
+
+  /**
+   * Compiles the job's program and these functions ahead of the request that will ask for them
+   * (analyze_prepare); that request then finds them compiled, or being compiled. Errors are left
+   * to it.
+   */
+  prepare(jobId: number, functions: readonly AnalysisFunction[]): void {
+    const store = this.options.store;
+    if (!store || this.closed) return;
+    void (async () => {
+      const bundle = await this.bundleOf(store, jobId);
+      const program = await this.compiler.compile(bundle.source, bundle.entries);
+      await this.compiler.compile(functionsProgram(functions, program.imports).source, []);
+    })().catch(() => undefined);
   }
 
   async close(): Promise<void> {
@@ -273,18 +292,18 @@ export class AnalysisRunner {
       const moduleDir = known !== null ? known
         : await prepareJobFolder(needs, makers, (text) => send({ action: "analysis_stream", request_id, job_id: jobId, name: "stderr", text }));
       const layout = functionsProgram(functions, program.imports);
-      let compiled: CompiledBundle;
-      try {
-        compiled = await this.compiler.compile(layout.source, []);
+      // New functions take the compiler thread 5-30 ms: compiled while the first checkpoints are
+      // locked and read, awaited before the first goes to the analysis thread.
+      const compiling = this.compiler.compile(layout.source, []).then((c) =>
         // With imports the JavaScript declares their bindings at its top level, under the same
         // compiled names as the job's program (already declared in that scope): in a block of
         // their own they shadow those instead of colliding. Same lines, so the map still holds.
-        if (program.imports) compiled = { ...compiled, js: `{${compiled.js}\n}` };
-      } catch (err) {
-        return fail(`the analysis functions (${functions.map((f) => f.name).join(", ")}) do not compile on worker ${this.options.workerId}: ${(err as Error).message}`);
-      }
+        program.imports ? { ...c, js: `{${c.js}\n}` } : c);
+      compiling.catch(() => undefined);
+      let compiled: CompiledBundle | undefined;
+      let functionsScript: CompiledScript | undefined;
       const hashes = functions.map((f) => f.hash);
-      clock?.lap("request set-up (job, compile)");
+      clock?.lap("request set-up (job)");
       // The checkpoints are locked a group at a time (one statement to lock the group, one to
       // find its stored rows, one to unlock, not three per checkpoint). The analyzer asks only for
       // checkpoints missing rows, so they are not looked up before: under the locks is enough.
@@ -301,7 +320,7 @@ export class AnalysisRunner {
       const readAhead = (upTo: number) => {
         const end = Math.min(upTo, checkpoints.length);
         if (read >= end || read - taken > 1) return;
-        const reading = readCheckpoints(store, jobId, checkpoints.slice(read, end));
+        const reading = this.checkpointValues.read(store, jobId, checkpoints.slice(read, end));
         for (; read < end; read++) {
           const idx = checkpoints[read];
           const values = reading.then((byIndex) => byIndex.get(idx)!);
@@ -311,8 +330,9 @@ export class AnalysisRunner {
       };
       let taken = 0;
       let computedTotal = 0;
+      /** When timing: each checkpoint's time on the thread, [start, end] in epoch ms. */
+      const windows: Array<[number, number]> = [];
       const programScript = { key: program.key, js: program.js, declaredNames: program.declaredNames, hiddenState: program.hiddenState };
-      const functionsScript = { key: compiled.key, js: compiled.js, declaredNames: compiled.declaredNames };
       for (const group of groups) {
         readAhead(taken + READ_AHEAD);
         // Under the group's locks: a worker serving another analyzer of the same functions waits
@@ -322,6 +342,15 @@ export class AnalysisRunner {
           clock?.lap("lock");
           const stored = await storedAnalysisCells(locked, jobId, hashes, group);
           clock?.lap("stored rows under the lock");
+          if (!compiled) {
+            try {
+              compiled = await compiling;
+            } catch (err) {
+              return { compileError: err as Error };
+            }
+            functionsScript = { key: compiled.key, js: compiled.js, declaredNames: compiled.declaredNames };
+            clock?.lap("compile (the rest, after the first lock)");
+          }
           // The thread gets the next checkpoint before it has finished this one (so it never waits
           // for this thread between two checkpoints); a checkpoint's rows are written while the
           // thread computes the next; it is reported once they are stored, in order. The
@@ -339,6 +368,7 @@ export class AnalysisRunner {
             const answer = await answering;
             clock?.lap("waiting for the analysis thread");
             if (answer.type === "result" && answer.phases) for (const [phase, ms] of Object.entries(answer.phases)) clock?.add(`thread: ${phase}`, ms);
+            if (answer.type === "result" && answer.window) windows.push(answer.window);
             if (answer.type === "setup_failed") return { idx, answer };
             if (answer.type !== "result") return undefined;
             let failed = 0;
@@ -351,7 +381,7 @@ export class AnalysisRunner {
                 checkpointIdx: idx,
                 workerId: this.options.workerId,
                 // As [field, value] pairs: jsonb keeps array order but not object key order.
-                ...(result.ok ? { value: Object.entries(result.value) as never } : { error: { name: result.name, message: result.message, traceback: analysisTraceback(result, program, compiled, layout, functions) } }),
+                ...(result.ok ? { value: Object.entries(result.value) as never } : { error: { name: result.name, message: result.message, traceback: analysisTraceback(result, program, compiled!, layout, functions) } }),
               };
             });
             writer.add(rows, () => {
@@ -376,7 +406,7 @@ export class AnalysisRunner {
                 clock?.lap("read values");
                 const answer = this.runOnThread(
                   {
-                    type: "analyze", id: 0, program: programScript, functions: functionsScript,
+                    type: "analyze", id: 0, program: programScript, functions: functionsScript!,
                     call: todo.map((f) => functions.indexOf(f)), params: bundle.params, checkpoint: idx, values: checkpointValues, moduleDir,
                     modulePaths: moduleDir !== undefined && needs.hasFiles ? Object.keys(needs.files) : undefined,
                   },
@@ -405,6 +435,9 @@ export class AnalysisRunner {
           return undefined;
         });
         clock?.lap("unlock");
+        if (setupFailure && "compileError" in setupFailure) {
+          return fail(`the analysis functions (${functions.map((f) => f.name).join(", ")}) do not compile on worker ${this.options.workerId}: ${setupFailure.compileError.message}`);
+        }
         if (setupFailure) {
           const { idx, answer } = setupFailure;
           checkpoint = idx;
@@ -413,7 +446,7 @@ export class AnalysisRunner {
         }
       }
       clock?.lap("other");
-      recordPhases(clock, { workerId: this.options.workerId, computed: computedTotal });
+      recordPhases(clock, { workerId: this.options.workerId, computed: computedTotal, received: started, windows });
       // The rows not reported yet go with it: one message fewer per request.
       clearTimeout(rowsTimer);
       rowsTimer = undefined;

@@ -72,7 +72,7 @@ export interface ContextUse {
 /** Analysis thread → main thread. */
 export type AnalysisThreadEvent =
   | { type: "stream"; id: number; name: StreamName; text: string }
-  | { type: "result"; id: number; outcomes: FunctionOutcome[]; context: ContextUse; phases?: { [phase: string]: number } }
+  | { type: "result"; id: number; outcomes: FunctionOutcome[]; context: ContextUse; phases?: { [phase: string]: number }; window?: [number, number] }
   /** The context could not be set up (the program's top level threw, a value would not restore). */
   | { type: "setup_failed"; id: number; message: string; stack: string };
 
@@ -262,6 +262,7 @@ async function analyzeCheckpoint(command: AnalyzeCheckpointCommand, post: (event
   failure.catch(() => undefined);
   let p: Prepared | undefined;
   const clock = phaseClock();
+  const begun = clock ? performance.timeOrigin + performance.now() : 0;
   try {
     let fresh = false;
     try {
@@ -301,7 +302,7 @@ async function analyzeCheckpoint(command: AnalyzeCheckpointCommand, post: (event
     clock?.lap("functions");
     // Nothing the functions scheduled runs later: a fresh context would have none of it.
     p.job.cancelTimers();
-    post({ type: "result", id, outcomes, context: { fresh, contexts: counts.fresh, reused: counts.reused, ...(typeof p.baseline === "string" ? { notReused: p.baseline } : {}) }, ...(clock ? { phases: clock.ms } : {}) });
+    post({ type: "result", id, outcomes, context: { fresh, contexts: counts.fresh, reused: counts.reused, ...(typeof p.baseline === "string" ? { notReused: p.baseline } : {}) }, ...(clock ? { phases: clock.ms, window: [begun, performance.timeOrigin + performance.now()] } : {}) });
     prepared = p;
   } finally {
     forwardTo = undefined;

@@ -27,7 +27,7 @@ export function phaseClock(): PhaseClock | undefined {
 }
 
 /** Appends one request's phases to the timing file (a line of JSON). */
-export function recordPhases(clock: PhaseClock | undefined, fields: { workerId: string; computed: number }): void {
+export function recordPhases(clock: PhaseClock | undefined, fields: { workerId: string; computed: number; received: number; windows: Array<[number, number]> }): void {
   const file = process.env[ANALYSIS_TIMING_ENV];
   if (!clock || !file) return;
   try {

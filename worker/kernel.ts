@@ -24,7 +24,7 @@ import { DuplicateJobError, fanOut, JobRunner } from "./job-runner";
 import type { JobListener } from "./job-runner";
 import { WORKER_COMM_TARGET } from "../runtime/shared/protocol";
 import { AnalysisRunner } from "./analysis-runner";
-import { readAnalyzeRequest } from "../runtime/shared/analysis-protocol";
+import { readAnalyzePrepare, readAnalyzeRequest } from "../runtime/shared/analysis-protocol";
 import type { JobBundle, JobId, WorkerEvent, WorkerIdentity, WorkerKernelInfo } from "../runtime/shared/protocol";
 import { compilerVersion } from "../runtime/typescript-loader";
 
@@ -326,8 +326,14 @@ export class WorkerKernel {
         }
         return;
       }
+      case "analyze_prepare": {
+        const request = readAnalyzePrepare(data);
+        if (typeof request === "string") return fail(request);
+        this.analysis.prepare(request.job_id, request.functions);
+        return;
+      }
       default:
-        fail(`unknown action ${describe(data.action)}; the "${WORKER_COMM_TARGET}" comm takes "run", "cancel", "status" and "analyze"`);
+        fail(`unknown action ${describe(data.action)}; the "${WORKER_COMM_TARGET}" comm takes "run", "cancel", "status", "analyze" and "analyze_prepare"`);
     }
   }
 

@@ -23,6 +23,16 @@ export interface AnalyzeRequest {
   checkpoints: number[];
 }
 
+/**
+ * Notebook → worker, no answer: these functions of this job are about to be asked for, so the
+ * worker compiles them while the notebook reads the store (a new function takes 5-30 ms to compile).
+ */
+export interface AnalyzePrepareRequest {
+  action: "analyze_prepare";
+  job_id: number;
+  functions: AnalysisFunction[];
+}
+
 /** Worker → notebook, each with the request's id. */
 export type AnalysisEvent =
   /** Taken; `position` requests are ahead of it on this worker. */
@@ -70,6 +80,27 @@ const IDENTIFIER = /^[A-Za-z_$][\w$]*$/;
 export function readAnalyzeRequest(data: Record<string, unknown>): AnalyzeRequest | string {
   const expected = "analyze needs { request_id: string, job_id: number, functions: [{ name, hash, source }], checkpoints: number[] }";
   if (typeof data.request_id !== "string" || data.request_id === "") return `${expected}; request_id is missing`;
+  const problem = jobAndFunctionsProblem(data, expected);
+  if (problem) return problem;
+  if (!Array.isArray(data.checkpoints) || !data.checkpoints.every((c) => Number.isInteger(c) && (c as number) >= 0)) return `${expected}; checkpoints must be an array of checkpoint indexes`;
+  return {
+    action: "analyze",
+    request_id: data.request_id,
+    job_id: data.job_id as number,
+    functions: (data.functions as AnalysisFunction[]).map(({ name, hash, source }) => ({ name, hash, source })),
+    checkpoints: data.checkpoints as number[],
+  };
+}
+
+/** An analyze_prepare message as sent over the comm, or a message saying what is wrong with it. */
+export function readAnalyzePrepare(data: Record<string, unknown>): AnalyzePrepareRequest | string {
+  const problem = jobAndFunctionsProblem(data, "analyze_prepare needs { job_id: number, functions: [{ name, hash, source }] }");
+  if (problem) return problem;
+  return { action: "analyze_prepare", job_id: data.job_id as number, functions: (data.functions as AnalysisFunction[]).map(({ name, hash, source }) => ({ name, hash, source })) };
+}
+
+/** What is wrong with a message's job_id and functions, or undefined. */
+function jobAndFunctionsProblem(data: Record<string, unknown>, expected: string): string | undefined {
   if (typeof data.job_id !== "number" || !Number.isSafeInteger(data.job_id) || data.job_id < 1) return `${expected}; job_id must be the number of a stored job`;
   if (!Array.isArray(data.functions) || data.functions.length === 0) return `${expected}; functions must be a non-empty array`;
   for (const fn of data.functions as unknown[]) {
@@ -80,12 +111,5 @@ export function readAnalyzeRequest(data: Record<string, unknown>): AnalyzeReques
   }
   const wrongHash = (data.functions as AnalysisFunction[]).find((f) => createHash("sha256").update(f.source).digest("hex") !== f.hash);
   if (wrongHash) return `${expected}; the hash of function ${wrongHash.name} is not the sha256 of its source`;
-  if (!Array.isArray(data.checkpoints) || !data.checkpoints.every((c) => Number.isInteger(c) && (c as number) >= 0)) return `${expected}; checkpoints must be an array of checkpoint indexes`;
-  return {
-    action: "analyze",
-    request_id: data.request_id,
-    job_id: data.job_id,
-    functions: (data.functions as AnalysisFunction[]).map(({ name, hash, source }) => ({ name, hash, source })),
-    checkpoints: data.checkpoints as number[],
-  };
+  return undefined;
 }
