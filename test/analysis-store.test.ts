@@ -2,7 +2,8 @@
 // checkpoints read in one statement (small values inline, a value of several chunks still whole),
 // several rows written in one statement (a row stored already is kept), and a group of
 // checkpoints locked at once (another worker wanting one of them waits until the group is
-// released; the locks are those of withAnalysisLock).
+// released; the locks are those of withAnalysisLock); and the worker's cache of checkpoint values
+// (read once, then from memory, the least recently used leaving first).
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
@@ -12,6 +13,7 @@ import {
 } from "../store";
 import type { Store } from "../store";
 import { TestDatabases } from "./pg-admin";
+import { CheckpointCache } from "../worker/checkpoint-cache";
 
 const databases = new TestDatabases("analysis_store");
 let store: Store;
@@ -93,5 +95,26 @@ describe("analysis store functions", () => {
     }), /from the callback/);
     await withAnalysisLocks(store, jobId, [3, 4, 5], async () => void events.push("taken again"));
     assert.equal(events[events.length - 1], "taken again");
+  });
+
+  test("a worker's checkpoint cache gives the stored values, then keeps them in memory up to its size", async () => {
+    const values = (idx: number) => ({ step: Buffer.from(String(idx)), weights: randomBytes(1000) });
+    const stored = new Map([10, 11, 12, 13, 14, 15].map((idx) => [idx, values(idx)]));
+    for (const [idx, v] of stored) await putCheckpoint(store, jobId, idx, v);
+    const cache = new CheckpointCache(5000);
+    const first = await cache.read(store, jobId, [10, 11]);
+    assert.deepEqual(first.get(10), stored.get(10));
+    assert.deepEqual(first.get(11), stored.get(11));
+    // Gone from the store, checkpoint 10 still comes from memory: the cache did not ask the store.
+    await store.query("DELETE FROM nbjob.checkpoints WHERE job_id = $1 AND idx = 10", [jobId]);
+    await assert.rejects(readCheckpoints(store, jobId, [10]), /has no checkpoint 10/);
+    const again = await cache.read(store, jobId, [11, 10, 12]);
+    assert.deepEqual([...again.keys()], [11, 10, 12]);
+    assert.deepEqual(again.get(10), stored.get(10));
+    assert.deepEqual(again.get(12), stored.get(12));
+    // 5000 bytes hold four of these checkpoints: reading three more pushes out the least recently used (11, 10).
+    await cache.read(store, jobId, [13, 14, 15]);
+    await assert.rejects(cache.read(store, jobId, [10]), /has no checkpoint 10/, "checkpoint 10 left the cache, so the store is asked");
+    assert.deepEqual((await cache.read(store, jobId, [11])).get(11), stored.get(11), "checkpoint 11 is read from the store again");
   });
 });
