@@ -54,20 +54,27 @@ function train(): number {
 `;
 
 /** Runs `fn` (a function declaration) over checkpoints 1..count of the program `job`; the rows and how each context came about. */
-async function rows(job: string, fn: string, count = 3, params: Record<string, unknown> = {}): Promise<{ rows: Record<string, unknown>[]; contexts: ContextUse[] }> {
+async function rows(job: string, fn: string, count = 3, params: Record<string, unknown> = {}, preparedOn?: number): Promise<{ rows: Record<string, unknown>[]; contexts: ContextUse[] }> {
   const program = await compiler.compile(job, ["train()"]);
   const name = /function (\w+)/.exec(fn)![1];
   const layout = functionsProgram([{ name, source: fn, hash: createHash("sha256").update(fn).digest("hex") }]);
   const functions = await compiler.compile(layout.source, []);
   const out: Record<string, unknown>[] = [];
   const contexts: ContextUse[] = [];
+  const command = (checkpoint: number, call: number[]) => ({
+    program: { key: program.key, js: program.js, declaredNames: program.declaredNames, hiddenState: program.hiddenState },
+    functions: { key: functions.key, js: functions.js, declaredNames: functions.declaredNames },
+    call, params: params as never, checkpoint,
+    values: { step: encodeValue(checkpoint, "step", "test"), weights: encodeValue(new Float64Array(4).fill(checkpoint), "weights", "test") },
+  });
+  if (preparedOn !== undefined) {
+    // Set up ahead on one checkpoint, calling nothing (as a worker does on analyze_prepare).
+    const answer = await analyze(command(preparedOn, []));
+    assert.equal(answer.type, "result", JSON.stringify(answer));
+    if (answer.type === "result") assert.deepEqual([answer.outcomes, answer.context.fresh], [[], true]);
+  }
   for (let checkpoint = 1; checkpoint <= count; checkpoint++) {
-    const answer = await analyze({
-      program: { key: program.key, js: program.js, declaredNames: program.declaredNames, hiddenState: program.hiddenState },
-      functions: { key: functions.key, js: functions.js, declaredNames: functions.declaredNames },
-      call: [0], params: params as never, checkpoint,
-      values: { step: encodeValue(checkpoint, "step", "test"), weights: encodeValue(new Float64Array(4).fill(checkpoint), "weights", "test") },
-    });
+    const answer = await analyze(command(checkpoint, [0]));
     assert.equal(answer.type, "result", JSON.stringify(answer));
     if (answer.type !== "result") continue;
     const outcome = answer.outcomes[0];
@@ -83,6 +90,12 @@ describe("the analysis thread's reused context", () => {
     const { rows: got, contexts } = await rows(JOB, "function pure() {\n  return { step, first: weights[0], last: weights[3], scaled: step * settings.scale };\n}", 4);
     assert.deepEqual(got, [1, 2, 3, 4].map((i) => ({ step: i, first: i, last: i, scaled: 2 * i })));
     assert.deepEqual(contexts.map((c) => c.fresh), [true, false, false, false], JSON.stringify(contexts));
+  });
+
+  test("a context set up ahead on another checkpoint, calling nothing, serves every checkpoint warm", async () => {
+    const { rows: got, contexts } = await rows(JOB, "function ahead() {\n  return { step, first: weights[0], scaled: step * settings.scale };\n}", 3, {}, 9);
+    assert.deepEqual(got, [1, 2, 3].map((i) => ({ step: i, first: i, scaled: 2 * i })));
+    assert.deepEqual(contexts.map((c) => c.fresh), [false, false, false], JSON.stringify(contexts));
   });
 
   test("whatever one checkpoint's analysis leaves behind is not seen by the next; every row is right", async () => {

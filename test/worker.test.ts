@@ -339,6 +339,11 @@ describe("nbjob worker", () => {
     await watcher.comm.send({ action: "cancel", job_id: 999 });
     const unknown = (await watcher.nextOther("error", from)) as Extract<WorkerEvent, { action: "error" }>;
     assert.match(unknown.message, /job 999 is neither running nor queued/);
+    // analyze_prepare has no answer when right; when wrong, the error names what to send.
+    const badPrepare = watcher.other.length;
+    await watcher.comm.send({ action: "analyze_prepare", job_id: 1, functions: [{ name: "f" }] });
+    const prepareError = (await watcher.nextOther("error", badPrepare)) as Extract<WorkerEvent, { action: "error" }>;
+    assert.match(prepareError.message, /^analyze_prepare needs \{ job_id: number, functions: \[\{ name, hash, source \}\] \}; each function needs name/);
   });
 
   test("execute_request runs plain code and shows its value and output", async () => {
