@@ -336,8 +336,10 @@ export class Analyzer<Row extends object = AnalysisRow> {
         let missing: number[];
         if (known) {
           ({ ended, missing } = known);
-          // Nothing is handed out before the code that made the analyzer has run on (it may stop() it at once).
-          await new Promise((resolve) => setImmediate(resolve));
+          // Nothing is handed out before the code that made the analyzer has run on (it may stop()
+          // it at once). Two turns of the event loop: after a long await the kernel resumes a cell
+          // through an immediate of its own (kernel/engine/stepper.ts), queued after the first of these.
+          await new Promise((resolve) => setImmediate(() => setImmediate(resolve)));
         } else {
           // The status first: a job's checkpoints are all stored before it ends, so when it had
           // ended then, the missing checkpoints read after it are the last.
@@ -495,7 +497,8 @@ export async function createAnalyzer(store: Store, view: unknown, job: unknown, 
     createAnalysis(store, jobId, functions.map((f) => ({ name: f.name, source: f.source }))),
   ]);
   if (checkpoints === 0 && !(follow && running)) {
-    await deleteAnalysis(store, analysis.id);
+    // Left behind if the store fails now: a record without rows, harmless; the error below is the one to see.
+    await deleteAnalysis(store, analysis.id).catch(() => undefined);
     throw new Error(running
       ? `job ${jobId} has no checkpoints yet (it is ${row.status}); pass { follow: true } to analyse its checkpoints as they are taken`
       : `job ${jobId} has no checkpoints (it is ${row.status}): there is nothing to analyse. Its code takes them with jobtracker.registerCheckpointer("name") and jobtracker.checkpoint()`);

@@ -196,6 +196,7 @@ await db.createAnalyzer(rc.view(0), "3" as any, [testPerformance])
 let jobId = 0;
 let file = "";
 let clusterFile = "";
+let pgModule = "";
 ### code setup
 const db = new DBWrapper();
 const alone = await Client.connect({ connectionFiles: [file] });
@@ -213,10 +214,18 @@ console.log(rows.length, JSON.stringify(rows[0]), JSON.stringify(shared.stats.by
 function other() {
   return { other: 2 };
 }
+// The analyses table held for 300 ms: createAnalyzer takes longer than the kernel's 50 ms between
+// event-loop turns, so the cell goes on through an immediate of the kernel's (the race stop() must win).
+const { Client: PgClient } = require(pgModule);
+const locker = new PgClient({ connectionString: process.env.NBJOB_DATABASE_URL });
+await locker.connect();
+await locker.query("BEGIN");
+await locker.query("LOCK TABLE nbjob.analyses IN EXCLUSIVE MODE");
+setTimeout(() => void locker.query("COMMIT").then(() => locker.end()), 300);
 const stopped = await db.createAnalyzer(mixed.view(1), jobId, [other]);
 stopped.stop();
 console.log("stopped with", (await stopped.result).length, "rows");
-`, ["-p", `jobId=${jobId}`, "-p", `file=${file}`, "-p", `clusterFile=${clusterFile}`]);
+`, ["-p", `jobId=${jobId}`, "-p", `file=${file}`, "-p", `clusterFile=${clusterFile}`, "-p", `pgModule=${require.resolve("pg")}`]);
     assert.equal(run.code, 0, run.stderr);
     assert.match(cellText(run.cells.get("alone")), new RegExp(`no worker could analyse job ${jobId} \\(19 checkpoints left; the rows stored so far are kept\\):\\nworker lonely: worker lonely has no store \\(it was started with --no-store\\)`));
     assert.match(cellText(run.cells.get("mixed")), /^19 \{"checkpoint":0,"probed":1\} \{"default\/0@[^"]+":19\}$/m);

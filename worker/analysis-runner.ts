@@ -110,6 +110,11 @@ export function analysisTraceback(outcome: Extract<FunctionOutcome, { ok: false 
   });
 }
 
+/** The job's local modules' paths for the analysis thread (AnalyzeCheckpointCommand.modulePaths), when it has any. */
+function modulePathsOf(needs: ReturnType<typeof jobNeeds>, moduleDir: string | undefined): string[] | undefined {
+  return moduleDir !== undefined && needs.hasFiles ? Object.keys(needs.files) : undefined;
+}
+
 /** What the analysis thread needs of a compiled program. */
 function scriptOf(compiled: CompiledBundle): CompiledScript {
   return { key: compiled.key, js: compiled.js, declaredNames: compiled.declaredNames, hiddenState: compiled.hiddenState };
@@ -235,7 +240,7 @@ export class AnalysisRunner {
       if (this.busy > 0 || this.closed) return;
       await this.runOnThread({
         type: "analyze", id: 0, program: scriptOf(program), functions: scriptOf(compiled), call: [], params: bundle.params, checkpoint: idx, values, moduleDir,
-        modulePaths: moduleDir !== undefined && needs.hasFiles ? Object.keys(needs.files) : undefined,
+        modulePaths: modulePathsOf(needs, moduleDir),
       }, () => undefined);
     })().catch(() => undefined).finally(() => {
       if (!this.working) this.scheduleThreadIdle();
@@ -439,7 +444,7 @@ export class AnalysisRunner {
                   {
                     type: "analyze", id: 0, program: programScript, functions: functionsScript!,
                     call: todo.map((f) => functions.indexOf(f)), params: bundle.params, checkpoint: idx, values: checkpointValues, moduleDir,
-                    modulePaths: moduleDir !== undefined && needs.hasFiles ? Object.keys(needs.files) : undefined,
+                    modulePaths: modulePathsOf(needs, moduleDir),
                   },
                   (stream) => send({ action: "analysis_stream", request_id, job_id: jobId, name: stream.name, text: stream.text }),
                 );
