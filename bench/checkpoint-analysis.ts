@@ -138,16 +138,17 @@ function threadSeconds(pid: number): Map<number, number> {
 /** Where the machine's CPU went during one run: each worker's threads, PostgreSQL's processes, this process (the notebook's side). */
 interface CpuSnapshot {
   workers: Map<number, number>[];
-  postgres: number;
+  /** By process id: a backend that ends between two snapshots is left out, not counted as negative. */
+  postgres: Map<number, number>;
   notebook: number;
 }
 
 function cpuSnapshot(workerPids: number[]): CpuSnapshot {
-  let postgres = 0;
+  const postgres = new Map<number, number>();
   for (const entry of readdirSync("/proc")) {
     if (!/^\d+$/.test(entry)) continue;
     try {
-      if (readFileSync(`/proc/${entry}/comm`, "utf8").trim() === "postgres") postgres += cpuSeconds(Number(entry)) ?? 0;
+      if (readFileSync(`/proc/${entry}/comm`, "utf8").trim() === "postgres") postgres.set(Number(entry), cpuSeconds(Number(entry)) ?? 0);
     } catch {
       // Gone meanwhile.
     }
@@ -165,7 +166,9 @@ function cpuSplit(before: CpuSnapshot, after: CpuSnapshot): string {
     analysis += deltas[0] ?? 0;
     other += deltas.slice(1).reduce((a, b) => a + b, 0);
   });
-  return `analysis threads ${analysis.toFixed(2)}, workers' other threads ${other.toFixed(2)}, PostgreSQL ${(after.postgres - before.postgres).toFixed(2)}, notebook ${(after.notebook - before.notebook).toFixed(2)} CPU s`;
+  let postgres = 0;
+  for (const [pid, seconds] of after.postgres) postgres += seconds - (before.postgres.get(pid) ?? 0);
+  return `analysis threads ${analysis.toFixed(2)}, workers' other threads ${other.toFixed(2)}, PostgreSQL ${postgres.toFixed(2)}, notebook ${(after.notebook - before.notebook).toFixed(2)} CPU s`;
 }
 
 async function admin(sql: string): Promise<void> {
