@@ -343,7 +343,9 @@ test("a server stopped (PANIC) by a disk something else filled is started again 
   // once, released the reserve while recovery ran (the next test's path). The server then runs on
   // and this run cannot show a stopped server being started again: skipped, saying which.
   const afterPanic = () => readFileSync(join(disk.cluster, "server.log"), "utf8").split("PANIC").pop()!;
-  for (let waited = 0; isAlive(original); waited += 200) {
+  // Gone once its pid file is gone or names another server (the worker may start one at once);
+  // the process itself can linger unreaped for seconds.
+  for (let waited = 0; postmasterPid(data) === original && isAlive(original); waited += 200) {
     if (/database system is ready to accept connections/.test(afterPanic())) {
       const how = existsSync(join(data, "nbjob_disk_reserve")) ? "the crash freed enough room" : "nbjob had released the reserve meanwhile";
       return t.skip(`PostgreSQL recovered from the disk-full PANIC without stopping (${how}), so no stopped server was left to start again`);
