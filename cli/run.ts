@@ -232,7 +232,9 @@ export const command: Command = {
         if (sourceText(cell).trim() === "") continue;
         let result;
         try {
-          result = await kernel.client.execute(sourceText(cell), { allowStdin: false, cellId: cell.id, displays, timeoutMs });
+          // With --allow-errors the kernel must not abort the cells sent after a failing one
+          // (ipykernel aborts what arrives just after an error when stop_on_error is set), as nbclient does.
+          result = await kernel.client.execute(sourceText(cell), { allowStdin: false, cellId: cell.id, displays, timeoutMs, stopOnError: !values["allow-errors"] });
         } catch (err) {
           if (interrupted) return 130;
           const what = err instanceof KernelTimeoutError ? `did not finish within ${values.timeout} s (--timeout)` : err instanceof KernelLostError ? `lost its kernel: ${(err as Error).message}` : `failed: ${(err as Error).message}`;

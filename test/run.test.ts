@@ -2,7 +2,7 @@
 // Debian's ipykernel for the kernel-independent parts), checked against Jupyter's nbconvert.
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { after, describe, test } from "node:test";
@@ -256,6 +256,21 @@ describe("nbjob run, independent of the kernel (Debian's ipykernel)", () => {
     const all = await nbjob("run", path, "--kernel", "python3", "--allow-errors", "-o", out);
     assert.equal(all.code, 0, all.stderr);
     assert.equal(plain(readNotebook(out).cells[3]), "after\n");
+    // Every cell after a failing one runs: ipykernel aborts the requests that come within
+    // stop_on_error_timeout of an error (0 s by default: a race, seen in CI as an empty "after"
+    // cell) unless they were sent without stop_on_error. A kernel with a 2 s window takes the race every time.
+    const spec = join(env.JUPYTER_DATA_DIR, "kernels", "python3-aborts");
+    mkdirSync(spec, { recursive: true });
+    writeFileSync(join(spec, "kernel.json"), JSON.stringify({
+      argv: ["/usr/bin/python3", "-m", "ipykernel_launcher", "-f", "{connection_file}", "--IPythonKernel.stop_on_error_timeout=2"],
+      display_name: "Python 3 (aborts for 2 s after an error)", language: "python",
+    }));
+    const pairs = pythonNotebook("py-pairs.ipynb", Array.from({ length: 3 }, (_, i) => ["1/0", `print('after ${i}')`]).flat());
+    const pairsOut = join(work, "py-pairs-all.ipynb");
+    const ran = await nbjob("run", pairs, "--kernel", "python3-aborts", "--allow-errors", "-o", pairsOut);
+    assert.equal(ran.code, 0, ran.stderr);
+    const cells = readNotebook(pairsOut).cells;
+    assert.deepEqual(Array.from({ length: 3 }, (_, i) => plain(cells[2 * i + 1])), Array.from({ length: 3 }, (_, i) => `after ${i}\n`));
   });
 
   test("a kernel that dies mid-run fails the run naming the cell and the exit", async () => {
