@@ -73,13 +73,21 @@ export async function startKernel(connectionFile: string): Promise<void> {
     process.stderr.write(`nbjob kernel: the socket thread failed: ${err.stack ?? err}\n`);
     process.exit(1);
   });
-  await new Promise<void>((resolve, reject) => {
+  const binding = new Promise<void>((resolve, reject) => {
     bound = (event) => (event.kind === "bound" ? resolve() : event.kind === "bind-failed" ? reject(new Error(event.message)) : undefined);
-  }).catch(async (err) => {
-    await thread.terminate();
-    throw err;
   });
+  binding.catch(() => undefined); // awaited below, once the engine has loaded
+  const boundOrEnded = async () => {
+    try {
+      await binding;
+    } catch (err) {
+      await thread.terminate();
+      throw err;
+    }
+  };
 
+  // The engine loads (the compiler, then its first check: most of the start-up) while the socket
+  // thread loads ZeroMQ and binds, not after: the main thread would only wait meanwhile.
   let engineModule: EngineModule | undefined;
   try {
     engineModule = require("./engine") as EngineModule;
@@ -98,6 +106,7 @@ export async function startKernel(connectionFile: string): Promise<void> {
   } catch (err) {
     // Without an engine the kernel cannot run a cell: close the sockets (a terminate while they
     // are open can abort the process) and let Jupyter report that the kernel died.
+    await boundOrEnded();
     await new Promise<void>((resolve) => {
       closed = resolve;
       toSockets({ kind: "close" });
@@ -116,6 +125,7 @@ export async function startKernel(connectionFile: string): Promise<void> {
   } catch (err) {
     process.stderr.write(`nbjob kernel: warming up the engine failed: ${(err as Error).message}\n`);
   }
+  await boundOrEnded();
   // The compiler the engine loaded (not all of ts-morph, which the kernel does not otherwise need).
   toSockets({ kind: "ready", typescriptVersion: engineModule.typescriptVersion() });
   const quiet = () => (shell?.idle ?? false) && performance.now() - lastRequestAt >= WARM_UP_QUIET_MS;

@@ -2,7 +2,9 @@
 // signatures, heartbeat and control while a cell runs, interrupt with state kept, bad input.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { kernelTestEnv, withJupyterClient, type KernelTestEnv } from "./kernel-helpers";
 
@@ -422,4 +424,20 @@ finally:
     assert.equal(r.key, "");
     assert.equal(r.value, "42");
   });
+});
+
+// The kernel loads its engine while its socket thread binds: a failed bind must still end it,
+// with the address in the message (and not leave it running with an engine and no sockets).
+test("a kernel whose connection file names an address this host does not have exits, naming the address", () => {
+  const dir = mkdtempSync(join(tmpdir(), "nbjob-kernel-bind-"));
+  try {
+    const file = join(dir, "elsewhere.json");
+    writeFileSync(file, JSON.stringify({ ip: "192.0.2.1", transport: "tcp", shell_port: 50001, iopub_port: 50002, stdin_port: 50003, control_port: 50004, hb_port: 50005, key: "k", signature_scheme: "hmac-sha256" }));
+    const run = spawnSync(process.execPath, [join(__dirname, "..", "..", "bin", "nbjob.js"), "kernel", "--connection-file", file], { encoding: "utf8", timeout: 60_000 });
+    assert.equal(run.signal, null, "the kernel ended by itself");
+    assert.notEqual(run.status, 0);
+    assert.match(run.stderr, /cannot bind the kernel's shell socket to tcp:\/\/192\.0\.2\.1:50001/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
