@@ -1,7 +1,7 @@
 // Shared by the kernel tests: installs the nbjob kernelspec into a private Jupyter data dir and
 // drives the kernel from Debian's jupyter_client (/usr/bin/python3), the client users run.
 import { execFile } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { installKernelSpec } from "../kernel/kernelspec";
@@ -41,6 +41,8 @@ export function kernelTestEnv(): KernelTestEnv {
     },
   };
 }
+
+let resultFiles = 0;
 
 const PRELUDE = `
 import json, sys, time, os, signal, hmac, hashlib
@@ -89,20 +91,25 @@ def iopub_until_idle(parent_id, timeout=10):
  */
 export function withJupyterClient(test: KernelTestEnv, body: string, timeoutMs = 120_000): Promise<Record<string, unknown>> {
   const indented = body.trim().split("\n").map((l) => "    " + l).join("\n");
-  const script = `${PRELUDE}\ntry:\n${indented}\nfinally:\n    kc.stop_channels()\n    km.shutdown_kernel(now=False)\nprint("RESULT " + json.dumps(result, default=str), flush=True)\n`;
+  // The result goes to a file of its own, not stdout: once in CI a large result line printed on
+  // stdout came back cut short (an unterminated JSON string; the writer that split it was not
+  // found, and the kernel inherits that stdout). Nothing else writes to the file.
+  const resultFile = join(test.dir, `result-${process.pid}-${++resultFiles}.json`);
+  const script = `${PRELUDE}\ntry:\n${indented}\nfinally:\n    kc.stop_channels()\n    km.shutdown_kernel(now=False)\nwith open(${JSON.stringify(resultFile)}, "w") as out:\n    json.dump(result, out, default=str)\n`;
   return new Promise((resolve, reject) => {
     const child = execFile("/usr/bin/python3", ["-c", script], { env: test.env, cwd: test.dir, timeout: timeoutMs, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
       for (const match of stdout.matchAll(/^KERNEL_PID (\d+)$/gm)) test.kernelPids.add(Number(match[1]));
-      const line = stdout.split("\n").find((l) => l.startsWith("RESULT "));
-      if (err || !line) {
+      const written = existsSync(resultFile) ? readFileSync(resultFile, "utf8") : undefined;
+      rmSync(resultFile, { force: true });
+      if (err || written === undefined) {
         // Python's traceback first: a test report that cuts long messages still shows why.
         // (Python's shutdown noise, "Exception ignored in: …__del__", comes after the error that matters.)
         const traceback = stderr.split(/^Exception ignored in/m)[0].trim();
-        const why = traceback.split("\n").slice(-8).join("\n") || (err ? `exit ${err.code ?? ""} ${err.signal ?? ""}`.trim() : "no RESULT line");
-        reject(new Error(`jupyter_client script failed: ${why}\nstdout:\n${stdout}\n(${err?.message ?? "no RESULT line"})`));
+        const why = traceback.split("\n").slice(-8).join("\n") || (err ? `exit ${err.code ?? ""} ${err.signal ?? ""}`.trim() : "no result written");
+        reject(new Error(`jupyter_client script failed: ${why}\nstdout:\n${stdout}\n(${err?.message ?? "no result written"})`));
         return;
       }
-      resolve(JSON.parse(line.slice("RESULT ".length)) as Record<string, unknown>);
+      resolve(JSON.parse(written) as Record<string, unknown>);
     });
     child.stdout?.on("data", (chunk: Buffer) => {
       for (const match of chunk.toString().matchAll(/^KERNEL_PID (\d+)$/gm)) test.kernelPids.add(Number(match[1]));
