@@ -4,6 +4,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { kernelTestEnv, withJupyterClient, type KernelTestEnv } from "./kernel-helpers";
@@ -427,17 +428,37 @@ finally:
 });
 
 // The kernel loads its engine while its socket thread binds: a failed bind must still end it,
-// with the address in the message (and not leave it running with an engine and no sockets).
-test("a kernel whose connection file names an address this host does not have exits, naming the address", () => {
-  const dir = mkdtempSync(join(tmpdir(), "nbjob-kernel-bind-"));
-  try {
-    const file = join(dir, "elsewhere.json");
-    writeFileSync(file, JSON.stringify({ ip: "192.0.2.1", transport: "tcp", shell_port: 50001, iopub_port: 50002, stdin_port: 50003, control_port: 50004, hb_port: 50005, key: "k", signature_scheme: "hmac-sha256" }));
+// naming the address and what to do (not leave it running with an engine and no sockets).
+describe("a kernel that cannot bind its sockets", () => {
+  let dir: string;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), "nbjob-kernel-bind-"));
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  const startWith = (name: string, connection: Record<string, unknown>) => {
+    const file = join(dir, name);
+    writeFileSync(file, JSON.stringify({ transport: "tcp", key: "k", signature_scheme: "hmac-sha256", ...connection }));
     const run = spawnSync(process.execPath, [join(__dirname, "..", "..", "bin", "nbjob.js"), "kernel", "--connection-file", file], { encoding: "utf8", timeout: 60_000 });
     assert.equal(run.signal, null, "the kernel ended by itself");
     assert.notEqual(run.status, 0);
-    assert.match(run.stderr, /cannot bind the kernel's shell socket to tcp:\/\/192\.0\.2\.1:50001/);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+    return run.stderr;
+  };
+
+  test("an address this host does not have: it exits, naming the address", () => {
+    const said = startWith("elsewhere.json", { ip: "192.0.2.1", shell_port: 50001, iopub_port: 50002, stdin_port: 50003, control_port: 50004, hb_port: 50005 });
+    assert.match(said, /cannot bind the kernel's shell socket to tcp:\/\/192\.0\.2\.1:50001: .*; 192\.0\.2\.1 is not an address of this machine; put one it has in the connection file/);
+  });
+
+  test("a port another process holds: it exits, saying the port is taken", async () => {
+    const holder = createServer();
+    await new Promise<void>((resolve) => holder.listen(0, "127.0.0.1", resolve));
+    try {
+      const port = (holder.address() as AddressInfo).port;
+      const said = startWith("taken.json", { ip: "127.0.0.1", shell_port: port, iopub_port: 0, stdin_port: 0, control_port: 0, hb_port: 0 });
+      assert.match(said, new RegExp(`cannot bind the kernel's shell socket to tcp://127\\.0\\.0\\.1:${port}: .*; the port is taken: is another kernel using this connection file\\?`));
+    } finally {
+      holder.close();
+    }
+  });
 });

@@ -127,7 +127,7 @@ export class KernelSockets {
     try {
       await this.sockets[channel].bind(address);
     } catch (err) {
-      throw new Error(`cannot bind the kernel's ${channel} socket to ${address}: ${(err as Error).message}; is another kernel using this connection file?`, { cause: err });
+      throw new Error(`cannot bind the kernel's ${channel} socket to ${address}: ${(err as Error).message}; ${bindHint(err as NodeJS.ErrnoException, this.info.ip)}`, { cause: err });
     }
     if (port === 0) {
       const bound = this.sockets[channel].lastEndpoint ?? "";
@@ -314,4 +314,11 @@ function readableHeader(frames: Buffer[], signer: Signer): MessageHeader | undef
   } catch {
     return undefined;
   }
+}
+
+/** What to do about a socket that cannot bind, by the system's reason. */
+function bindHint(err: NodeJS.ErrnoException, ip: string): string {
+  if (err.code === "EADDRNOTAVAIL") return `${ip} is not an address of this machine; put one it has in the connection file ("ip": 127.0.0.1 for this machine only)`;
+  if (err.code === "EADDRINUSE") return "the port is taken: is another kernel using this connection file? Start the kernel with a new one";
+  return "check the connection file's ip, ports and transport";
 }
