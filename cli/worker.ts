@@ -1,7 +1,7 @@
 // `nbjob worker --connection-file F`: one worker kernel, in the foreground (`nbjob cluster start`
 // launches these detached; on another host, run it yourself and give the notebook the file).
 import { existsSync } from "node:fs";
-import { newConnectionInfo, readConnectionFile } from "../wire/connection";
+import { anyPortsConnectionInfo, readConnectionFile } from "../wire/connection";
 import type { ConnectionInfo } from "../wire/connection";
 import { WorkerKernel } from "../worker/kernel";
 import { openStore, WORKER_HEARTBEAT_MS, WORKER_STALE_MS } from "../store";
@@ -65,9 +65,7 @@ export const command: Command = {
         // The file is how a notebook on another host finds the worker; connecting to 0.0.0.0 reaches the notebook's own host.
         throw new UsageError(`--ip ${values.ip} would bind every address but write ${values.ip} in ${file}, where a notebook on another host would connect to itself; give the address other hosts reach this one by (e.g. --ip 10.0.0.5), or leave out --ip for 127.0.0.1`);
       }
-      // Binding port 0 lets the system pick free ports, so nothing can take them between choosing and binding.
-      const fresh = await newConnectionInfo(values.ip ?? "127.0.0.1", "nbjob-worker");
-      info = { ...fresh, shell_port: 0, iopub_port: 0, stdin_port: 0, control_port: 0, hb_port: 0 };
+      info = anyPortsConnectionInfo(values.ip ?? "127.0.0.1", "nbjob-worker");
       writeFile = file;
     }
 

@@ -447,7 +447,7 @@ describe("a kernel that cannot bind its sockets", () => {
 
   test("an address this host does not have: it exits, naming the address", () => {
     const said = startWith("elsewhere.json", { ip: "192.0.2.1", shell_port: 50001, iopub_port: 50002, stdin_port: 50003, control_port: 50004, hb_port: 50005 });
-    assert.match(said, /cannot bind the kernel's shell socket to tcp:\/\/192\.0\.2\.1:50001: .*; 192\.0\.2\.1 is not an address of this machine; put one it has in the connection file/);
+    assert.match(said, /cannot bind the kernel's shell socket to tcp:\/\/192\.0\.2\.1:50001: .*; 192\.0\.2\.1 is not an address of this machine; use one it has \(127\.0\.0\.1 for this machine only\)/);
   });
 
   test("a port another process holds: it exits, saying the port is taken", async () => {

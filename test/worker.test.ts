@@ -379,6 +379,15 @@ describe("nbjob worker: bad connection files", () => {
     writeFileSync(file, JSON.stringify({ ip: "192.0.2.1", transport: "tcp", shell_port: 50001, iopub_port: 50002, stdin_port: 50003, control_port: 50004, hb_port: 50005, key: "k", signature_scheme: "hmac-sha256" }));
     const run = spawnSync(process.execPath, [NBJOB, "worker", "--connection-file", file, "--no-store"], { encoding: "utf8", timeout: 20_000 });
     assert.notEqual(run.status, 0);
-    assert.match(run.stderr, /cannot bind the kernel's shell socket to tcp:\/\/192\.0\.2\.1:50001/);
+    assert.match(run.stderr, /cannot bind the kernel's shell socket to tcp:\/\/192\.0\.2\.1:50001: .*; 192\.0\.2\.1 is not an address of this machine/);
+  });
+
+  test("--ip naming an address this host does not have fails naming the address and what to do", () => {
+    const file = join(dir, "new-elsewhere.json");
+    const run = spawnSync(process.execPath, [NBJOB, "worker", "--connection-file", file, "--ip", "192.0.2.1", "--no-store"], { encoding: "utf8", timeout: 20_000 });
+    assert.notEqual(run.status, 0);
+    assert.equal(run.signal, null, "it exited by itself");
+    assert.match(run.stderr, /cannot bind the kernel's shell socket to tcp:\/\/192\.0\.2\.1:\*: .*; 192\.0\.2\.1 is not an address of this machine; use one it has/);
+    assert.ok(!existsSync(file), "no connection file is written for sockets that are not bound");
   });
 });

@@ -67,8 +67,16 @@ export async function newConnectionInfo(ip = "127.0.0.1", kernelName = "nbjob"):
     if (!ports.includes(port)) ports.push(port);
   }
   const [shell_port, iopub_port, stdin_port, control_port, hb_port] = ports;
+  return { ...anyPortsConnectionInfo(ip, kernelName), shell_port, iopub_port, stdin_port, control_port, hb_port };
+}
+
+/**
+ * A fresh connection whose ports are 0 (a random key): a kernel binding it lets the system pick
+ * free ports, so nothing can take them between choosing and binding, and writes them back.
+ */
+export function anyPortsConnectionInfo(ip: string, kernelName: string): ConnectionInfo {
   return {
-    transport: "tcp", ip, shell_port, iopub_port, stdin_port, control_port, hb_port,
+    transport: "tcp", ip, shell_port: 0, iopub_port: 0, stdin_port: 0, control_port: 0, hb_port: 0,
     key: randomBytes(32).toString("hex"), signature_scheme: "hmac-sha256", kernel_name: kernelName,
   };
 }

@@ -318,7 +318,7 @@ function readableHeader(frames: Buffer[], signer: Signer): MessageHeader | undef
 
 /** What to do about a socket that cannot bind, by the system's reason. */
 function bindHint(err: NodeJS.ErrnoException, ip: string): string {
-  if (err.code === "EADDRNOTAVAIL") return `${ip} is not an address of this machine; put one it has in the connection file ("ip": 127.0.0.1 for this machine only)`;
+  if (err.code === "EADDRNOTAVAIL") return `${ip} is not an address of this machine; use one it has (127.0.0.1 for this machine only)`;
   if (err.code === "EADDRINUSE") return "the port is taken: is another kernel using this connection file? Start the kernel with a new one";
   return "check the connection file's ip, ports and transport";
 }
