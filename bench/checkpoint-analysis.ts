@@ -1,15 +1,16 @@
 // Benchmark of analyzers: a CPU-bound analysis function over the 40 checkpoints of a real job,
 // run on 1 worker (rc.view(0)) and on 2 (rc.loadBalanced()) of a local cluster, next to the same
-// loop in 1 and 2 plain threads, interleaved per round; prints nbjob's speed-up on 2 workers over
-// the plain threads' speed-up in the same round (target: at least 0.95), warm (contexts reused)
-// and cold (a function that leaves a global behind: a fresh context per checkpoint, as before).
+// function called once per checkpoint in 1 and 2 plain threads (and, as in earlier stops, its loop
+// inlined in one loop), interleaved per round. Prints nbjob's speed-up on 2 workers over the plain
+// threads' speed-up in the same round (target: at least 0.95), warm (contexts reused) and cold (a
+// function that leaves a global behind: a fresh context per checkpoint, as before).
 // Each timed run uses a function of its own source, so nothing is served from the store (the
 // checkpoints' values are: workers keep them in memory, as for a user who edits a function and runs
 // it over the same job again). For each warm run it prints where the machine's CPU went (analysis
 // threads, the workers' other threads, PostgreSQL, this process) and each worker's timeline (its
 // first request, its thread's first and last checkpoint, the thread's busy and idle time). Asserts nothing.
 //   node dist/bench/checkpoint-analysis.js   (NBJOB_BENCH_URL: an admin URL, default postgres://postgres@127.0.0.1:5432/postgres;
-//                                             NBJOB_BENCH_ROUNDS: rounds per view, default 5)
+//                                             NBJOB_BENCH_ROUNDS: rounds per view, default 7)
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
@@ -21,7 +22,7 @@ import type { DeclarationRecord } from "../kernel/engine/types";
 import { ANALYSIS_TIMING_ENV } from "../worker/analysis-timing";
 
 const ADMIN_URL = process.env.NBJOB_BENCH_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
-const ROUNDS = Number(process.env.NBJOB_BENCH_ROUNDS ?? 5);
+const ROUNDS = Number(process.env.NBJOB_BENCH_ROUNDS ?? 7);
 const CHECKPOINTS = 40;
 const NBJOB = join(resolve(__dirname, "..", ".."), "bin", "nbjob.js");
 
@@ -43,7 +44,31 @@ function heavySource(name: string, salt: string): string {
   return `function ${name}() {\n  // ${salt}\n  let acc = 0;\n  for (let round = 0; round < 2000; round++) {\n    for (let j = 0; j < weights.length; j++) acc += Math.sqrt(Math.abs(weights[j] * round + step));\n  }\n  return { step, acc };\n}`;
 }
 
-/** The same CPU-bound loop as the analysis, `count` times in a plain thread: what the machine gives now, without nbjob. */
+/**
+ * The analysis function itself, called once per checkpoint in a plain thread: the job's
+ * variables at the top level, as the job declared them, set to each checkpoint's values (as the
+ * job computed them), then the function called. The same source as the one nbjob runs, so V8
+ * compiles and warms it up the same way (a new function starts in the interpreter and in
+ * on-stack-replaced code, slower for its first calls); what differs is only what nbjob adds.
+ */
+function plainFunction(source: string, name: string, first: number, count: number): Promise<void> {
+  const code = `let step = 0;
+const weights = new Float64Array(4096);
+${source}
+let total = 0;
+for (let c = ${first}; c < ${first + count}; c++) {
+  step = c;
+  for (let j = 0; j < weights.length; j++) weights[j] = Math.sin(c * 0.01 + j);
+  total += ${name}().acc;
+}
+require("node:worker_threads").parentPort.postMessage(total);`;
+  return new Promise((resolve, reject) => new Worker(code, { eval: true }).on("exit", () => resolve()).on("error", reject));
+}
+
+/**
+ * The analysis's loop inlined into one loop over the checkpoints, in a plain thread (the
+ * baseline of earlier stops): V8 optimizes the whole loop once, so it pays no function's warm-up.
+ */
 function rawLoop(count: number): Promise<void> {
   const code = `const weights = new Float64Array(4096);
 let total = 0;
@@ -105,7 +130,8 @@ function timeline(file: string, epoch0: number, totalMs: number): string {
     const busy = windows.reduce((t, [a, b]) => t + b - a, 0);
     const span = windows[windows.length - 1][1] - windows[0][0];
     const at = (t: number) => (t - epoch0).toFixed(0);
-    return `worker ${id}: request ${at(w.received)}, thread ${at(windows[0][0])}–${at(windows[windows.length - 1][1])} (${windows.length} checkpoints, busy ${busy.toFixed(0)}, between ${(span - busy).toFixed(0)}; first request ${Object.entries(w.first ?? {}).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(", ")})`;
+    const durations = windows.map(([a, b]) => (b - a).toFixed(0)).join(" ");
+    return `worker ${id}: request ${at(w.received)}, thread ${at(windows[0][0])}–${at(windows[windows.length - 1][1])} (${windows.length} checkpoints, busy ${busy.toFixed(0)}, between ${(span - busy).toFixed(0)}; each ${durations}; first request ${Object.entries(w.first ?? {}).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(", ")})`;
   });
   return `${parts.join("; ")}; result ${totalMs.toFixed(0)} ms`;
 }
@@ -244,16 +270,21 @@ async function main(): Promise<void> {
     if (cpu0 !== undefined && cpu1 !== undefined) console.log(`  the worker process's CPU time: ${((cpu1 - cpu0) * 1000 / CHECKPOINTS).toFixed(1)} ms per checkpoint (all its threads; PostgreSQL's and the notebook's not counted)`);
     console.log(`  the worker's phases, per checkpoint: ${workerPhases(timingFile)}`);
 
-    // Each round times, back to back so a burst of load hits them alike: the loop in 1 plain
-    // thread, nbjob on 1 worker warm (the analysis leaves nothing behind, so each analysis thread
-    // reuses its context), nbjob on 1 worker cold (the same function but it leaves a global
-    // behind, so every checkpoint gets a fresh context, as before contexts were reused); then the
-    // same on 2.
-    type Run = { raw: number; warm: number; cold: number };
+    // Each round times, back to back so a burst of load hits them alike: the analysis function
+    // in 1 plain thread (the baseline), the loop inlined in 1 plain thread (the earlier baseline),
+    // nbjob on 1 worker warm (the analysis leaves nothing behind, so each analysis thread reuses
+    // its context), nbjob on 1 worker cold (the same function but it leaves a global behind, so
+    // every checkpoint gets a fresh context, as before contexts were reused); then the same on 2.
+    type Run = { plain: number; loop: number; warm: number; cold: number };
     const runs: { one: Run[]; two: Run[] } = { one: [], two: [] };
+    const half = CHECKPOINTS / 2;
     for (let round = 0; round < ROUNDS; round++) {
       for (const [label, view] of [["one", one], ["two", both]] as const) {
-        const raw = await seconds(() => label === "one" ? rawLoop(CHECKPOINTS) : Promise.all([rawLoop(CHECKPOINTS / 2), rawLoop(CHECKPOINTS / 2)]));
+        const plainName = `heavy_plain_${label}_${round}`;
+        const plainText = heavySource(plainName, `${label} ${round} ${process.pid}`);
+        const plain = await seconds(() => label === "one" ? plainFunction(plainText, plainName, 1, CHECKPOINTS)
+          : Promise.all([plainFunction(plainText, plainName, 1, half), plainFunction(plainText, plainName, 1 + half, half)]));
+        const loop = await seconds(() => label === "one" ? rawLoop(CHECKPOINTS) : Promise.all([rawLoop(half), rawLoop(half)]));
         const timed: Record<"warm" | "cold", number> = { warm: 0, cold: 0 };
         const cpu: Record<"warm" | "cold", string> = { warm: "", cold: "" };
         for (const kind of ["warm", "cold"] as const) {
@@ -270,8 +301,9 @@ async function main(): Promise<void> {
           cpu[kind] = `${cpuSplit(cpu0, cpuSnapshot(workerPids))}\n  ${kind}: ${timeline(timingFile, epoch0, timed[kind] * 1000)}`;
           if (rows.length !== CHECKPOINTS || analyzer.stats.computed !== CHECKPOINTS) throw new Error(`expected ${CHECKPOINTS} computed rows, got ${rows.length} rows, ${analyzer.stats.computed} computed`);
         }
-        runs[label].push({ raw, ...timed });
-        console.log(`round ${round + 1}, ${label === "one" ? "1 worker " : "2 workers"}: plain thread${label === "one" ? " " : "s"} ${raw.toFixed(2)} s, nbjob warm ${timed.warm.toFixed(2)} s, nbjob cold ${timed.cold.toFixed(2)} s  (load ${loadavg()[0].toFixed(1)})`);
+        runs[label].push({ plain, loop, ...timed });
+        const threads = label === "one" ? "thread " : "threads";
+        console.log(`round ${round + 1}, ${label === "one" ? "1 worker " : "2 workers"}: the function in plain ${threads} ${plain.toFixed(2)} s, the loop in plain ${threads} ${loop.toFixed(2)} s, nbjob warm ${timed.warm.toFixed(2)} s, nbjob cold ${timed.cold.toFixed(2)} s  (load ${loadavg()[0].toFixed(1)})`);
         console.log(`  nbjob warm: ${cpu.warm}`);
       }
     }
@@ -280,15 +312,16 @@ async function main(): Promise<void> {
       const s = [...xs].sort((a, b) => a - b);
       return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
     };
+    const speedups = (key: keyof Run) => runs.one.map((o, r) => o[key] / runs.two[r][key]);
+    const list = (xs: number[], unit = "") => xs.map((x) => `${x.toFixed(2)}${unit}`).join(", ");
+    console.log(`plain threads' speed-up on 2: the function ${list(speedups("plain"), "x")}; the loop ${list(speedups("loop"), "x")}`);
     for (const kind of ["warm", "cold"] as const) {
       // Per round: nbjob's speed-up on 2 workers over the plain threads' speed-up in that round.
-      const speedups = runs.one.map((o, r) => o[kind] / runs.two[r][kind]);
-      const rawSpeedups = runs.one.map((o, r) => o.raw / runs.two[r].raw);
-      const ratios = speedups.map((x, r) => x / rawSpeedups[r]);
-      console.log(`${kind}: speed-up on 2 workers ${speedups.map((x) => `${x.toFixed(2)}x`).join(", ")}; plain threads ${rawSpeedups.map((x) => `${x.toFixed(2)}x`).join(", ")}; nbjob/plain per round ${ratios.map((x) => x.toFixed(2)).join(", ")} (median ${median(ratios).toFixed(2)}, target >= 0.95)`);
+      const ratios = (base: "plain" | "loop") => speedups(kind).map((x, r) => x / speedups(base)[r]);
+      console.log(`${kind}: speed-up on 2 workers ${list(speedups(kind), "x")}; over the function's in plain threads ${list(ratios("plain"))} (median ${median(ratios("plain")).toFixed(2)}, target >= 0.95); over the loop's ${list(ratios("loop"))} (median ${median(ratios("loop")).toFixed(2)})`);
     }
-    const efficiency = (kind: "warm" | "cold") => median(runs.one.map((o) => o.raw / o[kind]));
-    console.log(`1 worker against 1 plain thread (same loop, median of rounds): warm ${efficiency("warm").toFixed(2)}, cold ${efficiency("cold").toFixed(2)} (1.00: no cost over plain Node)`);
+    const efficiency = (kind: "warm" | "cold", base: "plain" | "loop") => median(runs.one.map((o) => o[base] / o[kind]));
+    console.log(`1 worker against 1 plain thread (median of rounds; 1.00: no cost over plain Node): the function warm ${efficiency("warm", "plain").toFixed(2)}, cold ${efficiency("cold", "plain").toFixed(2)}; the loop warm ${efficiency("warm", "loop").toFixed(2)}, cold ${efficiency("cold", "loop").toFixed(2)}`);
     console.log(`load average at the end: ${loadavg().map((l) => l.toFixed(1)).join(", ")} on ${cpus().length} cores (other processes take the second core away from the 2-worker run)`);
   } finally {
     rc?.close();

@@ -377,7 +377,10 @@ export class Analyzer<Row extends object = AnalysisRow> {
     const usable = new Set(this.#workers);
     const unavailable: string[] = [];
     let failure: Error | undefined;
-    const batchSize = () => Math.max(1, Math.min(MAX_BATCH, Math.ceil(pending.length / (usable.size * IN_FLIGHT_PER_WORKER * 2))));
+    // Each lane takes its share of what is left (at most MAX_BATCH): large batches first, as each
+    // request costs messages both ways and the worker its lock statements, then smaller ones down
+    // to 1 at the end, so the workers finish together.
+    const batchSize = () => Math.max(1, Math.min(MAX_BATCH, Math.ceil(pending.length / (usable.size * IN_FLIGHT_PER_WORKER))));
     const lane = async (worker: WorkerConnection) => {
       while (pending.length > 0 && usable.has(worker) && !failure && !this.#stopped) {
         const batch = pending.splice(0, batchSize());
