@@ -28,6 +28,7 @@ function analyze(command: Omit<AnalyzeCheckpointCommand, "id" | "type">): Promis
     const onMessage = (event: AnalysisThreadEvent) => {
       if (event.id !== id || event.type === "stream") return;
       thread.off("message", onMessage);
+      thread.off("error", reject);
       resolve(event);
     };
     thread.on("message", onMessage);
@@ -54,7 +55,11 @@ function train(): number {
 `;
 
 /** Runs `fn` (a function declaration) over checkpoints 1..count of the program `job`; the rows and how each context came about. */
-async function rows(job: string, fn: string, count = 3, params: Record<string, unknown> = {}, preparedOn?: number): Promise<{ rows: Record<string, unknown>[]; contexts: ContextUse[] }> {
+/**
+ * `preparedOn`: a checkpoint the context is set up on first, calling nothing (as a worker does on
+ * analyze_prepare), with the functions or, `withoutFunctions`, ahead of them (while they compile).
+ */
+async function rows(job: string, fn: string, count = 3, params: Record<string, unknown> = {}, preparedOn?: number, withoutFunctions = false): Promise<{ rows: Record<string, unknown>[]; contexts: ContextUse[] }> {
   const program = await compiler.compile(job, ["train()"]);
   const name = /function (\w+)/.exec(fn)![1];
   const layout = functionsProgram([{ name, source: fn, hash: createHash("sha256").update(fn).digest("hex") }]);
@@ -68,8 +73,8 @@ async function rows(job: string, fn: string, count = 3, params: Record<string, u
     values: { step: encodeValue(checkpoint, "step", "test"), weights: encodeValue(new Float64Array(4).fill(checkpoint), "weights", "test") },
   });
   if (preparedOn !== undefined) {
-    // Set up ahead on one checkpoint, calling nothing (as a worker does on analyze_prepare).
-    const answer = await analyze(command(preparedOn, []));
+    const ahead = command(preparedOn, []);
+    const answer = await analyze(withoutFunctions ? { ...ahead, functions: undefined } : ahead);
     assert.equal(answer.type, "result", JSON.stringify(answer));
     if (answer.type === "result") assert.deepEqual([answer.outcomes, answer.context.fresh], [[], true]);
   }
@@ -96,6 +101,39 @@ describe("the analysis thread's reused context", () => {
     const { rows: got, contexts } = await rows(JOB, "function ahead() {\n  return { step, first: weights[0], scaled: step * settings.scale };\n}", 3, {}, 9);
     assert.deepEqual(got, [1, 2, 3].map((i) => ({ step: i, first: i, scaled: 2 * i })));
     assert.deepEqual(contexts.map((c) => c.fresh), [false, false, false], JSON.stringify(contexts));
+  });
+
+  test("a context set up ahead of its functions gets them at the first checkpoint and serves every checkpoint warm", async () => {
+    const { rows: got, contexts } = await rows(JOB, "function later() {\n  return { step, first: weights[0], scaled: step * settings.scale };\n}", 3, {}, 9, true);
+    assert.deepEqual(got, [1, 2, 3].map((i) => ({ step: i, first: i, scaled: 2 * i })));
+    assert.deepEqual(contexts.map((c) => c.fresh), [false, false, false], JSON.stringify(contexts));
+    assert.equal(contexts[2].contexts - contexts[0].contexts, 0, "no context was set up after the one made ahead");
+  });
+
+  test("a context set up ahead of its functions is compared with its state once they are in: what the first checkpoint leaves is not seen by the next", async () => {
+    const { rows: got, contexts } = await rows(JOB, "function counts() {\n  seen += 1;\n  logged.push(step);\n  return { step, seen, logged: logged.length };\n}", 3, {}, 9, true);
+    assert.deepEqual(got, [1, 2, 3].map((i) => ({ step: i, seen: 1, logged: 1 })));
+    assert.deepEqual(contexts.map((c) => c.fresh), [false, true, true], JSON.stringify(contexts));
+  });
+
+  test("a context set up ahead for other parameters is not given the functions: the checkpoint gets a fresh one", async () => {
+    const program = await compiler.compile(JOB, ["train()"]);
+    const fn = "function other() {\n  return { step };\n}";
+    const layout = functionsProgram([{ name: "other", source: fn, hash: createHash("sha256").update(fn).digest("hex") }]);
+    const functions = await compiler.compile(layout.source, []);
+    const base = {
+      program: { key: program.key, js: program.js, declaredNames: program.declaredNames, hiddenState: program.hiddenState },
+      call: [] as number[], checkpoint: 9,
+      values: { step: encodeValue(9, "step", "test"), weights: encodeValue(new Float64Array(4).fill(9), "weights", "test") },
+    };
+    const ahead = await analyze({ ...base, params: { lr: 1 } as never });
+    assert.equal(ahead.type, "result", JSON.stringify(ahead));
+    const answer = await analyze({ ...base, params: { lr: 2 } as never, call: [0], checkpoint: 1, functions: { key: functions.key, js: functions.js, declaredNames: functions.declaredNames } });
+    assert.equal(answer.type, "result", JSON.stringify(answer));
+    if (answer.type === "result") {
+      assert.deepEqual(answer.outcomes, [{ ok: true, value: { step: 9 } }], "the checkpoint's values (9 here) in a context of its own");
+      assert.equal(answer.context.fresh, true);
+    }
   });
 
   test("whatever one checkpoint's analysis leaves behind is not seen by the next; every row is right", async () => {

@@ -36,8 +36,12 @@ export interface AnalyzeCheckpointCommand {
   id: number;
   /** The job's program (entries are registered, never run). */
   program: CompiledScript;
-  /** The analysis functions' program: hands FUNCTIONS_HOOK an array of the functions, in order. */
-  functions: CompiledScript;
+  /**
+   * The analysis functions' program: hands FUNCTIONS_HOOK an array of the functions, in order.
+   * Absent: only set up the job's context on this checkpoint (call is empty), while the functions
+   * still compile; the next command that brings them adds them to it.
+   */
+  functions?: CompiledScript;
   /** Which of the functions to call (indexes into the functions' program), in order; outcomes come in this order. */
   call: number[];
   params: ParamValues;
@@ -136,13 +140,16 @@ let forwardTo: { id: number; post: (event: AnalysisThreadEvent) => void } | unde
  */
 interface Prepared {
   key: string;
+  /** The key without the functions: what a context set up before its functions came may be given them for. */
+  setupKey: string;
   job: JobContext;
-  functions: Function[];
+  /** Undefined while the context waits for its functions (set up ahead of them). */
+  functions?: Function[];
   /** The names the setup's checkpoint restored, sorted and joined: a checkpoint restoring others gets a fresh context. */
   restoredNames: string;
   /** Restored names whose object was refilled in place (a const): only what a refill leaves is compared. */
   refilled: Set<string>;
-  /** The state right after the setup's restore, or why it cannot be compared (then no checkpoint reuses the context). */
+  /** The state right after the setup's restore and the functions, or why it cannot be compared (then no checkpoint reuses the context). */
   baseline: StateRecord | string;
   readNames: () => unknown[];
   names: string[];
@@ -154,8 +161,12 @@ let prepared: Prepared | undefined;
 /** Counts for tests and logs: contexts set up, and checkpoints served by a reused one. */
 const counts = { fresh: 0, reused: 0 };
 
+function setupKey(command: AnalyzeCheckpointCommand): string {
+  return [command.program.key, JSON.stringify(command.params), command.moduleDir ?? ""].join("\0");
+}
+
 function preparedKey(command: AnalyzeCheckpointCommand): string {
-  return [command.program.key, command.functions.key, JSON.stringify(command.params), command.moduleDir ?? ""].join("\0");
+  return `${setupKey(command)}\0${command.functions?.key ?? ""}`;
 }
 
 const TDZ = Symbol("not initialised");
@@ -186,11 +197,14 @@ function stateRoots(p: Pick<Prepared, "readNames" | "names" | "global" | "refill
     else if (typeof key === "string" && (host.has(key) || restored.has(key))) roots.shallow.push([name, host.has(key) ? value : undefined]);
     else roots.deep.push([name, value]);
   }
-  p.functions.forEach((fn, i) => roots.deep.push([`function ${i}`, fn]));
+  p.functions?.forEach((fn, i) => roots.deep.push([`function ${i}`, fn]));
   return roots;
 }
 
-/** Runs the job's program and the functions' program in a new context and restores the checkpoint. */
+/**
+ * Runs the job's program in a new context and restores the checkpoint; then, when the command
+ * brings them, the functions' program (addFunctions).
+ */
 function prepare(command: AnalyzeCheckpointCommand): Prepared {
   counts.fresh += 1;
   const job = new JobContext();
@@ -198,18 +212,18 @@ function prepare(command: AnalyzeCheckpointCommand): Prepared {
     write: (name, text) => forwardTo?.post({ type: "stream", id: forwardTo.id, name, text }),
     checkpoint: () => undefined,
   }, command.moduleDir);
-  let functions: Function[] = [];
   job.define(ENTRY_HOOK, () => undefined);
-  job.define(FUNCTIONS_HOOK, (fns: Function[]) => (functions = fns));
+  // Replaced by addFunctions; defined now so that it is a host name, never bound.
+  job.define(FUNCTIONS_HOOK, () => undefined);
   const programNames = command.program.declaredNames;
-  // Both scripts run in this context, so neither's own names may be bound.
-  if (programNames && command.functions.declaredNames) job.bindGlobals([...programNames, ...command.functions.declaredNames]);
+  // The functions' program declares no name at the top level but inside its own block (see
+  // functionsProgram in analysis-runner.ts): the job's names are the ones the context must not bind.
+  if (programNames) job.bindGlobals(programNames);
   scriptFor(command.program, PROGRAM_FILE).runInContext(job.context, { displayErrors: false });
   const names = [...new Set([...(programNames ?? []), ...job.boundGlobals])].filter((name) => IDENTIFIER.test(name));
   const readNames = bindingReader(job, names);
   const before = readNames();
   restoreCheckpoint(job, command.checkpoint, command.values);
-  scriptFor(command.functions, ANALYSIS_FILE).runInContext(job.context, { displayErrors: false });
   const after = readNames();
   const restored = new Set(Object.keys(command.values));
   // A restored const object was refilled in place (the same object before and after the restore).
@@ -219,31 +233,60 @@ function prepare(command: AnalyzeCheckpointCommand): Prepared {
     "[...[[][Symbol.iterator](), ''[Symbol.iterator](), /x/g[Symbol.matchAll]('x')].map((it) => Object.getPrototypeOf(it)), WeakRef.prototype, FinalizationRegistry.prototype]", job.context) as object[]);
   for (const it of [[][Symbol.iterator](), ""[Symbol.iterator](), /x/g[Symbol.matchAll]("x")]) statefulPrototypes.add(Object.getPrototypeOf(it) as object);
   statefulPrototypes.add(WeakRef.prototype).add(FinalizationRegistry.prototype);
-  const p = { key: preparedKey(command), job, functions, restoredNames: [...restored].sort().join(","), refilled, readNames, names, global, statefulPrototypes };
-  let baseline: StateRecord | string;
-  if (programNames === undefined) baseline = "the program's top-level names are unknown";
-  else if (command.program.hiddenState) baseline = command.program.hiddenState;
+  const p: Prepared = {
+    key: preparedKey(command), setupKey: setupKey(command), job, restoredNames: [...restored].sort().join(","), refilled, readNames, names, global, statefulPrototypes,
+    baseline: "the analysis functions are not in the context yet",
+  };
+  if (command.functions) addFunctions(p, command, command.functions);
+  return p;
+}
+
+/**
+ * Runs the functions' program in a context set up for the job (by prepare) and takes the state
+ * every later checkpoint's is compared with. Right after the setup's restore: nothing has run since.
+ */
+function addFunctions(p: Prepared, command: AnalyzeCheckpointCommand, functions: CompiledScript): void {
+  const clash = (functions.declaredNames ?? []).filter((name) => p.job.boundGlobals.includes(name));
+  if (clash.length > 0) throw new Error(`the analysis functions' program declares ${clash.join(", ")} at its top level, which the job's context has bound`);
+  let fns: Function[] = [];
+  p.job.define(FUNCTIONS_HOOK, (given: Function[]) => (fns = given));
+  scriptFor(functions, ANALYSIS_FILE).runInContext(p.job.context, { displayErrors: false });
+  p.functions = fns;
+  p.key = preparedKey(command);
+  const restored = new Set(p.restoredNames ? p.restoredNames.split(",") : []);
+  if (command.program.declaredNames === undefined) p.baseline = "the program's top-level names are unknown";
+  else if (command.program.hiddenState) p.baseline = command.program.hiddenState;
   else {
     try {
-      baseline = recordState(stateRoots(p, restored), statefulPrototypes);
+      p.baseline = recordState(stateRoots(p, restored), p.statefulPrototypes);
     } catch (err) {
       if (!(err instanceof UnverifiableState)) throw err;
-      baseline = `the job's state holds ${err.message}`;
+      p.baseline = `the job's state holds ${err.message}`;
     }
   }
-  return { ...p, baseline };
 }
 
 /**
  * The prepared context if this checkpoint may reuse it: same job, functions and parameters, and
- * nothing the last checkpoint's analysis did is left in it. Otherwise it is disposed.
+ * nothing the last checkpoint's analysis did is left in it; or set up for this job ahead of its
+ * functions, which are added now (nothing has run in it since). Otherwise it is disposed.
  */
 function reusable(command: AnalyzeCheckpointCommand): Prepared | undefined {
   const p = prepared;
   if (!p) return undefined;
   prepared = undefined;
+  const sameValues = Object.keys(command.values).sort().join(",") === p.restoredNames;
+  if (!p.functions && command.functions && p.setupKey === setupKey(command) && sameValues) {
+    try {
+      addFunctions(p, command, command.functions);
+    } catch (err) {
+      p.job.dispose();
+      throw err;
+    }
+    return p;
+  }
   let reuse = false;
-  if (p.key === preparedKey(command) && typeof p.baseline !== "string" && Object.keys(command.values).sort().join(",") === p.restoredNames) {
+  if (p.key === preparedKey(command) && typeof p.baseline !== "string" && sameValues) {
     try {
       // Compared as it is walked: stops at the first difference, builds no second record.
       reuse = matchesState(p.baseline, stateRoots(p, new Set(Object.keys(command.values))), p.statefulPrototypes);
@@ -290,7 +333,7 @@ async function analyzeCheckpoint(command: AnalyzeCheckpointCommand, post: (event
     }
     const outcomes: FunctionOutcome[] = [];
     forwardTo = { id, post };
-    for (const fn of command.call.map((i) => p!.functions[i])) {
+    for (const fn of command.call.map((i) => p!.functions![i])) {
       try {
         const returned = await Promise.race([fn(), failure]);
         outcomes.push({ ok: true, value: rowFields(returned, fn.name || "(anonymous)") });
