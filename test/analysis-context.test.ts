@@ -165,5 +165,9 @@ describe("the analysis thread's reused context", () => {
     assert.deepEqual(got, [1, 2, 3].map((i) => ({ step: i, n: 1 })));
     assert.ok(contexts.every((c) => c.fresh), JSON.stringify(contexts));
     assert.match(contexts[0].notReused ?? "", /runs a function of its own while the top level runs/);
+    // Set up ahead of its functions: not used either, the first checkpoint gets a context of its own.
+    const ahead = await rows(job, "function h2() {\n  return { step, n: counter() };\n}", 2, {}, 9, true);
+    assert.deepEqual(ahead.rows, [1, 2].map((i) => ({ step: i, n: 1 })));
+    assert.ok(ahead.contexts.every((c) => c.fresh), JSON.stringify(ahead.contexts));
   });
 });

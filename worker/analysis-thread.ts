@@ -283,7 +283,11 @@ function reusable(command: AnalyzeCheckpointCommand): Prepared | undefined {
       p.job.dispose();
       throw err;
     }
-    return p;
+    // Only where later checkpoints may reuse it too: otherwise the checkpoint's context is made
+    // just for it, as every one of such a job's is.
+    if (typeof p.baseline !== "string") return p;
+    p.job.dispose();
+    return undefined;
   }
   let reuse = false;
   if (p.key === preparedKey(command) && typeof p.baseline !== "string" && sameValues) {
