@@ -8,7 +8,8 @@
 // checkpoints' values are: workers keep them in memory, as for a user who edits a function and runs
 // it over the same job again). For each warm run it prints where the machine's CPU went (analysis
 // threads, the workers' other threads, PostgreSQL, this process) and each worker's timeline (its
-// first request, its thread's first and last checkpoint, the thread's busy and idle time). Asserts nothing.
+// first request, its thread's first and last checkpoint, the thread's busy and idle time, each
+// checkpoint's time: a new function's first two are slower, V8 warming it up). Asserts nothing.
 //   node dist/bench/checkpoint-analysis.js   (NBJOB_BENCH_URL: an admin URL, default postgres://postgres@127.0.0.1:5432/postgres;
 //                                             NBJOB_BENCH_ROUNDS: rounds per view, default 7)
 import { spawnSync } from "node:child_process";
