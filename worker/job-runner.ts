@@ -291,6 +291,7 @@ export class JobRunner {
       params: (job.bundle.params ?? {}) as ParamValues,
       hasEntries: program.hasEntries,
       declaredNames: program.declaredNames,
+      assignedNames: program.assignedNames,
       acks: job.acks.buffer as SharedArrayBuffer,
       metricStage: job.metricStage.buffer,
       restore,

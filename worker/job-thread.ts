@@ -33,6 +33,8 @@ export interface RunCommand {
    * does not know them) globals stay unbound: correct, but slow to look up.
    */
   declaredNames?: string[];
+  /** CompiledProgram.assignedNames: the built-ins bound for the program stay reassignable only where it assigns them. */
+  assignedNames?: string[];
   /**
    * Shared with the main thread: [0] how many of this run's checkpoints are stored (the main
    * thread adds and notifies), [1] 1 once storing failed for good, [2] 1 while the job must wait
@@ -181,7 +183,7 @@ async function runJob(command: RunCommand, post: (event: JobThreadEvent, transfe
   try {
     const entries: Array<() => unknown> = [];
     job.define(ENTRY_HOOK, (entry: () => unknown) => entries.push(entry));
-    if (command.declaredNames) job.bindGlobals(command.declaredNames);
+    if (command.declaredNames) job.bindGlobals(command.declaredNames, command.assignedNames);
     // Local ES modules that import TypeScript are imported first (require() of them could not).
     const preloading = command.moduleDir !== undefined && command.modulePaths ? preloadLocalEsm(command.moduleDir, command.modulePaths) : undefined;
     if (preloading) await Promise.race([preloading, failure]);

@@ -18,6 +18,12 @@ export interface CompiledProgram extends ProgramLayout {
    */
   declaredNames: string[];
   /**
+   * The names the JavaScript assigns anywhere (=, +=…, ++/--, destructuring, for-in/of heads), or
+   * undefined when code it runs could assign names out of sight (eval, Function, with): the job
+   * context binds the built-ins the program never assigns as consts (assignedGlobalNames).
+   */
+  assignedNames?: string[];
+  /**
    * The program's top-level imports that bind values, on one line without comments: an analysis
    * of the job compiles its functions with them, so a function may use an imported name as the
    * notebook's cell could (the program itself binds them under compiled names).
@@ -100,6 +106,7 @@ export function transpileProgram(source: string, entries: readonly string[]): Co
     mappings: map.mappings ?? "",
     hasEntries: inSource !== undefined || entries.length > 0,
     declaredNames,
+    assignedNames: assignedGlobalNames(js),
     imports: valueImports(sourceFile),
     hiddenState: hiddenStateRisk(js, declaredNames),
     ...layout,
@@ -138,6 +145,42 @@ export function globalDeclarations(js: string): string[] {
   };
   ts.forEachChild(sourceFile, visit);
   return [...names].sort();
+}
+
+/**
+ * Every name the script assigns, anywhere in it (a local that shadows a global counts too: erring
+ * towards more names only leaves a built-in reassignable); undefined when it mentions eval or
+ * Function or has a with statement, whose code could assign any name.
+ */
+export function assignedGlobalNames(js: string): string[] | undefined {
+  const sourceFile = ts.createSourceFile(PROGRAM_FILE, js, ts.ScriptTarget.ES2022, false, ts.ScriptKind.JS);
+  const names = new Set<string>();
+  let unknowable = false;
+  const addTargets = (target: TypeScript.Node): void => {
+    if (ts.isIdentifier(target)) names.add(target.text);
+    else if (ts.isParenthesizedExpression(target) || ts.isSpreadElement(target) || ts.isSpreadAssignment(target)) addTargets(target.expression);
+    else if (ts.isArrayLiteralExpression(target)) target.elements.forEach(addTargets);
+    else if (ts.isObjectLiteralExpression(target)) {
+      for (const property of target.properties) {
+        if (ts.isShorthandPropertyAssignment(property)) names.add(property.name.text);
+        else if (ts.isPropertyAssignment(property)) addTargets(property.initializer);
+        else if (ts.isSpreadAssignment(property)) addTargets(property.expression);
+      }
+    } else if (ts.isBinaryExpression(target) && target.operatorToken.kind === ts.SyntaxKind.EqualsToken) addTargets(target.left); // a default value
+  };
+  const visit = (node: TypeScript.Node): void => {
+    if (unknowable) return;
+    if (ts.isWithStatement(node) || (ts.isIdentifier(node) && (node.text === "eval" || node.text === "Function"))) {
+      unknowable = true;
+      return;
+    }
+    if (ts.isBinaryExpression(node) && node.operatorToken.kind >= ts.SyntaxKind.FirstAssignment && node.operatorToken.kind <= ts.SyntaxKind.LastAssignment) addTargets(node.left);
+    else if ((ts.isPrefixUnaryExpression(node) || ts.isPostfixUnaryExpression(node)) && (node.operator === ts.SyntaxKind.PlusPlusToken || node.operator === ts.SyntaxKind.MinusMinusToken)) addTargets(node.operand);
+    else if ((ts.isForInStatement(node) || ts.isForOfStatement(node)) && !ts.isVariableDeclarationList(node.initializer)) addTargets(node.initializer);
+    ts.forEachChild(node, visit);
+  };
+  ts.forEachChild(sourceFile, visit);
+  return unknowable ? undefined : [...names].sort();
 }
 
 /** The top-level import declarations that bind values (CompiledProgram.imports). */
