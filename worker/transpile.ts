@@ -100,15 +100,17 @@ export function transpileProgram(source: string, entries: readonly string[]): Co
   }
   const map = JSON.parse(output.sourceMapText ?? "{}") as { mappings?: string };
   const js = output.outputText.replace(/\n\/\/# sourceMappingURL=.*\s*$/, "\n");
-  const declaredNames = globalDeclarations(js);
+  // Parsed once for the three walks below.
+  const parsedJs = parseJs(js);
+  const declaredNames = globalDeclarations(parsedJs);
   return {
     js,
     mappings: map.mappings ?? "",
     hasEntries: inSource !== undefined || entries.length > 0,
     declaredNames,
-    assignedNames: assignedGlobalNames(js),
+    assignedNames: assignedGlobalNames(parsedJs),
     imports: valueImports(sourceFile),
-    hiddenState: hiddenStateRisk(js, declaredNames),
+    hiddenState: hiddenStateRisk(parsedJs, declaredNames),
     ...layout,
   };
 }
@@ -124,14 +126,19 @@ export function transpileLocalModule(source: string, fileName: string): string {
   }).outputText;
 }
 
+/** The compiled JavaScript as a syntax tree (with parent links, which hiddenStateRisk needs). */
+function parseJs(js: string | TypeScript.SourceFile): TypeScript.SourceFile {
+  return typeof js === "string" ? ts.createSourceFile(PROGRAM_FILE, js, ts.ScriptTarget.ES2022, true, ts.ScriptKind.JS) : js;
+}
+
 /**
  * The names a script declares in the global scope, read from the JavaScript that runs (so
  * import helpers and enums count, type-only declarations do not). Looks into top-level blocks and
  * loops (their vars, and sloppy-mode block functions, land in the global scope too), never into
  * functions or classes. Erring towards more names only leaves a built-in unbound.
  */
-export function globalDeclarations(js: string): string[] {
-  const sourceFile = ts.createSourceFile(PROGRAM_FILE, js, ts.ScriptTarget.ES2022, false, ts.ScriptKind.JS);
+export function globalDeclarations(js: string | TypeScript.SourceFile): string[] {
+  const sourceFile = parseJs(js);
   const names = new Set<string>();
   const addBinding = (name: TypeScript.BindingName): void => {
     if (ts.isIdentifier(name)) names.add(name.text);
@@ -152,8 +159,8 @@ export function globalDeclarations(js: string): string[] {
  * towards more names only leaves a built-in reassignable); undefined when it mentions eval or
  * Function or has a with statement, whose code could assign any name.
  */
-export function assignedGlobalNames(js: string): string[] | undefined {
-  const sourceFile = ts.createSourceFile(PROGRAM_FILE, js, ts.ScriptTarget.ES2022, false, ts.ScriptKind.JS);
+export function assignedGlobalNames(js: string | TypeScript.SourceFile): string[] | undefined {
+  const sourceFile = parseJs(js);
   const names = new Set<string>();
   let unknowable = false;
   const addTargets = (target: TypeScript.Node): void => {
@@ -231,8 +238,8 @@ const MODULE_HELPERS = new Set(["__importDefault", "__importStar", "__createBind
  * closure or a private field (a counter, a cache). The analysis thread then gives each checkpoint
  * a fresh context, as the record of named state (worker/context-state.ts) could not see it.
  */
-export function hiddenStateRisk(js: string, declaredNames: readonly string[]): string | undefined {
-  const sourceFile = ts.createSourceFile(PROGRAM_FILE, js, ts.ScriptTarget.ES2022, true, ts.ScriptKind.JS);
+export function hiddenStateRisk(js: string | TypeScript.SourceFile, declaredNames: readonly string[]): string | undefined {
+  const sourceFile = parseJs(js);
   const declared = new Set(declaredNames);
   const line = (node: TypeScript.Node) => sourceFile.getLineAndCharacterOfPosition(node.getStart(sourceFile)).line + 1;
   let risk: string | undefined;
