@@ -509,6 +509,18 @@ describe("completion, inspection, is_complete", () => {
     assert.equal(engine.inspect("   ", 1, 0).found, false);
   });
 
+  test("inspection shows documentation comments: the libs', Node's and a cell's own", async () => {
+    const docs = (code: string, at = code.length) => String(engine.inspect(code, at, 0).data["text/plain"]);
+    assert.match(docs("Math.max"), /Returns the larger of a set of supplied numeric expressions\./);
+    assert.match(docs("JSON.parse"), /Converts a JavaScript Object Notation \(JSON\) string into an object\.\n@param text/);
+    await value("import { readFileSync as readDocumented } from 'node:fs';");
+    assert.match(docs("readDocumented"), /Returns the contents of the `path`\./);
+    await value("/**\n * Counts stripes.\n * @param n how many\n */\nfunction stripes(n: number) { return n }\n/** The herd's size. */\nconst herd = 3;");
+    assert.match(docs("stripes(2)", 3), /function stripes\(n: number\): number\n\nCounts stripes\.\n@param n how many$/);
+    assert.match(docs("herd"), /const herd: 3\n\nThe herd's size\.$/);
+    assert.doesNotMatch(docs("zebraName()", 3), /\n\n/, "no documentation, nothing after the signature");
+  });
+
   test("is_complete: complete, incomplete with an indent, invalid", () => {
     assert.deepEqual(engine.isComplete("let a = 1"), { status: "complete" });
     assert.deepEqual(engine.isComplete("function f() {"), { status: "incomplete", indent: "  " });

@@ -6,6 +6,7 @@
 import { isBuiltin } from "node:module";
 import { join } from "node:path";
 import type { CellAnalysis } from "./cell-analysis";
+import { docCommentAt } from "./doc-comments";
 import { NODE_TYPES_FILE, nodeTypesText } from "./node-types";
 import { INTERNAL_PREFIX, Prelude } from "./prelude";
 import { PACKAGE_NAME, RUNTIME_ENTRY } from "./runtime-globals";
@@ -73,10 +74,14 @@ export class CellChecker {
   private readonly fsProbes = new Map<string, unknown>();
   private readonly seenSpecifiers = new Set<string>();
   private resolutionCache: ts.ModuleResolutionCache | undefined;
+  // Files are parsed without their documentation comments (the libs and @types/node are mostly
+  // comments: ~0.2 s of start-up and ~40 MiB); errors never need them, and inspection reads them
+  // when asked (doc-comments.ts).
+  private readonly jsDocMode = ts.JSDocParsingMode.ParseForTypeErrors;
   // Parsed files that do not change while the kernel runs (libs, node_modules, nbjob's own
   // declarations) live in a document registry that the language service shares, so completion
   // does not parse them a second time.
-  private readonly registry = ts.createDocumentRegistry(true);
+  private readonly registry = ts.createDocumentRegistry(true, undefined, this.jsDocMode);
   private readonly staticFiles = new Map<string, ts.SourceFile | undefined>();
   // Other files on disk (the notebook's own modules): text and parse, until their mtime changes.
   private readonly diskFiles = new Map<string, { version: string; text: string | undefined; snapshot?: ts.IScriptSnapshot; sourceFile?: ts.SourceFile }>();
@@ -240,7 +245,20 @@ export class CellChecker {
     const signature = ts.displayPartsToString(info.displayParts).replace(/\nimport [\w$]+ = [\w$.]+$/, "").replace(/^\(alias\) /, "");
     const tags = (info.tags ?? []).map((tag) => `@${tag.name}${tag.text ? ` ${ts.displayPartsToString(tag.text)}` : ""}`);
     const documentation = [ts.displayPartsToString(info.documentation), ...tags].filter((part) => part !== "").join("\n");
-    return { signature, documentation };
+    return { signature, documentation: documentation || this.docComment(service, position) };
+  }
+
+  /** The documentation comment of what the name at `position` is defined as (see doc-comments.ts). */
+  private docComment(service: ts.LanguageService, position: number): string {
+    const definitions = service.getDefinitionAtPosition(this.cellFile, position)
+      ?? (position > 0 ? service.getDefinitionAtPosition(this.cellFile, position - 1) : undefined) ?? [];
+    const program = service.getProgram();
+    for (const definition of definitions) {
+      const file = program?.getSourceFile(definition.fileName);
+      const text = file && docCommentAt(file, definition.textSpan.start);
+      if (text) return text;
+    }
+    return "";
   }
 
   /** Errors among `found`, at the cell's own lines and columns. */
@@ -372,7 +390,7 @@ export class CellChecker {
         // Acquired once and never released: the registry keeps it for the language service too.
         const sourceFile = text === undefined ? undefined : this.registry.acquireDocumentWithKey(
           fileName, fileName as ts.Path, this.options, this.registry.getKeyForCompilationSettings(this.options),
-          ts.ScriptSnapshot.fromString(text), "0", undefined, options,
+          ts.ScriptSnapshot.fromString(text), "0", undefined, { ...options, jsDocParsingMode: this.jsDocMode },
         );
         this.staticFiles.set(fileName, sourceFile);
       }
@@ -450,6 +468,7 @@ export class CellChecker {
       getNewLine: () => "\n",
       resolveModuleNameLiterals,
       getModuleResolutionCache: () => this.moduleResolutionCache(),
+      jsDocParsingMode: this.jsDocMode,
     };
     this.serviceHost = {
       ...files,
@@ -472,6 +491,7 @@ export class CellChecker {
       getDefaultLibFileName: (options) => `${LIB_FOLDER}/${ts.getDefaultLibFileName(options)}`,
       resolveModuleNameLiterals,
       resolveTypeReferenceDirectiveReferences,
+      jsDocParsingMode: this.jsDocMode,
     };
     // Also used by the service's programs for package.json scopes (not in LanguageServiceHost's types).
     Object.assign(this.serviceHost, { getModuleResolutionCache: () => this.moduleResolutionCache() });
