@@ -1,6 +1,6 @@
 // Documentation comments for inspection (shift-tab, `x?`). The checker parses files without
-// their JSDoc (JSDocParsingMode.ParseForTypeErrors: the libs and @types/node are 2.7 MB of
-// declarations, mostly comments, and parsing those took ~0.2 s of the kernel's start-up), so the
+// their JSDoc (JSDocParsingMode.ParseNone: the libs and @types/node are 2.7 MB of declarations,
+// mostly comments, and parsing those took ~0.3 s of the kernel's start-up), so the
 // language service has no documentation to give; it is read from the declaration's own leading
 // `/** ... */` comment, only when someone asks.
 import { ts } from "./typescript";
