@@ -13,7 +13,7 @@ import type { ExecutionEngine } from "./engine/types";
 import { commRegistry } from "./comms";
 import { History } from "./history";
 import { ShellHandler, type PrepareCell } from "./shell";
-import { SpareCpu } from "../runtime/shared/spare-cpu";
+import { SpareCpu } from "./spare-cpu";
 import { reviveMessage, type SocketThreadCommand, type SocketThreadData, type SocketThreadEvent } from "./socket-thread";
 
 // Loaded lazily and typed here at the boundary, so the kernel's modules stay independent of
@@ -171,7 +171,7 @@ function idleCollector(idle: () => boolean, beforeCollecting: () => void): { arm
  * Runs the engine's warm-up steps while the kernel is quiet, one at a time with a rest as long as
  * the step after each, so a request that arrives meanwhile waits for one step at most (a few
  * milliseconds) and other processes keep at least half of the core it runs on; while other
- * processes leave less than a core and a half free (runtime/shared/spare-cpu.ts) it waits. The compiler's
+ * processes leave less than a core and a half free (kernel/spare-cpu.ts) it waits. The compiler's
  * code is then optimised by the time the user's first cells come, which otherwise ran at about
  * one and a half times the time of later ones.
  */

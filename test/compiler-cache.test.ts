@@ -32,22 +32,3 @@ test("a sweep's bundles share one compiled program; a code change does not", asy
   assert.notEqual(other.key, compiled.key);
   assert.match(other.js, /x \+ 2/);
 });
-
-test("a compiler warming up in the background still answers each request with its own program; a warm-up that does not compile breaks nothing", async () => {
-  const warm = (i: number) => `function warm${i}(v: number[]): number {\n  return v.length * ${i};\n}\nwarm${i}([1, 2])`;
-  const warming = new BundleCompiler({ warmUp: warm(0) });
-  const broken = new BundleCompiler({ warmUp: "function (" });
-  try {
-    for (const compiler of [warming, broken]) {
-      for (let i = 1; i <= 6; i++) {
-        const compiled = await compiler.compile(warm(i), []);
-        assert.match(compiled.js, new RegExp(`return v\\.length \\* ${i};`));
-        assert.doesNotMatch(compiled.js, /: number/);
-        // Past the warm-up's first wait (200 ms after a request), so requests meet its steps.
-        await new Promise((resolve) => setTimeout(resolve, 60));
-      }
-    }
-  } finally {
-    await Promise.all([warming.close(), broken.close()]);
-  }
-});

@@ -1,12 +1,12 @@
 // The kernel's warm-up waits while other processes leave less than a core and a half free
-// (runtime/shared/spare-cpu.ts): with every core kept busy by other processes, no core is spare.
+// (kernel/spare-cpu.ts): with every core kept busy by other processes, no core is spare.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { cpus } from "node:os";
 import { test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { SpareCpu } from "../runtime/shared/spare-cpu";
+import { SpareCpu } from "../kernel/spare-cpu";
 
 test("no core is spare while other processes keep every core busy", { skip: !existsSync("/proc/stat") && "needs Linux's /proc/stat" }, async () => {
   const spare = new SpareCpu();

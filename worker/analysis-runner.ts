@@ -174,30 +174,9 @@ class RowWriter {
   }
 }
 
-/**
- * What the analysis compiler warms up on while idle (compiler-thread.ts): a functions program
- * like a user's, with an import, types to strip, a loop and an object literal. Analyses bring new
- * functions a few at a time; with the compiler optimised each compiles in ~1 ms, not 5-40.
- */
-const WARM_UP_PROGRAM = functionsProgram([{
-  name: "summary",
-  hash: "",
-  source: `function summary(values: number[], scale = 1): { mean: number; max: number } {
-  let sum = 0;
-  let max = -Infinity;
-  for (const v of values) {
-    sum += v * scale;
-    if (v > max) max = v;
-  }
-  return { mean: values.length ? sum / values.length : 0, max };
-}`,
-}], `import { join } from "node:path";`).source;
-/** The analysis compiler (warmed up once it starts) stays this long without work: a user's next analysis is often minutes away. */
-const COMPILER_IDLE_MS = 5 * 60_000;
-
 export class AnalysisRunner {
   private readonly queue: QueuedRequest[] = [];
-  private readonly compiler = new BundleCompiler({ warmUp: WARM_UP_PROGRAM, idleMs: COMPILER_IDLE_MS });
+  private readonly compiler = new BundleCompiler();
   private readonly checkpointValues = new CheckpointCache(CHECKPOINT_CACHE_BYTES);
   private readonly bundles = new Map<string, { source: string; entries: string[]; params: ParamValues }>();
   private readonly jobBundles = new Map<number, string>();

@@ -2,7 +2,7 @@
 // job that runs it (and the job thread recreated after a cancel) reuses the JavaScript.
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
-import type { CompileRequest, CompileResponse, CompilerThreadData } from "./compiler-thread";
+import type { CompileRequest, CompileResponse } from "./compiler-thread";
 import { compiledText, programKey } from "./program";
 import type { CompiledProgram } from "./transpile";
 
@@ -23,8 +23,6 @@ export interface BundleCompilerOptions {
   cacheSize?: number;
   /** The compiler thread ends after this long without work, giving its memory back. Default 20 000 ms. */
   idleMs?: number;
-  /** A program like the ones to come: the thread compiles it over and over while idle, so its compiler gets optimised (compiler-thread.ts). */
-  warmUp?: string;
 }
 
 interface PendingCompile {
@@ -41,7 +39,6 @@ export class BundleCompiler {
   private readonly pending = new Map<number, PendingCompile>();
   private readonly cacheSize: number;
   private readonly idleMs: number;
-  private readonly warmUp: string | undefined;
   private thread?: Worker;
   private idleTimer?: NodeJS.Timeout;
   private nextId = 1;
@@ -49,7 +46,6 @@ export class BundleCompiler {
   constructor(options: BundleCompilerOptions = {}) {
     this.cacheSize = options.cacheSize ?? 256;
     this.idleMs = options.idleMs ?? 20_000;
-    this.warmUp = options.warmUp;
   }
 
   /**
@@ -104,8 +100,7 @@ export class BundleCompiler {
 
   private ensureThread(): Worker {
     if (this.thread) return this.thread;
-    const workerData: CompilerThreadData = { warmUp: this.warmUp };
-    const thread = new Worker(join(__dirname, "compiler-thread.js"), { workerData });
+    const thread = new Worker(join(__dirname, "compiler-thread.js"));
     thread.on("message", (response: CompileResponse) => this.received(response));
     thread.on("error", (err) => this.threadEnded(thread, `the compiler thread failed: ${err.message}`));
     thread.on("exit", (code) => this.threadEnded(thread, `the compiler thread exited (code ${code})`));

@@ -1,5 +1,5 @@
-// How much CPU the rest of the machine is using, so background work (the notebook kernel's
-// compiler warm-up, a worker's analysis compiler warm-up) runs only on cores nobody else wants. Resting as long as each step ran keeps our own
+// How much CPU the rest of the machine is using, so the kernel's background work (the compiler's
+// warm-up) runs only on cores nobody else wants. Resting as long as each step ran keeps our own
 // share to half a core, but V8's optimising compiler and garbage collector threads add to it, and
 // on a 2-core machine another kernel's cells (plus its Jupyter client) already need most of the
 // other core: measured, tslab's cells took 1.4x their time next to a warming nbjob kernel.
@@ -12,33 +12,12 @@ interface Reading {
   /** Machine-wide busy and total jiffies (all cores), from /proc/stat's first line. */
   busy: number;
   total: number;
-  /** Our own CPU time (what `ownMicros` measures), microseconds. */
+  /** This process's own CPU time (all its threads), microseconds. */
   ownMicros: number;
   wallMicros: number;
 }
 
-/** This process's CPU time (all its threads), microseconds. */
-export function processCpuMicros(): number {
-  const own = process.cpuUsage();
-  return own.user + own.system;
-}
-
-/**
- * The calling thread's own CPU time, microseconds (Linux's /proc/thread-self; elsewhere the
- * process's): for background work in a worker thread, whose process also runs jobs that must
- * count as others.
- */
-export function threadCpuMicros(): number {
-  try {
-    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th, in 10 ms ticks.
-    const fields = readFileSync("/proc/thread-self/stat", "utf8").replace(/^.*\) /s, "").split(" ");
-    return (Number(fields[11]) + Number(fields[12])) * 10_000;
-  } catch {
-    return processCpuMicros();
-  }
-}
-
-function read(ownMicros: () => number): Reading | undefined {
+function read(): Reading | undefined {
   try {
     const line = readFileSync("/proc/stat", "utf8").split("\n", 1)[0];
     // cpu  user nice system idle iowait irq softirq steal ...
@@ -46,19 +25,15 @@ function read(ownMicros: () => number): Reading | undefined {
     if (fields.length < 8 || fields.some((n) => !Number.isFinite(n))) return undefined;
     const [user, nice, system, idle, iowait, irq, softirq, steal] = fields;
     const busy = user + nice + system + irq + softirq + steal;
-    return { busy, total: busy + idle + iowait, ownMicros: ownMicros(), wallMicros: performance.now() * 1000 };
+    const own = process.cpuUsage();
+    return { busy, total: busy + idle + iowait, ownMicros: own.user + own.system, wallMicros: performance.now() * 1000 };
   } catch {
     return undefined;
   }
 }
 
 export class SpareCpu {
-  /** `ownMicros`: the CPU that is ours, not others' (default: this process's, every thread). */
-  constructor(private readonly ownMicros: () => number = processCpuMicros) {
-    this.last = read(ownMicros);
-  }
-
-  private last: Reading | undefined;
+  private last = read();
   private readonly cores = Math.max(1, cpus().length);
   private spare = true;
 
@@ -68,7 +43,7 @@ export class SpareCpu {
    * counts in 10 ms ticks) keep the previous answer; without /proc/stat the answer is yes.
    */
   hasSpareCore(): boolean {
-    const now = read(this.ownMicros);
+    const now = read();
     const before = this.last;
     if (!now || !before) return true;
     const totalTicks = now.total - before.total;
