@@ -165,6 +165,9 @@ function threadSeconds(pid: number): Map<number, number> {
 /** Where the machine's CPU went during one run: each worker's threads, PostgreSQL's processes, this process (the notebook's side). */
 interface CpuSnapshot {
   workers: Map<number, number>[];
+  /** Thread names (/proc's comm) by thread id. */
+  names: Map<number, string>;
+  pids: number[];
   /** By process id: a backend that ends between two snapshots is left out, not counted as negative. */
   postgres: Map<number, number>;
   notebook: number;
@@ -181,21 +184,36 @@ function cpuSnapshot(workerPids: number[]): CpuSnapshot {
     }
   }
   const own = process.cpuUsage();
-  return { workers: workerPids.map(threadSeconds), postgres, notebook: (own.user + own.system) / 1e6 };
+  const names = new Map<number, string>();
+  for (const pid of workerPids) {
+    try {
+      for (const tid of readdirSync(`/proc/${pid}/task`)) names.set(Number(tid), readFileSync(`/proc/${pid}/task/${tid}/comm`, "utf8").trim());
+    } catch {
+      // The process is gone.
+    }
+  }
+  return { workers: workerPids.map(threadSeconds), names, pids: workerPids, postgres, notebook: (own.user + own.system) / 1e6 };
 }
 
 /** The CPU a run used, split: the busiest thread of each worker (its analysis thread), the workers' other threads, PostgreSQL, the notebook. */
 function cpuSplit(before: CpuSnapshot, after: CpuSnapshot): string {
   let analysis = 0;
   let other = 0;
+  // The workers' other threads by name (main thread "node", V8's helpers, the compiler thread...).
+  const byName = new Map<string, number>();
   after.workers.forEach((threads, w) => {
-    const deltas = [...threads].map(([tid, s]) => s - (before.workers[w].get(tid) ?? 0)).sort((a, b) => b - a);
-    analysis += deltas[0] ?? 0;
-    other += deltas.slice(1).reduce((a, b) => a + b, 0);
+    const deltas = [...threads].map(([tid, s]) => ({ tid, cpu: s - (before.workers[w].get(tid) ?? 0) })).sort((a, b) => b.cpu - a.cpu);
+    analysis += deltas[0]?.cpu ?? 0;
+    for (const { tid, cpu } of deltas.slice(1)) {
+      other += cpu;
+      const name = tid === after.pids[w] ? "main" : after.names.get(tid) ?? "?";
+      if (cpu > 0) byName.set(name, (byName.get(name) ?? 0) + cpu);
+    }
   });
+  const names = [...byName].sort((a, b) => b[1] - a[1]).map(([name, cpu]) => `${name} ${cpu.toFixed(2)}`).join(", ");
   let postgres = 0;
   for (const [pid, seconds] of after.postgres) postgres += seconds - (before.postgres.get(pid) ?? 0);
-  return `analysis threads ${analysis.toFixed(2)}, workers' other threads ${other.toFixed(2)}, PostgreSQL ${postgres.toFixed(2)}, notebook ${(after.notebook - before.notebook).toFixed(2)} CPU s`;
+  return `analysis threads ${analysis.toFixed(2)}, workers' other threads ${other.toFixed(2)} (${names || "none"}), PostgreSQL ${postgres.toFixed(2)}, notebook ${(after.notebook - before.notebook).toFixed(2)} CPU s`;
 }
 
 async function admin(sql: string): Promise<void> {
