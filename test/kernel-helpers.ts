@@ -3,6 +3,7 @@
 import { execFile } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { createServer } from "node:net";
 import { join } from "node:path";
 import { installKernelSpec } from "../kernel/kernelspec";
 
@@ -47,8 +48,14 @@ let resultFiles = 0;
 const PRELUDE = `
 import json, sys, time, os, signal, hmac, hashlib
 from queue import Empty
-from jupyter_client.manager import start_new_kernel
-km, kc = start_new_kernel(kernel_name="nbjob", startup_timeout=60)
+from jupyter_client.manager import KernelManager
+km = KernelManager(kernel_name="nbjob")
+if os.environ.get("NBJOB_TEST_PORTS"):
+    km.shell_port, km.iopub_port, km.stdin_port, km.control_port, km.hb_port = map(int, os.environ["NBJOB_TEST_PORTS"].split(","))
+km.start_kernel()
+kc = km.client()
+kc.start_channels()
+kc.wait_for_ready(timeout=60)
 print("KERNEL_PID %d" % km.provisioner.pid, flush=True)
 result = {}
 
@@ -85,11 +92,36 @@ def iopub_until_idle(parent_id, timeout=10):
     return msgs
 `;
 
+/** True when nothing listens on `port` of 127.0.0.1 right now. */
+function portIsFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once("error", () => resolve(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
+  });
+}
+
+/**
+ * Five free ports below the system's ephemeral range (32768 and up on Linux), for a test that
+ * restarts its kernel on the same ports, as frontends do. While the old kernel is gone, any
+ * process binding port 0 (other tests' kernels and workers, jupyter_client choosing ports) or
+ * connecting out could otherwise be handed one of them, and the client would then talk to a
+ * stranger ("Invalid Signature", seen once in CI). Below the range only a process asking for
+ * that very port can take it.
+ */
+export async function portsForRestart(): Promise<number[]> {
+  for (;;) {
+    const base = 20_000 + 5 * Math.floor(Math.random() * 2_500);
+    const ports = [base, base + 1, base + 2, base + 3, base + 4];
+    if ((await Promise.all(ports.map(portIsFree))).every(Boolean)) return ports;
+  }
+}
+
 /**
  * Runs \`body\` (Python, with \`km\`, \`kc\`, \`run\`, \`result\` in scope) against a fresh nbjob
  * kernel and returns what it put in \`result\`. The kernel is shut down at the end.
  */
-export function withJupyterClient(test: KernelTestEnv, body: string, timeoutMs = 120_000): Promise<Record<string, unknown>> {
+export function withJupyterClient(test: KernelTestEnv, body: string, timeoutMs = 120_000, ports?: number[]): Promise<Record<string, unknown>> {
   const indented = body.trim().split("\n").map((l) => "    " + l).join("\n");
   // The result goes to a file of its own, not stdout: once in CI a large result line printed on
   // stdout came back cut short (an unterminated JSON string; the writer that split it was not
@@ -97,7 +129,8 @@ export function withJupyterClient(test: KernelTestEnv, body: string, timeoutMs =
   const resultFile = join(test.dir, `result-${process.pid}-${++resultFiles}.json`);
   const script = `${PRELUDE}\ntry:\n${indented}\nfinally:\n    kc.stop_channels()\n    km.shutdown_kernel(now=False)\nwith open(${JSON.stringify(resultFile)}, "w") as out:\n    json.dump(result, out, default=str)\n`;
   return new Promise((resolve, reject) => {
-    const child = execFile("/usr/bin/python3", ["-c", script], { env: test.env, cwd: test.dir, timeout: timeoutMs, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+    const env = ports ? { ...test.env, NBJOB_TEST_PORTS: ports.join(",") } : test.env;
+    const child = execFile("/usr/bin/python3", ["-c", script], { env, cwd: test.dir, timeout: timeoutMs, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
       for (const match of stdout.matchAll(/^KERNEL_PID (\d+)$/gm)) test.kernelPids.add(Number(match[1]));
       const written = existsSync(resultFile) ? readFileSync(resultFile, "utf8") : undefined;
       rmSync(resultFile, { force: true });

@@ -7,7 +7,7 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } 
 import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { kernelTestEnv, withJupyterClient, type KernelTestEnv } from "./kernel-helpers";
+import { kernelTestEnv, portsForRestart, withJupyterClient, type KernelTestEnv } from "./kernel-helpers";
 
 type Ran = { reply: Record<string, unknown>; outputs: Array<{ type: string; content: Record<string, unknown> }> };
 
@@ -228,7 +228,7 @@ kc.kernel_info(reply=True, timeout=60)
 print("KERNEL_PID %d" % km.provisioner.pid, flush=True)
 result["after_restart"] = run("visits")
 result["history"] = kc.history(hist_access_type="search", pattern="let visits*", output=False, reply=True, timeout=10)["content"]["history"]
-`);
+`, undefined, await portsForRestart());
     assert.equal(r.reconnected, "2");
     const restarted = r.after_restart as Ran;
     // A fresh kernel has never heard of `visits`.
