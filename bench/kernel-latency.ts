@@ -5,6 +5,7 @@
 // background work must not slow other processes).
 // Run: node dist/bench/kernel-latency.js [rounds, default 3] [cells of each kind per round, default 25]
 //        [--together: the old way, all three kernels alive at once] [--no-neighbour]
+//        [--timeline: also when each message of a cell arrives (busy, execute_input, result, reply, idle)]
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
@@ -148,6 +149,49 @@ for s in range(starts):
         cells_of("tslab, nbjob idle", "tslab", kc, cells)
         stop(km, kc)
         stop(nkm, nkc)
+    elif mode == "timeline":
+        # Where a round trip goes: one kernel at a time, cells sent on a socket of our own and
+        # every message's arrival stamped as the poller sees it (execute_interactive reads the
+        # reply only after idle, so it cannot say when the reply came).
+        import zmq
+        from jupyter_client.session import Session
+        for name in order:
+            km, kc, _ = start(name)
+            time.sleep(2)
+            info = km.get_connection_info()
+            session = Session(key=info["key"], signature_scheme=info["signature_scheme"])
+            context = zmq.Context()
+            shell = context.socket(zmq.DEALER)
+            shell.connect("%s://%s:%d" % (info["transport"], info["ip"], info["shell_port"]))
+            iopub = context.socket(zmq.SUB)
+            iopub.setsockopt(zmq.SUBSCRIBE, b"")
+            iopub.connect("%s://%s:%d" % (info["transport"], info["ip"], info["iopub_port"]))
+            time.sleep(0.5)  # the subscription reaches the kernel
+            poller = zmq.Poller()
+            poller.register(shell, zmq.POLLIN)
+            poller.register(iopub, zmq.POLLIN)
+            for _ in range(cells):
+                for key, code in cell_codes():
+                    t0 = time.perf_counter()
+                    msg_id = session.send(shell, "execute_request", {"code": code, "silent": False, "store_history": True,
+                        "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})["header"]["msg_id"]
+                    seen = {}
+                    while "execute_reply" not in seen or "idle" not in seen:
+                        if not poller.poll(120000):
+                            raise SystemExit("%s did not answer %r" % (name, code))
+                        for sock in dict(poller.poll(0)):
+                            _, frames = session.feed_identities(sock.recv_multipart())
+                            m = session.deserialize(frames)
+                            if m["parent_header"].get("msg_id") != msg_id:
+                                continue
+                            event = m["content"]["execution_state"] if m["msg_type"] == "status" else m["msg_type"]
+                            seen.setdefault(event, (time.perf_counter() - t0) * 1000)
+                    for event, ms in seen.items():
+                        sample(name, "%s %s" % (key, event), ms)
+            shell.close(0)
+            iopub.close(0)
+            context.term()
+            stop(km, kc)
     print("round %d of %d done" % (s + 1, starts), file=sys.stderr, flush=True)
 print("RESULT " + json.dumps({g: {k: statistics.median(v) for k, v in d.items()} for g, d in samples.items()}), flush=True)
 os._exit(0)  # the clients are closed; their finalizers would only print noise at interpreter exit
@@ -155,7 +199,7 @@ os._exit(0)  # the clients are closed; their finalizers would only print noise a
 
 type Samples = Record<string, Partial<KernelRun>>;
 
-function measure(mode: "alone" | "together" | "neighbour", kernels: string[], starts: number, cells: number, env: NodeJS.ProcessEnv): Samples {
+function measure(mode: "alone" | "together" | "neighbour" | "timeline", kernels: string[], starts: number, cells: number, env: NodeJS.ProcessEnv): Samples {
   const out = execFileSync("/usr/bin/python3", ["-c", MEASURE, mode, kernels.join(","), String(starts), String(cells)], {
     env, cwd: anchors, encoding: "utf8", timeout: 3_600_000, stdio: ["ignore", "pipe", "inherit"],
   });
@@ -177,10 +221,24 @@ function printKernels(title: string, runs: Samples): void {
   }
 }
 
+/** Per cell kind, when each kernel's messages arrived after the request (medians). */
+function printTimeline(runs: Samples): void {
+  const events = ["busy", "execute_input", "execute_result", "execute_reply", "idle"];
+  const kinds: Array<[string, string]> = [["trivial_ms", "1 + 1"], ["declaration_ms", "let declaration"], ["function_ms", "function + call"]];
+  const at = (kernel: string, kind: string, event: string) => (runs[kernel] as Record<string, number | undefined>)[`${kind} ${event}`];
+  for (const [kind, label] of kinds) {
+    console.log(`${label.padEnd(30)}${events.map((e) => e.padStart(15)).join("")}`);
+    for (const kernel of ["nbjob", "tslab", "deno"]) {
+      console.log(`  ${kernel.padEnd(28)}${events.map((e) => (at(kernel, kind, e)?.toFixed(2) ?? "-").padStart(15)).join("")}`);
+    }
+  }
+}
+
 function main(): void {
   const args = process.argv.slice(2);
   const together = args.includes("--together");
   const neighbour = !args.includes("--no-neighbour");
+  const timeline = args.includes("--timeline");
   const [starts, cells] = args.filter((a) => !a.startsWith("--")).map(Number);
   const rounds = starts || 3;
   const perKind = cells || 25;
@@ -200,6 +258,11 @@ function main(): void {
       console.log(`each kernel alone: ${rounds} rounds (nbjob, tslab, deno, order rotated), each: start, first result, 2 s settle, ${perKind} cells of each kind, shut down ...`);
       const runs = measure("alone", ["nbjob", "tslab", "deno"], rounds, perKind, env);
       printKernels(`each kernel alone (load average now ${load()}):`, runs);
+    }
+    if (timeline) {
+      console.log(`\nwhere a round trip goes: each kernel alone, ${rounds} rounds, ${perKind} cells of each kind, every message's arrival after the request (ms, median) ...`);
+      const runs = measure("timeline", ["nbjob", "tslab", "deno"], rounds, perKind, env);
+      printTimeline(runs);
     }
     if (neighbour) {
       console.log(`\ntslab's cells next to an nbjob kernel (${rounds} rounds, ${perKind} cells of each kind per phase) ...`);
