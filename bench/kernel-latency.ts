@@ -177,9 +177,10 @@ for s in range(starts):
                         "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})["header"]["msg_id"]
                     seen = {}
                     while "execute_reply" not in seen or "idle" not in seen:
-                        if not poller.poll(120000):
+                        ready = dict(poller.poll(120000))
+                        if not ready:
                             raise SystemExit("%s did not answer %r" % (name, code))
-                        for sock in dict(poller.poll(0)):
+                        for sock in ready:
                             _, frames = session.feed_identities(sock.recv_multipart())
                             m = session.deserialize(frames)
                             if m["parent_header"].get("msg_id") != msg_id:

@@ -53,10 +53,15 @@ km = KernelManager(kernel_name="nbjob")
 if os.environ.get("NBJOB_TEST_PORTS"):
     km.shell_port, km.iopub_port, km.stdin_port, km.control_port, km.hb_port = map(int, os.environ["NBJOB_TEST_PORTS"].split(","))
 km.start_kernel()
+print("KERNEL_PID %d" % km.provisioner.pid, flush=True)
 kc = km.client()
 kc.start_channels()
-kc.wait_for_ready(timeout=60)
-print("KERNEL_PID %d" % km.provisioner.pid, flush=True)
+try:
+    kc.wait_for_ready(timeout=60)
+except RuntimeError:
+    kc.stop_channels()
+    km.shutdown_kernel(now=True)
+    raise
 result = {}
 
 def run(code, client=None, timeout=30, **kw):
