@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { Engine } from "../kernel/engine";
 import { typeCheckProgram } from "../runtime/bundle-check";
+import { RUNTIME_TYPES_FILE, runtimeTypesText } from "../kernel/engine/runtime-types";
 import type { CellOutcome, CellSink } from "../kernel/engine/types";
 
 const quiet: CellSink = {
@@ -221,5 +222,33 @@ describe("a job's program is checked with the same jobtracker types as the noteb
     assert.deepEqual(typeCheckProgram(typed, {}).map((d) => d.message), []);
     const mismatched = 'let counter = 0;\njobtracker.registerCheckpointer("counter", { get: () => "text", set: (v: number) => { counter = v; } });\ncounter';
     assert.match(typeCheckProgram(mismatched, {}).map((d) => d.message).join("\n"), /is not assignable/);
+  });
+});
+
+describe("the runtime's declarations reach cells as one file of ambient modules", () => {
+  test("each declaration file is a module of the combined file; no relative import or nested declare is left", () => {
+    const text = runtimeTypesText(RUNTIME_TYPES_FILE) ?? "";
+    const modules = [...text.matchAll(/^declare module "([^"]+)" \{$/gm)].map((m) => m[1]);
+    for (const name of ["nbjob", "nbjob:runtime/index", "nbjob:runtime/db-wrapper", "nbjob:runtime/job", "nbjob:store/index"]) assert.ok(modules.includes(name), `${name} in ${modules.join(", ")}`);
+    assert.equal(new Set(modules).size, modules.length, "each file once");
+    assert.doesNotMatch(text, /(from\s*|import\(\s*)["']\.{1,2}\//, "a relative specifier was left");
+    assert.doesNotMatch(text, /^export declare (class|function|const)/m, "declare inside an ambient module");
+    assert.equal(runtimeTypesText("/elsewhere/index.d.ts"), undefined);
+  });
+
+  test("an import from \"nbjob\" and the globals are the same declarations (classes with private members match both ways)", async () => {
+    await compiles(`
+import { DBWrapper as ImportedDB, Job as ImportedJob } from "nbjob";
+function toImported(db: DBWrapper): ImportedDB { return db; }
+function fromImported(db: ImportedDB): DBWrapper { return db; }
+function jobOf(job: ImportedJob): import("nbjob").Job { return job; }
+type Summary = import("nbjob").JobSummary;
+let lastSummary: Summary | undefined;`);
+  });
+
+  test("a runtime member's documentation shows on inspection", () => {
+    const found = engine.inspect("jobtracker.checkpoint", "jobtracker.checkpoint".length - 1, 0);
+    assert.equal(found.found, true);
+    assert.match(String(found.data["text/plain"]), /checkpoint\(\): number[\s\S]*Captures every registered value/);
   });
 });

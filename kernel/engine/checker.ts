@@ -9,7 +9,8 @@ import type { CellAnalysis } from "./cell-analysis";
 import { docCommentAt } from "./doc-comments";
 import { NODE_TYPES_FILE, nodeTypesText } from "./node-types";
 import { INTERNAL_PREFIX, Prelude } from "./prelude";
-import { PACKAGE_NAME, RUNTIME_ENTRY } from "./runtime-globals";
+import { PACKAGE_NAME } from "./runtime-globals";
+import { RUNTIME_MODULE_PREFIX, RUNTIME_TYPES_FILE, runtimeTypesText } from "./runtime-types";
 import { IGNORED_DIAGNOSTICS, sharedCheckOptions } from "../../runtime/check-options";
 import { combinedLibFile, LIB_FOLDER, libClosure, libFileText, ts } from "./typescript";
 
@@ -336,7 +337,7 @@ export class CellChecker {
     }
     for (const file of files) this.setVirtual(file.path, file.text);
     this.preludePaths = files.map((file) => file.path);
-    this.roots = [combinedLibFile(this.libs), ...(NODE_TYPES_FILE ? [NODE_TYPES_FILE] : []), this.globalsFile, ...this.preludePaths, this.cellFile];
+    this.roots = [combinedLibFile(this.libs), ...(NODE_TYPES_FILE ? [NODE_TYPES_FILE] : []), RUNTIME_TYPES_FILE, this.globalsFile, ...this.preludePaths, this.cellFile];
   }
 
   private setCell(text: string): void {
@@ -370,7 +371,7 @@ export class CellChecker {
     const version = this.diskVersion(fileName);
     let entry = this.diskFiles.get(fileName);
     if (!entry || entry.version !== version) {
-      const text = libFileText(fileName) ?? nodeTypesText(fileName) ?? (fileName.startsWith(LIB_FOLDER) ? undefined : ts.sys.readFile(fileName));
+      const text = libFileText(fileName) ?? nodeTypesText(fileName) ?? runtimeTypesText(fileName) ?? (fileName.startsWith(LIB_FOLDER) ? undefined : ts.sys.readFile(fileName));
       entry = { version, text };
       this.diskFiles.set(fileName, entry);
     }
@@ -435,8 +436,9 @@ export class CellChecker {
     const resolveModuleNameLiterals: ts.CompilerHost["resolveModuleNameLiterals"] = (literals, containingFile, redirectedReference, options, containingSourceFile) => {
       const cache = this.moduleResolutionCache();
       const fromPackage = containingFile.startsWith(PACKAGE_DIST);
-      return literals.map((literal) => (literal.text === PACKAGE_NAME
-        ? { resolvedModule: { resolvedFileName: `${RUNTIME_ENTRY}.d.ts`, extension: ts.Extension.Dts, isExternalLibraryImport: true } }
+      // "nbjob" and the runtime's modules are ambient modules of the combined file (runtime-types.ts).
+      return literals.map((literal) => (literal.text === PACKAGE_NAME || literal.text.startsWith(RUNTIME_MODULE_PREFIX)
+        ? { resolvedModule: undefined }
         : fromPackage && !followedFromPackage(literal.text)
         ? { resolvedModule: undefined }
         : ts.resolveModuleName(

@@ -1,6 +1,7 @@
 // The names every cell sees without importing them (display, input, SnippetCollector, ...):
 // whichever of them the package's runtime entry exports, with where their types are.
 import { join } from "node:path";
+import { RUNTIME_TYPES_MODULE } from "./runtime-types";
 
 /** The globals API.md promises; the runtime entry may not export all of them yet. */
 export const RUNTIME_GLOBAL_NAMES = ["display", "input", "nbjob", "SnippetCollector", "ParamLogger", "DBWrapper", "Client", "jobtracker"] as const;
@@ -9,7 +10,7 @@ export interface RuntimeGlobal {
   name: string;
   /** The value; the first call loads the runtime (pg, the store, ...), so it is called on first use. */
   load(): unknown;
-  /** Module path (no extension) whose .d.ts declares it. */
+  /** The module that declares its type, as cells' programs name it (runtime-types.ts). */
   typesFrom: string;
 }
 
@@ -54,6 +55,5 @@ function loadEntry(): Record<string, unknown> {
  * never touches them.
  */
 export function runtimeGlobals(): RuntimeGlobal[] {
-  const entry = RUNTIME_ENTRY;
-  return RUNTIME_GLOBAL_NAMES.map((name) => ({ name, load: () => loadEntry()[name], typesFrom: entry }));
+  return RUNTIME_GLOBAL_NAMES.map((name) => ({ name, load: () => loadEntry()[name], typesFrom: RUNTIME_TYPES_MODULE }));
 }
