@@ -21,6 +21,9 @@ export class History {
   /** This kernel's session number: one more than the highest found in the file. */
   readonly session: number;
   private readonly entries: HistoryEntry[];
+  /** Lines recorded but not yet appended to the file. */
+  private readonly unwritten: string[] = [];
+  private exitHooked = false;
 
   /** `file` undefined keeps history in memory only. A file that cannot be read starts empty. */
   constructor(private readonly file?: string) {
@@ -28,18 +31,35 @@ export class History {
     this.session = this.entries.reduce((max, e) => Math.max(max, e.session), 0) + 1;
   }
 
+  /**
+   * Adds an entry; history requests see it at once. The file gets it just after: the cell's
+   * reply and idle status go out first (a write is two system calls on the way to them), and
+   * a kernel that exits meanwhile writes what is left on its way out.
+   */
   record(line: number, input: string, output?: string): void {
     const entry: HistoryEntry = { session: this.session, line, input, ...(output !== undefined ? { output } : {}) };
     this.entries.push(entry);
     if (!this.file) return;
+    if (this.unwritten.length === 0) {
+      setImmediate(this.write);
+      if (!this.exitHooked) process.once("exit", this.write);
+      this.exitHooked = true;
+    }
+    this.unwritten.push(JSON.stringify(entry) + "\n");
+  }
+
+  /** Appends the entries not yet in the file (run just after the request that recorded them, and at exit). */
+  private readonly write = (): void => {
+    if (!this.file || this.unwritten.length === 0) return;
+    const text = this.unwritten.splice(0).join("");
     try {
       mkdirSync(dirname(this.file), { recursive: true });
-      appendFileSync(this.file, JSON.stringify(entry) + "\n");
+      appendFileSync(this.file, text);
     } catch (err) {
       // Losing a history line must never fail the cell that produced it.
       process.stderr.write(`nbjob kernel: cannot append to history file ${this.file}: ${(err as Error).message}\n`);
     }
-  }
+  };
 
   /** The last `n` entries (all sessions, oldest first). */
   tail(n: number, withOutput: boolean): HistoryRow[] {
