@@ -199,7 +199,8 @@ function chatter() {
     // Right after the restart no worker's silence counts yet: a job whose worker was last heard
     // from 10 minutes ago is lost only once the server has been up longer than the limit.
     await heartbeatWorker(store, { id: "ghost", host: "nowhere", pid: 1 });
-    const ghostJob = await createJob(store, { bundleHash, name: "ghost" });
+    // For the ghost alone: the cluster's workers must not claim it before it is marked running here.
+    const ghostJob = await createJob(store, { bundleHash, name: "ghost", targetWorker: "ghost" });
     await transitionJob(store, ghostJob.id, "running", { workerId: "ghost", host: "nowhere", pid: 1 });
     await store.query("UPDATE nbjob.workers SET last_heartbeat_at = now() - interval '10 minutes' WHERE id = 'ghost'");
     await store.query("UPDATE nbjob.jobs SET started_at = now() - interval '10 minutes' WHERE id = $1", [ghostJob.id]);
