@@ -29,7 +29,7 @@ export function runtimeTypesText(fileName: string): string | undefined {
 }
 
 // A module specifier in a declaration file: `from "./x"` (import, export) and `import("./x")` (types).
-const SPECIFIER = /(\bfrom\s*|\bimport\(\s*)(["'])(\.{1,2}\/[^"']*)\2/g;
+const SPECIFIER = /(\bfrom\s*|\bimport\s*\(\s*)(["'])(\.{1,2}\/[^"']*)\2/g;
 // Inside an ambient module every declaration is ambient already: `declare` there is an error.
 const DECLARE = /^(export )?declare (?!global\b|module\b)/gm;
 
