@@ -39,7 +39,7 @@ export { deleteJobs, collectGarbage, collectAndVacuum, vacuumStore, storeSize, j
 export type { DeleteJobsFilter, DeletionPlan, GcOptions, GcReport, GcResult, JobSize } from "./cleanup";
 export { getWorker, heartbeatWorker, listWorkers, removeWorker } from "./workers";
 export type { WorkerHeartbeat } from "./workers";
-export { claimNextJob, notifyJobQueued, notifyJobCancelled, cancelJob, untilCancelledRunsOver, CANCEL_SETTLE_MS, markLostJobs, JOB_QUEUED_CHANNEL, JOB_CANCELLED_CHANNEL, WORKER_HEARTBEAT_MS, WORKER_STALE_MS } from "./queue";
+export { announceClaims, claimNextJob, notifyJobQueued, notifyJobCancelled, cancelJob, untilCancelledRunsOver, CANCEL_SETTLE_MS, markLostJobs, JOB_QUEUED_CHANNEL, JOB_CANCELLED_CHANNEL, WORKER_HEARTBEAT_MS, WORKER_STALE_MS } from "./queue";
 export type { ClaimInput, LostJobsInput } from "./queue";
 export { bundleDeclarations, compareDeclarations, jobLog, declarationHistory, jobCodeText, diffJobs, declarationInJob } from "./versions";
 export type { DeclarationChange, JobLogEntry, DeclarationVersion } from "./versions";

@@ -52,13 +52,17 @@ export interface ClaimedJob extends DbJob {
  * claim, which puts the job back in the queue (it then runs again; the first run's final write
  * is refused). The job's final write (status, result) still waits for the flush, and flushes
  * the claim with it.
+ *
+ * Nor does the claim notify the dashboard (migration 000018): a notifying commit waits for
+ * every other one, flushes included. The worker announces what it claimed right after
+ * (announceClaims).
  */
 export async function claimNextJob(db: Db, worker: ClaimInput, targetedGraceMs = 0, knownBundles: readonly string[] = []): Promise<ClaimedJob | undefined> {
   // A named (prepared) statement: planning it took longer than running it, and workers claim
   // once per job.
   const { rows } = await db.withClient((client) =>
     client.query<ClaimedJob>({
-      name: "nbjob_claim_next_job_fenced",
+      name: "nbjob_claim_next_job_quiet",
       text: `WITH claimed AS (
                UPDATE nbjob.jobs SET status = 'running', started_at = now(), worker_id = $1, host = $2, pid = $3, claim = nextval('nbjob.job_claims')
                 WHERE id = (
@@ -70,12 +74,23 @@ export async function claimNextJob(db: Db, worker: ClaimInput, targetedGraceMs =
                    FOR UPDATE SKIP LOCKED)
                 RETURNING *)
              SELECT c.*, b.source AS bundle_source, b.params AS bundle_params, b.entries AS bundle_entries, b.signature AS bundle_signature,
-                    set_config('synchronous_commit', 'off', true) AS claim_commit
+                    set_config('synchronous_commit', 'off', true) AS claim_commit,
+                    set_config('nbjob.quiet_jobs_changed', 'on', true) AS claim_quiet
                FROM claimed c LEFT JOIN nbjob.bundles b ON b.hash = c.bundle_hash AND NOT (c.bundle_hash = ANY($5::text[]))`,
       values: [worker.workerId, worker.host, worker.pid, targetedGraceMs, knownBundles],
     }),
   );
   return rows[0];
+}
+
+/**
+ * Tells the dashboard that these jobs changed (what migration 000016's trigger says for any other
+ * write of a job row), for claims, which commit without it. A transaction that writes nothing:
+ * its commit has no flush to wait for.
+ */
+export async function announceClaims(db: Db, jobIds: readonly number[]): Promise<void> {
+  if (jobIds.length === 0) return;
+  await db.query("SELECT pg_notify('nbjob_jobs_changed', $1)", [jobIds.length > 200 ? "*" : jobIds.join(",")]);
 }
 
 /** One job of a batch: its bundle (stored if new) and its row's fields. */

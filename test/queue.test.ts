@@ -6,7 +6,8 @@ import { randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { createJobGroup, getBundle, openStore } from "../store";
 import type { BundleInput, Store } from "../store";
-import { claimNextJob, enqueueJobs } from "../store/queue";
+import { announceClaims, claimNextJob, enqueueJobs } from "../store/queue";
+import { Client as PgClient } from "pg";
 import { sweepInvariantSource } from "../worker/store-link";
 import { admin, databaseUrl } from "./pg-admin";
 
@@ -101,6 +102,35 @@ describe("queue batches", () => {
     const [a, b] = await Promise.all([take("wa"), take("wb")]);
     assert.equal(a.length + b.length, 40);
     assert.equal(new Set([...a, ...b]).size, 40);
+  });
+
+  test("a claim commits without notifying (migration 000018); announceClaims and every other write of the row do", async () => {
+    const listener = new PgClient({ connectionString: databaseUrl(name) });
+    await listener.connect();
+    const heard: string[] = [];
+    listener.on("notification", (message) => heard.push(message.payload ?? ""));
+    const settle = () => new Promise((resolve) => setTimeout(resolve, 150));
+    try {
+      await listener.query("LISTEN nbjob_jobs_changed");
+      const [row] = await store.transaction((tx) => enqueueJobs(tx, [{ bundle: bundle(77), name: "quiet", tags: [], groupId: null }]));
+      await settle();
+      assert.deepEqual(heard.splice(0), [String(row.id)], "the insert notifies");
+      // Other jobs of this file may be queued before it: claim until this one is taken.
+      for (let job = await claimNextJob(store, { workerId: "w", host: "h", pid: 1 }); job; job = await claimNextJob(store, { workerId: "w", host: "h", pid: 1 })) {
+        if (Number(job.id) === Number(row.id)) break;
+      }
+      await settle();
+      assert.deepEqual(heard.splice(0), [], "the claim does not");
+      await announceClaims(store, [Number(row.id), 12345]);
+      await settle();
+      assert.deepEqual(heard.splice(0), [`${row.id},12345`]);
+      // The setting the claim made was its own transaction's: the next write on the pool notifies.
+      await store.query("UPDATE nbjob.jobs SET note = 'n' WHERE id = $1", [row.id]);
+      await settle();
+      assert.deepEqual(heard.splice(0), [String(row.id)]);
+    } finally {
+      await listener.end();
+    }
   });
 
   test("the worker's source of a sweep's job is the same program for every parameter value, line for line", () => {

@@ -112,6 +112,29 @@ describe("workers with the store", () => {
     }
   });
 
+  test("the dashboard hears of a claim: the claim itself commits without notifying, the worker announces it while the job runs", async () => {
+    const listener = new PgClient({ connectionString: URL });
+    await listener.connect();
+    const seen: string[] = [];
+    let id = 0;
+    listener.on("notification", (message) => {
+      if (message.channel !== "nbjob_jobs_changed" || !(message.payload ?? "").split(",").includes(String(id))) return;
+      // The row as the dashboard would read it on this notification.
+      void getJob(store, id).then((row) => seen.push(row?.status ?? "?"));
+    });
+    try {
+      await listener.query("LISTEN nbjob_jobs_changed");
+      id = await queueJob("function busy(): number {\n  const end = Date.now() + 1500;\n  while (Date.now() < end) {}\n  return 1;\n}", ["busy()"]);
+      const job = await waitFor(id, ["done", "failed"]);
+      assert.equal(job.status, "done");
+      await sleep(300);
+      // Queued (created), running (the worker's announcement: 1.5 s before the end), done (and its environment link).
+      assert.ok(seen.includes("running"), `statuses read on this job's notifications: ${seen.join(", ")}`);
+    } finally {
+      await listener.end();
+    }
+  });
+
   test("a job for one worker runs there; its output is stored line by line", async () => {
     const id = await queueJob("console.log('first line');\nconsole.error('a warning');\nprocess.stdout.write('no newline at the end');", ["'ok'"], { target: "ws/1" });
     const job = await waitFor(id, ["done", "failed"]);

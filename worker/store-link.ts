@@ -6,7 +6,7 @@
 // had time to heartbeat since.
 import type { PoolClient } from "pg";
 import {
-  claimNextJob, getBundle, getJob, heartbeatWorker, isStoreUnreachable, JOB_CANCELLED_CHANNEL, JOB_QUEUED_CHANNEL, markLostJobs, readCheckpoint, WORKER_HEARTBEAT_MS, WORKER_STALE_MS,
+  announceClaims, claimNextJob, getBundle, getJob, heartbeatWorker, isStoreUnreachable, JOB_CANCELLED_CHANNEL, JOB_QUEUED_CHANNEL, markLostJobs, readCheckpoint, WORKER_HEARTBEAT_MS, WORKER_STALE_MS,
 } from "../store";
 import type { DbJob, Store } from "../store";
 import type { JobRunner, RestorePoint } from "./job-runner";
@@ -62,6 +62,9 @@ export class WorkerStoreLink {
   private stopListening?: () => void;
   private claiming = false;
   private claimAgain = false;
+  /** Claimed jobs the dashboard has not been told of yet (announceClaimed), and whether a notification is on its way. */
+  private readonly unannounced: number[] = [];
+  private announcing = false;
   private closed = false;
   private connected = false;
   /** When the current stretch of successful heartbeats began (undefined while the store is away). */
@@ -206,6 +209,7 @@ export class WorkerStoreLink {
         this.targetedNow = false;
         const job = await claimNextJob(this.store, { workerId: this.identity.worker_id, host: this.identity.host, pid: this.identity.pid }, grace, [...this.bundles.keys()]);
         if (!job) continue;
+        this.announceClaimed(Number(job.id));
         let bundle: JobBundle;
         try {
           // The claim brought the bundle along unless it is cached here (checked when it was loaded).
@@ -236,6 +240,24 @@ export class WorkerStoreLink {
     } finally {
       this.claiming = false;
     }
+  }
+
+  /**
+   * Tells the dashboard a job was claimed (the claim itself commits without notifying: see
+   * claimNextJob). One notification at a time; claims made meanwhile go together in the next.
+   * A lost one only delays a page's refresh: nothing waits for it.
+   */
+  private announceClaimed(jobId: number): void {
+    this.unannounced.push(jobId);
+    if (this.announcing) return;
+    this.announcing = true;
+    void (async () => {
+      try {
+        while (this.unannounced.length > 0) await announceClaims(this.store, this.unannounced.splice(0)).catch(() => undefined);
+      } finally {
+        this.announcing = false;
+      }
+    })();
   }
 
   /** A resumed job restores its last copied checkpoint (see runtime/resume.ts) before its entries run. */
