@@ -293,7 +293,11 @@ describe("nbjob log and history across notebooks, nbjob show's traceback", () =>
     store = openStore({ url });
   });
 
-  after(() => store.close());
+  // The first suite's dropAll ran before this database was made.
+  after(async () => {
+    await store.close();
+    await databases.dropAll();
+  });
 
   async function job(snippets: SnippetInput[], fields: { notebook?: string; collector?: string; entry?: string }): Promise<number> {
     const hash = await putBundle(store, { ...makeBundle(snippets, {}, [fields.entry ?? "0"]), snippets: snippets.map((s) => ({ ...s, collector: fields.collector ?? null })) });
