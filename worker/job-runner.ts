@@ -90,8 +90,8 @@ interface ActiveJob extends QueuedJob {
   runningSince?: number;
   /** Stops the job at its time limit (see limit()). */
   timeoutTimer?: NodeJS.Timeout;
-  /** Shared with the job thread: the metric values it logged and has not sent (metric-stage.ts). */
-  metricStage: MetricStage;
+  /** Shared with the job thread once the job logs a value: the values it logged and has not sent (metric-stage.ts). */
+  metricStage?: MetricStage;
   /** The seq after the last metric batch received from the job thread (a staged batch below it was received already). */
   metricSeqReceived: number;
   /** Set while the job is being stopped: its thread is terminated, its last output and metrics are being collected. */
@@ -235,7 +235,7 @@ export class JobRunner {
     }
     const job: ActiveJob = {
       ...next, startedAt: Date.now(), finished: false, acks: new Int32Array(new SharedArrayBuffer(4 * ACK_SLOTS)), waitingFor: new Set(), stores: Promise.resolve(),
-      metricStage: MetricStage.create(), metricSeqReceived: 0,
+      metricSeqReceived: 0,
     };
     this.active = job;
     this.safely(() => job.listener.backpressure?.((reason, waiting) => this.setWaiting(job, reason, waiting)));
@@ -278,11 +278,9 @@ export class JobRunner {
   private startOnThread(job: ActiveJob, program: CompiledBundle, restore?: RestorePoint, moduleDir?: string, needs?: JobNeeds): void {
     if (job.finished) return;
     job.program = program;
-    // A resumed job's series goes on after the values copied from the old job (runtime/resume.ts).
-    if (restore?.metrics) {
-      job.metricStage.reset(restore.metrics.seq);
-      job.metricSeqReceived = restore.metrics.seq;
-    }
+    // A resumed job's series goes on after the values copied from the old job (runtime/resume.ts;
+    // the job thread starts its stage there).
+    if (restore?.metrics) job.metricSeqReceived = restore.metrics.seq;
     const command: RunCommand = {
       type: "run",
       jobId: job.jobId,
@@ -293,7 +291,6 @@ export class JobRunner {
       declaredNames: program.declaredNames,
       assignedNames: program.assignedNames,
       acks: job.acks.buffer as SharedArrayBuffer,
-      metricStage: job.metricStage.buffer,
       restore,
       moduleDir,
       modulePaths: moduleDir !== undefined && needs?.hasFiles ? Object.keys(needs.files) : undefined,
@@ -339,13 +336,16 @@ export class JobRunner {
     // A job being stopped: what its thread sent before it was terminated still comes (Node
     // delivers it before the thread's exit); its output and metrics are kept, its outcome is the
     // stop's, and a checkpoint is not stored (the run is over; its claim may be gone already).
-    if (job.stopping && event.type !== "stream" && event.type !== "metrics") return;
+    if (job.stopping && event.type !== "stream" && event.type !== "metrics" && event.type !== "metric_stage") return;
     switch (event.type) {
       case "stream":
         this.bufferStream(job, event.name, event.text);
         break;
       case "checkpoint":
         this.checkpointTaken(job, event.index, event.values, event.metrics);
+        break;
+      case "metric_stage":
+        job.metricStage = new MetricStage(event.buffer);
         break;
       case "metrics":
         this.metricsLogged(job, event.batch);
@@ -384,6 +384,7 @@ export class JobRunner {
    * received already (the thread was stopped between posting it and emptying the stage) is skipped.
    */
   private collectStagedMetrics(job: ActiveJob): void {
+    if (!job.metricStage) return;
     const staged = readStagedBatch(job.metricStage);
     if (staged && staged.firstSeq >= job.metricSeqReceived) this.metricsLogged(job, staged);
   }

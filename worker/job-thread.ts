@@ -43,11 +43,6 @@ export interface RunCommand {
    */
   acks: SharedArrayBuffer;
   /**
-   * The job's metric stage (metric-stage.ts): the values logged and not yet sent, readable by the
-   * main thread after this thread is terminated. Its firstSeq is where the job's series goes on.
-   */
-  metricStage: SharedArrayBuffer;
-  /**
    * A resumed job: the checkpoint restored after the program's top level ran, before its entries,
    * and where its metrics go on (set before the program runs, so its top level logs after them).
    */
@@ -81,6 +76,12 @@ export type JobThreadEvent =
   | { type: "stream"; jobId: JobId; name: StreamName; text: string }
   | { type: "checkpoint"; jobId: JobId; index: number; values: Record<string, Uint8Array>; metrics: MetricsPosition }
   | { type: "metrics"; jobId: JobId; batch: MetricBatch }
+  /**
+   * The job's metric stage (metric-stage.ts), sent when the job logs its first value and before
+   * any value is written to it: the values logged and not yet sent, which the main thread reads
+   * once this thread is gone. A job that logs nothing has none.
+   */
+  | { type: "metric_stage"; jobId: JobId; buffer: SharedArrayBuffer }
   | { type: "done"; jobId: JobId; resultText: string; result: Uint8Array }
   | { type: "failed"; jobId: JobId; ename: string; evalue: string; stack: string };
 
@@ -158,7 +159,11 @@ async function runJob(command: RunCommand, post: (event: JobThreadEvent, transfe
   const failure = new Promise<never>((_, reject) => (failCurrent = reject));
   failure.catch(() => undefined);
   const acks = new Int32Array(command.acks);
-  const metrics = new MetricPipe(new MetricStage(command.metricStage), acks, (batch, transfer) => post({ type: "metrics", jobId, batch }, transfer), () => pipe.waitWhileHeld());
+  // A resumed job's values go on from where its checkpoint's series ended.
+  const metrics = new MetricPipe(command.restore?.metrics?.seq ?? 0, acks, {
+    stage: (buffer) => post({ type: "metric_stage", jobId, buffer }),
+    batch: (batch, transfer) => post({ type: "metrics", jobId, batch }, transfer),
+  }, () => pipe.waitWhileHeld());
   // Each checkpoint records where the metrics stood, so a resume from it continues the series.
   const metricsPosition = (): MetricsPosition => ({ seq: metrics.position, step: job.jobtracker.metricsNextStep });
   const pipe = new CheckpointPipe(acks, (index, values, transfer) => post({ type: "checkpoint", jobId, index, values, metrics: metricsPosition() }, transfer));
@@ -300,26 +305,39 @@ class MetricPipe {
   private clockEvery = 1;
   private untilClockCheck = 1;
   private lastClockCheck = 0;
-  private readonly nameIdColumn: Int32Array;
-  private readonly stepColumn: Float64Array;
-  private readonly valueColumn: Float64Array;
-  private readonly flagColumn: Uint8Array;
+  /**
+   * Made at the first value (openStage): a stage is 1.3 MB of shared memory, and most jobs log
+   * nothing. Until then the columns are empty; the first value always adds its name first.
+   */
+  private stage?: MetricStage;
+  private nameIdColumn: Int32Array = new Int32Array(0);
+  private stepColumn: Float64Array = new Float64Array(0);
+  private valueColumn: Float64Array = new Float64Array(0);
+  private flagColumn: Uint8Array = new Uint8Array(0);
   /** The stage's count (header[0]), as a one-slot view: log() is hot. */
-  private readonly countCell: Int32Array;
+  private countCell: Int32Array = new Int32Array(0);
 
+  /** `firstSeq`: the seq of the job's first value (a resumed job's series goes on). */
   constructor(
-    private readonly stage: MetricStage,
+    firstSeq: number,
     private readonly acks: Int32Array,
-    private readonly post: (batch: MetricBatch, transfer: ArrayBuffer[]) => void,
+    private readonly post: { stage: (buffer: SharedArrayBuffer) => void; batch: (batch: MetricBatch, transfer: ArrayBuffer[]) => void },
     private readonly waitWhileHeld: () => void,
   ) {
-    // A resumed job's values go on from where its checkpoint's series ended (the main thread set it).
-    this.nextSeq = stage.firstSeq[0];
+    this.nextSeq = firstSeq;
+  }
+
+  /** The job's stage, handed to the main thread before anything is written to it. */
+  private openStage(): MetricStage {
+    const stage = MetricStage.create(this.nextSeq);
+    this.post.stage(stage.buffer);
+    this.stage = stage;
     this.nameIdColumn = stage.nameIds;
     this.stepColumn = stage.steps;
     this.valueColumn = stage.values;
     this.flagColumn = stage.flags;
     this.countCell = stage.header.subarray(0, 1);
+    return stage;
   }
 
   /** How many values the job has logged in its series (the seq the next one gets): recorded with each checkpoint. */
@@ -358,9 +376,10 @@ class MetricPipe {
     if (at === 0) this.startBatch();
     this.nameIdColumn[at] = id;
     this.stepColumn[at] = step;
-    this.stage.arrays.set(value, this.arrayUsed);
+    // addName above made the stage if there was none.
+    this.stage!.arrays.set(value, this.arrayUsed);
     this.arrayUsed += value.length;
-    this.stage.setArrayNumbersUsed(this.arrayUsed);
+    this.stage!.setArrayNumbersUsed(this.arrayUsed);
     this.valueColumn[at] = value.length;
     this.flagColumn[at] = STAGE_ARRAY | (backwards ? STAGE_BACKWARDS : 0);
     this.commit(at + 1);
@@ -391,10 +410,11 @@ class MetricPipe {
 
   /** A metric new to this batch: its name into the stage's table (sending the batch first when the table is full). */
   private addName(slot: MetricSlot): number {
-    let id = this.stage.addName(slot.name);
+    const stage = this.stage ?? this.openStage();
+    let id = stage.addName(slot.name);
     if (id < 0) {
       this.send();
-      id = this.stage.addName(slot.name);
+      id = stage.addName(slot.name);
     }
     slot.sinkBatch = this.batch;
     slot.sinkId = id;
@@ -421,7 +441,7 @@ class MetricPipe {
   send(): void {
     clearTimeout(this.timer);
     this.timer = undefined;
-    if (this.count === 0) return;
+    if (this.count === 0 || !this.stage) return;
     const batch = readStagedBatch(this.stage)!;
     this.postBatch(batch);
     // Emptied only once posted: a thread stopped in between leaves the batch both posted and
@@ -440,7 +460,7 @@ class MetricPipe {
       arrays: [[0, value]], backwards: backwards ? [0] : [],
     });
     this.nextSeq++;
-    this.stage.reset(this.nextSeq);
+    this.stage?.reset(this.nextSeq);
   }
 
   private postBatch(batch: MetricBatch): void {
@@ -450,7 +470,7 @@ class MetricPipe {
       Atomics.wait(this.acks, 3, Atomics.load(this.acks, 3), 250);
     }
     this.checkFailed();
-    this.post(batch, [batch.nameIds.buffer as ArrayBuffer, batch.steps.buffer as ArrayBuffer, batch.values.buffer as ArrayBuffer]);
+    this.post.batch(batch, [batch.nameIds.buffer as ArrayBuffer, batch.steps.buffer as ArrayBuffer, batch.values.buffer as ArrayBuffer]);
     this.sent++;
   }
 
