@@ -3,7 +3,7 @@
 import { Pool, types as pgTypes } from "pg";
 import type { PoolClient, QueryResult, QueryResultRow, CustomTypesConfig } from "pg";
 import { checkDatabaseUrl, databaseUrlFromEnv, nbjobHome, redactUrl } from "./config";
-import { explainDatabaseError, isDiskFull, isStoreUnreachable, pgCode, StoreError } from "./errors";
+import { explainDatabaseError, isDiskFull, isStoreUnreachable, pgCode, PgCode, StoreError } from "./errors";
 import { ensureSchema } from "./migrate";
 
 /** Anything that runs one parameterised statement: the store itself or an open transaction. */
@@ -31,6 +31,32 @@ export interface Db extends Queryable {
   cleanedUp?(): Promise<void>;
   /** The embedded store only: its data directory (undefined for a server by URL), for messages about its disk. */
   embeddedDataDirectory?(): Promise<string | undefined>;
+}
+
+/** The current name of each prepared statement (queryPrepared): a new one after its tables changed. */
+const preparedGenerations = new Map<string, number>();
+
+/**
+ * Runs `text` as a statement prepared on each connection under `name`: PostgreSQL parses and
+ * plans it at its first use there, not at every call. For the statements each job runs (its
+ * claim, its status changes), whose planning cost as much as running them. One text per name.
+ *
+ * A migration applied while this process runs (by a newer notebook, `nbjob db migrate`) may
+ * change what `RETURNING *` returns; PostgreSQL then refuses the prepared statement on every
+ * connection that has it ("cached plan must not change result type") until it is prepared again.
+ * So the statement gets a new name, prepared afresh, and runs again (once; inside a
+ * transaction the error has aborted it, and the caller's retry of the transaction finds the new name).
+ */
+export async function queryPrepared<R extends QueryResultRow = QueryResultRow>(db: Db, name: string, text: string, values: readonly unknown[]): Promise<QueryResult<R>> {
+  const generation = preparedGenerations.get(name) ?? 0;
+  const run = (g: number) => db.withClient((client) => client.query<R>({ name: `${name}_${g}`, text, values: values as unknown[] }));
+  try {
+    return await run(generation);
+  } catch (err) {
+    if (pgCode(err) !== PgCode.featureNotSupported || !/cached plan/.test((err as Error).message)) throw err;
+    if ((preparedGenerations.get(name) ?? 0) === generation) preparedGenerations.set(name, generation + 1);
+    return run(preparedGenerations.get(name)!);
+  }
 }
 
 export interface StoreOptions {

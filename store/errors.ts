@@ -17,6 +17,8 @@ export const PgCode = {
   /** 42P06 / 42P07: a racing migrator created the schema or table first. */
   duplicateSchema: "42P06",
   duplicateTable: "42P07",
+  /** 0A000: not supported; among others "cached plan must not change result type" (a prepared statement's table changed). */
+  featureNotSupported: "0A000",
   /** 3D000: the database in the URL does not exist. */
   invalidCatalogName: "3D000",
   /** 28P01 / 28000: the server refused the credentials. */

@@ -1,5 +1,6 @@
 // Job records: creation (queued), guarded status transitions with their timestamps, results and
 // errors, lookups and listings. The queue (claiming with SKIP LOCKED, NOTIFY) builds on these rows.
+import { queryPrepared } from "./db";
 import type { Db } from "./db";
 import { PgCode, pgCode, StoreError } from "./errors";
 import { checkStorableJson, checkStorableText, visibleText } from "./text";
@@ -153,7 +154,8 @@ export function checkJobText(input: { name?: string | null; tags?: readonly stri
 export async function transitionJob(db: Db, jobId: number, to: JobStatus, details: TransitionDetails = {}): Promise<DbJob> {
   if (!isJobStatus(to)) throw new StoreError(`unknown job status "${String(to)}"; expected one of ${JOB_STATUSES.join(", ")}`);
   const from = (Object.keys(LEGAL_TRANSITIONS) as JobStatus[]).filter((status) => LEGAL_TRANSITIONS[status].includes(to));
-  const { rows } = await db.query<DbJob>(
+  // Prepared: every job runs it twice or more, and planning it took about as long as running it.
+  const { rows } = await queryPrepared<DbJob>(db, "nbjob_transition_job",
     `UPDATE nbjob.jobs SET
         status = $2,
         started_at = CASE WHEN $2 = 'running' THEN now() ELSE started_at END,

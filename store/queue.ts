@@ -2,6 +2,7 @@
 // (so two workers never take the same job and neither waits on the other), NOTIFY wakes idle
 // workers, and running jobs of workers that stopped heartbeating are marked lost.
 import { BUNDLE_ON_CONFLICT, checkBundleText, type BundleInput } from "./code";
+import { queryPrepared } from "./db";
 import type { Db } from "./db";
 import { sha256 } from "./hash";
 import { checkJobText, getJob, IllegalTransitionError, requireJob, transitionJob } from "./jobs";
@@ -37,6 +38,27 @@ export interface ClaimedJob extends DbJob {
 }
 
 /**
+ * The claim (claimNextJob; $1 worker id, $2 host, $3 pid, $4 targeted grace in ms, $5 the bundles
+ * the worker has). The oldest job for any worker and the oldest for this one, each the first live
+ * entry of its own index (migration 000019), so a claim does not read the jobs claimed before it;
+ * the one of the two not taken is unlocked when the claim commits.
+ */
+export const CLAIM_NEXT_JOB_SQL = `WITH claimed AS (
+       UPDATE nbjob.jobs SET status = 'running', started_at = now(), worker_id = $1, host = $2, pid = $3, claim = nextval('nbjob.job_claims')
+        WHERE id = LEAST(
+          (SELECT id FROM nbjob.jobs
+            WHERE status = 'queued' AND target_worker IS NULL
+            ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED),
+          (SELECT id FROM nbjob.jobs
+            WHERE status = 'queued' AND target_worker = $1 AND queued_at <= now() - make_interval(secs => $4 / 1000.0)
+            ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED))
+        RETURNING *)
+     SELECT c.*, b.source AS bundle_source, b.params AS bundle_params, b.entries AS bundle_entries, b.signature AS bundle_signature,
+            set_config('synchronous_commit', 'off', true) AS claim_commit,
+            set_config('nbjob.quiet_jobs_changed', 'on', true) AS claim_quiet
+       FROM claimed c LEFT JOIN nbjob.bundles b ON b.hash = c.bundle_hash AND NOT (c.bundle_hash = ANY($5::text[]))`;
+
+/**
  * Takes the oldest queued job this worker may run (its own or anyone's) and marks it running,
  * in one statement that also returns the job's bundle (unless its hash is in `knownBundles`,
  * the worker's cache), so starting a job costs one round trip. Undefined when there is none.
@@ -58,28 +80,8 @@ export interface ClaimedJob extends DbJob {
  * (announceClaims).
  */
 export async function claimNextJob(db: Db, worker: ClaimInput, targetedGraceMs = 0, knownBundles: readonly string[] = []): Promise<ClaimedJob | undefined> {
-  // A named (prepared) statement: planning it took longer than running it, and workers claim
-  // once per job.
-  const { rows } = await db.withClient((client) =>
-    client.query<ClaimedJob>({
-      name: "nbjob_claim_next_job_quiet",
-      text: `WITH claimed AS (
-               UPDATE nbjob.jobs SET status = 'running', started_at = now(), worker_id = $1, host = $2, pid = $3, claim = nextval('nbjob.job_claims')
-                WHERE id = (
-                  SELECT id FROM nbjob.jobs
-                   WHERE status = 'queued'
-                     AND (target_worker IS NULL OR (target_worker = $1 AND queued_at <= now() - make_interval(secs => $4 / 1000.0)))
-                   ORDER BY id
-                   LIMIT 1
-                   FOR UPDATE SKIP LOCKED)
-                RETURNING *)
-             SELECT c.*, b.source AS bundle_source, b.params AS bundle_params, b.entries AS bundle_entries, b.signature AS bundle_signature,
-                    set_config('synchronous_commit', 'off', true) AS claim_commit,
-                    set_config('nbjob.quiet_jobs_changed', 'on', true) AS claim_quiet
-               FROM claimed c LEFT JOIN nbjob.bundles b ON b.hash = c.bundle_hash AND NOT (c.bundle_hash = ANY($5::text[]))`,
-      values: [worker.workerId, worker.host, worker.pid, targetedGraceMs, knownBundles],
-    }),
-  );
+  const { rows } = await queryPrepared<ClaimedJob>(db, "nbjob_claim_next_job", CLAIM_NEXT_JOB_SQL,
+    [worker.workerId, worker.host, worker.pid, targetedGraceMs, knownBundles]);
   return rows[0];
 }
 

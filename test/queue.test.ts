@@ -4,9 +4,9 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
-import { createJobGroup, getBundle, openStore } from "../store";
+import { createJobGroup, getBundle, openStore, transitionJob } from "../store";
 import type { BundleInput, Store } from "../store";
-import { announceClaims, claimNextJob, enqueueJobs } from "../store/queue";
+import { announceClaims, CLAIM_NEXT_JOB_SQL, claimNextJob, enqueueJobs } from "../store/queue";
 import { Client as PgClient } from "pg";
 import { sweepInvariantSource } from "../worker/store-link";
 import { admin, databaseUrl } from "./pg-admin";
@@ -33,6 +33,16 @@ function bundle(x: number, extra?: string): BundleInput {
     snippets, params: { x }, entries: ["inc(params.x)"],
   };
 }
+interface PlanNode {
+  "Node Type": string;
+  "Relation Name"?: string;
+  "Index Name"?: string;
+  "Actual Rows": number;
+  "Rows Removed by Filter"?: number;
+  "Rows Removed by Index Recheck"?: number;
+  Plans?: PlanNode[];
+}
+class Rollback extends Error {}
 const count = async (table: string) => (await store.query<{ n: number }>(`SELECT count(*)::int AS n FROM nbjob.${table}`)).rows[0].n;
 
 describe("queue batches", () => {
@@ -90,6 +100,81 @@ describe("queue batches", () => {
     // The claim is stored like any other write (its commit only does not wait for the flush).
     const { rows: running } = await store.query<{ n: number }>("SELECT count(*)::int AS n FROM nbjob.jobs WHERE status = 'running' AND worker_id = 'w1'");
     assert.equal(running[0].n, 3);
+  });
+
+  test("the claim takes the oldest of the jobs for any worker and the ones for this worker past their grace; other workers' stay queued", async () => {
+    await store.query("UPDATE nbjob.jobs SET status = 'cancelled', finished_at = now() WHERE status = 'queued'");
+    const rows = await store.transaction((tx) => enqueueJobs(tx, [
+      { bundle: bundle(2001) }, { bundle: bundle(2002), targetWorker: "w2" }, { bundle: bundle(2003), targetWorker: "w1" }, { bundle: bundle(2004) },
+    ]));
+    const ids = rows.map((r) => Number(r.id));
+    const w1 = { workerId: "w1", host: "h", pid: 1 };
+    const claim = async (graceMs: number) => Number((await claimNextJob(store, w1, graceMs))?.id ?? 0);
+    assert.equal(await claim(60_000), ids[0]);
+    assert.equal(await claim(60_000), ids[3], "w1's own job waits for its grace (the comm may bring it)");
+    assert.equal(await claim(0), ids[2]);
+    assert.equal(await claim(0), 0, "w2's job is not w1's to take");
+    const { rows: left } = await store.query<{ id: string; status: string }>("SELECT id, status FROM nbjob.jobs WHERE id = $1", [ids[1]]);
+    assert.equal(left[0].status, "queued");
+  });
+
+  test("a claim reads no entry of the jobs claimed before it (migration 000019): its scans return one row, whatever came before", async () => {
+    // A store of its own, in the state a sweep leaves: its jobs stored, then analysed (autovacuum
+    // does so after a large insert, while they are all queued), then claimed without a VACUUM since.
+    const own = `${name}_claims`;
+    await admin((c) => c.query(`CREATE DATABASE ${own}`));
+    const sweep = openStore({ url: databaseUrl(own), maxConnections: 2 });
+    try {
+      await sweep.ready();
+      await sweep.transaction((tx) => enqueueJobs(tx, Array.from({ length: 310 }, (_, i) => ({ bundle: bundle(3000 + i), targetWorker: i % 31 === 0 ? "w1" : null }))));
+      await sweep.query("ANALYZE nbjob.jobs");
+      const w1 = { workerId: "w1", host: "h", pid: 1 };
+      for (let i = 0; i < 300; i++) assert.ok(await claimNextJob(sweep, w1, 0));
+      await sweep.transaction(async (tx) => {
+        const { rows } = await tx.query<{ "QUERY PLAN": Array<{ Plan: PlanNode }> }>(`EXPLAIN (ANALYZE, FORMAT JSON) ${CLAIM_NEXT_JOB_SQL}`, ["w1", "h", 1, 0, []]);
+        const scans: string[] = [];
+        const visit = (node: PlanNode) => {
+          if (node["Relation Name"] === "jobs" && /Scan/.test(node["Node Type"]) || node["Index Name"]?.startsWith("jobs_")) {
+            const read = node["Actual Rows"] + (node["Rows Removed by Filter"] ?? 0) + (node["Rows Removed by Index Recheck"] ?? 0);
+            scans.push(`${node["Node Type"]} ${node["Index Name"] ?? ""}: ${read}`);
+            assert.ok(read <= 2, `the claim's ${node["Node Type"]} on ${node["Index Name"] ?? "jobs"} read ${read} rows after 300 claims:\n${JSON.stringify(rows[0]["QUERY PLAN"], null, 1)}`);
+          }
+          for (const child of node.Plans ?? []) visit(child);
+        };
+        visit(rows[0]["QUERY PLAN"][0].Plan);
+        assert.ok(scans.length >= 2, `expected a scan for each kind of job, saw ${scans.join("; ")}`);
+        // EXPLAIN ANALYZE ran the claim: undone with the transaction.
+        throw new Rollback();
+      }).catch((err) => {
+        if (!(err instanceof Rollback)) throw err;
+      });
+    } finally {
+      await sweep.close();
+      await admin((c) => c.query(`DROP DATABASE IF EXISTS ${own} WITH (FORCE)`));
+    }
+  });
+
+  test("a claim and a status change prepared before a migration changed the jobs table still run (no worker restart)", async () => {
+    // One connection, so the statements run where they were prepared before the change.
+    const one = openStore({ url: databaseUrl(name), maxConnections: 1 });
+    const w1 = { workerId: "w1", host: "h", pid: 1 };
+    try {
+      await store.query("UPDATE nbjob.jobs SET status = 'cancelled', finished_at = now() WHERE status = 'queued'");
+      for (const change of ["ADD COLUMN test_extra integer", "DROP COLUMN test_extra"]) {
+        await store.transaction((tx) => enqueueJobs(tx, [{ bundle: bundle(4000) }, { bundle: bundle(4001) }]));
+        const first = await claimNextJob(one, w1);
+        assert.equal((await transitionJob(one, Number(first!.id), "done", { result: 1, claim: String(first!.claim) })).status, "done");
+        // What a migration applied by another process meanwhile does.
+        await store.query(`ALTER TABLE nbjob.jobs ${change}`);
+        const second = await claimNextJob(one, w1);
+        assert.ok(second, `the claim after ${change}`);
+        const done = await transitionJob(one, Number(second.id), "done", { result: 2, claim: String(second.claim) });
+        assert.equal(done.status, "done");
+        assert.equal("test_extra" in done, change.startsWith("ADD"), "the row as the table has it now");
+      }
+    } finally {
+      await one.close();
+    }
   });
 
   test("two workers claiming at once never take the same job", async () => {
