@@ -35,6 +35,8 @@ export interface StoreLinkOptions {
 }
 
 const BUNDLE_CACHE_SIZE = 64;
+/** A worker tells the dashboard of its claims at most this often (the first at once). */
+const ANNOUNCE_EVERY_MS = 100;
 
 /**
  * A bundle's second line only documents its parameter values (runtime/bundle.ts's layout); the
@@ -244,7 +246,8 @@ export class WorkerStoreLink {
 
   /**
    * Tells the dashboard a job was claimed (the claim itself commits without notifying: see
-   * claimNextJob). One notification at a time; claims made meanwhile go together in the next.
+   * claimNextJob). One notification at a time, at most every ANNOUNCE_EVERY_MS; claims made
+   * meanwhile go together in the next.
    * A lost one only delays a page's refresh: nothing waits for it.
    */
   private announceClaimed(jobId: number): void {
@@ -253,7 +256,13 @@ export class WorkerStoreLink {
     this.announcing = true;
     void (async () => {
       try {
-        while (this.unannounced.length > 0) await announceClaims(this.store, this.unannounced.splice(0)).catch(() => undefined);
+        while (this.unannounced.length > 0 && !this.closed) {
+          await announceClaims(this.store, this.unannounced.splice(0)).catch(() => undefined);
+          // The claims made meanwhile go together in the next one: in a sweep of short jobs a
+          // notification per claim cost PostgreSQL 0.3-0.4 ms of CPU a job (about what the claim
+          // itself costs), for a dashboard that refreshes at a person's pace.
+          await new Promise((resolve) => setTimeout(resolve, ANNOUNCE_EVERY_MS).unref());
+        }
       } finally {
         this.announcing = false;
       }
