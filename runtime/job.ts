@@ -21,7 +21,7 @@ import { resumeJob } from "./resume";
 import { GroupProgress, readProgress } from "./group-progress";
 import { sampleKeys } from "./random-search";
 import type { SampleSettings } from "./random-search";
-import { CANCEL_SETTLE_MS, cancelGroupJobs, cancelJob, getJobsByIds, untilCancelledRunsOver } from "../store";
+import { CANCEL_SETTLE_MS, cancelGroupJobs, cancelJob, getJobsByIds, unfinishedAmong, untilCancelledRunsOver } from "../store";
 import type { WorkerEvent } from "./shared/protocol";
 
 // Where it always was, for code that imports it from here.
@@ -677,9 +677,11 @@ export class JobGroup<T = unknown> {
     for (;;) {
       let pending: number;
       try {
-        const { rows } = await this.#store.query<{ n: number }>(
-          "SELECT count(*)::int AS n FROM nbjob.jobs WHERE id = ANY($1::bigint[]) AND status IN ('queued', 'running')", [ids]);
-        pending = rows[0].n;
+        const unfinished = await unfinishedAmong(this.#store, ids);
+        pending = unfinished.count;
+        // The jobs below the lowest unfinished one have ended, and an ended job stays so: the next
+        // look asks about the rest (jobs are claimed oldest first, so it shrinks as the sweep goes).
+        if (unfinished.lowest !== null) ids = ids.filter((id) => id >= unfinished.lowest!);
         awaySince = undefined;
       } catch (err) {
         if (!isStoreUnreachable(err)) throw err;

@@ -13,7 +13,7 @@ export type { ClusterKey, SignedBundle } from "./signing";
 export { snippetHash, putSnippets, putBundle, getSnippet, getBundle, getFiles, signStoredBundle, putEnvironment, linkJobEnvironments, getEnvironment } from "./code";
 export type { SnippetInput, BundleInput, BundleFileRow, BundleWithSnippets, EnvironmentInput } from "./code";
 export {
-  createJob, createJobGroup, transitionJob, releaseCancelledClaim, getJob, requireJob, listJobs, listJobsByIds, getJobsByIds, listGroupJobs, isJobStatus,
+  createJob, createJobGroup, transitionJob, releaseCancelledClaim, getJob, requireJob, listJobs, listJobsByIds, getJobsByIds, unfinishedAmong, listGroupJobs, isJobStatus,
   LEGAL_TRANSITIONS, IllegalTransitionError, UnknownJobError, ClaimLostError,
 } from "./jobs";
 export type { CreateJobInput, TransitionDetails, JobErrorInput, ListJobsFilter, DbJobListed } from "./jobs";

@@ -257,6 +257,18 @@ export async function getJobsByIds(db: Db, ids: number[]): Promise<DbJob[]> {
   return rows;
 }
 
+/**
+ * How many of these jobs are still queued or running, and the lowest id among them (null when
+ * none is): every job below it has ended for good, so a caller waiting for a sweep asks about
+ * fewer ids each time. Prepared: a sweep's waiter asks tens of times a second.
+ */
+export async function unfinishedAmong(db: Db, ids: readonly number[]): Promise<{ count: number; lowest: number | null }> {
+  if (ids.length === 0) return { count: 0, lowest: null };
+  const { rows } = await queryPrepared<{ count: number; lowest: number | null }>(db, "nbjob_unfinished_among",
+    "SELECT count(*)::int AS count, min(id) AS lowest FROM nbjob.jobs WHERE id = ANY($1::bigint[]) AND status IN ('queued', 'running')", [ids]);
+  return { count: rows[0].count, lowest: rows[0].lowest === null ? null : Number(rows[0].lowest) };
+}
+
 /** A sweep's jobs in creation order, whole (result included), with each job's parameter values. */
 export async function listGroupJobs(db: Db, groupId: number): Promise<(DbJob & { params: { [name: string]: Json } })[]> {
   const { rows } = await db.query<DbJob & { params: { [name: string]: Json } }>(

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
-import { createJobGroup, getBundle, openStore, transitionJob } from "../store";
+import { createJobGroup, getBundle, openStore, transitionJob, unfinishedAmong } from "../store";
 import type { BundleInput, Store } from "../store";
 import { announceClaims, CLAIM_NEXT_JOB_SQL, claimNextJob, enqueueJobs } from "../store/queue";
 import { Client as PgClient } from "pg";
@@ -175,6 +175,21 @@ describe("queue batches", () => {
     } finally {
       await one.close();
     }
+  });
+
+  test("unfinishedAmong counts the jobs still queued or running and names the lowest (what a sweep's waiter asks)", async () => {
+    await store.query("UPDATE nbjob.jobs SET status = 'cancelled', finished_at = now() WHERE status = 'queued'");
+    const rows = await store.transaction((tx) => enqueueJobs(tx, [5000, 5001, 5002, 5003].map((x) => ({ bundle: bundle(x) }))));
+    const ids = rows.map((r) => Number(r.id));
+    const w1 = { workerId: "w1", host: "h", pid: 1 };
+    const first = await claimNextJob(store, w1);
+    await transitionJob(store, Number(first!.id), "done", { result: 1, claim: String(first!.claim) });
+    await claimNextJob(store, w1);
+    await store.query("UPDATE nbjob.jobs SET status = 'cancelled', finished_at = now() WHERE id = $1", [ids[3]]);
+    assert.deepEqual(await unfinishedAmong(store, ids), { count: 2, lowest: ids[1] });
+    assert.deepEqual(await unfinishedAmong(store, [ids[0], ids[3]]), { count: 0, lowest: null });
+    assert.deepEqual(await unfinishedAmong(store, []), { count: 0, lowest: null });
+    await store.query("UPDATE nbjob.jobs SET status = 'cancelled', finished_at = now() WHERE status IN ('queued', 'running')");
   });
 
   test("two workers claiming at once never take the same job", async () => {
