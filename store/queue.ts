@@ -28,8 +28,15 @@ export interface ClaimInput {
   pid: number;
 }
 
+/**
+ * What a worker needs of the job it claimed. The claim returns only these: in a sweep of trivial
+ * jobs, parsing result rows took about a tenth of the worker's main thread, most of it the
+ * claimed row's other columns (arrays, dates, jsonb); 6.5% with this.
+ */
+export type ClaimedJobRow = Pick<DbJob, "id" | "status" | "claim" | "worker_id" | "started_at" | "bundle_hash" | "target_worker" | "resumed_from" | "resumed_from_checkpoint" | "timeout_ms">;
+
 /** A claimed job, with its bundle's program when the worker did not say it has it already. */
-export interface ClaimedJob extends DbJob {
+export interface ClaimedJob extends ClaimedJobRow {
   /** The bundle's source, params and entries; null when its hash was among `knownBundles`. */
   bundle_source: string | null;
   bundle_params: Record<string, unknown> | null;
@@ -52,7 +59,7 @@ export const CLAIM_NEXT_JOB_SQL = `WITH claimed AS (
           (SELECT id FROM nbjob.jobs
             WHERE status = 'queued' AND target_worker = $1 AND queued_at <= now() - make_interval(secs => $4 / 1000.0)
             ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED))
-        RETURNING *)
+        RETURNING id, status, claim, worker_id, started_at, bundle_hash, target_worker, resumed_from, resumed_from_checkpoint, timeout_ms)
      SELECT c.*, b.source AS bundle_source, b.params AS bundle_params, b.entries AS bundle_entries, b.signature AS bundle_signature,
             set_config('synchronous_commit', 'off', true) AS claim_commit,
             set_config('nbjob.quiet_jobs_changed', 'on', true) AS claim_quiet

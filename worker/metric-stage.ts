@@ -5,7 +5,9 @@
 // thread's posted messages before its `exit` event); the batch not yet posted lives here, so the
 // main thread reads it once the thread is gone and nothing logged is lost. Both threads decode a
 // batch with the same function (readStagedBatch), so the path taken after a stop is the one every
-// batch takes.
+// batch takes. The job thread makes the stage at the job's first value and posts it to the main
+// thread before writing to it (a posted message arrives even if the thread is stopped right
+// after): a job that logs nothing costs no 1.3 MB of shared memory.
 //
 // Why shared memory rather than asking the thread to flush before terminating it: a thread in a
 // synchronous loop answers no message, and one that logged a value and then computes for minutes

@@ -270,7 +270,7 @@ export class WorkerStoreLink {
   }
 
   /** A resumed job restores its last copied checkpoint (see runtime/resume.ts) before its entries run. */
-  private restorePoint(job: DbJob): (() => Promise<RestorePoint>) | undefined {
+  private restorePoint(job: Pick<DbJob, "id" | "resumed_from" | "resumed_from_checkpoint">): (() => Promise<RestorePoint>) | undefined {
     const index = job.resumed_from_checkpoint;
     if (job.resumed_from === null || index === null || index === undefined) return undefined;
     return async () => ({ index, values: await readCheckpoint(this.store, job.id, index), metrics: await metricsResumePoint(this.store, job.id, index) });
