@@ -87,6 +87,14 @@ export interface KernelExit {
 
 const OUTPUT_TAIL_CHARS = 4_000;
 
+/** How many sets of ports a start tries before it gives up on "Address already in use". */
+const PORT_ATTEMPTS = 3;
+/** What a kernel prints when a port was taken: the system's message (ZeroMQ's, nbjob's, ipykernel's). */
+const PORT_TAKEN = /Address already in use/;
+
+/** A kernel that exited before answering because one of its ports was taken. */
+class PortTakenError extends Error {}
+
 /** A running kernel process and the client connected to it. */
 export class LaunchedKernel {
   readonly exited: Promise<KernelExit>;
@@ -125,10 +133,26 @@ export class LaunchedKernel {
     }
   }
 
-  /** Starts the kernel and resolves once it answers (kernel_info reply and iopub both seen). */
+  /**
+   * Starts the kernel and resolves once it answers (kernel_info reply and iopub both seen).
+   * The ports are chosen free, but the kernel binds them a moment later: on a busy machine
+   * another process (any outgoing connection) can be handed one in between, and the kernel
+   * exits with "Address already in use". Then it is started again on new ports, as
+   * jupyter_client's restarter does for a kernel that dies before it answers.
+   */
   static async launch(options: LaunchOptions = {}): Promise<LaunchedKernel> {
     const kernelName = options.kernelName ?? KERNEL_NAME;
     const found = options.kernelSpec ?? (kernelName === KERNEL_NAME ? checkoutKernelSpec() : findKernelSpec(kernelName));
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await LaunchedKernel.launchOnce(found, options);
+      } catch (err) {
+        if (!(err instanceof PortTakenError) || attempt === PORT_ATTEMPTS) throw err;
+      }
+    }
+  }
+
+  private static async launchOnce(found: FoundKernelSpec, options: LaunchOptions): Promise<LaunchedKernel> {
     const info = await newConnectionInfo(options.ip ?? "127.0.0.1", found.name);
     const connectionDir = mkdtempSync(join(tmpdir(), "nbjob-kernel-"));
     const connectionFile = join(connectionDir, `kernel-${found.name}.json`);
@@ -161,6 +185,7 @@ export class LaunchedKernel {
     } catch (err) {
       const alreadyExited = !kernel.running;
       await kernel.kill();
+      if (alreadyExited && PORT_TAKEN.test(kernel.output)) throw new PortTakenError((err as Error).message, { cause: err });
       // An exit already carries the kernel's output in its message; a hang needs it added.
       if (alreadyExited || !(err instanceof Error)) throw err;
       throw new (err.constructor as ErrorConstructor)(`${err.message}${kernel.tailForError()}`, { cause: err });

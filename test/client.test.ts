@@ -1,11 +1,11 @@
 // KernelClient and the launcher against a real kernel: Debian's ipykernel (python3-ipykernel),
 // started from its installed kernelspec, so the client is checked against Jupyter's reference.
 import assert from "node:assert/strict";
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { findKernelSpec, launchKernel, type LaunchedKernel } from "../kernel/launcher";
+import { checkoutKernelSpec, findKernelSpec, launchKernel, type LaunchedKernel } from "../kernel/launcher";
 import { KernelClient, KernelLostError, KernelTimeoutError, type ExecuteOptions } from "../wire/client";
 import type { JupyterMessage } from "../wire/message";
 
@@ -274,13 +274,59 @@ describe("kernelspec lookup", () => {
     }
   });
 
-  test("a kernel that exits at start-up fails the launch with its output", async () => {
-    await assert.rejects(
-      launchKernel({ kernelSpec: { name: "broken", spec: { argv: ["/bin/sh", "-c", "echo 'bad config' >&2; exit 3"], display_name: "broken", language: "sh" } } }),
-      (err: Error) => {
+  test("a kernel that exits at start-up fails the launch with its output, started once", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "nbjob-broken-"));
+    const starts = join(dir, "starts");
+    try {
+      const argv = ["/bin/sh", "-c", `echo start >> ${starts}; echo 'bad config' >&2; exit 3`];
+      await assert.rejects(launchKernel({ kernelSpec: { name: "broken", spec: { argv, display_name: "broken", language: "sh" } } }), (err: Error) => {
         assert.match(err.message, /kernel "broken" \(pid \d+\) exited with code 3; its last output:\nbad config/);
         return true;
-      },
-    );
+      });
+      assert.equal(readFileSync(starts, "utf8"), "start\n", "a failure other than a taken port is not retried");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+// Run as a kernelspec's argv in front of the nbjob kernel's own: the first time, it takes the
+// kernel's shell port (as another process can between the launcher choosing the ports and the
+// kernel binding them) and then starts the real kernel, which fails to bind it.
+const PORT_THIEF = `
+const { appendFileSync, existsSync, readFileSync } = require("node:fs");
+const { createServer } = require("node:net");
+const { spawn } = require("node:child_process");
+const [startsFile, ...kernelArgv] = process.argv.slice(2);
+const connectionFile = kernelArgv[kernelArgv.indexOf("--connection-file") + 1];
+const first = !existsSync(startsFile);
+appendFileSync(startsFile, "start\\n");
+const startKernel = () => spawn(kernelArgv[0], kernelArgv.slice(1), { stdio: "inherit" }).on("exit", (code) => process.exit(code ?? 1));
+if (!first) startKernel();
+else {
+  const { ip, shell_port } = JSON.parse(readFileSync(connectionFile, "utf8"));
+  createServer().listen(shell_port, ip, startKernel);
+}
+`;
+
+describe("ports taken at start-up", () => {
+  test("a kernel whose port another process took is started again on new ports", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "nbjob-thief-"));
+    const starts = join(dir, "starts");
+    const thief = join(dir, "thief.js");
+    writeFileSync(thief, PORT_THIEF);
+    const nbjob = checkoutKernelSpec();
+    const spec = { ...nbjob.spec, argv: [process.execPath, thief, starts, ...nbjob.spec.argv] };
+    let kernel: LaunchedKernel | undefined;
+    try {
+      kernel = await launchKernel({ kernelSpec: { name: "nbjob", spec }, client: { log: () => {} } });
+      assert.equal(readFileSync(starts, "utf8"), "start\nstart\n", "the first start failed on its taken port, the second ran");
+      const result = await kernel.client.execute("20 + 22");
+      assert.equal(result.status, "ok");
+      assert.deepEqual(result.outputs.map((o) => o.output_type === "execute_result" && o.data["text/plain"]), ["42"]);
+    } finally {
+      await kernel?.shutdown();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -49,19 +49,26 @@ const PRELUDE = `
 import json, sys, time, os, signal, hmac, hashlib
 from queue import Empty
 from jupyter_client.manager import KernelManager
-km = KernelManager(kernel_name="nbjob")
-if os.environ.get("NBJOB_TEST_PORTS"):
-    km.shell_port, km.iopub_port, km.stdin_port, km.control_port, km.hb_port = map(int, os.environ["NBJOB_TEST_PORTS"].split(","))
-km.start_kernel()
-print("KERNEL_PID %d" % km.provisioner.pid, flush=True)
-kc = km.client()
-kc.start_channels()
-try:
-    kc.wait_for_ready(timeout=60)
-except RuntimeError:
-    kc.stop_channels()
-    km.shutdown_kernel(now=True)
-    raise
+# jupyter_client picks free ports, then the kernel binds them: on a busy machine another process
+# can be handed one in between, and the kernel dies at once ("Address already in use"). Start it
+# again on new ports then, as jupyter_client's restarter does. A kernel that hangs is not retried.
+for attempt in range(3):
+    km = KernelManager(kernel_name="nbjob")
+    if os.environ.get("NBJOB_TEST_PORTS"):
+        km.shell_port, km.iopub_port, km.stdin_port, km.control_port, km.hb_port = map(int, os.environ["NBJOB_TEST_PORTS"].split(","))
+    km.start_kernel()
+    print("KERNEL_PID %d" % km.provisioner.pid, flush=True)
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=60)
+        break
+    except RuntimeError:
+        kc.stop_channels()
+        died = not km.is_alive()
+        km.shutdown_kernel(now=True)
+        if not died or attempt == 2:
+            raise
 result = {}
 
 def run(code, client=None, timeout=30, **kw):
