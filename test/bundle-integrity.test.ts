@@ -9,11 +9,11 @@ import { spawn, spawnSync } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { createJob, getJob, notifyJobQueued, putBundle, sha256 } from "../store";
 import type { DbJob } from "../store";
+import { quietPorts } from "./kernel-helpers";
 import { cellText, JobsEnv, NBJOB, ROOT } from "./jobs-env";
 
 const env = new JobsEnv("integrity");
@@ -330,17 +330,6 @@ handlers.MainKernelHandler.post = post
 const PYTHON = "/usr/bin/python3";
 const haveServer = spawnSync(PYTHON, ["-c", "import jupyter_server"]).status === 0;
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = probe.address() as { port: number };
-      probe.close(() => resolve(port));
-    });
-  });
-}
-
 describe("a worker kernel started through a gateway gets the notebook's key", { skip: haveServer ? false : "jupyter-server is not installed" }, () => {
   test("with the key in the start request's env it runs the notebook's job; a kernel started without it (its own NBJOB_HOME key) refuses it", async () => {
     const root = join(env.work, "gateway");
@@ -355,7 +344,7 @@ describe("a worker kernel started through a gateway gets the notebook's key", { 
     const install = spawnSync(process.execPath, [NBJOB, "install", "--worker", "--user"], { env: serverEnv, encoding: "utf8" });
     assert.equal(install.status, 0, install.stderr);
     const token = randomBytes(16).toString("hex");
-    const port = await freePort();
+    const port = (await quietPorts(1))[0];
     const url = `http://127.0.0.1:${port}`;
     const args = ["-m", "jupyter_server", "--no-browser", "--ServerApp.ip=127.0.0.1", `--ServerApp.port=${port}`, "--ServerApp.port_retries=0", `--ServerApp.token=${token}`, `--ServerApp.root_dir=${root}`];
     if (process.getuid?.() === 0) args.push("--allow-root");

@@ -5,13 +5,13 @@ import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { Client } from "../runtime/client";
 import { listJobs, openStore } from "../store";
 import type { Store } from "../store";
+import { quietPorts } from "./kernel-helpers";
 import { cellText, NBJOB, notebookFrom, ROOT } from "./jobs-env";
 import type { RanCell } from "./jobs-env";
 import { admin, databaseUrl } from "./pg-admin";
@@ -35,18 +35,6 @@ let server: ChildProcess | undefined;
 let serverLog = "";
 let store: Store | undefined;
 
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = probe.address() as { port: number };
-      probe.close(() => resolve(port));
-    });
-  });
-}
-
 /** The server's REST API, as any client sees it. */
 async function api<T>(path: string, init: RequestInit = {}): Promise<T> {
   const response = await fetch(`${url}${path}`, { ...init, headers: { Authorization: `token ${TOKEN}`, ...init.headers } });
@@ -57,7 +45,7 @@ async function api<T>(path: string, init: RequestInit = {}): Promise<T> {
 const runningKernels = () => api<{ id: string; name: string; execution_state: string }[]>("/api/kernels");
 
 async function startServer(): Promise<void> {
-  const port = await freePort();
+  const port = (await quietPorts(1))[0];
   url = `http://127.0.0.1:${port}`;
   const args = ["-m", "jupyter_server", "--no-browser", "--ServerApp.ip=127.0.0.1", `--ServerApp.port=${port}`, "--ServerApp.port_retries=0", `--ServerApp.token=${TOKEN}`, `--ServerApp.root_dir=${work}`];
   if (process.getuid?.() === 0) args.push("--allow-root");
@@ -209,7 +197,7 @@ await rc.close();
   });
 
   test("an unreachable server, a missing kernelspec, a kernel that is not a worker and one that dies are clear errors; nothing is left running", async () => {
-    const closed = `http://127.0.0.1:${await freePort()}`;
+    const closed = `http://127.0.0.1:${(await quietPorts(1))[0]}`;
     await assert.rejects(Client.connect({ gateway: { url: closed, token: TOKEN } }), new RegExp(`cannot reach the Jupyter Server at ${closed.replace(/[.]/g, "\\.")} \\(fetch failed: ECONNREFUSED\\)`));
     await assert.rejects(Client.connect({ gateway: { url, token: TOKEN, kernelName: "nbjob-nope" } }), /has no kernelspec "nbjob-nope" \(it has: .*nbjob-worker.*\); .*npx nbjob install --worker/);
     await assert.rejects(Client.connect({ gateway: { url: "ftp://x", token: TOKEN } }), /url must be the Jupyter Server's http\(s\) URL/);

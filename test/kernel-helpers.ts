@@ -114,19 +114,24 @@ function portIsFree(port: number): Promise<boolean> {
 }
 
 /**
- * Five free ports below the system's ephemeral range (32768 and up on Linux), for a test that
- * restarts its kernel on the same ports, as frontends do. While the old kernel is gone, any
- * process binding port 0 (other tests' kernels and workers, jupyter_client choosing ports) or
- * connecting out could otherwise be handed one of them, and the client would then talk to a
- * stranger ("Invalid Signature", seen once in CI). Below the range only a process asking for
- * that very port can take it.
+ * `count` consecutive free ports of 127.0.0.1 below the system's ephemeral range (32768 and up on
+ * Linux), for a server a test starts on a port it chose (a Jupyter Server, a kernel restarted on
+ * the same ports, as frontends do). A port the system hands out for port 0 can be handed again,
+ * to any process binding port 0 or connecting out, between the test choosing it and the server
+ * binding it (a kernel restart once met a stranger there, "Invalid Signature"). Below the range
+ * only a process asking for that very port can take it.
  */
-export async function portsForRestart(): Promise<number[]> {
+export async function quietPorts(count: number): Promise<number[]> {
   for (;;) {
-    const base = 20_000 + 5 * Math.floor(Math.random() * 2_500);
-    const ports = [base, base + 1, base + 2, base + 3, base + 4];
+    const base = 20_000 + count * Math.floor(Math.random() * (12_000 / count));
+    const ports = Array.from({ length: count }, (_, i) => base + i);
     if ((await Promise.all(ports.map(portIsFree))).every(Boolean)) return ports;
   }
+}
+
+/** Five ports for a kernel that is restarted on the same ports; see quietPorts. */
+export function portsForRestart(): Promise<number[]> {
+  return quietPorts(5);
 }
 
 /**
