@@ -490,15 +490,16 @@ export async function createAnalyzer(store: Store, view: unknown, job: unknown, 
   if (workers.length === 0) throw new Error("createAnalyzer: the view has no workers; start some (npx nbjob cluster start -n 2) and connect again with Client.connect()");
   // The workers compile the functions while the store is read below.
   for (const worker of workers) channelOf(worker).prepare(jobId, functions);
+  // The record is made meanwhile (the functions' source must be stored before a worker stores a
+  // row of theirs), and removed if there is nothing to analyse. A job that does not exist fails
+  // it too: requireJob's error, which says so, is the one to see.
+  const creating = createAnalysis(store, jobId, functions.map((f) => ({ name: f.name, source: f.source })));
+  creating.catch(() => undefined);
   const row = await requireJob(store, jobId);
   const follow = options.follow ?? false;
   const running = !FINAL_STATUSES.includes(row.status);
-  // Read after the status, as in Analyzer.#run. The record is made meanwhile (the functions'
-  // source must be stored before a worker stores a row of theirs), and removed if there is nothing to analyse.
-  const [{ checkpoints, missing }, analysis] = await Promise.all([
-    analysisBacklog(store, jobId, functions.map((f) => f.hash)),
-    createAnalysis(store, jobId, functions.map((f) => ({ name: f.name, source: f.source }))),
-  ]);
+  // Read after the status, as in Analyzer.#run.
+  const [{ checkpoints, missing }, analysis] = await Promise.all([analysisBacklog(store, jobId, functions.map((f) => f.hash)), creating]);
   if (checkpoints === 0 && !(follow && running)) {
     // Left behind if the store fails now: a record without rows, harmless; the error below is the one to see.
     await deleteAnalysis(store, analysis.id).catch(() => undefined);

@@ -2,7 +2,8 @@
 // function source hash), so the same function over the same checkpoint is computed once,
 // whichever analyzer asks, and asking again is a lookup.
 import type { Db, Queryable } from "./db";
-import { putSnippets } from "./code";
+import { checkSnippetText, INSERT_SNIPPETS, snippetValues } from "./code";
+import { StoreError } from "./errors";
 import { checkStorableJson, checkStorableText, visibleText } from "./text";
 import type { DbAnalysis, DbAnalysisRow, Json } from "./types";
 
@@ -22,14 +23,37 @@ export interface AnalysisRowInput {
   workerId?: string | null;
 }
 
+/**
+ * Records an analyzer's functions (as snippets) and the analysis, in one statement, so that an
+ * analyzer's start waits for one round trip. Functions stored already are locked (FOR KEY SHARE)
+ * for the statement, as putSnippets does, so garbage collection (cleanup.ts) cannot remove one
+ * the record refers to. One case is left: a function found stored by the insert but deleted by a
+ * collection before the lock was taken. The record is then not inserted, and the statement is
+ * run again, which stores that function anew.
+ */
+const CREATE_ANALYSIS = `WITH held AS (
+    SELECT hash FROM nbjob.snippets WHERE hash = ANY($1::text[]) FOR KEY SHARE
+  ), new_snippets AS (
+    ${INSERT_SNIPPETS} RETURNING hash
+  )
+  INSERT INTO nbjob.analyses (job_id, function_hashes)
+  SELECT $5, $1::text[]
+   WHERE (SELECT count(*) FROM (SELECT hash FROM held UNION SELECT hash FROM new_snippets) kept) = (SELECT count(DISTINCT h) FROM unnest($1::text[]) h)
+  RETURNING *`;
+
+/** How many times createAnalysis runs its statement while collections remove its functions. */
+const CREATE_ANALYSIS_ATTEMPTS = 5;
+
 /** Records an analyzer request; stores its functions as snippets. Returns it with the function hashes in order. */
 export async function createAnalysis(db: Db, jobId: number, functions: AnalysisFunctionInput[]): Promise<DbAnalysis> {
   for (const f of functions) checkStorableText("an analysis function's name", f.name);
-  return db.transaction(async (tx) => {
-    const hashes = await putSnippets(tx, functions.map((f) => ({ kind: "function", names: [f.name], source: f.source })));
-    const { rows } = await tx.query<DbAnalysis>("INSERT INTO nbjob.analyses (job_id, function_hashes) VALUES ($1, $2) RETURNING *", [jobId, hashes]);
-    return rows[0];
-  });
+  const snippets = functions.map((f) => ({ kind: "function", names: [f.name], source: f.source }));
+  snippets.forEach(checkSnippetText);
+  for (let attempt = 1; attempt <= CREATE_ANALYSIS_ATTEMPTS; attempt++) {
+    const { rows } = await db.query<DbAnalysis>(CREATE_ANALYSIS, [...snippetValues(snippets), jobId]);
+    if (rows.length === 1) return rows[0];
+  }
+  throw new StoreError(`could not record the analysis of job ${jobId}: a garbage collection (nbjob db gc) kept removing its functions' code; run it again once the collection has ended`);
 }
 
 /**

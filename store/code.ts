@@ -67,20 +67,31 @@ export function snippetHash(source: string): string {
   return sha256(source);
 }
 
+/**
+ * Inserts the snippets that are not stored yet, from the parameters $1..$4 that snippetValues
+ * gives (hashes, kinds, names, sources): a statement, or a CTE of a larger one.
+ */
+export const INSERT_SNIPPETS = `INSERT INTO nbjob.snippets (hash, kind, names, source)
+       SELECT s.hash, s.kind, ARRAY(SELECT jsonb_array_elements_text(s.names)), s.source
+         FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[]) AS s(hash, kind, names, source)
+       ON CONFLICT (hash) DO NOTHING`;
+
+/**
+ * INSERT_SNIPPETS' parameters $1..$4. Names go in as JSON because unnest() cannot take an array
+ * of arrays of different lengths.
+ */
+export function snippetValues(snippets: readonly SnippetInput[]): [string[], string[], string[], string[]] {
+  return [snippets.map((s) => snippetHash(s.source)), snippets.map((s) => s.kind), snippets.map((s) => JSON.stringify(s.names)), snippets.map((s) => s.source)];
+}
+
 /** Stores snippets that are not stored yet (one statement); returns their hashes in input order. */
 export async function putSnippets(db: Db, snippets: SnippetInput[]): Promise<string[]> {
   snippets.forEach(checkSnippetText);
-  const hashes = snippets.map((snippet) => snippetHash(snippet.source));
+  const values = snippetValues(snippets);
+  const hashes = values[0];
   if (snippets.length === 0) return hashes;
   await lockStored(db, null, hashes);
-  // Names go in as JSON because unnest() cannot take an array of arrays of different lengths.
-  await db.query(
-    `INSERT INTO nbjob.snippets (hash, kind, names, source)
-     SELECT s.hash, s.kind, ARRAY(SELECT jsonb_array_elements_text(s.names)), s.source
-       FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[]) AS s(hash, kind, names, source)
-     ON CONFLICT (hash) DO NOTHING`,
-    [hashes, snippets.map((s) => s.kind), snippets.map((s) => JSON.stringify(s.names)), snippets.map((s) => s.source)],
-  );
+  await db.query(INSERT_SNIPPETS, values);
   return hashes;
 }
 
@@ -110,10 +121,7 @@ export async function putBundle(db: Db, bundle: BundleInput): Promise<string> {
   // bundle if new (or put back, see BUNDLE_ON_CONFLICT), and its snippet list if missing.
   await db.query(
     `WITH new_snippets AS (
-       INSERT INTO nbjob.snippets (hash, kind, names, source)
-       SELECT s.hash, s.kind, ARRAY(SELECT jsonb_array_elements_text(s.names)), s.source
-         FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[]) AS s(hash, kind, names, source)
-       ON CONFLICT (hash) DO NOTHING
+       ${INSERT_SNIPPETS}
      ), new_bundle AS (
        INSERT INTO nbjob.bundles (hash, source, params, entries, signature) VALUES ($5, $6, $7, $8, $10)
        ${BUNDLE_ON_CONFLICT} RETURNING hash
@@ -131,7 +139,7 @@ export async function putBundle(db: Db, bundle: BundleInput): Promise<string> {
        FROM new_bundle b, unnest($1::text[], $9::text[]) WITH ORDINALITY AS u(snippet_hash, collector, position)
      ON CONFLICT DO NOTHING`,
     [
-      snippetHashes, bundle.snippets.map((s) => s.kind), bundle.snippets.map((s) => JSON.stringify(s.names)), bundle.snippets.map((s) => s.source),
+      ...snippetValues(bundle.snippets),
       hash, bundle.source, JSON.stringify(bundle.params ?? {}), bundle.entries, bundle.snippets.map((s) => s.collector ?? null), signature,
       files.map((f) => f.path), files.map((f) => sha256(f.text)), files.map((f) => f.text),
     ],
@@ -150,7 +158,7 @@ export function checkBundleText(bundle: BundleInput): void {
   }
 }
 
-function checkSnippetText(snippet: SnippetInput): void {
+export function checkSnippetText(snippet: SnippetInput): void {
   checkStorableText(`the source of snippet ${snippet.names.join(", ") || snippet.kind}`, snippet.source);
   snippet.names.forEach((name) => checkStorableText("a declared name", name));
 }

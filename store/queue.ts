@@ -1,7 +1,7 @@
 // The job queue on top of the jobs table: workers claim queued jobs with FOR UPDATE SKIP LOCKED
 // (so two workers never take the same job and neither waits on the other), NOTIFY wakes idle
 // workers, and running jobs of workers that stopped heartbeating are marked lost.
-import { BUNDLE_ON_CONFLICT, checkBundleText, type BundleInput } from "./code";
+import { BUNDLE_ON_CONFLICT, checkBundleText, INSERT_SNIPPETS, snippetValues, type BundleInput } from "./code";
 import { queryPrepared } from "./db";
 import type { Db } from "./db";
 import { sha256 } from "./hash";
@@ -126,7 +126,7 @@ export async function enqueueJobs(db: Db, items: EnqueueItem[]): Promise<DbJob[]
     checkJobText(item);
   }
   // Bundles and snippets, each once, as flat arrays (unnest cannot take arrays of arrays of
-  // different lengths, so names and entries go in as JSON).
+  // different lengths, so entries go in as JSON, as names do in snippetValues).
   const snippets = new Map<string, { kind: string; names: string[]; source: string }>();
   const bundles = new Map<string, BundleInput>();
   const links: { bundle: string; position: number; snippet: string; collector: string | null }[] = [];
@@ -145,10 +145,7 @@ export async function enqueueJobs(db: Db, items: EnqueueItem[]): Promise<DbJob[]
   const key = clusterKey();
   await db.query(
     `WITH new_snippets AS (
-       INSERT INTO nbjob.snippets (hash, kind, names, source)
-       SELECT s.hash, s.kind, ARRAY(SELECT jsonb_array_elements_text(s.names)), s.source
-         FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[]) AS s(hash, kind, names, source)
-       ON CONFLICT (hash) DO NOTHING
+       ${INSERT_SNIPPETS}
      ), new_bundles AS (
        INSERT INTO nbjob.bundles (hash, source, params, entries, signature)
        SELECT b.hash, b.source, b.params, ARRAY(SELECT jsonb_array_elements_text(b.entries)), b.signature
@@ -161,7 +158,7 @@ export async function enqueueJobs(db: Db, items: EnqueueItem[]): Promise<DbJob[]
       WHERE l.bundle_hash IN (SELECT hash FROM new_bundles)
      ON CONFLICT DO NOTHING`,
     [
-      snippetList.map(([h]) => h), snippetList.map(([, s]) => s.kind), snippetList.map(([, s]) => JSON.stringify(s.names)), snippetList.map(([, s]) => s.source),
+      ...snippetValues(snippetList.map(([, s]) => s)),
       bundleList.map(([h]) => h), bundleList.map(([, b]) => b.source), bundleList.map(([, b]) => JSON.stringify(b.params ?? {})), bundleList.map(([, b]) => JSON.stringify(b.entries)),
       links.map((l) => l.bundle), links.map((l) => l.position), links.map((l) => l.snippet), links.map((l) => l.collector),
       bundleList.map(([h, b]) => signBundle({ hash: h, params: b.params ?? {}, entries: b.entries }, key)),

@@ -10,7 +10,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
-  openStore, putBundle, createJob, transitionJob, appendLogs, putCheckpoint, readCheckpoint, listCheckpoints, createAnalysis, putAnalysisRow,
+  openStore, putBundle, createJob, transitionJob, appendLogs, putCheckpoint, readCheckpoint, listCheckpoints, createAnalysis, deleteAnalysis, putAnalysisRow,
   CHUNK_SIZE, sha256, linkJobEnvironments, putEnvironment,
 } from "../store";
 import type { Store, BundleInput, DbJob } from "../store";
@@ -354,6 +354,81 @@ describe("shared values and garbage collection", () => {
         assert.equal(await stored(hash), 1, `round ${round}: its environment is stored`);
       }
       console.log(`environments collected while racing the link: ${collected} of 50 rounds`);
+    } finally {
+      await gcStore.close();
+    }
+  });
+
+  test("a function nothing refers to, re-used by an analysis being recorded, is not collected in between", async () => {
+    const job = await doneJob(store, [], { label: "analysis-reuse" });
+    const fn = { name: "kept", source: "function kept(s: { x: number }) { return -s.x; }" };
+    const first = await createAnalysis(store, job.id, [fn]);
+    await deleteAnalysis(store, first.id);
+    const gcStore = openStore({ url, maxConnections: 2 });
+    try {
+      // The record is made but not committed when gc runs: only the lock keeps the function.
+      const analysis = await store.transaction(async (tx) => {
+        const analysis = await createAnalysis(tx, job.id, [fn]);
+        const gc = await collectGarbage(gcStore, { graceMs: 0, retention: false });
+        assert.equal(gc.snippets, 0, "the function being re-used is locked, so gc leaves it");
+        return analysis;
+      });
+      assert.equal(await count(store, "SELECT count(*) AS n FROM nbjob.snippets WHERE hash = $1", [analysis.function_hashes[0]]), 1);
+    } finally {
+      await gcStore.close();
+    }
+  });
+
+  test("an analysis whose function a collection is removing: the function is stored anew, never left missing", async () => {
+    const job = await doneJob(store, [], { label: "analysis-race" });
+    const fn = { name: "seen", source: "function seen(s: { x: number }) { return s.x; } // the race" };
+    const first = await createAnalysis(store, job.id, [fn]);
+    const hash = first.function_hashes[0];
+    await deleteAnalysis(store, first.id);
+    const stored = () => count(store, "SELECT count(*) AS n FROM nbjob.snippets WHERE hash = $1", [hash]);
+    // As a collection does (cleanup.ts): the unreferenced row locked FOR UPDATE, then deleted.
+    // createAnalysis starts in between: its insert finds the function stored, its lock waits.
+    const gcStore = openStore({ url, maxConnections: 1 });
+    try {
+      const creating = await gcStore.transaction(async (tx) => {
+        await tx.query("SELECT hash FROM nbjob.snippets WHERE hash = $1 FOR UPDATE", [hash]);
+        const creating = createAnalysis(store, job.id, [fn]);
+        creating.catch(() => undefined);
+        for (let waited = 0; ; waited += 10) {
+          const blocked = await count(store, "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO nbjob.analyses%'");
+          if (blocked === 1) break;
+          assert.ok(waited < 10_000, "createAnalysis waits for the collection's lock");
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+        await tx.query("DELETE FROM nbjob.snippets WHERE hash = $1", [hash]);
+        // Wrapped: a promise returned as it is would be awaited before the collection commits.
+        return { creating };
+      });
+      const analysis = await creating.creating;
+      assert.deepEqual(analysis.function_hashes, [hash]);
+      assert.equal(await stored(), 1, "the function the analysis refers to is stored again");
+    } finally {
+      await gcStore.close();
+    }
+  });
+
+  test("analyses racing gc (50 rounds): each one's function stays stored", async () => {
+    const job = await doneJob(store, [], { label: "analysis-gc" });
+    const fn = { name: "raced", source: "function raced(s: { x: number }) { return s.x + 1; }" };
+    const hash = (await createAnalysis(store, job.id, [fn])).function_hashes[0];
+    const gcStore = openStore({ url, maxConnections: 2 });
+    try {
+      let collected = 0;
+      for (let round = 0; round < 50; round++) {
+        await store.query("DELETE FROM nbjob.analyses WHERE job_id = $1", [job.id]);
+        // The analysis starts 0-9 ms after gc, so some rounds it comes first and some gc does.
+        const creating = new Promise((resolve) => setTimeout(resolve, round % 10)).then(() => createAnalysis(store, job.id, [fn]));
+        const [result, analysis] = await Promise.all([collectGarbage(gcStore, { graceMs: 0, retention: false }), creating]);
+        collected += result.snippets;
+        assert.deepEqual(analysis.function_hashes, [hash]);
+        assert.equal(await count(store, "SELECT count(*) AS n FROM nbjob.snippets WHERE hash = $1", [hash]), 1, `round ${round}: the function is stored`);
+      }
+      console.log(`analysis functions collected while racing createAnalysis: ${collected} of 50 rounds`);
     } finally {
       await gcStore.close();
     }
