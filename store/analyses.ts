@@ -53,7 +53,7 @@ export async function createAnalysis(db: Db, jobId: number, functions: AnalysisF
     const { rows } = await db.query<DbAnalysis>(CREATE_ANALYSIS, [...snippetValues(snippets), jobId]);
     if (rows.length === 1) return rows[0];
   }
-  throw new StoreError(`could not record the analysis of job ${jobId}: a garbage collection (nbjob db gc) kept removing its functions' code; run it again once the collection has ended`);
+  throw new StoreError(`could not record the analysis of job ${jobId}: a garbage collection (nbjob gc) kept removing its functions' code; run it again once the collection has ended`);
 }
 
 /**
