@@ -387,7 +387,8 @@ describe("shared values and garbage collection", () => {
     await deleteAnalysis(store, first.id);
     const stored = () => count(store, "SELECT count(*) AS n FROM nbjob.snippets WHERE hash = $1", [hash]);
     // As a collection does (cleanup.ts): the unreferenced row locked FOR UPDATE, then deleted.
-    // createAnalysis starts in between: its insert finds the function stored, its lock waits.
+    // createAnalysis starts in between and waits for the collection's transaction (the insert
+    // or the lock, whichever PostgreSQL runs first); the collection then deletes the row and commits.
     const gcStore = openStore({ url, maxConnections: 1 });
     try {
       const creating = await gcStore.transaction(async (tx) => {
