@@ -115,20 +115,28 @@ describe("workers with the store", () => {
   test("the dashboard hears of a claim: the claim itself commits without notifying, the worker announces it while the job runs", async () => {
     const listener = new PgClient({ connectionString: URL });
     await listener.connect();
-    const seen: string[] = [];
-    let id = 0;
+    // Statuses read on each job's notifications. Every job in a payload is read, not only this
+    // test's: the worker can claim and announce the job before queueJob has returned its id.
+    const seenFor = new Map<number, string[]>();
     listener.on("notification", (message) => {
-      if (message.channel !== "nbjob_jobs_changed" || !(message.payload ?? "").split(",").includes(String(id))) return;
-      // The row as the dashboard would read it on this notification.
-      void getJob(store, id).then((row) => seen.push(row?.status ?? "?"));
+      if (message.channel !== "nbjob_jobs_changed") return;
+      for (const jobId of (message.payload ?? "").split(",").map(Number).filter((n) => n > 0)) {
+        // The row as the dashboard would read it on this notification.
+        void getJob(store, jobId).then((row) => {
+          const seen = seenFor.get(jobId) ?? [];
+          seen.push(row?.status ?? "?");
+          seenFor.set(jobId, seen);
+        });
+      }
     });
     try {
       await listener.query("LISTEN nbjob_jobs_changed");
-      id = await queueJob("function busy(): number {\n  const end = Date.now() + 1500;\n  while (Date.now() < end) {}\n  return 1;\n}", ["busy()"]);
+      const id = await queueJob("function busy(): number {\n  const end = Date.now() + 1500;\n  while (Date.now() < end) {}\n  return 1;\n}", ["busy()"]);
       const job = await waitFor(id, ["done", "failed"]);
       assert.equal(job.status, "done");
       await sleep(300);
       // Queued (created), running (the worker's announcement: 1.5 s before the end), done (and its environment link).
+      const seen = seenFor.get(id) ?? [];
       assert.ok(seen.includes("running"), `statuses read on this job's notifications: ${seen.join(", ")}`);
     } finally {
       await listener.end();
