@@ -13,7 +13,7 @@
 //   node dist/bench/checkpoint-analysis.js   (NBJOB_BENCH_URL: an admin URL, default postgres://postgres@127.0.0.1:5432/postgres;
 //                                             NBJOB_BENCH_ROUNDS: rounds per view, default 7)
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { Worker } from "node:worker_threads";
@@ -21,6 +21,7 @@ import { Client as PgClient } from "pg";
 import { createJob, listCheckpoints, notifyJobQueued, openStore, putBundle, requireJob } from "../store";
 import type { DeclarationRecord } from "../kernel/engine/types";
 import { ANALYSIS_TIMING_ENV } from "../worker/analysis-timing";
+import { cpuSeconds, cpuSnapshot, cpuSplit } from "./cpu";
 
 const ADMIN_URL = process.env.NBJOB_BENCH_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const ROUNDS = Number(process.env.NBJOB_BENCH_ROUNDS ?? 7);
@@ -137,85 +138,6 @@ function timeline(file: string, epoch0: number, totalMs: number): string {
   return `${parts.join("; ")}; result ${totalMs.toFixed(0)} ms`;
 }
 
-/** User + system CPU seconds of a process (all its threads) from /proc; undefined where there is none. */
-function cpuSeconds(pid: number, statFile = `/proc/${pid}/stat`): number | undefined {
-  try {
-    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
-    const fields = readFileSync(statFile, "utf8").replace(/^.*\) /s, "").split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / 100; // clock ticks, 100 a second on Linux
-  } catch {
-    return undefined;
-  }
-}
-
-/** CPU seconds of every thread of a process, by thread id. */
-function threadSeconds(pid: number): Map<number, number> {
-  const out = new Map<number, number>();
-  try {
-    for (const tid of readdirSync(`/proc/${pid}/task`)) {
-      const seconds = cpuSeconds(Number(tid), `/proc/${pid}/task/${tid}/stat`);
-      if (seconds !== undefined) out.set(Number(tid), seconds);
-    }
-  } catch {
-    // The process is gone.
-  }
-  return out;
-}
-
-/** Where the machine's CPU went during one run: each worker's threads, PostgreSQL's processes, this process (the notebook's side). */
-interface CpuSnapshot {
-  workers: Map<number, number>[];
-  /** Thread names (/proc's comm) by thread id. */
-  names: Map<number, string>;
-  pids: number[];
-  /** By process id: a backend that ends between two snapshots is left out, not counted as negative. */
-  postgres: Map<number, number>;
-  notebook: number;
-}
-
-function cpuSnapshot(workerPids: number[]): CpuSnapshot {
-  const postgres = new Map<number, number>();
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      if (readFileSync(`/proc/${entry}/comm`, "utf8").trim() === "postgres") postgres.set(Number(entry), cpuSeconds(Number(entry)) ?? 0);
-    } catch {
-      // Gone meanwhile.
-    }
-  }
-  const own = process.cpuUsage();
-  const names = new Map<number, string>();
-  for (const pid of workerPids) {
-    try {
-      for (const tid of readdirSync(`/proc/${pid}/task`)) names.set(Number(tid), readFileSync(`/proc/${pid}/task/${tid}/comm`, "utf8").trim());
-    } catch {
-      // The process is gone.
-    }
-  }
-  return { workers: workerPids.map(threadSeconds), names, pids: workerPids, postgres, notebook: (own.user + own.system) / 1e6 };
-}
-
-/** The CPU a run used, split: the busiest thread of each worker (its analysis thread), the workers' other threads, PostgreSQL, the notebook. */
-function cpuSplit(before: CpuSnapshot, after: CpuSnapshot): string {
-  let analysis = 0;
-  let other = 0;
-  // The workers' other threads by name (main thread "node", V8's helpers, the compiler thread...).
-  const byName = new Map<string, number>();
-  after.workers.forEach((threads, w) => {
-    const deltas = [...threads].map(([tid, s]) => ({ tid, cpu: s - (before.workers[w].get(tid) ?? 0) })).sort((a, b) => b.cpu - a.cpu);
-    analysis += deltas[0]?.cpu ?? 0;
-    for (const { tid, cpu } of deltas.slice(1)) {
-      other += cpu;
-      const name = tid === after.pids[w] ? "main" : after.names.get(tid) ?? "?";
-      if (cpu > 0) byName.set(name, (byName.get(name) ?? 0) + cpu);
-    }
-  });
-  const names = [...byName].sort((a, b) => b[1] - a[1]).map(([name, cpu]) => `${name} ${cpu.toFixed(2)}`).join(", ");
-  let postgres = 0;
-  for (const [pid, seconds] of after.postgres) postgres += seconds - (before.postgres.get(pid) ?? 0);
-  return `analysis threads ${analysis.toFixed(2)}, workers' other threads ${other.toFixed(2)} (${names || "none"}), PostgreSQL ${postgres.toFixed(2)}, notebook ${(after.notebook - before.notebook).toFixed(2)} CPU s`;
-}
-
 async function admin(sql: string): Promise<void> {
   const client = new PgClient({ connectionString: ADMIN_URL });
   await client.connect();
@@ -317,7 +239,7 @@ async function main(): Promise<void> {
           const analyzer = await db.createAnalyzer(view, job.id, [fn(name, text)]);
           const rows = await analyzer.result;
           timed[kind] = Number(process.hrtime.bigint() - t0) / 1e9;
-          cpu[kind] = `${cpuSplit(cpu0, cpuSnapshot(workerPids))}\n  ${kind}: ${timeline(timingFile, epoch0, timed[kind] * 1000)}`;
+          cpu[kind] = `${cpuSplit(cpu0, cpuSnapshot(workerPids), "analysis threads")}\n  ${kind}: ${timeline(timingFile, epoch0, timed[kind] * 1000)}`;
           if (rows.length !== CHECKPOINTS || analyzer.stats.computed !== CHECKPOINTS) throw new Error(`expected ${CHECKPOINTS} computed rows, got ${rows.length} rows, ${analyzer.stats.computed} computed`);
         }
         runs[label].push({ plain, loop, ...timed });

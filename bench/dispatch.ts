@@ -4,19 +4,22 @@
 // stored (status done, result stored: checked here); next to ipyparallel (Debian's
 // python3-ipyparallel, 2 engines, load_balanced_view().apply of a trivial function, N tasks,
 // waiting for all) in the same run. Prints jobs/s for both, the ratio, and the p50 time from
-// submit to start. Asserts nothing beyond the results being complete and right.
+// submit to start; for each of the script's rounds, where the machine's CPU went (the workers' job
+// threads, their other threads, PostgreSQL, this process). Asserts nothing beyond the results
+// being complete and right.
 //   npm run bench:dispatch   (NBJOB_BENCH_URL: an admin URL, default postgres://postgres@127.0.0.1:5432/postgres;
 //                             NBJOB_BENCH_JOBS: jobs per round, default 1000; NBJOB_BENCH_ROUNDS: default 3)
 import { spawn, spawnSync } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { Client as PgClient } from "pg";
 import type { Client, DBWrapper, SnippetCollector } from "../runtime";
 import { installKernelSpec } from "../kernel/kernelspec";
+import { cpuSnapshot, cpuSplit } from "./cpu";
 
 const ADMIN_URL = process.env.NBJOB_BENCH_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const JOBS = Number(process.env.NBJOB_BENCH_JOBS ?? 1_000);
@@ -33,6 +36,8 @@ interface Round {
   p90Ms?: number;
   /** nbjob: median time on a worker from a job's claim to its stored end. */
   workerRunMs?: number;
+  /** nbjob from the script: where the machine's CPU went during the round (bench/cpu.ts). */
+  cpu?: string;
 }
 
 const IPP_SCRIPT = `
@@ -142,6 +147,7 @@ class NbjobSide {
     private readonly db: DBWrapper,
     private readonly rc: Client,
     private readonly sc: SnippetCollector,
+    private readonly workerPids: number[],
   ) {}
 
   static async open(url: string, home: string): Promise<NbjobSide> {
@@ -157,12 +163,14 @@ class NbjobSide {
     // Warm-up: both workers have compiled a job and cached the code before the clock starts.
     const warm = await db.createJobs(rc.loadBalanced(), ["inc(params.x)"], sc, { params: { x: 0 }, grid: { x: [-1, -2, -3, -4] }, review: false, name: "warm-up" });
     await warm.results;
-    return new NbjobSide(db, rc, sc);
+    const workerPids = [0, 1].map((n) => Number(readFileSync(join(home, "cluster", "default", `worker-${n}.pid`), "utf8")));
+    return new NbjobSide(db, rc, sc, workerPids);
   }
 
   async round(r: number): Promise<Round> {
     const { db, rc, sc } = this;
     const xs = Array.from({ length: JOBS }, (_, i) => r * JOBS + i);
+    const cpu0 = cpuSnapshot(this.workerPids);
     const started = process.hrtime.bigint();
     const group = await db.createJobs(rc.loadBalanced(), ["inc(params.x)"], sc, { params: { x: 0 }, grid: { x: xs }, review: false, name: `bench round ${r}` });
     const submitted = Number(process.hrtime.bigint() - started) / 1e9;
@@ -175,6 +183,7 @@ class NbjobSide {
       await new Promise((r2) => setTimeout(r2, 20));
     }
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    const cpu = cpuSplit(cpu0, cpuSnapshot(this.workerPids), "job threads", "this process (the notebook's side)");
     // Every job fully stored: done, with its result (and how it prints) right.
     const { rows } = await db.store.query<{ status: string; result_text: string | null; result: unknown; params: { x: number }; wait_ms: number }>(
       `SELECT j.status, j.result_text, j.result, b.params, extract(epoch FROM j.started_at - j.queued_at) * 1000 AS wait_ms
@@ -188,7 +197,7 @@ class NbjobSide {
       `WITH j AS (SELECT started_at, finished_at, lag(finished_at) OVER (PARTITION BY worker_id ORDER BY started_at) AS prev FROM nbjob.jobs WHERE group_id = $1)
        SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - started_at) * 1000) AS run_ms,
               percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - prev) * 1000) AS gap_ms FROM j`, [group.id]);
-    return { seconds, submitSeconds: submitted, p50Ms: percentile(waits, 0.5), p90Ms: percentile(waits, 0.9), workerRunMs: Number(split[0].run_ms) };
+    return { seconds, submitSeconds: submitted, p50Ms: percentile(waits, 0.5), p90Ms: percentile(waits, 0.9), workerRunMs: Number(split[0].run_ms), cpu };
   }
 
   /** Every job of a group (made elsewhere, e.g. in a notebook) stored done with the right result; x starts at `base`. */
@@ -332,7 +341,7 @@ class NotebookSide {
 }
 
 function describe(label: string, r: number, round: Round): string {
-  return `  round ${r + 1} ${label}: ${(JOBS / round.seconds).toFixed(0)} jobs/s (${round.seconds.toFixed(2)} s${round.submitSeconds !== undefined ? `, submitting ${round.submitSeconds.toFixed(2)} s` : ""}${round.workerRunMs !== undefined ? `, median claim -> stored end on a worker ${round.workerRunMs.toFixed(1)} ms` : ""}), submit-to-start p50 ${round.p50Ms.toFixed(0)} ms`;
+  return `  round ${r + 1} ${label}: ${(JOBS / round.seconds).toFixed(0)} jobs/s (${round.seconds.toFixed(2)} s${round.submitSeconds !== undefined ? `, submitting ${round.submitSeconds.toFixed(2)} s` : ""}${round.workerRunMs !== undefined ? `, median claim -> stored end on a worker ${round.workerRunMs.toFixed(1)} ms` : ""}), submit-to-start p50 ${round.p50Ms.toFixed(0)} ms${round.cpu ? `\n    CPU: ${round.cpu}` : ""}`;
 }
 
 async function main(): Promise<void> {
