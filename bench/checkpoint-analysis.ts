@@ -11,7 +11,8 @@
 // first request, its thread's first and last checkpoint, the thread's busy and idle time, each
 // checkpoint's time: a new function's first two are slower, V8 warming it up). Asserts nothing.
 //   node dist/bench/checkpoint-analysis.js   (NBJOB_BENCH_URL: an admin URL, default postgres://postgres@127.0.0.1:5432/postgres;
-//                                             NBJOB_BENCH_ROUNDS: rounds per view, default 7)
+//                                             NBJOB_BENCH_ROUNDS: rounds per view, default 7;
+//                                             NBJOB_BENCH_KINDS=warm: the warm runs only, for quicker A/B comparisons)
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
@@ -26,6 +27,8 @@ import { cpuSeconds, cpuSnapshot, cpuSplit } from "./cpu";
 const ADMIN_URL = process.env.NBJOB_BENCH_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const ROUNDS = Number(process.env.NBJOB_BENCH_ROUNDS ?? 7);
 const CHECKPOINTS = 40;
+const KINDS = (process.env.NBJOB_BENCH_KINDS ?? "warm,cold").split(",") as Array<"warm" | "cold">;
+if (KINDS.some((kind) => kind !== "warm" && kind !== "cold")) throw new Error(`NBJOB_BENCH_KINDS must list warm and/or cold, e.g. warm,cold; got ${KINDS.join(",")}`);
 const NBJOB = join(resolve(__dirname, "..", ".."), "bin", "nbjob.js");
 
 // The job: 40 checkpoints of a step counter and a 4096-number weight vector.
@@ -228,7 +231,7 @@ async function main(): Promise<void> {
         const loop = await seconds(() => label === "one" ? rawLoop(CHECKPOINTS) : Promise.all([rawLoop(half), rawLoop(half)]));
         const timed: Record<"warm" | "cold", number> = { warm: 0, cold: 0 };
         const cpu: Record<"warm" | "cold", string> = { warm: "", cold: "" };
-        for (const kind of ["warm", "cold"] as const) {
+        for (const kind of KINDS) {
           const name = `heavy_${kind}_${label}_${round}`;
           let text = heavySource(name, `${label} ${round} ${process.pid}`);
           if (kind === "cold") text = text.replace("let acc = 0;", "let acc = 0;\n  (globalThis as any).leftBehind = step;");
@@ -256,13 +259,13 @@ async function main(): Promise<void> {
     const speedups = (key: keyof Run) => runs.one.map((o, r) => o[key] / runs.two[r][key]);
     const list = (xs: number[], unit = "") => xs.map((x) => `${x.toFixed(2)}${unit}`).join(", ");
     console.log(`plain threads' speed-up on 2: the function ${list(speedups("plain"), "x")}; the loop ${list(speedups("loop"), "x")}`);
-    for (const kind of ["warm", "cold"] as const) {
+    for (const kind of KINDS) {
       // Per round: nbjob's speed-up on 2 workers over the plain threads' speed-up in that round.
       const ratios = (base: "plain" | "loop") => speedups(kind).map((x, r) => x / speedups(base)[r]);
       console.log(`${kind}: speed-up on 2 workers ${list(speedups(kind), "x")}; over the function's in plain threads ${list(ratios("plain"))} (median ${median(ratios("plain")).toFixed(2)}, target >= 0.95); over the loop's ${list(ratios("loop"))} (median ${median(ratios("loop")).toFixed(2)})`);
     }
     const efficiency = (kind: "warm" | "cold", base: "plain" | "loop") => median(runs.one.map((o) => o[base] / o[kind]));
-    console.log(`1 worker against 1 plain thread (median of rounds; 1.00: no cost over plain Node): the function warm ${efficiency("warm", "plain").toFixed(2)}, cold ${efficiency("cold", "plain").toFixed(2)}; the loop warm ${efficiency("warm", "loop").toFixed(2)}, cold ${efficiency("cold", "loop").toFixed(2)}`);
+    console.log(`1 worker against 1 plain thread (median of rounds; 1.00: no cost over plain Node): ${KINDS.map((kind) => `the function ${kind} ${efficiency(kind, "plain").toFixed(2)}, the loop ${kind} ${efficiency(kind, "loop").toFixed(2)}`).join("; ")}`);
     console.log(`load average at the end: ${loadavg().map((l) => l.toFixed(1)).join(", ")} on ${cpus().length} cores (other processes take the second core away from the 2-worker run)`);
   } finally {
     rc?.close();

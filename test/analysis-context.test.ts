@@ -63,7 +63,7 @@ async function rows(job: string, fn: string, count = 3, params: Record<string, u
   const program = await compiler.compile(job, ["train()"]);
   const name = /function (\w+)/.exec(fn)![1];
   const layout = functionsProgram([{ name, source: fn, hash: createHash("sha256").update(fn).digest("hex") }]);
-  const functions = await compiler.compile(layout.source, []);
+  const functions = await compiler.compileFunctions(layout.source);
   const out: Record<string, unknown>[] = [];
   const contexts: ContextUse[] = [];
   const command = (checkpoint: number, call: number[]) => ({
@@ -120,7 +120,7 @@ describe("the analysis thread's reused context", () => {
     const program = await compiler.compile(JOB, ["train()"]);
     const fn = "function other() {\n  return { step };\n}";
     const layout = functionsProgram([{ name: "other", source: fn, hash: createHash("sha256").update(fn).digest("hex") }]);
-    const functions = await compiler.compile(layout.source, []);
+    const functions = await compiler.compileFunctions(layout.source);
     const base = {
       program: { key: program.key, js: program.js, declaredNames: program.declaredNames, hiddenState: program.hiddenState },
       call: [] as number[], checkpoint: 9,

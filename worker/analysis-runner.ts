@@ -21,7 +21,7 @@ import type { AnalysisThreadEvent, AnalyzeCheckpointCommand, CompiledScript, Fun
 import { phaseClock, recordPhases } from "./analysis-timing";
 import { CheckpointCache } from "./checkpoint-cache";
 import { BundleCompiler } from "./compiler";
-import type { CompiledBundle } from "./compiler";
+import type { CompiledBundle, CompiledFunctionsScript } from "./compiler";
 import { jobTraceback } from "./traceback";
 import type { ModuleLayout } from "./module-layout";
 import type { PackageCache } from "./package-cache";
@@ -93,8 +93,8 @@ export function functionsProgram(functions: readonly AnalysisFunction[], imports
 }
 
 /** A thrown error's traceback: job frames at their bundle.ts lines, function frames at `name:line:col` of the function's own source. */
-export function analysisTraceback(outcome: Extract<FunctionOutcome, { ok: false }>, program: CompiledBundle, compiled: CompiledBundle, layout: FunctionsProgram, functions: readonly AnalysisFunction[]): string[] {
-  const map = new SourceMap({ version: 3, file: ANALYSIS_FILE, sources: [ANALYSIS_FILE], sourceRoot: "", sourcesContent: [], names: [], mappings: compiled.mappings });
+export function analysisTraceback(outcome: Extract<FunctionOutcome, { ok: false }>, program: CompiledBundle, mappings: string, layout: FunctionsProgram, functions: readonly AnalysisFunction[]): string[] {
+  const map = new SourceMap({ version: 3, file: ANALYSIS_FILE, sources: [ANALYSIS_FILE], sourceRoot: "", sourcesContent: [], names: [], mappings });
   const at = new RegExp(`${ANALYSIS_FILE.replace(".", "\\.")}:(\\d+):(\\d+)`, "g");
   return jobTraceback(outcome.name, outcome.message, outcome.stack, program).map((line, i) => {
     if (i === 0) return line;
@@ -116,7 +116,7 @@ function modulePathsOf(needs: ReturnType<typeof jobNeeds>, moduleDir: string | u
 }
 
 /** What the analysis thread needs of a compiled program. */
-function scriptOf(compiled: CompiledBundle): CompiledScript {
+function scriptOf(compiled: CompiledFunctionsScript & { hiddenState?: string }): CompiledScript {
   return { key: compiled.key, js: compiled.js, declaredNames: compiled.declaredNames, hiddenState: compiled.hiddenState };
 }
 
@@ -248,9 +248,9 @@ export class AnalysisRunner {
     });
   }
 
-  /** The functions' program compiled: with the job's imports, in a block of its own. */
-  private async compileFunctions(program: CompiledBundle, layout: FunctionsProgram): Promise<CompiledBundle> {
-    const compiled = await this.compiler.compile(layout.source, []);
+  /** The functions' program compiled (`withMap`: with its source map): with the job's imports, in a block of its own. */
+  private async compileFunctions(program: CompiledBundle, layout: FunctionsProgram, withMap = false): Promise<CompiledFunctionsScript> {
+    const compiled = await this.compiler.compileFunctions(layout.source, withMap);
     // With imports the JavaScript declares their bindings at its top level, under the same
     // compiled names as the job's program (already declared in that scope): in a block of
     // their own they shadow those instead of colliding. Same lines, so the map still holds.
@@ -337,7 +337,7 @@ export class AnalysisRunner {
       // locked and read, awaited before the first goes to the analysis thread.
       const compiling = this.compileFunctions(program, layout);
       compiling.catch(() => undefined);
-      let compiled: CompiledBundle | undefined;
+      let compiled: CompiledFunctionsScript | undefined;
       let functionsScript: CompiledScript | undefined;
       const hashes = functions.map((f) => f.hash);
       clock?.lap("request set-up (job)");
@@ -408,17 +408,18 @@ export class AnalysisRunner {
             if (answer.type === "result" && answer.window) windows.push(answer.window);
             if (answer.type === "setup_failed") return { idx, answer };
             if (answer.type !== "result") return undefined;
-            let failed = 0;
+            const failed = answer.outcomes.filter((result) => !result.ok).length;
+            // A thrown error's traceback maps to the functions' own lines: the map is compiled once, when first needed.
+            const mappings = failed > 0 ? (await this.compileFunctions(program, layout, true).catch(() => undefined))?.mappings ?? "" : "";
             const rows = todo.map((fn, i) => {
               const result = answer.outcomes[i];
-              if (!result.ok) failed += 1;
               return {
                 functionHash: fn.hash,
                 jobId,
                 checkpointIdx: idx,
                 workerId: this.options.workerId,
                 // As [field, value] pairs: jsonb keeps array order but not object key order.
-                ...(result.ok ? { value: Object.entries(result.value) as never } : { error: { name: result.name, message: result.message, traceback: analysisTraceback(result, program, compiled!, layout, functions) } }),
+                ...(result.ok ? { value: Object.entries(result.value) as never } : { error: { name: result.name, message: result.message, traceback: analysisTraceback(result, program, mappings, layout, functions) } }),
               };
             });
             writer.add(rows, () => {

@@ -4,9 +4,14 @@ import { join } from "node:path";
 import { Worker } from "node:worker_threads";
 import type { CompileRequest, CompileResponse } from "./compiler-thread";
 import { compiledText, programKey } from "./program";
-import type { CompiledProgram } from "./transpile";
+import type { CompiledFunctions, CompiledProgram } from "./transpile";
 
 export interface CompiledBundle extends CompiledProgram {
+  key: string;
+}
+
+/** An analysis's functions' program compiled (compileFunctions). */
+export interface CompiledFunctionsScript extends CompiledFunctions {
   key: string;
 }
 
@@ -25,17 +30,16 @@ export interface BundleCompilerOptions {
   idleMs?: number;
 }
 
+/** A request on the compiler thread: `settle` takes its successful response. */
 interface PendingCompile {
-  resolve(program: CompiledBundle): void;
+  settle(response: Extract<CompileResponse, { ok: true }>): void;
   reject(err: Error): void;
-  key: string;
-  /** A request for local modules (transpileModules): resolved with path → JavaScript. */
-  modules?: (js: Record<string, string>) => void;
 }
 
 export class BundleCompiler {
   private readonly cache = new Map<string, CompiledBundle>();
-  private readonly inFlight = new Map<string, Promise<CompiledBundle>>();
+  private readonly functionsCache = new Map<string, CompiledFunctionsScript>();
+  private readonly inFlight = new Map<string, Promise<CompiledBundle | CompiledFunctionsScript>>();
   private readonly pending = new Map<number, PendingCompile>();
   private readonly cacheSize: number;
   private readonly idleMs: number;
@@ -55,10 +59,7 @@ export class BundleCompiler {
   cached(source: string, entries: readonly string[]): CompiledBundle | undefined {
     const key = programKey(compiledText(source), entries);
     const hit = this.cache.get(key);
-    if (hit) {
-      this.cache.delete(key);
-      this.cache.set(key, hit);
-    }
+    if (hit) remember(this.cache, key, hit, this.cacheSize);
     return hit;
   }
 
@@ -67,28 +68,35 @@ export class BundleCompiler {
     if (hit) return Promise.resolve(hit);
     const text = compiledText(source);
     const key = programKey(text, entries);
-    const running = this.inFlight.get(key);
-    if (running) return running;
-    const compiled = new Promise<CompiledBundle>((resolve, reject) => {
-      const id = this.nextId++;
-      this.pending.set(id, { resolve, reject, key });
-      clearTimeout(this.idleTimer);
-      const request: CompileRequest = { id, source: text, entries: [...entries] };
-      this.ensureThread().postMessage(request);
-    }).finally(() => this.inFlight.delete(key));
-    this.inFlight.set(key, compiled);
-    return compiled;
+    return this.once(key, () => this.request<CompiledBundle>({ source: text, entries: [...entries] }, (response) => {
+      const { id: _id, ok: _ok, ...program } = response as Extract<CompileResponse, { ok: true }> & CompiledProgram;
+      const compiled: CompiledBundle = { key, ...program };
+      remember(this.cache, key, compiled, this.cacheSize);
+      return compiled;
+    }));
+  }
+
+  /**
+   * An analysis's functions' program (analysis-runner.ts functionsProgram), cached as programs
+   * are; `withMap`: with its source map (for a traceback), which the first compile leaves out.
+   */
+  compileFunctions(source: string, withMap = false): Promise<CompiledFunctionsScript> {
+    const key = programKey(`functions\0${source}`, []);
+    const hit = this.functionsCache.get(key);
+    if (hit && (!withMap || hit.mappings !== undefined)) {
+      remember(this.functionsCache, key, hit, this.cacheSize);
+      return Promise.resolve(hit);
+    }
+    return this.once(withMap ? `${key}\0map` : key, () => this.request<CompiledFunctionsScript>({ source, entries: [], functions: { withMap } }, (response) => {
+      const compiled: CompiledFunctionsScript = { key, ...(response as { functions: CompiledFunctions }).functions };
+      remember(this.functionsCache, key, compiled, this.cacheSize);
+      return compiled;
+    }));
   }
 
   /** A job's local .ts modules (path → TypeScript) as CommonJS (path → JavaScript), on the compiler thread. */
   transpileModules(modules: Record<string, string>): Promise<Record<string, string>> {
-    return new Promise<Record<string, string>>((resolve, reject) => {
-      const id = this.nextId++;
-      this.pending.set(id, { resolve: () => undefined, reject, key: "", modules: resolve });
-      clearTimeout(this.idleTimer);
-      const request: CompileRequest = { id, source: "", entries: [], modules };
-      this.ensureThread().postMessage(request);
-    });
+    return this.request({ source: "", entries: [], modules }, (response) => (response as { modules: Record<string, string> }).modules);
   }
 
   async close(): Promise<void> {
@@ -108,21 +116,30 @@ export class BundleCompiler {
     return thread;
   }
 
+  /** The compilation under `key` already asked for, or `start`'s: one compile per key at a time. */
+  private once<T extends CompiledBundle | CompiledFunctionsScript>(key: string, start: () => Promise<T>): Promise<T> {
+    const running = this.inFlight.get(key);
+    if (running) return running as Promise<T>;
+    const compiled = start().finally(() => this.inFlight.delete(key));
+    this.inFlight.set(key, compiled);
+    return compiled;
+  }
+
+  private request<T>(request: Omit<CompileRequest, "id">, settle: (response: Extract<CompileResponse, { ok: true }>) => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const id = this.nextId++;
+      this.pending.set(id, { settle: (response) => resolve(settle(response)), reject });
+      clearTimeout(this.idleTimer);
+      this.ensureThread().postMessage({ id, ...request } satisfies CompileRequest);
+    });
+  }
+
   private received(response: CompileResponse): void {
     const request = this.pending.get(response.id);
     if (!request) return;
     this.pending.delete(response.id);
-    if (response.ok && "modules" in response) {
-      request.modules?.(response.modules);
-    } else if (response.ok) {
-      const { id: _id, ok: _ok, ...program } = response;
-      const compiled: CompiledBundle = { key: request.key, ...program };
-      this.cache.set(request.key, compiled);
-      while (this.cache.size > this.cacheSize) this.cache.delete(this.cache.keys().next().value as string);
-      request.resolve(compiled);
-    } else {
-      request.reject(new BundleCompileError(response.name, response.message));
-    }
+    if (response.ok) request.settle(response);
+    else request.reject(new BundleCompileError(response.name, response.message));
     if (this.pending.size === 0) {
       this.idleTimer = setTimeout(() => void this.close(), this.idleMs);
       this.idleTimer.unref();
@@ -137,4 +154,11 @@ export class BundleCompiler {
       request.reject(new BundleCompileError("Error", `${reason}; the job could not be compiled`));
     }
   }
+}
+
+/** Adds (or refreshes) `key` as the most recently used; the least recently used beyond `size` go. */
+function remember<T>(cache: Map<string, T>, key: string, value: T, size: number): void {
+  cache.delete(key);
+  cache.set(key, value);
+  while (cache.size > size) cache.delete(cache.keys().next().value as string);
 }

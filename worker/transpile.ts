@@ -2,6 +2,7 @@
 // and this module loads the TypeScript compiler, so only the short-lived compiler thread imports it.
 import type { ts as TypeScript } from "ts-morph";
 import { loadTypeScript } from "../runtime/typescript-loader";
+import { ANALYSIS_FILE } from "../runtime/shared/analysis-protocol";
 import { appendEntries, describeProgramLine, ENTRY_HOOK, entryRegistration, PROGRAM_FILE } from "./program";
 import type { ProgramLayout } from "./program";
 
@@ -36,6 +37,7 @@ export interface CompiledProgram extends ProgramLayout {
   hiddenState?: string;
 }
 
+const ANALYSIS_SOURCE_FILE = ANALYSIS_FILE.replace(/\.js$/, ".ts");
 const loaded = loadTypeScript("transpile");
 const ts = loaded.ts;
 let cacheSaved = false;
@@ -113,6 +115,38 @@ export function transpileProgram(source: string, entries: readonly string[]): Co
     hiddenState: hiddenStateRisk(parsedJs, declaredNames),
     ...layout,
   };
+}
+
+/** What the analysis thread needs of an analysis's functions' program (analysis-runner.ts functionsProgram). */
+export interface CompiledFunctions {
+  js: string;
+  /** As CompiledProgram.declaredNames (import helpers' vars land in the global scope). */
+  declaredNames: string[];
+  /** The source map's mappings, when asked for. */
+  mappings?: string;
+}
+
+/**
+ * An analysis's functions' program: less than a job's program needs (no entries, no imports,
+ * assigned names or hidden state to read), and its source map only when asked for. New functions
+ * are compiled right before an analysis's first checkpoint, where each worker waits for it
+ * (measured: 15 ms instead of 23 after a pause, a fifth of it the map); the map is only wanted
+ * when a function throws, for its traceback (analysisTraceback).
+ */
+export function transpileFunctions(source: string, withMap: boolean): CompiledFunctions {
+  const output = ts.transpileModule(source, {
+    fileName: ANALYSIS_SOURCE_FILE,
+    reportDiagnostics: true,
+    compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true, sourceMap: withMap, inlineSources: false },
+  });
+  const syntax = output.diagnostics?.find((d) => d.category === ts.DiagnosticCategory.Error);
+  if (syntax) {
+    const at = syntax.file && syntax.start !== undefined ? syntax.file.getLineAndCharacterOfPosition(syntax.start) : undefined;
+    throw new BundleSyntaxError(`${at ? `${ANALYSIS_SOURCE_FILE}:${at.line + 1}:${at.character + 1}: ` : ""}${ts.flattenDiagnosticMessageText(syntax.messageText, "\n")}`);
+  }
+  const js = output.outputText.replace(/\n\/\/# sourceMappingURL=.*\s*$/, "\n");
+  const mappings = withMap ? (JSON.parse(output.sourceMapText ?? "{}") as { mappings?: string }).mappings ?? "" : undefined;
+  return { js, declaredNames: globalDeclarations(js), ...(mappings !== undefined ? { mappings } : {}) };
 }
 
 /**
