@@ -5,9 +5,9 @@
 import { createHash, randomUUID } from "node:crypto";
 import { inspect } from "node:util";
 import {
-  analysisBacklog, createAnalysis, deleteAnalysis, getAnalysisRows, requireJob,
+  analysisBacklog, createAnalysis, deleteAnalysis, getAnalysisRows,
 } from "../store";
-import type { DbAnalysisRow, Store } from "../store";
+import type { DbAnalysisRow, JobStatus, Store } from "../store";
 import { chartBundle } from "./analyzer-plot";
 import type { PlotOptions, PlotSeries } from "./analyzer-plot";
 import { isView } from "./client";
@@ -341,11 +341,12 @@ export class Analyzer<Row extends object = AnalysisRow> {
           // through an immediate of its own (kernel/engine/stepper.ts), queued after the first of these.
           await new Promise((resolve) => setImmediate(() => setImmediate(resolve)));
         } else {
-          // The status first: a job's checkpoints are all stored before it ends, so when it had
-          // ended then, the missing checkpoints read after it are the last.
-          ended = FINAL_STATUSES.includes((await requireJob(this.#store, this.jobId)).status);
+          // The status with the checkpoints (one snapshot): a job's checkpoints are all stored
+          // before it ends, so when it had ended then, the missing checkpoints read are the last.
+          let status: JobStatus;
           let checkpoints: number;
-          ({ checkpoints, missing } = await analysisBacklog(this.#store, this.jobId, hashes));
+          ({ status, checkpoints, missing } = await analysisBacklog(this.#store, this.jobId, hashes));
+          ended = FINAL_STATUSES.includes(status);
           this.#stats.checkpoints = checkpoints;
           this.#stats.analysed = checkpoints - missing.length;
         }
@@ -492,20 +493,19 @@ export async function createAnalyzer(store: Store, view: unknown, job: unknown, 
   for (const worker of workers) channelOf(worker).prepare(jobId, functions);
   // The record is made meanwhile (the functions' source must be stored before a worker stores a
   // row of theirs), and removed if there is nothing to analyse. A job that does not exist fails
-  // it too: requireJob's error, which says so, is the one to see.
+  // it too: the backlog's error, which says so, is the one to see.
   const creating = createAnalysis(store, jobId, functions.map((f) => ({ name: f.name, source: f.source })));
   creating.catch(() => undefined);
-  const row = await requireJob(store, jobId);
+  const { status, checkpoints, missing } = await analysisBacklog(store, jobId, functions.map((f) => f.hash));
+  const analysis = await creating;
   const follow = options.follow ?? false;
-  const running = !FINAL_STATUSES.includes(row.status);
-  // Read after the status, as in Analyzer.#run.
-  const [{ checkpoints, missing }, analysis] = await Promise.all([analysisBacklog(store, jobId, functions.map((f) => f.hash)), creating]);
+  const running = !FINAL_STATUSES.includes(status);
   if (checkpoints === 0 && !(follow && running)) {
     // Left behind if the store fails now: a record without rows, harmless; the error below is the one to see.
     await deleteAnalysis(store, analysis.id).catch(() => undefined);
     throw new Error(running
-      ? `job ${jobId} has no checkpoints yet (it is ${row.status}); pass { follow: true } to analyse its checkpoints as they are taken`
-      : `job ${jobId} has no checkpoints (it is ${row.status}): there is nothing to analyse. Its code takes them with jobtracker.registerCheckpointer("name") and jobtracker.checkpoint()`);
+      ? `job ${jobId} has no checkpoints yet (it is ${status}); pass { follow: true } to analyse its checkpoints as they are taken`
+      : `job ${jobId} has no checkpoints (it is ${status}): there is nothing to analyse. Its code takes them with jobtracker.registerCheckpointer("name") and jobtracker.checkpoint()`);
   }
   if (checkpoints === 0) currentCellSink()?.stream("stderr", `job ${jobId} has no checkpoints yet; the analyzer follows it and analyses each as it is stored\n`);
   return new Analyzer(store, analysis.id, jobId, functions, workers, { follow, checkpoints, missing, ended: !running });

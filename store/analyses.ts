@@ -5,7 +5,8 @@ import type { Db, Queryable } from "./db";
 import { checkSnippetText, INSERT_SNIPPETS, snippetValues } from "./code";
 import { StoreError } from "./errors";
 import { checkStorableJson, checkStorableText, visibleText } from "./text";
-import type { DbAnalysis, DbAnalysisRow, Json } from "./types";
+import { UnknownJobError } from "./jobs";
+import type { DbAnalysis, DbAnalysisRow, JobStatus, Json } from "./types";
 
 export interface AnalysisFunctionInput {
   /** The function's TypeScript source (stored as a snippet; its sha256 is the function hash). */
@@ -104,20 +105,25 @@ export async function getAnalysisRows(db: Db, jobId: number, functionHashes: str
 }
 
 /**
- * How many checkpoints the job has, and which of them (in order) lack the row of at least one of
- * these functions: what an analyzer has left to hand out. One statement.
+ * The job's status, how many checkpoints it has, and which of them (in order) lack the row of at
+ * least one of these functions: what an analyzer has left to hand out. One statement, so the
+ * status and the checkpoints come from one snapshot: a job that had ended by then had stored all
+ * its checkpoints. Throws UnknownJobError when there is no such job.
  */
-export async function analysisBacklog(db: Db, jobId: number, functionHashes: string[]): Promise<{ checkpoints: number; missing: number[] }> {
-  const { rows } = await db.query<{ idx: number; missing: boolean }>(
-    `SELECT c.idx,
+export async function analysisBacklog(db: Db, jobId: number, functionHashes: string[]): Promise<{ status: JobStatus; checkpoints: number; missing: number[] }> {
+  const { rows } = await db.query<{ status: JobStatus; idx: number | null; missing: boolean }>(
+    `SELECT j.status, c.idx,
             (SELECT count(*) FROM nbjob.analysis_rows r
               WHERE r.job_id = c.job_id AND r.checkpoint_idx = c.idx AND r.function_hash = ANY($2::text[])) < cardinality($2::text[]) AS missing
-       FROM nbjob.checkpoints c
-      WHERE c.job_id = $1
+       FROM nbjob.jobs j LEFT JOIN nbjob.checkpoints c ON c.job_id = j.id
+      WHERE j.id = $1
       ORDER BY c.idx`,
     [jobId, [...new Set(functionHashes)]],
   );
-  return { checkpoints: rows.length, missing: rows.filter((row) => row.missing).map((row) => row.idx) };
+  if (rows.length === 0) throw new UnknownJobError(jobId);
+  // A job without checkpoints comes back as one row whose idx is null.
+  const stored = rows.filter((row) => row.idx !== null);
+  return { status: rows[0].status, checkpoints: stored.length, missing: stored.filter((row) => row.missing).map((row) => row.idx!) };
 }
 
 /** Removes an analysis record (one createAnalyzer made and then refused); its rows are keyed by function, not by it. */

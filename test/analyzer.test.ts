@@ -120,6 +120,8 @@ await plain.result;
 await db.createAnalyzer(rc.view(0), plain, [testPerformance])
 ### code badjob
 await db.createAnalyzer(rc.view(0), "3" as any, [testPerformance])
+### code nojob
+await db.createAnalyzer(rc.view(0), 987654321, [testPerformance])
 `);
     assert.equal(run.code, 0, run.stderr);
 
@@ -171,6 +173,8 @@ await db.createAnalyzer(rc.view(0), "3" as any, [testPerformance])
     const refused = await env.store.query<{ n: number }>("SELECT count(*)::int AS n FROM nbjob.analyses WHERE job_id = $1", [Number(noCheckpoints[1])]);
     assert.equal(refused.rows[0].n, 0);
     assert.match(cellText(run.cells.get("badjob")), /job must be a Job \(from db\.createJob or db\.job\(id\)\) or a job number/);
+    // A job that does not exist is named as such (not as the analysis record's foreign key).
+    assert.match(cellText(run.cells.get("nojob")), /UnknownJobError: there is no job 987654321; "nbjob jobs" lists the jobs/);
 
     // In the store: each function's row once per checkpoint, the thrown error with its traceback at the function's own line.
     const { rows } = await env.store.query<{ error: { name: string; message: string; traceback: string[] } }>(

@@ -256,10 +256,14 @@ describe("the store", () => {
     const fn = { name: "testPerformance", source: "function testPerformance() { return { iteration }; }" };
     const analysis = await createAnalysis(store, job.id, [fn]);
     const [hash] = analysis.function_hashes;
-    assert.deepEqual(await analysisBacklog(store, job.id, [hash]), { checkpoints: 2, missing: [0, 1] });
+    assert.deepEqual(await analysisBacklog(store, job.id, [hash]), { status: "queued", checkpoints: 2, missing: [0, 1] });
     assert.equal(await putAnalysisRow(store, { functionHash: hash, jobId: job.id, checkpointIdx: 0, value: { iteration: 0 }, workerId: "a" }), true);
     assert.equal(await putAnalysisRow(store, { functionHash: hash, jobId: job.id, checkpointIdx: 0, value: { iteration: 99 }, workerId: "b" }), false);
-    assert.deepEqual(await analysisBacklog(store, job.id, [hash]), { checkpoints: 2, missing: [1] });
+    assert.deepEqual(await analysisBacklog(store, job.id, [hash]), { status: "queued", checkpoints: 2, missing: [1] });
+    // A job without checkpoints still gives its status; a job that does not exist is named.
+    const empty = await createJob(store, { bundleHash: await putBundle(store, bundle({ x: 9 })) });
+    assert.deepEqual(await analysisBacklog(store, empty.id, [hash]), { status: "queued", checkpoints: 0, missing: [] });
+    await assert.rejects(analysisBacklog(store, 987654321, [hash]), (err: Error) => err.name === "UnknownJobError" && /there is no job 987654321/.test(err.message));
     const again = await createAnalysis(store, job.id, [fn]);
     assert.deepEqual(again.function_hashes, [hash], "the same source is the same function");
     const rows = await getAnalysisRows(store, job.id, [hash]);
