@@ -97,6 +97,15 @@ describe("the analysis thread's reused context", () => {
     assert.deepEqual(contexts.map((c) => c.fresh), [true, false, false, false], JSON.stringify(contexts));
   });
 
+  test("the functions read the built-ins through the context's own bindings (no copies of them), warm from checkpoint to checkpoint", async () => {
+    const fn = "function builtins() {\n  const squares = new Float64Array(weights).map((w) => Math.pow(w, 2));\n  const counts = new Map([[\"step\", step]]);\n  return { norm: Math.sqrt(squares.reduce((a, b) => a + b, 0)), json: JSON.stringify([...counts]), max: Math.max(...weights) };\n}";
+    const { rows: got, contexts } = await rows(JOB, fn, 3);
+    assert.deepEqual(got, [1, 2, 3].map((i) => ({ norm: 2 * i, json: `[["step",${i}]]`, max: i })));
+    assert.deepEqual(contexts.map((c) => c.fresh), [true, false, false], JSON.stringify(contexts));
+    const program = functionsProgram([{ name: "builtins", source: fn, hash: "h" }]).source;
+    assert.doesNotMatch(program, /globalThis/, "the functions' program copies no built-in out of globalThis");
+  });
+
   test("a context set up ahead on another checkpoint, calling nothing, serves every checkpoint warm", async () => {
     const { rows: got, contexts } = await rows(JOB, "function ahead() {\n  return { step, first: weights[0], scaled: step * settings.scale };\n}", 3, {}, 9);
     assert.deepEqual(got, [1, 2, 3].map((i) => ({ step: i, first: i, scaled: 2 * i })));
