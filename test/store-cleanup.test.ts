@@ -192,6 +192,15 @@ describe("shared values and garbage collection", () => {
   after(async () => {
     await store.close();
   });
+  /** Runs `use` with a second store on the same database (a collection racing this test's own store), closed after. */
+  async function withSecondStore(maxConnections: number, use: (gcStore: Store) => Promise<void>): Promise<void> {
+    const gcStore = openStore({ url, maxConnections });
+    try {
+      await use(gcStore);
+    } finally {
+      await gcStore.close();
+    }
+  }
 
   test("two jobs share a value and a chunk: deleting one keeps the other's values whole, byte-exact; the rest is collected", async () => {
     const shared = randomBytes(CHUNK_SIZE + 1000); // two chunks
@@ -250,8 +259,7 @@ describe("shared values and garbage collection", () => {
   });
 
   test("gc with no grace racing the worker's checkpoint writer: 100 rounds re-using values just freed, none missing, all byte-exact", async () => {
-    const gcStore = openStore({ url, maxConnections: 2 });
-    try {
+    await withSecondStore(2, async (gcStore) => {
       const hash = await putBundle(store, bundle("racing"));
       const running = await createJob(store, { bundleHash: hash });
       await transitionJob(store, running.id, "running", { workerId: "w-0", host: "lab", pid: 1 });
@@ -288,14 +296,11 @@ describe("shared values and garbage collection", () => {
       await assertStoreWhole(store);
       assert.deepEqual(logged.filter((line) => /failed/.test(line)), [], "no checkpoint write failed");
       console.log(`race: gc collected ${collectedValues} values over 100 rounds; ${conflicts} gc batches lost a race`);
-    } finally {
-      await gcStore.close();
-    }
+    });
   });
 
   test("a bundle nothing refers to, re-used by a job being created, is not collected in between", async () => {
-    const gcStore = openStore({ url, maxConnections: 2 });
-    try {
+    await withSecondStore(2, async (gcStore) => {
       const old = await doneJob(store, [], { label: "reuse" });
       await deleteJobs(store, { ids: [old.id] });
       // As db.createJob does: bundle and job row in one transaction; gc runs between the two.
@@ -311,9 +316,7 @@ describe("shared values and garbage collection", () => {
       // Once nothing refers to it any more, it goes.
       await deleteJobs(store, { ids: [job.id] });
       assert.equal((await collectGarbage(gcStore, { graceMs: 0 })).bundles, 1);
-    } finally {
-      await gcStore.close();
-    }
+    });
   });
 
   test("environments: one no job refers to is collected; a worker linking a later job to it stores it again, also racing gc (50 rounds)", async () => {
@@ -340,8 +343,7 @@ describe("shared values and garbage collection", () => {
     assert.equal(await stored(hash), 1);
 
     // Racing: each round frees the environment (its job deleted) and links a new job to it while gc runs.
-    const gcStore = openStore({ url, maxConnections: 2 });
-    try {
+    await withSecondStore(2, async (gcStore) => {
       let collected = 0;
       for (let round = 0; round < 50; round++) {
         await deleteJobs(store, { ids: [(await store.query<{ id: number }>("SELECT id FROM nbjob.jobs WHERE environment_hash = $1", [hash])).rows.map((r) => Number(r.id))].flat() });
@@ -354,9 +356,7 @@ describe("shared values and garbage collection", () => {
         assert.equal(await stored(hash), 1, `round ${round}: its environment is stored`);
       }
       console.log(`environments collected while racing the link: ${collected} of 50 rounds`);
-    } finally {
-      await gcStore.close();
-    }
+    });
   });
 
   test("a function nothing refers to, re-used by an analysis being recorded, is not collected in between", async () => {
@@ -364,8 +364,7 @@ describe("shared values and garbage collection", () => {
     const fn = { name: "kept", source: "function kept(s: { x: number }) { return -s.x; }" };
     const first = await createAnalysis(store, job.id, [fn]);
     await deleteAnalysis(store, first.id);
-    const gcStore = openStore({ url, maxConnections: 2 });
-    try {
+    await withSecondStore(2, async (gcStore) => {
       // The record is made but not committed when gc runs: only the lock keeps the function.
       const analysis = await store.transaction(async (tx) => {
         const analysis = await createAnalysis(tx, job.id, [fn]);
@@ -374,9 +373,7 @@ describe("shared values and garbage collection", () => {
         return analysis;
       });
       assert.equal(await count(store, "SELECT count(*) AS n FROM nbjob.snippets WHERE hash = $1", [analysis.function_hashes[0]]), 1);
-    } finally {
-      await gcStore.close();
-    }
+    });
   });
 
   test("an analysis whose function a collection is removing: the function is stored anew, never left missing", async () => {
@@ -389,8 +386,7 @@ describe("shared values and garbage collection", () => {
     // As a collection does (cleanup.ts): the unreferenced row locked FOR UPDATE, then deleted.
     // createAnalysis starts in between and waits for the collection's transaction (the insert
     // or the lock, whichever PostgreSQL runs first); the collection then deletes the row and commits.
-    const gcStore = openStore({ url, maxConnections: 1 });
-    try {
+    await withSecondStore(1, async (gcStore) => {
       const creating = await gcStore.transaction(async (tx) => {
         await tx.query("SELECT hash FROM nbjob.snippets WHERE hash = $1 FOR UPDATE", [hash]);
         const creating = createAnalysis(store, job.id, [fn]);
@@ -408,17 +404,14 @@ describe("shared values and garbage collection", () => {
       const analysis = await creating.creating;
       assert.deepEqual(analysis.function_hashes, [hash]);
       assert.equal(await stored(), 1, "the function the analysis refers to is stored again");
-    } finally {
-      await gcStore.close();
-    }
+    });
   });
 
   test("analyses racing gc (50 rounds): each one's function stays stored", async () => {
     const job = await doneJob(store, [], { label: "analysis-gc" });
     const fn = { name: "raced", source: "function raced(s: { x: number }) { return s.x + 1; }" };
     const hash = (await createAnalysis(store, job.id, [fn])).function_hashes[0];
-    const gcStore = openStore({ url, maxConnections: 2 });
-    try {
+    await withSecondStore(2, async (gcStore) => {
       let collected = 0;
       for (let round = 0; round < 50; round++) {
         await store.query("DELETE FROM nbjob.analyses WHERE job_id = $1", [job.id]);
@@ -430,9 +423,7 @@ describe("shared values and garbage collection", () => {
         assert.equal(await count(store, "SELECT count(*) AS n FROM nbjob.snippets WHERE hash = $1", [hash]), 1, `round ${round}: the function is stored`);
       }
       console.log(`analysis functions collected while racing createAnalysis: ${collected} of 50 rounds`);
-    } finally {
-      await gcStore.close();
-    }
+    });
   });
 });
 
