@@ -3,6 +3,7 @@
 // time (a worker that finishes gets the next few, so faster workers do more); the workers compute
 // and store the rows; the result is read back from the store, one row per checkpoint in order.
 import { createHash, randomUUID } from "node:crypto";
+import { setMaxListeners } from "node:events";
 import { inspect } from "node:util";
 import {
   analysisBacklog, createAnalysis, deleteAnalysis, getAnalysisRows,
@@ -18,7 +19,7 @@ import { FINAL_STATUSES, Job } from "./job";
 import { currentCellSink, sourceOfFunction } from "./notebook";
 import { ANALYSIS_EVENTS } from "./shared/analysis-protocol";
 import { WORKER_COMM_TARGET } from "./shared/protocol";
-import type { AnalysisEvent, AnalysisFunction, AnalyzePrepareRequest, AnalyzeRequest } from "./shared/analysis-protocol";
+import type { AnalysisEvent, AnalysisFunction, AnalyzeCancelRequest, AnalyzePrepareRequest, AnalyzeRequest } from "./shared/analysis-protocol";
 import type { TransportComm } from "./worker-transport";
 
 export interface AnalyzerOptions {
@@ -116,14 +117,26 @@ class AnalysisChannel {
 
   constructor(readonly worker: WorkerConnection) {}
 
-  /** Runs one request to its end; `onEvent` gets each row and stream event. Rejects with WorkerUnavailable or the worker's failure. */
-  async analyze(request: Omit<AnalyzeRequest, "action" | "request_id">, onEvent: (event: AnalysisEvent) => void): Promise<void> {
+  /**
+   * Runs one request to its end; `onEvent` gets each row and stream event. Rejects with
+   * WorkerUnavailable or the worker's failure. When `signal` aborts (analyzer.stop()), the worker is
+   * told to cancel the request and this resolves at once: what it stored by then stays stored.
+   */
+  async analyze(request: Omit<AnalyzeRequest, "action" | "request_id">, onEvent: (event: AnalysisEvent) => void, signal: AbortSignal): Promise<void> {
     const comm = await this.openComm();
+    if (signal.aborted) return;
     const requestId = randomUUID();
     let liveness: NodeJS.Timeout | undefined;
     let ackTimer: NodeJS.Timeout | undefined;
+    let onAbort: (() => void) | undefined;
     try {
       await new Promise<void>((resolve, reject) => {
+        onAbort = () => {
+          const cancel: AnalyzeCancelRequest = { action: "analyze_cancel", request_id: requestId };
+          comm.send(cancel as unknown as Record<string, unknown>).catch(() => undefined);
+          resolve();
+        };
+        signal.addEventListener("abort", onAbort, { once: true });
         ackTimer = setTimeout(() => reject(new WorkerUnavailable(`worker ${this.worker.workerId} did not take the analysis within ${ACK_TIMEOUT_MS / 1000} s`)), ACK_TIMEOUT_MS);
         const checkAlive = () => {
           liveness = setTimeout(() => {
@@ -148,6 +161,7 @@ class AnalysisChannel {
         comm.send(message as unknown as Record<string, unknown>).catch((err: Error) => reject(new WorkerUnavailable(`could not send to worker ${this.worker.workerId}: ${err.message}`)));
       });
     } finally {
+      if (onAbort) signal.removeEventListener("abort", onAbort);
       clearTimeout(ackTimer);
       clearTimeout(liveness);
       this.handlers.delete(requestId);
@@ -233,13 +247,16 @@ export class Analyzer<Row extends object = AnalysisRow> {
   #lastProgress = 0;
   #progressTimer?: NodeJS.Timeout;
   #state: "working" | "following" | "done" | "failed" = "working";
-  #stopped = false;
+  /** Aborted by stop(): no more checkpoints handed out, and the workers' requests cancelled. */
+  readonly #stop = new AbortController();
 
   /** @internal made by db.createAnalyzer() */
   constructor(store: Store, readonly id: number, readonly jobId: number, functions: AnalysisFunction[], workers: WorkerConnection[], options: { follow: boolean; checkpoints: number; missing: number[]; ended: boolean }) {
     this.#store = store;
     this.#functions = functions;
     this.#workers = workers;
+    // Each request in flight listens to it (2 per worker): no "possible leak" warning on big views.
+    setMaxListeners(0, this.#stop.signal);
     this.#follow = options.follow;
     this.#stats.checkpoints = options.checkpoints;
     this.#stats.analysed = options.checkpoints - options.missing.length;
@@ -266,11 +283,12 @@ export class Analyzer<Row extends object = AnalysisRow> {
   }
 
   /**
-   * Stops handing out checkpoints (and, with follow, following the job); batches already on a
-   * worker finish and are stored. `result` then resolves with the rows stored so far.
+   * Stops the analysis (and, with follow, following the job): no more checkpoints are handed out,
+   * and the workers drop the ones they were given, abandoning those being computed (even a
+   * function that never returns). `result` then resolves with the rows stored so far.
    */
   stop(): void {
-    this.#stopped = true;
+    this.#stop.abort();
   }
 
   /**
@@ -353,7 +371,7 @@ export class Analyzer<Row extends object = AnalysisRow> {
         if (missing.length > 0) await this.#share(missing);
         this.#showProgress(true);
         // A job's checkpoints are all stored before it ends, so once it has ended one more pass is the last.
-        if (!this.#follow || this.#stopped || (ended && missing.length === 0)) break;
+        if (!this.#follow || this.#stop.signal.aborted || (ended && missing.length === 0)) break;
         this.#state = "following";
         if (missing.length === 0) await new Promise((resolve) => setTimeout(resolve, POLL_MS));
       }
@@ -383,7 +401,7 @@ export class Analyzer<Row extends object = AnalysisRow> {
     // to 1 at the end, so the workers finish together.
     const batchSize = () => Math.max(1, Math.min(MAX_BATCH, Math.ceil(pending.length / (usable.size * IN_FLIGHT_PER_WORKER))));
     const lane = async (worker: WorkerConnection) => {
-      while (pending.length > 0 && usable.has(worker) && !failure && !this.#stopped) {
+      while (pending.length > 0 && usable.has(worker) && !failure && !this.#stop.signal.aborted) {
         const batch = pending.splice(0, batchSize());
         const done = new Set<number>();
         try {
@@ -400,7 +418,7 @@ export class Analyzer<Row extends object = AnalysisRow> {
             } else if (event.action === "analysis_stream") {
               currentCellSink()?.stream(event.name, event.text);
             }
-          });
+          }, this.#stop.signal);
         } catch (err) {
           // What the worker did not get to goes back to the others.
           pending.unshift(...batch.filter((c) => !done.has(c)));
@@ -414,7 +432,7 @@ export class Analyzer<Row extends object = AnalysisRow> {
     };
     await Promise.all([...this.#workers].flatMap((worker) => Array.from({ length: IN_FLIGHT_PER_WORKER }, () => lane(worker))));
     if (failure) throw new Error(`the analysis of job ${this.jobId} stopped: ${failure.message}`, { cause: failure });
-    if (this.#stopped) return;
+    if (this.#stop.signal.aborted) return;
     if (pending.length > 0) {
       throw new Error(`no worker could analyse job ${this.jobId} (${pending.length} checkpoint${pending.length === 1 ? "" : "s"} left; the rows stored so far are kept):\n${unavailable.join("\n")}`);
     }

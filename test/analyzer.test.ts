@@ -236,6 +236,69 @@ console.log("stopped with", (await stopped.result).length, "rows");
     assert.match(cellText(run.cells.get("stop")), /^stopped with 0 rows$/m, "stopped before any checkpoint was handed out");
   });
 
+  test("stop() cancels what the workers were given: a function that never returns lets go of the worker, whose next analysis runs", async () => {
+    const { rows } = await env.store.query<{ job_id: string }>("SELECT min(job_id) AS job_id FROM nbjob.checkpoints");
+    const jobId = Number(rows[0].job_id);
+    assert.ok(jobId > 0, "the first test stored checkpoints");
+    // Written by the function on the worker once its thread is inside it (the notebook waits for it).
+    const marker = join(env.work, "forever-started");
+    const run = await env.runNotebook(`
+### code parameters parameters
+let jobId = 0;
+### code setup
+const db = new DBWrapper();
+const rc = await Client.connect();
+// The job's variable, as its snippet declared it in the notebook that made it.
+let iteration = 0;
+### code forever
+function forever() {
+  require("node:fs").writeFileSync(${JSON.stringify(marker)}, "computing");
+  let n = 0;
+  while (n >= 0) n++;
+  return { n };
+}
+const stuck = await db.createAnalyzer(rc.view(0), jobId, [forever]);
+while (!require("node:fs").existsSync(${JSON.stringify(marker)})) await new Promise((resolve) => setTimeout(resolve, 20));
+stuck.stop();
+console.log("stopped with", (await stuck.result).length, "rows");
+### code next
+function afterwards() {
+  return { afterwards: 1 };
+}
+const next = await db.createAnalyzer(rc.view(0), jobId, [afterwards]);
+const nextRows = await next.result;
+console.log("next", nextRows.length, "rows", next.stats.computed, "computed", JSON.stringify(next.stats.byWorker));
+### code behind
+// Stuck on the job's last checkpoint only: another analyzer's first checkpoints go to the same
+// thread behind it, and must be computed by the thread that replaces it.
+function hangsLast() {
+  if (iteration === 19) {
+    require("node:fs").writeFileSync(${JSON.stringify(`${marker}-last`)}, "computing");
+    while (iteration > 0) iteration += 1;
+  }
+  return { seen: iteration };
+}
+function queuedBehind() {
+  return { behind: iteration };
+}
+const hanging = await db.createAnalyzer(rc.view(0), jobId, [hangsLast]);
+while (!require("node:fs").existsSync(${JSON.stringify(`${marker}-last`)})) await new Promise((resolve) => setTimeout(resolve, 20));
+const behind = await db.createAnalyzer(rc.view(0), jobId, [queuedBehind]);
+// Time for its first checkpoints to reach the worker's thread; had they not, the test checks less, not wrongly.
+await new Promise((resolve) => setTimeout(resolve, 1000));
+hanging.stop();
+console.log("hanging stopped with", (await hanging.result).length, "rows");
+const behindRows = await behind.result;
+console.log("behind", behindRows.length, "rows", behind.stats.computed, "computed", behindRows[18]?.behind);
+`, ["-p", `jobId=${jobId}`, "--timeout", "120"]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(cellText(run.cells.get("forever")), /^stopped with 0 rows$/m);
+    // Without the cancel, worker 0's thread would compute forever() still and hold its checkpoints' locks.
+    assert.match(cellText(run.cells.get("next")), /^next 19 rows 19 computed \{"default\/0@[^"]+":19\}$/m, cellText(run.cells.get("next")));
+    assert.match(cellText(run.cells.get("behind")), /^hanging stopped with 18 rows$/m, cellText(run.cells.get("behind")));
+    assert.match(cellText(run.cells.get("behind")), /^behind 19 rows 19 computed 19$/m, cellText(run.cells.get("behind")));
+  });
+
   test("examples/checkpoints.ipynb runs end to end", async () => {
     const run = await env.runNotebook(join(ROOT, "examples", "checkpoints.ipynb"), [], { allowErrors: false });
     assert.equal(run.code, 0, run.stderr);

@@ -344,6 +344,13 @@ describe("nbjob worker", () => {
     await watcher.comm.send({ action: "analyze_prepare", job_id: 1, functions: [{ name: "f" }] });
     const prepareError = (await watcher.nextOther("error", badPrepare)) as Extract<WorkerEvent, { action: "error" }>;
     assert.match(prepareError.message, /^analyze_prepare needs \{ job_id: number, functions: \[\{ name, hash, source \}\] \}; each function needs name/);
+    // analyze_cancel of a request the worker does not know is ignored; without a request id it is refused.
+    const badCancel = watcher.other.length;
+    await watcher.comm.send({ action: "analyze_cancel", request_id: "no-such-request" });
+    await watcher.comm.send({ action: "analyze_cancel" });
+    const cancelError = (await watcher.nextOther("error", badCancel)) as Extract<WorkerEvent, { action: "error" }>;
+    assert.match(cancelError.message, /^analyze_cancel needs \{ request_id: string \}/);
+    assert.equal(watcher.other.slice(badCancel).filter((e) => e.action === "error").length, 1, "the unknown request id got no error");
   });
 
   test("execute_request runs plain code and shows its value and output", async () => {

@@ -54,6 +54,13 @@ export interface AnalysisRunnerOptions {
   packages?: PackageCache;
 }
 
+/** A request the notebook cancelled (analyze_cancel) stops with this where it is. */
+class AnalysisCancelled extends Error {
+  constructor() {
+    super("the analysis was cancelled");
+  }
+}
+
 interface QueuedRequest {
   request: AnalyzeRequest;
   send: (event: AnalysisEvent) => void;
@@ -179,11 +186,21 @@ export class AnalysisRunner {
   private thread?: Worker;
   private threadIdle?: NodeJS.Timeout;
   /** Commands the thread has not answered yet, by id (it computes them one at a time, in order). */
-  private readonly pending = new Map<number, { resolve: (event: AnalysisThreadEvent) => void; reject: (err: Error) => void; onStream: (event: Extract<AnalysisThreadEvent, { type: "stream" }>) => void }>();
+  private readonly pending = new Map<number, {
+    command: AnalyzeCheckpointCommand;
+    /** The request it computes for (none: a context set up ahead). */
+    requestId?: string;
+    resolve: (event: AnalysisThreadEvent) => void;
+    reject: (err: Error) => void;
+    onStream: (event: Extract<AnalysisThreadEvent, { type: "stream" }>) => void;
+  }>();
   private nextId = 1;
   private working = false;
   /** Requests under way: at most two, the second set up while the first's last checkpoint computes. */
   private readonly running = new Set<Promise<void>>();
+  /** The ids of the requests running now, and of those among them the notebook cancelled. */
+  private readonly active = new Set<string>();
+  private readonly cancelled = new Set<string>();
   private wake?: () => void;
   private closed = false;
 
@@ -205,6 +222,34 @@ export class AnalysisRunner {
     this.wake?.();
     queueMicrotask(() => void this.pump());
     return position;
+  }
+
+  /**
+   * Stops a request (analyze_cancel): a waiting one is dropped; a running one hands the thread no
+   * more checkpoints, and one of its checkpoints on the thread is abandoned by ending the thread
+   * (a function may never return), whose other work goes to a new thread in the same order. Its
+   * locks are released; the rows it stored stay. An id this worker does not know is ignored.
+   */
+  cancel(requestId: string): void {
+    const waiting = this.queue.findIndex((queued) => queued.request.request_id === requestId);
+    if (waiting >= 0) {
+      this.queue.splice(waiting, 1);
+      return;
+    }
+    if (!this.active.has(requestId)) return;
+    this.cancelled.add(requestId);
+    if (![...this.pending.values()].some((p) => p.requestId === requestId)) return;
+    const thread = this.thread;
+    this.thread = undefined;
+    void thread?.terminate();
+    for (const [id, p] of [...this.pending]) {
+      if (p.requestId === requestId) {
+        this.pending.delete(id);
+        p.reject(new AnalysisCancelled());
+      } else {
+        this.ensureThread().postMessage({ ...p.command, id });
+      }
+    }
   }
 
   /**
@@ -298,6 +343,10 @@ export class AnalysisRunner {
   private async process(request: AnalyzeRequest, send: (event: AnalysisEvent) => void, handOver: () => void): Promise<void> {
     const store = this.options.store!;
     const { request_id, job_id: jobId, functions, checkpoints } = request;
+    this.active.add(request_id);
+    const stopIfCancelled = () => {
+      if (this.cancelled.has(request_id)) throw new AnalysisCancelled();
+    };
     const started = Date.now();
     const clock = phaseClock();
     let checkpoint: number | undefined;
@@ -367,6 +416,7 @@ export class AnalysisRunner {
       const windows: Array<[number, number]> = [];
       const programScript = scriptOf(program);
       for (const group of groups) {
+        stopIfCancelled();
         readAhead(taken + READ_AHEAD);
         // Under the group's locks: a worker serving another analyzer of the same functions waits
         // here, then finds the rows stored instead of computing them again.
@@ -427,6 +477,7 @@ export class AnalysisRunner {
           try {
             for (const idx of group) {
               if (writer.failed) break;
+              stopIfCancelled();
               checkpoint = idx;
               const values = reads.get(taken)!;
               reads.delete(taken);
@@ -445,6 +496,7 @@ export class AnalysisRunner {
                     modulePaths: modulePathsOf(needs, moduleDir),
                   },
                   (stream) => send({ action: "analysis_stream", request_id, job_id: jobId, name: stream.name, text: stream.text }),
+                  request_id,
                 );
                 // Settled below (or left behind after a failure): never an unhandled rejection.
                 answer.catch(() => undefined);
@@ -490,6 +542,8 @@ export class AnalysisRunner {
       fail((err as Error).message);
     } finally {
       reportRows();
+      this.active.delete(request_id);
+      this.cancelled.delete(request_id);
     }
   }
 
@@ -515,10 +569,10 @@ export class AnalysisRunner {
     return bundle;
   }
 
-  private runOnThread(command: AnalyzeCheckpointCommand, onStream: (event: Extract<AnalysisThreadEvent, { type: "stream" }>) => void): Promise<AnalysisThreadEvent> {
+  private runOnThread(command: AnalyzeCheckpointCommand, onStream: (event: Extract<AnalysisThreadEvent, { type: "stream" }>) => void, requestId?: string): Promise<AnalysisThreadEvent> {
     const id = this.nextId++;
     return new Promise<AnalysisThreadEvent>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, onStream });
+      this.pending.set(id, { command, requestId, resolve, reject, onStream });
       this.ensureThread().postMessage({ ...command, id });
     }).finally(() => {
       this.pending.delete(id);
@@ -535,6 +589,8 @@ export class AnalysisRunner {
     if (this.thread) return this.thread;
     const thread = new Worker(ANALYSIS_THREAD_FILE);
     thread.on("message", (event: AnalysisThreadEvent) => {
+      // A thread ended by cancel() may still answer a command that went on to its successor.
+      if (this.thread !== thread) return;
       const pending = this.pending.get(event.id);
       if (!pending) return;
       if (event.type === "stream") pending.onStream(event);

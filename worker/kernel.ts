@@ -24,7 +24,7 @@ import { DuplicateJobError, fanOut, JobRunner } from "./job-runner";
 import type { JobListener } from "./job-runner";
 import { WORKER_COMM_TARGET } from "../runtime/shared/protocol";
 import { AnalysisRunner } from "./analysis-runner";
-import { readAnalyzePrepare, readAnalyzeRequest } from "../runtime/shared/analysis-protocol";
+import { readAnalyzeCancel, readAnalyzePrepare, readAnalyzeRequest } from "../runtime/shared/analysis-protocol";
 import type { JobBundle, JobId, WorkerEvent, WorkerIdentity, WorkerKernelInfo } from "../runtime/shared/protocol";
 import { compilerVersion } from "../runtime/typescript-loader";
 
@@ -332,8 +332,14 @@ export class WorkerKernel {
         this.analysis.prepare(request.job_id, request.functions);
         return;
       }
+      case "analyze_cancel": {
+        const request = readAnalyzeCancel(data);
+        if (typeof request === "string") return fail(request);
+        this.analysis.cancel(request.request_id);
+        return;
+      }
       default:
-        fail(`unknown action ${describe(data.action)}; the "${WORKER_COMM_TARGET}" comm takes "run", "cancel", "status", "analyze" and "analyze_prepare"`);
+        fail(`unknown action ${describe(data.action)}; the "${WORKER_COMM_TARGET}" comm takes "run", "cancel", "status", "analyze", "analyze_prepare" and "analyze_cancel"`);
     }
   }
 

@@ -33,6 +33,16 @@ export interface AnalyzePrepareRequest {
   functions: AnalysisFunction[];
 }
 
+/**
+ * Notebook → worker, no answer (analyzer.stop()): drop this request if it waits, or stop it where
+ * it is if it runs. A checkpoint being computed is abandoned (its thread is ended, so even a
+ * function that never returns lets go); the rows already stored stay.
+ */
+export interface AnalyzeCancelRequest {
+  action: "analyze_cancel";
+  request_id: string;
+}
+
 /** Worker → notebook, each with the request's id. */
 export type AnalysisEvent =
   /** Taken; `position` requests are ahead of it on this worker. */
@@ -97,6 +107,12 @@ export function readAnalyzePrepare(data: Record<string, unknown>): AnalyzePrepar
   const problem = jobAndFunctionsProblem(data, "analyze_prepare needs { job_id: number, functions: [{ name, hash, source }] }");
   if (problem) return problem;
   return { action: "analyze_prepare", job_id: data.job_id as number, functions: (data.functions as AnalysisFunction[]).map(({ name, hash, source }) => ({ name, hash, source })) };
+}
+
+/** An analyze_cancel message as sent over the comm, or a message saying what is wrong with it. */
+export function readAnalyzeCancel(data: Record<string, unknown>): AnalyzeCancelRequest | string {
+  if (typeof data.request_id !== "string" || data.request_id === "") return "analyze_cancel needs { request_id: string }, the id of an analyze request sent on this comm";
+  return { action: "analyze_cancel", request_id: data.request_id };
 }
 
 /** What is wrong with a message's job_id and functions, or undefined. */
