@@ -246,7 +246,7 @@ export class Analyzer<Row extends object = AnalysisRow> {
   #stats: AnalyzerStats = { checkpoints: 0, analysed: 0, computed: 0, errors: 0, byWorker: {} };
   #lastProgress = 0;
   #progressTimer?: NodeJS.Timeout;
-  #state: "working" | "following" | "done" | "failed" = "working";
+  #state: "working" | "following" | "done" | "stopped" | "failed" = "working";
   /** Aborted by stop(): no more checkpoints handed out, and the workers' requests cancelled. */
   readonly #stop = new AbortController();
 
@@ -378,7 +378,7 @@ export class Analyzer<Row extends object = AnalysisRow> {
       const rows = mergeRows(await getAnalysisRows(this.#store, this.jobId, hashes), this.#functions);
       this.#rows = rows;
       this.#stats.errors = rows.reduce((n, r) => n + Object.keys(r.errors ?? {}).length, 0);
-      this.#state = "done";
+      this.#state = this.#stop.signal.aborted ? "stopped" : "done";
       this.#showProgress(true);
       return rows;
     } catch (err) {
@@ -442,7 +442,9 @@ export class Analyzer<Row extends object = AnalysisRow> {
     const { analysed, checkpoints, computed, errors } = this.#stats;
     const names = this.functions.join(", ");
     let status: string;
-    if (this.#state === "done") status = `done: ${computed === 0 ? "all rows from the store" : `${computed} row${computed === 1 ? "" : "s"} computed`}${errors ? `, ${errors} with errors (see row.errors)` : ""}`;
+    const rows = `${computed === 0 ? "all rows from the store" : `${computed} row${computed === 1 ? "" : "s"} computed`}${errors ? `, ${errors} with errors (see row.errors)` : ""}`;
+    if (this.#state === "done") status = `done: ${rows}`;
+    else if (this.#state === "stopped") status = `stopped by analyzer.stop(): ${computed === 0 ? "no rows computed" : rows}`;
     else if (this.#state === "failed") status = `failed: ${note ?? "see the error"}`;
     else if (this.#state === "following") status = "following the running job";
     else status = `on ${this.#workers.length} worker${this.#workers.length === 1 ? "" : "s"}`;

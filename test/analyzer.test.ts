@@ -293,9 +293,11 @@ console.log("behind", behindRows.length, "rows", behind.stats.computed, "compute
 `, ["-p", `jobId=${jobId}`, "--timeout", "120"]);
     assert.equal(run.code, 0, run.stderr);
     assert.match(cellText(run.cells.get("forever")), /^stopped with 0 rows$/m);
+    assert.match(display(run.cells.get("forever")?.outputs, "text/plain") ?? "", /^analysed 0\/19 checkpoints of job \d+ \(forever\); stopped by analyzer\.stop\(\): no rows computed$/);
     // Without the cancel, worker 0's thread would compute forever() still and hold its checkpoints' locks.
     assert.match(cellText(run.cells.get("next")), /^next 19 rows 19 computed \{"default\/0@[^"]+":19\}$/m, cellText(run.cells.get("next")));
     assert.match(cellText(run.cells.get("behind")), /^hanging stopped with 18 rows$/m, cellText(run.cells.get("behind")));
+    assert.match(display(run.cells.get("behind")?.outputs, "text/plain") ?? "", /^analysed 18\/19 checkpoints of job \d+ \(hangsLast\); stopped by analyzer\.stop\(\): 18 rows computed$/);
     assert.match(cellText(run.cells.get("behind")), /^behind 19 rows 19 computed 19$/m, cellText(run.cells.get("behind")));
   });
 
