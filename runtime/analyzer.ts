@@ -16,7 +16,8 @@ import type { View, WorkerConnection } from "./client";
 import { display } from "./display";
 import type { DisplayHandle } from "./display";
 import { FINAL_STATUSES, Job } from "./job";
-import { currentCellSink, sourceOfFunction } from "./notebook";
+import { currentCellSink, runningCell, sourceOfFunction } from "./notebook";
+import type { RunningCell } from "./notebook";
 import { ANALYSIS_EVENTS } from "./shared/analysis-protocol";
 import { WORKER_COMM_TARGET } from "./shared/protocol";
 import type { AnalysisEvent, AnalysisFunction, AnalyzeCancelRequest, AnalyzePrepareRequest, AnalyzeRequest } from "./shared/analysis-protocol";
@@ -249,9 +250,11 @@ export class Analyzer<Row extends object = AnalysisRow> {
   #state: "working" | "following" | "done" | "stopped" | "failed" = "working";
   /** Aborted by stop(): no more checkpoints handed out, and the workers' requests cancelled. */
   readonly #stop = new AbortController();
+  /** Why it stopped, as its progress line says it. */
+  #stoppedBy = "analyzer.stop()";
 
   /** @internal made by db.createAnalyzer() */
-  constructor(store: Store, readonly id: number, readonly jobId: number, functions: AnalysisFunction[], workers: WorkerConnection[], options: { follow: boolean; checkpoints: number; missing: number[]; ended: boolean }) {
+  constructor(store: Store, readonly id: number, readonly jobId: number, functions: AnalysisFunction[], workers: WorkerConnection[], options: { follow: boolean; checkpoints: number; missing: number[]; ended: boolean; cell?: RunningCell }) {
     this.#store = store;
     this.#functions = functions;
     this.#workers = workers;
@@ -262,6 +265,13 @@ export class Analyzer<Row extends object = AnalysisRow> {
     this.#stats.analysed = options.checkpoints - options.missing.length;
     if (currentCellSink()) this.#progress = display(this.#progressBundle());
     this.#result = this.#run({ ended: options.ended, missing: options.missing });
+    // Interrupting the cell that made it stops it, as Ctrl-C stops a loop: with the rows stored so
+    // far kept, creating it again goes on from there (without a handle kept, nothing else could).
+    options.cell?.onInterrupt(() => {
+      if (this.#stop.signal.aborted) return;
+      this.#stoppedBy = "the interrupt of the cell that created it";
+      this.stop();
+    });
     // Asking for the analyzer without awaiting its result must not crash the kernel on a failure.
     this.#result.catch(() => undefined);
   }
@@ -286,6 +296,7 @@ export class Analyzer<Row extends object = AnalysisRow> {
    * Stops the analysis (and, with follow, following the job): no more checkpoints are handed out,
    * and the workers drop the ones they were given, abandoning those being computed (even a
    * function that never returns). `result` then resolves with the rows stored so far.
+   * Interrupting the cell that created the analyzer, while it runs, stops it the same way.
    */
   stop(): void {
     this.#stop.abort();
@@ -444,7 +455,7 @@ export class Analyzer<Row extends object = AnalysisRow> {
     let status: string;
     const rows = `${computed === 0 ? "all rows from the store" : `${computed} row${computed === 1 ? "" : "s"} computed`}${errors ? `, ${errors} with errors (see row.errors)` : ""}`;
     if (this.#state === "done") status = `done: ${rows}`;
-    else if (this.#state === "stopped") status = `stopped by analyzer.stop(): ${computed === 0 ? "no rows computed" : rows}`;
+    else if (this.#state === "stopped") status = `stopped by ${this.#stoppedBy}: ${computed === 0 ? "no rows computed" : rows}`;
     else if (this.#state === "failed") status = `failed: ${note ?? "see the error"}`;
     else if (this.#state === "following") status = "following the running job";
     else status = `on ${this.#workers.length} worker${this.#workers.length === 1 ? "" : "s"}`;
@@ -505,6 +516,8 @@ export async function createAnalyzer(store: Store, view: unknown, job: unknown, 
   const unknownKeys = Object.keys(options).filter((k) => k !== "follow");
   if (unknownKeys.length > 0) throw new TypeError(`createAnalyzer: unknown option${unknownKeys.length === 1 ? "" : "s"} ${unknownKeys.join(", ")}; the only option is follow`);
   if (options.follow !== undefined && typeof options.follow !== "boolean") throw new TypeError("createAnalyzer: follow must be true or false");
+  // Read before the first await: the cell that called, not one that runs when the store answers.
+  const cell = runningCell();
   const functions = analysisFunctions(fns);
   const jobId = jobIdOf(job);
   const workers = workersOf(view);
@@ -528,5 +541,5 @@ export async function createAnalyzer(store: Store, view: unknown, job: unknown, 
       : `job ${jobId} has no checkpoints (it is ${status}): there is nothing to analyse. Its code takes them with jobtracker.registerCheckpointer("name") and jobtracker.checkpoint()`);
   }
   if (checkpoints === 0) currentCellSink()?.stream("stderr", `job ${jobId} has no checkpoints yet; the analyzer follows it and analyses each as it is stored\n`);
-  return new Analyzer(store, analysis.id, jobId, functions, workers, { follow, checkpoints, missing, ended: !running });
+  return new Analyzer(store, analysis.id, jobId, functions, workers, { follow, checkpoints, missing, ended: !running, cell });
 }

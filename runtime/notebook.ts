@@ -8,6 +8,8 @@ interface NotebookHook {
   /** Work the running cell waits for before it ends (holdCell). */
   held?: Set<Promise<unknown>>;
   sourceOfFunction?: (fn: Function) => DeclarationRecord | undefined;
+  /** The cell running now (set between startCell and its end). */
+  cell?: RunningCell;
 }
 
 // Kept on globalThis under a registered symbol so that two copies of this package in one
@@ -53,6 +55,53 @@ export async function settleHeldWork(): Promise<void> {
   await Promise.race([Promise.all([...held]), limit]);
   clearTimeout(timer);
   held.clear();
+}
+
+/**
+ * A cell while it runs: what should stop with it if the user interrupts it (an analyzer it
+ * started). Work that outlives its cell on purpose (jobs) does not register.
+ */
+export class RunningCell {
+  #listeners = new Set<() => void>();
+  #ended = false;
+
+  /** Runs `listener` if this cell is interrupted; once the cell has ended, never. */
+  onInterrupt(listener: () => void): void {
+    if (!this.#ended) this.#listeners.add(listener);
+  }
+
+  /** @internal the engine, when the cell's run ends (interrupted or not). */
+  end(interrupted: boolean): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    const listeners = [...this.#listeners];
+    this.#listeners.clear();
+    if (hook().cell === this) hook().cell = undefined;
+    if (!interrupted) return;
+    for (const listener of listeners) {
+      try {
+        listener();
+      } catch {
+        // One listener's failure must not keep the others from stopping their work.
+      }
+    }
+  }
+}
+
+/** @internal the engine, as a cell starts running. */
+export function startCell(): RunningCell {
+  const cell = new RunningCell();
+  hook().cell = cell;
+  return cell;
+}
+
+/**
+ * The cell running now, or undefined (outside a notebook kernel, or in code that runs after its
+ * cell ended: a timer, a promise not awaited). Read it before the first await of an API call, so
+ * work started from a cell is tied to that cell and not to whichever runs when the work begins.
+ */
+export function runningCell(): RunningCell | undefined {
+  return hook().cell;
 }
 
 /** True when this process is a notebook kernel that has started running cells. */

@@ -7,10 +7,20 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { cellText, JobsEnv, ROOT } from "./jobs-env";
 import type { Output } from "./jobs-env";
+import { kernelTestEnv, withJupyterClient } from "./kernel-helpers";
 
 const env = new JobsEnv("analyzer");
-before(() => env.start());
-after(() => env.cleanup());
+const kernels = kernelTestEnv();
+before(async () => {
+  await env.start();
+  // A kernel started by jupyter_client (for interrupts) finds the same cluster and database.
+  kernels.env.NBJOB_HOME = env.env.NBJOB_HOME;
+  kernels.env.NBJOB_DATABASE_URL = env.url;
+});
+after(async () => {
+  kernels.cleanup();
+  await env.cleanup();
+});
 
 // The seed's example: a parameter that halves its distance to 5 at each iteration, 19 checkpoints.
 const TRAIN = `
@@ -299,6 +309,46 @@ console.log("behind", behindRows.length, "rows", behind.stats.computed, "compute
     assert.match(cellText(run.cells.get("behind")), /^hanging stopped with 18 rows$/m, cellText(run.cells.get("behind")));
     assert.match(display(run.cells.get("behind")?.outputs, "text/plain") ?? "", /^analysed 18\/19 checkpoints of job \d+ \(hangsLast\); stopped by analyzer\.stop\(\): 18 rows computed$/);
     assert.match(cellText(run.cells.get("behind")), /^behind 19 rows 19 computed 19$/m, cellText(run.cells.get("behind")));
+  });
+
+  test("interrupting the cell that created an analyzer stops it on the workers; one an earlier cell created goes on", async () => {
+    const { rows } = await env.store.query<{ job_id: string }>("SELECT min(job_id) AS job_id FROM nbjob.checkpoints");
+    const jobId = Number(rows[0].job_id);
+    assert.ok(jobId > 0, "the first test stored checkpoints");
+    const marker = join(env.work, "interrupted-started");
+    const setup = `const db = new DBWrapper();\nconst rc = await Client.connect();\nlet iteration = 0;\nconst jobId = ${jobId};`;
+    // ~50 ms a checkpoint on worker 1: still running when the other cell is interrupted.
+    const earlier = `function slowly() {\n  const until = Date.now() + 50;\n  while (Date.now() < until);\n  return { slow: iteration };\n}\nconst earlier = await db.createAnalyzer(rc.view(1), jobId, [slowly]);`;
+    const interrupted = `function untilInterrupted() {\n  require("node:fs").writeFileSync(${JSON.stringify(marker)}, "computing");\n  let n = 0;\n  while (n >= 0) n++;\n  return { n };\n}\nconst stuck = await db.createAnalyzer(rc.view(0), jobId, [untilInterrupted]);\nawait stuck.result;`;
+    const after = `function afterwards2() {\n  return { afterwards: iteration };\n}\nconst next = await db.createAnalyzer(rc.view(0), jobId, [afterwards2]);\nconst nextRows = await next.result;\nconst earlierRows = await earlier.result;\n[require("node:util").inspect(stuck), (await stuck.result).length, nextRows.length, next.stats.computed, earlierRows.length, earlier.stats.computed].join(" | ")`;
+    const result = await withJupyterClient(kernels, `
+run(${JSON.stringify(setup)}, timeout=60)
+run(${JSON.stringify(earlier)}, timeout=60)
+msg_id = kc.execute(${JSON.stringify(interrupted)})
+deadline = time.time() + 60
+while not os.path.exists(${JSON.stringify(marker)}) and time.time() < deadline:
+    time.sleep(0.05)
+km.interrupt_kernel()
+reply = kc.get_shell_msg(timeout=20)
+result["interrupted"] = reply["content"]["status"]
+# The progress line of the stopped analyzer is updated in place (update_display_data) as it stops.
+texts = []
+deadline = time.time() + 10
+while time.time() < deadline and not any("stopped by" in t for t in texts):
+    try:
+        m = kc.get_iopub_msg(timeout=0.5)
+    except Empty:
+        continue
+    if m["parent_header"].get("msg_id") == msg_id and m["msg_type"] in ("display_data", "update_display_data"):
+        texts.append(m["content"]["data"].get("text/plain", ""))
+result["progress"] = texts
+result["after"] = text_of(run(${JSON.stringify(after)}, timeout=60))
+`);
+    assert.equal(result.interrupted, "error");
+    const progress = (result.progress as string[]).join("\n");
+    assert.match(progress, /^analysed 0\/19 checkpoints of job \d+ \(untilInterrupted\); stopped by the interrupt of the cell that created it: no rows computed$/m, progress);
+    // Without the stop, worker 0's thread would still compute untilInterrupted() and the next analysis would never end.
+    assert.match(String(result.after), new RegExp(`^'Analyzer \\d+ \\(job ${jobId}: untilInterrupted; 0/19 checkpoints, stopped\\) \\| 0 \\| 19 \\| 19 \\| 19 \\| 19'$`), String(result.after));
   });
 
   test("examples/checkpoints.ipynb runs end to end", async () => {

@@ -455,6 +455,19 @@ describe("interrupt", () => {
     assert.equal(await value("[resumed, cleaned]"), "[ false, true ]");
   });
 
+  test("interrupting a cell runs what it registered with runningCell().onInterrupt; a cell that ended runs nothing", async () => {
+    const notebook = JSON.stringify(join(__dirname, "..", "runtime", "notebook.js"));
+    await value(`const cellHooks = require(${notebook})\nlet stoppedEnded = 0\nlet stoppedInterrupted = 0`);
+    await value("cellHooks.runningCell()!.onInterrupt(() => stoppedEnded++)");
+    const pending = run("cellHooks.runningCell()!.onInterrupt(() => stoppedInterrupted++)\nawait new Promise(() => {})");
+    const interrupter = setInterval(() => engine.interrupt(), 50);
+    const { outcome } = await pending;
+    clearInterval(interrupter);
+    assert.equal(outcome.status, "error");
+    // Once each, though interrupt() was called again and again; the ended cell's listener never.
+    assert.equal(await value("[stoppedEnded, stoppedInterrupted, cellHooks.runningCell() !== undefined]"), "[ 0, 1, true ]");
+  });
+
   test("an async cell's awaits keep their meaning: precedence, thenables, rejections, for await", async () => {
     assert.equal(await value("const awaitedTwo = await 1 + 1\nconst awaitedList: number[] = [await 1, ...[await 2]];\n`${await 'x'}${awaitedTwo}${awaitedList}`"), "'x21,2'");
     assert.equal(await value("const thenable = { then(ok: (v: number) => void) { ok(7) } }\nawait thenable"), "7");

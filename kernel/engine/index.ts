@@ -15,7 +15,8 @@ import { ts } from "./typescript";
 import { OutputCapture } from "./output-capture";
 import { extractPagerLines, type PagerRequest } from "./pager";
 import type { CellOutcome, CellRequest, CellSink, Completion, DeclarationRecord, ExecutionEngine, Inspection, MimeBundle } from "./types";
-import { setCellSink, setFunctionSourceLookup, settleHeldWork } from "../../runtime/notebook";
+import { setCellSink, setFunctionSourceLookup, settleHeldWork, startCell } from "../../runtime/notebook";
+import type { RunningCell } from "../../runtime/notebook";
 
 export type { ExecutionEngine } from "./types";
 export { typescriptVersion } from "./typescript";
@@ -148,14 +149,16 @@ export class Engine implements ExecutionEngine {
     const run = ++this.cellCount;
     const label = `cell ${request.executionCount ?? run}`;
     setCellSink(request.sink);
+    const cell = startCell();
     this.capture.sink = request.sink;
     this.capture.running = true;
     try {
-      return await this.executeCell(request, label, run);
+      return await this.executeCell(request, label, run, cell);
     } catch (error) {
       return runtimeErrorOutcome(error, () => undefined, KERNEL_ROOT);
     } finally {
       this.capture.running = false;
+      cell.end(false);
     }
   }
 
@@ -201,7 +204,7 @@ export class Engine implements ExecutionEngine {
     return vm.runInThisContext(expression, { filename: "nbjob-evaluate" });
   }
 
-  private async executeCell(request: CellRequest, label: string, run: number): Promise<CellOutcome> {
+  private async executeCell(request: CellRequest, label: string, run: number, cell: RunningCell): Promise<CellOutcome> {
     this.installGlobals();
     const { code, pages } = extractPagerLines(request.code);
     for (const page of pages) this.openPager(page, request.sink);
@@ -233,7 +236,11 @@ export class Engine implements ExecutionEngine {
       await settleHeldWork();
     } catch (error) {
       this.remember(analysis, declarations);
-      if (isInterrupt(error)) return interruptedOutcome();
+      if (isInterrupt(error)) {
+        // What the cell started and registered to stop with it (an analyzer) stops now.
+        cell.end(true);
+        return interruptedOutcome();
+      }
       return runtimeErrorOutcome(error, (file, line, column) => this.mapFrame(file, line, column), KERNEL_ROOT);
     }
     this.remember(analysis, declarations);
