@@ -4,7 +4,7 @@
 // measured alone, as a user runs one. Then tslab's cells alone and next to an nbjob kernel (its
 // background work must not slow other processes).
 // Run: node dist/bench/kernel-latency.js [rounds, default 3] [cells of each kind per round, default 25]
-//        [--together: the old way, all three kernels alive at once] [--no-neighbour]
+//        [--together: the old way, all three kernels alive at once] [--no-neighbour] [--only-neighbour]
 //        [--timeline: also when each message of a cell arrives (busy, execute_input, result, reply, idle)]
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -17,6 +17,8 @@ const checkout = resolve(__dirname, "..", "..");
 const anchors = join(checkout, "bench", "anchors");
 
 interface KernelRun {
+  /** The nbjob kernel's own CPU time (all its threads) while tslab's cells ran next to it. */
+  nbjob_cpu_s: number;
   startup_ms: number;
   trivial_ms: number;
   declaration_ms: number;
@@ -135,20 +137,35 @@ for s in range(starts):
         # tslab's cells alone, next to an nbjob kernel just started (its warm-up and idle
         # collection run then), and next to an nbjob kernel idle for a while. Each phase has a
         # tslab kernel of its own with as many cells (tslab's cells slow down as its history grows).
-        km, kc, _ = start("tslab")
-        time.sleep(2)
-        cells_of("tslab alone", "tslab", kc, cells)
-        stop(km, kc)
+        # "Alone" comes first in even rounds and last in odd ones, so a drift of the machine over a
+        # round does not land on one side; nbjob's own CPU time in each phase is recorded.
+        def tslab_alone():
+            km, kc, _ = start("tslab")
+            time.sleep(2)
+            cells_of("tslab alone", "tslab", kc, cells)
+            stop(km, kc)
+        def cpu_seconds(km):
+            with open("/proc/%d/stat" % km.provisioner.pid) as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        if s % 2 == 0:
+            tslab_alone()
         km, kc, _ = start("tslab")
         time.sleep(2)
         nkm, nkc, _ = start("nbjob")
+        before = cpu_seconds(nkm)
         cells_of("tslab, nbjob just started", "tslab", kc, cells)
+        sample("tslab, nbjob just started", "nbjob_cpu_s", cpu_seconds(nkm) - before)
         stop(km, kc)
         km, kc, _ = start("tslab")
         time.sleep(2)
+        before = cpu_seconds(nkm)
         cells_of("tslab, nbjob idle", "tslab", kc, cells)
+        sample("tslab, nbjob idle", "nbjob_cpu_s", cpu_seconds(nkm) - before)
         stop(km, kc)
         stop(nkm, nkc)
+        if s % 2 == 1:
+            tslab_alone()
     elif mode == "timeline":
         # Where a round trip goes: one kernel at a time, cells sent on a socket of our own and
         # every message's arrival stamped as the poller sees it (execute_interactive reads the
@@ -239,6 +256,7 @@ function main(): void {
   const args = process.argv.slice(2);
   const together = args.includes("--together");
   const neighbour = !args.includes("--no-neighbour");
+  const onlyNeighbour = args.includes("--only-neighbour");
   const timeline = args.includes("--timeline");
   const [starts, cells] = args.filter((a) => !a.startsWith("--")).map(Number);
   const rounds = starts || 3;
@@ -251,7 +269,9 @@ function main(): void {
     writeAnchorSpecs(env.JUPYTER_DATA_DIR);
     const load = () => loadavg().map((l) => l.toFixed(1)).join(", ");
     console.log(`load average before: ${load()} on ${cpus().length} cores`);
-    if (together) {
+    if (onlyNeighbour) {
+      // Only the last part below.
+    } else if (together) {
       console.log(`the old way: nbjob, tslab and deno alive at once, ${rounds} start-ups each, ${perKind} cells of each kind per start-up, alternating ...`);
       const runs = measure("together", ["nbjob", "tslab", "deno"], rounds, perKind, env);
       printKernels(`all three kernels alive at once (load average now ${load()}):`, runs);
@@ -269,12 +289,13 @@ function main(): void {
       console.log(`\ntslab's cells next to an nbjob kernel (${rounds} rounds, ${perKind} cells of each kind per phase) ...`);
       const runs = measure("neighbour", ["tslab"], rounds, perKind, env);
       const phases = ["tslab alone", "tslab, nbjob just started", "tslab, nbjob idle"];
-      console.log(`${"tslab's cells (ms, median)".padEnd(30)}${"1 + 1".padStart(10)}${"let".padStart(10)}${"function".padStart(10)}${"vs alone".padStart(10)}`);
+      console.log(`${"tslab's cells (ms, median)".padEnd(30)}${"1 + 1".padStart(10)}${"let".padStart(10)}${"function".padStart(10)}${"vs alone".padStart(10)}${"nbjob's CPU s in the phase".padStart(28)}`);
       const alone = runs["tslab alone"];
       for (const phase of phases) {
         const r = runs[phase];
         const vs = ((r.trivial_ms! + r.declaration_ms! + r.function_ms!) / (alone.trivial_ms! + alone.declaration_ms! + alone.function_ms!)).toFixed(2);
-        console.log(`${phase.padEnd(30)}${r.trivial_ms!.toFixed(1).padStart(10)}${r.declaration_ms!.toFixed(1).padStart(10)}${r.function_ms!.toFixed(1).padStart(10)}${vs.padStart(10)}`);
+        const nbjobCpu = r.nbjob_cpu_s === undefined ? "-" : r.nbjob_cpu_s.toFixed(2);
+        console.log(`${phase.padEnd(30)}${r.trivial_ms!.toFixed(1).padStart(10)}${r.declaration_ms!.toFixed(1).padStart(10)}${r.function_ms!.toFixed(1).padStart(10)}${vs.padStart(10)}${nbjobCpu.padStart(28)}`);
       }
     }
     console.log(`\nload average after: ${load()}`);

@@ -54,7 +54,9 @@ export async function startKernel(connectionFile: string): Promise<void> {
   let closed: () => void = () => process.exit(0);
   let executeRequests = 0;
   let lastRequestAt = 0;
-  const collector = idleCollector(() => shell?.idle ?? false, () => {
+  // One reading of the machine's load for both kinds of background work.
+  const spare = new SpareCpu();
+  const collector = idleCollector(() => (shell?.idle ?? false) && spare.hasSpareCore(), () => {
     // After the first cell the compiler has compiled what cells use: the next kernel loads that.
     if (executeRequests > 0) saveCompilerCodeCache();
   });
@@ -130,7 +132,7 @@ export async function startKernel(connectionFile: string): Promise<void> {
   toSockets({ kind: "ready", typescriptVersion: engineModule.typescriptVersion() });
   const quiet = () => (shell?.idle ?? false) && performance.now() - lastRequestAt >= WARM_UP_QUIET_MS;
   // The garbage the warm-up leaves is collected once it is done.
-  warmUpWhileIdle(engine, quiet, () => collector.arm());
+  warmUpWhileIdle(engine, quiet, spare, () => collector.arm());
 }
 
 // Warm-up steps run once no request has come for this long (a frontend sending cells one after
@@ -147,6 +149,9 @@ const IDLE_COLLECT_MAX_HEAP = 512 * 1024 * 1024;
  * type-checked cell leaves a program and a type checker behind, and V8 would keep the space they
  * took until enough new allocation comes along, which an idle kernel never does. A request that
  * arrives during the collection waits for it (tens of milliseconds at the heap sizes it runs at).
+ * `idle` also says whether other processes leave a core spare: with the compiler's code cache
+ * saved first, a collection takes 70-170 ms of CPU, which slowed another kernel's cells running
+ * then (tslab's took 1.21x their time in the second after nbjob's first cell, 2026-12-08).
  */
 function idleCollector(idle: () => boolean, beforeCollecting: () => void): { arm(): void } {
   setFlagsFromString("--expose-gc");
@@ -175,9 +180,8 @@ function idleCollector(idle: () => boolean, beforeCollecting: () => void): { arm
  * code is then optimised by the time the user's first cells come, which otherwise ran at about
  * one and a half times the time of later ones.
  */
-function warmUpWhileIdle(engine: ExecutionEngine, quiet: () => boolean, done: () => void): void {
+function warmUpWhileIdle(engine: ExecutionEngine, quiet: () => boolean, spare: SpareCpu, done: () => void): void {
   const steps = engine.warmUpSteps?.() ?? [];
-  const spare = new SpareCpu();
   const next = () => {
     if (steps.length === 0) return done();
     // Quiet ourselves, and other processes leave a core free: the warm-up only makes later

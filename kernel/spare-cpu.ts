@@ -32,15 +32,24 @@ function read(): Reading | undefined {
   }
 }
 
+/**
+ * The shortest span a reading covers. Another kernel's cells come back to back with short pauses
+ * between them (its client's turn): over a span of a few ticks a pause looked like a free core,
+ * the warm-up ran in it and slowed the next cells (tslab's cells took 1.07-1.09x their time next
+ * to an "idle" nbjob kernel that was still warming up, 2026-12-08).
+ */
+const MIN_SPAN_MS = 250;
+
 export class SpareCpu {
   private last = read();
   private readonly cores = Math.max(1, cpus().length);
-  private spare = true;
+  /** No until a first span has been read (when it can be read at all). */
+  private spare = this.last === undefined;
 
   /**
-   * Whether, since the last reading, one and a half cores were free of other processes' work
-   * (one for us, some headroom). Readings closer together than /proc/stat can tell apart (it
-   * counts in 10 ms ticks) keep the previous answer; without /proc/stat the answer is yes.
+   * Whether, over the last span of at least MIN_SPAN_MS, one and a half cores were free of other
+   * processes' work (one for us, some headroom). Asked sooner, the answer of the last span;
+   * without /proc/stat the answer is yes.
    */
   hasSpareCore(): boolean {
     const now = read();
@@ -48,7 +57,7 @@ export class SpareCpu {
     if (!now || !before) return true;
     const totalTicks = now.total - before.total;
     const wall = now.wallMicros - before.wallMicros;
-    if (totalTicks < 2 * this.cores || wall <= 0) return this.spare;
+    if (wall < MIN_SPAN_MS * 1000 || totalTicks < 2 * this.cores) return this.spare;
     this.last = now;
     const machine = ((now.busy - before.busy) / totalTicks) * this.cores;
     const own = (now.ownMicros - before.ownMicros) / wall;
