@@ -4,23 +4,12 @@
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
-import { cellText, JobsEnv, ROOT } from "./jobs-env";
+import { describe, test } from "node:test";
+import { cellText, jobsEnvWithKernels, ROOT } from "./jobs-env";
 import type { Output } from "./jobs-env";
-import { kernelTestEnv, withJupyterClient } from "./kernel-helpers";
+import { withJupyterClient } from "./kernel-helpers";
 
-const env = new JobsEnv("analyzer");
-const kernels = kernelTestEnv();
-before(async () => {
-  await env.start();
-  // A kernel started by jupyter_client (for interrupts) finds the same cluster and database.
-  kernels.env.NBJOB_HOME = env.env.NBJOB_HOME;
-  kernels.env.NBJOB_DATABASE_URL = env.url;
-});
-after(async () => {
-  kernels.cleanup();
-  await env.cleanup();
-});
+const { env, kernels } = jobsEnvWithKernels("analyzer");
 
 // The seed's example: a parameter that halves its distance to 5 at each iteration, 19 checkpoints.
 const TRAIN = `

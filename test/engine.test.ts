@@ -432,13 +432,20 @@ test("a top-level using declaration is one clear error; in a block it is dispose
 });
 
 describe("interrupt", () => {
+  /** Runs `code`, interrupting it every 50 ms until it ends (at the first try it may still be type-checking, on a busy machine). */
+  async function runInterrupted(code: string): Promise<CellOutcome> {
+    const pending = run(code);
+    const interrupter = setInterval(() => engine.interrupt(), 50);
+    try {
+      return (await pending).outcome;
+    } finally {
+      clearInterval(interrupter);
+    }
+  }
+
   test("interrupt() stops a pending await; the notebook keeps its state", async () => {
     await value("let progress = 'before'");
-    const pending = run("progress = 'waiting'\nawait new Promise(() => {})");
-    // Repeated, since the cell may still be type-checking at the first try (a busy machine).
-    const interrupter = setInterval(() => engine.interrupt(), 50);
-    const { outcome } = await pending;
-    clearInterval(interrupter);
+    const outcome = await runInterrupted("progress = 'waiting'\nawait new Promise(() => {})");
     assert.equal(outcome.status, "error");
     if (outcome.status === "error") assert.equal(outcome.ename, "Interrupted");
     assert.equal(await value("progress"), "'waiting'");
@@ -446,10 +453,7 @@ describe("interrupt", () => {
 
   test("an interrupted await does not resume the rest of its cell later; finally blocks run", async () => {
     await value("let resumed = false\nlet cleaned = false");
-    const pending = run("try {\n  await new Promise((r) => setTimeout(r, 400))\n  resumed = true\n} finally {\n  cleaned = true\n}");
-    const interrupter = setInterval(() => engine.interrupt(), 50);
-    const { outcome } = await pending;
-    clearInterval(interrupter);
+    const outcome = await runInterrupted("try {\n  await new Promise((r) => setTimeout(r, 400))\n  resumed = true\n} finally {\n  cleaned = true\n}");
     assert.equal(outcome.status, "error");
     await new Promise((r) => setTimeout(r, 700));
     assert.equal(await value("[resumed, cleaned]"), "[ false, true ]");
@@ -459,10 +463,7 @@ describe("interrupt", () => {
     const notebook = JSON.stringify(join(__dirname, "..", "runtime", "notebook.js"));
     await value(`const cellHooks = require(${notebook})\nlet stoppedEnded = 0\nlet stoppedInterrupted = 0`);
     await value("cellHooks.runningCell()!.onInterrupt(() => stoppedEnded++)");
-    const pending = run("cellHooks.runningCell()!.onInterrupt(() => stoppedInterrupted++)\nawait new Promise(() => {})");
-    const interrupter = setInterval(() => engine.interrupt(), 50);
-    const { outcome } = await pending;
-    clearInterval(interrupter);
+    const outcome = await runInterrupted("cellHooks.runningCell()!.onInterrupt(() => stoppedInterrupted++)\nawait new Promise(() => {})");
     assert.equal(outcome.status, "error");
     // Once each, though interrupt() was called again and again; the ended cell's listener never.
     assert.equal(await value("[stoppedEnded, stoppedInterrupted, cellHooks.runningCell() !== undefined]"), "[ 0, 1, true ]");

@@ -5,9 +5,12 @@ import type { ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { after, before } from "node:test";
 import { Client as PgClient } from "pg";
 import { openStore } from "../store";
 import type { Store } from "../store";
+import { kernelTestEnv } from "./kernel-helpers";
+import type { KernelTestEnv } from "./kernel-helpers";
 
 export const ROOT = resolve(__dirname, "..", "..");
 export const NBJOB = join(ROOT, "bin", "nbjob.js");
@@ -214,3 +217,22 @@ function walk(steps: number): Point {
   return new Point(params.x * steps, params.y);
 }
 `;
+
+/**
+ * A JobsEnv, and kernels for jupyter_client (withJupyterClient) that find the same cluster and
+ * database: started before the file's tests, cleaned up after them.
+ */
+export function jobsEnvWithKernels(name: string): { env: JobsEnv; kernels: KernelTestEnv } {
+  const env = new JobsEnv(name);
+  const kernels = kernelTestEnv();
+  before(async () => {
+    await env.start();
+    kernels.env.NBJOB_HOME = env.env.NBJOB_HOME;
+    kernels.env.NBJOB_DATABASE_URL = env.url;
+  });
+  after(async () => {
+    kernels.cleanup();
+    await env.cleanup();
+  });
+  return { env, kernels };
+}

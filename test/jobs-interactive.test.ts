@@ -2,23 +2,12 @@
 // jupyter_client with allow_stdin), interrupting a cell that awaits a job, and jobs that outlive
 // the notebook that submitted them. Real cluster of 2 workers, fresh database.
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { getJob, listJobs } from "../store";
-import { kernelTestEnv, withJupyterClient } from "./kernel-helpers";
-import { cellText, JobsEnv } from "./jobs-env";
+import { withJupyterClient } from "./kernel-helpers";
+import { cellText, jobsEnvWithKernels } from "./jobs-env";
 
-const env = new JobsEnv("jobs_interactive");
-const kernels = kernelTestEnv();
-before(async () => {
-  await env.start();
-  // The kernel started by jupyter_client must find the same cluster and database.
-  kernels.env.NBJOB_HOME = env.env.NBJOB_HOME;
-  kernels.env.NBJOB_DATABASE_URL = env.url;
-});
-after(async () => {
-  kernels.cleanup();
-  await env.cleanup();
-});
+const { env, kernels } = jobsEnvWithKernels("jobs_interactive");
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 

@@ -4,23 +4,12 @@
 // both run. A new kernel finds both with db.job(id), they finish, their results arrive, and the
 // workers take the next jobs (no state left over from the dead kernel gets in the way).
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { getJob, readLogs } from "../store";
-import { kernelTestEnv, withJupyterClient } from "./kernel-helpers";
-import { JobsEnv } from "./jobs-env";
+import { withJupyterClient } from "./kernel-helpers";
+import { jobsEnvWithKernels } from "./jobs-env";
 
-const env = new JobsEnv("jobs_survive");
-const kernels = kernelTestEnv();
-before(async () => {
-  await env.start();
-  // The kernels started by jupyter_client must find the same cluster and database.
-  kernels.env.NBJOB_HOME = env.env.NBJOB_HOME;
-  kernels.env.NBJOB_DATABASE_URL = env.url;
-});
-after(async () => {
-  kernels.cleanup();
-  await env.cleanup();
-});
+const { env, kernels } = jobsEnvWithKernels("jobs_survive");
 
 const SETUP = `
 const sc = new SnippetCollector();

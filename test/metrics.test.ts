@@ -8,23 +8,13 @@
 // (update_display_data) while a job runs.
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { getJob, openStore, putMetrics, readMetrics, ClaimLostError } from "../store";
 import { dumpStore, restoreStore } from "../store/dump";
-import { kernelTestEnv, withJupyterClient } from "./kernel-helpers";
-import { cellText, JobsEnv } from "./jobs-env";
+import { withJupyterClient } from "./kernel-helpers";
+import { cellText, jobsEnvWithKernels } from "./jobs-env";
 
-const env = new JobsEnv("metrics");
-const kernels = kernelTestEnv();
-before(async () => {
-  await env.start();
-  kernels.env.NBJOB_HOME = env.env.NBJOB_HOME;
-  kernels.env.NBJOB_DATABASE_URL = env.url;
-});
-after(async () => {
-  kernels.cleanup();
-  await env.cleanup();
-});
+const { env, kernels } = jobsEnvWithKernels("metrics");
 
 describe("metrics", () => {
   test("10,000 steps of loss and acc from a synchronous loop, NaN/Infinity/arrays/backwards steps, bad input, db.jobs and the sweep's table, nbjob metrics --csv, dump/restore, rm", async () => {
