@@ -56,7 +56,7 @@ export async function startKernel(connectionFile: string): Promise<void> {
   let lastRequestAt = 0;
   // One reading of the machine's load for both kinds of background work.
   const spare = new SpareCpu();
-  const collector = idleCollector(() => (shell?.idle ?? false) && spare.hasSpareCore(), () => {
+  const collector = idleCollector(() => shell?.idle ?? false, spare, () => {
     // After the first cell the compiler has compiled what cells use: the next kernel loads that.
     if (executeRequests > 0) saveCompilerCodeCache();
   });
@@ -140,6 +140,8 @@ export async function startKernel(connectionFile: string): Promise<void> {
 const WARM_UP_QUIET_MS = 200;
 // How long the kernel must have been idle before it collects garbage.
 const IDLE_COLLECT_MS = 1000;
+/** While other processes leave no core spare, the idle collection looks again this often. */
+const SPARE_CHECK_MS = 300;
 // Above this much live heap (a notebook holding large data) a full collection takes long enough
 // to delay the next request noticeably, and what it frees is a small part: V8 is left to it.
 const IDLE_COLLECT_MAX_HEAP = 512 * 1024 * 1024;
@@ -149,16 +151,18 @@ const IDLE_COLLECT_MAX_HEAP = 512 * 1024 * 1024;
  * type-checked cell leaves a program and a type checker behind, and V8 would keep the space they
  * took until enough new allocation comes along, which an idle kernel never does. A request that
  * arrives during the collection waits for it (tens of milliseconds at the heap sizes it runs at).
- * `idle` also says whether other processes leave a core spare: with the compiler's code cache
- * saved first, a collection takes 70-170 ms of CPU, which slowed another kernel's cells running
- * then (tslab's took 1.21x their time in the second after nbjob's first cell, 2026-12-08).
+ * It also waits until other processes leave a core spare: with the compiler's code cache saved
+ * first, a collection takes 70-170 ms of CPU, which slowed another kernel's cells running then
+ * (tslab's took 1.21x their time in the second after nbjob's first cell, 2026-12-08).
  */
-function idleCollector(idle: () => boolean, beforeCollecting: () => void): { arm(): void } {
+function idleCollector(idle: () => boolean, spare: SpareCpu, beforeCollecting: () => void): { arm(): void } {
   setFlagsFromString("--expose-gc");
   const gc = runInNewContext("gc") as () => void;
   let timer: NodeJS.Timeout | undefined;
   const fire = () => {
     if (!idle()) timer = setTimeout(fire, IDLE_COLLECT_MS).unref();
+    // Asked often enough that each answer is about the last moments (SpareCpu's longest span).
+    else if (!spare.hasSpareCore()) timer = setTimeout(fire, SPARE_CHECK_MS).unref();
     else {
       beforeCollecting();
       if (process.memoryUsage().heapUsed <= IDLE_COLLECT_MAX_HEAP) gc();

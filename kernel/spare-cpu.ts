@@ -39,6 +39,12 @@ function read(): Reading | undefined {
  * to an "idle" nbjob kernel that was still warming up, 2026-12-08).
  */
 const MIN_SPAN_MS = 250;
+/**
+ * The longest: a span mostly of a quiet moment long past says nothing of now (the idle
+ * collection, asked a second apart, once collected in another kernel's burst of cells after a
+ * quiet stretch). An older reading starts a new span, and the answer is no until it is read.
+ */
+const MAX_SPAN_MS = 1000;
 
 export class SpareCpu {
   private last = read();
@@ -47,9 +53,9 @@ export class SpareCpu {
   private spare = this.last === undefined;
 
   /**
-   * Whether, over the last span of at least MIN_SPAN_MS, one and a half cores were free of other
-   * processes' work (one for us, some headroom). Asked sooner, the answer of the last span;
-   * without /proc/stat the answer is yes.
+   * Whether, over the last span (MIN_SPAN_MS to MAX_SPAN_MS), one and a half cores were free of
+   * other processes' work (one for us, some headroom). Asked sooner, the answer of the last span;
+   * asked later, no (a new span starts); without /proc/stat the answer is yes.
    */
   hasSpareCore(): boolean {
     const now = read();
@@ -57,6 +63,11 @@ export class SpareCpu {
     if (!now || !before) return true;
     const totalTicks = now.total - before.total;
     const wall = now.wallMicros - before.wallMicros;
+    if (wall > MAX_SPAN_MS * 1000) {
+      this.last = now;
+      this.spare = false;
+      return false;
+    }
     if (wall < MIN_SPAN_MS * 1000 || totalTicks < 2 * this.cores) return this.spare;
     this.last = now;
     const machine = ((now.busy - before.busy) / totalTicks) * this.cores;
