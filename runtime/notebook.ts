@@ -64,16 +64,23 @@ export async function settleHeldWork(): Promise<void> {
 export class RunningCell {
   #listeners = new Set<() => void>();
   #ended = false;
+  #interrupted = false;
 
-  /** Runs `listener` if this cell is interrupted; once the cell has ended, never. */
+  /**
+   * Runs `listener` if this cell is interrupted, or at once if it was (work it started that
+   * registers only after the interrupt, such as an analyzer whose store reads were under way,
+   * stops too); for a cell that ended otherwise, never.
+   */
   onInterrupt(listener: () => void): void {
-    if (!this.#ended) this.#listeners.add(listener);
+    if (this.#interrupted) listener();
+    else if (!this.#ended) this.#listeners.add(listener);
   }
 
   /** @internal the engine, when the cell's run ends (interrupted or not). */
   end(interrupted: boolean): void {
     if (this.#ended) return;
     this.#ended = true;
+    this.#interrupted = interrupted;
     const listeners = [...this.#listeners];
     this.#listeners.clear();
     if (hook().cell === this) hook().cell = undefined;

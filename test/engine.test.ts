@@ -462,11 +462,14 @@ describe("interrupt", () => {
   test("interrupting a cell runs what it registered with runningCell().onInterrupt; a cell that ended runs nothing", async () => {
     const notebook = JSON.stringify(join(__dirname, "..", "runtime", "notebook.js"));
     await value(`const cellHooks = require(${notebook})\nlet stoppedEnded = 0\nlet stoppedInterrupted = 0`);
-    await value("cellHooks.runningCell()!.onInterrupt(() => stoppedEnded++)");
-    const outcome = await runInterrupted("cellHooks.runningCell()!.onInterrupt(() => stoppedInterrupted++)\nawait new Promise(() => {})");
+    await value("const endedCell = cellHooks.runningCell()!\nendedCell.onInterrupt(() => stoppedEnded++)");
+    const outcome = await runInterrupted("const interruptedCell = cellHooks.runningCell()!\ninterruptedCell.onInterrupt(() => stoppedInterrupted++)\nawait new Promise(() => {})");
     assert.equal(outcome.status, "error");
     // Once each, though interrupt() was called again and again; the ended cell's listener never.
     assert.equal(await value("[stoppedEnded, stoppedInterrupted, cellHooks.runningCell() !== undefined]"), "[ 0, 1, true ]");
+    // Registered after the fact (an analyzer whose store reads were under way): at once for the
+    // interrupted cell, never for the one that ended normally.
+    assert.equal(await value("interruptedCell.onInterrupt(() => stoppedInterrupted++);\nendedCell.onInterrupt(() => stoppedEnded++);\n[stoppedEnded, stoppedInterrupted]"), "[ 0, 2 ]");
   });
 
   test("an async cell's awaits keep their meaning: precedence, thenables, rejections, for await", async () => {
