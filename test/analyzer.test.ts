@@ -289,6 +289,29 @@ hanging.stop();
 console.log("hanging stopped with", (await hanging.result).length, "rows");
 const behindRows = await behind.result;
 console.log("behind", behindRows.length, "rows", behind.stats.computed, "computed", behindRows[18]?.behind);
+### code mirror
+// The other way round: the stopped analyzer's first checkpoint waits on the thread behind another
+// analyzer's last one, which finishes there once instead of being computed again on a new thread.
+function slowLast() {
+  if (iteration === 19) {
+    require("node:fs").appendFileSync(${JSON.stringify(`${marker}-slow`)}, "computed\\n");
+    const until = Date.now() + 1500;
+    while (Date.now() < until);
+  }
+  return { slowSeen: iteration };
+}
+function stoppedBehind() {
+  return { stoppedBehind: iteration };
+}
+const slow = await db.createAnalyzer(rc.view(0), jobId, [slowLast]);
+while (!require("node:fs").existsSync(${JSON.stringify(`${marker}-slow`)})) await new Promise((resolve) => setTimeout(resolve, 20));
+const stoppedWhileBehind = await db.createAnalyzer(rc.view(0), jobId, [stoppedBehind]);
+// Time for its first checkpoint to reach the thread behind slowLast's; had it not, the test checks less, not wrongly.
+await new Promise((resolve) => setTimeout(resolve, 700));
+stoppedWhileBehind.stop();
+const slowRows = await slow.result;
+const lastRuns = require("node:fs").readFileSync(${JSON.stringify(`${marker}-slow`)}, "utf8").split("\\n").filter(Boolean).length;
+console.log("slow", slowRows.length, "rows", slowRows[18]?.slowSeen, "last", lastRuns, "time(s)", (await stoppedWhileBehind.result).length, "behind");
 `, ["-p", `jobId=${jobId}`, "--timeout", "120"]);
     assert.equal(run.code, 0, run.stderr);
     assert.match(cellText(run.cells.get("forever")), /^stopped with 0 rows$/m);
@@ -298,6 +321,8 @@ console.log("behind", behindRows.length, "rows", behind.stats.computed, "compute
     assert.match(cellText(run.cells.get("behind")), /^hanging stopped with 18 rows$/m, cellText(run.cells.get("behind")));
     assert.match(display(run.cells.get("behind")?.outputs, "text/plain") ?? "", /^analysed 18\/19 checkpoints of job \d+ \(hangsLast\); stopped by analyzer\.stop\(\): 18 rows computed$/);
     assert.match(cellText(run.cells.get("behind")), /^behind 19 rows 19 computed 19$/m, cellText(run.cells.get("behind")));
+    // Without the wait for the thread's current command, slowLast's last checkpoint ran twice.
+    assert.match(cellText(run.cells.get("mirror")), /^slow 19 rows 19 last 1 time\(s\) 0 behind$/m, cellText(run.cells.get("mirror")));
   });
 
   test("interrupting the cell that created an analyzer stops it on the workers; one an earlier cell created goes on", async () => {

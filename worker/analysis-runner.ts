@@ -61,6 +61,16 @@ class AnalysisCancelled extends Error {
   }
 }
 
+/** A command the analysis thread has not answered yet. */
+interface Pending {
+  command: AnalyzeCheckpointCommand;
+  /** The request it computes for (none: a context set up ahead). */
+  requestId?: string;
+  resolve: (event: AnalysisThreadEvent) => void;
+  reject: (err: Error) => void;
+  onStream: (event: Extract<AnalysisThreadEvent, { type: "stream" }>) => void;
+}
+
 interface QueuedRequest {
   request: AnalyzeRequest;
   send: (event: AnalysisEvent) => void;
@@ -186,14 +196,7 @@ export class AnalysisRunner {
   private thread?: Worker;
   private threadIdle?: NodeJS.Timeout;
   /** Commands the thread has not answered yet, by id (it computes them one at a time, in order). */
-  private readonly pending = new Map<number, {
-    command: AnalyzeCheckpointCommand;
-    /** The request it computes for (none: a context set up ahead). */
-    requestId?: string;
-    resolve: (event: AnalysisThreadEvent) => void;
-    reject: (err: Error) => void;
-    onStream: (event: Extract<AnalysisThreadEvent, { type: "stream" }>) => void;
-  }>();
+  private readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private working = false;
   /** Requests under way: at most two, the second set up while the first's last checkpoint computes. */
@@ -238,12 +241,24 @@ export class AnalysisRunner {
     }
     if (!this.active.has(requestId)) return;
     this.cancelled.add(requestId);
-    if (![...this.pending.values()].some((p) => p.requestId === requestId)) return;
+    // The thread runs its commands in the order they were posted (the map's order): when the one
+    // it runs now is another request's, that one finishes, and the thread ends only when one of
+    // the cancelled request's comes up (see the message handler), not computing it again.
+    if (this.oldestPending()?.requestId === requestId) this.abandonThread();
+  }
+
+  /** The command the analysis thread is running (or will run next). */
+  private oldestPending(): Pending | undefined {
+    return this.pending.values().next().value;
+  }
+
+  /** Ends the thread under a cancelled request's command: its commands fail, the others go to a new thread in order. */
+  private abandonThread(): void {
     const thread = this.thread;
     this.thread = undefined;
     void thread?.terminate();
     for (const [id, p] of [...this.pending]) {
-      if (p.requestId === requestId) {
+      if (p.requestId !== undefined && this.cancelled.has(p.requestId)) {
         this.pending.delete(id);
         p.reject(new AnalysisCancelled());
       } else {
@@ -593,8 +608,15 @@ export class AnalysisRunner {
       if (this.thread !== thread) return;
       const pending = this.pending.get(event.id);
       if (!pending) return;
-      if (event.type === "stream") pending.onStream(event);
-      else pending.resolve(event);
+      if (event.type === "stream") {
+        pending.onStream(event);
+        return;
+      }
+      this.pending.delete(event.id);
+      pending.resolve(event);
+      // The thread has just begun the next command: one of a cancelled request is not computed.
+      const next = this.oldestPending();
+      if (next?.requestId !== undefined && this.cancelled.has(next.requestId)) this.abandonThread();
     });
     const ended = (reason: string) => {
       if (this.thread !== thread) return;
