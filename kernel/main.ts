@@ -8,6 +8,7 @@ import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { Worker } from "node:worker_threads";
 import { saveCompilerCodeCache } from "../runtime/bundle-ts";
+import { endForShutdown } from "../runtime/notebook";
 import { readConnectionFile } from "../wire/connection";
 import type { ExecutionEngine } from "./engine/types";
 import { commRegistry } from "./comms";
@@ -67,7 +68,11 @@ export async function startKernel(connectionFile: string): Promise<void> {
       collector.arm();
       if (shell) shell.receive(event.channel, reviveMessage(event.msg));
       else early.push(event);
-    } else if (event.kind === "shutdown") toSockets({ kind: "close" });
+    } else if (event.kind === "shutdown") {
+      // Analyses the notebook started are cancelled on the workers first (within the socket
+      // thread's grace before it ends the process).
+      void endForShutdown(SHUTDOWN_WORK_MS).finally(() => toSockets({ kind: "close" }));
+    }
     else if (event.kind === "closed") closed();
     else bound(event);
   });
@@ -138,6 +143,8 @@ export async function startKernel(connectionFile: string): Promise<void> {
 // Warm-up steps run once no request has come for this long (a frontend sending cells one after
 // another is not slowed by them), looking again after as long.
 const WARM_UP_QUIET_MS = 200;
+// What cells started on other processes gets this long to end when the kernel shuts down.
+const SHUTDOWN_WORK_MS = 1000;
 // How long the kernel must have been idle before it collects garbage.
 const IDLE_COLLECT_MS = 1000;
 /** While other processes leave no core spare, the idle collection looks again this often. */

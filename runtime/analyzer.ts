@@ -16,7 +16,7 @@ import type { View, WorkerConnection } from "./client";
 import { display } from "./display";
 import type { DisplayHandle } from "./display";
 import { FINAL_STATUSES, Job } from "./job";
-import { currentCellSink, runningCell, sourceOfFunction } from "./notebook";
+import { currentCellSink, onKernelShutdown, runningCell, sourceOfFunction } from "./notebook";
 import type { RunningCell } from "./notebook";
 import { ANALYSIS_EVENTS } from "./shared/analysis-protocol";
 import { WORKER_COMM_TARGET } from "./shared/protocol";
@@ -134,7 +134,9 @@ class AnalysisChannel {
       await new Promise<void>((resolve, reject) => {
         onAbort = () => {
           const cancel: AnalyzeCancelRequest = { action: "analyze_cancel", request_id: requestId };
-          comm.send(cancel as unknown as Record<string, unknown>).catch(() => undefined);
+          const sending = comm.send(cancel as unknown as Record<string, unknown>).catch(() => undefined);
+          cancelsSending.add(sending);
+          void sending.finally(() => cancelsSending.delete(sending));
           resolve();
         };
         signal.addEventListener("abort", onAbort, { once: true });
@@ -194,6 +196,21 @@ class AnalysisChannel {
 
 // One channel per worker connection, shared by every analyzer of this notebook.
 const channels = new WeakMap<WorkerConnection, AnalysisChannel>();
+
+/** Analyzers still running, and the cancels being sent: what a kernel shutdown stops and waits for. */
+const running = new Set<Analyzer<object>>();
+const cancelsSending = new Set<Promise<unknown>>();
+// The ZeroMQ send has only queued a message when it resolves; the process exits right after a shutdown.
+const CANCEL_FLUSH_MS = 100;
+
+// A notebook that shuts down or restarts leaves nothing computing for it on the workers: a
+// function that never returns would otherwise hold a worker the user cannot reach any more.
+onKernelShutdown(async () => {
+  if (running.size === 0) return;
+  for (const analyzer of running) analyzer.stop();
+  await Promise.all([...cancelsSending]);
+  await new Promise((resolve) => setTimeout(resolve, CANCEL_FLUSH_MS));
+});
 function channelOf(worker: WorkerConnection): AnalysisChannel {
   let channel = channels.get(worker);
   if (!channel) channels.set(worker, (channel = new AnalysisChannel(worker)));
@@ -265,6 +282,8 @@ export class Analyzer<Row extends object = AnalysisRow> {
     this.#stats.analysed = options.checkpoints - options.missing.length;
     if (currentCellSink()) this.#progress = display(this.#progressBundle());
     this.#result = this.#run({ ended: options.ended, missing: options.missing });
+    running.add(this);
+    void this.#result.catch(() => undefined).finally(() => running.delete(this));
     // Interrupting the cell that made it stops it, as Ctrl-C stops a loop: with the rows stored so
     // far kept, creating it again goes on from there (without a handle kept, nothing else could).
     options.cell?.onInterrupt(() => {

@@ -10,6 +10,8 @@ interface NotebookHook {
   sourceOfFunction?: (fn: Function) => DeclarationRecord | undefined;
   /** The cell running now (set between startCell and its end). */
   cell?: RunningCell;
+  /** Work to end before the kernel exits (onKernelShutdown). */
+  shutdown?: Set<() => Promise<void>>;
 }
 
 // Kept on globalThis under a registered symbol so that two copies of this package in one
@@ -109,6 +111,22 @@ export function startCell(): RunningCell {
  */
 export function runningCell(): RunningCell | undefined {
   return hook().cell;
+}
+
+/**
+ * Runs `end` when the kernel shuts down or restarts, before it exits: for work on other
+ * processes that would otherwise go on for a notebook that is gone (analyses on the workers).
+ */
+export function onKernelShutdown(end: () => Promise<void>): void {
+  (hook().shutdown ??= new Set()).add(end);
+}
+
+/** @internal the kernel, on shutdown_request: what registered, given at most `limitMs`. */
+export async function endForShutdown(limitMs: number): Promise<void> {
+  const ends = [...(hook().shutdown ?? [])].map((end) => end().catch(() => undefined));
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([Promise.all(ends), new Promise<void>((resolve) => (timer = setTimeout(resolve, limitMs)))]);
+  clearTimeout(timer);
 }
 
 /** True when this process is a notebook kernel that has started running cells. */

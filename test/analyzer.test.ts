@@ -325,7 +325,7 @@ console.log("slow", slowRows.length, "rows", slowRows[18]?.slowSeen, "last", las
     assert.match(cellText(run.cells.get("mirror")), /^slow 19 rows 19 last 1 time\(s\) 0 behind$/m, cellText(run.cells.get("mirror")));
   });
 
-  test("interrupting the cell that created an analyzer stops it on the workers; one an earlier cell created goes on", async () => {
+  test("interrupting the cell that created an analyzer stops it on the workers; one an earlier cell created goes on, until a kernel restart", async () => {
     const { rows } = await env.store.query<{ job_id: string }>("SELECT min(job_id) AS job_id FROM nbjob.checkpoints");
     const jobId = Number(rows[0].job_id);
     assert.ok(jobId > 0, "the first test stored checkpoints");
@@ -335,6 +335,8 @@ console.log("slow", slowRows.length, "rows", slowRows[18]?.slowSeen, "last", las
     const earlier = `function slowly() {\n  const until = Date.now() + 50;\n  while (Date.now() < until);\n  return { slow: iteration };\n}\nconst earlier = await db.createAnalyzer(rc.view(1), jobId, [slowly]);`;
     const interrupted = `function untilInterrupted() {\n  require("node:fs").writeFileSync(${JSON.stringify(marker)}, "computing");\n  let n = 0;\n  while (n >= 0) n++;\n  return { n };\n}\nconst stuck = await db.createAnalyzer(rc.view(0), jobId, [untilInterrupted]);\nawait stuck.result;`;
     const after = `function afterwards2() {\n  return { afterwards: iteration };\n}\nconst next = await db.createAnalyzer(rc.view(0), jobId, [afterwards2]);\nconst nextRows = await next.result;\nconst earlierRows = await earlier.result;\n[require("node:util").inspect(stuck), (await stuck.result).length, nextRows.length, next.stats.computed, earlierRows.length, earlier.stats.computed].join(" | ")`;
+    const held = `function heldForever() {\n  require("node:fs").writeFileSync(${JSON.stringify(`${marker}-held`)}, "computing");\n  let n = 0;\n  while (n >= 0) n++;\n  return { n };\n}\nconst held = await db.createAnalyzer(rc.view(0), jobId, [heldForever]);`;
+    const afterRestart = `function afterRestart() {\n  return { afterRestart: iteration };\n}\nconst again = await db.createAnalyzer(rc.view(0), jobId, [afterRestart]);\n\`\${(await again.result).length} rows, \${again.stats.computed} computed\``;
     const result = await withJupyterClient(kernels, `
 run(${JSON.stringify(setup)}, timeout=60)
 run(${JSON.stringify(earlier)}, timeout=60)
@@ -357,12 +359,23 @@ while time.time() < deadline and not any("stopped by" in t for t in texts):
         texts.append(m["content"]["data"].get("text/plain", ""))
 result["progress"] = texts
 result["after"] = text_of(run(${JSON.stringify(after)}, timeout=60))
+# An analyzer from a cell that has ended, still computing, then a restart of the kernel.
+run(${JSON.stringify(held)}, timeout=60)
+deadline = time.time() + 60
+while not os.path.exists(${JSON.stringify(`${marker}-held`)}) and time.time() < deadline:
+    time.sleep(0.05)
+km.restart_kernel(now=False)
+kc.wait_for_ready(timeout=60)
+run(${JSON.stringify(setup)}, timeout=60)
+result["restarted"] = text_of(run(${JSON.stringify(afterRestart)}, timeout=60))
 `);
     assert.equal(result.interrupted, "error");
     const progress = (result.progress as string[]).join("\n");
     assert.match(progress, /^analysed 0\/19 checkpoints of job \d+ \(untilInterrupted\); stopped by the interrupt of the cell that created it: no rows computed$/m, progress);
     // Without the stop, worker 0's thread would still compute untilInterrupted() and the next analysis would never end.
     assert.match(String(result.after), new RegExp(`^'Analyzer \\d+ \\(job ${jobId}: untilInterrupted; 0/19 checkpoints, stopped\\) \\| 0 \\| 19 \\| 19 \\| 19 \\| 19'$`), String(result.after));
+    // A restart cancels what the notebook left computing: without it, worker 0 would stay in heldForever() and this would never end.
+    assert.equal(result.restarted, "'19 rows, 19 computed'");
   });
 
   test("examples/checkpoints.ipynb runs end to end", async () => {
