@@ -174,6 +174,27 @@ export function referencedNames(sf: ts.SourceFile): Map<string, { eager: boolean
 }
 
 /**
+ * The names a program registers with `jobtracker.registerCheckpointer("name")` by a string
+ * literal and without accessors, so by a top-level variable of that name (the worker reads and
+ * restores the variable itself); with the 1-based position of each call.
+ */
+export function checkpointerNames(sf: ts.SourceFile): Array<{ name: string; line: number; column: number }> {
+  const ts = typescript();
+  const found: Array<{ name: string; line: number; column: number }> = [];
+  const visit = (node: ts.Node): void => {
+    if (ts.isCallExpression(node) && ts.isPropertyAccessExpression(node.expression) && node.expression.name.text === "registerCheckpointer"
+      && ts.isIdentifier(node.expression.expression) && node.expression.expression.text === "jobtracker"
+      && node.arguments.length === 1 && ts.isStringLiteralLike(node.arguments[0])) {
+      const { line, character } = sf.getLineAndCharacterOfPosition(node.getStart(sf));
+      found.push({ name: node.arguments[0].text, line: line + 1, column: character + 1 });
+    }
+    ts.forEachChild(node, visit);
+  };
+  visit(sf);
+  return found;
+}
+
+/**
  * `source` without its top-level declarations of `names` (a later definition replaced them).
  * Declarators of a `const a = 1, b = 2` are removed one by one; a destructuring that binds
  * some other name too is kept whole (the bundle's type check then reports the duplicate).

@@ -15,7 +15,7 @@
 import type { ts } from "ts-morph";
 import { typescript } from "./bundle-ts";
 import type { SnippetKind } from "./bundle-analysis";
-import { hasStatements, parseSource, removeDeclarations, sha256, syntaxErrors, topLevelAwait } from "./bundle-analysis";
+import { checkpointerNames, hasStatements, parseSource, removeDeclarations, sha256, syntaxErrors, topLevelAwait } from "./bundle-analysis";
 import { dependencyOrder, orderItemFromSource } from "./bundle-order";
 import { typeCheckProgram } from "./bundle-check";
 import type { BundleFile } from "./local-files";
@@ -270,7 +270,7 @@ export function assembleBundle(snippets: readonly BundleSnippet[], entries: read
   const { source, parts } = layoutBundle(ordered, params, checkedEntries, files, packages);
   const bundle: Bundle = { snippets: ordered, params, entries: checkedEntries, source, hash: sha256(source), parts, files, packages };
   if (options.typeCheck !== false) {
-    const problems = [...awaitProblems(ordered), ...typeProblems(bundle, options.baseDir, options.paramsGiven ?? true)];
+    const problems = [...awaitProblems(ordered), ...checkpointerProblems(ordered), ...typeProblems(bundle, options.baseDir, options.paramsGiven ?? true)];
     if (problems.length > 0) throw new BundleError(problems);
   }
   return bundle;
@@ -311,7 +311,7 @@ export function withParams(bundle: Bundle, params: ParamValues, options: { baseD
     packages: { ...bundle.packages },
   };
   if (options.typeCheck !== false) {
-    const problems = [...awaitProblems(out.snippets), ...typeProblems(out, options.baseDir)];
+    const problems = [...awaitProblems(out.snippets), ...checkpointerProblems(out.snippets), ...typeProblems(out, options.baseDir)];
     if (problems.length > 0) throw new BundleError(problems);
   }
   return out;
@@ -326,6 +326,19 @@ function awaitProblems(snippets: readonly BundleSnippet[]): BundleProblem[] {
     const at = topLevelAwait(parseSource(s.source));
     return at ? [{ part: snippetLabel(s.names), ...at, message: "top-level await in a snippet does not run on workers; move it into an async function and call that from an entry (e.g. await setup())" }] : [];
   });
+}
+
+/**
+ * `jobtracker.registerCheckpointer("name")` without accessors reads the job's top-level variable
+ * of that name: one that no snippet declares would fail on the worker, after the job was stored
+ * and sent (the type check sees only a string). Refused here instead.
+ */
+function checkpointerProblems(snippets: readonly BundleSnippet[]): BundleProblem[] {
+  const declared = new Set(snippets.flatMap((s) => s.names));
+  return snippets.flatMap((s) => checkpointerNames(parseSource(s.source)).filter((c) => !declared.has(c.name)).map((c) => ({
+    part: snippetLabel(s.names), line: c.line, column: c.column,
+    message: `jobtracker.registerCheckpointer("${c.name}") names no top-level variable of the job; declare ${c.name} in a snippet (@sc or %%snip), correct the name, or pass accessors ({ get, set })`,
+  })));
 }
 
 const CANNOT_FIND_NAME = new Set([2304, 2552]);

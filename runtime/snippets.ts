@@ -1,7 +1,7 @@
 // SnippetCollector: the notebook's marked algorithmic code (`@sc`, `%%snip`), one entry per declaration or cell.
 import { inspect } from "node:util";
 import type { SnippetKind } from "./bundle-analysis";
-import { declaredNames, hasStatements, parseSource, removeDeclarations, sha256, tidySource } from "./bundle-analysis";
+import { checkpointerNames, declaredNames, hasStatements, parseSource, referencedNames, removeDeclarations, sha256, tidySource } from "./bundle-analysis";
 import { dependencyOrder, orderItemFromSource } from "./bundle-order";
 
 export type { SnippetKind } from "./bundle-analysis";
@@ -65,13 +65,32 @@ export class SnippetCollector {
     return order.map((i) => this.#entries[i].source).join("\n\n") + (this.#entries.length > 0 ? "\n" : "");
   }
 
-  /** Removes the declaration of `name` (the whole entry when that was all it declared). */
+  /**
+   * Removes the declaration of `name`. An `@sc` entry goes whole; a `%%snip` cell loses that
+   * declaration only, unless it declares nothing else: then its statements go with it (they were
+   * there for what it declared, and no name could remove them later). Refused when the rest of
+   * the cell still uses the name (a reference, or `jobtracker.registerCheckpointer("name")`):
+   * every job would fail there.
+   */
   remove(name: string): void {
-    if (!this.#entries.some((e) => e.names.includes(name))) {
+    const at = this.#entries.findIndex((e) => e.names.includes(name));
+    if (at < 0) {
       const known = this.names;
       throw new Error(`${this.describe()} has no snippet declaring "${name}"; it declares ${known.length === 0 ? "nothing yet" : known.join(", ")}`);
     }
-    this.#entries = this.#withoutNames(new Set([name]));
+    const entry = this.#entries[at];
+    const source = removeDeclarations(entry.source, new Set([name]));
+    const sf = parseSource(source);
+    const names = declaredNames(sf);
+    if (names.length > 0) {
+      const use = referencedNames(sf).has(name) ? "uses it"
+        : checkpointerNames(sf).some((c) => c.name === name) ? `registers it with jobtracker.registerCheckpointer("${name}")` : undefined;
+      if (use) {
+        throw new Error(`${this.describe()} cannot remove "${name}" alone: the %%snip cell that declares it also ${use}, so every job would fail there. `
+          + `Remove the cell's other names too (${names.join(", ")}), or edit the cell and run it again (the new version replaces this one)`);
+      }
+    }
+    this.#entries.splice(at, 1, ...(names.length > 0 ? [{ ...entry, source, hash: sha256(source), names }] : []));
   }
 
   /** Forgets every entry. */
@@ -109,7 +128,7 @@ export class SnippetCollector {
     this.#entries = next;
   }
 
-  #withoutNames(names: ReadonlySet<string>, entries: readonly Snippet[] = this.#entries): Snippet[] {
+  #withoutNames(names: ReadonlySet<string>, entries: readonly Snippet[]): Snippet[] {
     const out: Snippet[] = [];
     for (const e of entries) {
       if (!e.names.some((n) => names.has(n))) { out.push(e); continue; }

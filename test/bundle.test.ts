@@ -173,6 +173,9 @@ async function train() {
     // `await (x)` is an await too (a script parse read it as a call of a function named await).
     bundleError(() => buildBundle(["ready"], [collector("const ready = await (Promise.resolve(1));")]),
       /snippet ready \(line 1, column 15\): top-level await in a snippet does not run on workers/);
+    // A checkpointer by a name no snippet declares (a typo, or a declaration removed) fails here, not on the worker.
+    bundleError(() => buildBundle(["train()"], [collector('let step = 0;\njobtracker.registerCheckpointer("stpe");\nfunction train() { return step; }')]),
+      /snippet step, train \(line 2, column 1\): jobtracker\.registerCheckpointer\("stpe"\) names no top-level variable of the job; declare stpe in a snippet/);
     bundleError(() => buildBundle(["jobtracker.save()"], [sc3]), /entry 1 "jobtracker\.save\(\)".*Property 'save' does not exist/);
   });
 

@@ -268,6 +268,27 @@ describe("SnippetCollector", () => {
     assert.deepEqual(sc.snippets, []);
     assert.equal(sc.source, "");
   });
+
+  test("remove(name) never leaves a %%snip cell's code behind that needs the name", async () => {
+    const { sc, run } = setUp();
+    await run('%%snip sc\nlet handler = () => 1;\njobtracker.registerCheckpointer("handler");\nfunction useHandler() { return handler(); }');
+    // Its function uses it: refused, and nothing changes.
+    assert.throws(() => sc.remove("handler"), /cannot remove "handler" alone: the %%snip cell that declares it also uses it.*other names too \(useHandler\), or edit the cell and run it again/);
+    sc.remove("useHandler");
+    assert.deepEqual(sc.snippets.map((s) => s.names), [["handler"]]);
+    // Then the last name goes with the statements that were there for it: nothing is left that no name could remove.
+    sc.remove("handler");
+    assert.equal(sc.snippets.length, 0);
+
+    await run('%%snip sc\nlet counter = 0;\nlet other = 1;\njobtracker.registerCheckpointer("counter");');
+    assert.throws(() => sc.remove("counter"), /also registers it with jobtracker\.registerCheckpointer\("counter"\)/);
+    await run("%%snip sc\nfunction h() { return 1; }\nlet counter2 = 0;\ncounter2 += 5;");
+    assert.throws(() => sc.remove("counter2"), /cannot remove "counter2" alone.*also uses it/);
+    // Statements that do not use the name stay with the cell's other declarations.
+    await run('%%snip sc\nlet kept = 1;\nlet dropped = 2;\nconsole.log("set up", kept);');
+    sc.remove("dropped");
+    assert.equal(sc.snippets.find((s) => s.names.includes("kept"))?.source, 'let kept = 1;\nconsole.log("set up", kept);');
+  });
 });
 
 describe("ParamLogger", () => {
