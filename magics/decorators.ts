@@ -32,6 +32,8 @@ function placement(decorated: ts.Node): string {
   if (ts.isMissingDeclaration(decorated)) return "it is followed by an expression or statement, not a declaration";
   if (ts.isClassElement(decorated)) return "it decorates a member inside a class; put it on the class itself";
   if (ts.isParameter(decorated)) return "it decorates a parameter; put it on the function itself";
+  // An import is not a declaration @sc can take alone; a %%snip cell records it with the rest of the cell.
+  if (ts.isImportDeclaration(decorated) || ts.isImportEqualsDeclaration(decorated)) return "it decorates an import; record imports with a %%snip cell instead (first line %%snip sc, then the import)";
   return "it is inside a block or function; move the declaration to the top level of the cell";
 }
 

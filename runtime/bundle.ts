@@ -360,7 +360,7 @@ export function typeProblems(bundle: Bundle, baseDir?: string, paramsGiven = tru
     if (missing && CANNOT_FIND_NAME.has(d.code)) {
       message += missing[1] === "params"
         ? " Pass { params } when creating the job."
-        : ` No snippet in this job declares ${missing[1]}: mark its declaration with @sc (or record its cell with %%snip) in a collector you pass to the job.`;
+        : ` No snippet in this job declares ${missing[1]}: mark its declaration with @sc (or record its cell with %%snip; an import goes in a %%snip cell) in a collector you pass to the job.`;
     } else if (!paramsGiven && /on type '\{\}'/.test(message)) {
       message += " The job was given no params: pass { params } when creating it.";
     }

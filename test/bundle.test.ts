@@ -6,7 +6,8 @@ import { describe, test } from "node:test";
 import { ts } from "ts-morph";
 import { BundleError, assembleBundle, buildBundle, jobParams, locateBundleLine, withParams } from "../runtime/bundle";
 import type { Bundle } from "../runtime/bundle";
-import { ParamLogger } from "../runtime/params";
+import { ParamLogger, checkSameKind } from "../runtime/params";
+import type { JsonValue } from "../runtime/params";
 import { SnippetCollector, recordSnippet } from "../runtime/snippets";
 import type { SnippetKind } from "../runtime/snippets";
 
@@ -130,7 +131,7 @@ describe("buildBundle", () => {
   test("a missing name is rejected naming the snippet or entry it sits in and the name", () => {
     const sc2 = collector("function distance(p1: Point, p2: Point): number {\n  return norm(new Point(p1.x - p2.x, p1.y - p2.y));\n}");
     const error = bundleError(() => buildBundle(["distance(a, b)"], [sc2]),
-      /snippet distance \(line 1, column 23\): Cannot find name 'Point'/, /No snippet in this job declares Point/,
+      /snippet distance \(line 1, column 23\): Cannot find name 'Point'/, /No snippet in this job declares Point: mark its declaration with @sc \(or record its cell with %%snip; an import goes in a %%snip cell\)/,
       /snippet distance \(line 2, column 10\): Cannot find name 'norm'/,
       /entry 1 "distance\(a, b\)" \(line 1, column 10\): Cannot find name 'a'/);
     assert.equal(error.problems.filter((p) => /'Point'/.test(p.message)).length, 1, "one report per missing name and snippet");
@@ -232,6 +233,19 @@ describe("withParams (a sweep's bundles)", () => {
       /snippet total \(line 1, column 31\): Argument of type 'string' is not assignable to parameter of type 'number'/);
     assert.doesNotThrow(() => withParams(common, jobParams(common.params, { side: "two" }), { typeCheck: false }), "typeCheck: false skips it");
     assert.equal(runBundle(withParams(common, jobParams(common.params, { side: 5 }))), 250);
+  });
+
+  test("checkSameKind (createJob's overrides, a sweep's values) lets through what the bundle's check accepts, and refuses another kind naming both", () => {
+    const common = buildBundle(["label", "total"], [sc()], { params: base });
+    const check = (combo: Record<string, JsonValue>) => Object.entries(combo).forEach(([k, v]) => checkSameKind(v, common.params[k], `overrides.${k}`, k));
+    // An array item may be any kind the logged array holds, an empty array or null fits, extra keys are left to the check.
+    for (const combo of [{ side: -0.5, scale: 1e21 }, { name: "" }, { extra: { deep: [], other: { a: true } } }, { extra: { deep: ["x", 2, null, 3] } }, { extra: null, side: 7 }]) {
+      assert.doesNotThrow(() => check(combo), JSON.stringify(combo));
+      assert.doesNotThrow(() => withParams(common, jobParams(common.params, combo)), `the bundle type-checks with ${JSON.stringify(combo)}`);
+    }
+    assert.throws(() => check({ side: "two" }), /^TypeError: overrides\.side is a string \("two"\) but params\.side is a number \(2\); pass a value of the kind the notebook set, or change params\.side in the notebook/);
+    assert.throws(() => check({ name: ["sq"] }), /overrides\.name is an array \(\["sq"\]\) but params\.name is a string \("sq"\)/);
+    assert.throws(() => check({ extra: { deep: [1, true] } }), /overrides\.extra\.deep\[1\] is a boolean \(true\) but params\.extra\.deep is an array of numbers and strings/);
   });
 
   test("a string value holding a line or paragraph separator stays inside the params comment", () => {

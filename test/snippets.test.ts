@@ -172,6 +172,7 @@ describe("@sc", () => {
       ["function f() {\n  @sc function g() {}\n}", [/@sc at line 2, column 3/, /inside a block/]],
       ["@sc\nconsole.log(1);", [/@sc at line 1, column 1/, /not a declaration/]],
       ["class A {\n  @sc m() {}\n}", [/line 2, column 3/, /member inside a class; put it on the class itself/]],
+      ['@sc import { helper as h2 } from "./lib/helper";', [/@sc at line 1, column 1/, /decorates an import; record imports with a %%snip cell/]],
       ["@nope function f() {}", [/"nope" is not defined/, /new SnippetCollector\(\)/]],
       ["@five function f() {}", [/"five" is a number, not a SnippetCollector/]],
       ["@five class C {}", [/"five" is a number, not a SnippetCollector/]],
