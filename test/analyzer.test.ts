@@ -378,6 +378,33 @@ result["restarted"] = text_of(run(${JSON.stringify(afterRestart)}, timeout=60))
     assert.equal(result.restarted, "'19 rows, 19 computed'");
   });
 
+  test("a job reattached in a fresh notebook is analysed once its variables are declared (as the README says)", async () => {
+    const first = await env.runNotebook(`${TRAIN}
+### code id
+console.log("job id", job.id);
+`);
+    assert.equal(first.code, 0, first.stderr);
+    const jobId = Number(/^job id (\d+)$/m.exec(cellText(first.cells.get("id")))?.[1]);
+    assert.ok(jobId > 0, cellText(first.cells.get("id")));
+    const fresh = await env.runNotebook(`
+### code setup
+const db = new DBWrapper();
+const rc = await Client.connect();
+const j = await db.job(${jobId});
+### code undeclared
+function stepOf() { return { iteration }; }
+### code analyze
+declare let iteration: number;
+declare const param_values: number[];
+function stepOf() { return { iteration, first: param_values[0] }; }
+const rows = await (await db.createAnalyzer(rc.loadBalanced(), j, [stepOf])).result;
+console.log(rows.length, JSON.stringify(rows[18]));
+`);
+    assert.equal(fresh.code, 0, fresh.stderr);
+    assert.match(cellText(fresh.cells.get("undeclared")), /No value exists in scope for the shorthand property 'iteration'/);
+    assert.match(cellText(fresh.cells.get("analyze")), /^19 \{"checkpoint":18,"iteration":19,"first":4\.99999\d+\}$/m);
+  });
+
   test("examples/checkpoints.ipynb runs end to end", async () => {
     const run = await env.runNotebook(join(ROOT, "examples", "checkpoints.ipynb"), [], { allowErrors: false });
     assert.equal(run.code, 0, run.stderr);
