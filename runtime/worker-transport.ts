@@ -1,7 +1,7 @@
 // How the notebook reaches one worker kernel: over ZeroMQ with a connection file, or through a
 // Jupyter Server's WebSocket (runtime/gateway.ts). WorkerConnection speaks the `nbjob.worker`
 // comm protocol over either, so the same job code runs on both.
-import { KernelClient } from "../wire/client";
+import { KernelClient, KernelTimeoutError } from "../wire/client";
 import { readConnectionFile } from "../wire/connection";
 
 /** One open comm to the worker. */
@@ -37,9 +37,11 @@ export class ZmqTransport implements WorkerTransport {
     const info = readConnectionFile(file);
     let client: KernelClient;
     try {
-      client = await KernelClient.connect(info, { readyTimeoutMs: timeoutMs, log: () => {}, name: `worker kernel of ${file}` });
+      client = await KernelClient.connect(info, { readyTimeoutMs: timeoutMs, log: () => {}, name: `the worker kernel of connection file ${file}` });
     } catch (err) {
-      throw new Error(`the worker kernel of connection file ${file} did not answer (${(err as Error).message}); is it running? Start workers with "npx nbjob cluster start -n 2" or "npx nbjob worker --connection-file ${file}"`, { cause: err });
+      // A timeout's message already says which kernel did not answer and what to check.
+      const why = err instanceof KernelTimeoutError ? err.message.replace(/; check that the kernel is running and/, "; is it running? Check") : `the worker kernel of connection file ${file} did not answer (${(err as Error).message}); is it running?`;
+      throw new Error(`${why}. Start workers with "npx nbjob cluster start -n 2" or "npx nbjob worker --connection-file ${file}"`, { cause: err });
     }
     return new ZmqTransport(file, client);
   }

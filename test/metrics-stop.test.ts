@@ -39,7 +39,8 @@ function watch(): Watched {
       return new Promise<void>((resolve) => setTimeout(resolve, 5));
     },
     done: ({ resultText }) => end("done", resultText),
-    failed: ({ ename, evalue }) => end("failed", `${ename}: ${evalue}`),
+    // The traceback's first line is the error itself (JobError leaves it out, so it is said once).
+    failed: ({ ename, evalue, traceback }) => end("failed", `${ename}: ${evalue}${traceback[0] === `${ename}: ${evalue}` ? "" : ` (traceback starts ${JSON.stringify(traceback[0])})`}`),
     cancelled: (reason) => end("cancelled", reason),
   };
   return { listener, outcome, spinning };
@@ -139,7 +140,7 @@ test("a job that ends its own thread (process.exit) after logging: its staged va
     runner.submit(1, { source: "function quit() { jobtracker.log({ a: 1 }); jobtracker.log({ a: 2 }); process.exit(3); }", entries: ["quit()"] }, job.listener);
     const { kind, detail, points } = await job.outcome;
     assert.equal(kind, "failed");
-    assert.match(detail, /^WorkerThreadError: the job thread exited with code 3/);
+    assert.match(detail, /^WorkerThreadError: the job thread exited with code 3 \(did the job call process\.exit or run out of memory\?\)$/);
     assert.deepEqual(points.map((p) => [p.seq, p.name, p.value]), [[0, "a", 1], [1, "a", 2]]);
   } finally {
     await runner.close();

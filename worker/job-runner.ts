@@ -325,7 +325,7 @@ export class JobRunner {
     const job = this.active;
     if (job?.program && !job.stopping) {
       this.collectStagedMetrics(job);
-      this.finish(job, (listener, durationMs) => listener.failed({ ename: "WorkerThreadError", evalue: reason, traceback: [reason], durationMs }));
+      this.finish(job, (listener, durationMs) => listener.failed({ ename: "WorkerThreadError", evalue: reason, traceback: [`WorkerThreadError: ${reason}`], durationMs }));
     }
     if (!this.closed) this.ensureThread();
   }

@@ -375,7 +375,7 @@ export class WorkerKernel {
     const silent = msg.content.silent === true;
     if (typeof code !== "string") {
       const evalue = "execute_request needs content.code, a string";
-      void this.sockets.reply(channel, msg, "execute_reply", { status: "error", ename: "BadRequest", evalue, traceback: [evalue], execution_count: this.executionCount });
+      void this.sockets.reply(channel, msg, "execute_reply", { status: "error", ename: "BadRequest", evalue, traceback: [`BadRequest: ${evalue}`], execution_count: this.executionCount });
       this.status(msg, "idle");
       return;
     }
