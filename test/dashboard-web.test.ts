@@ -223,6 +223,9 @@ describe("nbjob dashboard in a browser", () => {
 
   test("jobs: first page of many, filters, sorting and paging in the page; 3 of a sweep compared (params marked, code diff, chart)", async () => {
     const page = await openPage("/");
+    // What the browser warns about (Vega-Lite once warned about every chart's older $schema).
+    const warnings: string[] = [];
+    page.on("console", (message) => { if (message.type() === "warn" || message.type() === "error") warnings.push(message.text()); });
     const count = await text(page, "#count");
     assert.match(count, /^jobs 1–50 of more than \d+ \(server [\d.]+ ms\)$/, count);
     figures.push(`first page of jobs with ${BULK + 10} stored: ${/server ([\d.]+) ms/.exec(count)![1]} ms on the server (browser's first load)`);
@@ -293,6 +296,12 @@ describe("nbjob dashboard in a browser", () => {
     await page.goto(`${base}/?limit=20`);
     await page.waitForSelector("body[data-loaded]");
     await page.screenshot({ path: join(SHOTS, "jobs.png") });
+    assert.deepEqual(warnings.filter((w) => /Vega|vega/.test(w)), [], "the charts drew without warnings");
+    // A job that does not exist: the error alone, no empty log or details under it.
+    await page.goto(`${base}/jobs/987654`);
+    await page.waitForSelector("body[data-loaded]");
+    assert.match(await text(page, "main"), /^there is no job 987654/);
+    assert.equal(await page.$("#log"), null);
     await page.close();
   });
 

@@ -46,7 +46,7 @@
   async function api(path) {
     const response = await fetch(path, { headers: { accept: "application/json" } });
     const body = await response.json();
-    if (!response.ok) throw new Error(body.error ?? `${response.status}`);
+    if (!response.ok) throw Object.assign(new Error(body.error ?? `${response.status}`), { status: response.status });
     return body;
   }
 
@@ -114,7 +114,10 @@
     vegaLoaded ??= loadScript("/vendor/vega.js").then(() => loadScript("/vendor/vega-lite.js")).then(() => loadScript("/vendor/vega-embed.js"));
     try {
       await vegaLoaded;
-      await window.vegaEmbed(container, spec, { actions: false, renderer: "svg" });
+      // The specs name Vega-Lite 5 (Jupyter's renderers read them); the dashboard draws them with
+      // the version it serves, which would warn about the older $schema in the console.
+      const { $schema, ...drawn } = spec;
+      await window.vegaEmbed(container, drawn, { actions: false, renderer: "svg", mode: "vega-lite" });
       container.dataset.rendered = "yes";
     } catch (err) {
       showError(container, err);
@@ -420,6 +423,8 @@
         renderDetails(data);
         document.title = `nbjob · job ${id} · ${data.job.status}`;
       } catch (err) {
+        // No such job: the error alone, without an empty log and details under it.
+        if (err.status === 404) fill(main, summary);
         showError(summary, err);
       }
     }
