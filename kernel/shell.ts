@@ -179,7 +179,7 @@ export class ShellHandler {
     const { engine, prepareCell } = this.options;
     try {
       const prepared = await prepareCell(request.code, { engine, sink: request.sink, cellId: request.cellId });
-      const outcome = await engine.execute({ ...request, code: prepared.code });
+      const outcome = await engine.execute({ ...request, code: prepared.code, ...(prepared.code !== request.code ? { shownCode: request.code } : {}) });
       if (outcome.status === "ok") await prepared.onSuccess();
       return outcome;
     } catch (err) {

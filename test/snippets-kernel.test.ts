@@ -74,6 +74,7 @@ result["notCollector"] = run("@five function f() {}")
 result["snipUnknown"] = run("%%snip nosuch\\nconst z = 1;")
 result["snipNoName"] = run("%%snip\\nconst z = 1;")
 result["typeError"] = run("%%snip sc\\nconst broken: number = origin;")
+result["decoratedTypeError"] = run("@sc function readsMissing() { return origin.missing; }")
 result["syntaxError"] = run("@sc\\nfunction oops( {")
 result["badParam"] = run("params.lr = () => 0.1;")
 # A decorator function declared in the same cell as the class it decorates next to @sc.
@@ -105,6 +106,10 @@ result["source"] = run("sc.source")
     assert.match(errorOf(r.snipNoName).evalue, /%%snip needs the name of a SnippetCollector/);
     // Type errors come from the engine, syntax errors in marked code from the magics; both at the cell's own line:col.
     assert.match(errorOf(r.typeError).evalue, /^2:7 .*'Point' is not assignable to type 'number'/);
+    // The error quotes the cell as written, decorator included (the engine saw it blanked).
+    const decorated = errorOf(r.decoratedTypeError) as { evalue: string; traceback?: string[] };
+    assert.match(decorated.evalue, /^1:\d+ Property 'missing' does not exist on type 'Point'/);
+    assert.ok(decorated.traceback?.includes("  1 | @sc function readsMissing() { return origin.missing; }"), JSON.stringify(decorated.traceback));
     const syntax = errorOf(r.syntaxError);
     assert.equal(syntax.ename, "SyntaxError");
     assert.match(syntax.evalue, /^2:\d+ /);

@@ -215,7 +215,9 @@ export class Engine implements ExecutionEngine {
     if (using) return using;
     const rewrite = rewriteCell(analysis);
     const check = this.checker.check(code, analysis, rewrite.transformers);
-    if (check.diagnostics.length > 0) return compileErrorOutcome(code, check.diagnostics);
+    // Errors quote the cell as the user wrote it (a blanked `@sc` shown, not spaces) when its lines are where code's are.
+    const quoted = request.shownCode !== undefined && request.shownCode.split("\n").length === code.split("\n").length ? request.shownCode : code;
+    if (check.diagnostics.length > 0) return compileErrorOutcome(quoted, check.diagnostics);
     const compiled = rewrite.finish(check.emitted!);
     // Reading the declaration emit is for cells that declare something; `1 + 1` skips it.
     const declarations = analysis.names.length > 0 ? check.declarations() : new Map<string, string[]>();
@@ -223,7 +225,7 @@ export class Engine implements ExecutionEngine {
     if (reserved) return reserved;
     // Unique per run (silent requests share an execution count), so frames stay mappable.
     const filename = join(this.cwd, `__nbjob_cell_${run}__.js`);
-    this.ranCells.set(filename, { label, compiled, lines: code.split("\n") });
+    this.ranCells.set(filename, { label, compiled, lines: quoted.split("\n") });
 
     let value: unknown;
     try {

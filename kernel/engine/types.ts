@@ -10,6 +10,11 @@ import type { CellSink, DeclarationRecord, MimeBundle } from "../../runtime/cell
 export interface CellRequest {
   /** The code as TypeScript sees it (magics already removed by the magics layer). */
   code: string;
+  /**
+   * The cell as the user wrote it, when the magics layer blanked parts of it (`@sc`, `%%snip`)
+   * in place: errors quote its lines, at the same lines and columns as in `code`.
+   */
+  shownCode?: string;
   /** Frontend cell id from the request metadata (`cellId`), when the client sends one. */
   cellId?: string;
   /** Whether the frontend accepts input_request for this cell. */
