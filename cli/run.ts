@@ -9,6 +9,8 @@ import { launchKernel, type LaunchedKernel } from "../kernel/launcher";
 import { KernelLostError, KernelTimeoutError } from "../wire/client";
 import { DisplayRegistry, type NotebookOutput } from "../wire/iopub-outputs";
 import { KERNEL_NAME } from "../kernel/kernelspec";
+import { bindingNames } from "../runtime/bundle-analysis";
+import { typescript } from "../runtime/bundle-ts";
 
 const usage = `usage: nbjob run NOTEBOOK.ipynb [-o OUT.ipynb] [-f PARAMS.yaml|json] [-p name=value ...] [--kernel NAME] [--timeout SECONDS] [--allow-errors]
 
@@ -30,6 +32,8 @@ A failing cell stops the run: the notebook is written up to that cell and the ex
                          (a ParamLogger), else \`let N = V;\` (plain variables in the parameters cell);
                        - with neither, it goes first and declares
                          \`const params = new ParamLogger({ N: V, ... });\`
+                       A name the cell tagged "parameters" does not declare is warned about on
+                       stderr, and set all the same (as papermill does).
   --kernel NAME        kernelspec to use (default "${KERNEL_NAME}": this checkout's kernel, no install needed)
   --timeout SECONDS    fail a cell that runs longer than this (default: no limit)
   --allow-errors       keep going after a failing cell (errors stay in the outputs; exit code 0)`;
@@ -105,17 +109,70 @@ export function mergeParameters(fromFile: Parameter[], fromFlags: Parameter[]): 
 }
 
 const declaresParams = (cell: NotebookCell) => cell.cell_type === "code" && /\b(?:const|let|var)\s+params\b/.test(sourceText(cell));
+const isParametersCell = (cell: NotebookCell) => cell.metadata.tags?.includes("parameters") ?? false;
+
+/** Where the injected cell goes (after `anchor`; -1: first) and whether it sets `params.N` (see --help). */
+function placement(notebook: Notebook): { anchor: number; intoParams: boolean } {
+  const cells = notebook.cells;
+  let anchor = cells.findIndex(isParametersCell);
+  if (anchor < 0) anchor = cells.findIndex(declaresParams);
+  return { anchor, intoParams: anchor >= 0 && cells.slice(0, anchor + 1).some(declaresParams) };
+}
+
+/**
+ * The names a parameters cell declares, read with the TypeScript parser: its top-level variables,
+ * or, when the values go into `params`, the `params.N = ...` it sets and the fields of
+ * `new ParamLogger({ ... })`.
+ */
+function declaredParameters(source: string, intoParams: boolean): string[] {
+  const ts = typescript();
+  const file = ts.createSourceFile("parameters.ts", source, ts.ScriptTarget.Latest, false, ts.ScriptKind.TS);
+  const names: string[] = [];
+  for (const statement of file.statements) {
+    if (ts.isVariableStatement(statement)) {
+      for (const { name, initializer } of statement.declarationList.declarations) {
+        if (!intoParams) names.push(...bindingNames(name));
+        else if (ts.isIdentifier(name) && name.text === "params" && initializer && ts.isNewExpression(initializer)) {
+          const fields = initializer.arguments?.[0];
+          if (fields && ts.isObjectLiteralExpression(fields)) {
+            for (const field of fields.properties) if (field.name && (ts.isIdentifier(field.name) || ts.isStringLiteral(field.name))) names.push(field.name.text);
+          }
+        }
+      }
+    } else if (intoParams && ts.isExpressionStatement(statement) && ts.isBinaryExpression(statement.expression)) {
+      const { left, operatorToken } = statement.expression;
+      if (operatorToken.kind === ts.SyntaxKind.EqualsToken && ts.isPropertyAccessExpression(left) && ts.isIdentifier(left.expression) && left.expression.text === "params") {
+        names.push(left.name.text);
+      }
+    }
+  }
+  return [...new Set(names)];
+}
+
+/**
+ * Names the parameters the cell tagged "parameters" does not declare, as papermill's "Passed
+ * unknown parameter" does: a misspelt -p would otherwise set a variable nothing reads. They are
+ * still injected (the notebook may read them in a later cell). `origin` says where a name came from.
+ */
+function warnUnknownParameters(notebook: Notebook, parameters: Parameter[], origin: (name: string) => string): void {
+  const { anchor, intoParams } = placement(notebook);
+  if (anchor < 0 || !isParametersCell(notebook.cells[anchor])) return;
+  const declared = declaredParameters(sourceText(notebook.cells[anchor]), intoParams);
+  const unknown = parameters.filter((p) => !declared.includes(p.name)).map((p) => `${p.name} (${origin(p.name)})`);
+  if (unknown.length === 0) return;
+  const several = unknown.length > 1;
+  process.stderr.write(`nbjob run: warning: unknown parameter${several ? "s" : ""} ${unknown.join(", ")}: the cell tagged "parameters" declares ${declared.length === 0 ? "none" : declared.join(", ")}; ${several ? "they are" : "it is"} injected anyway, as papermill does (check the spelling)\n`);
+}
 
 /** Adds the injected-parameters cell (see --help for where and what); returns its index. */
 export function injectParameters(notebook: Notebook, parameters: Parameter[]): number {
   const cells = notebook.cells;
-  let anchor = cells.findIndex((cell) => cell.metadata.tags?.includes("parameters"));
-  if (anchor < 0) anchor = cells.findIndex(declaresParams);
+  const { anchor, intoParams } = placement(notebook);
   let source: string;
   if (anchor < 0) {
     const fields = parameters.map((p) => `${JSON.stringify(p.name)}: ${JSON.stringify(p.value)}`).join(", ");
     source = `const params = new ParamLogger({ ${fields} });`;
-  } else if (cells.slice(0, anchor + 1).some(declaresParams)) {
+  } else if (intoParams) {
     source = parameters.map((p) => `params.${p.name} = ${JSON.stringify(p.value)};`).join("\n");
   } else {
     source = parameters.map((p) => `let ${p.name} = ${JSON.stringify(p.value)};`).join("\n");
@@ -184,14 +241,15 @@ export const command: Command = {
       if (!(secondsValue > 0)) throw new UsageError(`--timeout ${values.timeout}: expected a number of seconds greater than 0`);
       timeoutMs = secondsValue * 1000;
     }
-    const parameters = mergeParameters(
-      values["parameters-file"] !== undefined ? readParametersFile(values["parameters-file"]) : [],
-      (values.param ?? []).map(parseParameter),
-    );
+    const parametersFile = values["parameters-file"];
+    const fromFile = parametersFile !== undefined ? readParametersFile(parametersFile) : [];
+    const fromFlags = (values.param ?? []).map(parseParameter);
+    const parameters = mergeParameters(fromFile, fromFlags);
     const notebook = readNotebook(notebookPath);
     let injectedAt = -1;
     if (parameters.length > 0) {
       if (kernelName !== KERNEL_NAME) throw new UsageError(`-p and -f write TypeScript assignments, so it needs the "${KERNEL_NAME}" kernel, not "${kernelName}"`);
+      warnUnknownParameters(notebook, parameters, (name) => (fromFlags.some((p) => p.name === name) ? "-p" : `-f ${parametersFile}`));
       injectedAt = injectParameters(notebook, parameters);
     }
 

@@ -12,7 +12,7 @@ import type { DeletionPlan } from "../store/cleanup";
 import { enqueueJobs } from "../store/queue";
 import { buildBundle, jobParams, withParams } from "./bundle";
 import { jsonType } from "./bundle-check";
-import { toJsonValue } from "./params";
+import { checkSameKind, describeJson, memberPath, toJsonValue } from "./params";
 import { checkSample, describeSample, sampleParams } from "./random-search";
 import type { SampleSettings, SampleSpec } from "./random-search";
 import type { JsonValue } from "./params";
@@ -184,6 +184,24 @@ function checkCommonOptions(what: string, options: Partial<CreateJobOptions>): v
   checkStorableText(`${what}: name`, options.name);
   options.tags?.forEach((tag, i) => checkStorableText(`${what}: tags[${i}]`, tag));
   checkStorableJson(`${what}: params`, jobParams(options.params, options.overrides));
+  // jobParams has checked the names and that the values are JSON data; now their kinds.
+  const logged = jobParams(options.params, undefined);
+  for (const [key, value] of Object.entries(options.overrides ?? {})) checkSameKind(toJsonValue(value, `overrides.${key}`), logged[key], memberPath("overrides", key), key);
+}
+
+/**
+ * A sweep's values of another kind than the notebook's parameter are refused before the review
+ * (as overrides are). A range draws numbers, so it sweeps only a number (or a null placeholder).
+ */
+function checkSweepKinds(logged: ParamValues, grid: Record<string, JsonValue[]>, sample: SampleSettings | null): void {
+  for (const [key, values] of Object.entries(grid)) values.forEach((value, i) => checkSameKind(value, logged[key], `${memberPath("grid", key)}[${i}]`, key));
+  for (const [key, dist] of Object.entries(sample?.spec ?? {})) {
+    if (Array.isArray(dist)) dist.forEach((value, i) => checkSameKind(value, logged[key], `${memberPath("sample", key)}[${i}]`, key));
+    else if (logged[key] !== null && typeof logged[key] !== "number") {
+      const range = Object.keys(dist)[0];
+      throw new TypeError(`${memberPath("sample", key)}.${range} draws numbers but ${memberPath("params", key)} is ${describeJson(logged[key])}; draw from a list of values instead, e.g. { sample: { ${key}: [...] } }, or change ${memberPath("params", key)} in the notebook`);
+    }
+  }
 }
 
 /** The longest delay a Node timer takes (and what jobs.timeout_ms, an integer, holds). */
@@ -367,6 +385,7 @@ export class DBWrapper {
         throw new Error(`${key} is not a parameter; the parameters are ${known.length === 0 ? "none (pass { params })" : known.join(", ")}. Set params.${name} in the notebook first, or fix the name`);
       }
     }
+    checkSweepKinds(jobParams(options.params, undefined), grid, sample);
     // Without a grid, the one empty combination: every job is a draw.
     const draws = sample ? sampleParams(sample) : [{}];
     const combos = gridCombinations(grid).flatMap((combo) => draws.map((drawn) => ({ ...combo, ...drawn })));

@@ -54,11 +54,82 @@ export function toJsonValue(value: unknown, path: string, seen: Set<object> = ne
     if (Array.isArray(value)) return value.map((item, i) => toJsonValue(item, `${path}[${i}]`, seen));
     const copy: { [key: string]: JsonValue } = {};
     for (const [key, item] of Object.entries(value)) {
-      copy[key] = toJsonValue(item, /^[A-Za-z_$][\w$]*$/.test(key) ? `${path}.${key}` : `${path}[${JSON.stringify(key)}]`, seen);
+      copy[key] = toJsonValue(item, memberPath(path, key), seen);
     }
     return copy;
   } finally {
     seen.delete(value);
+  }
+}
+
+/** `path.key`, or `path["odd key"]` when the key is not an identifier. */
+export function memberPath(path: string, key: string): string {
+  return /^[A-Za-z_$][\w$]*$/.test(key) ? `${path}.${key}` : `${path}[${JSON.stringify(key)}]`;
+}
+
+type JsonKind = "null" | "number" | "string" | "boolean" | "array" | "object";
+
+function kindOf(value: JsonValue): JsonKind {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "array";
+  return typeof value as JsonKind;
+}
+
+/** A value for messages: `a string ("oops")`, `a number (0.1)`, `null`; long values cut short. */
+export function describeJson(value: JsonValue): string {
+  const kind = kindOf(value);
+  if (kind === "null") return "null";
+  const text = JSON.stringify(value);
+  return `${kind === "array" || kind === "object" ? "an" : "a"} ${kind} (${text.length > 40 ? `${text.slice(0, 37)}...` : text})`;
+}
+
+/**
+ * Why `value` cannot stand in for `logged` (both JSON data), or undefined when it can. The rule
+ * follows how the bundle types params (runtime/bundle-check.ts jsonType: from the values): the
+ * value must fit the logged value's type. null on either side is let through (a placeholder, or
+ * "none"): the bundle's type-check then decides. An array item may be of any kind the logged
+ * array holds (its type is a union of them); an empty logged array (unknown[]) takes anything.
+ * Object keys on one side only are left to the type-check too.
+ */
+function kindProblem(value: JsonValue, logged: JsonValue, path: string, loggedPath: string): string | undefined {
+  if (value === null || logged === null) return undefined;
+  if (kindOf(value) !== kindOf(logged)) return `${path} is ${describeJson(value)} but ${loggedPath} is ${describeJson(logged)}`;
+  if (Array.isArray(value) && Array.isArray(logged)) {
+    const kinds = [...new Set(logged.filter((item) => item !== null).map(kindOf))];
+    if (kinds.length === 0) return undefined;
+    for (const [i, item] of value.entries()) {
+      const itemPath = `${path}[${i}]`;
+      let first: string | undefined;
+      const fits = logged.some((l, j) => {
+        if (l === null) return false;
+        const problem = kindProblem(item, l, itemPath, `${loggedPath}[${j}]`);
+        if (kindOf(item) === kindOf(l)) first ??= problem; // a nested difference says most
+        return problem === undefined;
+      });
+      if (!fits) return first ?? `${itemPath} is ${describeJson(item)} but ${loggedPath} is an array of ${kinds.map((k) => `${k}s`).join(" and ")}`;
+    }
+    return undefined;
+  }
+  if (typeof value === "object" && !Array.isArray(value) && typeof logged === "object" && !Array.isArray(logged)) {
+    for (const key of Object.keys(value)) {
+      if (!(key in logged)) continue;
+      const problem = kindProblem(value[key], logged[key], memberPath(path, key), memberPath(loggedPath, key));
+      if (problem !== undefined) return problem;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Refuses an override, grid or sample value (`path`, as the user wrote it) of another JSON kind
+ * than the notebook's parameter (`name`): the job's code is written for the notebook's value, and
+ * the difference would otherwise surface as a type error inside a snippet, or not at all
+ * (`params.steps + 1` with "5" gives "51").
+ */
+export function checkSameKind(value: JsonValue, logged: JsonValue, path: string, name: string): void {
+  const problem = kindProblem(value, logged, path, memberPath("params", name));
+  if (problem !== undefined) {
+    throw new TypeError(`${problem}; pass a value of the kind the notebook set, or change ${memberPath("params", name)} in the notebook if it should hold such values`);
   }
 }
 

@@ -239,7 +239,8 @@ describe("withParams (a sweep's bundles)", () => {
     const common = buildBundle(["label", "total"], [sc()], { params: base });
     const check = (combo: Record<string, JsonValue>) => Object.entries(combo).forEach(([k, v]) => checkSameKind(v, common.params[k], `overrides.${k}`, k));
     // An array item may be any kind the logged array holds, an empty array or null fits, extra keys are left to the check.
-    for (const combo of [{ side: -0.5, scale: 1e21 }, { name: "" }, { extra: { deep: [], other: { a: true } } }, { extra: { deep: ["x", 2, null, 3] } }, { extra: null, side: 7 }]) {
+    const fitting: Record<string, JsonValue>[] = [{ side: -0.5, scale: 1e21 }, { name: "" }, { extra: { deep: [], other: { a: true } } }, { extra: { deep: ["x", 2, null, 3] } }, { extra: null, side: 7 }];
+    for (const combo of fitting) {
       assert.doesNotThrow(() => check(combo), JSON.stringify(combo));
       assert.doesNotThrow(() => withParams(common, jobParams(common.params, combo)), `the bundle type-checks with ${JSON.stringify(combo)}`);
     }

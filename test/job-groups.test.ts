@@ -127,6 +127,8 @@ for (const bad of [
   { sample: { nope: [1, 2] }, count: 3 },
   { grid: { layers: [1, 2] }, sample: { layers: [1, 2] }, count: 3 },
   { grid: { layers: [1, 2] }, count: 3 },
+  { sample: { layers: [1, "two"] }, count: 3 },
+  { sample: { opt: { int: [1, 3] } }, count: 3 },
 ]) {
   try { await db.createJobs(rc.loadBalanced(), [ENTRY], sc, { params, review: false, ...bad } as any); console.log("accepted?!"); }
   catch (err) { console.log(\`\${(err as Error).name}: \${(err as Error).message}\`); }
@@ -147,7 +149,7 @@ console.log("found", JSON.stringify(found.map((j) => j.id)));
 `);
     assert.equal(run.code, 0, run.stderr);
     const refused = cellText(run.cells.get("refused")).trim().split("\n");
-    assert.equal(refused.length, 8, refused.join("\n"));
+    assert.equal(refused.length, 10, refused.join("\n"));
     assert.match(refused[0], /^TypeError: sample\.lr\.logUniform must be \[a, b\] with 0 < a/);
     assert.match(refused[1], /^TypeError: sample\.lr\.uniform is an empty range \[0\.1, 0\.1\]/);
     assert.match(refused[2], /^TypeError: sample\.layers is an empty array/);
@@ -156,6 +158,9 @@ console.log("found", JSON.stringify(found.map((j) => j.id)));
     assert.match(refused[5], /^Error: sample\.nope is not a parameter; the parameters are layers, lr, opt, steps/);
     assert.match(refused[6], /^TypeError: sample\.layers is also in grid/);
     assert.match(refused[7], /^TypeError: createJobs: count and seed go with sample/);
+    // A drawn value of another kind than the notebook's parameter: refused before anything is built.
+    assert.match(refused[8], /^TypeError: sample\.layers\[1\] is a string \("two"\) but params\.layers is a number \(1\)/);
+    assert.match(refused[9], /^TypeError: sample\.opt\.int draws numbers but params\.opt is a string \("sgd"\); draw from a list of values instead/);
 
     const sweepText = cellText(run.cells.get("sweep"));
     const sweep = /sweep (\d+) 12 12 (.*)/.exec(sweepText);

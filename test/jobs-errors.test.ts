@@ -25,6 +25,10 @@ await db.createJob(view, [], sc)
 await db.createJob(view, ["let q = 1"], sc)
 ### code overrides
 await db.createJob(view, ["walk(1)"], sc, sc2, { params, overrides: { z: 1 } })
+### code overridekind
+await db.createJob(view, ["walk(1)"], sc, sc2, { params, overrides: { x: "oops" } })
+### code overridenull
+await db.createJob(view, ["walk(1)"], sc, sc2, { params, overrides: { x: null } })
 ### code noview
 await db.createJob("worker 0" as any, ["norm(new Point(1, 1))"], sc)
 ### code badfile
@@ -47,6 +51,12 @@ await db.createJob(view, ["walk(1)"], sc, sc2, { params })
     assert.match(cellText(run.cells.get("empty")), /a job needs at least one entry expression/);
     assert.match(cellText(run.cells.get("statement")), /entry 1 "let q = 1": expected one expression/);
     assert.match(cellText(run.cells.get("overrides")), /overrides\.z is not a parameter; the parameters are x, y/);
+    // A value of another kind than the notebook's is named as the user wrote it, not as a type error in walk.
+    const overrideKind = cellText(run.cells.get("overridekind"));
+    assert.match(overrideKind, /TypeError: overrides\.x is a string \("oops"\) but params\.x is a number \(3\); pass a value of the kind the notebook set/);
+    assert.doesNotMatch(overrideKind, /BundleError|snippet walk/);
+    // null may stand for "none": the bundle's type-check decides, and here refuses it where it is used.
+    assert.match(cellText(run.cells.get("overridenull")), /BundleError: snippet walk .*'null'/);
     assert.match(cellText(run.cells.get("noview")), /createJob: the first argument must be a view: rc\.view\(0\) or rc\.loadBalanced\(\)/);
     assert.match(cellText(run.cells.get("badfile")), /cannot read connection file .*nowhere\.json: ENOENT/);
     assert.match(cellText(run.cells.get("nowhere")), /the worker kernel of connection file .*dead\.json did not answer .*; is it running\?/);

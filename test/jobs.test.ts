@@ -108,8 +108,11 @@ await db.createJobs(rc.loadBalanced(), ["walk(1)"], sc, sc2, { params, grid: { x
     assert.ok(table, cellText(run.cells.get("table")));
     assert.match(String(table.data?.["text/html"]), /<th>x<\/th><th>y<\/th><th>status<\/th>/);
     assert.match(String(table.data?.["text/plain"]), /^\d+\s+2\s+5\s+done\s+4$/m, "each row shows its job's result");
-    // A value of another type is checked on its own, and rejects the whole sweep before anything is stored.
-    assert.match(cellText(run.cells.get("badvalue")), /BundleError: snippet walk .*The left-hand side of an arithmetic operation/);
+    // A value of another kind than the notebook's rejects the whole sweep before anything is
+    // stored, named where the user wrote it (not as a type error inside walk).
+    const badvalue = cellText(run.cells.get("badvalue"));
+    assert.match(badvalue, /TypeError: grid\.x\[1\] is a string \("two"\) but params\.x is a number \(3\)/);
+    assert.doesNotMatch(badvalue, /BundleError/);
     assert.match(cellText(run.cells.get("badgrid")), /grid\.lr is not a parameter; the parameters are x, y/);
     // A grid value that is not JSON data is named where the user wrote it, not as an override.
     const badjson = cellText(run.cells.get("badjson"));

@@ -129,8 +129,35 @@ describe("nbjob run with the nbjob kernel", () => {
     const at = notebook.cells.findIndex((c) => c.metadata.tags?.includes("injected-parameters"));
     assert.equal(notebook.cells[at - 1].id, "params");
     assert.match(String(notebook.cells[at].source), /let steps = 5;/);
+    assert.doesNotMatch(result.stderr, /unknown parameter/, "steps is declared by the parameters cell");
     assertBasicsOutputs({ ...notebook, cells: notebook.cells.filter((_, i) => i !== at) }, 5);
     await assertValidNotebook(out);
+  });
+
+  test("-p and -f names the cell tagged parameters does not declare are warned about on stderr, and still injected (as papermill does)", async () => {
+    const file = join(work, "misspelt.yaml");
+    writeFileSync(file, "stpes: 4\n");
+    const out = join(work, "basics-unknown.ipynb");
+    const result = await nbjob("run", BASICS, "-o", out, "-f", file, "-p", "steps=2", "-p", "y=2");
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stderr, `nbjob run: warning: unknown parameters stpes (-f ${file}), y (-p): the cell tagged "parameters" declares steps; they are injected anyway, as papermill does (check the spelling)\n`);
+    const notebook = readNotebook(out);
+    const at = notebook.cells.findIndex((c) => c.metadata.tags?.includes("injected-parameters"));
+    assert.match(String(notebook.cells[at].source), /let stpes = 4;\nlet steps = 2;\nlet y = 2;/);
+
+    // A ParamLogger parameters cell: its names are the params.N it sets, or the fields of new ParamLogger({ ... }).
+    const notebookWith = (name: string, source: string) => {
+      const path = join(work, name);
+      const cells = [{ cell_type: "code", id: "p", metadata: { tags: ["parameters"] }, source, outputs: [], execution_count: null }];
+      writeFileSync(path, JSON.stringify({ nbformat: 4, nbformat_minor: 5, metadata: {}, cells }));
+      return path;
+    };
+    const untyped = await nbjob("run", notebookWith("set-params.ipynb", 'const params = new ParamLogger();\nparams.lr = 0.1;\nparams.name = "a";'), "-p", "lr=0.5", "-p", "nmae=b");
+    assert.equal(untyped.code, 0, untyped.stderr);
+    assert.match(untyped.stderr, /^nbjob run: warning: unknown parameter nmae \(-p\): the cell tagged "parameters" declares lr, name; it is injected anyway/);
+    const typed = await nbjob("run", notebookWith("typed-params.ipynb", 'const params = new ParamLogger({ lr: 0.1, "name": "a" });'), "-p", "lr=0.5", "-p", "name=b");
+    assert.equal(typed.code, 0, typed.stderr);
+    assert.doesNotMatch(typed.stderr, /unknown parameter/);
   });
 
   test("-p without a parameters cell gives the notebook a ParamLogger named params", async () => {
