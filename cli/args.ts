@@ -15,15 +15,35 @@ export class UsageError extends Error {
   override name = "UsageError";
 }
 
-/** parseArgs with the house rules: unknown flags and missing values become one clear UsageError. */
+/** Looks like a negative number: a value (a bad one, most likely), never one of our flags. */
+const NEGATIVE_NUMBER = /^-\.?\d/;
+
+/**
+ * parseArgs with the house rules: unknown flags and missing values become one clear UsageError.
+ * A negative number (`nbjob show -1`, `--limit -3`) is passed on as the positional or option
+ * value it is, so that the command's own check names the bad value and what it accepts.
+ */
 export function parseCommandArgs<T extends ParseArgsConfig>(config: T, usage: string): ReturnType<typeof parseArgs<T>> {
+  const negatives: string[] = [];
+  // parseArgs takes "-1" for an option: hide each behind a placeholder that is no option, then put it back.
+  const args = config.args?.map((arg) => (NEGATIVE_NUMBER.test(arg) ? `\u0000${negatives.push(arg) - 1}` : arg));
+  const restore = (value: unknown): unknown => {
+    if (Array.isArray(value)) return value.map(restore);
+    const placeholder = typeof value === "string" ? /^\u0000(\d+)$/.exec(value) : null;
+    return placeholder ? negatives[Number(placeholder[1])] : value;
+  };
   try {
-    return parseArgs(config);
+    const parsed = parseArgs({ ...config, args } as T);
+    const values = parsed.values as Record<string, unknown>;
+    for (const key of Object.keys(values)) values[key] = restore(values[key]);
+    parsed.positionals.splice(0, parsed.positionals.length, ...(restore(parsed.positionals) as string[]));
+    return parsed;
   } catch (err) {
     // One line: what was wrong, and the synopsis; `--help` has the details.
     const synopsis = usage.split("\n", 1)[0];
     const command = /^usage: (nbjob \S+)/.exec(synopsis)?.[1] ?? "nbjob <command>";
-    throw new UsageError(`${(err as Error).message} (${synopsis}; "${command} --help" explains each option)`);
+    const message = (err as Error).message.replace(/\u0000(\d+)/g, (_, i: string) => negatives[Number(i)]);
+    throw new UsageError(`${message} (${synopsis}; "${command} --help" explains each option)`);
   }
 }
 

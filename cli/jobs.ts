@@ -8,7 +8,7 @@ import {
   StoreError, createJob, transitionJob, IllegalTransitionError, notifyJobQueued, cancelJob, CANCEL_SETTLE_MS,
 } from "../store";
 import type { DbJob, DbJobQueried, DbLog, FieldRef, JobCondition, JobQuery, Json } from "../store";
-import { compileJobQuery, fieldRef, JobQueryError, parseWhere, queryJobs, WhereSyntaxError } from "../store";
+import { compileJobQuery, countJobs, fieldRef, JobQueryError, parseWhere, queryJobs, WhereSyntaxError } from "../store";
 import { getJob } from "../store";
 import { formatBytes, jobSizes } from "../store/cleanup";
 import { formatLastMetrics, lastMetricsOf } from "../store/metrics";
@@ -58,7 +58,8 @@ function parseLimit(text: string | undefined, fallback: number): number {
 }
 
 function exactlyPositionals(positionals: string[], count: number, usage: string): void {
-  if (positionals.length > count) throw new UsageError(`unexpected argument "${positionals[count]}"\n${usage}`);
+  // One line, as parseCommandArgs's errors: the whole usage here buried what was wrong.
+  if (positionals.length > count) throw new UsageError(`unexpected argument "${positionals[count]}" (${usage.split("\n", 1)[0]})`);
 }
 
 // ---------------------------------------------------------------- nbjob jobs
@@ -77,7 +78,7 @@ const JOBS_USAGE = `usage: nbjob jobs [--status S] [--tag T] [--name N] [--where
                  values: numbers, "quoted text", true, false, null
   --order FIELD  sort by a field, smallest first; -FIELD for largest first (default -created:
                  newest first), e.g. --order metrics.loss
-  --limit N      how many jobs to list (default 50)
+  --limit N      how many jobs to list (default 50; a last line on stderr says when more match)
   --size         add a SIZE column: bytes of the job's checkpoint values, logs and result
 
 The params., metrics. and result fields named in --where and --order get a column each.
@@ -157,9 +158,12 @@ export async function cmdJobs(argv: string[]): Promise<number> {
     throw err;
   }
   const sizes = new Map<number, number>();
+  let matching = 0;
   const jobs = await withCliStore(values, async (store) => {
     const listed = await queryJobs(store, query);
     if (values.size && listed.length > 0) for (const size of await jobSizes(store, { ids: listed.map((job) => job.id) })) sizes.set(size.id, size.total);
+    // A full page may have cut the list: count what matched, to say so.
+    matching = listed.length === limit ? await countJobs(store, query) : listed.length;
     return listed;
   });
   if (jobs.length === 0) {
@@ -182,6 +186,8 @@ export async function cmdJobs(argv: string[]): Promise<number> {
     ["ID", "STATUS", "NAME", "TAGS", "QUEUED", "TIME", "WORKER", ...columns.map(([label]) => label.toUpperCase()), ...(values.size ? ["SIZE"] : []), ...(withMetrics ? ["METRICS"] : [])],
     rows,
   ));
+  // On stderr, like the other notes: stdout stays the table alone for scripts.
+  if (matching > jobs.length) console.error(`${jobs.length} of ${matching} jobs shown; --limit N for more`);
   return 0;
 }
 
@@ -349,7 +355,9 @@ export async function cmdLog(argv: string[]): Promise<number> {
   const limit = parseLimit(values.limit, 20);
   const entries = await withCliStore(values, (store) => jobLog(store, { name: values.name, limit }));
   if (entries.length === 0) {
-    console.log(values.name ? `no job used a declaration named "${values.name}"` : "no jobs yet");
+    // A name matching nothing is most likely misspelled: an error, as in "nbjob history".
+    if (values.name !== undefined) throw new StoreError(`no job used a declaration named "${values.name}"; names are case-sensitive ("nbjob log" shows the declarations of recent jobs)`);
+    console.log("no jobs yet");
     return 0;
   }
   const out: string[] = [];

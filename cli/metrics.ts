@@ -3,7 +3,7 @@
 import type { Command } from "./args";
 import { parseCommandArgs, UsageError } from "./args";
 import { STORE_FLAGS, STORE_FLAGS_USAGE, withCliStore } from "./db";
-import { formatMetricNumber, metricNameProblem, readMetrics, requireJob } from "../store";
+import { formatMetricNumber, metricNameProblem, missingMetricText, readMetrics, requireJob } from "../store";
 import type { MetricSeries } from "../store";
 
 const USAGE = `usage: nbjob metrics JOB [NAME] [--csv]
@@ -75,7 +75,8 @@ export async function cmdMetrics(argv: string[]): Promise<number> {
     return 0;
   }
   if (Object.keys(series).length === 0) {
-    if (name !== undefined && known.length > 0) throw new UsageError(`job ${id} logged no metric "${name}"; it logged ${known.join(", ")}`);
+    const missing = name === undefined ? undefined : missingMetricText(id, name, known);
+    if (missing) throw new UsageError(missing);
     console.log(`job ${id} (${status}) logged no metrics${status === "queued" || status === "running" ? " yet" : ""} (jobtracker.log in its code records them)`);
     return 0;
   }

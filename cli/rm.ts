@@ -3,7 +3,7 @@
 import type { Command } from "./args";
 import { parseCommandArgs, UsageError } from "./args";
 import { STORE_FLAGS, STORE_FLAGS_USAGE, withCliStore } from "./db";
-import { isJobStatus, JOB_STATUSES, StoreError } from "../store";
+import { isJobStatus, JOB_STATUSES, listJobsByIds, StoreError } from "../store";
 import type { JobStatus } from "../store";
 import { collectAndVacuum, deleteJobs, formatBytes, KEEP_TAG, parseDuration, setJobTags } from "../store/cleanup";
 import type { DeletionPlan, GcReport } from "../store/cleanup";
@@ -126,9 +126,9 @@ async function cmdGc(argv: string[]): Promise<number> {
 
 const TAG_USAGE = `usage: nbjob tag JOB +TAG|-TAG...
 
-Adds (+TAG) and removes (-TAG) tags of a job and prints its tags. The tag "keep" protects a job
-from "nbjob rm" by filter (--tag, --status, --older-than); "nbjob rm JOB" of a kept job is
-refused until the tag is removed.
+Adds (+TAG) and removes (-TAG) tags of a job and prints its tags; a tag to remove that the job
+does not have is named on stderr. The tag "keep" protects a job from "nbjob rm" by filter
+(--tag, --status, --older-than); "nbjob rm JOB" of a kept job is refused until the tag is removed.
 ${STORE_FLAGS_USAGE}`;
 
 async function cmdTag(argv: string[]): Promise<number> {
@@ -142,7 +142,10 @@ async function cmdTag(argv: string[]): Promise<number> {
   const add = changes.filter((c) => c.startsWith("+")).map((c) => c.slice(1));
   const remove = changes.filter((c) => c.startsWith("-")).map((c) => c.slice(1));
   return withCliStore(values, async (store) => {
+    const before = (await listJobsByIds(store, [id]))[0]?.tags ?? [];
     const tags = await setJobTags(store, id, add, remove);
+    // Removing a tag the job does not have changes nothing: most likely a misspelled tag.
+    for (const tag of remove.filter((t) => !before.includes(t) && !add.includes(t))) console.error(`job ${id} has no tag "${tag}": nothing removed`);
     console.log(`job ${id} tags: ${tags.length ? tags.join(", ") : "(none)"}`);
     return 0;
   });

@@ -439,7 +439,7 @@ export class DBWrapper {
   async group<T = unknown>(id: number): Promise<JobGroup<T>> {
     if (!Number.isSafeInteger(id) || id < 1) throw new TypeError(`db.group(id): id must be a group number such as 3; got ${inspect(id, { depth: 0 })}`);
     const group = await getJobGroup(this.store, id);
-    if (!group) throw new Error(`db.group(${id}): there is no group ${id} in the store (see the group column of nbjob jobs, or "nbjob group ID")`);
+    if (!group) throw new Error(`db.group(${id}): there is no group ${id} in the store (a job's group is its job.record.group_id, or the group line of "nbjob show JOB")`);
     const rows = await listGroupJobs(this.store, id);
     const jobs = await Promise.all(rows.map((row) => this.attach<T>(row)));
     return new JobGroup<T>(group.id, jobs, group.grid as Record<string, unknown[]>, this.store, group.sample as unknown as SampleSettings | null);
@@ -460,7 +460,8 @@ export class DBWrapper {
   }
 
   /**
-   * Jobs matching every condition given, newest first (see JobsFilter):
+   * Jobs matching every condition given, newest first (see JobsFilter), at most 50 unless `limit`
+   * says otherwise (`offset` pages on):
    * `await db.jobs({ params: { lr: { lt: 0.01 } }, metrics: { loss: { lt: 0.1 } }, orderBy: "metrics.loss", limit: 10 })`.
    */
   async jobs(filter: JobsFilter = {}): Promise<JobSummary[]> {

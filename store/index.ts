@@ -17,7 +17,7 @@ export {
   LEGAL_TRANSITIONS, IllegalTransitionError, UnknownJobError, ClaimLostError,
 } from "./jobs";
 export type { CreateJobInput, TransitionDetails, JobErrorInput, ListJobsFilter, DbJobListed } from "./jobs";
-export { queryJobs, compileJobQuery, indexedFields, fieldIndexName, fieldRef, mapConditions, resultConditions, fieldConditions, JobQueryError, OPERATORS, FIELDS_HELP } from "./job-query";
+export { queryJobs, countJobs, compileJobQuery, indexedFields, fieldIndexName, fieldRef, mapConditions, resultConditions, fieldConditions, JobQueryError, OPERATORS, FIELDS_HELP } from "./job-query";
 export { createFieldIndex, dropFieldIndex, listFieldIndexes, indexableField, INDEXABLE_FIELDS_HELP } from "./field-index";
 export type { FieldIndex } from "./field-index";
 export type { OrderPart, JobQuery, JobCondition, Condition, FieldRef, Operator, ScalarValue, ValueCondition, DbJobQueried } from "./job-query";
@@ -29,7 +29,7 @@ export { checkStorableText, checkStorableJson, visibleText, isUnstorableText, en
 export type { LogLine } from "./logs";
 export { CHUNK_SIZE, putBlob, putSmallBlobs, readBlob, readBlobChunks, getBlobInfo } from "./blobs";
 export type { PutBlobResult } from "./blobs";
-export { putMetrics, readMetrics, lastMetricsOf, formatLastMetrics, formatMetricNumber, metricNameProblem, metricJson, METRIC_NAME_MAX } from "./metrics";
+export { putMetrics, readMetrics, lastMetricsOf, missingMetricText, formatLastMetrics, formatMetricNumber, metricNameProblem, metricJson, METRIC_NAME_MAX } from "./metrics";
 export type { MetricPoint, MetricSeries } from "./metrics";
 export { putCheckpoint, listCheckpoints, readCheckpoint, readCheckpoints, lastCheckpointIndex } from "./checkpoints";
 export type { CheckpointSummary, PutCheckpointResult } from "./checkpoints";

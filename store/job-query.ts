@@ -391,6 +391,14 @@ export async function indexedFields(db: Db): Promise<Set<string>> {
   return new Set(rows.filter((row) => fieldIndexName(row.field) === row.name).map((row) => row.field));
 }
 
+/** How many jobs match the query's conditions, whatever its limit and offset: to say what a page left out. */
+export async function countJobs(db: Db, query: JobQuery = {}): Promise<number> {
+  const counted: JobQuery = { where: query.where };
+  const indexed = mayUseFieldIndex(counted) ? await indexedFields(db) : NO_INDEXES;
+  const { text, values } = compileStatement(counted, indexed, "all", "count", checkPage({}));
+  return Number((await db.query<{ n: string }>(text, values)).rows[0].n);
+}
+
 /** Jobs matching the query, in its order (default newest first). */
 export async function queryJobs(db: Db, query: JobQuery = {}): Promise<DbJobQueried[]> {
   const page = checkPage(query);

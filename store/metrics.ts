@@ -252,6 +252,16 @@ export function lastMetricsOf(row: { last_metrics?: Json | null }): { [name: str
   return out;
 }
 
+/**
+ * What to say when job `jobId` has no values of metric `name` but logged others (a misspelled
+ * name, most likely): the names it did log. Undefined when it logged none, or logged `name`.
+ * Shared by `nbjob metrics JOB NAME` and plotMetrics.
+ */
+export function missingMetricText(jobId: number, name: string, logged: readonly string[]): string | undefined {
+  if (logged.length === 0 || logged.includes(name)) return undefined;
+  return `job ${jobId} logged no metric "${name}"; it logged ${logged.join(", ")}`;
+}
+
 /** The last metrics as short text, `loss=0.12 acc=0.9` (arrays as `[3 values]`), for tables. */
 export function formatLastMetrics(metrics: { [name: string]: number | number[] }, digits = 4): string {
   return Object.entries(metrics)

@@ -86,6 +86,14 @@ describe("nbjob read commands", () => {
     assert.match(lines[0], /^ID\s+STATUS\s+NAME\s+TAGS\s+QUEUED\s+TIME\s+WORKER/);
     assert.deepEqual(lines.slice(1).map((l) => l.split(/\s+/)[0]), ids.map(String).reverse());
     assert.match(all.stdout, /first walk\s+geometry/);
+    assert.equal(all.stderr, "", "all 3 jobs shown: no note");
+    // A list cut by --limit says so on stderr (stdout stays the table).
+    const cut = await nbjob(["jobs", "--limit", "2"], { NBJOB_DATABASE_URL: url });
+    assert.equal(cut.code, 0, cut.stderr);
+    assert.deepEqual(cut.stdout.trim().split("\n").slice(1).map((l) => l.split(/\s+/)[0]), [ids[2], ids[1]].map(String));
+    assert.equal(cut.stderr, "2 of 3 jobs shown; --limit N for more\n");
+    const cutTagged = await nbjob(["jobs", "--tag", "geometry", "--limit", "1"], { NBJOB_DATABASE_URL: url });
+    assert.equal(cutTagged.stderr, "1 of 2 jobs shown; --limit N for more\n", "the count is of the jobs matching the filter");
     const failed = await nbjob(["jobs", "--status", "failed"], { NBJOB_DATABASE_URL: url });
     assert.deepEqual(failed.stdout.trim().split("\n").slice(1).map((l) => l.split(/\s+/).slice(0, 2).join(" ")), [`${ids[1]} failed`]);
     const tagged = await nbjob(["jobs", "--tag", "geometry", "--limit", "1"], { NBJOB_DATABASE_URL: url });
@@ -235,6 +243,13 @@ describe("nbjob read commands", () => {
     assertOneLineError(await nbjob(["jobs", "--status", "finished"], env), /--status must be one of queued, running, done, failed, cancelled, lost/);
     assertOneLineError(await nbjob(["jobs", "--limit", "0"], env), /--limit must be a positive integer, got "0"/);
     assertOneLineError(await nbjob(["jobs", "--frobnicate"], env), /Unknown option '--frobnicate'.*usage: nbjob jobs .*"nbjob jobs --help"/);
+    // A negative number is a bad value, not an unknown option: the command's own check names it.
+    assertOneLineError(await nbjob(["show", "-1"], env), /^nbjob: JOB must be a job id \(a positive integer, see "nbjob jobs"\), got "-1"$/);
+    assertOneLineError(await nbjob(["jobs", "--limit", "-3"], env), /^nbjob: --limit must be a positive integer, got "-3"$/);
+    assertOneLineError(await nbjob(["diff", "-1", String(ids[0])], env), /JOB_A must be a job id .*got "-1"$/);
+    assertOneLineError(await nbjob(["jobs", "-2"], env), /^nbjob: unexpected argument "-2" \(usage: nbjob jobs /);
+    // A declaration name matching no job: an error, as in nbjob history.
+    assertOneLineError(await nbjob(["log", "--name", "nosuch"], env), /no job used a declaration named "nosuch"; names are case-sensitive/);
     assertOneLineError(await nbjob(["jobs"], { NBJOB_DATABASE_URL: "postgres//oops" }), /NBJOB_DATABASE_URL is not a valid URL/);
     const refused = await nbjob(["jobs"], { NBJOB_DATABASE_URL: "postgres://me:s3cret@127.0.0.1:1/nbjob" });
     assertOneLineError(refused, /cannot reach PostgreSQL at postgres:\/\/me:\*\*\*@127\.0\.0\.1:1\/nbjob \(connection refused\)/);

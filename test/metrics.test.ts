@@ -61,6 +61,8 @@ const o = await oddJob.metrics();
 console.log("odd", oddJob.id, JSON.stringify(o.loss.steps), o.loss.values.map(String).join(" "), JSON.stringify(o.loss.backwards));
 console.log("w", JSON.stringify(o.w.steps), o.w.values.map((v) => "[" + (v as number[]).map(String).join(",") + "]").join(" "));
 console.log("oddlisted", JSON.stringify((await db.jobs({ limit: 1 }))[0].metrics, (_k, v) => typeof v === "number" && !Number.isFinite(v) ? "num:" + v : v));
+### code plotmissing
+oddJob.plotMetrics("nosuch");
 ### code dash
 const dash = nbjob.makeDefaultDashboard({ limit: 2 });
 await dash.ready;
@@ -92,6 +94,11 @@ group.table();
 const chart = group.plotMetrics("loss");
 await chart.finished;
 console.log("groupchart", chart.updates);
+### code sweepmissing
+group.plotMetrics("nosuch");
+### code plotended
+// The notebook's last cell: the run ends with it, nothing after it to wait for a late update.
+oddJob.plotMetrics("loss");
 `);
     assert.equal(run.code, 0, run.stderr);
     const train = cellText(run.cells.get("train"));
@@ -126,6 +133,17 @@ console.log("groupchart", chart.updates);
     assert.match(odd, /oddlisted \{"loss":"num:-Infinity","w":\[3,4\]\}/, "db.jobs() rows: names in alphabetical order, -Infinity as a number");
     const oddRow = await getJob(env.store, oddId);
     assert.deepEqual(oddRow?.last_metrics, { loss: "-Infinity", w: [3, 4] });
+
+    // plotMetrics of an ended job, not awaited, in the last cell: the headless run saved the chart as
+    // read from the store (one output, the job's state known), not a placeholder that only an
+    // update after the cell's end would have filled in.
+    const ended = run.cells.get("plotended")!;
+    assert.equal(ended.outputs.length, 1, JSON.stringify(ended.outputs));
+    assert.ok(ended.outputs[0].data?.["image/svg+xml"] !== undefined && ended.outputs[0].data?.["application/vnd.vegalite.v5+json"] !== undefined);
+    assert.match(cellText(ended), new RegExp(`^<line chart: loss by step \\(job ${oddId}\\); 1 points>[^]*\\njobs: ended\\njob ${oddId}: 3 values not drawn`));
+    assert.doesNotMatch(cellText(ended), /running or queued/);
+    // A metric the job never logged: said plainly, with the names it did log (as nbjob metrics says).
+    assert.equal(cellText(run.cells.get("plotmissing")), `nosuch by step (job ${oddId}): no values of nosuch to draw; job ${oddId} ended (done)\njob ${oddId} logged no metric "nosuch"; it logged loss, w`);
 
     // The in-notebook dashboard has a metrics column with each job's last values.
     const dash = run.cells.get("dash")!.outputs.find((o) => o.output_type === "display_data");
@@ -162,6 +180,7 @@ console.log("groupchart", chart.updates);
     const svg = sweep.outputs.map((o) => o.data?.["image/svg+xml"]).find((v) => v !== undefined);
     assert.equal((Array.isArray(svg) ? svg.join("") : String(svg)).match(/<polyline/g)?.length, 2);
     assert.ok(sweep.outputs.some((o) => o.data?.["application/vnd.vegalite.v5+json"] !== undefined));
+    assert.match(cellText(run.cells.get("sweepmissing")), /^nosuch by step \(group \d+, 2 jobs\): no values of nosuch to draw; all 2 jobs ended\njob \d+ logged no metric "nosuch"; it logged acc, loss\njob \d+ logged no metric "nosuch"; it logged acc, loss$/);
 
     // The CLI, as a subprocess: CSV of every value, a table with the flags, the last values in `nbjob jobs`.
     const csv = await env.nbjob("metrics", String(id), "--csv");

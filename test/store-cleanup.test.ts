@@ -163,6 +163,12 @@ describe("nbjob rm, tag, gc, jobs --size, db status", () => {
     assertOneLineError(await nbjob(["rm", String(kept.id)], url), new RegExp(`job ${kept.id} is tagged "keep"; remove the tag first \\("nbjob tag ${kept.id} -keep"\\)`));
     const untag = await nbjob(["tag", String(kept.id), "-keep"], url);
     assert.equal(untag.stdout.trim(), `job ${kept.id} tags: sweep-a`);
+    assert.equal(untag.stderr, "");
+    // Removing a tag the job does not have (a typo?) changes nothing and says so.
+    const typo = await nbjob(["tag", String(kept.id), "-nonexistent"], url);
+    assert.equal(typo.code, 0, typo.stderr);
+    assert.equal(typo.stdout.trim(), `job ${kept.id} tags: sweep-a`);
+    assert.equal(typo.stderr, `job ${kept.id} has no tag "nonexistent": nothing removed\n`);
     assert.equal((await nbjob(["rm", String(kept.id)], url)).code, 0);
     assert.equal(await count(store, "SELECT count(*) AS n FROM nbjob.jobs WHERE id = $1", [kept.id]), 0);
   });
