@@ -1,7 +1,10 @@
 // analyzer.plot(x, y): a line chart as a Vega-Lite v5 spec (for frontends that render it, such
 // as JupyterLab) with an SVG drawn here as the fallback (classic Notebook, nbconvert, GitHub) and a
 // text/plain summary. No browser or charting library is needed to draw the SVG.
+
 import type { MimeBundle } from "./cell-types";
+
+const pointsText = (n: number) => `${n} point${n === 1 ? "" : "s"}`;
 
 export interface PlotOptions {
   /** Chart title. Default "<y> by <x> (job N)". */
@@ -115,11 +118,11 @@ export function chartBundle(series: PlotSeries[], xLabel: string, yLabel: string
   const count = series.reduce((n, s) => n + s.points.length, 0);
   const ranges = series.map((s) => {
     const ys = s.points.map((p) => p.y);
-    return `${s.name}: ${s.points.length} points, from ${label(ys[0])} to ${label(ys[ys.length - 1])} (min ${label(Math.min(...ys))}, max ${label(Math.max(...ys))})`;
+    return `${s.name}: ${pointsText(s.points.length)}, from ${label(ys[0])} to ${label(ys[ys.length - 1])} (min ${label(Math.min(...ys))}, max ${label(Math.max(...ys))})`;
   });
   return {
     "application/vnd.vegalite.v5+json": vegaLiteSpec(series, xLabel, yLabel, options),
     "image/svg+xml": renderSvg(series, xLabel, yLabel, options),
-    "text/plain": [`<line chart: ${options.title}; ${count} points>`, ...ranges].join("\n"),
+    "text/plain": [`<line chart: ${options.title}; ${pointsText(count)}>`, ...ranges].join("\n"),
   };
 }

@@ -140,7 +140,7 @@ oddJob.plotMetrics("loss");
     const ended = run.cells.get("plotended")!;
     assert.equal(ended.outputs.length, 1, JSON.stringify(ended.outputs));
     assert.ok(ended.outputs[0].data?.["image/svg+xml"] !== undefined && ended.outputs[0].data?.["application/vnd.vegalite.v5+json"] !== undefined);
-    assert.match(cellText(ended), new RegExp(`^<line chart: loss by step \\(job ${oddId}\\); 1 points>[^]*\\njobs: ended\\njob ${oddId}: 3 values not drawn`));
+    assert.match(cellText(ended), new RegExp(`^<line chart: loss by step \\(job ${oddId}\\); 1 point>[^]*\\njobs: ended\\njob ${oddId}: 3 values not drawn`));
     assert.doesNotMatch(cellText(ended), /running or queued/);
     // A metric the job never logged: said plainly, with the names it did log (as nbjob metrics says).
     assert.equal(cellText(run.cells.get("plotmissing")), `nosuch by step (job ${oddId}): no values of nosuch to draw; job ${oddId} ended (done)\njob ${oddId} logged no metric "nosuch"; it logged loss, w`);
@@ -396,7 +396,7 @@ result["status"] = ran["reply"]["status"]
     assert.ok(updates.every((u) => u.id === first.id), "every update replaces the chart (same display id)");
     // Points drawn at each update: growing while the job ran (at least two updates with points
     // before the last one), ending with every step.
-    const counts = updates.map((u) => Number(/; (\d+) points>/.exec(u.text)?.[1] ?? 0));
+    const counts = updates.map((u) => Number(/; (\d+) points?>/.exec(u.text)?.[1] ?? 0));
     const final = /final (\d+) (\d+) (\d+)/.exec(shown.filter((s) => s.type === "stream").map((s) => s.text).join(""));
     assert.ok(final, JSON.stringify(shown));
     const steps = Number(final[1]);
