@@ -14,6 +14,9 @@ export function frontendCanAnswer(): boolean {
   return sink?.allowStdin === true;
 }
 
+/** Answers that are no command before the review gives up (as a cancel): far more than a person's typos. */
+const MAX_UNKNOWN_ANSWERS = 20;
+
 const HELP = [
   "Enter or submit    submit the job",
   "cancel             do not create the job",
@@ -85,8 +88,16 @@ export async function reviewBundle(bundle: Bundle, options: { baseDir?: string; 
   };
   const showAll = () => say(summary(snippets, bundle.entries, params, problems(), options.sweep));
   showAll();
+  let unknownAnswers = 0;
   for (;;) {
-    const answer = (await ask("review> ")).trim();
+    const raw = await ask("review> ");
+    // jupyter_client answers "\x04" when its own stdin is at its end (a script run from cron or
+    // CI): nobody will answer, so the review ends as a cancel instead of asking forever.
+    if (raw.includes("\x04")) {
+      say("Not submitted: the frontend's input ended (end of file); the job was not created.");
+      return undefined;
+    }
+    const answer = raw.trim();
     const [command, ...restWords] = answer.split(/\s+/);
     const rest = answer.slice(command.length).trim();
     switch (command.toLowerCase()) {
@@ -148,7 +159,13 @@ export async function reviewBundle(bundle: Bundle, options: { baseDir?: string; 
         continue;
       }
       default:
-        say(`Unknown answer "${answer}". Answer submit (or Enter), cancel, set NAME=VALUE, drop NAME, show, list or help.`);
+        // Whatever answers without reading (a program, a stuck key) gets a few tries, not forever.
+        if (++unknownAnswers >= MAX_UNKNOWN_ANSWERS) {
+          say(`Not submitted: ${MAX_UNKNOWN_ANSWERS} answers were not commands (the last: ${JSON.stringify(answer)}); the job was not created.`);
+          return undefined;
+        }
+        say(`Unknown answer ${JSON.stringify(answer)}. Answer submit (or Enter), cancel, set NAME=VALUE, drop NAME, show, list or help.`);
+        continue;
     }
   }
 }

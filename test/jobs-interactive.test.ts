@@ -62,6 +62,9 @@ result["cancelled"] = answering(["list", "cancel"], 'await db.createJob(view, ["
 result["broken"] = answering(["drop double", "submit", "cancel"], 'await db.createJob(view, ["double(params.x)"], sc, { params })')
 result["skipped"] = answering([], 'const quiet = await db.createJob(view, ["double(params.x)"], sc, { params, review: false });\\nawait quiet.result')
 result["sweep"] = answering(["drop unused", ""], 'const g = await db.createJobs(rc.loadBalanced(), ["double(params.x)"], sc, { params, grid: { x: [2, 3] } });\\nJSON.stringify((await g.results).map((r) => r.result))')
+# jupyter_client's own answer when its stdin is at its end; then a program that answers nonsense.
+result["eof"] = answering(["\\x04"], 'await db.createJob(view, ["double(params.x)"], sc, { params })')
+result["nonsense"] = answering(["zzz"] * 25, 'await db.createJob(view, ["double(params.x)"], sc, { params })')
 result["jobs"] = run('(await db.jobs()).map((j) => j.result).join(",")')["outputs"][0]["content"]["data"]["text/plain"]
 `);
     const edited = result.edited as { prompts: string[]; text: string; status: string };
@@ -107,6 +110,14 @@ result["jobs"] = run('(await db.jobs()).map((j) => j.result).join(",")')["output
     assert.match(sweep.text, /^jobs \d+, \d+ \(sweep group \d+\) submitted to rc\.loadBalanced\(\) \(any idle worker\)$/m, sweep.text);
     assert.doesNotMatch(skipped.text, /submitted to/, "without a review the cell stays as it was");
     assert.match(sweep.text, /'\[4,6\]'/);
+    // Nobody left to answer: the review ends as a cancel instead of asking forever.
+    const eof = result.eof as { text: string; prompts: string[]; status: string };
+    assert.equal(eof.prompts.length, 1);
+    assert.match(eof.text, /Not submitted: the frontend's input ended \(end of file\)[\s\S]*the job was cancelled in review; nothing was stored or sent/);
+    const nonsense = result.nonsense as { text: string; prompts: string[] };
+    assert.equal(nonsense.prompts.length, 20);
+    assert.match(nonsense.text, /Unknown answer "zzz"\./);
+    assert.match(nonsense.text, /Not submitted: 20 answers were not commands \(the last: "zzz"\)/);
     // Only the submitted jobs were stored, newest first: the sweep (6, 4), the unreviewed one (2), the edited one (18).
     assert.equal(result.jobs, "'6,4,2,18'");
   });
