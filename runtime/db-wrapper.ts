@@ -39,6 +39,16 @@ export interface DeleteJobsOptions {
   collect?: boolean;
 }
 
+/** DeleteJobsOptions' keys: any other is refused, since a filter condition silently dropped deletes more. */
+const DELETE_JOBS_KEYS = ["ids", "tag", "status", "olderThan", "dryRun", "collect"] as const satisfies ReadonlyArray<keyof DeleteJobsOptions>;
+
+/**
+ * F, with every key that Options lacks typed `never`. Excess-property checks cover only object
+ * literals, and every key of DeleteJobsOptions is optional, so a variable such as
+ * `{ status: "failed", name: "x" }` type-checked as a filter on status alone.
+ */
+export type OnlyKeysOf<Options, F> = F & { [K in Exclude<keyof F, keyof Options>]: never };
+
 /** Options of createJob (the last argument, after the collectors). */
 export interface CreateJobOptions {
   /** The notebook's ParamLogger (or plain parameter values). */
@@ -492,8 +502,11 @@ export class DBWrapper {
    * tagged "keep" is an error and nothing is deleted; by filter, those are left alone and listed
    * in `kept` / `active`. `dryRun: true` only says what would go and the bytes it frees.
    */
-  async deleteJobs(filter: DeleteJobsOptions): Promise<DeletionPlan> {
-    if (filter === null || typeof filter !== "object") throw new TypeError(`db.deleteJobs(filter): filter is an object such as { ids: [3] } or { tag: "draft", olderThan: "30d" }; got ${inspect(filter)}`);
+  async deleteJobs<F extends DeleteJobsOptions>(filter: OnlyKeysOf<DeleteJobsOptions, F>): Promise<DeletionPlan> {
+    if (filter === null || typeof filter !== "object" || Array.isArray(filter)) throw new TypeError(`db.deleteJobs(filter): filter is an object such as { ids: [3] } or { tag: "draft", olderThan: "30d" }; got ${inspect(filter)}`);
+    // Before anything is deleted: an ignored condition ({ name }, a misspelled { dryrun }) would delete more than asked.
+    const unknown = Object.keys(filter).filter((k) => !(DELETE_JOBS_KEYS as readonly string[]).includes(k));
+    if (unknown.length > 0) throw new TypeError(`db.deleteJobs: unknown option${unknown.length === 1 ? "" : "s"} ${unknown.join(", ")}; the options are ${DELETE_JOBS_KEYS.join(", ")} (to select by name, params or metrics: ids: (await db.jobs({ ... })).map((j) => j.id)); nothing was deleted`);
     const plan = await deleteJobs(this.store, {
       ids: filter.ids, tag: filter.tag, status: filter.status, dryRun: filter.dryRun,
       olderThanMs: filter.olderThan === undefined ? undefined : parseDuration(filter.olderThan),

@@ -72,7 +72,12 @@ export class KeptJobError extends StoreError {
   }
 }
 
+/** DeleteJobsFilter's keys; any other is refused rather than ignored (an ignored condition deletes more). */
+const DELETE_FILTER_KEYS = ["ids", "tag", "status", "olderThanMs", "dryRun"] as const satisfies ReadonlyArray<keyof DeleteJobsFilter>;
+
 function checkFilter(filter: DeleteJobsFilter): void {
+  const unknown = Object.keys(filter).filter((k) => !(DELETE_FILTER_KEYS as readonly string[]).includes(k));
+  if (unknown.length > 0) throw new TypeError(`deleteJobs: unknown filter key${unknown.length === 1 ? "" : "s"} ${unknown.join(", ")}; the keys are ${DELETE_FILTER_KEYS.join(", ")}; nothing was deleted`);
   const hasFilter = filter.tag !== undefined || filter.status !== undefined || filter.olderThanMs !== undefined;
   if (filter.ids && filter.ids.length > 0 && hasFilter) throw new StoreError("delete either jobs by id or jobs matching a filter (tag, status, older than), not both");
   if (!(filter.ids && filter.ids.length > 0) && !hasFilter) throw new StoreError("say which jobs to delete: ids, or a filter (tag, status, older than); deleting every job takes an explicit filter");

@@ -441,6 +441,14 @@ describe("db.deleteJobs and job.delete()", () => {
     try {
       const a = await doneJob(store, [{ x: randomBytes(4000) }], { tags: ["draft"], label: "api" });
       const b = await doneJob(store, [{ x: randomBytes(4000) }], { tags: ["draft"], label: "api" });
+      // A key deleteJobs does not know is refused before anything is deleted, never ignored
+      // (ignoring `name` deleted every job of the status; ignoring `dryrun` deleted for real).
+      const byName = { status: "done" as const, name: "deleteme" };
+      // @ts-expect-error: the type refuses a key it lacks in a variable too, not only in a literal
+      await assert.rejects(db.deleteJobs(byName), { name: "TypeError", message: /^db\.deleteJobs: unknown option name; the options are ids, tag, status, olderThan, dryRun, collect .*nothing was deleted$/ });
+      await assert.rejects(db.deleteJobs({ status: "done", dryrun: true } as any), /unknown option dryrun; the options are ids, tag, status, olderThan, dryRun, collect/);
+      await assert.rejects(deleteJobs(store, { status: "done", name: "deleteme" } as any), { name: "TypeError", message: /unknown filter key name; the keys are ids, tag, status, olderThanMs, dryRun/ });
+      assert.equal(await count(store, "SELECT count(*) AS n FROM nbjob.jobs"), 2, "nothing was deleted");
       const dry = await db.deleteJobs({ tag: "draft", olderThan: "0s", dryRun: true });
       assert.deepEqual(dry.ids, [a.id, b.id]);
       assert.ok(dry.bytes.values >= 8000, `frees the values: ${JSON.stringify(dry.bytes)}`);
