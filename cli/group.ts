@@ -50,7 +50,8 @@ export async function cmdGroup(argv: string[]): Promise<number> {
       clip(job.status === "done" ? job.result_text ?? "" : job.error_name ? `${job.error_name}: ${job.error_message ?? ""}` : ""),
       formatLastMetrics(lastMetricsOf(job)),
     ]);
-    const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+    // reduce, not Math.max(...rows): a group can have more jobs than a call takes arguments.
+    const widths = header.map((h, i) => rows.reduce((w, r) => Math.max(w, r[i].length), h.length));
     const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd();
     lines.push(line(header), ...rows.map(line));
     return lines.join("\n");

@@ -29,7 +29,8 @@ function formatDuration(job: Pick<DbJob, "started_at" | "finished_at">): string 
 }
 
 function table(header: string[], rows: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
+  // reduce, not Math.max(...rows): --limit can ask for more rows than a call takes arguments.
+  const widths = header.map((h, i) => rows.reduce((w, row) => Math.max(w, row[i].length), h.length));
   const line = (cells: string[]) => cells.map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(widths[i]))).join("  ").trimEnd();
   return [line(header), ...rows.map(line)].join("\n");
 }

@@ -35,12 +35,13 @@ export function metricsCsv(series: { [name: string]: MetricSeries }): string {
   return lines.join("\n");
 }
 
-function metricsTable(series: { [name: string]: MetricSeries }): string {
+export function metricsTable(series: { [name: string]: MetricSeries }): string {
   const out: string[] = [];
   for (const [name, s] of Object.entries(series)) {
     const backwards = new Set(s.backwards);
     out.push(`${name} (${s.steps.length} value${s.steps.length === 1 ? "" : "s"}${s.backwards.length ? `, ${s.backwards.length} with a step that went backwards` : ""})`);
-    const width = Math.max(4, ...s.steps.map((step) => String(step).length));
+    // A loop, not Math.max(...steps): a series can have more values than a call has room for arguments.
+    const width = s.steps.reduce((w, step) => Math.max(w, String(step).length), 4);
     out.push(`  ${"step".padStart(width)}  value`);
     s.steps.forEach((step, i) => {
       const value = s.values[i];

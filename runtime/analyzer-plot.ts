@@ -43,6 +43,20 @@ function label(value: number): string {
   return String(Number(value.toPrecision(4)));
 }
 
+/**
+ * The smallest and largest of `values`, by a loop: Math.min(...values) throws "Maximum call
+ * stack size exceeded" past about 100,000 values (each one is an argument of the call).
+ */
+export function extent(values: readonly number[]): [number, number] {
+  let min = Infinity;
+  let max = -Infinity;
+  for (const v of values) {
+    if (v < min) min = v;
+    if (v > max) max = v;
+  }
+  return [min, max];
+}
+
 /** The chart as SVG: axes with ticks and labels, one polyline (with dots) per series, a legend when there are several. */
 export function renderSvg(series: PlotSeries[], xLabel: string, yLabel: string, options: PlotOptions & { title: string }): string {
   const width = options.width ?? 480;
@@ -54,8 +68,8 @@ export function renderSvg(series: PlotSeries[], xLabel: string, yLabel: string, 
   const all = series.flatMap((s) => s.points);
   const xs = all.map((p) => p.x);
   const ys = all.map((p) => ty(p.y));
-  let [x0, x1] = [Math.min(...xs), Math.max(...xs)];
-  let [y0, y1] = [Math.min(...ys), Math.max(...ys)];
+  let [x0, x1] = extent(xs);
+  let [y0, y1] = extent(ys);
   if (x0 === x1) [x0, x1] = [x0 - 1, x1 + 1];
   if (y0 === y1) [y0, y1] = [y0 - 1, y1 + 1];
   const sx = (x: number) => margin.left + ((x - x0) / (x1 - x0)) * plotW;
@@ -118,7 +132,8 @@ export function chartBundle(series: PlotSeries[], xLabel: string, yLabel: string
   const count = series.reduce((n, s) => n + s.points.length, 0);
   const ranges = series.map((s) => {
     const ys = s.points.map((p) => p.y);
-    return `${s.name}: ${pointsText(s.points.length)}, from ${label(ys[0])} to ${label(ys[ys.length - 1])} (min ${label(Math.min(...ys))}, max ${label(Math.max(...ys))})`;
+    const [min, max] = extent(ys);
+    return `${s.name}: ${pointsText(s.points.length)}, from ${label(ys[0])} to ${label(ys[ys.length - 1])} (min ${label(min)}, max ${label(max)})`;
   });
   return {
     "application/vnd.vegalite.v5+json": vegaLiteSpec(series, xLabel, yLabel, options),

@@ -158,7 +158,8 @@ export class Dashboard {
       ...rows.map((r) => `<tr>${r.map((v, i) => `<td style="text-align:left${i === 3 ? `;color:${STATUS_COLOURS[v] ?? "inherit"}` : ""}">${i === 0 && web ? `<a href="${esc(`${web}jobs/${v}`)}" target="_blank">${esc(v)}</a>` : esc(v)}</td>`).join("")}</tr>`),
       "</tbody></table></div>",
     ].join("");
-    const widths = COLUMNS.map((c, i) => Math.min(40, Math.max(c.length, ...rows.map((r) => r[i].length))));
+    // reduce, not Math.max(...rows): there can be more rows than a call takes arguments.
+    const widths = COLUMNS.map((c, i) => Math.min(40, rows.reduce((w, r) => Math.max(w, r[i].length), c.length)));
     const line = (cells: readonly string[]) => cells.map((v, i) => (v.length > widths[i] ? `${v.slice(0, widths[i] - 1)}…` : v.padEnd(widths[i]))).join("  ").trimEnd();
     const text = [caption, line(COLUMNS), ...rows.map(line)].join("\n");
     this.show({ "text/html": html, "text/plain": text });

@@ -731,7 +731,8 @@ export class JobGroup<T = unknown> {
       const head = ["job", ...keys, "status", "result", "metrics"];
       const cells = rows.map((r) => [String(r.job.id), ...keys.map((k) => JSON.stringify(r.job.params[k])), r.status, r.text, r.metrics]);
       const html = `<table class="nbjob-sweep"><thead><tr>${head.map((h) => `<th>${esc(h)}</th>`).join("")}</tr></thead><tbody>${cells.map((c) => `<tr>${c.map((v) => `<td>${esc(v)}</td>`).join("")}</tr>`).join("")}</tbody></table>`;
-      const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
+      // reduce, not Math.max(...cells): a sweep can have more jobs than a call takes arguments.
+      const widths = head.map((h, i) => cells.reduce((w, c) => Math.max(w, c[i].length), h.length));
       const line = (c: string[]) => c.map((v, i) => v.padEnd(widths[i])).join("  ").trimEnd();
       return { "text/html": html, "text/plain": [line(head), ...cells.map(line)].join("\n") };
     };

@@ -8,6 +8,8 @@ import { after, before, test } from "node:test";
 import { createJob, openStore, putBundle, putMetrics, readMetrics } from "../store";
 import type { MetricPoint, Store } from "../store";
 import { TestDatabases } from "./pg-admin";
+import { metricsTable } from "../cli/metrics";
+import { chartBundle } from "../runtime/analyzer-plot";
 
 const databases = new TestDatabases("metrics_store");
 let store: Store;
@@ -46,4 +48,17 @@ test("names needing quotes and numbers at a double's edges come back exactly, in
     assert.ok(Object.is(array[0], numbers[i]) && array[1] === 1 && Object.is(array[2], -0), `${name}: [${array.map(String).join(", ")}]`);
     assert.deepEqual(s.backwards, i > 0 ? [1] : [], name);
   });
+});
+
+test("300,000 values: nbjob metrics' table and the chart draw them (no argument list of 300,000)", () => {
+  const count = 300_000;
+  const steps = Array.from({ length: count }, (_, i) => i);
+  const values = steps.map((i) => 1 / (i + 1));
+  const table = metricsTable({ loss: { steps, values, backwards: [] } });
+  assert.match(table.split("\n")[0], /^loss \(300000 values\)$/);
+  assert.equal(table.split("\n").at(-1), "  299999  0.00000333333");
+
+  const bundle = chartBundle([{ name: "loss", points: steps.map((x, i) => ({ x, y: values[i] })) }], "step", "loss", { title: "loss by step" });
+  assert.match(bundle["text/plain"] as string, /loss: 300000 points, from 1 to 3\.3e-6 \(min 3\.3e-6, max 1\)/);
+  assert.match(bundle["image/svg+xml"] as string, /text-anchor="middle">2\.0e5<\/text>/);
 });
