@@ -60,11 +60,26 @@ Jobs rerun or resumed from a deleted job stay ("nbjob show" says the parent was 
   --no-gc           do not collect afterwards
 ${STORE_FLAGS_USAGE}`;
 
+/**
+ * The one value of a filter option. parseArgs keeps only the last of a repeated option, and for a
+ * deletion that silently drops a condition (`--tag a --tag b` would delete every job tagged b).
+ */
+function once(option: string, given: string[] | undefined): string | undefined {
+  if (given !== undefined && given.length > 1) {
+    throw new UsageError(`--${option} may be given once (got ${given.map((v) => `"${v}"`).join(", ")}); to delete several sets of jobs, run nbjob rm once for each`);
+  }
+  return given?.[0];
+}
+
 async function cmdRm(argv: string[]): Promise<number> {
-  const { values, positionals } = parseCommandArgs({
+  const { values: parsed, positionals } = parseCommandArgs({
     args: argv, allowPositionals: true, strict: true,
-    options: { ...STORE_FLAGS, tag: { type: "string" }, status: { type: "string" }, "older-than": { type: "string" }, "dry-run": { type: "boolean" }, "no-gc": { type: "boolean" } },
+    options: {
+      ...STORE_FLAGS, tag: { type: "string", multiple: true }, status: { type: "string", multiple: true }, "older-than": { type: "string", multiple: true },
+      "dry-run": { type: "boolean" }, "no-gc": { type: "boolean" },
+    },
   }, RM_USAGE);
+  const values = { ...parsed, tag: once("tag", parsed.tag), status: once("status", parsed.status), "older-than": once("older-than", parsed["older-than"]) };
   const ids = jobIds(positionals);
   const filtered = values.tag !== undefined || values.status !== undefined || values["older-than"] !== undefined;
   if (ids.length > 0 && filtered) throw new UsageError(`give either job ids or a filter (--tag, --status, --older-than), not both`);

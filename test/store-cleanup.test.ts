@@ -148,6 +148,12 @@ describe("nbjob rm, tag, gc, jobs --size, db status", () => {
     assertOneLineError(await nbjob(["rm", "12345678"], url), /there is no job 12345678/);
     assertOneLineError(await nbjob(["rm"], url), /say which jobs to delete/);
     assertOneLineError(await nbjob(["rm", "--older-than", "soon"], url), /--older-than: a duration looks like 30d/);
+    // A repeated filter option is refused, not narrowed to its last value (which deleted more).
+    const jobsBefore = await count(store, "SELECT count(*) AS n FROM nbjob.jobs");
+    assertOneLineError(await nbjob(["rm", "--tag", "long", "--tag", "explore"], url), /^nbjob: --tag may be given once \(got "long", "explore"\); to delete several sets of jobs, run nbjob rm once for each$/);
+    assertOneLineError(await nbjob(["rm", "--status", "done", "--status", "lost", "--dry-run"], url), /--status may be given once \(got "done", "lost"\)/);
+    assertOneLineError(await nbjob(["rm", "--older-than", "1d", "--older-than", "0s"], url), /--older-than may be given once/);
+    assert.equal(await count(store, "SELECT count(*) AS n FROM nbjob.jobs"), jobsBefore, "nothing was deleted");
   });
 
   test("tag +keep: rm by filter skips the job, rm by id is refused until -keep", async () => {
