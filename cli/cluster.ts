@@ -7,6 +7,7 @@ import {
   clusterDir, DEFAULT_PROFILE, ensureWorkerId, listClusterWorkers, processAlive, readRestartState, readWorkerPid, supervisorFiles, workerFiles,
 } from "../runtime/shared/cluster-files";
 import type { ClusterWorkerFiles } from "../runtime/shared/cluster-files";
+import type { JobId } from "../runtime/shared/protocol";
 import { probeWorker } from "../worker/probe";
 import { databaseUrlFromEnv, openStore, redactUrl } from "../store";
 import { spawnSupervisor, spawnWorker, supervise } from "./cluster-supervisor";
@@ -26,7 +27,8 @@ const usage = `usage: nbjob cluster start -n N [--profile NAME] [--ip ADDR]
   status  each worker: pid, whether its process and heartbeat are alive, the job it runs, how
           often the supervisor restarted it; and whether the supervisor runs
   stop    stop the supervisor, shut the workers down (shutdown_request, then SIGTERM, then
-          SIGKILL) and remove their files
+          SIGKILL) and remove their files; jobs running or queued on a worker are cancelled,
+          and the stop names them (jobs still waiting in the store stay queued)
 
   -n N            number of workers (start)
   --profile NAME  which cluster (default "default")
@@ -275,14 +277,37 @@ async function stop(profile: string, dir: string): Promise<number> {
   }
   const outcomes = await Promise.all(workers.map((files) => stopWorker(files)));
   for (const files of workers) removeWorkerFiles(files);
-  console.log(`stopped cluster "${profile}": ${outcomes.map((how, i) => `worker ${workers[i].index} ${how}`).join(", ")}; supervisor ${supervisor}`);
+  console.log(`stopped cluster "${profile}": ${outcomes.map((o, i) => `worker ${workers[i].index} ${o.how}`).join(", ")}; supervisor ${supervisor}`);
+  // A worker that shuts down cancels what it runs and what was sent to it: say which, and how to get them back.
+  const cut = outcomes.flatMap((o, i) => [
+    ...(o.running !== null ? [`job ${o.running} (running on worker ${workers[i].index})`] : []),
+    ...o.queued.map((id) => `job ${id} (queued on worker ${workers[i].index})`),
+  ]);
+  if (cut.length > 0) {
+    console.log(`cancelled by the shutdown: ${cut.join(", ")}; "nbjob rerun ID" runs one again, and job.resume() in a notebook continues one from its last checkpoint`);
+  }
   return 0;
 }
 
-/** Asks politely (shutdown_request), then SIGTERM, then SIGKILL. Returns how it ended. */
-async function stopWorker(files: ClusterWorkerFiles): Promise<string> {
+/** What a worker was running and had queued just before it was asked to stop (null and [] if it did not say). */
+async function workSentTo(files: ClusterWorkerFiles): Promise<{ running: JobId | null; queued: JobId[] }> {
+  try {
+    const { status } = await probeWorker(readConnectionFile(files.connectionFile));
+    return { running: status?.busy ?? null, queued: status?.queued ?? [] };
+  } catch {
+    return { running: null, queued: [] };
+  }
+}
+
+/** Asks politely (shutdown_request), then SIGTERM, then SIGKILL. Returns how it ended and the jobs it had. */
+async function stopWorker(files: ClusterWorkerFiles): Promise<{ how: string; running: JobId | null; queued: JobId[] }> {
   const pid = readWorkerPid(files);
-  if (pid === undefined || !processAlive(pid)) return "was not running";
+  if (pid === undefined || !processAlive(pid)) return { how: "was not running", running: null, queued: [] };
+  const work = existsSync(files.connectionFile) ? await workSentTo(files) : { running: null, queued: [] };
+  return { how: await endWorker(files, pid), ...work };
+}
+
+async function endWorker(files: ClusterWorkerFiles, pid: number): Promise<string> {
   if (existsSync(files.connectionFile)) {
     try {
       const client = await KernelClient.connect(readConnectionFile(files.connectionFile), { waitForReady: false, log: () => {} });

@@ -291,9 +291,25 @@ describe("nbjob cluster", () => {
     assert.match(fill.stdout, /started 1 worker of cluster "default" on 127\.0\.0\.1 \(worker 1\)/);
     const pids = [pidOf(0), pidOf(1), supervisorPid()];
     for (const pid of pids) pidsSeen.add(pid);
-    const run = await nbjob("cluster", "stop");
+    // A job running on worker 1 when the cluster stops: the stop names it and how to get it back.
+    const client = await KernelClient.connect(readConnectionFile(join(clusterDir, "worker-1.json")), { readyTimeoutMs: 20_000 });
+    let run: Awaited<ReturnType<typeof nbjob>>;
+    try {
+      const comm = await client.openComm("nbjob.worker");
+      const events: WorkerEvent[] = [];
+      comm.onMsg((data) => events.push(data as WorkerEvent));
+      await comm.send({ action: "run", job_id: 88, bundle: { source: "const end = Date.now() + 60_000;\nwhile (Date.now() < end) {}", entries: ["'slept'"] } });
+      for (let waited = 0; !events.some((e) => e.action === "started"); waited += 20) {
+        assert.ok(waited < 10_000, "the job did not start");
+        await sleep(20);
+      }
+      run = await nbjob("cluster", "stop");
+    } finally {
+      client.close();
+    }
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stdout, /worker 0 shut down, worker 1 shut down; supervisor stopped/);
+    assert.match(run.stdout, /^cancelled by the shutdown: job 88 \(running on worker 1\); "nbjob rerun ID" runs one again/m);
     for (const pid of pids) assert.ok(!isAlive(pid), `pid ${pid} still runs`);
     for (const i of [0, 1]) {
       assert.ok(!existsSync(join(clusterDir, `worker-${i}.json`)));
