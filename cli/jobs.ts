@@ -233,6 +233,7 @@ export async function cmdShow(argv: string[]): Promise<number> {
       const origins = [...new Set(Object.values(environment.package_sources ?? {}))];
       if (origins.length > 0) field("from", origins.join("; "));
     }
+    if (job.note) field("note", job.note.replace(/\n/g, `\n${" ".repeat(12)}`));
     const metrics = formatLastMetrics(lastMetricsOf(job), 6);
     if (metrics) field("metrics", `${metrics} (last values; nbjob metrics ${job.id})`);
     field("bundle", job.bundle_hash);

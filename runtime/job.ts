@@ -7,7 +7,7 @@ import {
   diffJobs, getBundle, getEnvironment, getWorker, WORKER_STALE_MS, IllegalTransitionError, isStoreUnreachable, listCheckpoints, listWorkers, markLostJobs, readLogs, requireJob, UnknownJobError,
 } from "../store";
 import type { CheckpointSummary, DbJob, JobStatus, MetricSeries, Store } from "../store";
-import { formatLastMetrics, lastMetricsOf, metricNameProblem, readMetrics } from "../store";
+import { formatLastMetrics, lastMetricsOf, metricNameProblem, readMetrics, setJobNote } from "../store";
 import { checkPlotArguments, MetricsPlot } from "./metrics-plot";
 import type { MetricsPlotOptions } from "./metrics-plot";
 import { collectGarbage, deleteJobs } from "../store/cleanup";
@@ -225,6 +225,18 @@ export class Job<T = unknown> {
 
   get tags(): string[] {
     return [...this.#row.tags];
+  }
+
+  /** The job's free-text note (set here or on the dashboard's job page), as last read. */
+  get note(): string | null {
+    return this.#row.note ?? null;
+  }
+
+  /** Sets the job's note (null or "" clears it); the dashboard and `nbjob show` show it. */
+  async setNote(note: string | null): Promise<void> {
+    if (note !== null && typeof note !== "string") throw new TypeError(`job.setNote(note): note is a string (or null to clear it); got ${typeof note}`);
+    await setJobNote(this.#store, this.id, note);
+    this.#row = { ...this.#row, note: note === "" ? null : note };
   }
 
   /** The worker running (or that ran) it, once known. */

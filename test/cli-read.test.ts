@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { Client } from "pg";
-import { openStore, putBundle, createJob, transitionJob, appendLogs, knownMigrations, WORKER_HEARTBEAT_MS, WORKER_STALE_MS } from "../store";
+import { openStore, putBundle, createJob, transitionJob, appendLogs, knownMigrations, setJobNote, WORKER_HEARTBEAT_MS, WORKER_STALE_MS } from "../store";
 import type { Store, BundleInput, SnippetInput } from "../store";
 import { assembleBundle } from "../runtime/bundle";
 import { TestDatabases } from "./pg-admin";
@@ -124,9 +124,11 @@ describe("nbjob read commands", () => {
   });
 
   test("show of a failed job prints the error and traceback", async () => {
+    await setJobNote(store, ids[1], "x was too large\ntry 3 next");
     const run = await nbjob(["show", String(ids[1])], { NBJOB_DATABASE_URL: url });
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stdout, /status\s+failed/);
+    assert.match(run.stdout, /\nnote        x was too large\n            try 3 next\n/, "the job's note (set on the dashboard or with job.setNote)");
     assert.match(run.stdout, /error\n  RangeError: x out of range\n.*at norm \(bundle\.ts:2:10\)/);
     assert.doesNotMatch(run.stdout, /^result/m);
   });

@@ -68,6 +68,9 @@ const again = await job.rerun();
 console.log("rerun", again.id !== job.id, again.record.rerun_of === job.id, await again.result, again.source === job.source);
 ### code listed
 (await db.jobs({ tag: "walks" })).map((j) => \`\${j.id}:\${j.name}:\${j.status}\`)
+### code note
+await job.setNote("the reference run");
+[job.note, (await db.job(jobId)).note]
 ### code missing
 await db.job(987654)
 `, ["-p", `jobId=${first.id}`]);
@@ -78,6 +81,7 @@ await db.job(987654)
     assert.match(cellText(run.cells.get("rerun")), /^rerun true true 4 true$/m);
     assert.match(cellText(run.cells.get("listed")), new RegExp(`'${first.id}:walker:done'`));
     assert.match(cellText(run.cells.get("missing")), /UnknownJobError: there is no job 987654/);
+    assert.match(cellText(run.cells.get("note")), /^\[ 'the reference run', 'the reference run' \]$/m, "a note set in one notebook is read back from the store");
   });
 
   test("a sweep on a load-balanced view runs one job per combination, spread over idle workers", async () => {
