@@ -28,6 +28,18 @@ export function gcLine({ result, before, after, full }: GcReport): string {
   return `${result.thinned ? `retention thinned ${plural(result.thinned, "checkpoint")}; ` : ""}collected ${plural(result.blobs, "value")} (${plural(result.chunks, "chunk")}, ${formatBytes(result.chunkBytes)}), ${plural(result.bundles, "bundle")}, ${plural(result.snippets, "snippet")}${result.files ? `, ${plural(result.files, "local module")}` : ""}${result.environments ? `, ${plural(result.environments, "environment")}` : ""} in ${(result.ms / 1000).toFixed(1)} s; database ${formatBytes(before)} -> ${formatBytes(after)}${full ? " (VACUUM FULL)" : ""}`;
 }
 
+/**
+ * The values a collection left because they are younger than its grace period, and how to collect
+ * them now; undefined when there are none. Without it, deleting jobs that ran minutes ago looked
+ * like it freed nothing.
+ */
+export function graceLine({ result: { young } }: GcReport): string | undefined {
+  if (young.values === 0) return undefined;
+  // As --grace takes it.
+  const grace = young.graceMs % 60_000 === 0 ? `${young.graceMs / 60_000}m` : `${Math.round(young.graceMs / 1000)}s`;
+  return `kept ${plural(young.values, "value")} (${formatBytes(young.bytes)}) that nothing refers to but ${young.values === 1 ? "is" : "are"} younger than gc's grace period of ${grace} (a running job writes a value before referring to it); "nbjob gc --grace 0s" collects them now`;
+}
+
 /** What `nbjob rm` prints about a deletion (or a dry run); the dashboard shows the same lines. */
 export function deletionLines(plan: DeletionPlan, filtered: boolean): string[] {
   const { bytes } = plan;
@@ -97,7 +109,10 @@ async function cmdRm(argv: string[]): Promise<number> {
   return withCliStore(values, async (store) => {
     const plan = await deleteJobs(store, { ids, tag: values.tag, status: values.status as JobStatus | undefined, olderThanMs, dryRun });
     for (const line of deletionLines(plan, filtered)) console.log(line);
-    if (!dryRun && plan.ids.length > 0 && !values["no-gc"]) console.log(gcLine(await collectAndVacuum(store)));
+    if (!dryRun && plan.ids.length > 0 && !values["no-gc"]) {
+      const report = await collectAndVacuum(store);
+      for (const line of [gcLine(report), graceLine(report)]) if (line !== undefined) console.log(line);
+    }
     return 0;
   });
 }
@@ -132,7 +147,8 @@ async function cmdGc(argv: string[]): Promise<number> {
     }
   }
   return withCliStore(values, async (store) => {
-    console.log(gcLine(await collectAndVacuum(store, { graceMs, full: values.full === true })));
+    const report = await collectAndVacuum(store, { graceMs, full: values.full === true });
+    for (const line of [gcLine(report), graceLine(report)]) if (line !== undefined) console.log(line);
     return 0;
   });
 }

@@ -199,6 +199,11 @@ export interface GcResult {
   environments: number;
   /** Checkpoints thinned by the retention policy. */
   thinned: number;
+  /**
+   * Values no checkpoint refers to that were left because they are younger than the grace period
+   * (those of jobs deleted minutes after they ran, or being written), with their size in bytes.
+   */
+  young: { values: number; bytes: number; graceMs: number };
   /** Batches that lost a race with a writer (a foreign-key error; retried with fresh candidates). */
   conflicts: number;
   ms: number;
@@ -363,11 +368,22 @@ export async function collectGarbage(db: Db, options: GcOptions = {}): Promise<G
   const files = await collect(db, FILES, graceMs, batchSize);
   const environments = await collect(db, ENVIRONMENTS, graceMs, batchSize);
   return {
-    thinned, blobs: blobs.rows, chunks: chunks.rows, chunkBytes: chunks.measure, bundles: bundles.rows, snippets: snippets.rows, files: files.rows,
+    thinned, young: await youngValues(db, graceMs), blobs: blobs.rows, chunks: chunks.rows, chunkBytes: chunks.measure, bundles: bundles.rows, snippets: snippets.rows, files: files.rows,
     environments: environments.rows,
     conflicts: blobs.conflicts + chunks.conflicts + bundles.conflicts + snippets.conflicts + files.conflicts + environments.conflicts,
     ms: performance.now() - started,
   };
+}
+
+/** The values collection left only because they are younger than the grace period (see GcResult.young). */
+async function youngValues(db: Db, graceMs: number): Promise<GcResult["young"]> {
+  if (graceMs === 0) return { values: 0, bytes: 0, graceMs };
+  const { rows: [r] } = await db.query<{ n: string; bytes: string }>(
+    `SELECT count(*) AS n, coalesce(sum(x.size), 0) AS bytes FROM nbjob.blobs x
+      WHERE x.created_at >= now() - make_interval(secs => $1::double precision / 1000) AND NOT ${BLOBS.referenced}`,
+    [graceMs],
+  );
+  return { values: Number(r.n), bytes: Number(r.bytes), graceMs };
 }
 
 /**

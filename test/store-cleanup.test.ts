@@ -127,6 +127,18 @@ describe("nbjob rm, tag, gc, jobs --size, db status", () => {
     await assertStoreWhole(store);
   });
 
+  test("rm of a job that ran minutes ago says its values are kept for gc's grace period, and how to collect them now", async () => {
+    const recent = await doneJob(store, [{ x: randomBytes(5000) }, { y: randomBytes(3000) }], { label: "recent" });
+    const rm = await nbjob(["rm", String(recent.id)], url);
+    assert.equal(rm.code, 0, rm.stderr);
+    assert.match(rm.stdout, /^collected 0 values /m);
+    assert.match(rm.stdout, /^kept 2 values \(7\.8 KiB\) that nothing refers to but are younger than gc's grace period of 10m \(a running job writes a value before referring to it\); "nbjob gc --grace 0s" collects them now$/m);
+    const gc = await nbjob(["gc", "--grace", "0s"], url);
+    assert.equal(gc.code, 0, gc.stderr);
+    assert.match(gc.stdout, /^collected 2 values /);
+    assert.doesNotMatch(gc.stdout, /^kept /m);
+  });
+
   test("rm of a queued or running job is refused naming it and nbjob cancel; nothing is deleted", async () => {
     const hash = await putBundle(store, bundle("active"));
     const queued = await createJob(store, { bundleHash: hash });

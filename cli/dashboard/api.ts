@@ -17,7 +17,7 @@ import { resumeJob } from "../../runtime/resume";
 import { ActiveJobError, collectAndVacuum, collectGarbage, deleteJobs, formatBytes, KeptJobError, parseDuration } from "../../store/cleanup";
 import type { DeleteJobsFilter } from "../../store/cleanup";
 import { storeSpace } from "../db-size";
-import { deletionLines, gcLine } from "../rm";
+import { deletionLines, gcLine, graceLine } from "../rm";
 
 /** A request the caller got wrong: answered 400 (404 for an unknown job) with this message. */
 export class BadRequest extends Error {
@@ -357,7 +357,7 @@ export async function deleteMatching(store: Store, body: Record<string, unknown>
     active: plan.active.slice(0, ANSWER_IDS),
     bytes: plan.bytes,
     gc: gc ?? null,
-    lines: [...deletionLines(plan, true), ...(gc ? [gcLine(gc)] : [])],
+    lines: [...deletionLines(plan, true), ...(gc ? [gcLine(gc), graceLine(gc)].filter((line) => line !== undefined) : [])],
   };
 }
 
