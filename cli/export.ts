@@ -25,6 +25,7 @@ async function run(argv: string[]): Promise<number> {
   const lines = [`job ${jobText} exported to ${shellQuote(project.dir)}: ${project.files.join(", ")}`];
   if (project.unpinned.length) lines.push(`not pinned (no recorded version): ${project.unpinned.join(", ")}`);
   if (project.localImports.length) lines.push(`imports local files that are not in the export, copy them where job.ts expects them: ${project.localImports.join(", ")}`);
+  if (project.resumeNote) lines.push(project.resumeNote.replace("the one below", "the stored one"));
   lines.push(`run it: cd ${shellQuote(project.dir)} && npm install && npx tsx job.ts`);
   console.log(lines.join("\n"));
   return 0;

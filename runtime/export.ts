@@ -26,6 +26,8 @@ export interface ExportedProject {
   localImports: string[];
   /** The job's local modules written into the project, by path. */
   localFiles: string[];
+  /** What it says of a job that was resumed from another's checkpoint: job.ts starts from the beginning instead. */
+  resumeNote?: string;
 }
 
 /** An export that cannot be made; the message names the problem and what to do. */
@@ -192,6 +194,7 @@ function readme(job: DbJob, bundle: BundleWithSnippets, environment: DbEnvironme
   } else {
     lines.push("- its environment was not recorded (the job never ran to the end on a worker)");
   }
+  if (project.resumeNote) lines.push(`- ${project.resumeNote}`);
   if (job.status === "done" && job.result_text !== null) lines.push("", "Its result was:", "", "```", job.result_text, "```");
   if (project.unpinned.length) lines.push("", `Not pinned (no recorded version): ${project.unpinned.join(", ")}.`);
   if (project.localImports.length) {
@@ -320,11 +323,14 @@ export async function exportJob(db: Db, jobId: number, dir: string): Promise<Exp
     allowScripts: { esbuild: true },
     ...(environment ? { engines: { node: `>=${environment.node_version.replace(/^v/, "").split(".")[0]}` } } : {}),
   };
+  // The export holds the code, not the checkpoint a resumed job started from.
+  const resumeNote = job.resumed_from === null ? undefined
+    : `resumed from job ${job.resumed_from}${job.resumed_from_checkpoint !== null ? ` at checkpoint ${job.resumed_from_checkpoint}` : ""}: job.ts runs the code from its start, not from that checkpoint, so its result can differ from the one below`;
   const files: Record<string, string> = {
     "job.ts": jobProgram(job, bundle),
     "nbjob-runtime.ts": RUNTIME_FILE,
     "package.json": JSON.stringify(packageJson, null, 2) + "\n",
-    "README.md": readme(job, bundle, environment, { dependencies, unpinned, localImports, localFiles }),
+    "README.md": readme(job, bundle, environment, { dependencies, unpinned, localImports, localFiles, resumeNote }),
   };
   for (const file of bundle.files) {
     if (!paths.has(file.path)) continue;
@@ -336,5 +342,5 @@ export async function exportJob(db: Db, jobId: number, dir: string): Promise<Exp
     mkdirSync(dirname(join(target, name)), { recursive: true });
     writeFileSync(join(target, name), text, { flag: "wx" });
   }
-  return { dir: target, files: Object.keys(files), dependencies, unpinned, localImports, localFiles };
+  return { dir: target, files: Object.keys(files), dependencies, unpinned, localImports, localFiles, resumeNote };
 }

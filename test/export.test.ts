@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFil
 import { join } from "node:path";
 import { deserialize } from "node:v8";
 import { after, before, describe, test } from "node:test";
-import { readLogs, requireJob } from "../store";
+import { createJob, readLogs, requireJob } from "../store";
 import { cellText, JobsEnv, ROOT } from "./jobs-env";
 
 const env = new JobsEnv("export");
@@ -137,5 +137,18 @@ describe("nbjob export", () => {
     const missing = await env.nbjob("export", "1");
     assert.equal(missing.code, 2);
     assert.match(missing.stderr, /needs a job id and a directory/);
+  });
+
+  test("a job resumed from a checkpoint: the export says it starts from the beginning instead", async () => {
+    const original = await requireJob(env.store, 1);
+    const resumed = await createJob(env.store, { bundleHash: original.bundle_hash, resumedFrom: 1, resumedFromCheckpoint: 2 });
+    const dir = join(env.work, "exported-resumed");
+    const exported = await env.nbjob("export", String(resumed.id), dir);
+    assert.equal(exported.code, 0, exported.stderr);
+    const note = `resumed from job 1 at checkpoint 2: job.ts runs the code from its start, not from that checkpoint, so its result can differ from the`;
+    assert.ok(exported.stdout.includes(`${note} stored one\n`), exported.stdout);
+    assert.ok(readFileSync(join(dir, "README.md"), "utf8").includes(`- ${note} one below`));
+    // A job that was not resumed says nothing of it.
+    assert.doesNotMatch(readFileSync(join(env.work, "exported", "README.md"), "utf8"), /resumed from/);
   });
 });
