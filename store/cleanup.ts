@@ -164,9 +164,23 @@ export async function deleteJobs(db: Db, filter: DeleteJobsFilter): Promise<Dele
   });
 }
 
+/**
+ * What is wrong with a new tag, or undefined: the one rule of `nbjob tag`, the dashboard and
+ * createJob/createJobs. A tag is one word, so `nbjob tag JOB +T` can name it and the lists,
+ * which join tags with commas, show each unambiguously.
+ */
+export function tagProblem(tag: string): string | undefined {
+  if (tag === "" || /[\s,]/.test(tag)) return `a tag is a non-empty word without spaces or commas, got ${JSON.stringify(tag)}`;
+  return undefined;
+}
+
 /** Adds and removes tags of one job; returns its tags after. */
 export async function setJobTags(db: Db, jobId: number, add: string[], remove: string[]): Promise<string[]> {
-  for (const tag of [...add, ...remove]) if (tag === "" || /\s/.test(tag)) throw new StoreError(`a tag is a non-empty word without spaces, got ${JSON.stringify(tag)}`);
+  // Only the added ones: a tag stored before the rule must still be removable.
+  for (const tag of add) {
+    const problem = tagProblem(tag);
+    if (problem !== undefined) throw new StoreError(problem);
+  }
   const { rows } = await db.query<{ tags: string[] }>(
     `UPDATE nbjob.jobs SET tags = ARRAY(SELECT t FROM unnest(tags || $2::text[]) WITH ORDINALITY AS u(t, n)
                                          WHERE t <> ALL($3::text[]) GROUP BY t ORDER BY min(n))

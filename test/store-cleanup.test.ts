@@ -187,8 +187,15 @@ describe("nbjob rm, tag, gc, jobs --size, db status", () => {
     assert.equal(typo.code, 0, typo.stderr);
     assert.equal(typo.stdout.trim(), `job ${kept.id} tags: sweep-a`);
     assert.equal(typo.stderr, `job ${kept.id} has no tag "nonexistent": nothing removed\n`);
+    // A tag is one word (the same rule as createJob's tags): a comma would read as two tags in nbjob jobs.
+    assertOneLineError(await nbjob(["tag", String(kept.id), "+a,b"], url), /^nbjob: a tag is a non-empty word without spaces or commas, got "a,b"$/);
     assert.equal((await nbjob(["rm", String(kept.id)], url)).code, 0);
     assert.equal(await count(store, "SELECT count(*) AS n FROM nbjob.jobs WHERE id = $1", [kept.id]), 0);
+    // A tag stored before the rule can still be removed.
+    const legacy = await doneJob(store, [], { tags: ["with space", "ok"], label: "kept" });
+    const removed = await nbjob(["tag", String(legacy.id), "-with space"], url);
+    assert.equal(removed.code, 0, removed.stderr);
+    assert.equal(removed.stdout.trim(), `job ${legacy.id} tags: ok`);
   });
 
   test("jobs --size and db status report the bytes per job and the store's size", async () => {
