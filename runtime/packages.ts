@@ -84,8 +84,8 @@ export class PackagePinError extends Error {
 /** The problem of a package the project does not have: it names it and the `npm install` to run. */
 export class MissingPackageError extends PackagePinError {
   override name = "MissingPackageError";
-  constructor(readonly packageName: string, readonly root: string | undefined, detail?: string) {
-    super(`the job imports the npm package '${packageName}', but the notebook's project ${root ? `(${root}) ` : ""}does not have it installed${detail ? ` (${detail})` : ""}: run \`npm install ${packageName}\` in ${root ?? "the notebook's folder"}, so its version is recorded with the job`);
+  constructor(readonly packageName: string, readonly root: string | undefined, detail?: string, state = "does not have it installed") {
+    super(`the job imports the npm package '${packageName}', but the notebook's project ${root ? `(${root}) ` : ""}${state}${detail ? ` (${detail})` : ""}: run \`npm install ${packageName}\` in ${root ?? "the notebook's folder"}, so its version is recorded with the job`);
   }
 }
 
@@ -123,7 +123,14 @@ export function collectPackages(sources: readonly string[], baseDir: string): Pa
     const place = find(from, name);
     if (!place) {
       if (optional) continue;
-      if (from === "") throw new MissingPackageError(name, root);
+      if (from === "") {
+        // On disk but not in the lock file (copied in, or installed with --no-save): it runs in the
+        // notebook, but no version is recorded that a worker could install.
+        if (lock && existsSync(join(root, "node_modules", name, "package.json"))) {
+          throw new MissingPackageError(name, root, undefined, `has it in node_modules but not in its package-lock.json (copied in, or installed with --no-save?), so no version is recorded`);
+        }
+        throw new MissingPackageError(name, root);
+      }
       throw new MissingPackageError(name, root, `a dependency of ${from.slice(from.lastIndexOf("node_modules/") + 13)}`);
     }
     if (set[place]) continue;

@@ -276,6 +276,11 @@ describe("pins from the notebook's project (no registry needed)", () => {
     assert.deepEqual(Object.keys(collectPackages(['const b = require("b/sub");'], dir)), ["node_modules/b"]);
     assert.deepEqual(collectPackages(['import { readFileSync } from "node:fs";\nimport path from "path";'], dir), {});
     assert.throws(() => collectPackages(['import c from "c";'], dir), (err: Error) => err instanceof PackagePinError && /'c'.*file:\.\.\/c-1\.0\.0\.tgz.*npm registry only/.test(err.message));
-    assert.throws(() => collectPackages(['import d from "d";'], dir), (err: Error) => err instanceof MissingPackageError && /'d'.*run `npm install d`/.test(err.message));
+    assert.throws(() => collectPackages(['import d from "d";'], dir), (err: Error) => err instanceof MissingPackageError && /'d'.*does not have it installed: run `npm install d`/.test(err.message));
+    // In node_modules but not in the lock file: it runs in the notebook, yet nothing records its version.
+    mkdirSync(join(env.work, "pins", "node_modules", "d"), { recursive: true });
+    writeFileSync(join(env.work, "pins", "node_modules", "d", "package.json"), JSON.stringify({ name: "d", version: "1.0.0" }));
+    assert.throws(() => collectPackages(['import d from "d";'], dir),
+      (err: Error) => err instanceof MissingPackageError && /'d', but the notebook's project \(.*pins\) has it in node_modules but not in its package-lock\.json \(copied in, or installed with --no-save\?\), so no version is recorded: run `npm install d`/.test(err.message));
   });
 });
