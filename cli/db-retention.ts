@@ -34,6 +34,9 @@ export async function retentionCommand(
   if (setting) {
     if (v.off) throw new UsageError("give either --off or a policy, not both");
     // "--checkpoints keep-last 5": the number arrives as a positional.
+    if (v.checkpoints === "keep-last" && positionals.length === 1 && /^-?\d+$/.test(positionals[0]) && Number(positionals[0]) < 1) {
+      throw new UsageError(`keep-last N needs N of at least 1 (a job's last checkpoint is always kept), got ${positionals[0]}; e.g. --checkpoints keep-last 1 --older-than 14d`);
+    }
     if (v.checkpoints !== "keep-last" || positionals.length !== 1 || !/^\d+$/.test(positionals[0]) || Number(positionals[0]) < 1) {
       throw new UsageError(`write the policy as --checkpoints keep-last N --older-than AGE, e.g. --checkpoints keep-last 5 --older-than 14d`);
     }

@@ -578,6 +578,8 @@ describe("checkpoint retention", () => {
       assert.equal(set.code, 0, set.stderr);
       assert.equal(set.stdout.trim(), "retention: jobs that ended more than 14d ago keep their last 2 checkpoints (applied by nbjob gc)");
       assertOneLineError(await nbjob(["db", "retention", "--checkpoints", "keep-first", "2", "--older-than", "14d"], url), /--checkpoints keep-last N --older-than AGE/);
+      assertOneLineError(await nbjob(["db", "retention", "--checkpoints", "keep-last", "0", "--older-than", "14d"], url), /^nbjob: keep-last N needs N of at least 1 \(a job's last checkpoint is always kept\), got 0;/);
+      assertOneLineError(await nbjob(["db", "retention", "--checkpoints", "keep-last", "-2", "--older-than", "14d"], url), /keep-last N needs N of at least 1 .*got -2/);
       const gc = await nbjob(["gc", "--grace", "0s"], url);
       assert.equal(gc.code, 0, gc.stderr);
       assert.match(gc.stdout, /^retention thinned 3 checkpoints; collected 3 values/);
