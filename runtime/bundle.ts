@@ -12,6 +12,7 @@
 //     rewrites them into entry functions) or take `entryStatements(bundle)`.
 //   - `parts` maps every line of `source` (1-based) to the snippet or entry it came from, so a
 //     worker's traceback can be shown in the user's own code (`locateBundleLine`).
+import { resolve } from "node:path";
 import type { ts } from "ts-morph";
 import { typescript } from "./bundle-ts";
 import type { SnippetKind } from "./bundle-analysis";
@@ -25,6 +26,7 @@ import { collectPackages, PackagePinError, packagesLine } from "./packages";
 import type { JsonValue, ParamValues } from "./params";
 import { ParamLogger, toJsonValue } from "./params";
 import { SnippetCollector } from "./snippets";
+import { currentCellSink, loadedModuleText } from "./notebook";
 
 /** A snippet as stored with a job (stored once by hash). */
 export interface BundleSnippet {
@@ -241,7 +243,24 @@ export function entryStatements(bundle: Pick<Bundle, "entries">): { expression: 
 export function buildBundle(entries: readonly string[], collectors: readonly SnippetCollector[], options: BundleOptions = {}): Bundle {
   const checkedEntries = checkEntries(entries);
   const params = jobParams(options.params, options.overrides);
-  return assembleBundle(mergeCollectors(collectors), checkedEntries, params, { ...options, paramsGiven: options.params !== undefined });
+  const bundle = assembleBundle(mergeCollectors(collectors), checkedEntries, params, { ...options, paramsGiven: options.params !== undefined });
+  noteEditedModules(bundle.files, options.baseDir ?? process.cwd());
+  return bundle;
+}
+
+/**
+ * A local module edited on disk after the kernel loaded it: the job takes the file as it is now,
+ * while the notebook's cells still run the version loaded. Said in the cell, so that the job and
+ * the notebook do not differ silently.
+ */
+function noteEditedModules(files: readonly BundleFile[], baseDir: string): void {
+  const edited = files.filter((f) => {
+    const loaded = loadedModuleText(resolve(baseDir, f.path));
+    return loaded !== undefined && loaded !== f.text;
+  }).map((f) => f.path);
+  if (edited.length === 0) return;
+  const one = edited.length === 1;
+  currentCellSink()?.stream("stderr", `note: ${edited.join(", ")} changed on disk since this kernel loaded ${one ? "it" : "them"}; the job runs ${one ? "it" : "them"} as ${one ? "it is" : "they are"} now, this notebook's cells the version loaded (import ${one ? "it" : "them"} again in a cell to load the new version)\n`);
 }
 
 /**

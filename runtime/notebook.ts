@@ -12,6 +12,8 @@ interface NotebookHook {
   cell?: RunningCell;
   /** Work to end before the kernel exits (onKernelShutdown). */
   shutdown?: Set<() => Promise<void>>;
+  /** The text of a local module (absolute path) as the kernel loaded it, if it did. */
+  loadedModuleText?: (file: string) => string | undefined;
 }
 
 // Kept on globalThis under a registered symbol so that two copies of this package in one
@@ -135,6 +137,16 @@ export function inNotebook(): boolean {
 }
 
 /** Set by the engine: maps a function or class object defined in a cell to its declaration. */
+/** Set by the engine: the text of a local module as the kernel loaded it (its cells run that version). */
+export function setLoadedModuleLookup(lookup: (file: string) => string | undefined): void {
+  hook().loadedModuleText = lookup;
+}
+
+/** The text of the local module at `file` (an absolute path) as the kernel loaded it; undefined outside a kernel or if it did not. */
+export function loadedModuleText(file: string): string | undefined {
+  return hook().loadedModuleText?.(file);
+}
+
 export function setFunctionSourceLookup(lookup: (fn: Function) => DeclarationRecord | undefined): void {
   hook().sourceOfFunction = lookup;
 }

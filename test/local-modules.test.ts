@@ -106,6 +106,9 @@ console.log("rows", JSON.stringify(rows.map((row) => row.v)), JSON.stringify(row
     assert.match(cellText(run.cells.get("first")), /^first 11$/m, cellText(run.cells.get("first")));
     assert.match(cellText(run.cells.get("source")), /files: \{\\?"config\.json\\?":\\?"[0-9a-f]{64}\\?",\\?"lib\/other\.ts\\?":\\?"[0-9a-f]{64}\\?",\\?"localmod\.ts\\?":\\?"[0-9a-f]{64}\\?"\}/);
     assert.match(cellText(run.cells.get("second")), /^second 16$/m, cellText(run.cells.get("second")));
+    // The notebook still runs the version it loaded; the job takes the edited file: the cell says so.
+    assert.match(cellText(run.cells.get("second")), /^note: lib\/other\.ts changed on disk since this kernel loaded it; the job runs it as it is now, this notebook's cells the version loaded \(import it again in a cell to load the new version\)$/m);
+    assert.doesNotMatch(cellText(run.cells.get("first")), /changed on disk/);
     assert.match(cellText(run.cells.get("diff")), /-  return 2 \* x;\n\+  return 3 \* x;/);
     assert.match(cellText(run.cells.get("history")), /^\.\/lib\/other\.ts: 2 versions\n\nversion 1 {2}[0-9a-f]{12} {2}file {2}used by job 1\n/, cellText(run.cells.get("history")));
     // An analyzer runs the job's program on a worker's analysis thread: its imports resolve there too.

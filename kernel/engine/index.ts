@@ -9,13 +9,13 @@ import { CellChecker } from "./checker";
 import { IMPORTS_GLOBAL, rewriteCell, type CompiledCell } from "./cell-compiler";
 import { compileErrorOutcome, interruptedOutcome, InterruptedError, isInterrupt, runtimeErrorOutcome, type CellFrame } from "./errors";
 import { cellCompleteness } from "./completeness";
-import { ModuleLoader } from "./module-loader";
+import { loadedLocalText, ModuleLoader } from "./module-loader";
 import { stepThrough } from "./stepper";
 import { ts } from "./typescript";
 import { OutputCapture } from "./output-capture";
 import { extractPagerLines, type PagerRequest } from "./pager";
 import type { CellOutcome, CellRequest, CellSink, Completion, DeclarationRecord, ExecutionEngine, Inspection, MimeBundle } from "./types";
-import { setCellSink, setFunctionSourceLookup, settleHeldWork, startCell } from "../../runtime/notebook";
+import { setCellSink, setFunctionSourceLookup, setLoadedModuleLookup, settleHeldWork, startCell } from "../../runtime/notebook";
 import type { RunningCell } from "../../runtime/notebook";
 
 export type { ExecutionEngine } from "./types";
@@ -109,6 +109,7 @@ export class Engine implements ExecutionEngine {
     this.loader = new ModuleLoader(this.cwd);
     this.checker = new CellChecker(this.cwd, () => this.globalsDeclarations());
     setFunctionSourceLookup(sourceOfFunction);
+    setLoadedModuleLookup(loadedLocalText);
     this.restoreWarnings = hideDynamicImportWarning();
   }
 

@@ -28,6 +28,11 @@ const tsCompileOptions = (): ts.CompilerOptions => ({
 /** Source maps of the local .ts files loaded, so that tracebacks show their TypeScript lines. */
 const localSourceMaps = new Map<string, { map: SourceMapLookup; lines: string[] }>();
 
+/** A local .ts file's text as the kernel loaded it (what its cells run), by absolute path. */
+export function loadedLocalText(file: string): string | undefined {
+  return localSourceMaps.get(file)?.lines.join("\n");
+}
+
 /** Lets require() load .ts files, as cells' imports of local modules need (unless a hook exists). */
 function registerTypeScriptExtension(): void {
   const extensions = (Module as unknown as { _extensions: Record<string, LoaderFunction> })._extensions;
