@@ -6,8 +6,9 @@
 // its comment, which is how queries find it (indexedFields).
 //
 // DDL takes no parameters, so the field's path is in the statement's text: only after the same
-// field grammar as --where accepted it (names of letters, digits, _ and $), and even then as a
-// quoted literal (escapeLiteral) and the name as a quoted identifier (escapeIdentifier).
+// field grammar as --where accepted it (params and result names of letters, digits, _ and $; a
+// metric's name may hold any printable character), and even then each name quoted in the array
+// literal, the whole as a quoted literal (escapeLiteral), the index name a quoted identifier.
 import { escapeIdentifier, escapeLiteral } from "pg";
 import type { Db } from "./db";
 import { StoreError } from "./errors";
@@ -36,11 +37,15 @@ export function indexableField(text: unknown): { field: string; kind: "params" |
   return { field: [ref.kind, ...ref.path].join("."), kind: ref.kind, path: ref.path };
 }
 
-/** The indexed expression with the path as a literal: `{"model","width"}` (each name quoted, so a name like NULL stays a name). */
+/**
+ * The indexed expression with the path as a literal: `{"model","width"}` (each name quoted, so a
+ * name like NULL stays a name, and a metric's "a,b" or "{x}" one element; " and \ escaped).
+ */
 function indexExpression(kind: "params" | "metrics" | "result", path: string[]): string {
   const column = JSON_COLUMNS[kind];
   if (path.length === 0) return numberAt(column);
-  return numberAt(`(${column} #> ${escapeLiteral(`{${path.map((name) => `"${name}"`).join(",")}}`)}::text[])`);
+  const element = (name: string) => `"${name.replace(/["\\]/g, "\\$&")}"`;
+  return numberAt(`(${column} #> ${escapeLiteral(`{${path.map(element).join(",")}}`)}::text[])`);
 }
 
 const LIST_SQL = `

@@ -13,12 +13,15 @@
 //                not match; on `created`, dates
 //   exists       true: the field is there (JSON null counts); false: it is not
 //   a path       params.model.layers (db.jobs: params: { "model.layers": ... }): each dot goes one
-//                level into a nested object
+//                level into a nested object; result.NAME the same. Metrics are flat: in
+//                metrics.layer0.grad_norm (db.jobs: metrics: { "layer0.grad_norm": ... }) all of
+//                it after "metrics." is one metric's name (any name jobtracker.log accepts)
 import type { Db } from "./db";
 import { StoreError } from "./errors";
 import { sha256 } from "./hash";
 import { LISTED_COLUMNS, isJobStatus } from "./jobs";
 import type { DbJobListed } from "./jobs";
+import { metricNameProblem } from "./metric-name";
 import { checkStorableText } from "./text";
 import type { Json } from "./types";
 import { JOB_STATUSES } from "./types";
@@ -60,9 +63,19 @@ export class JobQueryError extends StoreError {
   override name = "JobQueryError";
 }
 
-/** `params.lr`, `metrics.loss`, `result.acc`, `status` ... as a FieldRef; an unknown field is an error naming it. */
+/**
+ * `params.lr`, `metrics.loss`, `result.acc`, `status` ... as a FieldRef; an unknown field is an
+ * error naming it. A metric's name is everything after "metrics." (metrics.layer0.grad_norm,
+ * metrics.val/loss): metrics are flat, while params and result are nested objects.
+ */
 export function fieldRef(text: string): FieldRef {
   const [head, ...path] = text.split(".");
+  if (head === "metrics" && path.length > 0) {
+    const name = text.slice("metrics.".length);
+    const problem = metricNameProblem(name);
+    if (problem) throw new JobQueryError(`unknown field ${JSON.stringify(text)}: ${problem}`);
+    return { kind: "metrics", path: [name] };
+  }
   if (head === "params" || head === "metrics") {
     if (path.length === 0) throw new JobQueryError(`${head} needs a name: ${head}.NAME, e.g. ${head === "params" ? "params.lr" : "metrics.loss"}`);
     if (!path.every((segment) => SEGMENT.test(segment))) throw new JobQueryError(`unknown field ${JSON.stringify(text)}: names are letters, digits, _ and $`);
@@ -101,13 +114,21 @@ export function fieldConditions(where: string, field: FieldRef, condition: unkno
   return Object.entries(condition).map(([op, value]) => ({ field, op: op as Operator, value: value as ScalarValue }));
 }
 
-/** `{ lr: { lt: 0.01 }, "model.layers": 2 }` under params or metrics. */
+/**
+ * `{ lr: { lt: 0.01 }, "model.layers": 2 }` under params or result (a dot goes into a nested
+ * object); `{ "layer0.grad_norm": { lt: 2 } }` under metrics, where the key is the whole name.
+ */
 export function mapConditions(kind: "params" | "metrics" | "result", map: unknown): Condition[] {
   if (typeof map !== "object" || map === null || Array.isArray(map)) {
     throw new JobQueryError(`${kind}: expected an object of conditions such as { ${kind === "metrics" ? "loss" : "lr"}: { lt: 0.01 } }; got ${describe(map)}`);
   }
   return Object.entries(map).flatMap(([name, condition]) => {
     checkStorableText(`${kind}.${name}`, name);
+    if (kind === "metrics") {
+      const problem = metricNameProblem(name);
+      if (problem) throw new JobQueryError(`metrics: ${problem}`);
+      return fieldConditions(`metrics.${name}`, { kind, path: [name] }, condition);
+    }
     const path = name.split(".");
     if (path.some((segment) => segment === "")) throw new JobQueryError(`${kind}: the name ${JSON.stringify(name)} has an empty part; a dot separates nested names ("model.layers")`);
     return fieldConditions(`${kind}.${name}`, { kind, path }, condition);

@@ -7,10 +7,13 @@
 //   expression  := conjunction ("or" conjunction)*
 //   conjunction := term ("and" term)*
 //   term        := "(" expression ")" | field op value | field "in" "(" value ("," value)* ")" | field "exists"
-//   field       := params.NAME(.NAME)* | metrics.NAME(.NAME)* | result(.NAME)* | status | name | tag | group | created | id
+//   field       := params.NAME(.NAME)* | metrics.METRIC | metrics."METRIC" | result(.NAME)* | status | name | tag | group | created | id
 //   op          := = | == | != | <> | < | <= | > | >=
 //   value       := number | "text" | 'text' | true | false | null
 // Keywords are case-insensitive. NAME: letters, digits, _ and $, not starting with a digit.
+// METRIC: a metric's whole name, which is flat and may hold dots, slashes and dashes
+// (metrics.layer0.grad_norm, metrics.val/loss): everything up to a blank, = ! < > ( ) or ,;
+// quoted ("..." or '...', a backslash escaping the quote) when the name holds those.
 import { fieldRef, FIELDS_HELP } from "./job-query";
 import type { Condition, JobCondition, Operator, ScalarValue } from "./job-query";
 
@@ -32,6 +35,8 @@ type Token =
 
 const OPERATORS: Record<string, Operator> = { "=": "eq", "==": "eq", "!=": "ne", "<>": "ne", "<": "lt", "<=": "lte", ">": "gt", ">=": "gte" };
 const WORD = /[A-Za-z_$][A-Za-z0-9_$]*(?:\.[A-Za-z_$][A-Za-z0-9_$]*)*/y;
+/** An unquoted metric name after "metrics.": up to a blank, a comparison, a parenthesis or a comma. */
+const METRIC = /[^\s=!<>(),]+/y;
 const NUMBER = /[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?/y;
 
 function tokenize(text: string): Token[] {
@@ -39,6 +44,18 @@ function tokenize(text: string): Token[] {
   let i = 0;
   const fail = (at: number, problem: string): never => {
     throw new WhereSyntaxError(at + 1, problem, text);
+  };
+  /** The text quoted at `at` (its quote, or a backslash, escaped by a backslash) and where it ends. */
+  const quoted = (at: number): { value: string; end: number } => {
+    const quote = text[at];
+    let value = "";
+    let j = at + 1;
+    for (; j < text.length && text[j] !== quote; j++) {
+      if (text[j] === "\\" && j + 1 < text.length) j++;
+      value += text[j];
+    }
+    if (j >= text.length) fail(at, `unterminated text (no closing ${quote})`);
+    return { value, end: j + 1 };
   };
   while (i < text.length) {
     const c = text[i];
@@ -60,16 +77,25 @@ function tokenize(text: string): Token[] {
       continue;
     }
     if (c === '"' || c === "'") {
-      // Quoted text: the quote itself or a backslash escaped by a backslash.
-      let value = "";
-      let j = i + 1;
-      for (; j < text.length && text[j] !== c; j++) {
-        if (text[j] === "\\" && j + 1 < text.length) j++;
-        value += text[j];
-      }
-      if (j >= text.length) fail(i, `unterminated text (no closing ${c})`);
+      const { value, end } = quoted(i);
       tokens.push({ kind: "string", value, at: i });
-      i = j + 1;
+      i = end;
+      continue;
+    }
+    // A metric's name is flat: all of it is one field, dots, slashes and dashes included.
+    if (text.startsWith("metrics.", i)) {
+      const at = i;
+      const from = i + "metrics.".length;
+      let name: string;
+      if (text[from] === '"' || text[from] === "'") {
+        const q = quoted(from);
+        [name, i] = [q.value, q.end];
+      } else {
+        METRIC.lastIndex = from;
+        name = METRIC.exec(text)?.[0] ?? "";
+        i = from + name.length;
+      }
+      tokens.push({ kind: "word", text: `metrics.${name}`, at });
       continue;
     }
     NUMBER.lastIndex = i;

@@ -60,7 +60,8 @@ const INJECTION = `it's "quoted"; DROP TABLE nbjob.jobs; --`;
 
 // name -> params, last_metrics, status, result (its JSON form), tags
 const JOBS: { params: { [k: string]: Json }; metrics: { [k: string]: Json }; status: "done" | "failed" | "queued"; result?: Json; tags?: string[] }[] = [
-  { params: { lr: 0.1, optimizer: "adam", model: { layers: 2 } }, metrics: { loss: 0.5, acc: 0.7 }, status: "done", result: 3, tags: ["sweep"] },
+  // Metric names are flat: dots, slashes, quotes, commas and braces are part of the name.
+  { params: { lr: 0.1, optimizer: "adam", model: { layers: 2 } }, metrics: { loss: 0.5, acc: 0.7, "layer0.grad_norm": 1.5, "val/loss": 0.6, 'say "hi", {x}': 3 }, status: "done", result: 3, tags: ["sweep"] },
   { params: { lr: 0.01, optimizer: "sgd", model: { layers: 4 } }, metrics: { loss: 0.08, acc: 0.9 }, status: "done", result: { acc: 0.93 }, tags: ["sweep"] },
   { params: { lr: 0.001, optimizer: "adam", model: { layers: 4 } }, metrics: { loss: 0.05 }, status: "done", result: { acc: 0.95 } },
   { params: { lr: 0.005, optimizer: "adam" }, metrics: { loss: "NaN" }, status: "failed" },
@@ -127,6 +128,10 @@ describe("queries by parameter, metric and result", () => {
     assert.deepEqual(idsOf(await db.jobs({ metrics: { loss: { lt: 0.1 } } })), newestFirst(1, 2));
     assert.deepEqual(idsOf(await db.jobs({ metrics: { loss: "NaN" } })), newestFirst(3));
     assert.deepEqual(idsOf(await db.jobs({ metrics: { acc: { exists: true } } })), newestFirst(0, 1));
+    // metrics: the key is the metric's whole name, dots and slashes included (not a path)
+    assert.deepEqual(idsOf(await db.jobs({ metrics: { "layer0.grad_norm": { lt: 2 } } })), newestFirst(0));
+    assert.deepEqual(idsOf(await db.jobs({ metrics: { "layer0.grad_norm": { exists: true } } })), newestFirst(0));
+    assert.deepEqual(idsOf(await db.jobs({ metrics: { "val/loss": 0.6, 'say "hi", {x}': { in: [3] } } })), newestFirst(0));
     // result: the whole value, or its fields
     assert.deepEqual(idsOf(await db.jobs({ result: { gt: 2 } })), newestFirst(0));
     assert.deepEqual(idsOf(await db.jobs({ result: { acc: { gte: 0.94 } } })), newestFirst(2));
@@ -154,12 +159,14 @@ describe("queries by parameter, metric and result", () => {
     assert.deepEqual(idsOf(await db.jobs({ orderBy: "-created", limit: 2 })), newestFirst(4, 5));
     assert.deepEqual(idsOf(await db.jobs({ orderBy: "metrics.loss", limit: 2, offset: 1 })), [1, 0].map((i) => ids[i]));
     assert.deepEqual(idsOf(await db.jobs({ orderBy: "-result.acc", result: { exists: true } })), [2, 1, 5, 0].map((i) => ids[i]));
+    assert.deepEqual(idsOf(await db.jobs({ orderBy: "-metrics.layer0.grad_norm", limit: 1 })), [ids[0]]);
   });
 
   test("db.jobs: bad filters are TypeErrors naming the option", async () => {
     await assert.rejects(db.jobs({ params: { lr: { lt: "0.01" as unknown as number } } }), { name: "TypeError", message: /params\.lr lt: expected a finite number \(lt compares numbers; use eq, ne or in for text\); got "0\.01"/ });
     await assert.rejects(db.jobs({ params: { lr: { less: 1 } as never } }), { name: "TypeError", message: /params\.lr: expected a value or an object of operators \(eq, ne, lt, lte, gt, gte, in, exists\)/ });
     await assert.rejects(db.jobs({ metrics: [] as never }), { name: "TypeError", message: /metrics: expected an object of conditions/ });
+    await assert.rejects(db.jobs({ metrics: { "": 1 } }), { name: "TypeError", message: /metrics: a metric name cannot be empty/ });
     await assert.rejects(db.jobs({ orderBy: "metrix.loss" }), { name: "TypeError", message: /unknown field "metrix\.loss"; the fields are params\.NAME/ });
     await assert.rejects(db.jobs({ where: "x" } as never), { name: "TypeError", message: /db\.jobs: unknown option where; the options are status, tag, name, group, createdAfter/ });
     await assert.rejects(db.jobs({ createdAfter: "yesterday" }), { name: "TypeError", message: /created gte: expected a date/ });
@@ -196,6 +203,11 @@ describe("queries by parameter, metric and result", () => {
     assert.deepEqual(listedIds(await nbjob(["jobs", "--where", `(params.optimizer = "sgd" or params.lr = 'auto') and status in ("done", "queued")`, "--order", "-id"], url)), newestFirst(1, 4));
     assert.deepEqual(listedIds(await nbjob(["jobs", "--where", `metrics.acc exists and tag = "sweep" and created < "${new Date(Date.now() - 86_400_000).toISOString()}"`, "--order", "-metrics.acc"], url)), [ids[0]]);
     assert.deepEqual(listedIds(await nbjob(["jobs", "--where", "(result > 2 or result.acc > 0.94) and params.model.layers exists", "--status", "done"], url)), newestFirst(0, 2));
+    // A metric's name runs to the comparison, dots, slashes and dashes included; quoted when it holds blanks.
+    const flat = await nbjob(["jobs", "--where", `metrics.layer0.grad_norm < 2 and metrics.val/loss>=0.6 and metrics."say \\"hi\\", {x}" = 3`, "--order", "-metrics.layer0.grad_norm"], url);
+    assert.deepEqual(listedIds(flat), [ids[0]]);
+    assert.match(flat.stdout.split("\n")[0], /\sMETRICS\.LAYER0\.GRAD_NORM\s+METRICS\.VAL\/LOSS\s+METRICS\.SAY "HI", \{X\}\s+METRICS$/);
+    assert.match(flat.stdout.split("\n")[1], /\s1\.5\s+0\.6\s+3\s+acc=0\.7 loss=0\.5$/);
   });
 
   test("nbjob jobs: a bad --where or --order is one line naming the position or the field", async () => {
@@ -237,6 +249,18 @@ describe("queries by parameter, metric and result", () => {
       and: [{ field: { kind: "result", path: [] }, op: "eq", value: null }, { field: { kind: "name" }, op: "ne", value: "it's" }],
     });
     assert.throws(() => parseWhere("params.lr <"), (err: unknown) => err instanceof WhereSyntaxError && err.position === 12);
+    // params and result are nested (a dot goes one level in); a metric's name is flat, quoted when it holds blanks
+    assert.deepEqual(parseWhere(`params.model.layers = 2 and metrics.layer0.grad_norm<2 and metrics.val-loss exists or metrics.'my loss' in (1)`), {
+      or: [
+        { and: [
+          { field: { kind: "params", path: ["model", "layers"] }, op: "eq", value: 2 },
+          { field: { kind: "metrics", path: ["layer0.grad_norm"] }, op: "lt", value: 2 },
+          { field: { kind: "metrics", path: ["val-loss"] }, op: "exists", value: true },
+        ] },
+        { field: { kind: "metrics", path: ["my loss"] }, op: "in", value: [1] },
+      ],
+    });
+    assert.throws(() => parseWhere("metrics. < 1"), /^WhereSyntaxError: unknown field "metrics\.": a metric name cannot be empty at position 1/);
   });
 
   test("a job's result as JSON (what the worker stores in result_json)", () => {
@@ -423,6 +447,15 @@ describe("indexes on a field's number", () => {
     await db.createIndex("params.NULL");
     const weird: JobQuery = { where: { field: { kind: "params", path: ["NULL"] }, op: "gt", value: 0 } };
     assert.ok((await plan(weird, "all", await indexedFields(store))).includes(fieldIndexName("params.NULL")), await plan(weird));
+    // A metric's name is flat: dots, quotes, a comma and braces are one element of the index's path,
+    // which is the path --where's quoted form and db.jobs query, so they read the index.
+    const flatName = 'say "hi", {x}.y';
+    await db.createIndex(`metrics.${flatName}`);
+    const flat = parseWhere(`metrics."say \\"hi\\", {x}.y" > 0`);
+    assert.deepEqual(flat, { field: { kind: "metrics", path: [flatName] }, op: "gt", value: 0 });
+    assert.ok((await plan({ where: flat }, "all", await indexedFields(store))).includes(fieldIndexName(`metrics.${flatName}`)), await plan({ where: flat }));
+    assert.deepEqual(await db.jobs({ metrics: { [flatName]: { gt: 0 } } }), []);
+    assert.equal((await nbjob(["db", "index", "--drop", `metrics.${flatName}`], url)).stdout, `dropped the index on metrics.${flatName}\n`);
   });
 
   test("a bad field is one line naming it, and nothing is created", async () => {
@@ -434,9 +467,11 @@ describe("indexes on a field's number", () => {
     assertOneLineError(await nbjob(["db", "index", "status"], url),
       `nbjob: nbjob db index: status is a column of the job, not a params, metrics or result field; an index on a field's number is for params.NAME, metrics.NAME, result or result.NAME (nested: params.model.width)`);
     assertOneLineError(await nbjob(["db", "index", "params"], url), /^nbjob: nbjob db index: params needs a name: params\.NAME, e\.g\. params\.lr$/);
-    assertOneLineError(await nbjob(["db", "index", "--drop", "metrics.a-b"], url), /^nbjob: nbjob db index: unknown field "metrics\.a-b": names are letters/);
+    assertOneLineError(await nbjob(["db", "index", "--drop", "params.a-b"], url), /^nbjob: nbjob db index: unknown field "params\.a-b": names are letters/);
+    assertOneLineError(await nbjob(["db", "index", "--drop", "metrics.a\tb"], url), /^nbjob: nbjob db index: unknown field "metrics\.a\\tb": a metric name cannot contain control characters/);
     assertOneLineError(await nbjob(["db", "index", "params.lr", "--list"], url), /^nbjob: give one of FIELD, --list or --drop FIELD, not --list and FIELD /);
-    await assert.rejects(db.createIndex("metrics.loss rate"), { name: "TypeError", message: /^db\.createIndex: unknown field "metrics\.loss rate": names are letters, digits, _ and \$/ });
+    await assert.rejects(db.createIndex("params.loss rate"), { name: "TypeError", message: /^db\.createIndex: unknown field "params\.loss rate": names are letters, digits, _ and \$/ });
+    await assert.rejects(db.createIndex("metrics."), { name: "TypeError", message: /^db\.createIndex: unknown field "metrics\.": a metric name cannot be empty/ });
     assert.equal((await listFieldIndexes(store)).length, before);
     const { rows } = await store.query<{ n: number }>("SELECT count(*)::int AS n FROM nbjob.jobs");
     assert.equal(rows[0].n, JOB_COUNT, "the table is still there, whole");
