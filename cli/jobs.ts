@@ -73,7 +73,10 @@ const JOBS_USAGE = `usage: nbjob jobs [--status S] [--tag T] [--name N] [--where
   --where EXPR   only jobs for which EXPR holds: comparisons joined by and / or, with parentheses,
                  e.g. --where "params.lr < 0.01 and metrics.loss < 0.1"
                  fields: params.NAME (params.model.layers for nested values), metrics.NAME (the
-                   last logged value), result, result.NAME, status, name, tag, group, created, id
+                   last logged value; NAME is the metric's whole name, dots and slashes included:
+                   metrics.layer0.grad_norm, metrics.val/loss; quote one with blanks or
+                   = ! < > ( ) , in it: metrics."val loss"), result, result.NAME, status, name,
+                   tag, group, created, id
                  comparisons: = != < <= > >= (< and > compare numbers, and dates for created),
                    FIELD in (1, 2), FIELD exists
                  values: numbers, "quoted text", true, false, null
