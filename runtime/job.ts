@@ -7,7 +7,7 @@ import {
   diffJobs, getBundle, getEnvironment, getWorker, WORKER_STALE_MS, IllegalTransitionError, isStoreUnreachable, listCheckpoints, listWorkers, markLostJobs, readLogs, requireJob, UnknownJobError,
 } from "../store";
 import type { CheckpointSummary, DbJob, JobStatus, MetricSeries, Store } from "../store";
-import { formatLastMetrics, lastMetricsOf, metricNameProblem, readMetrics, setJobNote } from "../store";
+import { formatLastMetrics, lastMetricsOf, metricNameProblem, missingMetricText, readMetrics, setJobNote } from "../store";
 import { checkPlotArguments, MetricsPlot } from "./metrics-plot";
 import type { MetricsPlotOptions } from "./metrics-plot";
 import { collectGarbage, deleteJobs } from "../store/cleanup";
@@ -349,14 +349,20 @@ export class Job<T = unknown> {
    * The values the job logged with `jobtracker.log`, by metric name: `{ loss: { steps, values,
    * backwards } }`, each in the order logged (`backwards`: positions whose step was smaller than
    * the one before). NaN and ±Infinity come back as such; an array metric's values are arrays.
-   * With `name`, that metric only. A running job gives what is stored so far.
+   * With `name`, that metric only. A queued or running job gives what is stored so far (`{}`
+   * when it has not logged `name` yet: it may later). A job that has ended and never logged
+   * `name` rejects with an Error naming the metrics it did log (a misspelled name, most likely).
    */
   async metrics(name?: string): Promise<{ [name: string]: MetricSeries }> {
-    if (name !== undefined) {
-      const problem = metricNameProblem(name);
-      if (problem) throw new TypeError(`job.metrics(name): ${problem}`);
-    }
-    return (await readMetrics(this.#store, this.id, { name })).series;
+    if (name === undefined) return (await readMetrics(this.#store, this.id)).series;
+    const problem = metricNameProblem(name);
+    if (problem) throw new TypeError(`job.metrics(name): ${problem}`);
+    // The status first: a job seen ended had stored every value before, so none can be missed.
+    this.#row = await requireJob(this.#store, this.id);
+    const { series } = await readMetrics(this.#store, this.id, { name });
+    if (series[name] || !FINAL_STATUSES.includes(this.#row.status)) return series;
+    const logged = Object.keys(lastMetricsOf(this.#row)).sort();
+    throw new Error(missingMetricText(this.id, name, logged) ?? `job ${this.id} (${this.#row.status}) logged no metric "${name}"; it logged no metrics (jobtracker.log in its code records them)`);
   }
 
   /**

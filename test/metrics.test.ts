@@ -61,6 +61,9 @@ const o = await oddJob.metrics();
 console.log("odd", oddJob.id, JSON.stringify(o.loss.steps), o.loss.values.map(String).join(" "), JSON.stringify(o.loss.backwards));
 console.log("w", JSON.stringify(o.w.steps), o.w.values.map((v) => "[" + (v as number[]).map(String).join(",") + "]").join(" "));
 console.log("oddlisted", JSON.stringify((await db.jobs({ limit: 1 }))[0].metrics, (_k, v) => typeof v === "number" && !Number.isFinite(v) ? "num:" + v : v));
+### code missingmetric
+await oddJob.metrics("nosuch").then((m) => console.log("no error", JSON.stringify(m)), (err) => console.log("missing", err.name, "|", err.message));
+console.log("present", Object.keys(await oddJob.metrics("w")).join(","));
 ### code plotmissing
 oddJob.plotMetrics("nosuch");
 ### code dash
@@ -143,6 +146,7 @@ oddJob.plotMetrics("loss");
     assert.match(cellText(ended), new RegExp(`^<line chart: loss by step \\(job ${oddId}\\); 1 point>[^]*\\njobs: ended\\njob ${oddId}: 3 values not drawn`));
     assert.doesNotMatch(cellText(ended), /running or queued/);
     // A metric the job never logged: said plainly, with the names it did log (as nbjob metrics says).
+    assert.equal(cellText(run.cells.get("missingmetric")), `missing Error | job ${oddId} logged no metric "nosuch"; it logged loss, w\npresent w\n`);
     assert.equal(cellText(run.cells.get("plotmissing")), `nosuch by step (job ${oddId}): no values of nosuch to draw; job ${oddId} ended (done)\njob ${oddId} logged no metric "nosuch"; it logged loss, w`);
 
     // The in-notebook dashboard has a metrics column with each job's last values.
@@ -283,6 +287,9 @@ console.log("resumedmetrics", am.i.steps.length, am.i.steps[0], am.i.steps[am.i.
 ### code cancel
 const spinning = await db.createJob(rc.view(1), ["logThenSpin(5000, " + JSON.stringify(${JSON.stringify(cancelFlag)}) + ")"], sc);
 while (!fs.existsSync(${JSON.stringify(cancelFlag)})) await sleep(20);
+// Still running: a metric it has not logged may come later, so no error.
+const later = await spinning.metrics("later");
+console.log("notyet", spinning.status, JSON.stringify(later));
 await sleep(300);
 const cancelledAt = Date.now();
 console.log("cancel", spinning.id, await spinning.cancel(), "in", Date.now() - cancelledAt, "ms");
@@ -290,6 +297,7 @@ console.log("cancel", spinning.id, await spinning.cancel(), "in", Date.now() - c
 // stored what it logged and printed before the stop: read once, no waiting.
 const cm = await spinning.metrics();
 console.log("cancelledmetrics", cm.k?.steps.length, JSON.stringify(cm.w?.values));
+await spinning.metrics("later").then(() => console.log("no error"), (err) => console.log("endedmissing", err.message));
 console.log("cancelledlogs", JSON.stringify(await spinning.logs()));
 `);
     assert.equal(run.code, 0, run.stderr);
@@ -340,6 +348,9 @@ console.log("cancelledlogs", JSON.stringify(await spinning.logs()));
     const cancelled = /cancel (\d+) cancelled in (\d+) ms/.exec(cancel);
     assert.ok(cancelled, cancel);
     assert.match(cancel, /cancelledmetrics 5000 \[\[1,2,3\]\]/);
+    // job.metrics(name): {} while the job runs (it may log it later), an Error once it has ended.
+    assert.match(cancel, /notyet running \{\}/);
+    assert.match(cancel, new RegExp(`endedmissing job ${cancelled[1]} logged no metric "later"; it logged k, w`));
     assert.match(cancel, /cancelledlogs ".*the last line before the spin"/);
     console.log(`job.cancel() of a spinning job returned after ${cancelled[2]} ms, its values and last line stored`);
     const cancelledRow = await getJob(env.store, Number(cancelled[1]));
