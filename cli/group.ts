@@ -5,6 +5,7 @@ import type { Command } from "./args";
 import { parseCommandArgs, UsageError } from "./args";
 import { STORE_FLAGS, STORE_FLAGS_USAGE, withCliStore } from "./db";
 import { formatLastMetrics, getJobGroup, groupCounts, lastMetricsOf, listGroupJobs } from "../store";
+import { ROW_METRICS } from "../store/metrics";
 import { GroupProgress } from "../runtime/group-progress";
 import { describeSample, sampleKeys } from "../runtime/random-search";
 import type { SampleSettings } from "../runtime/random-search";
@@ -48,7 +49,7 @@ export async function cmdGroup(argv: string[]): Promise<number> {
     const rows = jobs.map((job) => [
       String(job.id), job.status, ...keys.map((k) => JSON.stringify(job.params[k])),
       clip(job.status === "done" ? job.result_text ?? "" : job.error_name ? `${job.error_name}: ${job.error_message ?? ""}` : ""),
-      formatLastMetrics(lastMetricsOf(job)),
+      formatLastMetrics(lastMetricsOf(job), 4, { count: ROW_METRICS, see: `nbjob show ${job.id}` }),
     ]);
     // reduce, not Math.max(...rows): a group can have more jobs than a call takes arguments.
     const widths = header.map((h, i) => rows.reduce((w, r) => Math.max(w, r[i].length), h.length));

@@ -11,7 +11,7 @@ import type { DbJob, DbJobQueried, DbLog, FieldRef, JobCondition, JobQuery, Json
 import { compileJobQuery, countJobs, fieldRef, JobQueryError, parseWhere, queryJobs, WhereSyntaxError } from "../store";
 import { getJob } from "../store";
 import { formatBytes, jobSizes } from "../store/cleanup";
-import { formatLastMetrics, lastMetricsOf } from "../store/metrics";
+import { formatLastMetrics, lastMetricsOf, ROW_METRICS } from "../store/metrics";
 
 // ---------------------------------------------------------------- formatting helpers
 
@@ -85,7 +85,8 @@ const JOBS_USAGE = `usage: nbjob jobs [--status S] [--tag T] [--name N] [--where
   --limit N      how many jobs to list (default 50; a last line on stderr says when more match)
   --size         add a SIZE column: bytes of the job's checkpoint values, logs and result
 
-The params., metrics. and result fields named in --where and --order get a column each.
+The params., metrics. and result fields named in --where and --order get a column each;
+METRICS shows the last values of up to ${ROW_METRICS} other metrics (nbjob show JOB lists them all).
 ${STORE_FLAGS_USAGE}`;
 
 /** The params/metrics/result fields an expression names, in order, once each (shown as columns). */
@@ -177,7 +178,7 @@ export async function cmdJobs(argv: string[]): Promise<number> {
   }
   // The METRICS column holds the last values of the metrics that have no column of their own.
   const ownColumns = new Set(columns.filter(([, field]) => field.kind === "metrics" && field.path.length === 1).map(([, field]) => field.path[0]));
-  const metrics = jobs.map((job) => formatLastMetrics(Object.fromEntries(Object.entries(lastMetricsOf(job)).filter(([name]) => !ownColumns.has(name)))));
+  const metrics = jobs.map((job) => formatLastMetrics(Object.fromEntries(Object.entries(lastMetricsOf(job)).filter(([name]) => !ownColumns.has(name))), 4, { count: ROW_METRICS, see: `nbjob show ${job.id}` }));
   // Only when some job logged metrics; last, since a job may log many and the last column is not padded.
   const withMetrics = metrics.some((text) => text !== "");
   const rows = jobs.map((job, i) => [

@@ -262,12 +262,20 @@ export function missingMetricText(jobId: number, name: string, logged: readonly 
   return `job ${jobId} logged no metric "${name}"; it logged ${logged.join(", ")}`;
 }
 
-/** The last metrics as short text, `loss=0.12 acc=0.9` (arrays as `[3 values]`), for tables. */
-export function formatLastMetrics(metrics: { [name: string]: number | number[] }, digits = 4): string {
-  return Object.entries(metrics)
-    .map(([name, value]) => `${name}=${Array.isArray(value) ? `[${value.length} values]` : formatMetricNumber(value, digits)}`)
-    .join(" ");
+/**
+ * The last metrics as short text, `loss=0.12 acc=0.9` (arrays as `[3 values]`), for tables.
+ * `cap`: at most `count` of them, then `… (+N more; <see>)`, for a row of a listing: a job may
+ * log hundreds of metrics, which made each row thousands of characters wide.
+ */
+export function formatLastMetrics(metrics: { [name: string]: number | number[] }, digits = 4, cap?: { count: number; see: string }): string {
+  const entries = Object.entries(metrics);
+  const shown = cap && entries.length > cap.count ? entries.slice(0, cap.count) : entries;
+  const text = shown.map(([name, value]) => `${name}=${Array.isArray(value) ? `[${value.length} values]` : formatMetricNumber(value, digits)}`).join(" ");
+  return shown.length < entries.length ? `${text} … (+${entries.length - shown.length} more; ${cap!.see})` : text;
 }
+
+/** How many metrics a row of `nbjob jobs` or `nbjob group` shows; `nbjob show JOB` shows them all. */
+export const ROW_METRICS = 5;
 
 /** A number shown briefly: 4 significant digits, NaN and Infinity as such. */
 export function formatMetricNumber(value: number, digits = 4): string {

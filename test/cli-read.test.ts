@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { Client } from "pg";
-import { openStore, putBundle, createJob, transitionJob, appendLogs, knownMigrations, setJobNote, WORKER_HEARTBEAT_MS, WORKER_STALE_MS } from "../store";
+import { openStore, putBundle, createJob, createJobGroup, transitionJob, appendLogs, knownMigrations, putMetrics, setJobNote, WORKER_HEARTBEAT_MS, WORKER_STALE_MS } from "../store";
 import type { Store, BundleInput, SnippetInput } from "../store";
 import { assembleBundle } from "../runtime/bundle";
 import { TestDatabases } from "./pg-admin";
@@ -363,5 +363,47 @@ describe("nbjob log and history across notebooks, nbjob show's traceback", () =>
     const run = await nbjob(["show", String(failed.id)], { NBJOB_DATABASE_URL: url });
     assert.equal(run.code, 0, run.stderr);
     assert.ok(run.stdout.includes(`error\n  RangeError: too far\n      at norm (bundle.ts:${normPart.firstLine + 1}:10 [snippet norm, line 2])\n      at bundle.ts:${entryPart.firstLine}:1 [entry 1 "norm(new Point(3, 4))", line 1]\n`), run.stdout);
+  });
+});
+
+// A job may log hundreds of metrics: a row of `nbjob jobs` or `nbjob group` shows the first few
+// and where to see the rest; `nbjob show` lists them all.
+describe("rows of a job with 300 metrics", () => {
+  let url: string;
+  let store: Store;
+
+  before(async () => {
+    url = await freshDatabase("manymetrics");
+    store = openStore({ url });
+  });
+
+  after(async () => {
+    await store.close();
+    await databases.dropAll();
+  });
+
+  test("nbjob jobs and nbjob group show 5 metrics and how many more; nbjob show shows all 300", async () => {
+    const group = await createJobGroup(store, { grid: { lr: [0.1] } });
+    const hash = await putBundle(store, makeBundle([], { lr: 0.1 }, ["0"]));
+    const job = await createJob(store, { bundleHash: hash, groupId: group.id });
+    await transitionJob(store, job.id, "running", { workerId: "w", host: "h", pid: 1 });
+    const names = Array.from({ length: 300 }, (_, i) => `layer${String(i).padStart(3, "0")}.grad_norm`);
+    await putMetrics(store, job.id, names.map((name, seq) => ({ seq, name, step: 0, value: seq / 1000, backwards: false })));
+    await transitionJob(store, job.id, "done", { result: 0, resultText: "0" });
+
+    const jobs = await nbjob(["jobs"], { NBJOB_DATABASE_URL: url });
+    assert.equal(jobs.code, 0, jobs.stderr);
+    const row = jobs.stdout.trim().split("\n")[1];
+    assert.match(row, new RegExp(`^${job.id}\\s+done\\s.*\\slayer000\\.grad_norm=0 layer001\\.grad_norm=0\\.001 layer002\\.grad_norm=0\\.002 layer003\\.grad_norm=0\\.003 layer004\\.grad_norm=0\\.004 … \\(\\+295 more; nbjob show ${job.id}\\)$`));
+    assert.ok(row.length < 300, `a short row: ${row.length} characters`);
+
+    const shown = await nbjob(["group", String(group.id)], { NBJOB_DATABASE_URL: url });
+    assert.equal(shown.code, 0, shown.stderr);
+    assert.match(shown.stdout, new RegExp(`\\slayer004\\.grad_norm=0\\.004 … \\(\\+295 more; nbjob show ${job.id}\\)\\n?$`));
+
+    const show = await nbjob(["show", String(job.id)], { NBJOB_DATABASE_URL: url });
+    assert.equal(show.code, 0, show.stderr);
+    for (const name of names) assert.ok(show.stdout.includes(` ${name}=`), `nbjob show lists ${name}`);
+    assert.doesNotMatch(show.stdout, /more; nbjob show/);
   });
 });
