@@ -7,7 +7,7 @@ import {
 } from "../store";
 import type { BundleInput, Condition, DbJob, DbJobQueried, JobQuery, JobStatus, Json, Store, StoreLocation, ValueCondition } from "../store";
 import { lastMetricsOf } from "../store/metrics";
-import { collectGarbage, deleteJobs, parseDuration } from "../store/cleanup";
+import { collectGarbage, deleteJobs, parseDuration, tagProblem } from "../store/cleanup";
 import type { DeletionPlan } from "../store/cleanup";
 import { enqueueJobs } from "../store/queue";
 import { buildBundle, jobParams, withParams } from "./bundle";
@@ -56,6 +56,7 @@ export interface CreateJobOptions {
   /** Values that replace parameters for this job only; each must name an existing parameter. */
   overrides?: Record<string, unknown>;
   name?: string;
+  /** Each one word, without spaces or commas (as `nbjob tag JOB +T` takes them). */
   tags?: string[];
   /** Show the job for review before it is submitted (default: when the frontend can answer input()). */
   review?: boolean;
@@ -109,7 +110,10 @@ export interface JobsFilter {
    * A dot goes into a nested object: `{ "model.layers": 2 }` is params.model.layers.
    */
   params?: Record<string, FieldCondition>;
-  /** Conditions on each metric's last logged value (jobtracker.log): `{ loss: { lt: 0.1 } }`. */
+  /**
+   * Conditions on each metric's last logged value (jobtracker.log): `{ loss: { lt: 0.1 } }`. The
+   * key is the metric's whole name (metrics are flat): `{ "layer0.grad_norm": { lt: 2 } }`.
+   */
   metrics?: Record<string, FieldCondition>;
   /**
    * A condition on the result (of jobs that are done and returned JSON data): `{ gt: 3 }` on the
@@ -118,7 +122,8 @@ export interface JobsFilter {
   result?: FieldCondition | Record<string, FieldCondition>;
   /**
    * "-created" (newest first, the default), "created", "metrics.loss" (smallest first),
-   * "-metrics.loss", "params.lr", "result", "result.acc", "id", "name", "status", "group". On params, metrics and
+   * "-metrics.loss", "params.lr", "result", "result.acc", "id", "name", "status", "group"
+   * ("metrics.layer0.grad_norm": all after "metrics." is the metric's name). On params, metrics and
    * result, numbers come first, then text, then other values, then jobs without the field.
    * Ranges on a field and orders by it read every job unless the field is indexed
    * (db.createIndex("metrics.loss"), or `nbjob db index metrics.loss`).
@@ -184,6 +189,10 @@ function checkCommonOptions(what: string, options: Partial<CreateJobOptions>): v
   if (options.tags !== undefined && (!Array.isArray(options.tags) || !options.tags.every((t) => typeof t === "string" && t !== ""))) {
     throw new TypeError(`${what}: tags must be an array of non-empty strings, e.g. ["geometry"]`);
   }
+  options.tags?.forEach((tag, i) => {
+    const problem = tagProblem(tag);
+    if (problem !== undefined) throw new TypeError(`${what}: tags[${i}]: ${problem}`);
+  });
   if (options.review !== undefined && typeof options.review !== "boolean") throw new TypeError(`${what}: review must be true or false`);
   // Node timers take at most 2^31 - 1 ms (a longer delay fires at once), and so does the column.
   const t = options.timeoutMs;

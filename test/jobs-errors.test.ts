@@ -42,6 +42,14 @@ await Client.connect({ profile: "nosuch" })
 await db.createJob(view, ["norm(new Point(1, 1))"], sc, { name: "run\\u0000one" })
 ### code nultag
 await db.createJob(view, ["norm(new Point(1, 1))"], sc, { tags: ["ok", "b\\u0000d"] })
+### code commatag
+await db.createJob(view, ["norm(new Point(1, 1))"], sc, { tags: ["ok", "a,b"] })
+### code spacetag
+await db.createJob(view, ["norm(new Point(1, 1))"], sc, { tags: ["with space"] })
+### code blanktag
+await db.createJob(view, ["norm(new Point(1, 1))"], sc, { tags: ["  "] })
+### code sweeptag
+await db.createJobs(view, ["walk(1)"], sc, sc2, { params, grid: { x: [1, 2] }, tags: ["long run"] })
 ### code nulparam
 params.label = "a\\u0000b";
 await db.createJob(view, ["walk(1)"], sc, sc2, { params })
@@ -64,6 +72,11 @@ await db.createJob(view, ["walk(1)"], sc, sc2, { params })
     // Text PostgreSQL cannot store: refused before any SQL, naming the option.
     assert.match(cellText(run.cells.get("nulname")), /TypeError: createJob: name contains a NUL character \(\\u0000\) at position 3, which PostgreSQL cannot store as text; remove it/);
     assert.match(cellText(run.cells.get("nultag")), /TypeError: createJob: tags\[1\] contains a NUL character/);
+    // Tags follow nbjob tag's rule (one function), with its message, naming the tag.
+    assert.match(cellText(run.cells.get("commatag")), /TypeError: createJob: tags\[1\]: a tag is a non-empty word without spaces or commas, got "a,b"/);
+    assert.match(cellText(run.cells.get("spacetag")), /TypeError: createJob: tags\[0\]: a tag is a non-empty word without spaces or commas, got "with space"/);
+    assert.match(cellText(run.cells.get("blanktag")), /TypeError: createJob: tags\[0\]: a tag is a non-empty word without spaces or commas, got " {2}"/);
+    assert.match(cellText(run.cells.get("sweeptag")), /TypeError: createJobs: tags\[0\]: a tag is a non-empty word without spaces or commas, got "long run"/);
     assert.match(cellText(run.cells.get("nulparam")), /TypeError: createJob: params\.label contains a NUL character/);
     assert.equal((await listJobs(env.store, { limit: 1000 })).length, before, "no job row was written");
   });
