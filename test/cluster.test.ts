@@ -137,6 +137,19 @@ after(async () => {
   await admin((c) => c.query(`DROP DATABASE IF EXISTS ${DATABASE} WITH (FORCE)`));
 });
 
+/** Sends the worker a job that keeps its thread busy for `ms` and waits until it started; returns the events it keeps receiving. */
+async function startBusyJob(client: KernelClient, jobId: number, ms: number): Promise<WorkerEvent[]> {
+  const comm = await client.openComm("nbjob.worker");
+  const events: WorkerEvent[] = [];
+  comm.onMsg((data) => events.push(data as WorkerEvent));
+  await comm.send({ action: "run", job_id: jobId, bundle: { source: `const end = Date.now() + ${ms};\nwhile (Date.now() < end) {}`, entries: ["'slept'"] } });
+  for (let waited = 0; !events.some((e) => e.action === "started"); waited += 20) {
+    assert.ok(waited < 10_000, `job ${jobId} did not start`);
+    await sleep(20);
+  }
+  return events;
+}
+
 describe("nbjob cluster", () => {
   test("start -n 2 launches two detached workers that outlive the command", async () => {
     const run = await nbjob("cluster", "start", "-n", "2");
@@ -177,14 +190,7 @@ describe("nbjob cluster", () => {
     try {
       assert.equal((client.kernelInfo?.nbjob as { worker_id: string }).worker_id, idOf(1));
       assert.match(idOf(1), /^default\/1@[^.]+.*\.[0-9a-f]{6}$/);
-      const comm = await client.openComm("nbjob.worker");
-      const events: WorkerEvent[] = [];
-      comm.onMsg((data) => events.push(data as WorkerEvent));
-      await comm.send({ action: "run", job_id: 77, bundle: { source: "const end = Date.now() + 4000;\nwhile (Date.now() < end) {}", entries: ["'slept'"] } });
-      for (let waited = 0; !events.some((e) => e.action === "started"); waited += 20) {
-        assert.ok(waited < 10_000, "the job did not start");
-        await sleep(20);
-      }
+      const events = await startBusyJob(client, 77, 4000);
       const busy = await nbjob("cluster", "status");
       assert.match(busy.stdout, new RegExp(`\\n\\s+1\\s+${pidOf(1)}\\s+alive\\s+ok\\s+job 77`));
       assert.match(busy.stdout, /\n\s+0\s+\d+\s+alive\s+ok\s+idle/);
@@ -295,14 +301,7 @@ describe("nbjob cluster", () => {
     const client = await KernelClient.connect(readConnectionFile(join(clusterDir, "worker-1.json")), { readyTimeoutMs: 20_000 });
     let run: Awaited<ReturnType<typeof nbjob>>;
     try {
-      const comm = await client.openComm("nbjob.worker");
-      const events: WorkerEvent[] = [];
-      comm.onMsg((data) => events.push(data as WorkerEvent));
-      await comm.send({ action: "run", job_id: 88, bundle: { source: "const end = Date.now() + 60_000;\nwhile (Date.now() < end) {}", entries: ["'slept'"] } });
-      for (let waited = 0; !events.some((e) => e.action === "started"); waited += 20) {
-        assert.ok(waited < 10_000, "the job did not start");
-        await sleep(20);
-      }
+      await startBusyJob(client, 88, 60_000);
       run = await nbjob("cluster", "stop");
     } finally {
       client.close();
